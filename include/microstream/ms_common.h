@@ -1,0 +1,155 @@
+/* microstream: error codes, allocator hook, export macro, shared types. */
+#ifndef MICROSTREAM_MS_COMMON_H
+#define MICROSTREAM_MS_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(MS_BUILDING_LIBRARY) && defined(__GNUC__)
+#define MS_EXTERN __attribute__((visibility("default")))
+#else
+#define MS_EXTERN
+#endif
+
+#define MS_VERSION_STRING "0.1.0"
+#define MS_PROTOCOL_VERSION 1
+
+/* "No deadline" as returned by every *_next_deadline() function. */
+#define MS_NO_DEADLINE INT64_MAX
+
+/*
+ * Error codes. 0 is success; every error is negative and grouped by
+ * hundreds:
+ *   -1xx  try again later (not an error of the object)
+ *   -2xx  protocol errors caused by the peer's bytes
+ *   -3xx  usage errors (bad argument, wrong state, limits)
+ *   -4xx  wire error codes (PROTOCOL.md "Error codes"), as seen by a caller
+ *   -5xx  callback failures
+ *   -6xx  I/O and connection state
+ *   -9xx  fatal: after one of these only the destructor may be called
+ */
+typedef enum ms_err {
+  MS_OK = 0,
+
+  MS_ERR_WOULDBLOCK = -101,
+  MS_ERR_AGAIN = -102,
+
+  MS_ERR_PROTO = -201,        /* peer broke RFC 6455 or PROTOCOL.md */
+  MS_ERR_BAD_MESSAGE = -202,  /* a protocol message did not decode */
+  MS_ERR_HTTP = -203,         /* malformed HTTP head */
+  MS_ERR_HANDSHAKE = -204,    /* upgrade refused or invalid */
+  MS_ERR_TOO_BIG = -205,      /* message or header over its limit */
+  MS_ERR_UTF8 = -206,         /* invalid UTF-8 in a text message */
+  MS_ERR_NEED_MORE = -207,    /* parser needs more bytes */
+
+  MS_ERR_INVALID_ARG = -301,
+  MS_ERR_STATE = -302,        /* call not valid in the current state */
+  MS_ERR_NOT_FOUND = -303,
+  MS_ERR_EXISTS = -304,
+  MS_ERR_LIMIT = -305,        /* a configured bound was reached */
+  MS_ERR_BUFFER_FULL = -306,  /* output above the high-water mark */
+
+  /* Wire error codes. ms_err_to_wire() gives the string. */
+  MS_ERR_TARGET_SERVICE_NOT_FOUND = -401,
+  MS_ERR_EVENT_NOT_FOUND = -402,
+  MS_ERR_REQUEST_TIMEOUT = -403,
+  MS_ERR_INTERNAL_SERVER_ERROR = -404,
+  MS_ERR_DUPLICATE_SERVICE_REGISTRATION = -405,
+  MS_ERR_TARGET_DISCONNECTED = -406,
+  MS_ERR_UNAUTHORIZED = -407,
+  MS_ERR_PAYLOAD_TOO_LARGE = -408,
+  MS_ERR_TOO_MANY_PENDING = -409,
+  MS_ERR_BAD_REQUEST = -410,
+  MS_ERR_UNSUPPORTED_VERSION = -411,
+  MS_ERR_CANCELLED = -412,
+  MS_ERR_SLOW_CONSUMER = -413,
+  MS_ERR_HUB_UNAVAILABLE = -414,
+  MS_ERR_APPLICATION = -499,  /* an application's own code string */
+
+  MS_ERR_CALLBACK_FAILURE = -501,
+
+  MS_ERR_IO = -601,
+  MS_ERR_CLOSED = -602,
+  MS_ERR_TIMEOUT = -603,
+  MS_ERR_ADDRESS = -604,
+
+  MS_ERR_NOMEM = -901,
+  MS_ERR_INTERNAL = -902
+} ms_err;
+
+/* A short English description of an error code; never NULL. */
+MS_EXTERN const char *ms_strerror(int err);
+
+/* Non-zero when err leaves the object unusable (only *_del may follow). */
+MS_EXTERN int ms_err_is_fatal(int err);
+
+/* Wire code string for a -4xx code ("REQUEST_TIMEOUT"), NULL for others
+ * (including MS_ERR_APPLICATION, whose string is the application's). */
+MS_EXTERN const char *ms_err_to_wire(int err);
+
+/* The -4xx code of a wire code string, MS_ERR_APPLICATION for strings
+ * that are not one of the standard codes. */
+MS_EXTERN int ms_err_from_wire(const char *code, size_t len);
+
+/*
+ * Allocator hook. Every object takes an optional allocator at construction
+ * (NULL = libc). Only microstream's own allocations go through it: wslay,
+ * msgpack-c and the JSON library use their own.
+ */
+typedef struct ms_allocator {
+  void *(*malloc)(size_t size, void *user_data);
+  void (*free)(void *ptr, void *user_data);
+  void *(*calloc)(size_t nmemb, size_t size, void *user_data);
+  void *(*realloc)(void *ptr, size_t size, void *user_data);
+  void *user_data;
+} ms_allocator;
+
+/* The libc allocator. */
+MS_EXTERN const ms_allocator *ms_default_allocator(void);
+
+/* Payload encodings, also the negotiated WebSocket subprotocol. */
+typedef enum ms_encoding {
+  MS_ENC_NONE = 0,
+  MS_ENC_MSGPACK = 1, /* "microstream.v1" */
+  MS_ENC_JSON = 2     /* "microstream.json.v1" */
+} ms_encoding;
+
+#define MS_SUBPROTO_MSGPACK "microstream.v1"
+#define MS_SUBPROTO_JSON "microstream.json.v1"
+
+/* WebSocket close codes used by microstream (PROTOCOL.md "Close codes"). */
+enum {
+  MS_CLOSE_NORMAL = 1000,
+  MS_CLOSE_GOING_AWAY = 1001,
+  MS_CLOSE_PROTOCOL_ERROR = 1002,
+  MS_CLOSE_NO_STATUS = 1005,
+  MS_CLOSE_ABNORMAL = 1006,
+  MS_CLOSE_INVALID_UTF8 = 1007,
+  MS_CLOSE_TOO_BIG = 1009,
+  MS_CLOSE_INTERNAL = 1011,
+  MS_CLOSE_UNAUTHORIZED = 4001,
+  MS_CLOSE_PROTOCOL = 4002,
+  MS_CLOSE_HEARTBEAT = 4008,
+  MS_CLOSE_DUPLICATE = 4009,
+  MS_CLOSE_SLOW_CONSUMER = 4029,
+  MS_CLOSE_SHUTDOWN = 4050
+};
+
+/* Log levels (PROTOCOL.md LOG). */
+enum {
+  MS_LEVEL_DEBUG = 10,
+  MS_LEVEL_INFO = 20,
+  MS_LEVEL_WARN = 30,
+  MS_LEVEL_ERROR = 40,
+  MS_LEVEL_SILENT = 1000
+};
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

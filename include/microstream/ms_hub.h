@@ -1,0 +1,147 @@
+/*
+ * microstream: the hub engine.
+ *
+ * Sans-IO: the transport accepts a stream and calls ms_hub_accept(), feeds
+ * each connection's bytes with ms_hub_conn_feed(), and writes what
+ * ms_hub_conn_peek() shows. Because routing makes output appear on other
+ * connections than the one fed, the hub keeps a list of connections with
+ * new output or a changed state: after feeding and ticking, the transport
+ * drains it with ms_hub_next_dirty() and flushes each (one write per
+ * connection per loop iteration). A connection whose want_read and
+ * want_write are both 0 is finished: the transport closes the stream and
+ * calls ms_hub_conn_release().
+ */
+#ifndef MICROSTREAM_MS_HUB_H
+#define MICROSTREAM_MS_HUB_H
+
+#include <microstream/ms_common.h>
+#include <microstream/ms_conn.h>
+#include <microstream/ms_transport.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ms_hub ms_hub;
+typedef struct ms_hub_conn ms_hub_conn;
+
+typedef struct ms_hub_config {
+  const char *hub_id;          /* NULL: generated per start */
+  int64_t heartbeat_ms;        /* liveness interval, default 10000 */
+  size_t max_message;          /* default 1 MiB */
+  size_t max_pending;          /* requests in flight per connection, 1024 */
+  int64_t default_timeout_ms;  /* default 5000 */
+  int64_t max_timeout_ms;      /* default 300000 */
+  int64_t max_late_ms;         /* default 30000 */
+  size_t max_connections;      /* default 100000 */
+  size_t out_high_water;       /* per connection, default 1 MiB */
+  size_t out_hard_limit;       /* per connection: past it, close 4029;
+                                  default 16 MiB */
+  int replace_stale;           /* let a new connection replace a stale one */
+  /* Token check: if secret_len > 0, a HELLO token must equal the
+   * lowercase hex HMAC-SHA256(secret, service name). */
+  const uint8_t *secret;
+  size_t secret_len;
+  /* Log ring (records kept in memory for history), default 10000. */
+  size_t log_ring;
+  /* Per-subscriber queue bound (messages), default 4096. */
+  size_t sub_queue;
+  /* Wall clock in microseconds since the Unix epoch. NULL: the hub uses
+   * now * 1000 (tests). */
+  int64_t (*wallclock_us)(void *user_data);
+  /* Optional hook for the hub's own events (connects, refusals ...). */
+  void (*on_event)(ms_hub *h, int level, const char *text, void *user_data);
+  /* Optional: serve HTTP requests the hub does not serve itself. Return
+   * 0 if answered with ms_conn_http_respond(), else the hub answers 404. */
+  int (*on_http)(ms_hub *h, ms_conn *c, const ms_http_request *req,
+                 void *user_data);
+} ms_hub_config;
+
+MS_EXTERN void ms_hub_config_init(ms_hub_config *cfg);
+
+MS_EXTERN int ms_hub_new(ms_hub **ph, const ms_hub_config *cfg,
+                         void *user_data, const ms_allocator *mem);
+/* Frees every connection (the transport must have closed their streams or
+ * stop using them). NULL is a no-op. */
+MS_EXTERN void ms_hub_del(ms_hub *h);
+MS_EXTERN void *ms_hub_user_data(const ms_hub *h);
+MS_EXTERN const char *ms_hub_id(const ms_hub *h);
+
+/* ---- Transport side ---------------------------------------------------- */
+
+/* A stream was accepted. `transport_data` is kept for the transport
+ * (ms_hub_conn_transport_data). Returns 0, MS_ERR_LIMIT (max_connections:
+ * the transport closes the stream), MS_ERR_NOMEM. */
+MS_EXTERN int ms_hub_accept(ms_hub *h, ms_hub_conn **pc, void *transport_data,
+                            int64_t now);
+MS_EXTERN int ms_hub_conn_feed(ms_hub_conn *hc, const uint8_t *data,
+                               size_t len, int64_t now);
+MS_EXTERN const uint8_t *ms_hub_conn_peek(ms_hub_conn *hc, size_t *len);
+MS_EXTERN void ms_hub_conn_consume(ms_hub_conn *hc, size_t n);
+MS_EXTERN int ms_hub_conn_want_read(const ms_hub_conn *hc);
+MS_EXTERN int ms_hub_conn_want_write(const ms_hub_conn *hc);
+/* The stream ended or failed. */
+MS_EXTERN void ms_hub_conn_eof(ms_hub_conn *hc, int64_t now);
+/* The transport closed the stream; the hub frees hc (now or, if inside a
+ * hub callback, when it returns). hc must not be used afterwards. */
+MS_EXTERN void ms_hub_conn_release(ms_hub_conn *hc);
+MS_EXTERN void *ms_hub_conn_transport_data(const ms_hub_conn *hc);
+/* The service name registered on hc, or NULL. */
+MS_EXTERN const char *ms_hub_conn_service(const ms_hub_conn *hc);
+
+/* Next connection with new output or a new state since the last call, or
+ * NULL. Each connection appears at most once until it is returned. */
+MS_EXTERN ms_hub_conn *ms_hub_next_dirty(ms_hub *h);
+
+MS_EXTERN int ms_hub_tick(ms_hub *h, int64_t now);
+MS_EXTERN int64_t ms_hub_next_deadline(const ms_hub *h);
+
+/* Close every connection with 4050 (PRESENCE down, reason shutdown). */
+MS_EXTERN void ms_hub_shutdown(ms_hub *h, int64_t now);
+
+/* Same hook as ms_client_set_wakeup: new output or an earlier deadline
+ * from a call the transport did not make. */
+typedef void (*ms_hub_wakeup_fn)(void *transport_data);
+MS_EXTERN void ms_hub_set_wakeup(ms_hub *h, ms_hub_wakeup_fn fn,
+                                 void *transport_data);
+
+MS_EXTERN extern const ms_engine_ops ms_hub_conn_engine_ops;
+
+/* ---- Introspection ----------------------------------------------------- */
+
+typedef struct ms_hub_stats {
+  uint64_t connections;      /* open now */
+  uint64_t services;         /* registered names now */
+  uint64_t accepted_total;
+  uint64_t requests_routed;
+  uint64_t responses_routed;
+  uint64_t late_routed;
+  uint64_t late_dropped;     /* answers after the window, or unknown ids */
+  uint64_t bytes_in, bytes_out;
+  uint64_t log_records;
+  uint64_t errors_by_code[16]; /* index: -(err) - 401, for -401..-414 */
+  uint64_t pending;          /* requests in flight now */
+} ms_hub_stats;
+MS_EXTERN void ms_hub_get_stats(const ms_hub *h, ms_hub_stats *st);
+
+/* Prometheus text for /metrics, JSON for /healthz and /api/services;
+ * appended to a caller-owned growing buffer. Return 0 or MS_ERR_NOMEM. */
+typedef struct ms_buf {
+  char *data;
+  size_t len, cap;
+  const ms_allocator *mem;
+} ms_buf;
+MS_EXTERN int ms_hub_metrics_text(const ms_hub *h, ms_buf *out);
+MS_EXTERN int ms_hub_services_json(const ms_hub *h, ms_buf *out);
+MS_EXTERN void ms_buf_free(ms_buf *b);
+
+/* The token a service must present to a hub configured with `secret`:
+ * lowercase hex HMAC-SHA256(secret, service). out gets 64 chars + NUL. */
+MS_EXTERN void ms_service_token(const uint8_t *secret, size_t secret_len,
+                                const char *service, char out[65]);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

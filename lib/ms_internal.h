@@ -1,0 +1,48 @@
+/* Internal helpers shared by the library's modules. Not installed. */
+#ifndef MS_INTERNAL_H
+#define MS_INTERNAL_H
+
+#include <microstream/ms_common.h>
+#include <microstream/ms_hub.h> /* ms_buf */
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <string.h>
+
+#define MS_UNUSED(x) ((void)(x))
+#define MS_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MS_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define MS_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+static inline const ms_allocator *ms_mem_or_default(const ms_allocator *m) {
+  return m ? m : ms_default_allocator();
+}
+static inline void *ms_malloc(const ms_allocator *m, size_t n) {
+  return m->malloc(n, m->user_data);
+}
+static inline void *ms_calloc(const ms_allocator *m, size_t k, size_t n) {
+  return m->calloc(k, n, m->user_data);
+}
+static inline void *ms_realloc(const ms_allocator *m, void *p, size_t n) {
+  return m->realloc(p, n, m->user_data);
+}
+static inline void ms_free(const ms_allocator *m, void *p) {
+  if (p)
+    m->free(p, m->user_data);
+}
+/* NUL-terminated copy (n bytes of s); NULL on allocation failure. */
+char *ms_strndup(const ms_allocator *m, const char *s, size_t n);
+
+/* Growing byte buffer (ms_buf is declared in ms_hub.h). */
+void ms_buf_init(ms_buf *b, const ms_allocator *mem);
+int ms_buf_reserve(ms_buf *b, size_t extra);
+int ms_buf_append(ms_buf *b, const void *data, size_t len);
+int ms_buf_appendf(ms_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+int ms_buf_append_json_str(ms_buf *b, const char *s, size_t len);
+void ms_buf_reset(ms_buf *b);
+
+/* Fill buf with len bytes from the OS random source (getrandom). */
+void ms_os_random(void *buf, size_t len);
+
+#endif

@@ -1,0 +1,2 @@
+/* placeholder: being written */
+typedef int ms_placeholder_ms_utf8;
