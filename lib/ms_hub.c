@@ -1,2 +1,1129 @@
-/* placeholder: being written */
-typedef int ms_placeholder_ms_hub;
+/* The hub engine: sessions, registry, routing, liveness (see ms_hub.h). */
+#include "ms_hub_int.h"
+
+#include <nettle/hmac.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#define LIVE_OFFSET offsetof(ms_hub_conn, live)
+
+static void conn_down(ms_hub *h, ms_hub_conn *hc, const char *reason,
+                      int64_t now);
+static void update_live(ms_hub *h, ms_hub_conn *hc);
+
+static ms_hub_conn *from_live(ms_hnode *n) {
+  return (ms_hub_conn *)(void *)((char *)n - LIVE_OFFSET);
+}
+
+/* ---- small helpers ---- */
+
+int64_t ms_hub_wall_us(ms_hub *h, int64_t now) {
+  if (h->cfg.wallclock_us)
+    return h->cfg.wallclock_us(h->ud);
+  return now * 1000;
+}
+
+msgpack_packer *ms_hub_packer(ms_hub *h) {
+  h->out.size = 0;
+  return &h->pk;
+}
+
+void ms_hub_mark_dirty(ms_hub *h, ms_hub_conn *hc) {
+  if (hc->in_dirty || hc->released)
+    return;
+  hc->in_dirty = 1;
+  hc->dirty_next = NULL;
+  if (h->dirty_tail)
+    h->dirty_tail->dirty_next = hc;
+  else
+    h->dirty_head = hc;
+  h->dirty_tail = hc;
+  if (h->wakeup && h->depth == 0)
+    h->wakeup(h->wakeup_ud);
+}
+
+static void hub_event(ms_hub *h, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void hub_event(ms_hub *h, int level, const char *fmt, ...) {
+  if (!h->cfg.on_event)
+    return;
+  char buf[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  h->cfg.on_event(h, level, buf, h->ud);
+}
+
+static void close_conn(ms_hub *h, ms_hub_conn *hc, uint16_t code,
+                       const char *reason, const char *presence_reason,
+                       int64_t now) {
+  if (hc->state == HC_CLOSING || hc->state == HC_GONE)
+    return;
+  ms_conn_close(hc->ws, code, reason);
+  conn_down(h, hc, presence_reason, now);
+  if (hc->state != HC_GONE)
+    hc->state = HC_CLOSING;
+  ms_hub_mark_dirty(h, hc);
+}
+
+int ms_hub_send_out(ms_hub *h, ms_hub_conn *hc) {
+  if (hc->state == HC_CLOSING || hc->state == HC_GONE || hc->released)
+    return MS_ERR_CLOSED;
+  h->stats.bytes_out += h->out.size;
+  int rv = ms_wire_send(hc->ws, hc->enc, (const uint8_t *)h->out.data,
+                        h->out.size, &h->scratch);
+  ms_hub_mark_dirty(h, hc);
+  if (rv == 0 && ms_conn_out_pending(hc->ws) > h->cfg.out_hard_limit) {
+    /* A peer that does not read is not allowed to hold the hub's
+     * memory: close it; it reconnects and resumes. */
+    hub_event(h, MS_LEVEL_WARN, "closing slow consumer %s (%zu bytes queued)",
+              hc->name ? hc->name : "?", ms_conn_out_pending(hc->ws));
+    close_conn(h, hc, MS_CLOSE_SLOW_CONSUMER, "slow consumer", "slow_consumer",
+               h->last_now);
+    return MS_ERR_SLOW_CONSUMER;
+  }
+  return rv;
+}
+
+void ms_hub_send_error(ms_hub *h, ms_hub_conn *hc, uint64_t id,
+                       const char *code, const char *message,
+                       const msgpack_object *data) {
+  int e = ms_err_from_wire(code, strlen(code));
+  if (e <= -401 && e >= -414)
+    h->stats.errors_by_code[-e - 401]++;
+  ms_enc_error(ms_hub_packer(h), id, ms_str_c(code), ms_str_c(message), data);
+  ms_hub_send_out(h, hc);
+}
+
+/* Session errors: ERROR id 0, then close. */
+static void fail_session(ms_hub *h, ms_hub_conn *hc, const char *code,
+                         const char *message, uint16_t close_code,
+                         int64_t now) {
+  hub_event(h, MS_LEVEL_INFO, "closing %s: %s (%s)",
+            hc->name ? hc->name : "connection", code, message);
+  ms_hub_send_error(h, hc, 0, code, message, NULL);
+  close_conn(h, hc, close_code, message, "closed", now);
+}
+
+/* ---- config / lifecycle ---- */
+
+void ms_hub_config_init(ms_hub_config *cfg) {
+  memset(cfg, 0, sizeof *cfg);
+  cfg->heartbeat_ms = 10000;
+  cfg->max_message = 1 << 20;
+  cfg->max_pending = 1024;
+  cfg->default_timeout_ms = 5000;
+  cfg->max_timeout_ms = 300000;
+  cfg->max_late_ms = 30000;
+  cfg->max_connections = 100000;
+  cfg->out_high_water = 1 << 20;
+  cfg->out_hard_limit = 16 << 20;
+  cfg->log_ring = 10000;
+  cfg->sub_queue = 4096;
+}
+
+int ms_hub_new(ms_hub **ph, const ms_hub_config *cfg, void *user_data,
+               const ms_allocator *mem) {
+  if (!ph || !cfg)
+    return MS_ERR_INVALID_ARG;
+  mem = ms_mem_or_default(mem);
+  ms_hub *h = ms_calloc(mem, 1, sizeof *h);
+  if (!h)
+    return MS_ERR_NOMEM;
+  h->mem = mem;
+  h->ud = user_data;
+  h->cfg = *cfg;
+  ms_hub_config *c = &h->cfg;
+  if (c->heartbeat_ms <= 0) c->heartbeat_ms = 10000;
+  if (!c->max_message) c->max_message = 1 << 20;
+  if (!c->max_pending) c->max_pending = 1024;
+  if (c->default_timeout_ms <= 0) c->default_timeout_ms = 5000;
+  if (c->max_timeout_ms <= 0) c->max_timeout_ms = 300000;
+  if (c->max_timeout_ms < c->default_timeout_ms)
+    c->max_timeout_ms = c->default_timeout_ms;
+  if (c->max_late_ms < 0) c->max_late_ms = 0;
+  if (!c->max_connections) c->max_connections = 100000;
+  if (!c->out_high_water) c->out_high_water = 1 << 20;
+  /* Room for a full message on top of the high-water mark: fan-out checks
+   * the mark before sending, so one send never crosses the hard limit. */
+  if (c->out_hard_limit < c->out_high_water + 2 * c->max_message)
+    c->out_hard_limit = c->out_high_water + 2 * c->max_message;
+  if (!c->log_ring) c->log_ring = 10000;
+  if (!c->sub_queue) c->sub_queue = 4096;
+  if (cfg->secret_len) {
+    h->secret = ms_malloc(mem, cfg->secret_len);
+    if (!h->secret) {
+      ms_free(mem, h);
+      return MS_ERR_NOMEM;
+    }
+    memcpy(h->secret, cfg->secret, cfg->secret_len);
+    c->secret = h->secret;
+  }
+  uint64_t rnd[2];
+  ms_os_random(rnd, sizeof rnd);
+  if (cfg->hub_id && *cfg->hub_id)
+    snprintf(h->hub_id, sizeof h->hub_id, "%s", cfg->hub_id);
+  else
+    snprintf(h->hub_id, sizeof h->hub_id, "hub-%016llx",
+             (unsigned long long)rnd[0]);
+  c->hub_id = h->hub_id;
+  h->next_hid = 1;
+  ms_strmap_init(&h->registry, mem, rnd[1]);
+  ms_u64map_init(&h->routes, mem);
+  ms_heap_init(&h->timers, mem);
+  ms_heap_init(&h->live, mem);
+  msgpack_sbuffer_init(&h->out);
+  msgpack_packer_init(&h->pk, &h->out, msgpack_sbuffer_write);
+  msgpack_sbuffer_init(&h->scratch);
+  msgpack_zone_init(&h->zone, 4096);
+  h->started_at = INT64_MIN;
+  if (ms_hub_streams_new(h)) {
+    ms_hub_del(h);
+    return MS_ERR_NOMEM;
+  }
+  *ph = h;
+  return 0;
+}
+
+static void free_conn(ms_hub *h, ms_hub_conn *hc) {
+  ms_conn_del(hc->ws);
+  ms_u64map_free(&hc->origin_ids);
+  ms_free(h->mem, hc->name);
+  ms_free(h->mem, hc->instance);
+  ms_free(h->mem, hc);
+}
+
+static void route_free(ms_hub *h, route *r);
+
+void ms_hub_del(ms_hub *h) {
+  if (!h)
+    return;
+  /* Routes first (they point at connections). */
+  for (size_t i = 0; i < h->routes.cap; i++)
+    if (h->routes.keys && h->routes.keys[i])
+      ms_free(h->mem, h->routes.vals[i]);
+  ms_u64map_free(&h->routes);
+  ms_hub_conn *hc = h->all;
+  while (hc) {
+    ms_hub_conn *next = hc->all_next;
+    ms_hub_drop_subs(h, hc);
+    free_conn(h, hc);
+    hc = next;
+  }
+  hc = h->graveyard;
+  while (hc) {
+    ms_hub_conn *next = hc->all_next;
+    free_conn(h, hc);
+    hc = next;
+  }
+  ms_hub_streams_del(h);
+  ms_strmap_free(&h->registry);
+  ms_heap_free(&h->timers);
+  ms_heap_free(&h->live);
+  msgpack_sbuffer_destroy(&h->out);
+  msgpack_sbuffer_destroy(&h->scratch);
+  msgpack_zone_destroy(&h->zone);
+  ms_free(h->mem, h->secret);
+  ms_free(h->mem, h);
+  (void)route_free;
+}
+
+void *ms_hub_user_data(const ms_hub *h) { return h->ud; }
+const char *ms_hub_id(const ms_hub *h) { return h->hub_id; }
+
+void ms_hub_set_wakeup(ms_hub *h, ms_hub_wakeup_fn fn, void *ud) {
+  h->wakeup = fn;
+  h->wakeup_ud = ud;
+}
+
+static void enter(ms_hub *h) { h->depth++; }
+static void leave(ms_hub *h) {
+  if (--h->depth == 0) {
+    while (h->graveyard) {
+      ms_hub_conn *hc = h->graveyard;
+      h->graveyard = hc->all_next;
+      free_conn(h, hc);
+    }
+  }
+}
+
+/* ---- routes ---- */
+
+static void route_unlink(ms_hub *h, route *r) {
+  ms_u64map_del(&h->routes, r->hid);
+  ms_heap_remove(&h->timers, &r->hn);
+  ms_hub_conn *o = r->origin;
+  if (o) {
+    ms_u64map_del(&o->origin_ids, r->origin_id);
+    if (r->o_prev)
+      r->o_prev->o_next = r->o_next;
+    else
+      o->out_head = r->o_next;
+    if (r->o_next)
+      r->o_next->o_prev = r->o_prev;
+    o->n_out--;
+  }
+  ms_hub_conn *t = r->target;
+  if (t) {
+    if (r->t_prev)
+      r->t_prev->t_next = r->t_next;
+    else
+      t->in_head = r->t_next;
+    if (r->t_next)
+      r->t_next->t_prev = r->t_prev;
+  }
+  h->stats.pending--;
+}
+
+static void route_free(ms_hub *h, route *r) { ms_free(h->mem, r); }
+
+static void send_cancel(ms_hub *h, ms_hub_conn *hc, uint64_t id) {
+  if (!hc || hc->state != HC_READY)
+    return;
+  ms_enc_cancel(ms_hub_packer(h), id);
+  ms_hub_send_out(h, hc);
+}
+
+/* REQUEST from hc. */
+static void on_request(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
+                       int64_t now) {
+  if (ms_u64map_get(&hc->origin_ids, m->id)) {
+    ms_hub_send_error(h, hc, m->id, "BAD_REQUEST",
+                      "request id already in flight", NULL);
+    return;
+  }
+  ms_hub_conn *t = ms_strmap_get(&h->registry, m->name.ptr, m->name.len);
+  if (!t || t->state != HC_READY) {
+    char msg[200];
+    snprintf(msg, sizeof msg, "no service named '%.*s'", (int)m->name.len,
+             m->name.ptr);
+    ms_hub_send_error(h, hc, m->id, "TARGET_SERVICE_NOT_FOUND", msg, NULL);
+    return;
+  }
+  if (hc->n_out >= h->cfg.max_pending) {
+    ms_hub_send_error(h, hc, m->id, "TOO_MANY_PENDING",
+                      "too many requests in flight on this connection", NULL);
+    return;
+  }
+  int64_t timeout = (int64_t)m->timeout_ms;
+  if (m->timeout_ms == 0 || m->timeout_ms > INT64_MAX / 4)
+    timeout = m->timeout_ms == 0 ? h->cfg.default_timeout_ms
+                                 : h->cfg.max_timeout_ms;
+  if (timeout > h->cfg.max_timeout_ms)
+    timeout = h->cfg.max_timeout_ms;
+  int64_t late = 0;
+  if (ms_map_get_i64(&m->opts, "late_ms", &late) != 0 || late < 0)
+    late = 0;
+  if (late > h->cfg.max_late_ms)
+    late = h->cfg.max_late_ms;
+
+  /* Forwarded REQUEST: [3, hid, source, event, data, remaining, opts]. The
+   * data object is re-packed as is. */
+  uint64_t hid = h->next_hid++;
+  if (h->next_hid > MS_MAX_ID)
+    h->next_hid = 1;
+  msgpack_packer *pk = ms_hub_packer(h);
+  msgpack_pack_array(pk, 7);
+  msgpack_pack_uint8(pk, MS_MSG_REQUEST);
+  msgpack_pack_uint64(pk, hid);
+  msgpack_pack_str_with_body(pk, hc->name, hc->name_len);
+  msgpack_pack_str_with_body(pk, m->event.ptr, m->event.len);
+  msgpack_pack_object(pk, m->data);
+  msgpack_pack_uint64(pk, (uint64_t)timeout);
+  if (late > 0) {
+    msgpack_pack_map(pk, 1);
+    msgpack_pack_str_with_body(pk, "late_ms", 7);
+    msgpack_pack_int64(pk, late);
+  } else {
+    msgpack_pack_map(pk, 0);
+  }
+  if (h->out.size > h->cfg.max_message) {
+    ms_hub_send_error(h, hc, m->id, "PAYLOAD_TOO_LARGE",
+                      "request larger than max_message", NULL);
+    return;
+  }
+  route *r = ms_calloc(h->mem, 1, sizeof *r + m->event.len + 1);
+  if (!r || ms_u64map_put(&h->routes, hid, r)) {
+    ms_free(h->mem, r);
+    ms_hub_send_error(h, hc, m->id, "INTERNAL_SERVER_ERROR", "out of memory",
+                      NULL);
+    return;
+  }
+  if (ms_u64map_put(&hc->origin_ids, m->id, r) ||
+      ms_heap_push(&h->timers, &r->hn, now + timeout)) {
+    ms_u64map_del(&h->routes, hid);
+    ms_u64map_del(&hc->origin_ids, m->id);
+    ms_free(h->mem, r);
+    ms_hub_send_error(h, hc, m->id, "INTERNAL_SERVER_ERROR", "out of memory",
+                      NULL);
+    return;
+  }
+  r->hid = hid;
+  r->origin_id = m->id;
+  r->origin = hc;
+  r->target = t;
+  r->deadline = now + timeout;
+  r->timeout_ms = timeout;
+  r->late_ms = late;
+  r->event_len = m->event.len;
+  memcpy(r->event, m->event.ptr, m->event.len);
+  r->event[m->event.len] = '\0';
+  r->o_next = hc->out_head;
+  if (hc->out_head)
+    hc->out_head->o_prev = r;
+  hc->out_head = r;
+  hc->n_out++;
+  r->t_next = t->in_head;
+  if (t->in_head)
+    t->in_head->t_prev = r;
+  t->in_head = r;
+  h->stats.pending++;
+  h->stats.requests_routed++;
+  ms_hub_send_out(h, t);
+}
+
+/* RESPONSE or ERROR from hc for one of the hub's ids. */
+static void on_answer(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
+                      int64_t now) {
+  route *r = ms_u64map_get(&h->routes, m->id);
+  if (!r || r->target != hc) {
+    /* Not in flight on this connection: dropped and counted. */
+    h->stats.late_dropped++;
+    return;
+  }
+  ms_hub_conn *o = r->origin;
+  uint64_t oid = r->origin_id;
+  int late = r->timed_out;
+  route_unlink(h, r);
+  route_free(h, r);
+  if (!o || o->state != HC_READY) {
+    h->stats.late_dropped++;
+    return;
+  }
+  msgpack_packer *pk = ms_hub_packer(h);
+  if (m->type == MS_MSG_RESPONSE) {
+    msgpack_pack_array(pk, 3);
+    msgpack_pack_uint8(pk, MS_MSG_RESPONSE);
+    msgpack_pack_uint64(pk, oid);
+    msgpack_pack_object(pk, m->data);
+  } else {
+    msgpack_pack_array(pk, 5);
+    msgpack_pack_uint8(pk, MS_MSG_ERROR);
+    msgpack_pack_uint64(pk, oid);
+    msgpack_pack_str_with_body(pk, m->code.ptr, m->code.len);
+    msgpack_pack_str_with_body(pk, m->message.ptr ? m->message.ptr : "",
+                               m->message.len);
+    msgpack_pack_object(pk, m->extra);
+  }
+  if (h->out.size > h->cfg.max_message) {
+    ms_hub_send_error(h, o, oid, "PAYLOAD_TOO_LARGE",
+                      "response larger than max_message", NULL);
+    return;
+  }
+  if (late)
+    h->stats.late_routed++;
+  else
+    h->stats.responses_routed++;
+  ms_hub_send_out(h, o);
+  (void)now;
+}
+
+static void on_cancel(ms_hub *h, ms_hub_conn *hc, const ms_msg *m) {
+  route *r = ms_u64map_get(&hc->origin_ids, m->id);
+  if (!r) {
+    h->stats.late_dropped++;
+    return;
+  }
+  ms_hub_conn *t = r->target;
+  uint64_t hid = r->hid;
+  route_unlink(h, r);
+  route_free(h, r);
+  send_cancel(h, t, hid);
+}
+
+static void route_deadline(ms_hub *h, route *r, int64_t now) {
+  if (!r->timed_out) {
+    /* REQUEST_TIMEOUT to the requester, with what was applied. */
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    msgpack_pack_str_with_body(&pk, "target", 6);
+    const char *tn = r->target && r->target->name ? r->target->name : "";
+    msgpack_pack_str_with_body(&pk, tn, strlen(tn));
+    msgpack_pack_str_with_body(&pk, "event", 5);
+    msgpack_pack_str_with_body(&pk, r->event, r->event_len);
+    msgpack_pack_str_with_body(&pk, "timeout_ms", 10);
+    msgpack_pack_int64(&pk, r->timeout_ms);
+    msgpack_zone z;
+    msgpack_zone_init(&z, 256);
+    msgpack_object obj;
+    size_t off = 0;
+    msgpack_unpack(sb.data, sb.size, &off, &z, &obj);
+    char msg[320];
+    snprintf(msg, sizeof msg, "%s did not answer '%s' within %lld ms", tn,
+             r->event, (long long)r->timeout_ms);
+    if (r->origin)
+      ms_hub_send_error(h, r->origin, r->origin_id, "REQUEST_TIMEOUT", msg,
+                        &obj);
+    msgpack_zone_destroy(&z);
+    msgpack_sbuffer_destroy(&sb);
+    if (r->late_ms > 0) {
+      r->timed_out = 1;
+      ms_heap_update(&h->timers, &r->hn, r->deadline + r->late_ms);
+      return;
+    }
+  }
+  ms_hub_conn *t = r->target;
+  uint64_t hid = r->hid;
+  route_unlink(h, r);
+  route_free(h, r);
+  send_cancel(h, t, hid);
+}
+
+/* ---- sessions ---- */
+
+static int token_ok(const ms_hub *h, const ms_msg *m) {
+  if (!h->cfg.secret_len)
+    return 1;
+  if (!m->token.ptr || m->token.len != 64)
+    return 0;
+  char want[65];
+  char name[129];
+  memcpy(name, m->name.ptr, m->name.len);
+  name[m->name.len] = '\0';
+  ms_service_token(h->cfg.secret, h->cfg.secret_len, name, want);
+  unsigned diff = 0;
+  for (size_t i = 0; i < 64; i++)
+    diff |= (unsigned char)(want[i] ^ m->token.ptr[i]);
+  return diff == 0;
+}
+
+void ms_service_token(const uint8_t *secret, size_t secret_len,
+                      const char *service, char out[65]) {
+  struct hmac_sha256_ctx ctx;
+  uint8_t digest[SHA256_DIGEST_SIZE];
+  hmac_sha256_set_key(&ctx, secret_len, secret);
+  hmac_sha256_update(&ctx, strlen(service), (const uint8_t *)service);
+  hmac_sha256_digest(&ctx, sizeof digest, digest);
+  static const char hex[] = "0123456789abcdef";
+  for (size_t i = 0; i < sizeof digest; i++) {
+    out[2 * i] = hex[digest[i] >> 4];
+    out[2 * i + 1] = hex[digest[i] & 15];
+  }
+  out[64] = '\0';
+}
+
+static void send_welcome(ms_hub *h, ms_hub_conn *hc) {
+  msgpack_packer *pk = ms_hub_packer(h);
+  msgpack_pack_array(pk, 3);
+  msgpack_pack_uint8(pk, MS_MSG_WELCOME);
+  msgpack_pack_str_with_body(pk, h->hub_id, strlen(h->hub_id));
+  msgpack_pack_map(pk, 6);
+  msgpack_pack_str_with_body(pk, "heartbeat_ms", 12);
+  msgpack_pack_int64(pk, h->cfg.heartbeat_ms);
+  msgpack_pack_str_with_body(pk, "max_message", 11);
+  msgpack_pack_uint64(pk, h->cfg.max_message);
+  msgpack_pack_str_with_body(pk, "max_pending", 11);
+  msgpack_pack_uint64(pk, h->cfg.max_pending);
+  msgpack_pack_str_with_body(pk, "default_timeout_ms", 18);
+  msgpack_pack_int64(pk, h->cfg.default_timeout_ms);
+  msgpack_pack_str_with_body(pk, "max_timeout_ms", 14);
+  msgpack_pack_int64(pk, h->cfg.max_timeout_ms);
+  msgpack_pack_str_with_body(pk, "max_late_ms", 11);
+  msgpack_pack_int64(pk, h->cfg.max_late_ms);
+  ms_hub_send_out(h, hc);
+}
+
+static int do_register(ms_hub *h, ms_hub_conn *hc, int64_t now) {
+  if (ms_strmap_put(&h->registry, hc->name, hc->name_len, hc))
+    return MS_ERR_NOMEM;
+  hc->registered = 1;
+  hc->state = HC_READY;
+  hc->ready_at = now;
+  h->stats.services++;
+  send_welcome(h, hc);
+  hub_event(h, MS_LEVEL_INFO, "service %s registered", hc->name);
+  ms_hub_presence(h, "up", hc, NULL, now);
+  return 0;
+}
+
+static void on_hello(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
+                     int64_t now) {
+  hc->name = ms_strndup(h->mem, m->name.ptr, m->name.len);
+  if (!hc->name) {
+    fail_session(h, hc, "INTERNAL_SERVER_ERROR", "out of memory",
+                 MS_CLOSE_INTERNAL, now);
+    return;
+  }
+  hc->name_len = m->name.len;
+  ms_str inst;
+  if (ms_map_get_str(&m->opts, "instance", &inst) == 0 && inst.len < 256)
+    hc->instance = ms_strndup(h->mem, inst.ptr, inst.len);
+  if (m->version != MS_PROTOCOL_VERSION) {
+    fail_session(h, hc, "UNSUPPORTED_VERSION",
+                 "this hub speaks protocol version 1", MS_CLOSE_PROTOCOL, now);
+    return;
+  }
+  if (!token_ok(h, m)) {
+    fail_session(h, hc, "UNAUTHORIZED", "bad token for this service",
+                 MS_CLOSE_UNAUTHORIZED, now);
+    return;
+  }
+  int watch = 0;
+  if (ms_map_get_bool(&m->opts, "watch", &watch) == 0 && watch) {
+    hc->watch = 1;
+    hc->state = HC_READY;
+    hc->ready_at = now;
+    send_welcome(h, hc);
+    return;
+  }
+  ms_hub_conn *old = ms_strmap_get(&h->registry, hc->name, hc->name_len);
+  if (!old) {
+    if (do_register(h, hc, now))
+      fail_session(h, hc, "INTERNAL_SERVER_ERROR", "out of memory",
+                   MS_CLOSE_INTERNAL, now);
+    return;
+  }
+  if (!h->cfg.replace_stale || old->replace_waiter) {
+    char msg[200];
+    snprintf(msg, sizeof msg, "service '%s' is already registered", hc->name);
+    fail_session(h, hc, "DUPLICATE_SERVICE_REGISTRATION", msg,
+                 MS_CLOSE_DUPLICATE, now);
+    return;
+  }
+  /* Replace only a stale holder: ping it and give it one interval. */
+  hc->state = HC_WAIT_REPLACE;
+  hc->replace_target = old;
+  old->replace_waiter = hc;
+  old->last_rx = MS_MIN(old->last_rx, now - 1);
+  ms_conn_ping(old->ws, (const uint8_t *)"replace", 7);
+  ms_hub_mark_dirty(h, old);
+  ms_heap_update(&h->live, &hc->live, now + h->cfg.heartbeat_ms);
+}
+
+/* The old holder showed life: the newcomer is a duplicate after all. */
+static void replace_refused(ms_hub *h, ms_hub_conn *old, int64_t now) {
+  ms_hub_conn *nw = old->replace_waiter;
+  old->replace_waiter = NULL;
+  nw->replace_target = NULL;
+  char msg[200];
+  snprintf(msg, sizeof msg, "service '%s' is already registered", nw->name);
+  fail_session(h, nw, "DUPLICATE_SERVICE_REGISTRATION", msg,
+               MS_CLOSE_DUPLICATE, now);
+}
+
+static void replace_now(ms_hub *h, ms_hub_conn *nw, int64_t now) {
+  ms_hub_conn *old = nw->replace_target;
+  nw->replace_target = NULL;
+  if (old) {
+    old->replace_waiter = NULL;
+    hub_event(h, MS_LEVEL_INFO, "service %s replaced by a new connection",
+              old->name);
+    close_conn(h, old, MS_CLOSE_DUPLICATE, "replaced by a new connection",
+               "replaced", now);
+  }
+  if (do_register(h, nw, now))
+    fail_session(h, nw, "INTERNAL_SERVER_ERROR", "out of memory",
+                 MS_CLOSE_INTERNAL, now);
+}
+
+/* Everything that ends with a connection's session. Idempotent. */
+static void conn_down(ms_hub *h, ms_hub_conn *hc, const char *reason,
+                      int64_t now) {
+  if (hc->replace_waiter) {
+    /* The old holder went away: the newcomer takes the name. */
+    ms_hub_conn *nw = hc->replace_waiter;
+    hc->replace_waiter = NULL;
+    nw->replace_target = NULL;
+    if (hc->registered) {
+      ms_strmap_del(&h->registry, hc->name, hc->name_len);
+      hc->registered = 0;
+      h->stats.services--;
+      ms_hub_presence(h, "down", hc, reason, now);
+    }
+    if (nw->state == HC_WAIT_REPLACE && do_register(h, nw, now))
+      fail_session(h, nw, "INTERNAL_SERVER_ERROR", "out of memory",
+                   MS_CLOSE_INTERNAL, now);
+  }
+  if (hc->replace_target) {
+    hc->replace_target->replace_waiter = NULL;
+    hc->replace_target = NULL;
+  }
+  if (hc->registered) {
+    ms_strmap_del(&h->registry, hc->name, hc->name_len);
+    hc->registered = 0;
+    h->stats.services--;
+    hub_event(h, MS_LEVEL_INFO, "service %s down (%s)", hc->name, reason);
+    ms_hub_presence(h, "down", hc, reason, now);
+  }
+  /* Requests it was serving: the requesters learn at once. */
+  while (hc->in_head) {
+    route *r = hc->in_head;
+    ms_hub_conn *o = r->origin;
+    uint64_t oid = r->origin_id;
+    int timed_out = r->timed_out;
+    route_unlink(h, r);
+    route_free(h, r);
+    if (!timed_out && o && o != hc) {
+      char msg[200];
+      snprintf(msg, sizeof msg, "%s disconnected before answering",
+               hc->name ? hc->name : "target");
+      ms_hub_send_error(h, o, oid, "TARGET_DISCONNECTED", msg, NULL);
+    }
+  }
+  /* Requests it sent: the targets may stop working on them. */
+  while (hc->out_head) {
+    route *r = hc->out_head;
+    ms_hub_conn *t = r->target;
+    uint64_t hid = r->hid;
+    route_unlink(h, r);
+    route_free(h, r);
+    if (t != hc)
+      send_cancel(h, t, hid);
+  }
+  ms_hub_drop_subs(h, hc);
+}
+
+static void bad_message(ms_hub *h, ms_hub_conn *hc, const ms_decode_error *de,
+                        int64_t now) {
+  if (de->id_readable && hc->state == HC_READY) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "%s", de->what[0] ? de->what : "bad field");
+    ms_hub_send_error(h, hc, de->id, "BAD_REQUEST", msg, NULL);
+    return;
+  }
+  fail_session(h, hc, "BAD_REQUEST", de->what[0] ? de->what : "bad message",
+               MS_CLOSE_PROTOCOL, now);
+}
+
+static void on_ws_message(ms_conn *ws, const ms_conn_message_arg *arg,
+                          void *ud) {
+  ms_hub_conn *hc = ud;
+  ms_hub *h = hc->hub;
+  (void)ws;
+  if (hc->state == HC_CLOSING || hc->state == HC_GONE)
+    return;
+  int64_t now = h->last_now;
+  ms_msg m;
+  ms_decode_error de;
+  int rv = ms_wire_decode(hc->enc, arg, &h->scratch, &h->zone, MS_DIR_TO_HUB,
+                          &m, &de);
+  if (rv == MS_ERR_NOMEM) {
+    fail_session(h, hc, "INTERNAL_SERVER_ERROR", "out of memory",
+                 MS_CLOSE_INTERNAL, now);
+    return;
+  }
+  if (rv) {
+    bad_message(h, hc, &de, now);
+    return;
+  }
+  if (hc->state == HC_AWAIT_HELLO) {
+    if (m.type != MS_MSG_HELLO) {
+      fail_session(h, hc, "BAD_REQUEST", "the first message must be HELLO",
+                   MS_CLOSE_PROTOCOL, now);
+      return;
+    }
+    on_hello(h, hc, &m, now);
+    update_live(h, hc);
+    return;
+  }
+  if (hc->state == HC_WAIT_REPLACE) {
+    if (m.type == MS_MSG_PING) {
+      ms_enc_pong(ms_hub_packer(h), m.id);
+      ms_hub_send_out(h, hc);
+      return;
+    }
+    fail_session(h, hc, "BAD_REQUEST", "message before WELCOME",
+                 MS_CLOSE_PROTOCOL, now);
+    return;
+  }
+  switch (m.type) {
+  case MS_MSG_HELLO:
+    fail_session(h, hc, "BAD_REQUEST", "second HELLO", MS_CLOSE_PROTOCOL, now);
+    break;
+  case MS_MSG_REQUEST:
+    on_request(h, hc, &m, now);
+    break;
+  case MS_MSG_RESPONSE:
+  case MS_MSG_ERROR:
+    on_answer(h, hc, &m, now);
+    break;
+  case MS_MSG_CANCEL:
+    on_cancel(h, hc, &m);
+    break;
+  case MS_MSG_LOG:
+    ms_hub_on_log(h, hc, &m, now);
+    break;
+  case MS_MSG_SUBSCRIBE:
+    ms_hub_on_subscribe(h, hc, &m, now);
+    break;
+  case MS_MSG_UNSUBSCRIBE:
+    ms_hub_on_unsubscribe(h, hc, &m);
+    break;
+  case MS_MSG_PING:
+    ms_enc_pong(ms_hub_packer(h), m.id);
+    ms_hub_send_out(h, hc);
+    break;
+  case MS_MSG_PONG:
+    break;
+  default: {
+    /* The decoder only lets client->hub types through. */
+    ms_decode_error d2;
+    memset(&d2, 0, sizeof d2);
+    snprintf(d2.what, sizeof d2.what, "unexpected message type %d", m.type);
+    bad_message(h, hc, &d2, now);
+    break;
+  }
+  }
+}
+
+static int on_ws_upgrade(ms_conn *ws, const ms_http_request *req, void *ud) {
+  (void)ws, (void)ud;
+  if (req->path_len == 3 && memcmp(req->path, "/ws", 3) == 0)
+    return 0;
+  return 404;
+}
+
+static void on_ws_http(ms_conn *ws, const ms_http_request *req, void *ud) {
+  ms_hub_conn *hc = ud;
+  ms_hub_http(hc->hub, ws, req);
+  ms_hub_mark_dirty(hc->hub, hc);
+}
+
+static void on_ws_open(ms_conn *ws, const ms_conn_open_arg *arg, void *ud) {
+  ms_hub_conn *hc = ud;
+  (void)ws;
+  hc->enc = arg->encoding;
+  hc->state = HC_AWAIT_HELLO;
+  ms_hub_mark_dirty(hc->hub, hc);
+}
+
+static void on_ws_close(ms_conn *ws, const ms_conn_close_arg *arg, void *ud) {
+  ms_hub_conn *hc = ud;
+  ms_hub *h = hc->hub;
+  (void)ws;
+  const char *reason = "closed";
+  (void)arg;
+  conn_down(h, hc, reason, h->last_now);
+  hc->state = HC_GONE;
+  ms_hub_mark_dirty(h, hc);
+}
+
+/* ---- liveness ---- */
+
+/* The next moment hc needs attention: handshake deadline, the next ping,
+ * the heartbeat close, or its WebSocket's own timers. */
+static int64_t live_deadline(const ms_hub *h, const ms_hub_conn *hc) {
+  int64_t hb = h->cfg.heartbeat_ms;
+  int64_t d;
+  switch (hc->state) {
+  case HC_HTTP:
+  case HC_AWAIT_HELLO:
+    d = hc->accepted_at + 3 * hb;
+    break;
+  case HC_WAIT_REPLACE:
+    d = hc->live.idx ? hc->live.deadline : hc->last_rx + hb;
+    break;
+  case HC_READY:
+    d = hc->last_rx + (int64_t)(hc->pings_sent + 1) * hb;
+    break;
+  default:
+    d = MS_NO_DEADLINE;
+    break;
+  }
+  int64_t wd = ms_conn_next_deadline(hc->ws);
+  return wd < d ? wd : d;
+}
+
+static void update_live(ms_hub *h, ms_hub_conn *hc) {
+  if (hc->released)
+    return;
+  if (hc->state == HC_WAIT_REPLACE)
+    return; /* its deadline was set when probing began */
+  int64_t d = live_deadline(h, hc);
+  if (d == MS_NO_DEADLINE) {
+    ms_heap_remove(&h->live, &hc->live);
+    return;
+  }
+  if (!hc->live.idx || hc->live.deadline != d)
+    ms_heap_update(&h->live, &hc->live, d);
+}
+
+static void live_check(ms_hub *h, ms_hub_conn *hc, int64_t now) {
+  int64_t hb = h->cfg.heartbeat_ms;
+  ms_conn_tick(hc->ws, now);
+  switch (hc->state) {
+  case HC_HTTP:
+  case HC_AWAIT_HELLO:
+    if (now >= hc->accepted_at + 3 * hb) {
+      if (hc->state == HC_AWAIT_HELLO)
+        fail_session(h, hc, "BAD_REQUEST", "no HELLO in time",
+                     MS_CLOSE_PROTOCOL, now);
+      /* (HTTP stage: the WebSocket engine's own handshake timeout.) */
+    }
+    break;
+  case HC_WAIT_REPLACE:
+    if (now >= hc->live.deadline)
+      replace_now(h, hc, now);
+    break;
+  case HC_READY: {
+    int64_t silent = now - hc->last_rx;
+    if (silent >= 3 * hb) {
+      if (!ms_conn_want_read(hc->ws) || hc->reading_paused) {
+        /* We stopped reading it: not silence but a slow consumer. */
+        close_conn(h, hc, MS_CLOSE_SLOW_CONSUMER, "slow consumer",
+                   "slow_consumer", now);
+      } else {
+        hub_event(h, MS_LEVEL_INFO, "%s missed heartbeats",
+                  hc->name ? hc->name : "connection");
+        close_conn(h, hc, MS_CLOSE_HEARTBEAT, "heartbeat missed",
+                   "heartbeat", now);
+      }
+    } else if (silent >= (int64_t)(hc->pings_sent + 1) * hb &&
+               hc->pings_sent < 2) {
+      hc->pings_sent++;
+      ms_conn_ping(hc->ws, (const uint8_t *)"hb", 2);
+      ms_hub_mark_dirty(h, hc);
+    }
+    break;
+  }
+  default:
+    break;
+  }
+  ms_heap_remove(&h->live, &hc->live);
+  update_live(h, hc);
+  ms_hub_mark_dirty(h, hc);
+}
+
+/* ---- transport side ---- */
+
+int ms_hub_accept(ms_hub *h, ms_hub_conn **pc, void *tdata, int64_t now) {
+  if (h->shutting_down)
+    return MS_ERR_STATE;
+  if (h->stats.connections >= h->cfg.max_connections)
+    return MS_ERR_LIMIT;
+  if (h->started_at == INT64_MIN)
+    h->started_at = now;
+  h->last_now = now;
+  ms_hub_conn *hc = ms_calloc(h->mem, 1, sizeof *hc);
+  if (!hc)
+    return MS_ERR_NOMEM;
+  hc->hub = h;
+  hc->tdata = tdata;
+  hc->serial = ++h->next_serial;
+  hc->accepted_at = hc->last_rx = now;
+  hc->enc = MS_ENC_MSGPACK;
+  ms_u64map_init(&hc->origin_ids, h->mem);
+  ms_conn_config cc;
+  ms_conn_config_init(&cc, MS_CONN_SERVER);
+  cc.max_message = h->cfg.max_message;
+  cc.out_high_water = h->cfg.out_high_water;
+  cc.out_low_water = h->cfg.out_high_water / 4;
+  cc.handshake_timeout_ms = 3 * h->cfg.heartbeat_ms;
+  ms_conn_callbacks cb;
+  memset(&cb, 0, sizeof cb);
+  cb.on_upgrade = on_ws_upgrade;
+  cb.on_http_request = on_ws_http;
+  cb.on_open = on_ws_open;
+  cb.on_message = on_ws_message;
+  cb.on_close = on_ws_close;
+  int rv = ms_conn_new(&hc->ws, &cc, &cb, hc, h->mem);
+  if (rv) {
+    ms_free(h->mem, hc);
+    return rv;
+  }
+  rv = ms_conn_start(hc->ws, now);
+  if (rv) {
+    ms_conn_del(hc->ws);
+    ms_free(h->mem, hc);
+    return rv;
+  }
+  hc->all_next = h->all;
+  if (h->all)
+    h->all->all_prev = hc;
+  h->all = hc;
+  h->stats.connections++;
+  h->stats.accepted_total++;
+  update_live(h, hc);
+  *pc = hc;
+  return 0;
+}
+
+int ms_hub_conn_feed(ms_hub_conn *hc, const uint8_t *data, size_t len,
+                     int64_t now) {
+  ms_hub *h = hc->hub;
+  if (hc->released)
+    return MS_ERR_STATE;
+  enter(h);
+  h->last_now = now;
+  if (len) {
+    hc->last_rx = now;
+    hc->pings_sent = 0;
+    h->stats.bytes_in += len;
+    if (hc->replace_waiter)
+      replace_refused(h, hc, now);
+  }
+  int rv = ms_conn_feed(hc->ws, data, len, now);
+  if (!hc->released) {
+    update_live(h, hc);
+    if (ms_conn_want_write(hc->ws) || !ms_conn_want_read(hc->ws))
+      ms_hub_mark_dirty(h, hc);
+  }
+  leave(h);
+  return rv;
+}
+
+const uint8_t *ms_hub_conn_peek(ms_hub_conn *hc, size_t *len) {
+  return ms_conn_peek(hc->ws, len);
+}
+
+void ms_hub_conn_consume(ms_hub_conn *hc, size_t n) {
+  ms_conn_consume(hc->ws, n);
+  if (n && hc->subs && ms_conn_out_pending(hc->ws) < hc->hub->cfg.out_high_water / 4)
+    ms_hub_subs_drained(hc->hub, hc);
+}
+
+int ms_hub_conn_want_read(const ms_hub_conn *hc) {
+  return ms_conn_want_read(hc->ws);
+}
+
+int ms_hub_conn_want_write(const ms_hub_conn *hc) {
+  return ms_conn_want_write(hc->ws);
+}
+
+void ms_hub_conn_eof(ms_hub_conn *hc, int64_t now) {
+  ms_hub *h = hc->hub;
+  enter(h);
+  h->last_now = now;
+  ms_conn_eof(hc->ws, now);
+  if (hc->state != HC_GONE) {
+    conn_down(h, hc, "closed", now);
+    hc->state = HC_GONE;
+  }
+  ms_hub_mark_dirty(h, hc);
+  leave(h);
+}
+
+void ms_hub_conn_release(ms_hub_conn *hc) {
+  ms_hub *h = hc->hub;
+  if (hc->released)
+    return;
+  enter(h);
+  if (hc->state != HC_GONE) {
+    conn_down(h, hc, "closed", h->last_now);
+    hc->state = HC_GONE;
+  }
+  hc->released = 1;
+  ms_heap_remove(&h->live, &hc->live);
+  /* Out of the dirty list. */
+  if (hc->in_dirty) {
+    ms_hub_conn *prev = NULL, *it = h->dirty_head;
+    while (it && it != hc) {
+      prev = it;
+      it = it->dirty_next;
+    }
+    if (it) {
+      if (prev)
+        prev->dirty_next = hc->dirty_next;
+      else
+        h->dirty_head = hc->dirty_next;
+      if (h->dirty_tail == hc)
+        h->dirty_tail = prev;
+    }
+    hc->in_dirty = 0;
+  }
+  if (hc->all_prev)
+    hc->all_prev->all_next = hc->all_next;
+  else
+    h->all = hc->all_next;
+  if (hc->all_next)
+    hc->all_next->all_prev = hc->all_prev;
+  h->stats.connections--;
+  hc->all_next = h->graveyard;
+  h->graveyard = hc;
+  leave(h);
+}
+
+void *ms_hub_conn_transport_data(const ms_hub_conn *hc) { return hc->tdata; }
+
+const char *ms_hub_conn_service(const ms_hub_conn *hc) {
+  return hc->registered ? hc->name : NULL;
+}
+
+ms_hub_conn *ms_hub_next_dirty(ms_hub *h) {
+  ms_hub_conn *hc = h->dirty_head;
+  if (!hc)
+    return NULL;
+  h->dirty_head = hc->dirty_next;
+  if (!h->dirty_head)
+    h->dirty_tail = NULL;
+  hc->in_dirty = 0;
+  hc->dirty_next = NULL;
+  return hc;
+}
+
+int64_t ms_hub_next_deadline(const ms_hub *h) {
+  int64_t a = ms_heap_next(&h->timers), b = ms_heap_next(&h->live);
+  return a < b ? a : b;
+}
+
+int ms_hub_tick(ms_hub *h, int64_t now) {
+  enter(h);
+  h->last_now = now;
+  if (h->started_at == INT64_MIN)
+    h->started_at = now;
+  for (;;) {
+    ms_hnode *n = ms_heap_top(&h->timers);
+    if (!n || n->deadline > now)
+      break;
+    route_deadline(h, (route *)n, now);
+  }
+  for (;;) {
+    ms_hnode *n = ms_heap_top(&h->live);
+    if (!n || n->deadline > now)
+      break;
+    live_check(h, from_live(n), now);
+  }
+  leave(h);
+  return 0;
+}
+
+void ms_hub_shutdown(ms_hub *h, int64_t now) {
+  enter(h);
+  h->last_now = now;
+  h->shutting_down = 1;
+  for (ms_hub_conn *hc = h->all; hc; hc = hc->all_next) {
+    if (hc->state == HC_HTTP) {
+      ms_conn_eof(hc->ws, now);
+      hc->state = HC_GONE;
+      ms_hub_mark_dirty(h, hc);
+    } else {
+      close_conn(h, hc, MS_CLOSE_SHUTDOWN, "hub shutting down", "shutdown",
+                 now);
+    }
+  }
+  leave(h);
+}
+
+void ms_hub_get_stats(const ms_hub *h, ms_hub_stats *st) { *st = h->stats; }
+
+/* ---- engine ops ---- */
+
+static int e_feed(void *e, const uint8_t *d, size_t n, int64_t now) {
+  return ms_hub_conn_feed(e, d, n, now);
+}
+static const uint8_t *e_peek(void *e, size_t *n) {
+  return ms_hub_conn_peek(e, n);
+}
+static void e_consume(void *e, size_t n) { ms_hub_conn_consume(e, n); }
+static int e_want_read(const void *e) { return ms_hub_conn_want_read(e); }
+static int e_want_write(const void *e) { return ms_hub_conn_want_write(e); }
+static void e_eof(void *e, int64_t now) { ms_hub_conn_eof(e, now); }
+
+const ms_engine_ops ms_hub_conn_engine_ops = {e_feed, e_peek, e_consume,
+                                              e_want_read, e_want_write,
+                                              e_eof};

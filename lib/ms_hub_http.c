@@ -1,2 +1,132 @@
-/* placeholder: being written */
-typedef int ms_placeholder_ms_hub_http;
+/* The hub's HTTP endpoints: /healthz, /metrics (Prometheus text),
+ * /api/services (JSON). Anything else goes to the user's on_http hook. */
+#include "ms_hub_int.h"
+
+#include <stdio.h>
+
+static int path_is(const ms_http_request *req, const char *p) {
+  size_t n = strlen(p);
+  return req->path_len == n && memcmp(req->path, p, n) == 0;
+}
+
+static const char *const code_names[14] = {
+    "TARGET_SERVICE_NOT_FOUND", "EVENT_NOT_FOUND", "REQUEST_TIMEOUT",
+    "INTERNAL_SERVER_ERROR", "DUPLICATE_SERVICE_REGISTRATION",
+    "TARGET_DISCONNECTED", "UNAUTHORIZED", "PAYLOAD_TOO_LARGE",
+    "TOO_MANY_PENDING", "BAD_REQUEST", "UNSUPPORTED_VERSION", "CANCELLED",
+    "SLOW_CONSUMER", "HUB_UNAVAILABLE"};
+
+int ms_hub_metrics_text(const ms_hub *h, ms_buf *b) {
+  const ms_hub_stats *s = &h->stats;
+  int rv = 0;
+#define METRIC(name, type, help, val)                                      \
+  if (rv == 0)                                                             \
+    rv = ms_buf_appendf(b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name,  \
+                        help, name, type, name, (unsigned long long)(val))
+  METRIC("microstream_connections", "gauge", "Open connections.",
+         s->connections);
+  METRIC("microstream_services", "gauge", "Registered service names.",
+         s->services);
+  METRIC("microstream_connections_accepted_total", "counter",
+         "Connections accepted since start.", s->accepted_total);
+  METRIC("microstream_requests_routed_total", "counter",
+         "Requests forwarded to a target.", s->requests_routed);
+  METRIC("microstream_responses_routed_total", "counter",
+         "Answers forwarded back to a requester in time.",
+         s->responses_routed);
+  METRIC("microstream_late_responses_routed_total", "counter",
+         "Answers forwarded inside a late window.", s->late_routed);
+  METRIC("microstream_late_responses_dropped_total", "counter",
+         "Answers for ids not in flight (after the window, or unknown).",
+         s->late_dropped);
+  METRIC("microstream_requests_pending", "gauge", "Requests in flight.",
+         s->pending);
+  METRIC("microstream_bytes_in_total", "counter", "Bytes received.",
+         s->bytes_in);
+  METRIC("microstream_bytes_out_total", "counter",
+         "Protocol message bytes sent.", s->bytes_out);
+  METRIC("microstream_log_records_total", "counter", "Log records kept.",
+         s->log_records);
+#undef METRIC
+  if (rv == 0)
+    rv = ms_buf_appendf(b, "# HELP microstream_errors_total Errors sent, by "
+                           "code.\n# TYPE microstream_errors_total counter\n");
+  for (int i = 0; rv == 0 && i < 14; i++)
+    rv = ms_buf_appendf(b, "microstream_errors_total{code=\"%s\"} %llu\n",
+                        code_names[i],
+                        (unsigned long long)s->errors_by_code[i]);
+  return rv;
+}
+
+int ms_hub_services_json(const ms_hub *h, ms_buf *b) {
+  int rv = ms_buf_append(b, "[", 1);
+  size_t pos = 0;
+  const ms_strmap_ent *e;
+  int first = 1;
+  while (rv == 0 && (e = ms_strmap_next(&h->registry, &pos)) != NULL) {
+    const ms_hub_conn *hc = e->val;
+    if (!first)
+      rv = ms_buf_append(b, ",", 1);
+    first = 0;
+    if (rv == 0)
+      rv = ms_buf_append(b, "{\"name\":", 8);
+    if (rv == 0)
+      rv = ms_buf_append_json_str(b, hc->name, hc->name_len);
+    if (rv == 0 && hc->instance) {
+      rv = ms_buf_append(b, ",\"instance\":", 12);
+      if (rv == 0)
+        rv = ms_buf_append_json_str(b, hc->instance, strlen(hc->instance));
+    }
+    if (rv == 0)
+      rv = ms_buf_appendf(
+          b, ",\"encoding\":\"%s\",\"connected_ms\":%lld,\"pending\":%zu}",
+          hc->enc == MS_ENC_JSON ? MS_SUBPROTO_JSON : MS_SUBPROTO_MSGPACK,
+          (long long)(h->last_now - hc->ready_at), hc->n_out);
+  }
+  if (rv == 0)
+    rv = ms_buf_append(b, "]", 1);
+  return rv;
+}
+
+void ms_hub_http(ms_hub *h, ms_conn *c, const ms_http_request *req) {
+  ms_buf b;
+  ms_buf_init(&b, h->mem);
+  int is_get = req->method_len == 3 && memcmp(req->method, "GET", 3) == 0;
+  int is_head = req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0;
+  if (!is_get && !is_head) {
+    ms_conn_http_respond(c, 405, "text/plain; charset=utf-8", "Allow: GET\r\n",
+                         "method not allowed\n", 19);
+    return;
+  }
+  int rv;
+  if (path_is(req, "/healthz")) {
+    rv = ms_buf_appendf(&b,
+                        "{\"status\":\"%s\",\"hub_id\":\"%s\",\"connections\":"
+                        "%llu,\"services\":%llu,\"uptime_ms\":%lld}",
+                        h->shutting_down ? "shutting_down" : "ok", h->hub_id,
+                        (unsigned long long)h->stats.connections,
+                        (unsigned long long)h->stats.services,
+                        (long long)(h->last_now - h->started_at));
+    if (rv == 0)
+      ms_conn_http_respond(c, h->shutting_down ? 503 : 200, "application/json",
+                           NULL, b.data, b.len);
+  } else if (path_is(req, "/metrics")) {
+    rv = ms_hub_metrics_text(h, &b);
+    if (rv == 0)
+      ms_conn_http_respond(c, 200, "text/plain; version=0.0.4", NULL, b.data,
+                           b.len);
+  } else if (path_is(req, "/api/services")) {
+    rv = ms_hub_services_json(h, &b);
+    if (rv == 0)
+      ms_conn_http_respond(c, 200, "application/json", NULL, b.data, b.len);
+  } else {
+    rv = 0;
+    if (!h->cfg.on_http || h->cfg.on_http(h, c, req, h->ud) != 0)
+      ms_conn_http_respond(c, 404, "text/plain; charset=utf-8", NULL,
+                           "not found\n", 10);
+  }
+  if (rv)
+    ms_conn_http_respond(c, 500, "text/plain; charset=utf-8", NULL,
+                         "out of memory\n", 14);
+  ms_buf_free(&b);
+}

@@ -1,0 +1,131 @@
+/* The hub engine's internal structures, shared by ms_hub.c (sessions and
+ * routing), ms_hub_stream.c (logs and presence) and ms_hub_http.c. */
+#ifndef MS_HUB_INT_H
+#define MS_HUB_INT_H
+
+#include <microstream/ms_codec.h>
+#include <microstream/ms_hub.h>
+
+#include "ms_map.h"
+#include "ms_wire.h"
+
+typedef enum hc_state {
+  HC_HTTP = 0,      /* before the upgrade completes */
+  HC_AWAIT_HELLO,   /* WebSocket open, no HELLO yet */
+  HC_WAIT_REPLACE,  /* HELLO for a taken name: probing the old holder */
+  HC_READY,         /* registered (or a watcher) */
+  HC_CLOSING,       /* we closed it; waiting for the stream to end */
+  HC_GONE           /* the WebSocket is over */
+} hc_state;
+
+typedef struct route route;
+typedef struct hub_sub hub_sub;
+
+struct ms_hub_conn {
+  ms_hub *hub;
+  ms_conn *ws;
+  void *tdata;
+  uint64_t serial;
+  hc_state state;
+  ms_encoding enc;
+  char *name; /* HELLO service, NUL-terminated */
+  size_t name_len;
+  char *instance;
+  unsigned registered : 1, watch : 1, in_dirty : 1, released : 1,
+      reading_paused : 1;
+  int pings_sent;
+  int64_t accepted_at, last_rx, ready_at;
+  ms_hnode live; /* liveness / handshake / conn deadlines */
+  ms_hub_conn *dirty_next;
+  ms_hub_conn *all_prev, *all_next;
+
+  /* Requests this connection sent (origin) and received (target). */
+  ms_u64map origin_ids; /* origin id -> route */
+  route *out_head;
+  route *in_head;
+  size_t n_out;
+
+  /* Replace-stale probing: the new connection waits on the old one. */
+  ms_hub_conn *replace_waiter; /* on the old holder */
+  ms_hub_conn *replace_target; /* on the newcomer */
+
+  hub_sub *subs; /* this connection's subscriptions */
+};
+
+struct route {
+  ms_hnode hn;
+  uint64_t hid, origin_id;
+  ms_hub_conn *origin, *target;
+  route *o_prev, *o_next;
+  route *t_prev, *t_next;
+  int64_t deadline, timeout_ms, late_ms;
+  int timed_out;
+  size_t event_len;
+  char event[];
+};
+
+typedef struct ms_hub_streams ms_hub_streams;
+
+struct ms_hub {
+  const ms_allocator *mem;
+  void *ud;
+  ms_hub_config cfg;
+  uint8_t *secret;
+  char hub_id[64];
+  uint64_t next_serial;
+  uint64_t next_hid;
+  int64_t started_at;
+  int64_t last_now;
+
+  ms_strmap registry;   /* name -> conn */
+  ms_u64map routes;     /* hub id -> route */
+  ms_heap timers;       /* routes' deadlines (and late-window ends) */
+  ms_heap live;         /* connections' liveness and handshake checks */
+  ms_hub_conn *all;     /* every connection */
+  ms_hub_conn *dirty_head, *dirty_tail;
+  ms_hub_conn *graveyard; /* released inside a callback */
+
+  ms_hub_streams *streams;
+
+  ms_hub_wakeup_fn wakeup;
+  void *wakeup_ud;
+
+  msgpack_sbuffer out;
+  msgpack_packer pk;
+  msgpack_sbuffer scratch;
+  msgpack_zone zone;
+
+  int depth;
+  int shutting_down;
+  ms_hub_stats stats;
+};
+
+/* ms_hub.c */
+int64_t ms_hub_wall_us(ms_hub *h, int64_t now);
+/* Encode into h->out with a fresh packer state. */
+msgpack_packer *ms_hub_packer(ms_hub *h);
+/* Send h->out to hc (converted for its encoding). */
+int ms_hub_send_out(ms_hub *h, ms_hub_conn *hc);
+/* ERROR id with code/message; counted by code. */
+void ms_hub_send_error(ms_hub *h, ms_hub_conn *hc, uint64_t id,
+                       const char *code, const char *message,
+                       const msgpack_object *data);
+void ms_hub_mark_dirty(ms_hub *h, ms_hub_conn *hc);
+
+/* ms_hub_stream.c: logs and presence. */
+int ms_hub_streams_new(ms_hub *h);
+void ms_hub_streams_del(ms_hub *h);
+void ms_hub_presence(ms_hub *h, const char *kind, const ms_hub_conn *hc,
+                     const char *reason, int64_t now);
+void ms_hub_on_log(ms_hub *h, ms_hub_conn *hc, const ms_msg *m, int64_t now);
+void ms_hub_on_subscribe(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
+                         int64_t now);
+void ms_hub_on_unsubscribe(ms_hub *h, ms_hub_conn *hc, const ms_msg *m);
+void ms_hub_drop_subs(ms_hub *h, ms_hub_conn *hc);
+/* After hc's output drained: deliver held gap markers. */
+void ms_hub_subs_drained(ms_hub *h, ms_hub_conn *hc);
+
+/* ms_hub_http.c */
+void ms_hub_http(ms_hub *h, ms_conn *c, const ms_http_request *req);
+
+#endif

@@ -1,0 +1,462 @@
+/* The hub's two streams, "logs" and "presence": a ring of kept records
+ * per stream (history), subscribers with filters, live fan-out, gap and
+ * live markers (PROTOCOL.md "Logs and presence"). */
+#include "ms_hub_int.h"
+
+#include <stdio.h>
+
+enum { STREAM_LOGS = 0, STREAM_PRESENCE = 1, N_STREAMS = 2 };
+
+typedef struct rec {
+  uint64_t seq;
+  int64_t ts_us;
+  int64_t level;      /* logs */
+  uint8_t kind;       /* presence: 1 up, 2 down */
+  uint16_t service_len;
+  uint32_t message_len;
+  uint32_t extra_len; /* fields / detail, MessagePack */
+  char data[];        /* service, message, extra */
+} rec;
+
+struct hub_sub {
+  ms_hub_conn *hc;
+  uint64_t sub_id;
+  int stream;
+  hub_sub *conn_next;
+  hub_sub *s_prev, *s_next;
+  /* filter */
+  char **services;
+  size_t n_services;
+  int64_t min_level;
+  char *contains;
+  size_t contains_len;
+  /* records lost while the connection was backed up */
+  uint64_t missed;
+  uint64_t last_missed_seq;
+};
+
+typedef struct stream {
+  rec **ring;
+  size_t cap, n, head; /* head: index of the oldest */
+  uint64_t seq;        /* newest seq kept, 0 if none */
+  hub_sub *subs;
+} stream;
+
+struct ms_hub_streams {
+  stream s[N_STREAMS];
+  msgpack_sbuffer body; /* record encoded once, after [type, sub_id] */
+  msgpack_packer bpk;
+};
+
+int ms_hub_streams_new(ms_hub *h) {
+  ms_hub_streams *st = ms_calloc(h->mem, 1, sizeof *st);
+  if (!st)
+    return MS_ERR_NOMEM;
+  st->s[STREAM_LOGS].cap = h->cfg.log_ring;
+  st->s[STREAM_PRESENCE].cap = MS_MAX(h->cfg.log_ring / 10, (size_t)1000);
+  for (int i = 0; i < N_STREAMS; i++) {
+    st->s[i].ring = ms_calloc(h->mem, st->s[i].cap, sizeof(rec *));
+    if (!st->s[i].ring) {
+      for (int j = 0; j < i; j++)
+        ms_free(h->mem, st->s[j].ring);
+      ms_free(h->mem, st);
+      return MS_ERR_NOMEM;
+    }
+  }
+  msgpack_sbuffer_init(&st->body);
+  msgpack_packer_init(&st->bpk, &st->body, msgpack_sbuffer_write);
+  h->streams = st;
+  return 0;
+}
+
+static void sub_free(ms_hub *h, hub_sub *s) {
+  for (size_t i = 0; i < s->n_services; i++)
+    ms_free(h->mem, s->services[i]);
+  ms_free(h->mem, s->services);
+  ms_free(h->mem, s->contains);
+  ms_free(h->mem, s);
+}
+
+void ms_hub_streams_del(ms_hub *h) {
+  ms_hub_streams *st = h->streams;
+  if (!st)
+    return;
+  for (int i = 0; i < N_STREAMS; i++) {
+    stream *s = &st->s[i];
+    for (size_t k = 0; k < s->n; k++)
+      ms_free(h->mem, s->ring[(s->head + k) % s->cap]);
+    ms_free(h->mem, s->ring);
+  }
+  msgpack_sbuffer_destroy(&st->body);
+  ms_free(h->mem, st);
+  h->streams = NULL;
+}
+
+static rec *ring_at(const stream *s, size_t k) {
+  return s->ring[(s->head + k) % s->cap];
+}
+
+static uint64_t oldest_seq(const stream *s) {
+  return s->n ? ring_at(s, 0)->seq : s->seq + 1;
+}
+
+static rec *keep(ms_hub *h, stream *s, int64_t ts_us, int64_t level,
+                 int kind, const char *service, size_t service_len,
+                 const char *message, size_t message_len,
+                 const msgpack_object *extra) {
+  msgpack_sbuffer eb;
+  msgpack_sbuffer_init(&eb);
+  msgpack_packer epk;
+  msgpack_packer_init(&epk, &eb, msgpack_sbuffer_write);
+  if (extra && extra->type == MSGPACK_OBJECT_MAP)
+    msgpack_pack_object(&epk, *extra);
+  else
+    msgpack_pack_map(&epk, 0);
+  if (service_len > 65535)
+    service_len = 65535;
+  rec *r = ms_malloc(h->mem, sizeof *r + service_len + message_len + eb.size);
+  if (!r) {
+    msgpack_sbuffer_destroy(&eb);
+    return NULL;
+  }
+  r->seq = ++s->seq;
+  r->ts_us = ts_us;
+  r->level = level;
+  r->kind = (uint8_t)kind;
+  r->service_len = (uint16_t)service_len;
+  r->message_len = (uint32_t)message_len;
+  r->extra_len = (uint32_t)eb.size;
+  memcpy(r->data, service, service_len);
+  if (message_len)
+    memcpy(r->data + service_len, message, message_len);
+  memcpy(r->data + service_len + message_len, eb.data, eb.size);
+  msgpack_sbuffer_destroy(&eb);
+  if (s->n == s->cap) {
+    ms_free(h->mem, s->ring[s->head]);
+    s->ring[s->head] = r;
+    s->head = (s->head + 1) % s->cap;
+  } else {
+    s->ring[(s->head + s->n) % s->cap] = r;
+    s->n++;
+  }
+  return r;
+}
+
+static int matches(const hub_sub *sub, const rec *r) {
+  const char *svc = r->data;
+  if (sub->n_services) {
+    size_t i;
+    for (i = 0; i < sub->n_services; i++)
+      if (strlen(sub->services[i]) == r->service_len &&
+          memcmp(sub->services[i], svc, r->service_len) == 0)
+        break;
+    if (i == sub->n_services)
+      return 0;
+  }
+  if (sub->stream == STREAM_LOGS) {
+    if (r->level < sub->min_level)
+      return 0;
+    if (sub->contains_len) {
+      const char *msg = r->data + r->service_len;
+      size_t n = r->message_len, k = sub->contains_len;
+      if (k > n)
+        return 0;
+      int found = 0;
+      for (size_t i = 0; i + k <= n && !found; i++)
+        found = memcmp(msg + i, sub->contains, k) == 0;
+      if (!found)
+        return 0;
+    }
+  }
+  return 1;
+}
+
+/* Encode the record's body (everything after type and sub_id) once. */
+static void encode_body(ms_hub_streams *st, int stream_id, const rec *r) {
+  msgpack_packer *pk = &st->bpk;
+  st->body.size = 0;
+  msgpack_pack_uint64(pk, r->seq);
+  msgpack_pack_int64(pk, r->ts_us);
+  if (stream_id == STREAM_LOGS) {
+    msgpack_pack_int64(pk, r->level);
+    msgpack_pack_str_with_body(pk, r->data, r->service_len);
+    msgpack_pack_str_with_body(pk, r->data + r->service_len, r->message_len);
+  } else {
+    const char *kind = r->kind == 1 ? "up" : "down";
+    msgpack_pack_str_with_body(pk, kind, strlen(kind));
+    msgpack_pack_str_with_body(pk, r->data, r->service_len);
+  }
+  msgpack_sbuffer_write(&st->body,
+                        r->data + r->service_len + r->message_len,
+                        r->extra_len);
+}
+
+static void send_body(ms_hub *h, hub_sub *sub) {
+  ms_hub_streams *st = h->streams;
+  msgpack_packer *pk = ms_hub_packer(h);
+  if (sub->stream == STREAM_LOGS) {
+    msgpack_pack_array(pk, 8);
+    msgpack_pack_uint8(pk, MS_MSG_RECORD);
+  } else {
+    msgpack_pack_array(pk, 7);
+    msgpack_pack_uint8(pk, MS_MSG_PRESENCE);
+  }
+  msgpack_pack_uint64(pk, sub->sub_id);
+  msgpack_sbuffer_write(&h->out, st->body.data, st->body.size);
+  ms_hub_send_out(h, sub->hc);
+}
+
+static void send_marker(ms_hub *h, hub_sub *sub, uint64_t seq,
+                        const char *what, uint64_t missed, int64_t now) {
+  msgpack_packer *pk = ms_hub_packer(h);
+  msgpack_pack_array(pk, 8);
+  msgpack_pack_uint8(pk, MS_MSG_RECORD);
+  msgpack_pack_uint64(pk, sub->sub_id);
+  msgpack_pack_uint64(pk, seq);
+  msgpack_pack_int64(pk, ms_hub_wall_us(h, now));
+  msgpack_pack_uint8(pk, 0);
+  msgpack_pack_str_with_body(pk, "", 0);
+  msgpack_pack_str_with_body(pk, what, strlen(what));
+  if (missed) {
+    msgpack_pack_map(pk, 1);
+    msgpack_pack_str_with_body(pk, "missed", 6);
+    msgpack_pack_uint64(pk, missed);
+  } else {
+    msgpack_pack_map(pk, 0);
+  }
+  ms_hub_send_out(h, sub->hc);
+}
+
+static int backed_up(const ms_hub *h, const hub_sub *sub) {
+  return ms_conn_out_pending(sub->hc->ws) > h->cfg.out_high_water;
+}
+
+static void fan_out(ms_hub *h, int stream_id, const rec *r) {
+  ms_hub_streams *st = h->streams;
+  int encoded = 0;
+  for (hub_sub *sub = st->s[stream_id].subs; sub; sub = sub->s_next) {
+    if (sub->missed || backed_up(h, sub)) {
+      /* A slow subscriber loses records (all of the stream's, matching
+       * or not, are counted) and learns it from a gap marker. */
+      sub->missed++;
+      sub->last_missed_seq = r->seq;
+      continue;
+    }
+    if (!matches(sub, r))
+      continue;
+    if (!encoded) {
+      encode_body(st, stream_id, r);
+      encoded = 1;
+    }
+    send_body(h, sub);
+  }
+}
+
+void ms_hub_subs_drained(ms_hub *h, ms_hub_conn *hc) {
+  for (hub_sub *sub = hc->subs; sub; sub = sub->conn_next) {
+    if (sub->missed && !backed_up(h, sub)) {
+      uint64_t n = sub->missed;
+      sub->missed = 0;
+      send_marker(h, sub, sub->last_missed_seq, "gap", n, h->last_now);
+    }
+  }
+}
+
+void ms_hub_presence(ms_hub *h, const char *kind, const ms_hub_conn *hc,
+                     const char *reason, int64_t now) {
+  stream *s = &h->streams->s[STREAM_PRESENCE];
+  msgpack_sbuffer db;
+  msgpack_sbuffer_init(&db);
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &db, msgpack_sbuffer_write);
+  int n = (reason != NULL) + (hc->instance != NULL);
+  msgpack_pack_map(&pk, (size_t)n);
+  if (reason) {
+    msgpack_pack_str_with_body(&pk, "reason", 6);
+    msgpack_pack_str_with_body(&pk, reason, strlen(reason));
+  }
+  if (hc->instance) {
+    msgpack_pack_str_with_body(&pk, "instance", 8);
+    msgpack_pack_str_with_body(&pk, hc->instance, strlen(hc->instance));
+  }
+  msgpack_zone z;
+  msgpack_zone_init(&z, 256);
+  msgpack_object detail;
+  size_t off = 0;
+  msgpack_unpack(db.data, db.size, &off, &z, &detail);
+  rec *r = keep(h, s, ms_hub_wall_us(h, now), 0, kind[0] == 'u' ? 1 : 2,
+                hc->name, hc->name_len, NULL, 0, &detail);
+  msgpack_zone_destroy(&z);
+  msgpack_sbuffer_destroy(&db);
+  if (r)
+    fan_out(h, STREAM_PRESENCE, r);
+}
+
+void ms_hub_on_log(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
+                   int64_t now) {
+  stream *s = &h->streams->s[STREAM_LOGS];
+  int64_t ts = m->ts_us > 0 ? m->ts_us : ms_hub_wall_us(h, now);
+  rec *r = keep(h, s, ts, m->level, 0, hc->name, hc->name_len, m->message.ptr,
+                m->message.len, &m->extra);
+  if (!r)
+    return;
+  h->stats.log_records++;
+  fan_out(h, STREAM_LOGS, r);
+}
+
+static void sub_error(ms_hub *h, ms_hub_conn *hc, uint64_t sub_id,
+                      const char *what) {
+  ms_hub_send_error(h, hc, sub_id, "BAD_REQUEST", what, NULL);
+}
+
+void ms_hub_on_subscribe(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
+                         int64_t now) {
+  int sid;
+  if (m->stream.len == 4 && memcmp(m->stream.ptr, "logs", 4) == 0)
+    sid = STREAM_LOGS;
+  else if (m->stream.len == 8 && memcmp(m->stream.ptr, "presence", 8) == 0)
+    sid = STREAM_PRESENCE;
+  else {
+    sub_error(h, hc, m->id, "SUBSCRIBE: stream must be \"logs\" or \"presence\"");
+    return;
+  }
+  for (hub_sub *it = hc->subs; it; it = it->conn_next)
+    if (it->sub_id == m->id) {
+      sub_error(h, hc, m->id, "SUBSCRIBE: sub_id already in use");
+      return;
+    }
+  hub_sub *sub = ms_calloc(h->mem, 1, sizeof *sub);
+  if (!sub) {
+    ms_hub_send_error(h, hc, m->id, "INTERNAL_SERVER_ERROR", "out of memory",
+                      NULL);
+    return;
+  }
+  sub->hc = hc;
+  sub->sub_id = m->id;
+  sub->stream = sid;
+  const msgpack_object *f = &m->extra;
+  const char *bad = NULL;
+  const msgpack_object *svcs = ms_map_get(f, "services");
+  if (svcs && svcs->type != MSGPACK_OBJECT_NIL) {
+    if (svcs->type != MSGPACK_OBJECT_ARRAY || svcs->via.array.size > 1024) {
+      bad = "filter.services must be an array of names";
+    } else {
+      sub->services = ms_calloc(h->mem, svcs->via.array.size + 1,
+                                sizeof(char *));
+      for (uint32_t i = 0; sub->services && i < svcs->via.array.size; i++) {
+        const msgpack_object *o = &svcs->via.array.ptr[i];
+        if (o->type != MSGPACK_OBJECT_STR) {
+          bad = "filter.services must be an array of names";
+          break;
+        }
+        sub->services[sub->n_services] =
+            ms_strndup(h->mem, o->via.str.ptr, o->via.str.size);
+        if (sub->services[sub->n_services])
+          sub->n_services++;
+      }
+    }
+  }
+  int64_t min_level = 0;
+  int rv = ms_map_get_i64(f, "min_level", &min_level);
+  if (rv == MS_ERR_BAD_MESSAGE)
+    bad = "filter.min_level must be an integer";
+  sub->min_level = min_level;
+  ms_str contains;
+  rv = ms_map_get_str(f, "contains", &contains);
+  if (rv == MS_ERR_BAD_MESSAGE)
+    bad = "filter.contains must be a string";
+  else if (rv == 0 && contains.len) {
+    sub->contains = ms_strndup(h->mem, contains.ptr, contains.len);
+    sub->contains_len = sub->contains ? contains.len : 0;
+  }
+  uint64_t history = 0, since = 0;
+  int has_since = 0;
+  rv = ms_map_get_u64(f, "history", &history);
+  if (rv == MS_ERR_BAD_MESSAGE)
+    bad = "filter.history must be a non-negative integer";
+  rv = ms_map_get_u64(f, "since_seq", &since);
+  if (rv == MS_ERR_BAD_MESSAGE)
+    bad = "filter.since_seq must be a non-negative integer";
+  has_since = rv == 0;
+  if (bad) {
+    sub_free(h, sub);
+    sub_error(h, hc, m->id, bad);
+    return;
+  }
+  stream *s = &h->streams->s[sid];
+  ms_hub_streams *st = h->streams;
+  /* History first, then the live marker, then live records. */
+  if (has_since) {
+    uint64_t oldest = oldest_seq(s);
+    if (since + 1 < oldest && since < s->seq) {
+      uint64_t lost = oldest - since - 1;
+      send_marker(h, sub, oldest - 1, "gap", lost, now);
+    }
+    for (size_t k = 0; k < s->n; k++) {
+      rec *r = ring_at(s, k);
+      if (r->seq <= since || !matches(sub, r))
+        continue;
+      encode_body(st, sid, r);
+      send_body(h, sub);
+    }
+  } else if (history > 0) {
+    /* The last N matching: walk back to find where to start. */
+    size_t start = s->n, found = 0;
+    while (start > 0 && found < history) {
+      if (matches(sub, ring_at(s, start - 1)))
+        found++;
+      start--;
+    }
+    for (size_t k = start; k < s->n; k++) {
+      rec *r = ring_at(s, k);
+      if (!matches(sub, r))
+        continue;
+      encode_body(st, sid, r);
+      send_body(h, sub);
+    }
+  }
+  send_marker(h, sub, s->seq, "live", 0, now);
+  if (hc->state != HC_READY) { /* closed while sending history */
+    sub_free(h, sub);
+    return;
+  }
+  sub->conn_next = hc->subs;
+  hc->subs = sub;
+  sub->s_next = s->subs;
+  if (s->subs)
+    s->subs->s_prev = sub;
+  s->subs = sub;
+}
+
+static void sub_unlink(ms_hub *h, hub_sub *sub) {
+  stream *s = &h->streams->s[sub->stream];
+  if (sub->s_prev)
+    sub->s_prev->s_next = sub->s_next;
+  else
+    s->subs = sub->s_next;
+  if (sub->s_next)
+    sub->s_next->s_prev = sub->s_prev;
+}
+
+void ms_hub_on_unsubscribe(ms_hub *h, ms_hub_conn *hc, const ms_msg *m) {
+  hub_sub **pp = &hc->subs;
+  while (*pp) {
+    hub_sub *sub = *pp;
+    if (sub->sub_id == m->id) {
+      *pp = sub->conn_next;
+      sub_unlink(h, sub);
+      sub_free(h, sub);
+      return;
+    }
+    pp = &sub->conn_next;
+  }
+}
+
+void ms_hub_drop_subs(ms_hub *h, ms_hub_conn *hc) {
+  while (hc->subs) {
+    hub_sub *sub = hc->subs;
+    hc->subs = sub->conn_next;
+    sub_unlink(h, sub);
+    sub_free(h, sub);
+  }
+}

@@ -1,2 +1,0 @@
-/* placeholder: being written */
-typedef int ms_placeholder_ms_pending;

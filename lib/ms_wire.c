@@ -1,0 +1,55 @@
+/* Protocol messages over an ms_conn in either encoding (see ms_wire.h). */
+#include "ms_wire.h"
+
+#include <stdio.h>
+
+int ms_wire_send(ms_conn *c, ms_encoding enc, const uint8_t *mp, size_t len,
+                 msgpack_sbuffer *scratch) {
+  if (enc != MS_ENC_JSON)
+    return ms_conn_send(c, 1, mp, len);
+  scratch->size = 0;
+  int rv = ms_msgpack_bytes_to_json(mp, len, scratch);
+  if (rv)
+    return rv;
+  return ms_conn_send(c, 0, (const uint8_t *)scratch->data, scratch->size);
+}
+
+int ms_wire_decode(ms_encoding enc, const ms_conn_message_arg *arg,
+                   msgpack_sbuffer *scratch, msgpack_zone *zone, ms_dir dir,
+                   ms_msg *msg, ms_decode_error *err) {
+  const uint8_t *buf = arg->data;
+  size_t len = arg->len;
+  memset(err, 0, sizeof *err);
+  if (enc == MS_ENC_JSON) {
+    if (arg->binary) {
+      snprintf(err->what, sizeof err->what,
+               "binary message on microstream.json.v1");
+      return MS_ERR_BAD_MESSAGE;
+    }
+    scratch->size = 0;
+    int rv = ms_json_to_msgpack((const char *)buf, len, scratch, err->what,
+                                sizeof err->what);
+    if (rv)
+      return rv;
+    buf = (const uint8_t *)scratch->data;
+    len = scratch->size;
+  } else if (!arg->binary) {
+    snprintf(err->what, sizeof err->what, "text message on microstream.v1");
+    return MS_ERR_BAD_MESSAGE;
+  }
+  msgpack_zone_clear(zone);
+  return ms_msg_decode(msg, zone, buf, len, dir, err);
+}
+
+int ms_valid_service_name(const char *s, size_t len) {
+  if (!s || len < 1 || len > 128)
+    return 0;
+  for (size_t i = 0; i < len; i++) {
+    char ch = s[i];
+    if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+          (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == ':' ||
+          ch == '-'))
+      return 0;
+  }
+  return 1;
+}

@@ -1,0 +1,28 @@
+/* Sending and receiving protocol messages over an ms_conn in either
+ * encoding. Both engines (client and hub) go through these two calls, so
+ * the JSON edge lives in one place. */
+#ifndef MS_WIRE_H
+#define MS_WIRE_H
+
+#include <microstream/ms_codec.h>
+#include <microstream/ms_conn.h>
+
+#include "ms_internal.h"
+
+/* Send one MessagePack-encoded message, as a binary message or, for
+ * MS_ENC_JSON, converted to a text message (scratch is reused). */
+int ms_wire_send(ms_conn *c, ms_encoding enc, const uint8_t *mp, size_t len,
+                 msgpack_sbuffer *scratch);
+
+/* Decode one received WebSocket message: checks the frame kind against
+ * the encoding, converts JSON to MessagePack into scratch, decodes into
+ * msg (borrowing from the message or scratch, and from zone). Returns 0
+ * or MS_ERR_BAD_MESSAGE with err filled; MS_ERR_NOMEM. */
+int ms_wire_decode(ms_encoding enc, const ms_conn_message_arg *arg,
+                   msgpack_sbuffer *scratch, msgpack_zone *zone, ms_dir dir,
+                   ms_msg *msg, ms_decode_error *err);
+
+/* Service-name rule of PROTOCOL.md: 1..128 bytes of [A-Za-z0-9._:-]. */
+int ms_valid_service_name(const char *s, size_t len);
+
+#endif
