@@ -1,2 +1,740 @@
-/* placeholder: being written */
-typedef int ms_placeholder_ms_codec;
+/*
+ * microstream: protocol codec (PROTOCOL.md "Messages", "Bad messages").
+ *
+ * Decoding is two passes. ms_msgpack_check() walks the bytes without
+ * allocating and refuses anything msgpack-c could be tricked into
+ * allocating a lot for (a 5-byte array header may claim 2^32 elements);
+ * only then does msgpack_unpack() build objects in the caller's zone, with
+ * strings pointing into the input buffer. The second pass validates the
+ * array against the layout of its type, strictly: a peer that sends a
+ * wrong type for a field gets BAD_REQUEST instead of a guess.
+ *
+ * Choices PROTOCOL.md leaves open, fixed here:
+ * - sub_id (SUBSCRIBE, UNSUBSCRIBE, RECORD, PRESENCE) is 1..2^53-1 like a
+ *   request id: an ERROR answering a bad SUBSCRIBE carries the sub_id, and
+ *   id 0 already means "session error".
+ * - ERROR id may be 0 in both directions (session errors).
+ * - PING/PONG n is 0..2^53-1; HELLO version is any positive integer (the
+ *   hub, not the codec, answers UNSUPPORTED_VERSION).
+ * - timeout_ms and seq are any unsigned integer; floats are refused even
+ *   when integral (JSON clients send integers, which stay integers).
+ * - A REQUEST's source (hub -> client) only needs to be a non-empty
+ *   string; its target (client -> hub) must be a valid service name.
+ * - RECORD ts_us is a required integer >= 0; LOG ts_us may also be nil.
+ */
+#include "ms_internal.h"
+
+#include <microstream/ms_codec.h>
+
+#include <stdio.h>
+
+/* Nesting bound; equal to msgpack-c's own stack, so anything that passes
+ * the check also unpacks. */
+#define MS_MAX_DEPTH 32
+#define MS_MAX_SERVICE_LEN 128
+#define MS_MAX_EVENT_LEN 256
+
+/* ---- structural pre-check ---------------------------------------------- */
+
+static uint64_t rd_be(const uint8_t *p, size_t n) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < n; i++)
+    v = (v << 8) | p[i];
+  return v;
+}
+
+int ms_msgpack_check(const uint8_t *buf, size_t len) {
+  /* saved[d] is the number of items still to read in the container that
+   * encloses depth d+1; `pending` counts those of the innermost one (the
+   * top level is a virtual container of one item). */
+  uint64_t saved[MS_MAX_DEPTH];
+  unsigned depth = 0;
+  uint64_t pending = 1;
+  size_t p = 0;
+
+  if (!buf && len)
+    return MS_ERR_BAD_MESSAGE;
+  for (;;) {
+    while (pending == 0) {
+      if (depth == 0)
+        return p == len ? 0 : MS_ERR_BAD_MESSAGE; /* exactly one object */
+      pending = saved[--depth];
+    }
+    if (p >= len)
+      return MS_ERR_BAD_MESSAGE; /* truncated */
+    pending--;
+    uint8_t b = buf[p++];
+    size_t hdr = 0;       /* length-field bytes after the type byte */
+    size_t fixed = 0;     /* payload bytes that follow, when known */
+    int kind = 0;         /* 0 scalar, 1 raw (len from header), 2 array, 3 map */
+    size_t extra = 0;     /* ext type byte */
+    uint64_t count = 0;
+
+    if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
+      /* fixints, nil, bool: the byte is the whole object */
+    } else if (b <= 0x8f) {
+      kind = 3;
+      count = b & 0x0f;
+    } else if (b <= 0x9f) {
+      kind = 2;
+      count = b & 0x0f;
+    } else if (b <= 0xbf) {
+      fixed = b & 0x1f;
+    } else {
+      switch (b) {
+      case 0xc4: kind = 1; hdr = 1; break;
+      case 0xc5: kind = 1; hdr = 2; break;
+      case 0xc6: kind = 1; hdr = 4; break;
+      case 0xc7: kind = 1; hdr = 1; extra = 1; break;
+      case 0xc8: kind = 1; hdr = 2; extra = 1; break;
+      case 0xc9: kind = 1; hdr = 4; extra = 1; break;
+      case 0xca: fixed = 4; break;
+      case 0xcb: fixed = 8; break;
+      case 0xcc: case 0xd0: fixed = 1; break;
+      case 0xcd: case 0xd1: fixed = 2; break;
+      case 0xce: case 0xd2: fixed = 4; break;
+      case 0xcf: case 0xd3: fixed = 8; break;
+      case 0xd4: fixed = 2; break;
+      case 0xd5: fixed = 3; break;
+      case 0xd6: fixed = 5; break;
+      case 0xd7: fixed = 9; break;
+      case 0xd8: fixed = 17; break;
+      case 0xd9: kind = 1; hdr = 1; break;
+      case 0xda: kind = 1; hdr = 2; break;
+      case 0xdb: kind = 1; hdr = 4; break;
+      case 0xdc: kind = 2; hdr = 2; break;
+      case 0xdd: kind = 2; hdr = 4; break;
+      case 0xde: kind = 3; hdr = 2; break;
+      case 0xdf: kind = 3; hdr = 4; break;
+      default:
+        return MS_ERR_BAD_MESSAGE; /* 0xc1: never used */
+      }
+    }
+    if (hdr) {
+      if (len - p < hdr)
+        return MS_ERR_BAD_MESSAGE;
+      uint64_t n = rd_be(buf + p, hdr);
+      p += hdr;
+      if (kind == 1) {
+        if (n > len - p || len - p - n < extra)
+          return MS_ERR_BAD_MESSAGE;
+        fixed = (size_t)n + extra;
+      } else {
+        count = n;
+      }
+    }
+    if (kind == 2 || kind == 3) {
+      /* Every element takes at least one byte: a count that cannot fit
+       * is a lie, refused before msgpack-c sizes an allocation by it. */
+      uint64_t items = kind == 3 ? count * 2 : count;
+      if (items > len - p)
+        return MS_ERR_BAD_MESSAGE;
+      if (depth + 1 > MS_MAX_DEPTH)
+        return MS_ERR_BAD_MESSAGE;
+      if (items > 0) {
+        saved[depth++] = pending;
+        pending = items;
+      }
+      continue;
+    }
+    if (fixed > len - p)
+      return MS_ERR_BAD_MESSAGE;
+    p += fixed;
+  }
+}
+
+/* ---- field readers ----------------------------------------------------- */
+
+typedef struct dec {
+  const msgpack_object *el;
+  uint32_t n;
+  const char *tname;
+  ms_decode_error *err;
+} dec;
+
+/* Records "<TYPE>: <field> <reason>" (field may be NULL). */
+static int bad(dec *d, const char *field, const char *reason) {
+  if (d->err)
+    snprintf(d->err->what, sizeof d->err->what, "%s: %s%s%s", d->tname,
+             field ? field : "", field ? " " : "", reason);
+  return MS_ERR_BAD_MESSAGE;
+}
+
+static int obj_u64(const msgpack_object *o, uint64_t *out) {
+  if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+    *out = o->via.u64;
+    return 1;
+  }
+  /* Objects built by hand may say NEGATIVE for a non-negative value. */
+  if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER && o->via.i64 >= 0) {
+    *out = (uint64_t)o->via.i64;
+    return 1;
+  }
+  return 0;
+}
+
+static int obj_i64(const msgpack_object *o, int64_t *out) {
+  if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+    if (o->via.u64 > (uint64_t)INT64_MAX)
+      return 0;
+    *out = (int64_t)o->via.u64;
+    return 1;
+  }
+  if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+    *out = o->via.i64;
+    return 1;
+  }
+  return 0;
+}
+
+/* Element i, or NULL when the array is shorter. */
+static const msgpack_object *el(dec *d, uint32_t i) {
+  return i < d->n ? &d->el[i] : NULL;
+}
+
+static int get_uint(dec *d, uint32_t i, const char *field, uint64_t lo,
+                    uint64_t hi, uint64_t *out) {
+  const msgpack_object *o = el(d, i);
+  uint64_t v;
+  if (!o)
+    return bad(d, field, "is missing");
+  if (!obj_u64(o, &v) || v < lo || v > hi) {
+    if (lo == 0 && hi == UINT64_MAX)
+      return bad(d, field, "must be an unsigned integer");
+    if (hi == MS_MAX_ID)
+      return bad(d, field,
+                 lo ? "must be an integer 1..2^53-1"
+                    : "must be an integer 0..2^53-1");
+    return bad(d, field, "must be a positive integer");
+  }
+  *out = v;
+  return 0;
+}
+
+static int get_int(dec *d, uint32_t i, const char *field, int64_t lo,
+                   int nil_ok, int64_t *out) {
+  const msgpack_object *o = el(d, i);
+  int64_t v;
+  if (!o)
+    return bad(d, field, "is missing");
+  if (nil_ok && o->type == MSGPACK_OBJECT_NIL) {
+    *out = 0;
+    return 0;
+  }
+  if (!obj_i64(o, &v) || v < lo)
+    return bad(d, field,
+               lo > 0 ? "must be a positive integer"
+                      : "must be an integer >= 0");
+  *out = v;
+  return 0;
+}
+
+/* min_len 0: any string; max_len 0: no bound. */
+static int get_str(dec *d, uint32_t i, const char *field, size_t min_len,
+                   size_t max_len, ms_str *out) {
+  const msgpack_object *o = el(d, i);
+  if (!o)
+    return bad(d, field, "is missing");
+  if (o->type != MSGPACK_OBJECT_STR || o->via.str.size < min_len ||
+      (max_len && o->via.str.size > max_len)) {
+    if (max_len)
+      return bad(d, field, "must be a string of 1-256 bytes");
+    return bad(d, field,
+               min_len ? "must be a non-empty string" : "must be a string");
+  }
+  /* An empty str may carry a NULL ptr: keep "" distinct from nil. */
+  out->ptr = o->via.str.ptr ? o->via.str.ptr : "";
+  out->len = o->via.str.size;
+  return 0;
+}
+
+static int service_char(unsigned char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+         (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':' ||
+         c == '-';
+}
+
+static int get_service(dec *d, uint32_t i, const char *field, ms_str *out) {
+  const msgpack_object *o = el(d, i);
+  if (!o)
+    return bad(d, field, "is missing");
+  if (o->type == MSGPACK_OBJECT_STR && o->via.str.size >= 1 &&
+      o->via.str.size <= MS_MAX_SERVICE_LEN) {
+    uint32_t k;
+    for (k = 0; k < o->via.str.size; k++)
+      if (!service_char((unsigned char)o->via.str.ptr[k]))
+        break;
+    if (k == o->via.str.size) {
+      out->ptr = o->via.str.ptr;
+      out->len = o->via.str.size;
+      return 0;
+    }
+  }
+  return bad(d, field, "must be 1-128 bytes of [A-Za-z0-9._:-]");
+}
+
+static int get_any(dec *d, uint32_t i, const char *field,
+                   msgpack_object *out) {
+  const msgpack_object *o = el(d, i);
+  if (!o)
+    return bad(d, field, "is missing");
+  *out = *o;
+  return 0;
+}
+
+/* opts / filter / fields / detail: absent or nil -> empty map. */
+static int get_opt_map(dec *d, uint32_t i, const char *field,
+                       msgpack_object *out) {
+  const msgpack_object *o = el(d, i);
+  if (!o || o->type == MSGPACK_OBJECT_NIL) {
+    memset(out, 0, sizeof *out);
+    out->type = MSGPACK_OBJECT_MAP;
+    return 0;
+  }
+  if (o->type != MSGPACK_OBJECT_MAP)
+    return bad(d, field, "must be a map");
+  *out = *o;
+  return 0;
+}
+
+static const char *type_name(uint64_t t) {
+  static const char *const names[] = {
+      "?",     "HELLO",     "WELCOME",     "REQUEST",  "RESPONSE",
+      "ERROR", "CANCEL",    "LOG",         "RECORD",   "SUBSCRIBE",
+      "UNSUBSCRIBE", "PRESENCE", "PING", "PONG"};
+  return t < MS_ARRAY_LEN(names) ? names[t] : "?";
+}
+
+/* Which types each direction may carry (bit = type). */
+#define BIT(t) (1u << (t))
+static const unsigned dir_types[2] = {
+    /* to hub */
+    BIT(MS_MSG_HELLO) | BIT(MS_MSG_REQUEST) | BIT(MS_MSG_RESPONSE) |
+        BIT(MS_MSG_ERROR) | BIT(MS_MSG_CANCEL) | BIT(MS_MSG_LOG) |
+        BIT(MS_MSG_SUBSCRIBE) | BIT(MS_MSG_UNSUBSCRIBE) | BIT(MS_MSG_PING) |
+        BIT(MS_MSG_PONG),
+    /* to client */
+    BIT(MS_MSG_WELCOME) | BIT(MS_MSG_REQUEST) | BIT(MS_MSG_RESPONSE) |
+        BIT(MS_MSG_ERROR) | BIT(MS_MSG_CANCEL) | BIT(MS_MSG_RECORD) |
+        BIT(MS_MSG_PRESENCE) | BIT(MS_MSG_PING) | BIT(MS_MSG_PONG),
+};
+
+static int decode_fields(dec *d, ms_msg *m, ms_dir dir) {
+  int rv;
+  switch (m->type) {
+  case MS_MSG_HELLO: {
+    const msgpack_object *t;
+    if ((rv = get_uint(d, 1, "version", 1, UINT64_MAX, &m->version)) ||
+        (rv = get_service(d, 2, "service", &m->name)))
+      return rv;
+    if (!(t = el(d, 3)))
+      return bad(d, "token", "is missing");
+    if (t->type == MSGPACK_OBJECT_STR) {
+      m->token.ptr = t->via.str.ptr ? t->via.str.ptr : "";
+      m->token.len = t->via.str.size;
+    } else if (t->type != MSGPACK_OBJECT_NIL) {
+      return bad(d, "token", "must be a string or nil");
+    }
+    return get_opt_map(d, 4, "opts", &m->opts);
+  }
+  case MS_MSG_WELCOME:
+    if ((rv = get_str(d, 1, "hub_id", 0, 0, &m->hub_id)))
+      return rv;
+    return get_opt_map(d, 2, "opts", &m->opts);
+  case MS_MSG_REQUEST:
+    if ((rv = get_uint(d, 1, "id", 1, MS_MAX_ID, &m->id)))
+      return rv;
+    /* From here on the id is readable: the hub answers this request
+     * alone and keeps the connection. */
+    if (dir == MS_DIR_TO_HUB && d->err) {
+      d->err->id_readable = 1;
+      d->err->id = m->id;
+    }
+    if (dir == MS_DIR_TO_HUB)
+      rv = get_service(d, 2, "target", &m->name);
+    else
+      rv = get_str(d, 2, "source", 1, 0, &m->name);
+    if (rv || (rv = get_str(d, 3, "event", 1, MS_MAX_EVENT_LEN, &m->event)) ||
+        (rv = get_any(d, 4, "data", &m->data)) ||
+        (rv = get_uint(d, 5, "timeout_ms", 0, UINT64_MAX, &m->timeout_ms)))
+      return rv;
+    return get_opt_map(d, 6, "opts", &m->opts);
+  case MS_MSG_RESPONSE:
+    if ((rv = get_uint(d, 1, "id", 1, MS_MAX_ID, &m->id)))
+      return rv;
+    return get_any(d, 2, "data", &m->data);
+  case MS_MSG_ERROR:
+    if ((rv = get_uint(d, 1, "id", 0, MS_MAX_ID, &m->id)) ||
+        (rv = get_str(d, 2, "code", 1, 0, &m->code)) ||
+        (rv = get_str(d, 3, "message", 0, 0, &m->message)))
+      return rv;
+    if (el(d, 4))
+      m->extra = *el(d, 4);
+    else
+      m->extra.type = MSGPACK_OBJECT_NIL;
+    return 0;
+  case MS_MSG_CANCEL:
+    return get_uint(d, 1, "id", 1, MS_MAX_ID, &m->id);
+  case MS_MSG_LOG:
+    if ((rv = get_int(d, 1, "ts_us", 0, 1, &m->ts_us)) ||
+        (rv = get_int(d, 2, "level", 1, 0, &m->level)) ||
+        (rv = get_str(d, 3, "message", 0, 0, &m->message)))
+      return rv;
+    return get_opt_map(d, 4, "fields", &m->extra);
+  case MS_MSG_RECORD:
+    if ((rv = get_uint(d, 1, "sub_id", 1, MS_MAX_ID, &m->id)) ||
+        (rv = get_uint(d, 2, "seq", 0, UINT64_MAX, &m->seq)) ||
+        (rv = get_int(d, 3, "ts_us", 0, 0, &m->ts_us)) ||
+        (rv = get_int(d, 4, "level", 0, 0, &m->level)) ||
+        (rv = get_str(d, 5, "service", 0, 0, &m->name)) ||
+        (rv = get_str(d, 6, "message", 0, 0, &m->message)))
+      return rv;
+    return get_opt_map(d, 7, "fields", &m->extra);
+  case MS_MSG_SUBSCRIBE:
+    if ((rv = get_uint(d, 1, "sub_id", 1, MS_MAX_ID, &m->id)))
+      return rv;
+    if (d->err) {
+      d->err->id_readable = 1;
+      d->err->id = m->id;
+    }
+    if ((rv = get_str(d, 2, "stream", 1, 0, &m->stream)))
+      return rv;
+    return get_opt_map(d, 3, "filter", &m->extra);
+  case MS_MSG_UNSUBSCRIBE:
+    return get_uint(d, 1, "sub_id", 1, MS_MAX_ID, &m->id);
+  case MS_MSG_PRESENCE:
+    if ((rv = get_uint(d, 1, "sub_id", 1, MS_MAX_ID, &m->id)) ||
+        (rv = get_uint(d, 2, "seq", 0, UINT64_MAX, &m->seq)) ||
+        (rv = get_int(d, 3, "ts_us", 0, 0, &m->ts_us)) ||
+        (rv = get_str(d, 4, "kind", 1, 0, &m->kind)) ||
+        (rv = get_str(d, 5, "service", 0, 0, &m->name)))
+      return rv;
+    return get_opt_map(d, 6, "detail", &m->extra);
+  case MS_MSG_PING:
+  case MS_MSG_PONG:
+    return get_uint(d, 1, "n", 0, MS_MAX_ID, &m->id);
+  }
+  return bad(d, NULL, "unknown type");
+}
+
+int ms_msg_decode(ms_msg *msg, msgpack_zone *zone, const uint8_t *buf,
+                  size_t len, ms_dir dir, ms_decode_error *err) {
+  msgpack_object root;
+  size_t off = 0;
+  uint64_t t;
+  dec d;
+
+  memset(msg, 0, sizeof *msg);
+  if (err)
+    memset(err, 0, sizeof *err);
+  d.el = NULL;
+  d.n = 0;
+  d.tname = "message";
+  d.err = err;
+  if (dir != MS_DIR_TO_HUB && dir != MS_DIR_TO_CLIENT)
+    return MS_ERR_INVALID_ARG;
+  if (ms_msgpack_check(buf, len) != 0)
+    return bad(&d, NULL, "is not one well-formed MessagePack object");
+  switch (msgpack_unpack((const char *)buf, len, &off, zone, &root)) {
+  case MSGPACK_UNPACK_SUCCESS:
+    break;
+  case MSGPACK_UNPACK_NOMEM_ERROR:
+    return MS_ERR_NOMEM;
+  default: /* the check accepted it, so this is unexpected */
+    return bad(&d, NULL, "does not unpack");
+  }
+  if (root.type != MSGPACK_OBJECT_ARRAY || root.via.array.size == 0)
+    return bad(&d, NULL, "must be a non-empty array");
+  d.el = root.via.array.ptr;
+  d.n = root.via.array.size;
+  if (!obj_u64(&d.el[0], &t) || t < MS_MSG_HELLO || t > MS_MSG_PONG)
+    return bad(&d, NULL, "type must be a known message type");
+  msg->type = (ms_msg_type)t;
+  d.tname = type_name(t);
+  if (err)
+    err->type = msg->type;
+  if (!(dir_types[dir] & BIT(t)))
+    return bad(&d, NULL, dir == MS_DIR_TO_HUB
+                                 ? "is not sent to a hub"
+                                 : "is not sent to a client");
+  int rv = decode_fields(&d, msg, dir);
+  if (rv == 0 && err)
+    memset(err, 0, sizeof *err);
+  return rv;
+}
+
+/* ---- encoders ---------------------------------------------------------- */
+
+/* msgpack-c packers return the write callback's status: non-zero means the
+ * buffer could not grow. */
+#define TRY(x)                                                               \
+  do {                                                                       \
+    if ((x) != 0)                                                            \
+      return MS_ERR_NOMEM;                                                   \
+  } while (0)
+
+/* NULL ptr encodes as "" (a nil where a string is required would not
+ * decode). */
+static int put_str(msgpack_packer *pk, ms_str s) {
+  if (s.len > UINT32_MAX)
+    return MS_ERR_INVALID_ARG;
+  TRY(msgpack_pack_str(pk, s.len));
+  if (s.len)
+    TRY(msgpack_pack_str_body(pk, s.ptr, s.len));
+  return 0;
+}
+
+static int put_obj(msgpack_packer *pk, const msgpack_object *o) {
+  if (!o)
+    TRY(msgpack_pack_nil(pk));
+  else
+    TRY(msgpack_pack_object(pk, *o));
+  return 0;
+}
+
+static int put_map(msgpack_packer *pk, const msgpack_object *o) {
+  if (!o || o->type == MSGPACK_OBJECT_NIL)
+    TRY(msgpack_pack_map(pk, 0));
+  else
+    TRY(msgpack_pack_object(pk, *o));
+  return 0;
+}
+
+/* Already-encoded bytes go straight to the packer's sink. */
+static int put_raw(msgpack_packer *pk, const uint8_t *raw, size_t len,
+                   int as_map) {
+  if (!raw || !len) {
+    TRY(as_map ? msgpack_pack_map(pk, 0) : msgpack_pack_nil(pk));
+    return 0;
+  }
+  TRY(pk->callback(pk->data, (const char *)raw, len));
+  return 0;
+}
+
+#define PUT(x)                                                               \
+  do {                                                                       \
+    int rv_ = (x);                                                           \
+    if (rv_ != 0)                                                            \
+      return rv_;                                                            \
+  } while (0)
+
+int ms_enc_hello(msgpack_packer *pk, ms_str service, ms_str token,
+                 const msgpack_object *opts) {
+  TRY(msgpack_pack_array(pk, 5));
+  TRY(msgpack_pack_uint64(pk, MS_MSG_HELLO));
+  TRY(msgpack_pack_uint64(pk, MS_PROTOCOL_VERSION));
+  PUT(put_str(pk, service));
+  if (token.ptr)
+    PUT(put_str(pk, token));
+  else
+    TRY(msgpack_pack_nil(pk));
+  return put_map(pk, opts);
+}
+
+int ms_enc_welcome(msgpack_packer *pk, ms_str hub_id,
+                   const msgpack_object *opts) {
+  TRY(msgpack_pack_array(pk, 3));
+  TRY(msgpack_pack_uint64(pk, MS_MSG_WELCOME));
+  PUT(put_str(pk, hub_id));
+  return put_map(pk, opts);
+}
+
+static int request_head(msgpack_packer *pk, uint64_t id, ms_str name,
+                        ms_str event) {
+  TRY(msgpack_pack_array(pk, 7));
+  TRY(msgpack_pack_uint64(pk, MS_MSG_REQUEST));
+  TRY(msgpack_pack_uint64(pk, id));
+  PUT(put_str(pk, name));
+  return put_str(pk, event);
+}
+
+int ms_enc_request(msgpack_packer *pk, uint64_t id, ms_str name,
+                   ms_str event, const msgpack_object *data,
+                   uint64_t timeout_ms, const msgpack_object *opts) {
+  PUT(request_head(pk, id, name, event));
+  PUT(put_obj(pk, data));
+  TRY(msgpack_pack_uint64(pk, timeout_ms));
+  return put_map(pk, opts);
+}
+
+int ms_enc_request_raw(msgpack_packer *pk, uint64_t id, ms_str name,
+                       ms_str event, const uint8_t *data, size_t data_len,
+                       uint64_t timeout_ms, const uint8_t *opts,
+                       size_t opts_len) {
+  PUT(request_head(pk, id, name, event));
+  PUT(put_raw(pk, data, data_len, 0));
+  TRY(msgpack_pack_uint64(pk, timeout_ms));
+  return put_raw(pk, opts, opts_len, 1);
+}
+
+int ms_enc_response(msgpack_packer *pk, uint64_t id,
+                    const msgpack_object *data) {
+  TRY(msgpack_pack_array(pk, 3));
+  TRY(msgpack_pack_uint64(pk, MS_MSG_RESPONSE));
+  TRY(msgpack_pack_uint64(pk, id));
+  return put_obj(pk, data);
+}
+
+int ms_enc_response_raw(msgpack_packer *pk, uint64_t id, const uint8_t *data,
+                        size_t data_len) {
+  TRY(msgpack_pack_array(pk, 3));
+  TRY(msgpack_pack_uint64(pk, MS_MSG_RESPONSE));
+  TRY(msgpack_pack_uint64(pk, id));
+  return put_raw(pk, data, data_len, 0);
+}
+
+static int error_head(msgpack_packer *pk, uint64_t id, ms_str code,
+                      ms_str message) {
+  TRY(msgpack_pack_array(pk, 5));
+  TRY(msgpack_pack_uint64(pk, MS_MSG_ERROR));
+  TRY(msgpack_pack_uint64(pk, id));
+  PUT(put_str(pk, code));
+  return put_str(pk, message);
+}
+
+int ms_enc_error(msgpack_packer *pk, uint64_t id, ms_str code,
+                 ms_str message, const msgpack_object *error_data) {
+  PUT(error_head(pk, id, code, message));
+  return put_obj(pk, error_data);
+}
+
+int ms_enc_error_raw(msgpack_packer *pk, uint64_t id, ms_str code,
+                     ms_str message, const uint8_t *error_data,
+                     size_t error_data_len) {
+  PUT(error_head(pk, id, code, message));
+  return put_raw(pk, error_data, error_data_len, 0);
+}
+
+static int two(msgpack_packer *pk, ms_msg_type t, uint64_t v) {
+  TRY(msgpack_pack_array(pk, 2));
+  TRY(msgpack_pack_uint64(pk, (uint64_t)t));
+  TRY(msgpack_pack_uint64(pk, v));
+  return 0;
+}
+
+int ms_enc_cancel(msgpack_packer *pk, uint64_t id) {
+  return two(pk, MS_MSG_CANCEL, id);
+}
+
+int ms_enc_log(msgpack_packer *pk, int64_t ts_us, int64_t level,
+               ms_str message, const msgpack_object *fields) {
+  TRY(msgpack_pack_array(pk, 5));
+  TRY(msgpack_pack_uint64(pk, MS_MSG_LOG));
+  TRY(msgpack_pack_int64(pk, ts_us));
+  TRY(msgpack_pack_int64(pk, level));
+  PUT(put_str(pk, message));
+  return put_map(pk, fields);
+}
+
+int ms_enc_record(msgpack_packer *pk, uint64_t sub_id, uint64_t seq,
+                  int64_t ts_us, int64_t level, ms_str service,
+                  ms_str message, const msgpack_object *fields) {
+  TRY(msgpack_pack_array(pk, 8));
+  TRY(msgpack_pack_uint64(pk, MS_MSG_RECORD));
+  TRY(msgpack_pack_uint64(pk, sub_id));
+  TRY(msgpack_pack_uint64(pk, seq));
+  TRY(msgpack_pack_int64(pk, ts_us));
+  TRY(msgpack_pack_int64(pk, level));
+  PUT(put_str(pk, service));
+  PUT(put_str(pk, message));
+  return put_map(pk, fields);
+}
+
+int ms_enc_subscribe(msgpack_packer *pk, uint64_t sub_id, ms_str stream,
+                     const msgpack_object *filter) {
+  TRY(msgpack_pack_array(pk, 4));
+  TRY(msgpack_pack_uint64(pk, MS_MSG_SUBSCRIBE));
+  TRY(msgpack_pack_uint64(pk, sub_id));
+  PUT(put_str(pk, stream));
+  return put_map(pk, filter);
+}
+
+int ms_enc_unsubscribe(msgpack_packer *pk, uint64_t sub_id) {
+  return two(pk, MS_MSG_UNSUBSCRIBE, sub_id);
+}
+
+int ms_enc_presence(msgpack_packer *pk, uint64_t sub_id, uint64_t seq,
+                    int64_t ts_us, ms_str kind, ms_str service,
+                    const msgpack_object *detail) {
+  TRY(msgpack_pack_array(pk, 7));
+  TRY(msgpack_pack_uint64(pk, MS_MSG_PRESENCE));
+  TRY(msgpack_pack_uint64(pk, sub_id));
+  TRY(msgpack_pack_uint64(pk, seq));
+  TRY(msgpack_pack_int64(pk, ts_us));
+  PUT(put_str(pk, kind));
+  PUT(put_str(pk, service));
+  return put_map(pk, detail);
+}
+
+int ms_enc_ping(msgpack_packer *pk, uint64_t n) {
+  return two(pk, MS_MSG_PING, n);
+}
+
+int ms_enc_pong(msgpack_packer *pk, uint64_t n) {
+  return two(pk, MS_MSG_PONG, n);
+}
+
+/* ---- map readers ------------------------------------------------------- */
+
+const msgpack_object *ms_map_get(const msgpack_object *m, const char *key) {
+  if (!m || !key || m->type != MSGPACK_OBJECT_MAP)
+    return NULL;
+  size_t klen = strlen(key);
+  for (uint32_t i = 0; i < m->via.map.size; i++) {
+    const msgpack_object *k = &m->via.map.ptr[i].key;
+    /* First match wins, so a duplicate key cannot override a checked one. */
+    if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == klen &&
+        (klen == 0 || memcmp(k->via.str.ptr, key, klen) == 0))
+      return &m->via.map.ptr[i].val;
+  }
+  return NULL;
+}
+
+static const msgpack_object *map_val(const msgpack_object *m,
+                                     const char *key) {
+  const msgpack_object *v = ms_map_get(m, key);
+  return v && v->type != MSGPACK_OBJECT_NIL ? v : NULL;
+}
+
+int ms_map_get_u64(const msgpack_object *m, const char *key, uint64_t *out) {
+  const msgpack_object *v = map_val(m, key);
+  uint64_t x;
+  if (!v)
+    return MS_ERR_NOT_FOUND;
+  if (!obj_u64(v, &x))
+    return MS_ERR_BAD_MESSAGE;
+  *out = x;
+  return 0;
+}
+
+int ms_map_get_i64(const msgpack_object *m, const char *key, int64_t *out) {
+  const msgpack_object *v = map_val(m, key);
+  int64_t x;
+  if (!v)
+    return MS_ERR_NOT_FOUND;
+  if (!obj_i64(v, &x))
+    return MS_ERR_BAD_MESSAGE;
+  *out = x;
+  return 0;
+}
+
+int ms_map_get_bool(const msgpack_object *m, const char *key, int *out) {
+  const msgpack_object *v = map_val(m, key);
+  if (!v)
+    return MS_ERR_NOT_FOUND;
+  if (v->type != MSGPACK_OBJECT_BOOLEAN)
+    return MS_ERR_BAD_MESSAGE;
+  *out = v->via.boolean ? 1 : 0;
+  return 0;
+}
+
+int ms_map_get_str(const msgpack_object *m, const char *key, ms_str *out) {
+  const msgpack_object *v = map_val(m, key);
+  if (!v)
+    return MS_ERR_NOT_FOUND;
+  if (v->type != MSGPACK_OBJECT_STR)
+    return MS_ERR_BAD_MESSAGE;
+  out->ptr = v->via.str.ptr ? v->via.str.ptr : "";
+  out->len = v->via.str.size;
+  return 0;
+}

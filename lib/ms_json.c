@@ -1,2 +1,391 @@
-/* placeholder: being written */
-typedef int ms_placeholder_ms_json;
+/*
+ * microstream: the JSON encoding (microstream.json.v1), PROTOCOL.md
+ * "Transport and encodings".
+ *
+ * JSON -> MessagePack goes through jansson: it validates UTF-8 and escapes,
+ * and refuses lone surrogates, so every str we emit is valid UTF-8.
+ * Choices:
+ * - Duplicate object keys are accepted and the last one wins, as in a
+ *   browser's JSON.parse, so the hub reads a text the way a page would.
+ * - Integers become MessagePack ints (unsigned form for >= 0), reals become
+ *   float64, even when integral ("1.0" stays a float).
+ * - Nesting deeper than 64 levels is refused.
+ * - jansson cannot hold a NUL in an object key, so "\u0000" in a key is
+ *   refused (in string values it is fine).
+ *
+ * MessagePack -> JSON is written directly into the output buffer (one
+ * pass, no intermediate tree):
+ * - bin and ext become standard base64 with padding (ext: its data only);
+ * - a map key that is not a string becomes its JSON text, as a string
+ *   (bin, ext and integer keys: their base64 / digits, not quoted twice);
+ * - integers beyond +-2^53 become decimal strings; NaN and +-Inf null;
+ * - floats print with the fewest digits that read back to the same value,
+ *   and always with a '.' or exponent so that they read back as floats;
+ * - each byte of a str that is not part of a valid UTF-8 sequence becomes
+ *   U+FFFD, so the output is always valid JSON and valid UTF-8.
+ */
+#include "ms_internal.h"
+
+#include <microstream/ms_codec.h>
+
+#include <jansson.h>
+#include <math.h>
+#include <nettle/base64.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define MS_JSON_MAX_DEPTH 64
+#define MS_JSON_MAX_EXACT INT64_C(9007199254740992) /* 2^53 */
+
+/* ---- JSON -> MessagePack ----------------------------------------------- */
+
+static void set_what(char *what, size_t what_size, const char *s) {
+  if (what && what_size)
+    snprintf(what, what_size, "%s", s);
+}
+
+static int pack_json(msgpack_packer *pk, const json_t *j, int depth,
+                     char *what, size_t what_size) {
+  int rv = 0;
+  if (depth > MS_JSON_MAX_DEPTH) {
+    set_what(what, what_size, "JSON nested deeper than 64 levels");
+    return MS_ERR_BAD_MESSAGE;
+  }
+  switch (json_typeof(j)) {
+  case JSON_OBJECT: {
+    const char *key;
+    json_t *val;
+    if (msgpack_pack_map(pk, json_object_size(j)))
+      return MS_ERR_NOMEM;
+    /* json_object_keylen_foreach takes a non-const object. */
+    json_t *o = (json_t *)(uintptr_t)j;
+    for (void *it = json_object_iter(o); it;
+         it = json_object_iter_next(o, it)) {
+      key = json_object_iter_key(it);
+      size_t klen = json_object_iter_key_len(it);
+      val = json_object_iter_value(it);
+      if (msgpack_pack_str(pk, klen) || msgpack_pack_str_body(pk, key, klen))
+        return MS_ERR_NOMEM;
+      if ((rv = pack_json(pk, val, depth + 1, what, what_size)) != 0)
+        return rv;
+    }
+    return 0;
+  }
+  case JSON_ARRAY: {
+    size_t n = json_array_size(j);
+    if (msgpack_pack_array(pk, n))
+      return MS_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++)
+      if ((rv = pack_json(pk, json_array_get(j, i), depth + 1, what,
+                          what_size)) != 0)
+        return rv;
+    return 0;
+  }
+  case JSON_STRING: {
+    size_t n = json_string_length(j);
+    rv = msgpack_pack_str(pk, n) ||
+         msgpack_pack_str_body(pk, json_string_value(j), n);
+    break;
+  }
+  case JSON_INTEGER: {
+    json_int_t v = json_integer_value(j);
+    rv = v >= 0 ? msgpack_pack_uint64(pk, (uint64_t)v)
+                : msgpack_pack_int64(pk, (int64_t)v);
+    break;
+  }
+  case JSON_REAL:
+    rv = msgpack_pack_double(pk, json_real_value(j));
+    break;
+  case JSON_TRUE:
+    rv = msgpack_pack_true(pk);
+    break;
+  case JSON_FALSE:
+    rv = msgpack_pack_false(pk);
+    break;
+  case JSON_NULL:
+    rv = msgpack_pack_nil(pk);
+    break;
+  }
+  return rv ? MS_ERR_NOMEM : 0;
+}
+
+int ms_json_to_msgpack(const char *json, size_t len, msgpack_sbuffer *out,
+                       char *what, size_t what_size) {
+  json_error_t e;
+  msgpack_packer pk;
+  size_t mark = out->size;
+
+  if (what && what_size)
+    what[0] = '\0';
+  if (!json && len) {
+    set_what(what, what_size, "no JSON text");
+    return MS_ERR_BAD_MESSAGE;
+  }
+  json_t *root = json_loadb(json ? json : "", len,
+                            JSON_DECODE_ANY | JSON_ALLOW_NUL, &e);
+  if (!root) {
+    if (json_error_code(&e) == json_error_out_of_memory)
+      return MS_ERR_NOMEM;
+    if (what && what_size)
+      snprintf(what, what_size, "invalid JSON at %d:%d: %s", e.line,
+               e.column, e.text);
+    return MS_ERR_BAD_MESSAGE;
+  }
+  msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
+  int rv = pack_json(&pk, root, 1, what, what_size);
+  json_decref(root);
+  if (rv != 0)
+    out->size = mark; /* leave no half-written object behind */
+  return rv;
+}
+
+/* ---- MessagePack -> JSON ----------------------------------------------- */
+
+static int put(msgpack_sbuffer *out, const char *s, size_t n) {
+  return n ? msgpack_sbuffer_write(out, s, n) : 0;
+}
+
+static int put_c(msgpack_sbuffer *out, const char *s) {
+  return put(out, s, strlen(s));
+}
+
+/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if the
+ * bytes there are not one. Overlongs, surrogates and > U+10FFFF fail. */
+static size_t utf8_seq(const unsigned char *s, size_t n) {
+  unsigned char c = s[0];
+  size_t k;
+  unsigned char lo = 0x80, hi = 0xbf;
+  if (c >= 0xc2 && c <= 0xdf)
+    k = 2;
+  else if (c >= 0xe0 && c <= 0xef) {
+    k = 3;
+    if (c == 0xe0)
+      lo = 0xa0;
+    else if (c == 0xed)
+      hi = 0x9f;
+  } else if (c >= 0xf0 && c <= 0xf4) {
+    k = 4;
+    if (c == 0xf0)
+      lo = 0x90;
+    else if (c == 0xf4)
+      hi = 0x8f;
+  } else
+    return 0;
+  if (n < k || s[1] < lo || s[1] > hi)
+    return 0;
+  for (size_t i = 2; i < k; i++)
+    if (s[i] < 0x80 || s[i] > 0xbf)
+      return 0;
+  return k;
+}
+
+static int put_json_str(msgpack_sbuffer *out, const char *str, size_t n) {
+  static const char hex[] = "0123456789abcdef";
+  const unsigned char *s = (const unsigned char *)str;
+  size_t i = 0, run = 0;
+  if (n == 0)
+    return put(out, "\"\"", 2);
+  if (put(out, "\"", 1))
+    return -1;
+  while (i < n) {
+    unsigned char c = s[i];
+    char esc[8];
+    const char *rep = NULL;
+    size_t rlen = 0, adv = 1;
+    if (c >= 0x80) {
+      size_t k = utf8_seq(s + i, n - i);
+      if (k) {
+        i += k;
+        continue;
+      }
+      rep = "\xef\xbf\xbd"; /* U+FFFD for one bad byte */
+      rlen = 3;
+    } else if (c == '"' || c == '\\') {
+      esc[0] = '\\';
+      esc[1] = (char)c;
+      rep = esc;
+      rlen = 2;
+    } else if (c < 0x20) {
+      rep = esc;
+      rlen = 2;
+      esc[0] = '\\';
+      switch (c) {
+      case '\b': esc[1] = 'b'; break;
+      case '\f': esc[1] = 'f'; break;
+      case '\n': esc[1] = 'n'; break;
+      case '\r': esc[1] = 'r'; break;
+      case '\t': esc[1] = 't'; break;
+      default:
+        memcpy(esc, "\\u00", 4);
+        esc[4] = hex[c >> 4];
+        esc[5] = hex[c & 15];
+        rlen = 6;
+      }
+    } else {
+      i++;
+      continue;
+    }
+    if (put(out, str + run, i - run) || put(out, rep, rlen))
+      return -1;
+    i += adv;
+    run = i;
+  }
+  if (put(out, str + run, n - run) || put(out, "\"", 1))
+    return -1;
+  return 0;
+}
+
+static int put_base64(msgpack_sbuffer *out, const char *data, size_t n) {
+  char chunk[4 * 256];
+  if (put(out, "\"", 1))
+    return -1;
+  /* Whole 3-byte groups per chunk, so only the last one is padded. */
+  while (n > 0) {
+    size_t take = n > 3 * 256 ? 3 * 256 : n;
+    base64_encode_raw(chunk, take, (const uint8_t *)data);
+    if (put(out, chunk, BASE64_ENCODE_RAW_LENGTH(take)))
+      return -1;
+    data += take;
+    n -= take;
+  }
+  return put(out, "\"", 1);
+}
+
+/* Shortest of %.{lo..hi}g that reads back to v (as float when is_f32). */
+static int put_float(msgpack_sbuffer *out, double v, int is_f32) {
+  char b[40];
+  if (isnan(v) || isinf(v))
+    return put_c(out, "null");
+  int lo = is_f32 ? 6 : 15, hi = is_f32 ? 9 : 17;
+  for (int prec = lo; prec <= hi; prec++) {
+    snprintf(b, sizeof b, "%.*g", prec, v);
+    double r = strtod(b, NULL);
+    if (is_f32 ? (float)r == (float)v : r == v)
+      break;
+  }
+  /* A ',' decimal point would come from the locale, not from JSON. */
+  int has_frac = 0;
+  for (char *p = b; *p; p++) {
+    if (*p == ',')
+      *p = '.';
+    if (*p == '.' || *p == 'e' || *p == 'E')
+      has_frac = 1;
+  }
+  if (!has_frac)
+    strcat(b, ".0");
+  return put_c(out, b);
+}
+
+static int to_json(const msgpack_object *o, msgpack_sbuffer *out) {
+  char b[32];
+  switch (o->type) {
+  case MSGPACK_OBJECT_NIL:
+    return put_c(out, "null");
+  case MSGPACK_OBJECT_BOOLEAN:
+    return put_c(out, o->via.boolean ? "true" : "false");
+  case MSGPACK_OBJECT_POSITIVE_INTEGER:
+    if (o->via.u64 > (uint64_t)MS_JSON_MAX_EXACT)
+      snprintf(b, sizeof b, "\"%llu\"", (unsigned long long)o->via.u64);
+    else
+      snprintf(b, sizeof b, "%llu", (unsigned long long)o->via.u64);
+    return put_c(out, b);
+  case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+    if (o->via.i64 < -MS_JSON_MAX_EXACT || o->via.i64 > MS_JSON_MAX_EXACT)
+      snprintf(b, sizeof b, "\"%lld\"", (long long)o->via.i64);
+    else
+      snprintf(b, sizeof b, "%lld", (long long)o->via.i64);
+    return put_c(out, b);
+  case MSGPACK_OBJECT_FLOAT32:
+    return put_float(out, o->via.f64, 1);
+  case MSGPACK_OBJECT_FLOAT64:
+    return put_float(out, o->via.f64, 0);
+  case MSGPACK_OBJECT_STR:
+    return put_json_str(out, o->via.str.ptr, o->via.str.size);
+  case MSGPACK_OBJECT_BIN:
+    return put_base64(out, o->via.bin.ptr, o->via.bin.size);
+  case MSGPACK_OBJECT_EXT:
+    return put_base64(out, o->via.ext.ptr, o->via.ext.size);
+  case MSGPACK_OBJECT_ARRAY:
+    if (put(out, "[", 1))
+      return -1;
+    for (uint32_t i = 0; i < o->via.array.size; i++)
+      if ((i && put(out, ",", 1)) || to_json(&o->via.array.ptr[i], out))
+        return -1;
+    return put(out, "]", 1);
+  case MSGPACK_OBJECT_MAP:
+    if (put(out, "{", 1))
+      return -1;
+    for (uint32_t i = 0; i < o->via.map.size; i++) {
+      const msgpack_object_kv *kv = &o->via.map.ptr[i];
+      if (i && put(out, ",", 1))
+        return -1;
+      if (kv->key.type == MSGPACK_OBJECT_STR) {
+        if (put_json_str(out, kv->key.via.str.ptr, kv->key.via.str.size))
+          return -1;
+      } else if (kv->key.type == MSGPACK_OBJECT_BIN ||
+                 kv->key.type == MSGPACK_OBJECT_EXT) {
+        /* already a string in JSON: base64 is the key's text */
+        if (to_json(&kv->key, out))
+          return -1;
+      } else if (kv->key.type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
+                 kv->key.type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+        /* digits only, whether or not the value needed a string */
+        if (kv->key.type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+          snprintf(b, sizeof b, "\"%llu\"",
+                   (unsigned long long)kv->key.via.u64);
+        else
+          snprintf(b, sizeof b, "\"%lld\"", (long long)kv->key.via.i64);
+        if (put_c(out, b))
+          return -1;
+      } else {
+        /* The key's own JSON text, quoted as a string. */
+        msgpack_sbuffer kb;
+        msgpack_sbuffer_init(&kb);
+        int rv = to_json(&kv->key, &kb);
+        if (rv == 0)
+          rv = put_json_str(out, kb.data, kb.size);
+        msgpack_sbuffer_destroy(&kb);
+        if (rv)
+          return -1;
+      }
+      if (put(out, ":", 1) || to_json(&kv->val, out))
+        return -1;
+    }
+    return put(out, "}", 1);
+  }
+  return put_c(out, "null");
+}
+
+int ms_msgpack_to_json(const msgpack_object *obj, msgpack_sbuffer *out) {
+  size_t mark = out->size;
+  if (to_json(obj, out) != 0) {
+    out->size = mark;
+    return MS_ERR_NOMEM;
+  }
+  return 0;
+}
+
+int ms_msgpack_bytes_to_json(const uint8_t *buf, size_t len,
+                             msgpack_sbuffer *out) {
+  msgpack_zone zone;
+  msgpack_object obj;
+  size_t off = 0;
+  int rv;
+
+  if (ms_msgpack_check(buf, len) != 0)
+    return MS_ERR_BAD_MESSAGE;
+  if (!msgpack_zone_init(&zone, 1024))
+    return MS_ERR_NOMEM;
+  switch (msgpack_unpack((const char *)buf, len, &off, &zone, &obj)) {
+  case MSGPACK_UNPACK_SUCCESS:
+    rv = ms_msgpack_to_json(&obj, out);
+    break;
+  case MSGPACK_UNPACK_NOMEM_ERROR:
+    rv = MS_ERR_NOMEM;
+    break;
+  default:
+    rv = MS_ERR_BAD_MESSAGE;
+  }
+  msgpack_zone_destroy(&zone);
+  return rv;
+}

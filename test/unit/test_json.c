@@ -1,0 +1,305 @@
+/* JSON encoding: PROTOCOL.md's mapping between MessagePack and JSON, and
+ * the limits on JSON input. */
+#include "ms_test.h"
+
+#include <microstream/ms_codec.h>
+
+#include <math.h>
+
+/* MessagePack bytes -> JSON text; compares with `want`. */
+static int to_json_is(const void *mp, size_t len, const char *want) {
+  msgpack_sbuffer out;
+  msgpack_sbuffer_init(&out);
+  int rv = ms_msgpack_bytes_to_json(mp, len, &out);
+  int ok = rv == 0 && out.size == strlen(want) &&
+           memcmp(out.data, want, out.size) == 0;
+  if (!ok)
+    printf("#   rv %d, got '%.*s', want '%s'\n", rv, (int)out.size,
+           out.data ? out.data : "", want);
+  msgpack_sbuffer_destroy(&out);
+  return ok;
+}
+
+/* JSON text -> MessagePack bytes; compares with `want`. */
+static int to_mp_is(const char *json, const void *want, size_t want_len) {
+  msgpack_sbuffer out;
+  char what[128];
+  msgpack_sbuffer_init(&out);
+  int rv = ms_json_to_msgpack(json, strlen(json), &out, what, sizeof what);
+  int ok = rv == 0 && out.size == want_len &&
+           memcmp(out.data, want, want_len) == 0;
+  if (!ok) {
+    printf("#   rv %d (%s), got", rv, rv ? what : "");
+    for (size_t i = 0; i < out.size; i++)
+      printf(" %02x", (unsigned char)out.data[i]);
+    printf("\n");
+  }
+  msgpack_sbuffer_destroy(&out);
+  return ok;
+}
+
+/* JSON text of len bytes must be refused, leaving `out` as it was. */
+static int json_refused(const char *json, size_t len) {
+  msgpack_sbuffer out;
+  char what[128];
+  msgpack_sbuffer_init(&out);
+  msgpack_sbuffer_write(&out, "keep", 4);
+  what[0] = '\0';
+  int rv = ms_json_to_msgpack(json, len, &out, what, sizeof what);
+  int ok = rv == MS_ERR_BAD_MESSAGE && out.size == 4 && what[0] != '\0' &&
+           memchr(what, '\0', sizeof what) != NULL;
+  if (!ok)
+    printf("#   rv %d size %zu what '%s'\n", rv, out.size, what);
+  msgpack_sbuffer_destroy(&out);
+  return ok;
+}
+
+#define MP(...) (const uint8_t[]){__VA_ARGS__}, sizeof((const uint8_t[]){__VA_ARGS__})
+
+static void bin_and_ext_become_base64(void) {
+  CHECK(to_json_is(MP(0xc4, 3, 'a', 'b', 'c'), "\"YWJj\""));
+  CHECK(to_json_is(MP(0xc4, 1, 0xff), "\"/w==\""));
+  CHECK(to_json_is(MP(0xc4, 0), "\"\""));
+  /* ext: only its data, not its type */
+  CHECK(to_json_is(MP(0xd6, 0x01, 'a', 'b', 'c', 'd'), "\"YWJjZA==\""));
+  CHECK(to_json_is(MP(0xc7, 2, 0x7f, 'h', 'i'), "\"aGk=\""));
+}
+
+static void long_bin_is_one_base64_string(void) {
+  /* longer than one internal chunk, and not a multiple of 3 */
+  static uint8_t mp[3 + 2000];
+  mp[0] = 0xc5;
+  mp[1] = 2000 >> 8;
+  mp[2] = 2000 & 0xff;
+  memset(mp + 3, 0, 2000);
+  msgpack_sbuffer out;
+  msgpack_sbuffer_init(&out);
+  CHECK_EQ_INT(ms_msgpack_bytes_to_json(mp, sizeof mp, &out), 0);
+  /* 2000 zero bytes: 666 "AAAA" groups then "AAA=" */
+  CHECK_EQ_INT(out.size, 2 + 4 * 667);
+  CHECK(memcmp(out.data + out.size - 5, "AAA=\"", 5) == 0);
+  for (size_t i = 1; i < out.size - 5; i++)
+    CHECK(out.data[i] == 'A');
+  msgpack_sbuffer_destroy(&out);
+}
+
+static void integers_beyond_2_53_become_strings(void) {
+  CHECK(to_json_is(MP(0xcf, 0x10, 0, 0, 0, 0, 0, 0, 0),
+                   "\"1152921504606846976\"")); /* 2^60 */
+  CHECK(to_json_is(MP(0xd3, 0xf0, 0, 0, 0, 0, 0, 0, 0),
+                   "\"-1152921504606846976\""));
+  CHECK(to_json_is(MP(0xcf, 0, 0x20, 0, 0, 0, 0, 0, 0),
+                   "9007199254740992")); /* 2^53 itself is exact */
+  CHECK(to_json_is(MP(0xcf, 0, 0x20, 0, 0, 0, 0, 0, 1),
+                   "\"9007199254740993\""));
+  CHECK(to_json_is(MP(0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff),
+                   "\"18446744073709551615\""));
+  CHECK(to_json_is(MP(0xd3, 0x80, 0, 0, 0, 0, 0, 0, 0),
+                   "\"-9223372036854775808\""));
+  CHECK(to_json_is(MP(0x93, 0x00, 0x7f, 0xe0), "[0,127,-32]"));
+}
+
+static void nan_and_infinity_become_null(void) {
+  CHECK(to_json_is(MP(0xcb, 0x7f, 0xf8, 0, 0, 0, 0, 0, 0), "null"));
+  CHECK(to_json_is(MP(0xcb, 0x7f, 0xf0, 0, 0, 0, 0, 0, 0), "null"));
+  CHECK(to_json_is(MP(0xcb, 0xff, 0xf0, 0, 0, 0, 0, 0, 0), "null"));
+  CHECK(to_json_is(MP(0xca, 0x7f, 0xc0, 0, 0), "null"));
+}
+
+static void floats_print_shortest_and_stay_floats(void) {
+  CHECK(to_json_is(MP(0xcb, 0x3f, 0xb9, 0x99, 0x99, 0x99, 0x99, 0x99, 0x9a),
+                   "0.1"));
+  CHECK(to_json_is(MP(0xcb, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0), "1.0"));
+  CHECK(to_json_is(MP(0xcb, 0x80, 0, 0, 0, 0, 0, 0, 0), "-0.0"));
+  CHECK(to_json_is(MP(0xca, 0x3f, 0xc0, 0, 0), "1.5"));
+  /* float32 0.1 prints as the float, not as its double expansion */
+  CHECK(to_json_is(MP(0xca, 0x3d, 0xcc, 0xcc, 0xcd), "0.1"));
+  CHECK(to_json_is(MP(0xcb, 0x3f, 0xd3, 0x33, 0x33, 0x33, 0x33, 0x33, 0x34),
+                   "0.30000000000000004")); /* needs all 17 digits */
+  CHECK(to_json_is(MP(0xcb, 0x44, 0x80, 0xf0, 0xcf, 0x06, 0x4d, 0xd5, 0x92),
+                   "1e+22"));
+  /* and read back as float64 */
+  CHECK(to_mp_is("1.0", MP(0xcb, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0)));
+  CHECK(to_mp_is("-0.0", MP(0xcb, 0x80, 0, 0, 0, 0, 0, 0, 0)));
+}
+
+static void non_string_keys_become_their_json_text(void) {
+  /* {1: "a", [1, "x"]: true, nil: 1, "k": 2} */
+  CHECK(to_json_is(MP(0x84, 0x01, 0xa1, 'a', 0x92, 0x01, 0xa1, 'x', 0xc3,
+                      0xc0, 0x01, 0xa1, 'k', 0x02),
+                   "{\"1\":\"a\",\"[1,\\\"x\\\"]\":true,\"null\":1,"
+                   "\"k\":2}"));
+  /* keys whose JSON form is already a string are not quoted twice: bin
+   * and ext keys are their base64, large integers their digits */
+  CHECK(to_json_is(MP(0x81, 0xc4, 1, 'a', 0x01), "{\"YQ==\":1}"));
+  CHECK(to_json_is(MP(0x81, 0xd4, 7, 'a', 0x01), "{\"YQ==\":1}"));
+  CHECK(to_json_is(MP(0x81, 0xcf, 0x10, 0, 0, 0, 0, 0, 0, 0, 0x01),
+                   "{\"1152921504606846976\":1}"));
+  CHECK(to_json_is(MP(0x82, 0xff, 0x01, 0xc2, 0x02),
+                   "{\"-1\":1,\"false\":2}"));
+}
+
+static void nested_values_map_to_compact_json(void) {
+  /* [1, {"a": [nil, true, false, -1]}, "s", {}] */
+  CHECK(to_json_is(MP(0x94, 0x01, 0x81, 0xa1, 'a', 0x94, 0xc0, 0xc3, 0xc2,
+                      0xff, 0xa1, 's', 0x80),
+                   "[1,{\"a\":[null,true,false,-1]},\"s\",{}]"));
+}
+
+static void strings_are_escaped_and_kept_valid_utf8(void) {
+  CHECK(to_json_is(MP(0xa6, '\n', 0x01, '"', '\\', '/', 0x7f),
+                   "\"\\n\\u0001\\\"\\\\/\x7f\""));
+  CHECK(to_json_is(MP(0xa4, '\b', '\f', '\r', '\t'), "\"\\b\\f\\r\\t\""));
+  CHECK(to_json_is(MP(0xa3, 'a', 0x00, 'b'), "\"a\\u0000b\""));
+  /* valid multi-byte sequences pass through */
+  CHECK(to_json_is(MP(0xa6, 0xc3, 0xa9, 0xf0, 0x9f, 0x98, 0x80),
+                   "\"\xc3\xa9\xf0\x9f\x98\x80\""));
+  /* each invalid byte -> U+FFFD: stray byte, truncated sequence, overlong,
+   * surrogate */
+  CHECK(to_json_is(MP(0xa3, 'a', 0xff, 'b'), "\"a\xef\xbf\xbd" "b\""));
+  CHECK(to_json_is(MP(0xa2, 0xe2, 0x82), "\"\xef\xbf\xbd\xef\xbf\xbd\""));
+  CHECK(to_json_is(MP(0xa2, 0xc0, 0xaf), "\"\xef\xbf\xbd\xef\xbf\xbd\""));
+  CHECK(to_json_is(MP(0xa3, 0xed, 0xa0, 0x80),
+                   "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\""));
+  /* the result is JSON that parses back */
+  msgpack_sbuffer out, mp;
+  msgpack_sbuffer_init(&out);
+  msgpack_sbuffer_init(&mp);
+  static const uint8_t bad[] = {0x81, 0xa2, 0xfe, 'k', 0xa2, 'v', 0x80};
+  CHECK_EQ_INT(ms_msgpack_bytes_to_json(bad, sizeof bad, &out), 0);
+  CHECK_EQ_INT(ms_json_to_msgpack(out.data, out.size, &mp, NULL, 0), 0);
+  static const uint8_t want[] = {0x81, 0xa4, 0xef, 0xbf, 0xbd, 'k',
+                                 0xa4, 'v',  0xef, 0xbf, 0xbd};
+  CHECK_MEM(mp.data, mp.size, want, sizeof want);
+  msgpack_sbuffer_destroy(&out);
+  msgpack_sbuffer_destroy(&mp);
+}
+
+static void json_values_map_to_msgpack(void) {
+  CHECK(to_mp_is("[1,-2,1.5,\"x\",true,false,null,{\"k\":[]}]",
+                 MP(0x98, 0x01, 0xfe, 0xcb, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0,
+                    0xa1, 'x', 0xc3, 0xc2, 0xc0, 0x81, 0xa1, 'k', 0x90)));
+  CHECK(to_mp_is(" [ 300 , -300 ] ", MP(0x92, 0xcd, 0x01, 0x2c, 0xd1, 0xfe,
+                                         0xd4)));
+  CHECK(to_mp_is("9223372036854775807",
+                 MP(0xcf, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)));
+  CHECK(to_mp_is("-9223372036854775808",
+                 MP(0xd3, 0x80, 0, 0, 0, 0, 0, 0, 0)));
+  CHECK(to_mp_is("\"s\"", MP(0xa1, 's')));
+  /* a duplicate key: the last one wins, as in JSON.parse */
+  CHECK(to_mp_is("{\"a\":1,\"a\":2}", MP(0x81, 0xa1, 'a', 0x02)));
+}
+
+static void json_strings_with_nul_and_escapes(void) {
+  CHECK(to_mp_is("\"a\\u0000b\"", MP(0xa3, 'a', 0x00, 'b')));
+  CHECK(to_mp_is("\"\\u00e9\"", MP(0xa2, 0xc3, 0xa9)));
+  CHECK(to_mp_is("\"\\ud83d\\ude00\"", MP(0xa4, 0xf0, 0x9f, 0x98, 0x80)));
+  CHECK(to_mp_is("\"\\n\\t\\\"\\\\\\/\"", MP(0xa5, '\n', '\t', '"', '\\',
+                                             '/')));
+  /* A NUL inside a map key is written as valid JSON, but jansson cannot
+   * read one back: such a key is refused on input. */
+  CHECK(to_json_is(MP(0x81, 0xa2, 'k', 0x00, 0x01), "{\"k\\u0000\":1}"));
+  CHECK(json_refused("{\"k\\u0000\":1}", 13));
+}
+
+static void invalid_json_is_refused(void) {
+  CHECK(json_refused("[1,", 3));
+  CHECK(json_refused("", 0));
+  CHECK(json_refused("[1] [2]", 7));   /* two texts */
+  CHECK(json_refused("[1]x", 4));
+  CHECK(json_refused("{'a':1}", 7));
+  CHECK(json_refused("[NaN]", 5));
+  CHECK(json_refused("[1e999]", 7));
+  CHECK(json_refused("[18446744073709551616]", 22));
+  CHECK(json_refused("\"\\ud800\"", 8)); /* lone surrogate */
+  CHECK(json_refused("\"\x01\"", 3));    /* raw control character */
+  CHECK(json_refused("[1]\0", 4));      /* NUL after the text */
+}
+
+static void invalid_utf8_json_is_refused(void) {
+  CHECK(json_refused("\"\xff\"", 3));
+  CHECK(json_refused("\"\xc3\"", 3));
+  CHECK(json_refused("\"\xed\xa0\x80\"", 5));
+  CHECK(json_refused("{\"\xc0\xaf\":1}", 8));
+}
+
+static void json_deeper_than_64_is_refused(void) {
+  char buf[2 * 1000 + 1];
+  for (int depth = 64; depth <= 65; depth++) {
+    memset(buf, '[', (size_t)depth);
+    memset(buf + depth, ']', (size_t)depth);
+    msgpack_sbuffer out;
+    msgpack_sbuffer_init(&out);
+    int rv = ms_json_to_msgpack(buf, 2 * (size_t)depth, &out, NULL, 0);
+    msgpack_sbuffer_destroy(&out);
+    CHECK_EQ_INT(rv, depth == 64 ? 0 : MS_ERR_BAD_MESSAGE);
+  }
+  memset(buf, '[', 1000);
+  memset(buf + 1000, ']', 1000);
+  CHECK(json_refused(buf, 2000));
+  /* objects count too */
+  char obj[65 * 6 + 8];
+  size_t n = 0;
+  for (int i = 0; i < 65; i++) {
+    memcpy(obj + n, "{\"a\":", 5);
+    n += 5;
+  }
+  obj[n++] = '1';
+  memset(obj + n, '}', 65);
+  n += 65;
+  CHECK(json_refused(obj, n));
+}
+
+static void msgpack_input_must_be_one_object(void) {
+  msgpack_sbuffer out;
+  msgpack_sbuffer_init(&out);
+  static const uint8_t two[] = {0x01, 0x02};
+  static const uint8_t trunc[] = {0x92, 0x01};
+  static const uint8_t huge[] = {0xdd, 0xff, 0xff, 0xff, 0xff};
+  CHECK_EQ_INT(ms_msgpack_bytes_to_json(two, sizeof two, &out),
+               MS_ERR_BAD_MESSAGE);
+  CHECK_EQ_INT(ms_msgpack_bytes_to_json(trunc, sizeof trunc, &out),
+               MS_ERR_BAD_MESSAGE);
+  CHECK_EQ_INT(ms_msgpack_bytes_to_json(huge, sizeof huge, &out),
+               MS_ERR_BAD_MESSAGE);
+  CHECK_EQ_INT(out.size, 0);
+  msgpack_sbuffer_destroy(&out);
+}
+
+static void object_api_appends_to_existing_output(void) {
+  msgpack_object o;
+  msgpack_sbuffer out;
+  memset(&o, 0, sizeof o);
+  o.type = MSGPACK_OBJECT_NEGATIVE_INTEGER;
+  o.via.i64 = 5; /* hand-built: a NEGATIVE tag on a non-negative value */
+  msgpack_sbuffer_init(&out);
+  msgpack_sbuffer_write(&out, "x=", 2);
+  CHECK_EQ_INT(ms_msgpack_to_json(&o, &out), 0);
+  CHECK_MEM(out.data, out.size, "x=5", 3);
+  o.type = MSGPACK_OBJECT_STR; /* empty string with a NULL pointer */
+  o.via.str.ptr = NULL;
+  o.via.str.size = 0;
+  CHECK_EQ_INT(ms_msgpack_to_json(&o, &out), 0);
+  CHECK_MEM(out.data, out.size, "x=5\"\"", 5);
+  msgpack_sbuffer_destroy(&out);
+}
+
+static const ms_test_case tests[] = {
+    TEST(bin_and_ext_become_base64),
+    TEST(long_bin_is_one_base64_string),
+    TEST(integers_beyond_2_53_become_strings),
+    TEST(nan_and_infinity_become_null),
+    TEST(floats_print_shortest_and_stay_floats),
+    TEST(non_string_keys_become_their_json_text),
+    TEST(nested_values_map_to_compact_json),
+    TEST(strings_are_escaped_and_kept_valid_utf8),
+    TEST(json_values_map_to_msgpack),
+    TEST(json_strings_with_nul_and_escapes),
+    TEST(invalid_json_is_refused),
+    TEST(invalid_utf8_json_is_refused),
+    TEST(json_deeper_than_64_is_refused),
+    TEST(msgpack_input_must_be_one_object),
+    TEST(object_api_appends_to_existing_output),
+};
+
+MS_TEST_MAIN(tests)
