@@ -32,6 +32,7 @@ typedef struct handler {
 
 struct ms_reply {
   ms_client *c; /* NULL once the client is gone */
+  ms_reply *prev, *next; /* the client's list of live handles */
   const ms_allocator *mem;
   uint64_t id;  /* the hub's id */
   uint32_t epoch;
@@ -71,7 +72,8 @@ struct ms_client {
   ms_u64map reqs;   /* local id -> creq (in flight, late, failing) */
   ms_heap timers;   /* creq deadlines */
   size_t inflight;  /* CREQ_INFLIGHT count */
-  ms_u64map replies;/* hub id -> ms_reply being answered */
+  ms_u64map replies;/* hub id -> unanswered reply (this connection) */
+  ms_reply *reply_list; /* every reply handle still allocated */
   ms_strmap handlers;
 
   ms_client_msg_fn on_msg;
@@ -247,8 +249,17 @@ static void request_timed_out(ms_client *c, creq *r, int64_t now,
 /* ---- replies (incoming requests) ---- */
 
 static void reply_unref(ms_reply *r) {
-  if (--r->refs == 0)
-    ms_free(r->mem, r);
+  if (--r->refs > 0)
+    return;
+  if (r->c) {
+    if (r->prev)
+      r->prev->next = r->next;
+    else
+      r->c->reply_list = r->next;
+    if (r->next)
+      r->next->prev = r->prev;
+  }
+  ms_free(r->mem, r);
 }
 
 static int reply_live(const ms_reply *r) {
@@ -261,7 +272,7 @@ static int reply_finish(ms_reply *r) {
     return MS_ERR_STATE;
   r->answered = 1;
   int live = reply_live(r);
-  if (r->c)
+  if (live)
     ms_u64map_del(&r->c->replies, r->id);
   return live ? 0 : MS_ERR_CLOSED;
 }
@@ -334,9 +345,12 @@ int ms_reply_error(ms_reply *r, const char *code, const char *message,
 }
 
 void ms_reply_release(ms_reply *r) {
-  if (!r->answered)
+  if (!r->answered) {
+    /* Answers and drops the retained reference. */
     ms_reply_error(r, "INTERNAL_SERVER_ERROR",
                    "handler released the request without replying", NULL, 0);
+    return;
+  }
   reply_drop_retained(r);
 }
 
@@ -404,7 +418,7 @@ int ms_client_new(ms_client **pc, const ms_client_config *cfg,
    * 2^53 limit) and increase. */
   c->next_id = (rng_next(c) & 0x7fffffffu) + 1;
   c->state = MS_CLIENT_IDLE;
-  c->reconnect_at = INT64_MIN;
+  c->reconnect_at = 0;
   ms_u64map_init(&c->reqs, mem);
   ms_u64map_init(&c->replies, mem);
   ms_heap_init(&c->timers, mem);
@@ -434,12 +448,9 @@ static void really_free(ms_client *c) {
     creq_free(c, r);
   }
   /* Detach replies the user still holds. */
-  for (size_t i = 0; i < c->replies.cap; i++) {
-    if (c->replies.keys && c->replies.keys[i]) {
-      ms_reply *r = c->replies.vals[i];
-      r->c = NULL;
-    }
-  }
+  for (ms_reply *r = c->reply_list; r; r = r->next)
+    r->c = NULL;
+  c->reply_list = NULL;
   ms_u64map_free(&c->replies);
   ms_u64map_free(&c->reqs);
   ms_heap_free(&c->timers);
@@ -591,12 +602,12 @@ int ms_client_request(ms_client *c, const char *target, const char *event,
     /* Reported from the next tick, never from inside this call. */
     r->state = CREQ_FAIL;
     r->fail_err = err;
-    ms_heap_push(&c->timers, &r->hn, INT64_MIN);
+    ms_heap_push(&c->timers, &r->hn, c->last_now);
   } else {
     r->state = CREQ_INFLIGHT;
     c->inflight++;
     c->stats.requests_sent++;
-    ms_heap_push(&c->timers, &r->hn, INT64_MIN);
+    ms_heap_push(&c->timers, &r->hn, c->last_now);
   }
   if (id_out)
     *id_out = r->id;
@@ -665,6 +676,10 @@ static void handle_request(ms_client *c, const ms_msg *m, int64_t now) {
     return;
   }
   r->c = c;
+  r->next = c->reply_list;
+  if (c->reply_list)
+    c->reply_list->prev = r;
+  c->reply_list = r;
   r->mem = c->mem;
   r->id = m->id;
   r->epoch = c->epoch;

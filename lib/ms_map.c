@@ -248,9 +248,8 @@ void ms_heap_init(ms_heap *h, const ms_allocator *mem) {
   h->mem = ms_mem_or_default(mem);
 }
 
+/* Nodes are not touched: their owners may already be gone. */
 void ms_heap_free(ms_heap *h) {
-  for (size_t i = 0; i < h->n; i++)
-    h->v[i]->idx = 0;
   ms_free(h->mem, h->v);
   h->v = NULL;
   h->n = h->cap = 0;

@@ -499,6 +499,9 @@ static void inflight_requests_end_with_HUB_UNAVAILABLE_when_hub_goes(void) {
   F.hub = NULL;
   CHECK(run_until(g_loop, &r.done, 3000));
   CHECK_EQ_INT(r.err, MS_ERR_HUB_UNAVAILABLE);
+  CHECK(ms_reply_cancelled(g_held));
+  CHECK_EQ_INT(ms_reply_send_str(g_held, "nobody to hear it"), MS_ERR_CLOSED);
+  g_held = NULL;
   svc_stop(&A);
   svc_stop(&B);
 }
