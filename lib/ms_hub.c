@@ -122,6 +122,7 @@ void ms_hub_config_init(ms_hub_config *cfg) {
   cfg->out_hard_limit = 16 << 20;
   cfg->log_ring = 10000;
   cfg->sub_queue = 4096;
+  cfg->serve_viewer = 1;
 }
 
 int ms_hub_new(ms_hub **ph, const ms_hub_config *cfg, void *user_data,

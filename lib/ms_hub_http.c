@@ -4,6 +4,9 @@
 
 #include <stdio.h>
 
+extern const unsigned char ms_viewer_html[];
+extern const size_t ms_viewer_html_len;
+
 static int path_is(const ms_http_request *req, const char *p) {
   size_t n = strlen(p);
   return req->path_len == n && memcmp(req->path, p, n) == 0;
@@ -115,6 +118,12 @@ void ms_hub_http(ms_hub *h, ms_conn *c, const ms_http_request *req) {
     if (rv == 0)
       ms_conn_http_respond(c, 200, "text/plain; version=0.0.4", NULL, b.data,
                            b.len);
+  } else if (h->cfg.serve_viewer &&
+             (path_is(req, "/") || path_is(req, "/index.html"))) {
+    rv = 0;
+    ms_conn_http_respond(c, 200, "text/html; charset=utf-8",
+                         "Cache-Control: no-cache\r\n", ms_viewer_html,
+                         ms_viewer_html_len);
   } else if (path_is(req, "/api/services")) {
     rv = ms_hub_services_json(h, &b);
     if (rv == 0)

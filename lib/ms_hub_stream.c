@@ -301,6 +301,19 @@ void ms_hub_on_log(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
   if (!r)
     return;
   h->stats.log_records++;
+  if (h->cfg.on_record) {
+    ms_hub_record hr;
+    hr.seq = r->seq;
+    hr.ts_us = r->ts_us;
+    hr.level = r->level;
+    hr.service = r->data;
+    hr.service_len = r->service_len;
+    hr.message = r->data + r->service_len;
+    hr.message_len = r->message_len;
+    hr.fields = (const uint8_t *)r->data + r->service_len + r->message_len;
+    hr.fields_len = r->extra_len;
+    h->cfg.on_record(h, &hr, h->ud);
+  }
   fan_out(h, STREAM_LOGS, r);
 }
 

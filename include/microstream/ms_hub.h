@@ -25,6 +25,20 @@ extern "C" {
 typedef struct ms_hub ms_hub;
 typedef struct ms_hub_conn ms_hub_conn;
 
+/* One kept log record, as handed to ms_hub_config.on_record (for a
+ * store). Pointers are valid during the call only. */
+typedef struct ms_hub_record {
+  uint64_t seq;
+  int64_t ts_us;
+  int64_t level;
+  const char *service;
+  size_t service_len;
+  const char *message;
+  size_t message_len;
+  const uint8_t *fields; /* MessagePack map */
+  size_t fields_len;
+} ms_hub_record;
+
 typedef struct ms_hub_config {
   const char *hub_id;          /* NULL: generated per start */
   int64_t heartbeat_ms;        /* liveness interval, default 10000 */
@@ -55,6 +69,11 @@ typedef struct ms_hub_config {
    * 0 if answered with ms_conn_http_respond(), else the hub answers 404. */
   int (*on_http)(ms_hub *h, ms_conn *c, const ms_http_request *req,
                  void *user_data);
+  /* Optional: every log record the hub keeps (after seq and time are
+   * stamped), e.g. to write it to a store. Must not block. */
+  void (*on_record)(ms_hub *h, const ms_hub_record *rec, void *user_data);
+  /* Serve the live log viewer page at "/" (default 1). */
+  int serve_viewer;
 } ms_hub_config;
 
 MS_EXTERN void ms_hub_config_init(ms_hub_config *cfg);
