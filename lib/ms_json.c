@@ -18,6 +18,9 @@
  * - bin and ext become standard base64 with padding (ext: its data only);
  * - a map key that is not a string becomes its JSON text, as a string
  *   (bin, ext and integer keys: their base64 / digits, not quoted twice);
+ *   an array or map key found inside the text of two enclosing keys is
+ *   written as "?" (each level re-escapes the text, so the output would
+ *   grow exponentially with that nesting);
  * - integers beyond +-2^53 become decimal strings; NaN and +-Inf null;
  * - floats print with the fewest digits that read back to the same value,
  *   and always with a '.' or exponent so that they read back as floats;
@@ -36,6 +39,8 @@
 
 #define MS_JSON_MAX_DEPTH 64
 #define MS_JSON_MAX_EXACT INT64_C(9007199254740992) /* 2^53 */
+/* Array / map keys inside the text of other keys, at most this deep. */
+#define MS_JSON_MAX_KEY_DEPTH 2
 
 /* ---- JSON -> MessagePack ----------------------------------------------- */
 
@@ -276,7 +281,8 @@ static int put_float(msgpack_sbuffer *out, double v, int is_f32) {
   return put_c(out, b);
 }
 
-static int to_json(const msgpack_object *o, msgpack_sbuffer *out) {
+static int to_json(const msgpack_object *o, msgpack_sbuffer *out,
+                   int kdepth) {
   char b[32];
   switch (o->type) {
   case MSGPACK_OBJECT_NIL:
@@ -309,7 +315,8 @@ static int to_json(const msgpack_object *o, msgpack_sbuffer *out) {
     if (put(out, "[", 1))
       return -1;
     for (uint32_t i = 0; i < o->via.array.size; i++)
-      if ((i && put(out, ",", 1)) || to_json(&o->via.array.ptr[i], out))
+      if ((i && put(out, ",", 1)) ||
+          to_json(&o->via.array.ptr[i], out, kdepth))
         return -1;
     return put(out, "]", 1);
   case MSGPACK_OBJECT_MAP:
@@ -325,7 +332,7 @@ static int to_json(const msgpack_object *o, msgpack_sbuffer *out) {
       } else if (kv->key.type == MSGPACK_OBJECT_BIN ||
                  kv->key.type == MSGPACK_OBJECT_EXT) {
         /* already a string in JSON: base64 is the key's text */
-        if (to_json(&kv->key, out))
+        if (to_json(&kv->key, out, kdepth))
           return -1;
       } else if (kv->key.type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
                  kv->key.type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
@@ -337,18 +344,26 @@ static int to_json(const msgpack_object *o, msgpack_sbuffer *out) {
           snprintf(b, sizeof b, "\"%lld\"", (long long)kv->key.via.i64);
         if (put_c(out, b))
           return -1;
+      } else if ((kv->key.type == MSGPACK_OBJECT_ARRAY ||
+                  kv->key.type == MSGPACK_OBJECT_MAP) &&
+                 kdepth >= MS_JSON_MAX_KEY_DEPTH) {
+        /* Each level of keys inside keys escapes the text once more and
+         * about doubles it: a few bytes nested 32 deep would become
+         * gigabytes. Deep down, such a key is only a placeholder. */
+        if (put_c(out, "\"?\""))
+          return -1;
       } else {
         /* The key's own JSON text, quoted as a string. */
         msgpack_sbuffer kb;
         msgpack_sbuffer_init(&kb);
-        int rv = to_json(&kv->key, &kb);
+        int rv = to_json(&kv->key, &kb, kdepth + 1);
         if (rv == 0)
           rv = put_json_str(out, kb.data, kb.size);
         msgpack_sbuffer_destroy(&kb);
         if (rv)
           return -1;
       }
-      if (put(out, ":", 1) || to_json(&kv->val, out))
+      if (put(out, ":", 1) || to_json(&kv->val, out, kdepth))
         return -1;
     }
     return put(out, "}", 1);
@@ -358,7 +373,7 @@ static int to_json(const msgpack_object *o, msgpack_sbuffer *out) {
 
 int ms_msgpack_to_json(const msgpack_object *obj, msgpack_sbuffer *out) {
   size_t mark = out->size;
-  if (to_json(obj, out) != 0) {
+  if (to_json(obj, out, 0) != 0) {
     out->size = mark;
     return MS_ERR_NOMEM;
   }

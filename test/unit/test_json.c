@@ -135,6 +135,11 @@ static void non_string_keys_become_their_json_text(void) {
   CHECK(to_json_is(MP(0x81, 0xd4, 7, 'a', 0x01), "{\"YQ==\":1}"));
   CHECK(to_json_is(MP(0x81, 0xcf, 0x10, 0, 0, 0, 0, 0, 0, 0, 0x01),
                    "{\"1152921504606846976\":1}"));
+  /* keys inside keys: the third level of array/map key is "?" */
+  CHECK(to_json_is(MP(0x81, 0x81, 0x81, 0x81, 0x01, 0x02, 0x03, 0x04, 0x05),
+                   "{\"{\\\"{\\\\\\\"?\\\\\\\":3}\\\":4}\":5}"));
+  CHECK(to_json_is(MP(0x81, 0x81, 0x92, 0x01, 0x02, 0x03, 0x04),
+                   "{\"{\\\"[1,2]\\\":3}\":4}"));
   CHECK(to_json_is(MP(0x82, 0xff, 0x01, 0xc2, 0x02),
                    "{\"-1\":1,\"false\":2}"));
 }
