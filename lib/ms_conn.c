@@ -86,6 +86,7 @@ struct ms_conn {
   int64_t now; /* last time given to us; starts the close timer */
   int64_t hs_deadline;
   int64_t close_deadline;
+  int64_t linger_deadline; /* ST_DONE: give up flushing the last output */
 };
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -234,6 +235,7 @@ int ms_conn_new(ms_conn **pconn, const ms_conn_config *cfg,
   c->state = cfg->role == MS_CONN_SERVER ? ST_HEAD : ST_IDLE;
   c->hs_deadline = MS_NO_DEADLINE;
   c->close_deadline = MS_NO_DEADLINE;
+  c->linger_deadline = MS_NO_DEADLINE;
   c->recv_code = MS_CLOSE_ABNORMAL;
   *pconn = c;
   return 0;
@@ -283,6 +285,8 @@ static void report_close(ms_conn *c, int err, uint16_t code,
   c->state = ST_DONE;
   c->hs_deadline = MS_NO_DEADLINE;
   c->close_deadline = MS_NO_DEADLINE;
+  /* A peer that never reads must not keep a finished connection alive. */
+  c->linger_deadline = add_ms(c->now, c->cfg.close_timeout_ms);
   if (c->ws)
     wslay_event_shutdown_read(c->ws);
   if (!c->cb.on_close || c->free_pending)
@@ -956,14 +960,18 @@ int ms_conn_tick(ms_conn *c, int64_t now) {
   } else if (now >= c->close_deadline && c->state == ST_CLOSING) {
     discard_output(c);
     report_close(c, MS_ERR_TIMEOUT, MS_CLOSE_ABNORMAL, NULL, 0, 0, 0);
+  } else if (now >= c->linger_deadline && c->state == ST_DONE) {
+    discard_output(c);
   }
   leave(c);
   return 0;
 }
 
 int64_t ms_conn_next_deadline(const ms_conn *c) {
-  if (!c || c->fatal || c->state == ST_DONE)
+  if (!c || c->fatal)
     return MS_NO_DEADLINE;
+  if (c->state == ST_DONE)
+    return ms_conn_want_write(c) ? c->linger_deadline : MS_NO_DEADLINE;
   return MS_MIN(c->hs_deadline, c->close_deadline);
 }
 

@@ -756,6 +756,19 @@ static void bad_upgrades_get_http_errors(void) {
   CHECK(!ms_conn_want_read(s) && !ms_conn_want_write(s));
   out_free(&o);
   ms_conn_del(s);
+  /* A peer that never reads the refusal: output is dropped in time. */
+  s = new_conn(MS_CONN_SERVER, &r, NULL);
+  CHECK(s);
+  ms_conn_start(s, 0);
+  feed_str(s, "POST /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n", 50);
+  CHECK(ms_conn_want_write(s));
+  CHECK_EQ_INT(ms_conn_next_deadline(s), 50 + 5000);
+  ms_conn_tick(s, 5049);
+  CHECK(ms_conn_want_write(s));
+  ms_conn_tick(s, 5050);
+  CHECK(!ms_conn_want_write(s));
+  CHECK_EQ_INT(ms_conn_next_deadline(s), MS_NO_DEADLINE);
+  ms_conn_del(s);
 }
 
 static void header_limits_give_431(void) {
