@@ -1,101 +1,22 @@
 /* The client engine: a service connected to a hub (see ms_client.h). */
-#include <microstream/ms_client.h>
-
-#include "ms_map.h"
-#include "ms_wire.h"
+#include "ms_client_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
-
-/* An outgoing request. target and event live in the same allocation. */
-typedef struct creq {
-  ms_hnode hn;
-  uint64_t id;
-  enum { CREQ_INFLIGHT, CREQ_LATE, CREQ_FAIL } state;
-  int fail_err; /* CREQ_FAIL: delivered at the next tick */
-  int64_t sent_at;
-  int64_t timeout_ms, late_ms;
-  ms_response_fn cb;
-  void *ud;
-  ms_response_fn on_late;
-  void *late_ud;
-  char *target;
-  char *event;
-} creq;
-
-typedef struct handler {
-  ms_handler_fn fn;
-  void *ud;
-  size_t len;
-  char name[];
-} handler;
-
-struct ms_reply {
-  ms_client *c; /* NULL once the client is gone */
-  ms_reply *prev, *next; /* the client's list of live handles */
-  const ms_allocator *mem;
-  uint64_t id;  /* the hub's id */
-  uint32_t epoch;
-  int refs;
-  unsigned retained : 1, answered : 1, cancelled : 1;
-};
-
-struct ms_client {
-  const ms_allocator *mem;
-  void *ud;
-  ms_client_config cfg;
-  char *service, *token, *host, *path, *instance;
-
-  ms_client_state state;
-  ms_conn *conn;
-  ms_encoding enc;
-  uint32_t epoch;     /* bumps on every new connection */
-  int conn_dead;      /* abandoned (heartbeat): report done to transport */
-  int lost_done;      /* connection-lost processing ran for this conn */
-  int session_err;    /* ERROR id 0 received on this connection */
-  uint16_t close_code;
-  char hub_id[129];
-
-  /* Limits announced by the hub in WELCOME. */
-  int64_t hub_heartbeat_ms;
-  size_t hub_max_message;
-
-  int64_t reconnect_at; /* IDLE: when to try again */
-  unsigned attempts;
-  int64_t last_rx;
-  int64_t last_now;   /* the latest time the transport gave us */
-  int64_t last_ping;
-  int64_t hello_deadline;
-
-  uint64_t next_id;
-  uint64_t rng;
-  ms_u64map reqs;   /* local id -> creq (in flight, late, failing) */
-  ms_heap timers;   /* creq deadlines */
-  size_t inflight;  /* CREQ_INFLIGHT count */
-  ms_u64map replies;/* hub id -> unanswered reply (this connection) */
-  ms_reply *reply_list; /* every reply handle still allocated */
-  ms_strmap handlers;
-
-  ms_client_msg_fn on_msg;
-  void *on_msg_ud;
-  ms_wakeup_fn wakeup;
-  void *wakeup_ud;
-
-  msgpack_sbuffer out;     /* encoding scratch */
-  msgpack_packer pk;       /* over out */
-  msgpack_sbuffer scratch; /* JSON conversion scratch */
-  msgpack_zone zone;
-
-  int depth;
-  int free_pending;
-  ms_client_stats stats;
-};
 
 #define UNSTAMPED INT64_MIN
 
 static void conn_lost(ms_client *c, int64_t now, int err);
 
 /* ---- small helpers ---- */
+
+/* Above this much unsent output, logs wait in their ring instead of
+ * growing the connection's buffer. */
+#define LOG_BACKLOG_BYTES (256 * 1024)
+
+int ms_client_out_backed_up(const ms_client *c) {
+  return !c->conn || ms_conn_out_pending(c->conn) > LOG_BACKLOG_BYTES;
+}
 
 static uint64_t rng_next(ms_client *c) {
   /* xorshift64*: jitter and id start only, nothing secret. */
@@ -155,6 +76,14 @@ static int send_out(ms_client *c) {
     return MS_ERR_STATE;
   int rv = ms_wire_send(c->conn, c->enc, (const uint8_t *)c->out.data,
                         c->out.size, &c->scratch);
+  wake(c);
+  return rv;
+}
+
+int ms_client_send_mp(ms_client *c, const uint8_t *mp, size_t len) {
+  if (c->state != MS_CLIENT_READY || !c->conn || c->conn_dead)
+    return MS_ERR_STATE;
+  int rv = ms_wire_send(c->conn, c->enc, mp, len, &c->scratch);
   wake(c);
   return rv;
 }
@@ -459,6 +388,7 @@ static void really_free(ms_client *c) {
   while ((e = ms_strmap_next(&c->handlers, &pos)) != NULL)
     ms_free(m, e->val);
   ms_strmap_free(&c->handlers);
+  ms_client_logs_free(c);
   if (c->conn)
     ms_conn_del(c->conn);
   msgpack_sbuffer_destroy(&c->out);
@@ -765,7 +695,11 @@ static void handle_welcome(ms_client *c, const ms_msg *m, int64_t now) {
     c->hub_max_message = (size_t)u;
   c->attempts = 0;
   c->hello_deadline = MS_NO_DEADLINE;
-  set_state(c, MS_CLIENT_READY, 0, now);
+  c->state = MS_CLIENT_READY;
+  ms_client_diag(c, MS_LEVEL_DEBUG, "registered with hub %s", c->hub_id);
+  ms_client_logs_ready(c, now); /* resubscribe, ship what waited */
+  if (c->state == MS_CLIENT_READY)
+    set_state(c, MS_CLIENT_READY, 0, now);
 }
 
 static void on_ws_message(ms_conn *conn, const ms_conn_message_arg *arg,
@@ -802,6 +736,8 @@ static void on_ws_message(ms_conn *conn, const ms_conn_message_arg *arg,
     handle_answer(c, &m, now);
     break;
   case MS_MSG_ERROR:
+    if (ms_client_logs_on_msg(c, &m))
+      break;
     if (m.id == 0) {
       int err = ms_err_from_wire(m.code.ptr, m.code.len);
       c->session_err = err == MS_ERR_APPLICATION ? MS_ERR_PROTO : err;
@@ -831,6 +767,8 @@ static void on_ws_message(ms_conn *conn, const ms_conn_message_arg *arg,
   case MS_MSG_PONG:
     break;
   default:
+    if (ms_client_logs_on_msg(c, &m))
+      break;
     if (c->on_msg)
       c->on_msg(c, &m, c->on_msg_ud);
     break;
@@ -953,6 +891,14 @@ static void conn_lost(ms_client *c, int64_t now, int err) {
   }
   if (was_ready)
     c->stats.reconnects++;
+  ms_client_logs_lost(c);
+  if (err == MS_ERR_DUPLICATE_SERVICE_REGISTRATION || err == MS_ERR_UNAUTHORIZED)
+    ms_client_diag(c, MS_LEVEL_ERROR, "hub refused '%s': %s", c->service,
+                   ms_strerror(err));
+  else if (was_ready)
+    ms_client_diag(c, MS_LEVEL_WARN, "connection to the hub lost (%s)%s",
+                   ms_strerror(err),
+                   c->state == MS_CLIENT_IDLE ? "; reconnecting" : "");
   set_state(c, c->state, err, now);
   for (size_t i = 0; i < n; i++) {
     creq *r = v[i];
@@ -1076,8 +1022,11 @@ const uint8_t *ms_client_peek(ms_client *c, size_t *len) {
 }
 
 void ms_client_consume(ms_client *c, size_t n) {
-  if (c->conn && !c->conn_dead)
+  if (c->conn && !c->conn_dead) {
     ms_conn_consume(c->conn, n);
+    if (c->logs && c->state == MS_CLIENT_READY && !ms_client_out_backed_up(c))
+      ms_client_logs_drain(c);
+  }
 }
 
 int ms_client_want_read(const ms_client *c) {

@@ -10,5 +10,6 @@
 #include <microstream/ms_transport.h>
 #include <microstream/ms_client.h>
 #include <microstream/ms_hub.h>
+#include <microstream/ms_log.h>
 
 #endif

@@ -1,0 +1,335 @@
+/* ms-log: ship lines as log records.
+ *   ms-log [--hub URL] --service NAME [--level info] -- COMMAND [ARGS...]
+ *       runs COMMAND; each stdout line is a record at --level (default info),
+ *       each stderr line one at warn; exits with COMMAND's status.
+ *   ... | ms-log --service NAME
+ *       reads standard input until end of file.
+ * Lines pass through to our own stdout/stderr unless --quiet. Long lines are
+ * split, bytes that are not UTF-8 text are escaped, and a slow or absent hub
+ * never blocks the command (records wait in a bounded ring, then the oldest
+ * are dropped and counted). */
+#include <microstream/ms_log.h>
+#include <microstream/ms_posix.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MAX_LINE 16384
+
+typedef struct src {
+  int fd;
+  int level;
+  const char *stream; /* "stdout" / "stderr" / "stdin" */
+  FILE *echo;
+  char buf[MAX_LINE];
+  size_t len;
+  int open;
+} src;
+
+typedef struct app {
+  ms_loop *loop;
+  ms_client *c;
+  src out, err;
+  pid_t child;
+  int child_status;
+  int child_done;
+  int quiet;
+  uint64_t lines;
+} app;
+
+/* Escape what is not valid UTF-8 text, so a record is always a string. */
+static size_t escape_line(const char *in, size_t n, char *out, size_t cap) {
+  size_t o = 0;
+  for (size_t i = 0; i < n && o + 8 < cap;) {
+    unsigned char ch = (unsigned char)in[i];
+    size_t len = 0;
+    if (ch >= 0x20 && ch < 0x7f) len = 1;
+    else if (ch == '\t') len = 1;
+    else if (ch >= 0xc2 && ch <= 0xdf) len = 2;
+    else if (ch >= 0xe0 && ch <= 0xef) len = 3;
+    else if (ch >= 0xf0 && ch <= 0xf4) len = 4;
+    int ok = len > 0 && i + len <= n;
+    for (size_t k = 1; ok && k < len; k++)
+      ok = ((unsigned char)in[i + k] & 0xc0) == 0x80;
+    if (ok && len == 3) {
+      unsigned char c1 = (unsigned char)in[i + 1];
+      if ((ch == 0xe0 && c1 < 0xa0) || (ch == 0xed && c1 >= 0xa0))
+        ok = 0;
+    }
+    if (ok && len == 4) {
+      unsigned char c1 = (unsigned char)in[i + 1];
+      if ((ch == 0xf0 && c1 < 0x90) || (ch == 0xf4 && c1 >= 0x90))
+        ok = 0;
+    }
+    if (ok) {
+      memcpy(out + o, in + i, len);
+      o += len;
+      i += len;
+    } else {
+      o += (size_t)snprintf(out + o, cap - o, "\\x%02x", ch);
+      i++;
+    }
+  }
+  return o;
+}
+
+static void ship_line(app *a, src *s, const char *line, size_t n) {
+  if (n > 0 && line[n - 1] == '\r')
+    n--;
+  char esc[MAX_LINE * 4 + 16];
+  size_t m = escape_line(line, n, esc, sizeof esc);
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_map(&pk, 1);
+  msgpack_pack_str_with_body(&pk, "stream", 6);
+  msgpack_pack_str_with_body(&pk, s->stream, strlen(s->stream));
+  ms_log_raw(a->c, s->level, esc, m, (const uint8_t *)sb.data, sb.size);
+  msgpack_sbuffer_destroy(&sb);
+  a->lines++;
+}
+
+static void on_readable(ms_loop *loop, int fd, unsigned ev, void *ud);
+
+static void close_src(app *a, src *s) {
+  if (!s->open)
+    return;
+  if (s->len > 0)
+    ship_line(a, s, s->buf, s->len);
+  s->len = 0;
+  ms_loop_watch(a->loop, s->fd, 0, NULL, NULL);
+  if (s->fd > 2)
+    close(s->fd);
+  s->open = 0;
+}
+
+static app *g_app;
+
+static void on_readable(ms_loop *loop, int fd, unsigned ev, void *ud) {
+  src *s = ud;
+  app *a = g_app;
+  (void)loop, (void)fd, (void)ev;
+  for (int rounds = 0; rounds < 16; rounds++) {
+    ssize_t r = read(s->fd, s->buf + s->len, sizeof s->buf - s->len);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      return;
+    if (r <= 0) {
+      close_src(a, s);
+      return;
+    }
+    if (s->echo && !a->quiet) {
+      fwrite(s->buf + s->len, 1, (size_t)r, s->echo);
+      fflush(s->echo);
+    }
+    s->len += (size_t)r;
+    size_t start = 0;
+    for (size_t i = s->len - (size_t)r; i < s->len; i++) {
+      if (s->buf[i] == '\n') {
+        ship_line(a, s, s->buf + start, i - start);
+        start = i + 1;
+      }
+    }
+    if (start > 0) {
+      memmove(s->buf, s->buf + start, s->len - start);
+      s->len -= start;
+    }
+    if (s->len == sizeof s->buf) { /* a long line: split it */
+      ship_line(a, s, s->buf, s->len);
+      s->len = 0;
+    }
+  }
+}
+
+static void on_sigchld(ms_loop *loop, int fd, unsigned ev, void *ud) {
+  app *a = ud;
+  (void)loop, (void)ev;
+  struct signalfd_siginfo si;
+  while (read(fd, &si, sizeof si) == (ssize_t)sizeof si) {
+    if (si.ssi_signo == SIGCHLD && a->child > 0) {
+      int st;
+      if (waitpid(a->child, &st, WNOHANG) == a->child) {
+        a->child_status = st;
+        a->child_done = 1;
+      }
+    } else if ((si.ssi_signo == SIGINT || si.ssi_signo == SIGTERM) &&
+               a->child > 0 && !a->child_done) {
+      kill(a->child, (int)si.ssi_signo); /* pass it on; we exit with it */
+    }
+  }
+}
+
+static int64_t wall(void *ud) {
+  (void)ud;
+  return ms_wall_us();
+}
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: ms-log [--hub URL] --service NAME [--level L] [--quiet]\n"
+          "              [--flush-ms N] [-- COMMAND [ARGS...]]\n"
+          "  Ships each line of COMMAND's stdout (at --level, default info)\n"
+          "  and stderr (at warn), or of standard input, as a log record;\n"
+          "  exits with COMMAND's status.\n");
+}
+
+int main(int argc, char **argv) {
+  app a;
+  memset(&a, 0, sizeof a);
+  g_app = &a;
+  const char *hub = getenv("MS_HUB");
+  if (!hub || !*hub)
+    hub = "ws://127.0.0.1:7400/ws";
+  const char *service = NULL;
+  int level = MS_LEVEL_INFO;
+  int64_t flush_ms = 3000;
+  static const struct option opts[] = {
+      {"hub", required_argument, NULL, 'H'},
+      {"service", required_argument, NULL, 's'},
+      {"level", required_argument, NULL, 'l'},
+      {"quiet", no_argument, NULL, 'q'},
+      {"flush-ms", required_argument, NULL, 'F'},
+      {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0}};
+  int ch;
+  while ((ch = getopt_long(argc, argv, "+H:s:l:qF:h", opts, NULL)) != -1) {
+    switch (ch) {
+    case 'H': hub = optarg; break;
+    case 's': service = optarg; break;
+    case 'l':
+      level = ms_log_level_parse(optarg);
+      if (level <= 0 || level >= MS_LEVEL_SILENT) {
+        fprintf(stderr, "ms-log: bad --level '%s'\n", optarg);
+        return 2;
+      }
+      break;
+    case 'q': a.quiet = 1; break;
+    case 'F': flush_ms = atoll(optarg); break;
+    case 'h': usage(stdout); return 0;
+    default: usage(stderr); return 2;
+    }
+  }
+  if (!service) {
+    usage(stderr);
+    return 2;
+  }
+  ms_url url;
+  if (ms_url_parse(hub, &url) != 0) {
+    fprintf(stderr, "ms-log: bad --hub URL '%s'\n", hub);
+    return 2;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGCHLD);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGTERM);
+  sigprocmask(SIG_BLOCK, &mask, NULL);
+  int sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+
+  char **cmd = optind < argc ? &argv[optind] : NULL;
+  a.out.stream = cmd ? "stdout" : "stdin";
+  a.out.level = level;
+  a.out.echo = stdout;
+  a.err.stream = "stderr";
+  a.err.level = MS_LEVEL_WARN;
+  a.err.echo = stderr;
+  if (cmd) {
+    int po[2], pe[2];
+    if (pipe2(po, O_CLOEXEC) || pipe2(pe, O_CLOEXEC)) {
+      perror("ms-log: pipe");
+      return 2;
+    }
+    a.child = fork();
+    if (a.child < 0) {
+      perror("ms-log: fork");
+      return 2;
+    }
+    if (a.child == 0) {
+      sigprocmask(SIG_UNBLOCK, &mask, NULL);
+      signal(SIGPIPE, SIG_DFL);
+      dup2(po[1], 1);
+      dup2(pe[1], 2);
+      execvp(cmd[0], cmd);
+      fprintf(stderr, "ms-log: cannot run %s: %s\n", cmd[0], strerror(errno));
+      _exit(127);
+    }
+    close(po[1]);
+    close(pe[1]);
+    a.out.fd = po[0];
+    a.err.fd = pe[0];
+    a.err.open = 1;
+  } else {
+    a.out.fd = 0;
+    a.out.echo = a.quiet ? NULL : stdout;
+    a.quiet = 1; /* stdin lines are not echoed back */
+  }
+  a.out.open = 1;
+  fcntl(a.out.fd, F_SETFL, fcntl(a.out.fd, F_GETFL) | O_NONBLOCK);
+  if (a.err.open)
+    fcntl(a.err.fd, F_SETFL, fcntl(a.err.fd, F_GETFL) | O_NONBLOCK);
+
+  char hostport[300];
+  snprintf(hostport, sizeof hostport,
+           strchr(url.host, ':') ? "[%s]:%d" : "%s:%d", url.host, url.port);
+  ms_client_config cfg;
+  ms_client_config_init(&cfg);
+  cfg.service = service;
+  cfg.host = hostport;
+  cfg.path = url.path;
+  cfg.watch = 1; /* a log shipper: the name need not be unique */
+  cfg.backoff_max_ms = 2000;
+  if (ms_loop_new(&a.loop, NULL) || ms_client_new(&a.c, &cfg, &a, NULL)) {
+    fprintf(stderr, "ms-log: bad --service '%s'\n", service);
+    return 2;
+  }
+  ms_log_set_sink(a.c, NULL, NULL); /* lines are echoed as they are */
+  ms_log_set_level(a.c, MS_LEVEL_DEBUG);
+  ms_log_set_queue(a.c, 10000);
+  ms_log_set_clock(a.c, wall, NULL);
+  ms_posix_client *pc;
+  if (ms_posix_client_new(&pc, a.loop, a.c, hub) != 0) {
+    fprintf(stderr, "ms-log: cannot start\n");
+    return 2;
+  }
+  ms_loop_watch(a.loop, sfd, MS_EV_READ, on_sigchld, &a);
+  ms_loop_watch(a.loop, a.out.fd, MS_EV_READ, on_readable, &a.out);
+  if (a.err.open)
+    ms_loop_watch(a.loop, a.err.fd, MS_EV_READ, on_readable, &a.err);
+
+  /* Until the command is done and its output read. */
+  while (a.out.open || a.err.open || (a.child > 0 && !a.child_done))
+    ms_loop_run_once(a.loop, 100);
+  /* Then give queued records a bounded time to reach the hub. */
+  int64_t end = ms_now_ms() + flush_ms;
+  while (ms_now_ms() < end &&
+         (ms_log_queued(a.c) > 0 || ms_client_want_write(a.c)))
+    ms_loop_run_once(a.loop, 20);
+  uint64_t dropped = ms_log_dropped(a.c);
+  size_t left = ms_log_queued(a.c);
+  if (left || dropped)
+    fprintf(stderr, "ms-log: %zu records not delivered, %llu dropped\n", left,
+            (unsigned long long)dropped);
+  ms_loop_watch(a.loop, sfd, 0, NULL, NULL);
+  close(sfd);
+  ms_posix_client_del(pc);
+  ms_client_del(a.c);
+  ms_loop_del(a.loop);
+  if (!a.child)
+    return 0;
+  if (WIFEXITED(a.child_status))
+    return WEXITSTATUS(a.child_status);
+  if (WIFSIGNALED(a.child_status))
+    return 128 + WTERMSIG(a.child_status);
+  return 1;
+}

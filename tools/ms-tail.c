@@ -1,0 +1,238 @@
+/* ms-tail: print the hub's log records in a terminal.
+ *   ms-tail [--hub URL] [--service S]... [--min-level L] [--contains T]
+ *           [-n N] [-f] [--json] [--presence]
+ * Without -f it prints the last N matching records (default 10) and exits;
+ * with -f it keeps following, across hub restarts, without duplicates. */
+#include <microstream/ms_log.h>
+#include <microstream/ms_posix.h>
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct tail {
+  ms_loop *loop;
+  int follow, json, color;
+  int saw_live;
+  uint64_t printed;
+  msgpack_sbuffer js;
+} tail;
+
+static void print_json_str(FILE *f, const char *s, size_t n) {
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_str_with_body(&pk, s, n);
+  msgpack_sbuffer out;
+  msgpack_sbuffer_init(&out);
+  ms_msgpack_bytes_to_json((const uint8_t *)sb.data, sb.size, &out);
+  fwrite(out.data, 1, out.size, f);
+  msgpack_sbuffer_destroy(&out);
+  msgpack_sbuffer_destroy(&sb);
+}
+
+static const char *level_color(int64_t level) {
+  return level >= MS_LEVEL_ERROR ? "\033[31m"
+         : level >= MS_LEVEL_WARN ? "\033[33m"
+         : level >= MS_LEVEL_INFO ? "\033[32m"
+                                  : "\033[90m";
+}
+
+static void on_record(ms_client *c, const ms_record *r, void *ud) {
+  tail *t = ud;
+  (void)c;
+  if (r->kind == MS_RECORD_LIVE) {
+    t->saw_live = 1;
+    if (!t->follow)
+      ms_loop_stop(t->loop);
+    return;
+  }
+  FILE *f = stdout;
+  if (r->kind == MS_RECORD_GAP) {
+    if (t->json)
+      fprintf(f, "{\"gap\":true,\"missed\":%llu,\"seq\":%llu}\n",
+              (unsigned long long)r->missed, (unsigned long long)r->seq);
+    else
+      fprintf(f, "%s-- %llu records missed --%s\n", t->color ? "\033[35m" : "",
+              (unsigned long long)r->missed, t->color ? "\033[0m" : "");
+    fflush(f);
+    return;
+  }
+  if (t->json) {
+    fprintf(f, "{\"seq\":%llu,\"hub_id\":", (unsigned long long)r->seq);
+    print_json_str(f, r->hub_id, strlen(r->hub_id));
+    fprintf(f, ",\"ts_us\":%lld,", (long long)r->ts_us);
+    if (r->kind == MS_RECORD_LOG) {
+      fprintf(f, "\"level\":%lld,\"service\":", (long long)r->level);
+      print_json_str(f, r->service.ptr, r->service.len);
+      fputs(",\"message\":", f);
+      print_json_str(f, r->message.ptr, r->message.len);
+      fputs(",\"fields\":", f);
+    } else {
+      fprintf(f, "\"kind\":\"%s\",\"service\":",
+              r->kind == MS_RECORD_UP ? "up" : "down");
+      print_json_str(f, r->service.ptr, r->service.len);
+      fputs(",\"detail\":", f);
+    }
+    t->js.size = 0;
+    ms_msgpack_to_json(r->fields, &t->js);
+    fwrite(t->js.data, 1, t->js.size, f);
+    fputs("}\n", f);
+  } else {
+    time_t secs = (time_t)(r->ts_us / 1000000);
+    struct tm tm;
+    localtime_r(&secs, &tm);
+    char tb[32];
+    strftime(tb, sizeof tb, "%Y-%m-%d %H:%M:%S", &tm);
+    if (r->kind == MS_RECORD_LOG) {
+      fprintf(f, "%s.%03d %s%-5s%s %.*s: %.*s", tb,
+              (int)((r->ts_us / 1000) % 1000),
+              t->color ? level_color(r->level) : "",
+              ms_log_level_name((int)r->level), t->color ? "\033[0m" : "",
+              (int)r->service.len, r->service.ptr, (int)r->message.len,
+              r->message.ptr);
+      if (r->fields && r->fields->type == MSGPACK_OBJECT_MAP &&
+          r->fields->via.map.size > 0) {
+        t->js.size = 0;
+        ms_msgpack_to_json(r->fields, &t->js);
+        fprintf(f, " %.*s", (int)t->js.size, t->js.data);
+      }
+      fputc('\n', f);
+    } else {
+      fprintf(f, "%s.%03d %s%s%s %.*s\n", tb, (int)((r->ts_us / 1000) % 1000),
+              t->color ? "\033[36m" : "",
+              r->kind == MS_RECORD_UP ? "up  " : "down",
+              t->color ? "\033[0m" : "", (int)r->service.len, r->service.ptr);
+    }
+  }
+  fflush(f);
+  t->printed++;
+}
+
+static void on_state(ms_client *c, const ms_client_state_arg *st, void *ud) {
+  tail *t = ud;
+  (void)c;
+  if (st->state == MS_CLIENT_IDLE && !t->follow) {
+    fprintf(stderr, "ms-tail: cannot reach the hub (%s)\n",
+            ms_strerror(st->err));
+    ms_loop_stop(t->loop);
+  }
+}
+
+static void on_signal(ms_loop *loop, int fd, unsigned ev, void *ud) {
+  (void)ev, (void)ud;
+  struct signalfd_siginfo si;
+  while (read(fd, &si, sizeof si) == (ssize_t)sizeof si)
+    ms_loop_stop(loop);
+}
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: ms-tail [--hub URL] [--service S]... [--min-level L]\n"
+          "               [--contains TEXT] [-n N] [-f] [--json] [--presence]\n"
+          "  -n N          start with the last N matching records (default 10)\n"
+          "  -f, --follow  keep printing new records\n"
+          "  --json        one JSON object per line\n"
+          "  --presence    follow services going up and down instead of logs\n");
+}
+
+int main(int argc, char **argv) {
+  tail t;
+  memset(&t, 0, sizeof t);
+  msgpack_sbuffer_init(&t.js);
+  const char *hub = "ws://127.0.0.1:7400/ws";
+  const char *services[64];
+  size_t n_services = 0;
+  ms_subscribe_opts so;
+  memset(&so, 0, sizeof so);
+  so.history = 10;
+  int presence = 0;
+  static const struct option opts[] = {
+      {"hub", required_argument, NULL, 'H'},
+      {"service", required_argument, NULL, 's'},
+      {"min-level", required_argument, NULL, 'l'},
+      {"contains", required_argument, NULL, 'c'},
+      {"lines", required_argument, NULL, 'n'},
+      {"follow", no_argument, NULL, 'f'},
+      {"json", no_argument, NULL, 'j'},
+      {"presence", no_argument, NULL, 'p'},
+      {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0}};
+  int ch;
+  while ((ch = getopt_long(argc, argv, "H:s:l:c:n:fjph", opts, NULL)) != -1) {
+    switch (ch) {
+    case 'H': hub = optarg; break;
+    case 's':
+      if (n_services < 64)
+        services[n_services++] = optarg;
+      break;
+    case 'l':
+      so.min_level = ms_log_level_parse(optarg);
+      if (so.min_level < 0) {
+        fprintf(stderr, "ms-tail: bad --min-level '%s'\n", optarg);
+        return 2;
+      }
+      break;
+    case 'c': so.contains = optarg; break;
+    case 'n': so.history = (uint64_t)atoll(optarg); break;
+    case 'f': t.follow = 1; break;
+    case 'j': t.json = 1; break;
+    case 'p': presence = 1; break;
+    case 'h': usage(stdout); return 0;
+    default: usage(stderr); return 2;
+    }
+  }
+  so.services = n_services ? services : NULL;
+  so.n_services = n_services;
+  t.color = !t.json && isatty(1) && !getenv("NO_COLOR");
+  ms_url url;
+  if (ms_url_parse(hub, &url) != 0) {
+    fprintf(stderr, "ms-tail: bad --hub URL '%s'\n", hub);
+    return 2;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGTERM);
+  sigprocmask(SIG_BLOCK, &mask, NULL);
+  int sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+  char hostport[300];
+  snprintf(hostport, sizeof hostport,
+           strchr(url.host, ':') ? "[%s]:%d" : "%s:%d", url.host, url.port);
+  ms_client_config cfg;
+  ms_client_config_init(&cfg);
+  cfg.service = "ms-tail";
+  cfg.host = hostport;
+  cfg.path = url.path;
+  cfg.watch = 1;
+  cfg.reconnect = t.follow;
+  cfg.on_state = on_state;
+  ms_client *c;
+  ms_loop_new(&t.loop, NULL);
+  if (ms_client_new(&c, &cfg, &t, NULL) != 0)
+    return 2;
+  ms_log_set_level(c, MS_LEVEL_WARN);
+  ms_client_subscribe(c, presence ? "presence" : "logs", &so, on_record, &t,
+                      NULL);
+  ms_posix_client *pc;
+  if (ms_posix_client_new(&pc, t.loop, c, hub) != 0) {
+    fprintf(stderr, "ms-tail: cannot start\n");
+    return 2;
+  }
+  ms_loop_watch(t.loop, sfd, MS_EV_READ, on_signal, &t);
+  ms_loop_run(t.loop);
+  ms_loop_watch(t.loop, sfd, 0, NULL, NULL);
+  close(sfd);
+  ms_posix_client_del(pc);
+  ms_client_del(c);
+  ms_loop_del(t.loop);
+  msgpack_sbuffer_destroy(&t.js);
+  return t.saw_live || t.follow ? 0 : 3;
+}
