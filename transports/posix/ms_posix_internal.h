@@ -1,0 +1,17 @@
+/* Internal helpers shared by the POSIX drivers (not installed). */
+#ifndef MS_POSIX_INTERNAL_H
+#define MS_POSIX_INTERNAL_H
+
+#include <microstream/ms_posix.h>
+
+/* Re-arm a timer handle kept by its owner to fire at absolute monotonic
+ * time `when` (ms_loop_now clock); MS_NO_DEADLINE disarms it without
+ * freeing it. Drivers keep one handle and move it after every pump. */
+void ms_timer_set_at(ms_timer *t, int64_t when);
+
+/* Drop every deferred call of fn with user_data (an object that is
+ * going away must not be called later). */
+void ms_loop_defer_cancel(ms_loop *loop, void (*fn)(void *user_data),
+                          void *user_data);
+
+#endif
