@@ -1,6 +1,9 @@
 /* microstream-hub: the hub server. WebSocket at /ws, /healthz, /metrics,
- * /api/services; SIGINT/SIGTERM close every connection with 4050 and exit 0. */
+ * /api/services, /api/logs (the SQLite log store); SIGINT/SIGTERM close
+ * every connection with 4050, flush the store and exit 0. */
 #include <microstream/ms_posix.h>
+
+#include "ms_store.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -20,6 +23,8 @@ typedef struct app {
   int log_level;
   int stopping;
   int64_t stop_deadline;
+  ms_store *store; /* NULL with --no-store */
+  int store_failing; /* the last flush failed: log once, not every tick */
 } app;
 
 static const char *level_name(int level) {
@@ -64,6 +69,104 @@ static void on_hub_event(ms_hub *h, int level, const char *text, void *ud) {
 static int64_t wallclock(void *ud) {
   (void)ud;
   return ms_wall_us();
+}
+
+/* ---- log store ---------------------------------------------------------- */
+
+/* Records are written from a loop timer, in batches, so logging at full
+ * rate costs routing a memcpy per record, not a disk write. */
+#define STORE_FLUSH_MS 200
+#define STORE_FLUSH_BATCH 1000
+
+static void store_flush(app *a) {
+  int rv = ms_store_flush(a->store);
+  if (rv != 0 && !a->store_failing)
+    logf_(a, MS_LEVEL_WARN, "log store: flush failed (%zu records waiting)",
+          ms_store_pending(a->store));
+  else if (rv == 0 && a->store_failing)
+    logf_(a, MS_LEVEL_INFO, "log store: writing again");
+  a->store_failing = rv != 0;
+}
+
+static void on_store_timer(ms_loop *loop, ms_timer *t, void *ud) {
+  (void)loop;
+  (void)t;
+  store_flush(ud);
+}
+
+static void on_hub_record(ms_hub *h, const ms_hub_record *rec, void *ud) {
+  app *a = ud;
+  if (!a->store)
+    return;
+  ms_store_add(a->store, ms_hub_id(h), rec);
+  /* While the file is failing (locked, disk full) only the timer retries:
+   * a retry per record would stall routing on the busy wait. */
+  if (ms_store_pending(a->store) >= STORE_FLUSH_BATCH && !a->store_failing)
+    store_flush(a);
+}
+
+static void respond_json_error(ms_conn *c, int status, const char *msg) {
+  char body[512];
+  size_t o = 0;
+  o += (size_t)snprintf(body, sizeof body, "{\"error\":\"");
+  /* Messages are ours, but may quote a parameter name: escape. */
+  for (const char *p = msg; *p && o + 8 < sizeof body; p++) {
+    unsigned char ch = (unsigned char)*p;
+    if (ch == '"' || ch == '\\') {
+      body[o++] = '\\';
+      body[o++] = (char)ch;
+    } else if (ch < 0x20) {
+      o += (size_t)snprintf(body + o, sizeof body - o, "\\u%04x", ch);
+    } else {
+      body[o++] = (char)ch;
+    }
+  }
+  o += (size_t)snprintf(body + o, sizeof body - o, "\"}");
+  ms_conn_http_respond(c, status, "application/json", NULL, body, o);
+}
+
+static int path_eq(const ms_http_request *req, const char *p) {
+  return req->path_len == strlen(p) && !memcmp(req->path, p, req->path_len);
+}
+
+static int on_hub_http(ms_hub *h, ms_conn *c, const ms_http_request *req,
+                       void *ud) {
+  app *a = ud;
+  (void)h;
+  if (!path_eq(req, "/api/logs"))
+    return -1;
+  if (!a->store) {
+    respond_json_error(c, 503, "no store");
+    return 0;
+  }
+  char *scratch = malloc(req->query_len + 1);
+  if (!scratch) {
+    respond_json_error(c, 500, "out of memory");
+    return 0;
+  }
+  ms_store_query q;
+  char err[160];
+  if (ms_store_query_parse(&q, req->query, req->query_len, scratch, err,
+                           sizeof err) != 0) {
+    respond_json_error(c, 400, err);
+    free(scratch);
+    return 0;
+  }
+  /* Let a query see what was logged a moment ago. */
+  store_flush(a);
+  ms_buf out;
+  memset(&out, 0, sizeof out);
+  int rv = ms_store_query_json(a->store, &q, &out);
+  if (rv == 0)
+    ms_conn_http_respond(c, 200, "application/json",
+                         "Cache-Control: no-cache\r\n", out.data, out.len);
+  else
+    respond_json_error(c, rv == MS_ERR_NOMEM ? 500 : 503,
+                       rv == MS_ERR_NOMEM ? "out of memory"
+                                          : "store query failed");
+  ms_buf_free(&out);
+  free(scratch);
+  return 0;
 }
 
 static void check_done(ms_loop *loop, ms_timer *t, void *ud) {
@@ -122,6 +225,13 @@ static void usage(FILE *f) {
           "  --replace-stale        a new connection may take the name of a stale one\n"
           "  --log-level LEVEL      debug, info, warn, error, silent (default info)\n"
           "  --print-token SERVICE  print the token for SERVICE (needs --secret-file)\n"
+          "  --store PATH           SQLite log store for /api/logs\n"
+          "                         (default ./microstream-logs.db)\n"
+          "  --no-store             keep no log store (/api/logs answers 503)\n"
+          "  --retention-days N     delete stored records older than N days (7;\n"
+          "                         0 keeps them)\n"
+          "  --retention-rows N     keep at most N stored records (1000000;\n"
+          "                         0: no limit)\n"
           "  --version, --help\n");
 }
 
@@ -133,8 +243,11 @@ int main(int argc, char **argv) {
   ms_hub_config_init(&cfg);
   const char *listen = "127.0.0.1:7400";
   const char *secret_file = NULL, *print_token = NULL;
+  const char *store_path = "./microstream-logs.db";
+  int no_store = 0;
+  long long retention_days = 7, retention_rows = 1000000;
   enum { O_HB = 256, O_MAXMSG, O_MAXPEND, O_SECRET, O_LEVEL, O_DEFTO, O_LATE,
-         O_REPLACE, O_TOKEN, O_VERSION };
+         O_REPLACE, O_TOKEN, O_VERSION, O_STORE, O_NOSTORE, O_RDAYS, O_RROWS };
   static const struct option opts[] = {
       {"listen", required_argument, NULL, 'l'},
       {"heartbeat-ms", required_argument, NULL, O_HB},
@@ -146,6 +259,10 @@ int main(int argc, char **argv) {
       {"replace-stale", no_argument, NULL, O_REPLACE},
       {"log-level", required_argument, NULL, O_LEVEL},
       {"print-token", required_argument, NULL, O_TOKEN},
+      {"store", required_argument, NULL, O_STORE},
+      {"no-store", no_argument, NULL, O_NOSTORE},
+      {"retention-days", required_argument, NULL, O_RDAYS},
+      {"retention-rows", required_argument, NULL, O_RROWS},
       {"version", no_argument, NULL, O_VERSION},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
@@ -161,6 +278,10 @@ int main(int argc, char **argv) {
     case O_SECRET: secret_file = optarg; break;
     case O_REPLACE: cfg.replace_stale = 1; break;
     case O_TOKEN: print_token = optarg; break;
+    case O_STORE: store_path = optarg; break;
+    case O_NOSTORE: no_store = 1; break;
+    case O_RDAYS: retention_days = atoll(optarg); break;
+    case O_RROWS: retention_rows = atoll(optarg); break;
     case O_LEVEL:
       a.log_level = parse_level(optarg);
       if (a.log_level < 0) {
@@ -173,7 +294,8 @@ int main(int argc, char **argv) {
     default: usage(stderr); return 2;
     }
   }
-  if (cfg.heartbeat_ms <= 0 || cfg.max_message < 64 || cfg.max_pending < 1) {
+  if (cfg.heartbeat_ms <= 0 || cfg.max_message < 64 || cfg.max_pending < 1 ||
+      retention_days < 0 || retention_days > 365000 || retention_rows < 0) {
     fprintf(stderr, "microstream-hub: bad numeric option\n");
     return 2;
   }
@@ -199,11 +321,24 @@ int main(int argc, char **argv) {
   cfg.secret_len = secret_len;
   cfg.wallclock_us = wallclock;
   cfg.on_event = on_hub_event;
+  cfg.on_http = on_hub_http;
+  cfg.on_record = on_hub_record;
 
   ms_url url;
   if (ms_url_parse(listen, &url) != 0) {
     fprintf(stderr, "microstream-hub: bad --listen '%s'\n", listen);
     return 2;
+  }
+  if (!no_store) {
+    ms_store_options so;
+    ms_store_options_init(&so);
+    so.max_age_s = (int64_t)retention_days * 86400;
+    so.max_rows = retention_rows;
+    char err[512];
+    if (ms_store_open(&a.store, store_path, &so, err, sizeof err) != 0) {
+      fprintf(stderr, "microstream-hub: cannot open the log store %s\n", err);
+      return 1;
+    }
   }
   signal(SIGPIPE, SIG_IGN);
   sigset_t mask;
@@ -221,9 +356,14 @@ int main(int argc, char **argv) {
   if (rv != 0) {
     fprintf(stderr, "microstream-hub: cannot listen on %s: %s\n", listen,
             ms_strerror(rv));
+    ms_store_close(a.store);
     return 1;
   }
   ms_loop_watch(a.loop, sfd, MS_EV_READ, on_signal, &a);
+  ms_timer *store_timer = NULL;
+  if (a.store)
+    ms_loop_timer_start(a.loop, STORE_FLUSH_MS, STORE_FLUSH_MS, on_store_timer,
+                        &a, &store_timer);
   int port = ms_posix_hub_port(a.ph);
   int v6 = strchr(url.host, ':') != NULL;
   logf_(&a, MS_LEVEL_INFO, "listening on %s%s%s:%d (hub id %s)", v6 ? "[" : "",
@@ -234,6 +374,19 @@ int main(int argc, char **argv) {
   fflush(stdout);
 
   rv = ms_loop_run(a.loop);
+  ms_timer_stop(store_timer);
+  if (a.store) {
+    store_flush(&a);
+    ms_store_stats ss;
+    ms_store_get_stats(a.store, &ss);
+    logf_(&a, MS_LEVEL_INFO,
+          "log store: %llu records written, %llu dropped, %llu deleted by "
+          "retention",
+          (unsigned long long)ss.written, (unsigned long long)ss.dropped,
+          (unsigned long long)ss.deleted);
+    ms_store_close(a.store);
+    a.store = NULL;
+  }
   logf_(&a, MS_LEVEL_INFO, "stopped");
   ms_loop_watch(a.loop, sfd, 0, NULL, NULL);
   close(sfd);

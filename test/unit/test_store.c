@@ -1,0 +1,617 @@
+/* The hub's SQLite log store (tools/ms_store.c): batching, flush, queries
+ * with every filter, reopen, retention, batch bound, bound parameters. */
+#include "ms_store.h"
+#include "ms_test.h"
+
+#include <jansson.h>
+#include <msgpack.h>
+
+#include <dirent.h>
+#include <unistd.h>
+
+/* 2026-11-23T10:00:00Z */
+#define T0 (INT64_C(1795428000) * 1000000)
+
+static char tmpdir[512];
+static char dbpath[600];
+
+static int make_tmp(void) {
+  const char *base = getenv("TMPDIR");
+  if (!base || !*base)
+    base = "/tmp";
+  snprintf(tmpdir, sizeof tmpdir, "%s/ms_store_XXXXXX", base);
+  if (!mkdtemp(tmpdir))
+    return -1;
+  snprintf(dbpath, sizeof dbpath, "%s/logs.db", tmpdir);
+  return 0;
+}
+
+static void rm_tmp(void) {
+  DIR *d = opendir(tmpdir);
+  if (d) {
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+      if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+        continue;
+      char p[1200];
+      snprintf(p, sizeof p, "%s/%s", tmpdir, e->d_name);
+      unlink(p);
+    }
+    closedir(d);
+  }
+  rmdir(tmpdir);
+}
+
+/* Adds one record whose fields are {"k": k}. */
+static int add(ms_store *st, uint64_t seq, int64_t ts, int64_t level,
+               const char *service, const char *message, int64_t k) {
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_map(&pk, 1);
+  msgpack_pack_str_with_body(&pk, "k", 1);
+  msgpack_pack_int64(&pk, k);
+  ms_hub_record r;
+  memset(&r, 0, sizeof r);
+  r.seq = seq;
+  r.ts_us = ts;
+  r.level = level;
+  r.service = service;
+  r.service_len = strlen(service);
+  r.message = message;
+  r.message_len = strlen(message);
+  r.fields = (const uint8_t *)sb.data;
+  r.fields_len = sb.size;
+  int rv = ms_store_add(st, "hub-1", &r);
+  msgpack_sbuffer_destroy(&sb);
+  return rv;
+}
+
+/* Runs a query given as a URL query string; returns the parsed answer
+ * (caller json_decref) or NULL. */
+static json_t *query(ms_store *st, const char *qs) {
+  ms_store_query q;
+  char *scratch = malloc(strlen(qs) + 1);
+  char err[128];
+  json_t *j = NULL;
+  if (ms_store_query_parse(&q, qs, strlen(qs), scratch, err, sizeof err) ==
+      0) {
+    ms_buf out;
+    memset(&out, 0, sizeof out);
+    if (ms_store_query_json(st, &q, &out) == 0)
+      j = json_loadb(out.data, out.len, 0, NULL);
+    ms_buf_free(&out);
+  }
+  free(scratch);
+  return j;
+}
+
+static size_t count_of(json_t *j) {
+  json_t *c = json_object_get(j, "count");
+  json_t *r = json_object_get(j, "records");
+  if (!json_is_integer(c) || !json_is_array(r) ||
+      (size_t)json_integer_value(c) != json_array_size(r))
+    return (size_t)-1;
+  return json_array_size(r);
+}
+
+static const char *rec_str(json_t *j, size_t i, const char *key) {
+  return json_string_value(
+      json_object_get(json_array_get(json_object_get(j, "records"), i), key));
+}
+
+static long long rec_int(json_t *j, size_t i, const char *key) {
+  return json_integer_value(
+      json_object_get(json_array_get(json_object_get(j, "records"), i), key));
+}
+
+/* The messages of the answer joined by ',' ("" if none). */
+static const char *messages(json_t *j) {
+  static char buf[1024];
+  buf[0] = '\0';
+  size_t n = count_of(j);
+  if (n == (size_t)-1)
+    return "(bad answer)";
+  for (size_t i = 0; i < n; i++) {
+    if (i)
+      strncat(buf, ",", sizeof buf - strlen(buf) - 1);
+    const char *m = rec_str(j, i, "message");
+    strncat(buf, m ? m : "(null)", sizeof buf - strlen(buf) - 1);
+  }
+  return buf;
+}
+
+static ms_store *open_store(const ms_store_options *o) {
+  ms_store *st = NULL;
+  char err[256];
+  if (ms_store_open(&st, dbpath, o, err, sizeof err) != 0)
+    printf("# open: %s\n", err);
+  return st;
+}
+
+/* Answer of a query, as the joined messages; frees the answer. */
+static const char *q_msgs(ms_store *st, const char *qs) {
+  json_t *j = query(st, qs);
+  const char *m = j ? messages(j) : "(query failed)";
+  json_decref(j);
+  return m;
+}
+
+static void add_flush_query(void) {
+  CHECK(make_tmp() == 0);
+  ms_store *st = open_store(NULL);
+  CHECK(st);
+  /* Added out of time order: answers are by time. */
+  CHECK_EQ_INT(add(st, 2, T0 + 2000, 30, "api", "second \"quoted\"\n", 7), 0);
+  CHECK_EQ_INT(add(st, 1, T0 + 1000, 20, "db", "first", 5), 0);
+  CHECK_EQ_INT(add(st, 3, T0 + 3123456, 40, "api", "third", -1), 0);
+  CHECK_EQ_INT(ms_store_pending(st), 3);
+  /* Nothing reaches the file before a flush. */
+  CHECK_EQ_STR(q_msgs(st, ""), "");
+  CHECK_EQ_INT(ms_store_flush(st), 0);
+  CHECK_EQ_INT(ms_store_pending(st), 0);
+
+  json_t *j = query(st, "");
+  CHECK(j);
+  CHECK_EQ_INT(count_of(j), 3);
+  CHECK_EQ_INT(rec_int(j, 0, "seq"), 1);
+  CHECK_EQ_STR(rec_str(j, 0, "hub_id"), "hub-1");
+  CHECK_EQ_INT(rec_int(j, 0, "ts_us"), T0 + 1000);
+  CHECK_EQ_STR(rec_str(j, 0, "time"), "2026-11-23T10:00:00.001Z");
+  CHECK_EQ_INT(rec_int(j, 0, "level"), 20);
+  CHECK_EQ_STR(rec_str(j, 0, "service"), "db");
+  CHECK_EQ_STR(rec_str(j, 0, "message"), "first");
+  json_t *f = json_object_get(json_array_get(json_object_get(j, "records"), 0),
+                              "fields");
+  CHECK(json_is_object(f));
+  CHECK_EQ_INT(json_object_size(f), 1);
+  CHECK_EQ_INT(json_integer_value(json_object_get(f, "k")), 5);
+  CHECK_EQ_STR(rec_str(j, 1, "message"), "second \"quoted\"\n");
+  CHECK_EQ_INT(rec_int(j, 1, "seq"), 2);
+  CHECK_EQ_STR(rec_str(j, 2, "time"), "2026-11-23T10:00:03.123Z");
+  CHECK_EQ_INT(rec_int(j, 2, "level"), 40);
+  json_decref(j);
+
+  ms_store_stats s;
+  ms_store_get_stats(st, &s);
+  CHECK_EQ_INT(s.written, 3);
+  CHECK_EQ_INT(s.rows, 3);
+  CHECK_EQ_INT(s.dropped, 0);
+  ms_store_close(st);
+  rm_tmp();
+}
+
+/* Five services, levels and messages used by the filter tests. */
+static ms_store *filter_fixture(void) {
+  ms_store *st = open_store(NULL);
+  if (!st)
+    return NULL;
+  add(st, 1, T0 + 0, 10, "api", "m1 100% done", 0);
+  add(st, 2, T0 + 1000000, 20, "db", "m2 100 done", 0);
+  add(st, 3, T0 + 2000000, 30, "api", "m3 a_b", 0);
+  add(st, 4, T0 + 3000000, 40, "auth", "m4 axb", 0);
+  add(st, 5, T0 + 4000000, 20, "db", "m5 Done", 0);
+  if (ms_store_flush(st) != 0) {
+    ms_store_close(st);
+    return NULL;
+  }
+  return st;
+}
+
+static void filter_service(void) {
+  CHECK(make_tmp() == 0);
+  ms_store *st = filter_fixture();
+  CHECK(st);
+  CHECK_EQ_STR(q_msgs(st, "service=api"), "m1 100% done,m3 a_b");
+  CHECK_EQ_STR(q_msgs(st, "service=db&service=auth"),
+               "m2 100 done,m4 axb,m5 Done");
+  CHECK_EQ_STR(q_msgs(st, "service=nope"), "");
+  /* Exact match, not a prefix. */
+  CHECK_EQ_STR(q_msgs(st, "service=ap"), "");
+  /* An empty value is no filter (forms send every field). */
+  CHECK_EQ_STR(q_msgs(st, "service=&min_level=&limit="),
+               "m1 100% done,m2 100 done,m3 a_b,m4 axb,m5 Done");
+  ms_store_close(st);
+  rm_tmp();
+}
+
+static void filter_level_contains(void) {
+  CHECK(make_tmp() == 0);
+  ms_store *st = filter_fixture();
+  CHECK(st);
+  CHECK_EQ_STR(q_msgs(st, "min_level=30"), "m3 a_b,m4 axb");
+  CHECK_EQ_STR(q_msgs(st, "min_level=warn"), "m3 a_b,m4 axb");
+  CHECK_EQ_STR(q_msgs(st, "min_level=20&service=db"), "m2 100 done,m5 Done");
+  /* % and _ are literal characters, not LIKE wildcards. */
+  CHECK_EQ_STR(q_msgs(st, "contains=%25"), "m1 100% done");
+  CHECK_EQ_STR(q_msgs(st, "contains=100%25"), "m1 100% done");
+  CHECK_EQ_STR(q_msgs(st, "contains=_"), "m3 a_b");
+  CHECK_EQ_STR(q_msgs(st, "contains=a_b"), "m3 a_b");
+  /* Case-sensitive. */
+  CHECK_EQ_STR(q_msgs(st, "contains=done"), "m1 100% done,m2 100 done");
+  CHECK_EQ_STR(q_msgs(st, "contains=Done"), "m5 Done");
+  CHECK_EQ_STR(q_msgs(st, "contains=100+done"), "m2 100 done");
+  ms_store_close(st);
+  rm_tmp();
+}
+
+static void filter_time(void) {
+  CHECK(make_tmp() == 0);
+  ms_store *st = filter_fixture();
+  CHECK(st);
+  char qs[128];
+  snprintf(qs, sizeof qs, "since=%lld", (long long)(T0 + 1000000));
+  CHECK_EQ_STR(q_msgs(st, qs), "m2 100 done,m3 a_b,m4 axb,m5 Done");
+  snprintf(qs, sizeof qs, "since=%lld&until=%lld", (long long)(T0 + 1000000),
+           (long long)(T0 + 2999999));
+  CHECK_EQ_STR(q_msgs(st, qs), "m2 100 done,m3 a_b");
+  CHECK_EQ_STR(q_msgs(st, "since=2026-11-23T10:00:02Z"),
+               "m3 a_b,m4 axb,m5 Done");
+  CHECK_EQ_STR(q_msgs(st, "since=2026-11-23T10%3A00%3A01Z&until=2026-11-23T10:"
+                          "00:03.000Z"),
+               "m2 100 done,m3 a_b,m4 axb");
+  /* The same instant with an offset. */
+  CHECK_EQ_STR(q_msgs(st, "until=2026-11-23T11:00:00%2B01:00"),
+               "m1 100% done");
+  CHECK_EQ_STR(q_msgs(st, "until=2026-11-23T09:59:59Z"), "");
+  ms_store_close(st);
+  rm_tmp();
+}
+
+static void limit_newest(void) {
+  CHECK(make_tmp() == 0);
+  ms_store *st = open_store(NULL);
+  CHECK(st);
+  char m[16];
+  for (int i = 0; i < 150; i++) {
+    snprintf(m, sizeof m, "r%d", i);
+    CHECK_EQ_INT(add(st, (uint64_t)i + 1, T0 + i, 20, "svc", m, i), 0);
+  }
+  CHECK_EQ_INT(ms_store_flush(st), 0);
+  CHECK_EQ_STR(q_msgs(st, "limit=3"), "r147,r148,r149");
+  char qs[64];
+  snprintf(qs, sizeof qs, "limit=2&until=%lld", (long long)(T0 + 10));
+  CHECK_EQ_STR(q_msgs(st, qs), "r9,r10");
+  json_t *j = query(st, "");
+  CHECK(j);
+  /* Default limit 100: the newest hundred. */
+  CHECK_EQ_INT(count_of(j), 100);
+  CHECK_EQ_STR(rec_str(j, 0, "message"), "r50");
+  CHECK_EQ_STR(rec_str(j, 99, "message"), "r149");
+  json_decref(j);
+  j = query(st, "limit=999999");
+  CHECK(j);
+  CHECK_EQ_INT(count_of(j), 150);
+  json_decref(j);
+  ms_store_close(st);
+  rm_tmp();
+}
+
+static void reopen_keeps_records(void) {
+  CHECK(make_tmp() == 0);
+  ms_store *st = open_store(NULL);
+  CHECK(st);
+  CHECK_EQ_INT(add(st, 1, T0, 20, "svc", "kept", 42), 0);
+  CHECK_EQ_INT(ms_store_flush(st), 0);
+  /* Added but not flushed: close must write it. */
+  CHECK_EQ_INT(add(st, 2, T0 + 1, 30, "svc", "kept on close", 43), 0);
+  ms_store_close(st);
+
+  st = open_store(NULL);
+  CHECK(st);
+  ms_store_stats s;
+  ms_store_get_stats(st, &s);
+  CHECK_EQ_INT(s.rows, 2);
+  json_t *j = query(st, "service=svc");
+  CHECK(j);
+  CHECK_EQ_STR(messages(j), "kept,kept on close");
+  CHECK_EQ_INT(rec_int(j, 1, "level"), 30);
+  CHECK_EQ_INT(json_integer_value(json_object_get(
+                   json_object_get(json_array_get(json_object_get(j, "records"),
+                                                  1),
+                                   "fields"),
+                   "k")),
+               43);
+  json_decref(j);
+  ms_store_close(st);
+  rm_tmp();
+}
+
+static void retention_rows(void) {
+  CHECK(make_tmp() == 0);
+  ms_store_options o;
+  ms_store_options_init(&o);
+  o.max_rows = 5;
+  ms_store *st = open_store(&o);
+  CHECK(st);
+  char m[16];
+  /* Time order differs from insertion order: the oldest by time go. */
+  for (int i = 0; i < 12; i++) {
+    snprintf(m, sizeof m, "r%d", i);
+    int64_t ts = T0 + (i % 2 ? i : 100 + i);
+    CHECK_EQ_INT(add(st, (uint64_t)i, ts, 20, "svc", m, i), 0);
+  }
+  CHECK_EQ_INT(ms_store_flush(st), 0);
+  ms_store_stats s;
+  ms_store_get_stats(st, &s);
+  CHECK_EQ_INT(s.rows, 5);
+  CHECK_EQ_INT(s.deleted, 7);
+  CHECK_EQ_STR(q_msgs(st, ""), "r2,r4,r6,r8,r10");
+  ms_store_close(st);
+  rm_tmp();
+}
+
+static void retention_rows_chunked(void) {
+  CHECK(make_tmp() == 0);
+  ms_store_options o;
+  ms_store_options_init(&o);
+  o.max_rows = 10;
+  o.batch_max = 30000;
+  ms_store *st = open_store(&o);
+  CHECK(st);
+  for (int i = 0; i < 30000; i++)
+    CHECK_EQ_INT(add(st, (uint64_t)i, T0 + i, 20, "svc", "x", i), 0);
+  CHECK_EQ_INT(ms_store_flush(st), 0);
+  ms_store_stats s;
+  ms_store_get_stats(st, &s);
+  /* One flush trims a bounded amount (4 chunks of 5000)... */
+  CHECK_EQ_INT(s.deleted, 20000);
+  CHECK_EQ_INT(s.rows, 10000);
+  /* ...and the next one goes on without waiting a second. */
+  CHECK_EQ_INT(ms_store_flush(st), 0);
+  ms_store_get_stats(st, &s);
+  CHECK_EQ_INT(s.rows, 10);
+  CHECK_EQ_INT(s.deleted, 29990);
+  json_t *j = query(st, "limit=10000");
+  CHECK(j);
+  CHECK_EQ_INT(count_of(j), 10);
+  CHECK_EQ_INT(rec_int(j, 0, "ts_us"), T0 + 29990);
+  json_decref(j);
+  ms_store_close(st);
+  rm_tmp();
+}
+
+static int64_t fixed_now(void *ud) { return *(int64_t *)ud; }
+
+static void retention_age(void) {
+  CHECK(make_tmp() == 0);
+  int64_t now = T0;
+  ms_store_options o;
+  ms_store_options_init(&o);
+  o.max_age_s = 3600;
+  o.wallclock_us = fixed_now;
+  o.clock_user_data = &now;
+  ms_store *st = open_store(&o);
+  CHECK(st);
+  CHECK_EQ_INT(add(st, 1, T0 - INT64_C(7200) * 1000000, 20, "s", "2h", 0), 0);
+  CHECK_EQ_INT(add(st, 2, T0 - INT64_C(3601) * 1000000, 20, "s", "1h1s", 0),
+               0);
+  CHECK_EQ_INT(add(st, 3, T0 - INT64_C(1800) * 1000000, 20, "s", "30m", 0), 0);
+  CHECK_EQ_INT(add(st, 4, T0, 20, "s", "now", 0), 0);
+  CHECK_EQ_INT(ms_store_flush(st), 0);
+  CHECK_EQ_STR(q_msgs(st, ""), "30m,now");
+  /* An hour later the 30-minute-old record has aged out too. */
+  now += INT64_C(3600) * 1000000;
+  CHECK_EQ_INT(ms_store_retain(st), 0);
+  CHECK_EQ_STR(q_msgs(st, ""), "now");
+  ms_store_stats s;
+  ms_store_get_stats(st, &s);
+  CHECK_EQ_INT(s.deleted, 3);
+  CHECK_EQ_INT(s.rows, 1);
+  ms_store_close(st);
+  rm_tmp();
+}
+
+static void batch_bound(void) {
+  CHECK(make_tmp() == 0);
+  ms_store_options o;
+  ms_store_options_init(&o);
+  o.batch_max = 3;
+  ms_store *st = open_store(&o);
+  CHECK(st);
+  for (int i = 0; i < 3; i++)
+    CHECK_EQ_INT(add(st, (uint64_t)i, T0 + i, 20, "s", "ok", i), 0);
+  CHECK_EQ_INT(add(st, 9, T0 + 9, 20, "s", "dropped", 9), MS_ERR_LIMIT);
+  CHECK_EQ_INT(add(st, 10, T0 + 10, 20, "s", "dropped", 10), MS_ERR_LIMIT);
+  ms_store_stats s;
+  ms_store_get_stats(st, &s);
+  CHECK_EQ_INT(s.dropped, 2);
+  CHECK_EQ_INT(s.pending, 3);
+  CHECK_EQ_INT(ms_store_flush(st), 0);
+  /* Room again after the flush. */
+  CHECK_EQ_INT(add(st, 11, T0 + 11, 20, "s", "after", 11), 0);
+  CHECK_EQ_INT(ms_store_flush(st), 0);
+  CHECK_EQ_STR(q_msgs(st, ""), "ok,ok,ok,after");
+  ms_store_get_stats(st, &s);
+  CHECK_EQ_INT(s.written, 4);
+  CHECK_EQ_INT(s.dropped, 2);
+  ms_store_close(st);
+
+  /* The byte bound drops a record that would not fit. */
+  ms_store_options_init(&o);
+  o.batch_max_bytes = 64;
+  st = open_store(&o);
+  CHECK(st);
+  CHECK_EQ_INT(add(st, 1, T0, 20, "s", "small", 0), 0);
+  char big[80];
+  memset(big, 'x', sizeof big - 1);
+  big[sizeof big - 1] = '\0';
+  CHECK_EQ_INT(add(st, 2, T0, 20, "s", big, 0), MS_ERR_LIMIT);
+  ms_store_get_stats(st, &s);
+  CHECK_EQ_INT(s.dropped, 1);
+  ms_store_close(st);
+  rm_tmp();
+}
+
+static void injection_is_literal(void) {
+  CHECK(make_tmp() == 0);
+  ms_store *st = filter_fixture();
+  CHECK(st);
+  CHECK(add(st, 9, T0 + 9000000, 20, "x' OR '1'='1", "q'); DROP TABLE records;--",
+            0) == 0);
+  CHECK_EQ_INT(ms_store_flush(st), 0);
+  CHECK_EQ_STR(q_msgs(st, "service=api'%20OR%20'1'%3D'1"), "");
+  CHECK_EQ_STR(q_msgs(st, "service=x'%20OR%20'1'%3D'1"),
+               "q'); DROP TABLE records;--");
+  CHECK_EQ_STR(q_msgs(st, "contains=')%3B%20DROP%20TABLE%20records%3B--"),
+               "q'); DROP TABLE records;--");
+  CHECK_EQ_STR(q_msgs(st, "contains=%22%20OR%201%3D1%20--"), "");
+  /* Non-numeric values where numbers go are refused, not spliced. */
+  ms_store_query q;
+  char scratch[128], err[128];
+  const char *bad[] = {"min_level=1%20OR%201%3D1", "limit=1;DROP TABLE records",
+                       "since=0)%20OR%20(1=1", "until=x"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+    CHECK_EQ_INT(ms_store_query_parse(&q, bad[i], strlen(bad[i]), scratch, err,
+                                      sizeof err),
+                 MS_ERR_INVALID_ARG);
+  /* The table is still there. */
+  json_t *j = query(st, "");
+  CHECK(j);
+  CHECK_EQ_INT(count_of(j), 6);
+  json_decref(j);
+  ms_store_close(st);
+  rm_tmp();
+}
+
+static void query_parse(void) {
+  ms_store_query q;
+  char scratch[256], err[128];
+  const char *qs = "service=a%2Fb&service=c+d&min_level=info&contains=%C3%A9"
+                   "&since=5&until=-7&limit=20&other=ignored";
+  CHECK_EQ_INT(ms_store_query_parse(&q, qs, strlen(qs), scratch, err,
+                                    sizeof err),
+               0);
+  CHECK_EQ_INT(q.nservices, 2);
+  CHECK_MEM(q.services[0], q.service_lens[0], "a/b", 3);
+  CHECK_MEM(q.services[1], q.service_lens[1], "c d", 3);
+  CHECK(q.has_min_level);
+  CHECK_EQ_INT(q.min_level, 20);
+  CHECK_MEM(q.contains, q.contains_len, "\xc3\xa9", 2);
+  CHECK(q.has_since && q.has_until);
+  CHECK_EQ_INT(q.since_us, 5);
+  CHECK_EQ_INT(q.until_us, -7);
+  CHECK_EQ_INT(q.limit, 20);
+
+  qs = "limit=20000";
+  CHECK_EQ_INT(ms_store_query_parse(&q, qs, strlen(qs), scratch, err,
+                                    sizeof err),
+               0);
+  CHECK_EQ_INT(q.limit, MS_STORE_MAX_LIMIT);
+  CHECK_EQ_INT(ms_store_query_parse(&q, "", 0, scratch, err, sizeof err), 0);
+  CHECK_EQ_INT(q.nservices, 0);
+  CHECK(!q.has_min_level && !q.has_since && !q.has_until && !q.contains);
+
+  const char *bad[] = {"limit=0", "limit=-3", "limit=abc", "contains=%zz",
+                       "contains=%4", "min_level=loud", "since=2026-13-01",
+                       "until=2026-02-30T00:00:00Z", "%g=1"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    err[0] = '\0';
+    if (ms_store_query_parse(&q, bad[i], strlen(bad[i]), scratch, err,
+                             sizeof err) != MS_ERR_INVALID_ARG) {
+      printf("# accepted: %s\n", bad[i]);
+      CHECK(0);
+    }
+    CHECK(err[0] != '\0');
+  }
+  /* More services than the IN list takes. */
+  char many[400] = "";
+  for (int i = 0; i <= MS_STORE_MAX_SERVICES; i++)
+    strcat(many, "service=s&");
+  char *sc = malloc(strlen(many) + 1);
+  CHECK(sc);
+  int rv = ms_store_query_parse(&q, many, strlen(many), sc, err, sizeof err);
+  free(sc);
+  CHECK_EQ_INT(rv, MS_ERR_INVALID_ARG);
+  /* The scratch bound (len + 1) holds for the worst shapes: names without
+   * values, empty pairs. Exact-size heap buffers let ASan check it. */
+  const char *shapes[] = {"a", "a&b&c", "&&", "=", "a=", "service", "x=%41&",
+                          "service=a&service=b"};
+  for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+    sc = malloc(strlen(shapes[i]) + 1);
+    CHECK(sc);
+    rv = ms_store_query_parse(&q, shapes[i], strlen(shapes[i]), sc, err,
+                              sizeof err);
+    size_t nsvc = q.nservices;
+    int last_is_b = nsvc == 2 && q.service_lens[1] == 1 && q.services[1][0] == 'b';
+    free(sc);
+    CHECK_EQ_INT(rv, 0);
+    if (i == sizeof shapes / sizeof shapes[0] - 1)
+      CHECK(last_is_b);
+  }
+}
+
+static void parse_time(void) {
+  int64_t t;
+  CHECK_EQ_INT(ms_store_parse_time("1795428000000000", 16, &t), 0);
+  CHECK_EQ_INT(t, T0);
+#define PT(s, v)                                                  \
+  do {                                                            \
+    CHECK_EQ_INT(ms_store_parse_time(s, strlen(s), &t), 0);       \
+    CHECK_EQ_INT(t, v);                                           \
+  } while (0)
+  PT("2026-11-23T10:00:00Z", T0);
+  PT("2026-11-23T10:00:00", T0);
+  PT("2026-11-23t10:00z", T0);
+  PT("2026-11-23 10:00:00.5Z", T0 + 500000);
+  PT("2026-11-23T10:00:00.123456789Z", T0 + 123456);
+  PT("2026-11-23T12:30:00+02:30", T0);
+  PT("2026-11-23T05:00:00-0500", T0);
+  PT("2026-11-23", T0 - INT64_C(36000) * 1000000);
+  PT("2024-02-29T23:59:59Z", INT64_C(1709251199) * 1000000);
+  PT("1969-12-31T23:59:59Z", -1000000);
+  PT("-5", -5);
+#undef PT
+  const char *bad[] = {"", "2026-11", "2026-11-23T", "2026-11-23T10",
+                       "2026-11-23T25:00:00Z", "2026-11-23T10:00:00.Z",
+                       "2026-11-23T10:00:00Q", "2023-02-29", "99999999999999999999",
+                       "1e6", "--5"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    if (ms_store_parse_time(bad[i], strlen(bad[i]), &t) != MS_ERR_INVALID_ARG) {
+      printf("# accepted: '%s'\n", bad[i]);
+      CHECK(0);
+    }
+  }
+}
+
+static void json_escaping(void) {
+  CHECK(make_tmp() == 0);
+  ms_store *st = open_store(NULL);
+  CHECK(st);
+  /* Control characters, quotes, backslash, UTF-8, and a stray byte that
+   * is not UTF-8 (replaced so the answer stays valid JSON). */
+  CHECK_EQ_INT(add(st, 1, T0, 20, "s\\v\"c", "a\x01\tb\\ \xc3\xa9 \xff!", 0), 0);
+  CHECK_EQ_INT(ms_store_flush(st), 0);
+  json_t *j = query(st, "");
+  CHECK(j);
+  CHECK_EQ_STR(rec_str(j, 0, "service"), "s\\v\"c");
+  CHECK_EQ_STR(rec_str(j, 0, "message"),
+               "a\x01\tb\\ \xc3\xa9 \xef\xbf\xbd!");
+  json_decref(j);
+  ms_store_close(st);
+  rm_tmp();
+}
+
+static void open_fails_cleanly(void) {
+  ms_store *st = (ms_store *)1;
+  char err[256] = "";
+  CHECK(ms_store_open(&st, "/nonexistent-dir/x/y.db", NULL, err, sizeof err) !=
+        0);
+  CHECK(st == NULL);
+  CHECK(err[0] != '\0');
+  ms_store_close(NULL);
+}
+
+static const ms_test_case tests[] = {
+    TEST(add_flush_query),      TEST(filter_service),
+    TEST(filter_level_contains), TEST(filter_time),
+    TEST(limit_newest),         TEST(reopen_keeps_records),
+    TEST(retention_rows),       TEST(retention_rows_chunked),
+    TEST(retention_age),        TEST(batch_bound),
+    TEST(injection_is_literal), TEST(query_parse),
+    TEST(parse_time),           TEST(json_escaping),
+    TEST(open_fails_cleanly),
+};
+
+MS_TEST_MAIN(tests)

@@ -1,0 +1,881 @@
+/* ms_store: the hub's SQLite log store. See ms_store.h. */
+#include "ms_store.h"
+
+#include <microstream/ms_codec.h>
+
+#include <msgpack.h>
+#include <sqlite3.h>
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Rows removed per retention statement: small enough that one DELETE
+ * finishes in milliseconds, so a flush never stalls the loop for long. */
+#define RETAIN_CHUNK 5000
+/* Chunks per flush when retention is due; the rest waits for the next
+ * flush (which runs it again without the one-second wait). */
+#define RETAIN_CHUNKS_PER_FLUSH 4
+
+typedef struct pending_rec {
+  uint64_t seq;
+  int64_t ts_us;
+  int64_t level;
+  size_t hub_id_len, service_len, message_len, fields_len;
+  char data[]; /* hub_id, service, message, fields (no separators) */
+} pending_rec;
+
+struct ms_store {
+  sqlite3 *db;
+  sqlite3_stmt *ins;
+  sqlite3_stmt *del_age;
+  sqlite3_stmt *del_rows;
+  ms_store_options opt;
+  pending_rec **batch;
+  size_t nbatch;
+  size_t batch_bytes;
+  uint64_t rows, written, dropped, deleted, flush_errors;
+  int64_t last_retain_ms; /* monotonic; 0: never ran */
+  int retain_more;        /* the last pass stopped with rows left to trim */
+};
+
+static const char schema_sql[] =
+    "CREATE TABLE IF NOT EXISTS records ("
+    " id INTEGER PRIMARY KEY,"
+    " hub_id TEXT NOT NULL,"
+    " seq INTEGER NOT NULL,"
+    " ts_us INTEGER NOT NULL,"
+    " level INTEGER NOT NULL,"
+    " service TEXT NOT NULL,"
+    " message TEXT NOT NULL,"
+    " fields TEXT NOT NULL DEFAULT '{}');"
+    "CREATE INDEX IF NOT EXISTS records_ts ON records(ts_us);"
+    "CREATE INDEX IF NOT EXISTS records_service_ts ON records(service, ts_us);"
+    "CREATE INDEX IF NOT EXISTS records_level_ts ON records(level, ts_us);";
+
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t wall_us(const ms_store *st) {
+  if (st->opt.wallclock_us)
+    return st->opt.wallclock_us(st->opt.clock_user_data);
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void set_err(char *err, size_t err_size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t err_size, const char *fmt, ...) {
+  if (!err || err_size == 0)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, err_size, fmt, ap);
+  va_end(ap);
+}
+
+void ms_store_options_init(ms_store_options *o) {
+  memset(o, 0, sizeof *o);
+  o->batch_max = 10000;
+  o->batch_max_bytes = (size_t)32 << 20;
+}
+
+/* ---- open / close ------------------------------------------------------ */
+
+int ms_store_open(ms_store **pst, const char *path, const ms_store_options *opt,
+                  char *err, size_t err_size) {
+  *pst = NULL;
+  ms_store *st = calloc(1, sizeof *st);
+  if (!st) {
+    set_err(err, err_size, "out of memory");
+    return MS_ERR_NOMEM;
+  }
+  if (opt)
+    st->opt = *opt;
+  else
+    ms_store_options_init(&st->opt);
+  if (st->opt.batch_max == 0)
+    st->opt.batch_max = 10000;
+  if (st->opt.batch_max_bytes == 0)
+    st->opt.batch_max_bytes = (size_t)32 << 20;
+  st->batch = calloc(st->opt.batch_max, sizeof *st->batch);
+  if (!st->batch) {
+    free(st);
+    set_err(err, err_size, "out of memory");
+    return MS_ERR_NOMEM;
+  }
+
+  const char *what = "open";
+  int rc = sqlite3_open_v2(path, &st->db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+  if (rc != SQLITE_OK)
+    goto fail;
+  /* A reader (the CLI, a backup) must not make the hub's writes fail, but
+   * the loop must not wait long either: a short busy wait, then the flush
+   * fails and the batch is retried. */
+  sqlite3_busy_timeout(st->db, 50);
+  what = "journal mode";
+  sqlite3_stmt *s = NULL;
+  rc = sqlite3_prepare_v2(st->db, "PRAGMA journal_mode=WAL", -1, &s, NULL);
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+      const char *mode = (const char *)sqlite3_column_text(s, 0);
+      rc = mode && !strcmp(mode, "wal") ? SQLITE_OK : SQLITE_ERROR;
+    }
+    sqlite3_finalize(s);
+  }
+  if (rc != SQLITE_OK)
+    goto fail;
+  /* WAL + NORMAL: a crash of the machine may lose the last transactions,
+   * never corrupts the file; a crash of the hub loses nothing committed. */
+  what = "schema";
+  rc = sqlite3_exec(st->db, "PRAGMA synchronous=NORMAL;", NULL, NULL, NULL);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_exec(st->db, schema_sql, NULL, NULL, NULL);
+  if (rc != SQLITE_OK)
+    goto fail;
+  what = "prepare";
+  rc = sqlite3_prepare_v3(st->db,
+                          "INSERT INTO records (hub_id, seq, ts_us, level, "
+                          "service, message, fields) VALUES (?,?,?,?,?,?,?)",
+                          -1, SQLITE_PREPARE_PERSISTENT, &st->ins, NULL);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_prepare_v3(
+        st->db,
+        "DELETE FROM records WHERE id IN (SELECT id FROM records WHERE "
+        "ts_us < ?1 ORDER BY ts_us, id LIMIT ?2)",
+        -1, SQLITE_PREPARE_PERSISTENT, &st->del_age, NULL);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_prepare_v3(st->db,
+                            "DELETE FROM records WHERE id IN (SELECT id FROM "
+                            "records ORDER BY ts_us, id LIMIT ?1)",
+                            -1, SQLITE_PREPARE_PERSISTENT, &st->del_rows, NULL);
+  if (rc != SQLITE_OK)
+    goto fail;
+  /* Row count kept in memory: COUNT(*) walks the whole index, too slow to
+   * run on every retention pass of a million-row table. */
+  what = "count";
+  rc = sqlite3_prepare_v2(st->db, "SELECT COUNT(*) FROM records", -1, &s,
+                          NULL);
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+      st->rows = (uint64_t)sqlite3_column_int64(s, 0);
+      rc = SQLITE_OK;
+    }
+    sqlite3_finalize(s);
+  }
+  if (rc != SQLITE_OK)
+    goto fail;
+  *pst = st;
+  return 0;
+
+fail:
+  set_err(err, err_size, "%s: %s: %s", path, what,
+          st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
+  sqlite3_finalize(st->ins);
+  sqlite3_finalize(st->del_age);
+  sqlite3_finalize(st->del_rows);
+  sqlite3_close(st->db);
+  free(st->batch);
+  free(st);
+  return rc == SQLITE_NOMEM ? MS_ERR_NOMEM : MS_ERR_IO;
+}
+
+static void batch_clear(ms_store *st) {
+  for (size_t i = 0; i < st->nbatch; i++)
+    free(st->batch[i]);
+  st->nbatch = 0;
+  st->batch_bytes = 0;
+}
+
+void ms_store_close(ms_store *st) {
+  if (!st)
+    return;
+  ms_store_flush(st);
+  /* What a failed last flush left cannot be kept anywhere. */
+  st->dropped += st->nbatch;
+  batch_clear(st);
+  sqlite3_finalize(st->ins);
+  sqlite3_finalize(st->del_age);
+  sqlite3_finalize(st->del_rows);
+  sqlite3_close(st->db);
+  free(st->batch);
+  free(st);
+}
+
+/* ---- writing ----------------------------------------------------------- */
+
+int ms_store_add(ms_store *st, const char *hub_id, const ms_hub_record *rec) {
+  if (!hub_id)
+    hub_id = "";
+  size_t hl = strlen(hub_id);
+  size_t n = hl + rec->service_len + rec->message_len + rec->fields_len;
+  if (st->nbatch >= st->opt.batch_max ||
+      st->batch_bytes + n > st->opt.batch_max_bytes) {
+    st->dropped++;
+    return MS_ERR_LIMIT;
+  }
+  pending_rec *p = malloc(sizeof *p + n);
+  if (!p) {
+    st->dropped++;
+    return MS_ERR_NOMEM;
+  }
+  p->seq = rec->seq;
+  p->ts_us = rec->ts_us;
+  p->level = rec->level;
+  p->hub_id_len = hl;
+  p->service_len = rec->service_len;
+  p->message_len = rec->message_len;
+  p->fields_len = rec->fields_len;
+  char *d = p->data;
+  memcpy(d, hub_id, hl);
+  d += hl;
+  if (rec->service_len)
+    memcpy(d, rec->service, rec->service_len);
+  d += rec->service_len;
+  if (rec->message_len)
+    memcpy(d, rec->message, rec->message_len);
+  d += rec->message_len;
+  if (rec->fields_len)
+    memcpy(d, rec->fields, rec->fields_len);
+  st->batch[st->nbatch++] = p;
+  st->batch_bytes += n;
+  return 0;
+}
+
+size_t ms_store_pending(const ms_store *st) { return st->nbatch; }
+
+static int insert_one(ms_store *st, const pending_rec *p, msgpack_sbuffer *js) {
+  const char *d = p->data;
+  const char *service = d + p->hub_id_len;
+  const char *message = service + p->service_len;
+  const uint8_t *fields = (const uint8_t *)(message + p->message_len);
+  js->size = 0;
+  /* Fields that do not convert (the hub already checked them, so this is
+   * defensive) become an empty object rather than losing the record. */
+  if (p->fields_len == 0 ||
+      ms_msgpack_bytes_to_json(fields, p->fields_len, js) != 0 ||
+      js->size == 0 || js->data[0] != '{') {
+    js->size = 0;
+    msgpack_sbuffer_write(js, "{}", 2);
+  }
+  sqlite3_stmt *s = st->ins;
+  sqlite3_reset(s);
+  sqlite3_bind_text(s, 1, d, (int)p->hub_id_len, SQLITE_STATIC);
+  sqlite3_bind_int64(s, 2, (sqlite3_int64)p->seq);
+  sqlite3_bind_int64(s, 3, p->ts_us);
+  sqlite3_bind_int64(s, 4, p->level);
+  sqlite3_bind_text(s, 5, service, (int)p->service_len, SQLITE_STATIC);
+  sqlite3_bind_text(s, 6, message, (int)p->message_len, SQLITE_STATIC);
+  sqlite3_bind_text(s, 7, js->data ? js->data : "{}", (int)js->size,
+                    SQLITE_STATIC);
+  int rc = sqlite3_step(s);
+  sqlite3_reset(s);
+  sqlite3_clear_bindings(s);
+  return rc == SQLITE_DONE ? 0 : MS_ERR_IO;
+}
+
+/* One chunk of retention. Returns the rows removed, or -1 on error. */
+static int64_t retain_chunk(ms_store *st) {
+  int64_t removed = 0;
+  if (st->opt.max_age_s > 0) {
+    int64_t cutoff = wall_us(st) - st->opt.max_age_s * 1000000;
+    sqlite3_bind_int64(st->del_age, 1, cutoff);
+    sqlite3_bind_int64(st->del_age, 2, RETAIN_CHUNK);
+    int rc = sqlite3_step(st->del_age);
+    sqlite3_reset(st->del_age);
+    if (rc != SQLITE_DONE)
+      return -1;
+    removed += sqlite3_changes(st->db);
+  }
+  st->rows = st->rows > (uint64_t)removed ? st->rows - (uint64_t)removed : 0;
+  if (st->opt.max_rows > 0 && removed < RETAIN_CHUNK &&
+      st->rows > (uint64_t)st->opt.max_rows) {
+    uint64_t excess = st->rows - (uint64_t)st->opt.max_rows;
+    int64_t n = RETAIN_CHUNK - removed;
+    if (excess < (uint64_t)n)
+      n = (int64_t)excess;
+    sqlite3_bind_int64(st->del_rows, 1, n);
+    int rc = sqlite3_step(st->del_rows);
+    sqlite3_reset(st->del_rows);
+    if (rc != SQLITE_DONE)
+      return -1;
+    int64_t c = sqlite3_changes(st->db);
+    removed += c;
+    st->rows = st->rows > (uint64_t)c ? st->rows - (uint64_t)c : 0;
+  }
+  st->deleted += (uint64_t)removed;
+  return removed;
+}
+
+/* Up to max_chunks chunks; sets retain_more if a chunk came back full. */
+static int retain(ms_store *st, int max_chunks) {
+  st->retain_more = 0;
+  for (int i = 0; max_chunks <= 0 || i < max_chunks; i++) {
+    int64_t n = retain_chunk(st);
+    if (n < 0)
+      return MS_ERR_IO;
+    if (n < RETAIN_CHUNK)
+      return 0;
+  }
+  st->retain_more = 1;
+  return 0;
+}
+
+int ms_store_retain(ms_store *st) {
+  st->last_retain_ms = mono_ms();
+  return retain(st, 0);
+}
+
+int ms_store_flush(ms_store *st) {
+  int rv = 0;
+  if (st->nbatch > 0) {
+    if (sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) !=
+        SQLITE_OK) {
+      st->flush_errors++;
+      return MS_ERR_IO;
+    }
+    msgpack_sbuffer js;
+    msgpack_sbuffer_init(&js);
+    for (size_t i = 0; i < st->nbatch && rv == 0; i++)
+      rv = insert_one(st, st->batch[i], &js);
+    msgpack_sbuffer_destroy(&js);
+    if (rv == 0 &&
+        sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+      rv = MS_ERR_IO;
+    if (rv != 0) {
+      /* Keep the batch: the next flush retries it whole. */
+      sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+      st->flush_errors++;
+      return rv;
+    }
+    st->written += st->nbatch;
+    st->rows += st->nbatch;
+    batch_clear(st);
+  }
+  if (st->opt.max_age_s > 0 || st->opt.max_rows > 0) {
+    int64_t now = mono_ms();
+    if (st->retain_more || st->last_retain_ms == 0 ||
+        now - st->last_retain_ms >= 1000) {
+      st->last_retain_ms = now;
+      rv = retain(st, RETAIN_CHUNKS_PER_FLUSH);
+    }
+  }
+  return rv;
+}
+
+void ms_store_get_stats(const ms_store *st, ms_store_stats *s) {
+  s->rows = st->rows;
+  s->written = st->written;
+  s->dropped = st->dropped;
+  s->deleted = st->deleted;
+  s->flush_errors = st->flush_errors;
+  s->pending = st->nbatch;
+}
+
+/* ---- query parameters -------------------------------------------------- */
+
+void ms_store_query_init(ms_store_query *q) { memset(q, 0, sizeof *q); }
+
+static int hexval(int c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+/* Percent-decodes s[0..len) into out; returns the decoded length or -1. */
+static long pct_decode(const char *s, size_t len, char *out) {
+  size_t o = 0;
+  for (size_t i = 0; i < len; i++) {
+    if (s[i] == '+') {
+      out[o++] = ' ';
+    } else if (s[i] == '%') {
+      if (i + 2 >= len)
+        return -1;
+      int h = hexval((unsigned char)s[i + 1]), l = hexval((unsigned char)s[i + 2]);
+      if (h < 0 || l < 0)
+        return -1;
+      out[o++] = (char)(h * 16 + l);
+      i += 2;
+    } else {
+      out[o++] = s[i];
+    }
+  }
+  return (long)o;
+}
+
+static int parse_int(const char *s, size_t len, int64_t *out) {
+  size_t i = 0;
+  int neg = 0;
+  if (len > 0 && (s[0] == '-' || s[0] == '+')) {
+    neg = s[0] == '-';
+    i = 1;
+  }
+  if (i == len)
+    return -1;
+  uint64_t v = 0;
+  for (; i < len; i++) {
+    if (s[i] < '0' || s[i] > '9')
+      return -1;
+    unsigned d = (unsigned)(s[i] - '0');
+    if (v > ((uint64_t)INT64_MAX - d) / 10)
+      return -1;
+    v = v * 10 + d;
+  }
+  *out = neg ? -(int64_t)v : (int64_t)v;
+  return 0;
+}
+
+/* Fixed-width decimal field of n digits at s[*i]. */
+static int digits(const char *s, size_t len, size_t *i, int n, int *out) {
+  int v = 0;
+  for (int k = 0; k < n; k++) {
+    if (*i >= len || s[*i] < '0' || s[*i] > '9')
+      return -1;
+    v = v * 10 + (s[*i] - '0');
+    (*i)++;
+  }
+  *out = v;
+  return 0;
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date. */
+static int64_t days_from_civil(int64_t y, int m, int d) {
+  y -= m <= 2;
+  int64_t era = (y >= 0 ? y : y - 399) / 400;
+  int64_t yoe = y - era * 400;
+  int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + doe - 719468;
+}
+
+static int days_in_month(int y, int m) {
+  static const int dm[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (m == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0))
+    return 29;
+  return dm[m - 1];
+}
+
+int ms_store_parse_time(const char *s, size_t len, int64_t *out_us) {
+  size_t i = 0;
+  int all_digits = len > 0;
+  for (size_t k = 0; k < len; k++)
+    if (!((s[k] >= '0' && s[k] <= '9') || (k == 0 && s[k] == '-' && len > 1)))
+      all_digits = 0;
+  if (all_digits)
+    return parse_int(s, len, out_us) == 0 ? 0 : MS_ERR_INVALID_ARG;
+
+  int y, mo, d, h = 0, mi = 0, sec = 0;
+  int64_t frac_us = 0, off_s = 0;
+  if (digits(s, len, &i, 4, &y) || i >= len || s[i++] != '-' ||
+      digits(s, len, &i, 2, &mo) || i >= len || s[i++] != '-' ||
+      digits(s, len, &i, 2, &d))
+    return MS_ERR_INVALID_ARG;
+  if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo))
+    return MS_ERR_INVALID_ARG;
+  if (i < len && (s[i] == 'T' || s[i] == 't' || s[i] == ' ')) {
+    i++;
+    if (digits(s, len, &i, 2, &h) || i >= len || s[i++] != ':' ||
+        digits(s, len, &i, 2, &mi))
+      return MS_ERR_INVALID_ARG;
+    if (i < len && s[i] == ':') {
+      i++;
+      if (digits(s, len, &i, 2, &sec))
+        return MS_ERR_INVALID_ARG;
+      if (i < len && (s[i] == '.' || s[i] == ',')) {
+        i++;
+        int nd = 0;
+        int64_t scale = 100000;
+        while (i < len && s[i] >= '0' && s[i] <= '9') {
+          if (nd < 6) {
+            frac_us += (s[i] - '0') * scale;
+            scale /= 10;
+          }
+          nd++;
+          i++;
+        }
+        if (nd == 0 || nd > 9)
+          return MS_ERR_INVALID_ARG;
+      }
+    }
+    if (h > 23 || mi > 59 || sec > 60)
+      return MS_ERR_INVALID_ARG;
+    if (i < len && (s[i] == 'Z' || s[i] == 'z')) {
+      i++;
+    } else if (i < len && (s[i] == '+' || s[i] == '-')) {
+      int sign = s[i++] == '-' ? -1 : 1;
+      int oh, om;
+      if (digits(s, len, &i, 2, &oh))
+        return MS_ERR_INVALID_ARG;
+      if (i < len && s[i] == ':')
+        i++;
+      if (digits(s, len, &i, 2, &om) || oh > 23 || om > 59)
+        return MS_ERR_INVALID_ARG;
+      off_s = sign * (oh * 3600 + om * 60);
+    }
+  }
+  if (i != len)
+    return MS_ERR_INVALID_ARG;
+  int64_t secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec -
+                 off_s;
+  *out_us = secs * 1000000 + frac_us;
+  return 0;
+}
+
+static int parse_level_value(const char *v, size_t n, int64_t *out) {
+  static const struct {
+    const char *name;
+    int64_t level;
+  } names[] = {{"debug", MS_LEVEL_DEBUG},
+               {"info", MS_LEVEL_INFO},
+               {"warn", MS_LEVEL_WARN},
+               {"error", MS_LEVEL_ERROR}};
+  for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
+    if (strlen(names[k].name) == n && !memcmp(names[k].name, v, n)) {
+      *out = names[k].level;
+      return 0;
+    }
+  return parse_int(v, n, out);
+}
+
+static int name_is(const char *name, size_t n, const char *lit) {
+  return strlen(lit) == n && !memcmp(name, lit, n);
+}
+
+int ms_store_query_parse(ms_store_query *q, const char *qs, size_t len,
+                         char *scratch, char *err, size_t err_size) {
+  ms_store_query_init(q);
+  size_t o = 0;
+  size_t i = 0;
+  while (i < len) {
+    size_t end = i;
+    while (end < len && qs[end] != '&')
+      end++;
+    size_t eq = i;
+    while (eq < end && qs[eq] != '=')
+      eq++;
+    char *name = scratch + o;
+    long nl = pct_decode(qs + i, eq - i, name);
+    if (nl < 0) {
+      set_err(err, err_size, "bad percent-encoding in a parameter name");
+      return MS_ERR_INVALID_ARG;
+    }
+    /* The name needs no NUL (compared by length): with one NUL per value
+     * the output never exceeds len + 1. */
+    o += (size_t)nl;
+    char *val = scratch + o;
+    long vl = 0;
+    if (eq < end) {
+      vl = pct_decode(qs + eq + 1, end - eq - 1, val);
+      if (vl < 0) {
+        set_err(err, err_size, "bad percent-encoding in '%.*s'", (int)nl,
+                name);
+        return MS_ERR_INVALID_ARG;
+      }
+    }
+    o += (size_t)vl;
+    scratch[o++] = '\0';
+    i = end + 1;
+    size_t n = (size_t)nl, v = (size_t)vl;
+    /* An empty value means "no filter": forms send every field. */
+    if (v == 0)
+      continue;
+    if (name_is(name, n, "service")) {
+      if (q->nservices == MS_STORE_MAX_SERVICES) {
+        set_err(err, err_size, "at most %d services", MS_STORE_MAX_SERVICES);
+        return MS_ERR_INVALID_ARG;
+      }
+      q->services[q->nservices] = val;
+      q->service_lens[q->nservices++] = v;
+    } else if (name_is(name, n, "min_level")) {
+      if (parse_level_value(val, v, &q->min_level) != 0) {
+        set_err(err, err_size, "bad min_level");
+        return MS_ERR_INVALID_ARG;
+      }
+      q->has_min_level = 1;
+    } else if (name_is(name, n, "contains")) {
+      q->contains = val;
+      q->contains_len = v;
+    } else if (name_is(name, n, "since")) {
+      if (ms_store_parse_time(val, v, &q->since_us) != 0) {
+        set_err(err, err_size,
+                "bad since: microseconds or ISO 8601 time expected");
+        return MS_ERR_INVALID_ARG;
+      }
+      q->has_since = 1;
+    } else if (name_is(name, n, "until")) {
+      if (ms_store_parse_time(val, v, &q->until_us) != 0) {
+        set_err(err, err_size,
+                "bad until: microseconds or ISO 8601 time expected");
+        return MS_ERR_INVALID_ARG;
+      }
+      q->has_until = 1;
+    } else if (name_is(name, n, "limit")) {
+      int64_t lim;
+      if (parse_int(val, v, &lim) != 0 || lim < 1) {
+        set_err(err, err_size, "bad limit: a positive integer expected");
+        return MS_ERR_INVALID_ARG;
+      }
+      q->limit = lim > MS_STORE_MAX_LIMIT ? MS_STORE_MAX_LIMIT : (size_t)lim;
+    }
+  }
+  return 0;
+}
+
+/* ---- JSON output ------------------------------------------------------- */
+
+static int buf_reserve(ms_buf *b, size_t extra) {
+  if (!b->mem)
+    b->mem = ms_default_allocator();
+  if (b->cap - b->len > extra)
+    return 0;
+  size_t need = b->len + extra + 1;
+  if (need < extra)
+    return MS_ERR_NOMEM;
+  size_t cap = b->cap ? b->cap : 256;
+  while (cap < need) {
+    if (cap > SIZE_MAX / 2)
+      return MS_ERR_NOMEM;
+    cap *= 2;
+  }
+  char *p = b->mem->realloc(b->data, cap, b->mem->user_data);
+  if (!p)
+    return MS_ERR_NOMEM;
+  b->data = p;
+  b->cap = cap;
+  return 0;
+}
+
+static int buf_add(ms_buf *b, const char *s, size_t n) {
+  if (buf_reserve(b, n))
+    return MS_ERR_NOMEM;
+  if (n)
+    memcpy(b->data + b->len, s, n);
+  b->len += n;
+  b->data[b->len] = '\0';
+  return 0;
+}
+
+static int buf_str(ms_buf *b, const char *s) { return buf_add(b, s, strlen(s)); }
+
+static int buf_int(ms_buf *b, long long v) {
+  char tmp[32];
+  int n = snprintf(tmp, sizeof tmp, "%lld", v);
+  return buf_add(b, tmp, (size_t)n);
+}
+
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid. */
+static size_t utf8_seq(const unsigned char *s, size_t n) {
+  unsigned c = s[0];
+  size_t len;
+  unsigned min;
+  if (c < 0x80)
+    return 1;
+  if (c >= 0xc2 && c <= 0xdf) {
+    len = 2;
+    min = 0x80;
+  } else if (c >= 0xe0 && c <= 0xef) {
+    len = 3;
+    min = 0x800;
+  } else if (c >= 0xf0 && c <= 0xf4) {
+    len = 4;
+    min = 0x10000;
+  } else {
+    return 0;
+  }
+  if (n < len)
+    return 0;
+  unsigned cp = c & (0x3f >> (len - 1));
+  for (size_t k = 1; k < len; k++) {
+    if ((s[k] & 0xc0) != 0x80)
+      return 0;
+    cp = (cp << 6) | (s[k] & 0x3f);
+  }
+  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+    return 0;
+  return len;
+}
+
+/* A JSON string. The table may hold bytes that are not UTF-8 (it is a file
+ * anyone can write); they become U+FFFD so the answer stays valid JSON. */
+static int buf_json_str(ms_buf *b, const char *s, size_t n) {
+  const unsigned char *u = (const unsigned char *)s;
+  if (buf_add(b, "\"", 1))
+    return MS_ERR_NOMEM;
+  size_t i = 0;
+  while (i < n) {
+    size_t run = i;
+    while (run < n && u[run] >= 0x20 && u[run] < 0x80 && u[run] != '"' &&
+           u[run] != '\\')
+      run++;
+    if (run > i && buf_add(b, s + i, run - i))
+      return MS_ERR_NOMEM;
+    i = run;
+    if (i >= n)
+      break;
+    unsigned c = u[i];
+    char esc[8];
+    int rv;
+    if (c == '"' || c == '\\') {
+      esc[0] = '\\';
+      esc[1] = (char)c;
+      rv = buf_add(b, esc, 2);
+      i++;
+    } else if (c < 0x20) {
+      switch (c) {
+      case '\n': rv = buf_add(b, "\\n", 2); break;
+      case '\r': rv = buf_add(b, "\\r", 2); break;
+      case '\t': rv = buf_add(b, "\\t", 2); break;
+      default:
+        snprintf(esc, sizeof esc, "\\u%04x", c);
+        rv = buf_add(b, esc, 6);
+      }
+      i++;
+    } else {
+      size_t l = utf8_seq(u + i, n - i);
+      if (l == 0) {
+        rv = buf_add(b, "\xef\xbf\xbd", 3);
+        i++;
+      } else {
+        rv = buf_add(b, s + i, l);
+        i += l;
+      }
+    }
+    if (rv)
+      return MS_ERR_NOMEM;
+  }
+  return buf_add(b, "\"", 1);
+}
+
+static int buf_time(ms_buf *b, int64_t ts_us) {
+  int64_t secs = ts_us / 1000000, rem = ts_us % 1000000;
+  if (rem < 0) {
+    rem += 1000000;
+    secs--;
+  }
+  time_t t = (time_t)secs;
+  struct tm tm;
+  if (!gmtime_r(&t, &tm) || tm.tm_year + 1900 < 0 || tm.tm_year + 1900 > 9999)
+    return buf_str(b, "null");
+  char tmp[40];
+  int n = snprintf(tmp, sizeof tmp, "\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\"",
+                   tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                   tm.tm_min, tm.tm_sec, (int)(rem / 1000));
+  return buf_add(b, tmp, (size_t)n);
+}
+
+/* ---- query ------------------------------------------------------------- */
+
+int ms_store_query_json(ms_store *st, const ms_store_query *q, ms_buf *out) {
+  /* Only fixed fragments go into the SQL text; every value is bound. */
+  char sql[1024];
+  size_t sl = 0;
+#define SQL_ADD(lit)                                  \
+  do {                                                \
+    size_t l_ = strlen(lit);                          \
+    if (sl + l_ >= sizeof sql)                        \
+      return MS_ERR_INTERNAL;                         \
+    memcpy(sql + sl, lit, l_);                        \
+    sl += l_;                                         \
+  } while (0)
+  SQL_ADD("SELECT hub_id, seq, ts_us, level, service, message, fields FROM "
+          "(SELECT id, hub_id, seq, ts_us, level, service, message, fields "
+          "FROM records WHERE 1");
+  size_t nsvc = q->nservices > MS_STORE_MAX_SERVICES ? MS_STORE_MAX_SERVICES
+                                                     : q->nservices;
+  if (nsvc > 0) {
+    SQL_ADD(" AND service IN (?");
+    for (size_t k = 1; k < nsvc; k++)
+      SQL_ADD(",?");
+    SQL_ADD(")");
+  }
+  if (q->has_min_level)
+    SQL_ADD(" AND level >= ?");
+  if (q->contains && q->contains_len > 0)
+    SQL_ADD(" AND instr(message, ?) > 0");
+  if (q->has_since)
+    SQL_ADD(" AND ts_us >= ?");
+  if (q->has_until)
+    SQL_ADD(" AND ts_us <= ?");
+  SQL_ADD(" ORDER BY ts_us DESC, id DESC LIMIT ?) ORDER BY ts_us, id");
+#undef SQL_ADD
+  sql[sl] = '\0';
+
+  sqlite3_stmt *s = NULL;
+  if (sqlite3_prepare_v2(st->db, sql, (int)sl, &s, NULL) != SQLITE_OK)
+    return MS_ERR_IO;
+  int p = 1;
+  for (size_t k = 0; k < nsvc; k++)
+    sqlite3_bind_text(s, p++, q->services[k], (int)q->service_lens[k],
+                      SQLITE_STATIC);
+  if (q->has_min_level)
+    sqlite3_bind_int64(s, p++, q->min_level);
+  if (q->contains && q->contains_len > 0)
+    sqlite3_bind_text(s, p++, q->contains, (int)q->contains_len,
+                      SQLITE_STATIC);
+  if (q->has_since)
+    sqlite3_bind_int64(s, p++, q->since_us);
+  if (q->has_until)
+    sqlite3_bind_int64(s, p++, q->until_us);
+  size_t limit = q->limit == 0 ? MS_STORE_DEFAULT_LIMIT : q->limit;
+  if (limit > MS_STORE_MAX_LIMIT)
+    limit = MS_STORE_MAX_LIMIT;
+  sqlite3_bind_int64(s, p++, (sqlite3_int64)limit);
+
+  int rv = buf_str(out, "{\"records\":[");
+  long long count = 0;
+  int rc = SQLITE_DONE;
+  while (rv == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+    if (count > 0)
+      rv = buf_add(out, ",", 1);
+    int64_t ts = sqlite3_column_int64(s, 2);
+    const char *hub = (const char *)sqlite3_column_text(s, 0);
+    size_t hub_len = (size_t)sqlite3_column_bytes(s, 0);
+    if (rv == 0) rv = buf_str(out, "{\"seq\":");
+    if (rv == 0) rv = buf_int(out, sqlite3_column_int64(s, 1));
+    if (rv == 0) rv = buf_str(out, ",\"hub_id\":");
+    if (rv == 0) rv = buf_json_str(out, hub ? hub : "", hub ? hub_len : 0);
+    if (rv == 0) rv = buf_str(out, ",\"ts_us\":");
+    if (rv == 0) rv = buf_int(out, ts);
+    if (rv == 0) rv = buf_str(out, ",\"time\":");
+    if (rv == 0) rv = buf_time(out, ts);
+    if (rv == 0) rv = buf_str(out, ",\"level\":");
+    if (rv == 0) rv = buf_int(out, sqlite3_column_int64(s, 3));
+    const char *svc = (const char *)sqlite3_column_text(s, 4);
+    size_t svc_len = (size_t)sqlite3_column_bytes(s, 4);
+    if (rv == 0) rv = buf_str(out, ",\"service\":");
+    if (rv == 0) rv = buf_json_str(out, svc ? svc : "", svc ? svc_len : 0);
+    const char *msg = (const char *)sqlite3_column_text(s, 5);
+    size_t msg_len = (size_t)sqlite3_column_bytes(s, 5);
+    if (rv == 0) rv = buf_str(out, ",\"message\":");
+    if (rv == 0) rv = buf_json_str(out, msg ? msg : "", msg ? msg_len : 0);
+    /* fields was written by us as JSON text from the converter. */
+    const char *f = (const char *)sqlite3_column_text(s, 6);
+    size_t f_len = (size_t)sqlite3_column_bytes(s, 6);
+    if (rv == 0) rv = buf_str(out, ",\"fields\":");
+    if (rv == 0)
+      rv = f && f_len > 0 && f[0] == '{' ? buf_add(out, f, f_len)
+                                         : buf_str(out, "{}");
+    if (rv == 0) rv = buf_add(out, "}", 1);
+    count++;
+  }
+  if (rv == 0 && rc != SQLITE_DONE)
+    rv = MS_ERR_IO;
+  sqlite3_finalize(s);
+  if (rv == 0) rv = buf_str(out, "],\"count\":");
+  if (rv == 0) rv = buf_int(out, count);
+  if (rv == 0) rv = buf_add(out, "}", 1);
+  return rv;
+}
