@@ -30,9 +30,12 @@ struct hub_sub {
   int64_t min_level;
   char *contains;
   size_t contains_len;
-  /* records lost while the connection was backed up */
-  uint64_t missed;
-  uint64_t last_missed_seq;
+  /* Next seq this subscriber has not been shown. The stream's ring is
+   * the queue: a subscriber that falls behind (its connection backed up)
+   * catches up from the ring when its output drains, and whatever the
+   * ring dropped meanwhile (or more than sub_queue behind) is reported
+   * with one gap marker. No per-subscriber copies. */
+  uint64_t cursor;
 };
 
 typedef struct stream {
@@ -235,13 +238,9 @@ static void fan_out(ms_hub *h, int stream_id, const rec *r) {
   ms_hub_streams *st = h->streams;
   int encoded = 0;
   for (hub_sub *sub = st->s[stream_id].subs; sub; sub = sub->s_next) {
-    if (sub->missed || backed_up(h, sub)) {
-      /* A slow subscriber loses records (all of the stream's, matching
-       * or not, are counted) and learns it from a gap marker. */
-      sub->missed++;
-      sub->last_missed_seq = r->seq;
-      continue;
-    }
+    if (sub->cursor != r->seq || backed_up(h, sub))
+      continue; /* behind: it catches up from the ring when drained */
+    sub->cursor = r->seq + 1;
     if (!matches(sub, r))
       continue;
     if (!encoded) {
@@ -252,13 +251,34 @@ static void fan_out(ms_hub *h, int stream_id, const rec *r) {
   }
 }
 
+/* Bring a subscriber that fell behind up to date, as far as its
+ * connection's output allows. */
+static void catch_up(ms_hub *h, hub_sub *sub, int64_t now) {
+  ms_hub_streams *st = h->streams;
+  stream *s = &st->s[sub->stream];
+  uint64_t lo = oldest_seq(s);
+  if (s->seq >= h->cfg.sub_queue && s->seq - h->cfg.sub_queue + 1 > lo)
+    lo = s->seq - h->cfg.sub_queue + 1;
+  if (sub->cursor < lo) {
+    /* Lost: everything of the stream's between cursor and lo. */
+    send_marker(h, sub, lo - 1, "gap", lo - sub->cursor, now);
+    sub->cursor = lo;
+  }
+  while (sub->cursor <= s->seq && !backed_up(h, sub) &&
+         sub->hc->state == HC_READY) {
+    const rec *r = ring_at(s, (size_t)(sub->cursor - oldest_seq(s)));
+    sub->cursor++;
+    if (!matches(sub, r))
+      continue;
+    encode_body(st, sub->stream, r);
+    send_body(h, sub);
+  }
+}
+
 void ms_hub_subs_drained(ms_hub *h, ms_hub_conn *hc) {
   for (hub_sub *sub = hc->subs; sub; sub = sub->conn_next) {
-    if (sub->missed && !backed_up(h, sub)) {
-      uint64_t n = sub->missed;
-      sub->missed = 0;
-      send_marker(h, sub, sub->last_missed_seq, "gap", n, h->last_now);
-    }
+    if (sub->cursor <= h->streams->s[sub->stream].seq && !backed_up(h, sub))
+      catch_up(h, sub, h->last_now);
   }
 }
 
@@ -429,6 +449,7 @@ void ms_hub_on_subscribe(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
     }
   }
   send_marker(h, sub, s->seq, "live", 0, now);
+  sub->cursor = s->seq + 1;
   if (hc->state != HC_READY) { /* closed while sending history */
     sub_free(h, sub);
     return;

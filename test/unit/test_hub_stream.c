@@ -1,0 +1,422 @@
+/* The hub's log and presence streams with a fake clock and no sockets:
+ * the ring, filters, history, resume, gap accounting, slow subscribers. */
+#include "ms_test.h"
+#include "hubsim.h"
+
+#include <stdio.h>
+
+typedef struct got {
+  int n;
+  uint64_t seq[4096];
+  char msg[4096][32];
+  char svc[4096][16];
+  int live;
+  int gaps;
+  uint64_t missed;
+  uint64_t gap_seq;
+  int ups, downs;
+} got;
+
+static void collect(ms_client *c, const ms_record *r, void *ud) {
+  got *g = ud;
+  (void)c;
+  switch (r->kind) {
+  case MS_RECORD_LIVE: g->live++; break;
+  case MS_RECORD_GAP:
+    g->gaps++;
+    g->missed += r->missed;
+    g->gap_seq = r->seq;
+    break;
+  case MS_RECORD_UP: g->ups++; break;
+  case MS_RECORD_DOWN: g->downs++; break;
+  case MS_RECORD_LOG:
+    if (g->n < 4096) {
+      g->seq[g->n] = r->seq;
+      snprintf(g->msg[g->n], sizeof g->msg[0], "%.*s", (int)r->message.len,
+               r->message.ptr);
+      snprintf(g->svc[g->n], sizeof g->svc[0], "%.*s", (int)r->service.len,
+               r->service.ptr);
+      g->n++;
+    }
+    break;
+  }
+}
+
+static const char *only_a[] = {"svc-a"};
+
+static void base_cfg(ms_hub_config *cfg) {
+  ms_hub_config_init(cfg);
+  cfg->hub_id = "hub-test";
+  cfg->heartbeat_ms = 1000000; /* liveness is not under test here */
+}
+
+static int all_ready(sim *s) {
+  for (int i = 0; i < s->n; i++)
+    if (ms_client_get_state(s->cl[i].c) != MS_CLIENT_READY)
+      return 0;
+  return 1;
+}
+
+static void records_reach_subscribers_with_filters_in_order(void) {
+  sim s;
+  ms_hub_config cfg;
+  base_cfg(&cfg);
+  CHECK_EQ_INT(sim_init(&s, &cfg), 0);
+  ms_client *a = sim_client_new("svc-a", 0), *b = sim_client_new("svc-b", 0);
+  ms_client *w1 = sim_client_new("watch1", 1), *w2 = sim_client_new("watch2", 1);
+  sim_add(&s, a);
+  sim_add(&s, b);
+  sim_add(&s, w1);
+  sim_add(&s, w2);
+  got *g1 = calloc(1, sizeof *g1), *g2 = calloc(1, sizeof *g2);
+  ms_client_subscribe(w1, "logs", NULL, collect, g1, NULL);
+  ms_subscribe_opts o = {0};
+  o.services = only_a;
+  o.n_services = 1;
+  o.min_level = MS_LEVEL_WARN;
+  ms_client_subscribe(w2, "logs", &o, collect, g2, NULL);
+  sim_pump(&s);
+  CHECK(all_ready(&s));
+  CHECK_EQ_INT(g1->live, 1);
+  CHECK_EQ_INT(g2->live, 1);
+  for (int i = 0; i < 20; i++) {
+    ms_log(a, i % 2 ? MS_LEVEL_WARN : MS_LEVEL_INFO, "a%d", i);
+    ms_log(b, MS_LEVEL_ERROR, "b%d", i);
+  }
+  sim_pump(&s);
+  CHECK_EQ_INT(g1->n, 40);
+  for (int i = 1; i < g1->n; i++)
+    CHECK(g1->seq[i] == g1->seq[i - 1] + 1); /* no loss, in order */
+  CHECK_EQ_INT(g2->n, 10);
+  for (int i = 0; i < g2->n; i++) {
+    char want[16];
+    snprintf(want, sizeof want, "a%d", 2 * i + 1);
+    CHECK_EQ_STR(g2->msg[i], want);
+    CHECK_EQ_STR(g2->svc[i], "svc-a");
+  }
+  free(g1);
+  free(g2);
+  sim_free(&s);
+}
+
+static void contains_filter_is_a_case_sensitive_substring(void) {
+  sim s;
+  ms_hub_config cfg;
+  base_cfg(&cfg);
+  sim_init(&s, &cfg);
+  ms_client *a = sim_client_new("svc-a", 0), *w = sim_client_new("w", 1);
+  sim_add(&s, a);
+  sim_add(&s, w);
+  got *g = calloc(1, sizeof *g);
+  ms_subscribe_opts o = {0};
+  o.contains = "Disk";
+  ms_client_subscribe(w, "logs", &o, collect, g, NULL);
+  sim_pump(&s);
+  ms_info(a, "Disk full");
+  ms_info(a, "disk full");
+  ms_info(a, "no match");
+  ms_info(a, "the Disk");
+  sim_pump(&s);
+  CHECK_EQ_INT(g->n, 2);
+  CHECK_EQ_STR(g->msg[0], "Disk full");
+  CHECK_EQ_STR(g->msg[1], "the Disk");
+  free(g);
+  sim_free(&s);
+}
+
+static void history_returns_last_n_matching_then_live(void) {
+  sim s;
+  ms_hub_config cfg;
+  base_cfg(&cfg);
+  sim_init(&s, &cfg);
+  ms_client *a = sim_client_new("svc-a", 0), *b = sim_client_new("svc-b", 0);
+  sim_add(&s, a);
+  sim_add(&s, b);
+  sim_pump(&s);
+  for (int i = 0; i < 30; i++) {
+    ms_info(a, "a%d", i);
+    ms_info(b, "b%d", i);
+  }
+  sim_pump(&s);
+  ms_client *w = sim_client_new("w", 1);
+  sim_add(&s, w);
+  got *g = calloc(1, sizeof *g);
+  const char *only_b[] = {"svc-b"};
+  ms_subscribe_opts o = {0};
+  o.services = only_b;
+  o.n_services = 1;
+  o.history = 5;
+  ms_client_subscribe(w, "logs", &o, collect, g, NULL);
+  sim_pump(&s);
+  CHECK_EQ_INT(g->live, 1);
+  CHECK_EQ_INT(g->n, 5);
+  CHECK_EQ_STR(g->msg[0], "b25");
+  CHECK_EQ_STR(g->msg[4], "b29");
+  ms_info(b, "b-live");
+  sim_pump(&s);
+  CHECK_EQ_INT(g->n, 6);
+  CHECK_EQ_STR(g->msg[5], "b-live");
+  free(g);
+  sim_free(&s);
+}
+
+static void resume_after_reconnect_has_no_duplicates_and_no_holes(void) {
+  sim s;
+  ms_hub_config cfg;
+  base_cfg(&cfg);
+  sim_init(&s, &cfg);
+  ms_client *a = sim_client_new("svc-a", 0), *w = sim_client_new("w", 1);
+  sim_add(&s, a);
+  int wi = sim_add(&s, w);
+  got *g = calloc(1, sizeof *g);
+  ms_subscribe_opts o = {0};
+  o.history = 100;
+  o.services = only_a; /* not the clients' own reconnect diagnostics */
+  o.n_services = 1;
+  ms_client_subscribe(w, "logs", &o, collect, g, NULL);
+  sim_pump(&s);
+  for (int i = 0; i < 10; i++)
+    ms_info(a, "m%d", i);
+  sim_pump(&s);
+  CHECK_EQ_INT(g->n, 10);
+  sim_drop(&s, wi); /* the subscriber loses its connection */
+  for (int i = 10; i < 25; i++)
+    ms_info(a, "m%d", i);
+  sim_pump(&s);
+  sim_advance(&s, 200); /* backoff, reconnect, since_seq resume */
+  CHECK_EQ_INT(ms_client_get_state(w), MS_CLIENT_READY);
+  for (int i = 25; i < 30; i++)
+    ms_info(a, "m%d", i);
+  sim_pump(&s);
+  CHECK_EQ_INT(g->n, 30);
+  for (int i = 0; i < 30; i++) {
+    char want[16];
+    snprintf(want, sizeof want, "m%d", i);
+    CHECK_EQ_STR(g->msg[i], want);
+  }
+  CHECK_EQ_INT(g->gaps, 0);
+  CHECK_EQ_INT(g->live, 2);
+  free(g);
+  sim_free(&s);
+}
+
+static void since_seq_older_than_ring_gets_gap_with_count(void) {
+  sim s;
+  ms_hub_config cfg;
+  base_cfg(&cfg);
+  cfg.log_ring = 10;
+  sim_init(&s, &cfg);
+  ms_client *a = sim_client_new("svc-a", 0), *w = sim_client_new("w", 1);
+  sim_add(&s, a);
+  int wi = sim_add(&s, w);
+  got *g = calloc(1, sizeof *g);
+  ms_subscribe_opts o = {0};
+  o.services = only_a;
+  o.n_services = 1;
+  ms_client_subscribe(w, "logs", &o, collect, g, NULL);
+  sim_pump(&s);
+  for (int i = 0; i < 5; i++)
+    ms_info(a, "m%d", i);
+  sim_pump(&s);
+  CHECK_EQ_INT(g->n, 5); /* seq 1..5 seen */
+  sim_drop(&s, wi);
+  for (int i = 5; i < 30; i++) /* seq 6..30; the ring keeps 21..30 */
+    ms_info(a, "m%d", i);
+  sim_pump(&s);
+  sim_advance(&s, 200);
+  CHECK_EQ_INT(g->gaps, 1);
+  CHECK_EQ_INT(g->missed, 15); /* seq 6..20 */
+  CHECK_EQ_INT(g->gap_seq, 20);
+  CHECK_EQ_INT(g->n, 15);
+  CHECK_EQ_STR(g->msg[5], "m20");
+  CHECK_EQ_STR(g->msg[14], "m29");
+  free(g);
+  sim_free(&s);
+}
+
+static void new_hub_id_means_start_over(void) {
+  sim s;
+  ms_hub_config cfg;
+  base_cfg(&cfg);
+  sim_init(&s, &cfg);
+  ms_client *a = sim_client_new("svc-a", 0), *w = sim_client_new("w", 1);
+  sim_add(&s, a);
+  sim_add(&s, w);
+  got *g = calloc(1, sizeof *g);
+  ms_subscribe_opts o = {0};
+  o.history = 3;
+  o.services = only_a;
+  o.n_services = 1;
+  ms_client_subscribe(w, "logs", &o, collect, g, NULL);
+  sim_pump(&s);
+  for (int i = 0; i < 5; i++)
+    ms_info(a, "old%d", i);
+  sim_pump(&s);
+  CHECK_EQ_INT(g->n, 5);
+  /* A new hub (new id, seq restarts at 1) on the "same address". */
+  for (int i = 0; i < s.n; i++)
+    sim_drop(&s, i);
+  ms_hub_del(s.hub);
+  cfg.hub_id = "hub-test-2";
+  CHECK_EQ_INT(ms_hub_new(&s.hub, &cfg, NULL, NULL), 0);
+  sim_advance(&s, 200);
+  CHECK(all_ready(&s));
+  ms_info(a, "new0");
+  sim_pump(&s);
+  /* After the first five: at most svc-a's own reconnect notice (seq 1 on
+   * the new hub, replayed as history) and then new0; nothing old again. */
+  CHECK(g->n == 6 || g->n == 7);
+  CHECK_EQ_STR(g->msg[g->n - 1], "new0");
+  CHECK(g->seq[g->n - 1] <= 3); /* after the two reconnect notices */
+  for (int i = 5; i < g->n; i++)
+    CHECK(strncmp(g->msg[i], "old", 3) != 0);
+  free(g);
+  sim_free(&s);
+}
+
+typedef struct echo_count {
+  int done, ok;
+} echo_count;
+
+static void echo_h(ms_client *c, ms_reply *r, const ms_request_arg *a,
+                   void *ud) {
+  (void)c, (void)a, (void)ud;
+  ms_reply_send_str(r, "pong");
+}
+
+static void echo_cb(ms_client *c, const ms_response_arg *a, void *ud) {
+  echo_count *e = ud;
+  (void)c;
+  e->done++;
+  e->ok += a->err == 0;
+}
+
+static void stalled_subscriber_gets_gap_while_routing_goes_on(void) {
+  sim s;
+  ms_hub_config cfg;
+  base_cfg(&cfg);
+  cfg.out_high_water = 4096;
+  cfg.log_ring = 1000;
+  cfg.sub_queue = 50;
+  sim_init(&s, &cfg);
+  ms_client *a = sim_client_new("svc-a", 0), *b = sim_client_new("svc-b", 0);
+  ms_client *w = sim_client_new("w", 1);
+  sim_add(&s, a);
+  sim_add(&s, b);
+  int wi = sim_add(&s, w);
+  ms_client_on(b, "ping", echo_h, NULL);
+  got *g = calloc(1, sizeof *g);
+  ms_client_subscribe(w, "logs", NULL, collect, g, NULL);
+  sim_pump(&s);
+  CHECK(all_ready(&s));
+  s.cl[wi].stalled = 1;
+  char pad[201];
+  memset(pad, 'x', 200);
+  pad[200] = '\0';
+  echo_count e = {0, 0};
+  for (int i = 0; i < 300; i++) {
+    ms_info(a, "r%03d %s", i, pad);
+    if (i % 10 == 0)
+      ms_client_request(a, "svc-b", "ping", NULL, 0, NULL, echo_cb, &e, NULL);
+    sim_advance(&s, 1);
+  }
+  /* Requests kept flowing while the subscriber was stuck. */
+  CHECK_EQ_INT(e.done, 30);
+  CHECK_EQ_INT(e.ok, 30);
+  s.cl[wi].stalled = 0;
+  sim_pump(&s);
+  CHECK_EQ_INT(g->gaps, 1);
+  /* Every record is accounted for: delivered or reported missed. */
+  CHECK_EQ_INT((uint64_t)g->n + g->missed, 300);
+  CHECK(g->missed > 0);
+  CHECK(g->n >= 50);
+  /* Delivered in order; the newest one arrived. */
+  for (int i = 1; i < g->n; i++)
+    CHECK(g->seq[i] > g->seq[i - 1]);
+  CHECK_EQ_INT(g->seq[g->n - 1], 300);
+  /* It stays live afterwards. */
+  ms_info(a, "after");
+  sim_pump(&s);
+  CHECK_EQ_STR(g->msg[g->n - 1], "after");
+  free(g);
+  sim_free(&s);
+}
+
+static void presence_history_replays_up_and_down(void) {
+  sim s;
+  ms_hub_config cfg;
+  base_cfg(&cfg);
+  sim_init(&s, &cfg);
+  ms_client *a = sim_client_new("svc-a", 0), *b = sim_client_new("svc-b", 0);
+  sim_add(&s, a);
+  int bi = sim_add(&s, b);
+  sim_pump(&s);
+  ms_client_stop(b, s.now);
+  sim_pump(&s);
+  (void)bi;
+  ms_client *w = sim_client_new("w", 1);
+  sim_add(&s, w);
+  got *g = calloc(1, sizeof *g);
+  ms_subscribe_opts o = {0};
+  o.history = 10;
+  ms_client_subscribe(w, "presence", &o, collect, g, NULL);
+  sim_pump(&s);
+  CHECK_EQ_INT(g->ups, 2);
+  CHECK_EQ_INT(g->downs, 1);
+  CHECK_EQ_INT(g->live, 1);
+  free(g);
+  sim_free(&s);
+}
+
+static void log_records_wait_in_ring_until_connected(void) {
+  sim s;
+  ms_hub_config cfg;
+  base_cfg(&cfg);
+  sim_init(&s, &cfg);
+  ms_client *a = sim_client_new("svc-a", 0), *w = sim_client_new("w", 1);
+  ms_log_set_queue(a, 5);
+  for (int i = 0; i < 8; i++) /* not connected yet: 3 oldest dropped */
+    ms_info(a, "early%d", i);
+  CHECK_EQ_INT(ms_log_queued(a), 5);
+  CHECK_EQ_INT(ms_log_dropped(a), 3);
+  sim_add(&s, w);
+  got *g = calloc(1, sizeof *g);
+  ms_client_subscribe(w, "logs", NULL, collect, g, NULL);
+  sim_pump(&s);
+  sim_add(&s, a);
+  sim_pump(&s);
+  CHECK_EQ_INT(ms_log_queued(a), 0);
+  CHECK_EQ_INT(g->n, 5);
+  CHECK_EQ_STR(g->msg[0], "early3");
+  CHECK_EQ_STR(g->msg[4], "early7");
+  free(g);
+  sim_free(&s);
+}
+
+static void log_below_level_is_dropped_at_once(void) {
+  ms_client *a = sim_client_new("svc-a", 0);
+  ms_log_set_level(a, MS_LEVEL_WARN);
+  CHECK_EQ_INT(ms_info(a, "quiet"), MS_ERR_LIMIT);
+  CHECK_EQ_INT(ms_warn(a, "loud"), 0);
+  CHECK_EQ_INT(ms_log_queued(a), 1);
+  ms_log_set_level(a, MS_LEVEL_SILENT);
+  CHECK_EQ_INT(ms_error(a, "nothing"), MS_ERR_LIMIT);
+  CHECK_EQ_INT(ms_log_level_parse("warn"), MS_LEVEL_WARN);
+  CHECK_EQ_INT(ms_log_level_parse("bogus"), -1);
+  ms_client_del(a);
+}
+
+static const ms_test_case tests[] = {
+    TEST(records_reach_subscribers_with_filters_in_order),
+    TEST(contains_filter_is_a_case_sensitive_substring),
+    TEST(history_returns_last_n_matching_then_live),
+    TEST(resume_after_reconnect_has_no_duplicates_and_no_holes),
+    TEST(since_seq_older_than_ring_gets_gap_with_count),
+    TEST(new_hub_id_means_start_over),
+    TEST(stalled_subscriber_gets_gap_while_routing_goes_on),
+    TEST(presence_history_replays_up_and_down),
+    TEST(log_records_wait_in_ring_until_connected),
+    TEST(log_below_level_is_dropped_at_once),
+};
+
+MS_TEST_MAIN(tests)
