@@ -378,6 +378,8 @@ void ms_loop_defer_cancel(ms_loop *loop, void (*fn)(void *user_data),
 static int run_defers(ms_loop *l) {
   size_t n = l->ndefers;
   int count = 0;
+  if (n == 0)
+    return 0; /* also: never memmove from a NULL array */
   for (size_t i = 0; i < n; i++) {
     /* Re-read each entry: a call may cancel a later one or grow the
      * array (realloc). */
