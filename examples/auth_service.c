@@ -5,8 +5,8 @@
 
 static void on_jwt(ms_client *c, const ms_response_arg *a, void *ud) {
   ms_reply *reply = ud; /* retained in on_authenticate */
-  (void)c;
   if (a->err) {
+    ms_error(c, "jwt-service failed: %s %s", a->code, a->message);
     /* Pass the failure on, with its code (REQUEST_TIMEOUT, ...). */
     ms_reply_error(reply, a->code, a->message, NULL, 0);
     return;
@@ -20,6 +20,9 @@ static void on_jwt(ms_client *c, const ms_response_arg *a, void *ud) {
                       "authenticated", (const char *)NULL);
   ms_reply_send(reply, (const uint8_t *)sb.data, sb.size);
   msgpack_sbuffer_destroy(&sb);
+  ms_log_field f[] = {MS_FSTR("user", user),
+                      MS_FINT("jwt_ms", a->elapsed_ms)};
+  ms_log_fields(c, MS_LEVEL_INFO, f, 2, "authenticated %s", user);
 }
 
 static void on_authenticate(ms_client *c, ms_reply *reply,
@@ -29,10 +32,13 @@ static void on_authenticate(ms_client *c, ms_reply *reply,
   example_get_str(a->data, "user", user, sizeof user);
   example_get_str(a->data, "password", password, sizeof password);
   if (!user[0] || strcmp(password, "secret") != 0) {
+    ms_log_field f[] = {MS_FSTR("user", user), MS_FSTR("from", a->source)};
+    ms_log_fields(c, MS_LEVEL_WARN, f, 2, "rejected login for '%s'", user);
     ms_reply_error(reply, "INVALID_CREDENTIALS", "wrong user or password",
                    NULL, 0);
     return;
   }
+  ms_debug(c, "asking jwt-service for %s's token", user);
   msgpack_sbuffer sb;
   msgpack_sbuffer_init(&sb);
   example_pack_strmap(&sb, "user", user, (const char *)NULL);

@@ -6,16 +6,24 @@ static const char *users[] = {"alice", "bob", "carol", "mallory"};
 static unsigned n_calls;
 
 static void on_auth(ms_client *c, const ms_response_arg *a, void *ud) {
-  (void)c, (void)ud;
+  (void)ud;
   if (a->err) {
     printf("authenticate -> %s: %s (%lld ms)\n", a->code, a->message,
            (long long)a->elapsed_ms);
+    ms_log_field f[] = {MS_FSTR("code", a->code),
+                        MS_FINT("elapsed_ms", a->elapsed_ms)};
+    ms_log_fields(c, a->err == MS_ERR_APPLICATION ? MS_LEVEL_WARN
+                                                  : MS_LEVEL_ERROR,
+                  f, 2, "authenticate failed: %s", a->message);
   } else {
     char user[64], token[128];
     example_get_str(a->data, "user", user, sizeof user);
     example_get_str(a->data, "token", token, sizeof token);
     printf("authenticate -> %s token %.24s... (%lld ms)\n", user, token,
            (long long)a->elapsed_ms);
+    ms_log_field f[] = {MS_FSTR("user", user),
+                        MS_FINT("elapsed_ms", a->elapsed_ms)};
+    ms_log_fields(c, MS_LEVEL_INFO, f, 2, "%s signed in", user);
   }
   fflush(stdout);
 }

@@ -9,10 +9,11 @@ static const uint8_t demo_key[] = "demo signing key";
 
 static void on_generate(ms_client *c, ms_reply *reply, const ms_request_arg *a,
                         void *ud) {
-  (void)c, (void)ud;
+  (void)ud;
   char user[128];
   example_get_str(a->data, "user", user, sizeof user);
   if (!user[0]) {
+    ms_warn(c, "generate_jwt without a user (from %s)", a->source);
     ms_reply_error(reply, "BAD_REQUEST", "data.user is required", NULL, 0);
     return;
   }
@@ -25,6 +26,8 @@ static void on_generate(ms_client *c, ms_reply *reply, const ms_request_arg *a,
   example_pack_strmap(&sb, "token", token, "user", user, (const char *)NULL);
   ms_reply_send(reply, (const uint8_t *)sb.data, sb.size);
   msgpack_sbuffer_destroy(&sb);
+  ms_log_field f[] = {MS_FSTR("user", user), MS_FSTR("requester", a->source)};
+  ms_log_fields(c, MS_LEVEL_INFO, f, 2, "issued a token for %s", user);
 }
 
 int main(int argc, char **argv) {

@@ -8,15 +8,23 @@ bash scripts/deps.sh test
 
 jobs=$(nproc 2>/dev/null || echo 2)
 
+# meson setup DIR ARGS..., reconfiguring a directory that exists.
+setup() {
+  local dir=$1
+  shift
+  if [ -f "$dir/build.ninja" ]; then
+    meson setup "$dir" "$@" --reconfigure >/dev/null
+  else
+    meson setup "$dir" "$@" >/dev/null
+  fi
+}
+
 # 1. A plain build: the library, tools and examples compile clean.
-meson setup build-release --buildtype=release --werror --reconfigure >/dev/null \
-  || meson setup build-release --buildtype=release --werror >/dev/null
+setup build-release --buildtype=release --werror
 ninja -C build-release -j "$jobs"
 
 # 2. Everything under AddressSanitizer + UndefinedBehaviorSanitizer.
-meson setup build-asan --werror -Db_sanitize=address,undefined -Db_lundef=false \
-  --reconfigure >/dev/null \
-  || meson setup build-asan --werror -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+setup build-asan --werror -Db_sanitize=address,undefined -Db_lundef=false
 ninja -C build-asan -j "$jobs"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
@@ -42,10 +50,8 @@ PY
 #    its seed corpus.
 secs=${FUZZ_SECONDS:-30}
 if [ "$secs" -gt 0 ]; then
-  CC=clang meson setup build-fuzz -Dfuzzing=true -Db_sanitize=address,undefined \
-    -Db_lundef=false -Dtools=disabled -Dexamples=disabled --reconfigure >/dev/null \
-    || CC=clang meson setup build-fuzz -Dfuzzing=true -Db_sanitize=address,undefined \
-    -Db_lundef=false -Dtools=disabled -Dexamples=disabled >/dev/null
+  CC=clang setup build-fuzz -Dfuzzing=true -Db_sanitize=address,undefined \
+    -Db_lundef=false -Dtools=disabled -Dexamples=disabled
   ninja -C build-fuzz -j "$jobs"
   for corpus in test/fuzz/corpus/*/; do
     name=$(basename "$corpus")

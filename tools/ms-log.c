@@ -169,11 +169,6 @@ static void on_sigchld(ms_loop *loop, int fd, unsigned ev, void *ud) {
   }
 }
 
-static int64_t wall(void *ud) {
-  (void)ud;
-  return ms_wall_us();
-}
-
 static void usage(FILE *f) {
   fprintf(f,
           "usage: ms-log [--hub URL] --service NAME [--level L] [--quiet]\n"
@@ -296,7 +291,6 @@ int main(int argc, char **argv) {
   ms_log_set_sink(a.c, NULL, NULL); /* lines are echoed as they are */
   ms_log_set_level(a.c, MS_LEVEL_DEBUG);
   ms_log_set_queue(a.c, 10000);
-  ms_log_set_clock(a.c, wall, NULL);
   ms_posix_client *pc;
   if (ms_posix_client_new(&pc, a.loop, a.c, hub) != 0) {
     fprintf(stderr, "ms-log: cannot start\n");
@@ -311,10 +305,7 @@ int main(int argc, char **argv) {
   while (a.out.open || a.err.open || (a.child > 0 && !a.child_done))
     ms_loop_run_once(a.loop, 100);
   /* Then give queued records a bounded time to reach the hub. */
-  int64_t end = ms_now_ms() + flush_ms;
-  while (ms_now_ms() < end &&
-         (ms_log_queued(a.c) > 0 || ms_client_want_write(a.c)))
-    ms_loop_run_once(a.loop, 20);
+  ms_posix_client_flush(pc, flush_ms);
   uint64_t dropped = ms_log_dropped(a.c);
   size_t left = ms_log_queued(a.c);
   if (left || dropped)

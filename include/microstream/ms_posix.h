@@ -14,6 +14,7 @@
 #include <microstream/ms_common.h>
 #include <microstream/ms_conn.h>
 #include <microstream/ms_hub.h>
+#include <microstream/ms_log.h>
 #include <microstream/ms_transport.h>
 
 #ifdef __cplusplus
@@ -99,6 +100,10 @@ typedef struct ms_posix_client ms_posix_client;
 MS_EXTERN int ms_posix_client_new(ms_posix_client **pp, ms_loop *loop,
                                   ms_client *c, const char *url);
 MS_EXTERN void ms_posix_client_del(ms_posix_client *p);
+/* Run the loop until the client's queued log records and output are
+ * written, or timeout_ms pass (for a clean exit). Returns 0, MS_ERR_TIMEOUT
+ * (the hub is away or slow: records still queued), MS_ERR_INVALID_ARG. */
+MS_EXTERN int ms_posix_client_flush(ms_posix_client *p, int64_t timeout_ms);
 
 /* A hub on a loop, listening on host:port (0 = free port). */
 typedef struct ms_posix_hub ms_posix_hub;

@@ -8,6 +8,7 @@
  * from inside a client callback in the middle of a pump.
  */
 #include "ms_internal.h"
+#include <microstream/ms_log.h>
 #include "ms_posix_internal.h"
 
 enum { PHASE_NONE = 0, PHASE_CONNECTING, PHASE_OPEN };
@@ -189,6 +190,11 @@ static void on_wakeup(void *ud) {
     p->flush_queued = 1;
 }
 
+static int64_t wall_clock(void *ud) {
+  MS_UNUSED(ud);
+  return ms_wall_us();
+}
+
 int ms_posix_client_new(ms_posix_client **pp, ms_loop *loop, ms_client *c,
                         const char *url) {
   if (!pp || !loop || !c || !url)
@@ -222,8 +228,29 @@ int ms_posix_client_new(ms_posix_client **pp, ms_loop *loop, ms_client *c,
   }
   p->flush_queued = 1;
   ms_client_set_wakeup(c, on_wakeup, p);
+  /* Log records carry the time they were made, not when they reach the
+   * hub (they may wait in the ring while the hub is away). */
+  ms_log_set_clock(c, wall_clock, NULL);
   *pp = p;
   return 0;
+}
+
+int ms_posix_client_flush(ms_posix_client *p, int64_t timeout_ms) {
+  if (!p || p->deleted || !p->c)
+    return MS_ERR_INVALID_ARG;
+  int64_t end = ms_now_ms() + timeout_ms;
+  for (;;) {
+    ms_client *c = p->c;
+    if (!c)
+      return MS_ERR_CLOSED;
+    int busy = ms_log_queued(c) > 0 || ms_client_want_write(c);
+    if (!busy)
+      return 0;
+    int64_t left = end - ms_now_ms();
+    if (left <= 0)
+      return MS_ERR_TIMEOUT;
+    ms_loop_run_once(p->loop, left < 20 ? (int)left : 20);
+  }
 }
 
 void ms_posix_client_del(ms_posix_client *p) {
