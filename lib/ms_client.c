@@ -912,6 +912,25 @@ static void conn_lost(ms_client *c, int64_t now, int err) {
 
 /* ---- transport side ---- */
 
+int ms_client_set_endpoint(ms_client *c, const char *host, const char *path) {
+  if (!c || !host || !*host)
+    return MS_ERR_INVALID_ARG;
+  char *h = ms_strndup(c->mem, host, strlen(host));
+  char *p = path && *path ? ms_strndup(c->mem, path, strlen(path)) : NULL;
+  if (!h || (path && *path && !p)) {
+    ms_free(c->mem, h);
+    ms_free(c->mem, p);
+    return MS_ERR_NOMEM;
+  }
+  ms_free(c->mem, c->host);
+  c->host = h;
+  if (p) {
+    ms_free(c->mem, c->path);
+    c->path = p;
+  }
+  return 0;
+}
+
 void ms_client_stop(ms_client *c, int64_t now) {
   enter(c);
   c->last_now = now;

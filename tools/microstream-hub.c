@@ -3,6 +3,8 @@
  * every connection with 4050, flush the store and exit 0. */
 #include <microstream/ms_posix.h>
 
+#include "tool_common.h"
+
 #include "ms_store.h"
 
 #include <errno.h>
@@ -340,13 +342,7 @@ int main(int argc, char **argv) {
       return 1;
     }
   }
-  signal(SIGPIPE, SIG_IGN);
-  sigset_t mask;
-  sigemptyset(&mask);
-  sigaddset(&mask, SIGINT);
-  sigaddset(&mask, SIGTERM);
-  sigprocmask(SIG_BLOCK, &mask, NULL);
-  int sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+  int sfd = tool_signal_fd(0);
 
   int rv = ms_loop_new(&a.loop, NULL);
   if (rv == 0)

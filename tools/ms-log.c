@@ -11,6 +11,8 @@
 #include <microstream/ms_log.h>
 #include <microstream/ms_posix.h>
 
+#include "tool_common.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -223,14 +225,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "ms-log: bad --hub URL '%s'\n", hub);
     return 2;
   }
-  signal(SIGPIPE, SIG_IGN);
-  sigset_t mask;
-  sigemptyset(&mask);
-  sigaddset(&mask, SIGCHLD);
-  sigaddset(&mask, SIGINT);
-  sigaddset(&mask, SIGTERM);
-  sigprocmask(SIG_BLOCK, &mask, NULL);
-  int sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+  int sfd = tool_signal_fd(SIGCHLD);
 
   char **cmd = optind < argc ? &argv[optind] : NULL;
   a.out.stream = cmd ? "stdout" : "stdin";
@@ -251,8 +246,7 @@ int main(int argc, char **argv) {
       return 2;
     }
     if (a.child == 0) {
-      sigprocmask(SIG_UNBLOCK, &mask, NULL);
-      signal(SIGPIPE, SIG_DFL);
+      tool_unblock_signals();
       dup2(po[1], 1);
       dup2(pe[1], 2);
       execvp(cmd[0], cmd);
@@ -274,14 +268,9 @@ int main(int argc, char **argv) {
   if (a.err.open)
     fcntl(a.err.fd, F_SETFL, fcntl(a.err.fd, F_GETFL) | O_NONBLOCK);
 
-  char hostport[300];
-  snprintf(hostport, sizeof hostport,
-           strchr(url.host, ':') ? "[%s]:%d" : "%s:%d", url.host, url.port);
   ms_client_config cfg;
   ms_client_config_init(&cfg);
   cfg.service = service;
-  cfg.host = hostport;
-  cfg.path = url.path;
   cfg.watch = 1; /* a log shipper: the name need not be unique */
   cfg.backoff_max_ms = 2000;
   if (ms_loop_new(&a.loop, NULL) || ms_client_new(&a.c, &cfg, &a, NULL)) {

@@ -125,15 +125,10 @@ int main(int argc, char **argv) {
     return 2;
   }
   signal(SIGPIPE, SIG_IGN);
-  char hostport[300];
-  snprintf(hostport, sizeof hostport, strchr(url.host, ':') ? "[%s]:%d" : "%s:%d",
-           url.host, url.port);
   ms_client_config cfg;
   ms_client_config_init(&cfg);
   cfg.service = service;
   cfg.token = token;
-  cfg.host = hostport;
-  cfg.path = url.path;
   cfg.watch = 1; /* a caller, not a service: no unique name needed */
   cfg.reconnect = 0;
   cfg.encoding = json_wire ? MS_ENC_JSON : MS_ENC_MSGPACK;

@@ -6,6 +6,8 @@
 #include <microstream/ms_log.h>
 #include <microstream/ms_posix.h>
 
+#include "tool_common.h"
+
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -196,21 +198,10 @@ int main(int argc, char **argv) {
     fprintf(stderr, "ms-tail: bad --hub URL '%s'\n", hub);
     return 2;
   }
-  signal(SIGPIPE, SIG_IGN);
-  sigset_t mask;
-  sigemptyset(&mask);
-  sigaddset(&mask, SIGINT);
-  sigaddset(&mask, SIGTERM);
-  sigprocmask(SIG_BLOCK, &mask, NULL);
-  int sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-  char hostport[300];
-  snprintf(hostport, sizeof hostport,
-           strchr(url.host, ':') ? "[%s]:%d" : "%s:%d", url.host, url.port);
+  int sfd = tool_signal_fd(0);
   ms_client_config cfg;
   ms_client_config_init(&cfg);
   cfg.service = "ms-tail";
-  cfg.host = hostport;
-  cfg.path = url.path;
   cfg.watch = 1;
   cfg.reconnect = t.follow;
   cfg.on_state = on_state;

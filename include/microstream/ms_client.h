@@ -56,8 +56,9 @@ typedef struct ms_client_config {
   /* Optional: called before each connection attempt for a fresh token;
    * return 0 and fill creds, or an error to skip this attempt. */
   int (*credentials)(ms_client *c, ms_credentials *creds, void *user_data);
-  const char *host;          /* Host header, e.g. "127.0.0.1:7400" */
-  const char *path;          /* default "/ws" */
+  const char *host;          /* Host header, e.g. "127.0.0.1:7400"; the
+                                POSIX driver sets it from its URL */
+  const char *path;          /* default "/ws" (likewise) */
   const char *instance;      /* HELLO opts.instance, optional */
   ms_encoding encoding;      /* default MS_ENC_MSGPACK */
   int watch;                 /* HELLO opts.watch: do not register name */
@@ -196,6 +197,13 @@ MS_EXTERN void ms_client_on_message(ms_client *c, ms_client_msg_fn fn,
                                     void *user_data);
 
 /* ---- Transport side ---------------------------------------------------- */
+
+/* Where the next connection goes: the Host header value ("host:port") and
+ * the request path. Transports that take a URL set this from it (the POSIX
+ * driver does). Copied; takes effect at the next connection. Returns 0,
+ * MS_ERR_INVALID_ARG or MS_ERR_NOMEM. */
+MS_EXTERN int ms_client_set_endpoint(ms_client *c, const char *host,
+                                     const char *path);
 
 /* Stop: close the connection (1000) and do not reconnect. Pending
  * requests end with MS_ERR_HUB_UNAVAILABLE when the stream ends. */

@@ -8,6 +8,8 @@
  * from inside a client callback in the middle of a pump.
  */
 #include "ms_internal.h"
+
+#include <stdio.h>
 #include <microstream/ms_log.h>
 #include "ms_posix_internal.h"
 
@@ -205,6 +207,13 @@ int ms_posix_client_new(ms_posix_client **pp, ms_loop *loop, ms_client *c,
     return rv;
   if (u.tls)
     return MS_ERR_INVALID_ARG; /* wss:// needs the TLS transport */
+  /* The URL is where we connect: the Host header and path follow it. */
+  char hostport[300];
+  snprintf(hostport, sizeof hostport,
+           strchr(u.host, ':') ? "[%s]:%d" : "%s:%d", u.host, u.port);
+  rv = ms_client_set_endpoint(c, hostport, u.path);
+  if (rv < 0)
+    return rv;
   const ms_allocator *mem = ms_default_allocator();
   ms_posix_client *p = ms_calloc(mem, 1, sizeof(*p));
   if (!p)
