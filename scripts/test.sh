@@ -50,8 +50,8 @@ PY
 #    its seed corpus.
 secs=${FUZZ_SECONDS:-30}
 if [ "$secs" -gt 0 ]; then
-  CC=clang setup build-fuzz -Dfuzzing=true -Db_sanitize=address,undefined \
-    -Db_lundef=false -Dtools=disabled -Dexamples=disabled
+  (export CC=clang; setup build-fuzz -Dfuzzing=true -Db_sanitize=address,undefined \
+    -Db_lundef=false -Dtools=disabled -Dexamples=disabled)
   ninja -C build-fuzz -j "$jobs"
   for corpus in test/fuzz/corpus/*/; do
     name=$(basename "$corpus")
