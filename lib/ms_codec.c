@@ -43,10 +43,15 @@ static uint64_t rd_be(const uint8_t *p, size_t n) {
   return v;
 }
 
-int ms_msgpack_check(const uint8_t *buf, size_t len) {
+/* The structural walk. When `starts` is given, the offsets where the
+ * first `nstarts` elements of a top-level array begin are recorded (how a
+ * hub finds the bytes of `data` to pass on without re-encoding them). */
+static int mp_walk(const uint8_t *buf, size_t len, size_t *starts,
+                   unsigned nstarts) {
   /* saved[d] is the number of items still to read in the container that
    * encloses depth d+1; `pending` counts those of the innermost one (the
    * top level is a virtual container of one item). */
+  unsigned item = 0;
   uint64_t saved[MS_MAX_DEPTH];
   unsigned depth = 0;
   uint64_t pending = 1;
@@ -62,6 +67,8 @@ int ms_msgpack_check(const uint8_t *buf, size_t len) {
     }
     if (p >= len)
       return MS_ERR_BAD_MESSAGE; /* truncated */
+    if (depth == 1 && starts && item < nstarts)
+      starts[item++] = p;
     pending--;
     uint8_t b = buf[p++];
     size_t hdr = 0;       /* length-field bytes after the type byte */
@@ -141,6 +148,10 @@ int ms_msgpack_check(const uint8_t *buf, size_t len) {
       return MS_ERR_BAD_MESSAGE;
     p += fixed;
   }
+}
+
+int ms_msgpack_check(const uint8_t *buf, size_t len) {
+  return mp_walk(buf, len, NULL, 0);
 }
 
 /* ---- field readers ----------------------------------------------------- */
@@ -433,7 +444,11 @@ int ms_msg_decode(ms_msg *msg, msgpack_zone *zone, const uint8_t *buf,
   d.err = err;
   if (dir != MS_DIR_TO_HUB && dir != MS_DIR_TO_CLIENT)
     return MS_ERR_INVALID_ARG;
-  if (ms_msgpack_check(buf, len) != 0)
+  size_t starts[8];
+  unsigned nstarts = sizeof starts / sizeof starts[0];
+  for (unsigned i = 0; i < nstarts; i++)
+    starts[i] = 0;
+  if (mp_walk(buf, len, starts, nstarts) != 0)
     return bad(&d, NULL, "is not one well-formed MessagePack object");
   switch (msgpack_unpack((const char *)buf, len, &off, zone, &root)) {
   case MSGPACK_UNPACK_SUCCESS:
@@ -460,6 +475,27 @@ int ms_msg_decode(ms_msg *msg, msgpack_zone *zone, const uint8_t *buf,
   int rv = decode_fields(&d, msg, dir);
   if (rv == 0 && err)
     memset(err, 0, sizeof *err);
+  if (rv == 0) {
+    /* The encoded bytes of data / error_data, for passing on as they are. */
+    unsigned di = 0, ei = 0;
+    if (msg->type == MS_MSG_REQUEST)
+      di = 4;
+    else if (msg->type == MS_MSG_RESPONSE)
+      di = 2;
+    else if (msg->type == MS_MSG_ERROR)
+      ei = 4;
+    unsigned n = d.n < nstarts ? d.n : nstarts;
+    unsigned want = di ? di : ei;
+    if (want && want < n) {
+      size_t end = want + 1 < n ? starts[want + 1]
+                   : want + 1 == d.n ? len : 0;
+      if (end > starts[want]) {
+        ms_raw *r = di ? &msg->data_raw : &msg->extra_raw;
+        r->ptr = buf + starts[want];
+        r->len = end - starts[want];
+      }
+    }
+  }
   return rv;
 }
 

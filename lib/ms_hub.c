@@ -280,6 +280,16 @@ static void route_unlink(ms_hub *h, route *r) {
 
 static void route_free(ms_hub *h, route *r) { ms_free(h->mem, r); }
 
+/* Payloads are routed as the bytes that came in: no decode/re-encode of
+ * the application's data on the hub's hot path. */
+static void pack_passthrough(ms_hub *h, const ms_raw *raw,
+                             const msgpack_object *obj) {
+  if (raw->ptr)
+    msgpack_sbuffer_write(&h->out, (const char *)raw->ptr, raw->len);
+  else
+    msgpack_pack_object(&h->pk, *obj);
+}
+
 static void send_cancel(ms_hub *h, ms_hub_conn *hc, uint64_t id) {
   if (!hc || hc->state != HC_READY)
     return;
@@ -331,7 +341,7 @@ static void on_request(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
   msgpack_pack_uint64(pk, hid);
   msgpack_pack_str_with_body(pk, hc->name, hc->name_len);
   msgpack_pack_str_with_body(pk, m->event.ptr, m->event.len);
-  msgpack_pack_object(pk, m->data);
+  pack_passthrough(h, &m->data_raw, &m->data);
   msgpack_pack_uint64(pk, (uint64_t)timeout);
   if (late > 0) {
     msgpack_pack_map(pk, 1);
@@ -408,7 +418,7 @@ static void on_answer(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
     msgpack_pack_array(pk, 3);
     msgpack_pack_uint8(pk, MS_MSG_RESPONSE);
     msgpack_pack_uint64(pk, oid);
-    msgpack_pack_object(pk, m->data);
+    pack_passthrough(h, &m->data_raw, &m->data);
   } else {
     msgpack_pack_array(pk, 5);
     msgpack_pack_uint8(pk, MS_MSG_ERROR);
@@ -416,7 +426,7 @@ static void on_answer(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
     msgpack_pack_str_with_body(pk, m->code.ptr, m->code.len);
     msgpack_pack_str_with_body(pk, m->message.ptr ? m->message.ptr : "",
                                m->message.len);
-    msgpack_pack_object(pk, m->extra);
+    pack_passthrough(h, &m->extra_raw, &m->extra);
   }
   if (h->out.size > h->cfg.max_message) {
     ms_hub_send_error(h, o, oid, "PAYLOAD_TOO_LARGE",

@@ -41,6 +41,12 @@ typedef struct ms_str {
   size_t len;
 } ms_str;
 
+/* Borrowed encoded bytes; ptr NULL when not known. */
+typedef struct ms_raw {
+  const uint8_t *ptr;
+  size_t len;
+} ms_raw;
+
 /*
  * One decoded message. Which fields are set depends on `type`; fields a
  * type does not have are zero / nil. Strings and objects borrow from the
@@ -84,6 +90,11 @@ typedef struct ms_msg {
   msgpack_object data;
   msgpack_object opts;
   msgpack_object extra;
+  /* The MessagePack bytes of `data` (REQUEST, RESPONSE) and of error_data
+   * (ERROR, when present), borrowed from the input: a hub passes them on
+   * without re-encoding. */
+  ms_raw data_raw;
+  ms_raw extra_raw;
 } ms_msg;
 
 /* Who sent the bytes being decoded: the decoder rejects types meant for

@@ -913,7 +913,61 @@ static void encoders_write_every_element(void) {
   fx_free(&f);
 }
 
+/* The decoder hands out the exact bytes of data / error_data, which a
+ * hub passes on without re-encoding. */
+static void data_raw_spans_are_the_encoded_payload(void) {
+  msgpack_sbuffer sb, payload;
+  msgpack_sbuffer_init(&sb);
+  msgpack_sbuffer_init(&payload);
+  msgpack_packer pk, pp;
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_packer_init(&pp, &payload, msgpack_sbuffer_write);
+  msgpack_pack_map(&pp, 2);
+  msgpack_pack_str_with_body(&pp, "k", 1);
+  msgpack_pack_array(&pp, 2);
+  msgpack_pack_int(&pp, -5);
+  msgpack_pack_bin_with_body(&pp, "\x00\x01", 2);
+  msgpack_pack_str_with_body(&pp, "z", 1);
+  msgpack_pack_double(&pp, 1.5);
+  msgpack_zone z;
+  msgpack_zone_init(&z, 1024);
+  ms_msg m;
+  /* REQUEST: data is element 4, with opts after it. */
+  ms_enc_request_raw(&pk, 7, ms_str_c("svc"), ms_str_c("ev"),
+                     (const uint8_t *)payload.data, payload.size, 100, NULL, 0);
+  CHECK_EQ_INT(ms_msg_decode(&m, &z, (const uint8_t *)sb.data, sb.size,
+                             MS_DIR_TO_HUB, NULL), 0);
+  CHECK(m.data_raw.ptr != NULL);
+  CHECK_MEM(m.data_raw.ptr, m.data_raw.len, payload.data, payload.size);
+  /* RESPONSE: data is the last element. */
+  sb.size = 0;
+  ms_enc_response_raw(&pk, 7, (const uint8_t *)payload.data, payload.size);
+  CHECK_EQ_INT(ms_msg_decode(&m, &z, (const uint8_t *)sb.data, sb.size,
+                             MS_DIR_TO_CLIENT, NULL), 0);
+  CHECK_MEM(m.data_raw.ptr, m.data_raw.len, payload.data, payload.size);
+  /* ERROR with error_data; and without it (absent: no span). */
+  sb.size = 0;
+  ms_enc_error_raw(&pk, 7, ms_str_c("X"), ms_str_c("m"),
+                   (const uint8_t *)payload.data, payload.size);
+  CHECK_EQ_INT(ms_msg_decode(&m, &z, (const uint8_t *)sb.data, sb.size,
+                             MS_DIR_TO_HUB, NULL), 0);
+  CHECK_MEM(m.extra_raw.ptr, m.extra_raw.len, payload.data, payload.size);
+  sb.size = 0;
+  msgpack_pack_array(&pk, 4);
+  msgpack_pack_int(&pk, 5);
+  msgpack_pack_int(&pk, 7);
+  msgpack_pack_str_with_body(&pk, "X", 1);
+  msgpack_pack_str_with_body(&pk, "m", 1);
+  CHECK_EQ_INT(ms_msg_decode(&m, &z, (const uint8_t *)sb.data, sb.size,
+                             MS_DIR_TO_HUB, NULL), 0);
+  CHECK(m.extra_raw.ptr == NULL);
+  msgpack_zone_destroy(&z);
+  msgpack_sbuffer_destroy(&sb);
+  msgpack_sbuffer_destroy(&payload);
+}
+
 static const ms_test_case tests[] = {
+    TEST(data_raw_spans_are_the_encoded_payload),
     TEST(hello_round_trips_to_hub),
     TEST(hello_nil_token_and_null_opts),
     TEST(welcome_round_trips_to_client),
