@@ -975,6 +975,50 @@ int64_t ms_conn_next_deadline(const ms_conn *c) {
   return MS_MIN(c->hs_deadline, c->close_deadline);
 }
 
+/* Frame one data message straight into our output buffer. Only while
+ * wslay has nothing queued or half-sent (so frames cannot interleave) and
+ * our buffer is below OUT_CHUNK (so control frames keep their priority
+ * when output backs up): the common case, which then costs one copy
+ * instead of wslay's allocation and two copies. */
+static int frame_direct(ms_conn *c, int opcode, const uint8_t *data,
+                        size_t len) {
+  uint8_t hdr[14];
+  size_t h = 0;
+  int masked = c->cfg.role == MS_CONN_CLIENT;
+  uint8_t mbit = masked ? 0x80 : 0;
+  hdr[h++] = (uint8_t)(0x80 | opcode);
+  if (len < 126) {
+    hdr[h++] = (uint8_t)(mbit | len);
+  } else if (len <= 0xffff) {
+    hdr[h++] = (uint8_t)(mbit | 126);
+    hdr[h++] = (uint8_t)(len >> 8);
+    hdr[h++] = (uint8_t)len;
+  } else {
+    hdr[h++] = (uint8_t)(mbit | 127);
+    for (int i = 7; i >= 0; i--)
+      hdr[h++] = (uint8_t)((uint64_t)len >> (8 * i));
+  }
+  uint8_t mask[4] = {0, 0, 0, 0};
+  if (masked) {
+    ms_rand_bytes(&c->rng, mask, sizeof mask);
+    memcpy(hdr + h, mask, 4);
+    h += 4;
+  }
+  if (out_append(c, hdr, h) != 0)
+    return MS_ERR_NOMEM;
+  size_t at = c->out.len;
+  if (ms_buf_append(&c->out, data, len) != 0) {
+    c->out.len -= h; /* take the header back */
+    return MS_ERR_NOMEM;
+  }
+  if (masked) {
+    uint8_t *p = (uint8_t *)c->out.data + at;
+    for (size_t i = 0; i < len; i++)
+      p[i] ^= mask[i & 3];
+  }
+  return 0;
+}
+
 int ms_conn_send(ms_conn *c, int binary, const uint8_t *data, size_t len) {
   if (!c || (!data && len))
     return MS_ERR_INVALID_ARG;
@@ -987,6 +1031,13 @@ int ms_conn_send(ms_conn *c, int binary, const uint8_t *data, size_t len) {
   /* The peer would fail the connection with 1007: refuse it here. */
   if (!binary && !ms_utf8_valid(data, len))
     return MS_ERR_INVALID_ARG;
+  if (!wslay_event_want_write(c->ws) && out_buffered(c) < OUT_CHUNK &&
+      wslay_event_get_write_enabled(c->ws)) {
+    int rv = frame_direct(c, binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME,
+                          data, len);
+    update_throttle(c);
+    return rv;
+  }
   struct wslay_event_msg msg = {
       binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME, data, len};
   int r = wslay_event_queue_msg(c->ws, &msg);
