@@ -126,10 +126,6 @@ void *ms_u64map_del(ms_u64map *m, uint64_t key) {
   m->keys[i] = 0;
   m->vals[i] = NULL;
   m->n--;
-  if (m->n == 0) {
-    /* Give the memory back: idle connections keep nothing. */
-    ms_u64map_free(m);
-  }
   return val;
 }
 
