@@ -547,6 +547,74 @@ static void tokens_admit_only_their_own_name(void) {
   hub_stop(&F);
 }
 
+typedef struct cred_state {
+  int calls;
+  const char *secret;
+} cred_state;
+
+static cred_state g_cred;
+static int fresh_token(ms_client *c, ms_credentials *cr, void *ud) {
+  (void)ud;
+  g_cred.calls++;
+  ms_service_token((const uint8_t *)g_cred.secret, strlen(g_cred.secret),
+                   ms_client_service(c), cr->token);
+  return 0;
+}
+
+static void credentials_callback_supplies_a_token_on_each_connect(void) {
+  g_cred.calls = 0;
+  g_cred.secret = "rotating-secret";
+  CHECK_EQ_INT(hub_start(&F, g_loop, 0, 1000, g_cred.secret), 0);
+  svc s;
+  memset(&s, 0, sizeof s);
+  ms_client_config cfg;
+  ms_client_config_init(&cfg);
+  cfg.service = "svc-cred";
+  cfg.credentials = fresh_token;
+  cfg.on_state = svc_state;
+  cfg.backoff_min_ms = 20;
+  cfg.backoff_max_ms = 100;
+  CHECK_EQ_INT(ms_client_new(&s.c, &cfg, &s, NULL), 0);
+  CHECK_EQ_INT(ms_posix_client_new(&s.pc, g_loop, s.c, F.url), 0);
+  svc *v[] = {&s};
+  CHECK(run_until_ready(g_loop, v, 1, 3000));
+  CHECK_EQ_INT(g_cred.calls, 1);
+  int port = F.port;
+  hub_stop(&F);
+  run_for(g_loop, 50);
+  CHECK_EQ_INT(hub_start(&F, g_loop, port, 1000, g_cred.secret), 0);
+  CHECK(run_until_ready(g_loop, v, 1, 5000));
+  CHECK(g_cred.calls >= 2);
+  CHECK_EQ_INT(s.ready_count, 2);
+  svc_stop(&s);
+  hub_stop(&F);
+}
+
+static void oversized_request_gets_PAYLOAD_TOO_LARGE_and_connection_stays(void) {
+  setup_pair(MS_ENC_MSGPACK, MS_ENC_MSGPACK);
+  /* WELCOME said max_message; a request above it is refused locally. */
+  size_t big = (1 << 20) + 10;
+  char *blob = malloc(big);
+  memset(blob, 'q', big);
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_bin_with_body(&pk, blob, big);
+  result r = {0}, r2 = {0};
+  CHECK_EQ_INT(ms_client_request(A.c, "svc-b", "echo", (const uint8_t *)sb.data,
+                                 sb.size, NULL, on_result, &r, NULL), 0);
+  CHECK(run_until(g_loop, &r.done, 3000));
+  CHECK_EQ_INT(r.err, MS_ERR_PAYLOAD_TOO_LARGE);
+  str_request(A.c, "svc-b", "echo", "small", 0, 0, &r2);
+  CHECK(run_until(g_loop, &r2.done, 3000));
+  CHECK_EQ_STR(r2.str, "small");
+  CHECK_EQ_INT(A.ready_count, 1); /* never reconnected */
+  msgpack_sbuffer_destroy(&sb);
+  free(blob);
+  teardown_pair();
+}
+
 static int g_freed;
 static void free_self_in_callback(ms_client *c, const ms_response_arg *a,
                                   void *ud) {
@@ -685,6 +753,8 @@ static const ms_test_case tests[] = {
     TEST(inflight_requests_end_with_HUB_UNAVAILABLE_when_hub_goes),
     TEST(hub_restart_clients_reconnect_and_reregister),
     TEST(tokens_admit_only_their_own_name),
+    TEST(credentials_callback_supplies_a_token_on_each_connect),
+    TEST(oversized_request_gets_PAYLOAD_TOO_LARGE_and_connection_stays),
     TEST(client_freed_inside_its_callback),
     TEST(presence_reports_up_and_down),
     TEST(thousand_services_register_on_one_hub),
