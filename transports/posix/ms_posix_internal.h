@@ -3,6 +3,7 @@
 #define MS_POSIX_INTERNAL_H
 
 #include <microstream/ms_posix.h>
+#include "../common/ms_driver.h"
 
 /* Re-arm a timer handle kept by its owner to fire at absolute monotonic
  * time `when` (ms_loop_now clock); MS_NO_DEADLINE disarms it without
@@ -13,5 +14,19 @@ void ms_timer_set_at(ms_timer *t, int64_t when);
  * going away must not be called later). */
 void ms_loop_defer_cancel(ms_loop *loop, void (*fn)(void *user_data),
                           void *user_data);
+
+/* The built-in loop as a driver-core backend: what ms_posix_client and
+ * ms_posix_hub hold. */
+typedef struct ms_posix_drv {
+  ms_loop *loop;
+  ms_timer *timer;
+  ms_drv *d;
+} ms_posix_drv;
+
+extern const ms_drv_hooks ms_posix_drv_hooks;
+/* Allocate the backend state (size >= sizeof(ms_posix_drv)) with its
+ * timer; ms_posix_drv_hooks.release frees it. */
+int ms_posix_drv_alloc(ms_posix_drv **out, size_t size, ms_loop *loop);
+void ms_posix_drv_free(ms_posix_drv *x);
 
 #endif

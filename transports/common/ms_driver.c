@@ -1,0 +1,549 @@
+/*
+ * microstream: the loop-agnostic driver core for clients and hubs. See
+ * ms_driver.h for the hooks contract.
+ *
+ * Re-entrancy: every entry from the loop (fd ready, timer, deferred call)
+ * counts depth; ms_drv_del() only marks the driver deleted and closes its
+ * sockets, and the memory (and the adapter's, through hooks->release) goes
+ * when depth falls to zero. After every call into an engine the core
+ * re-checks that it is still attached before touching it again: a
+ * callback may have detached it, and freed the engine, in the meantime.
+ */
+#include "ms_internal.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <microstream/ms_log.h>
+#include "ms_driver.h"
+
+/* Accept at most this many streams per readiness event, so a connection
+ * storm cannot starve the connections already open. */
+#define HUB_ACCEPT_BATCH 256
+
+enum { KIND_CLIENT = 1, KIND_HUB };
+enum { PHASE_NONE = 0, PHASE_CONNECTING, PHASE_OPEN };
+
+typedef struct drv_stream {
+  ms_drv_io io;
+  ms_hub_conn *hc;
+  ms_fd_stream s;
+  ms_transport t;
+  int eof;
+  struct drv_stream *prev, *next;
+} drv_stream;
+
+struct ms_drv {
+  const ms_drv_hooks *hk;
+  void *ctx;
+  int kind;
+  int depth;
+  int deleted;
+  int defer_queued; /* wakeups coalesce into one deferred flush */
+  int64_t timer_at; /* what the adapter's timer is armed at */
+  /* client */
+  ms_client *c; /* NULL once detached */
+  ms_url url;
+  ms_drv_io cio;
+  ms_fd_stream s;
+  ms_transport t;
+  int phase;
+  int eof; /* the stream ended or failed during this pump */
+  /* hub */
+  ms_hub *hub; /* NULL once detached */
+  ms_drv_io lio;
+  int port;
+  drv_stream *streams;
+  size_t nstreams;
+};
+
+/* ---- Shared plumbing ---------------------------------------------------- */
+
+static int64_t now_of(ms_drv *d) { return d->hk->now(d->ctx); }
+
+static void io_set(ms_drv *d, ms_drv_io *io, unsigned ev) {
+  if (ev == io->watched || io->fd < 0)
+    return;
+  if (d->hk->io_watch(d->ctx, io, ev) == 0)
+    io->watched = ev;
+}
+
+static void io_init(ms_drv_io *io, ms_drv *d, int fd,
+                    void (*ready)(ms_drv_io *, unsigned)) {
+  io->fd = fd;
+  io->watched = 0;
+  io->watcher = NULL;
+  io->d = d;
+  io->ready = ready;
+}
+
+/* Stop watching before the fd goes (libuv requires it). */
+static void io_unwatch(ms_drv *d, ms_drv_io *io) {
+  if (io->fd >= 0)
+    d->hk->io_close(d->ctx, io);
+  io->watcher = NULL;
+  io->watched = 0;
+  io->fd = -1;
+}
+
+static void timer_set(ms_drv *d, int64_t at) {
+  if (at == d->timer_at)
+    return;
+  d->timer_at = at;
+  d->hk->timer(d->ctx, at);
+}
+
+static void stream_free(drv_stream *s, int release);
+
+static void finish(ms_drv *d) {
+  while (d->streams)
+    stream_free(d->streams, 0);
+  d->hk->release(d->ctx);
+  ms_free(ms_default_allocator(), d);
+}
+
+static void enter(ms_drv *d) { d->depth++; }
+
+static void leave(ms_drv *d) {
+  if (--d->depth == 0 && d->deleted)
+    finish(d);
+}
+
+static void hub_drain(ms_drv *d);
+static void client_drive(ms_drv *d, unsigned events);
+
+/* Wakeups arrive from inside the engines: only schedule, never call back
+ * into them. */
+static void want_flush(ms_drv *d) {
+  if (d->defer_queued || d->deleted)
+    return;
+  if (d->hk->defer(d->ctx) == 0) {
+    d->defer_queued = 1;
+  } else if (d->kind == KIND_HUB && d->depth == 0) {
+    hub_drain(d); /* no way to defer: flush now */
+  }
+}
+
+static void on_wakeup(void *ud) { want_flush(ud); }
+
+static ms_drv *drv_alloc(int kind, const ms_drv_hooks *hooks, void *ctx) {
+  ms_drv *d = ms_calloc(ms_default_allocator(), 1, sizeof(*d));
+  if (!d)
+    return NULL;
+  d->hk = hooks;
+  d->ctx = ctx;
+  d->kind = kind;
+  d->timer_at = MS_NO_DEADLINE;
+  d->cio.fd = -1;
+  d->lio.fd = -1;
+  d->s.fd = -1;
+  return d;
+}
+
+void ms_drv_io_ready(ms_drv_io *io, unsigned events) {
+  ms_drv *d = io->d;
+  enter(d);
+  if (!d->deleted)
+    io->ready(io, events); /* may free io */
+  leave(d);
+}
+
+void ms_drv_timer_fired(ms_drv *d) {
+  d->timer_at = MS_NO_DEADLINE; /* the adapter's timer is one-shot */
+  enter(d);
+  if (d->kind == KIND_CLIENT) {
+    if (d->c)
+      ms_client_tick(d->c, now_of(d));
+    if (d->c)
+      client_drive(d, 0);
+  } else if (d->hub) {
+    ms_hub_tick(d->hub, now_of(d));
+    if (d->hub)
+      hub_drain(d);
+  }
+  leave(d);
+}
+
+void ms_drv_run_deferred(ms_drv *d) {
+  d->defer_queued = 0;
+  enter(d);
+  if (d->kind == KIND_CLIENT) {
+    if (d->c)
+      client_drive(d, 0);
+  } else if (d->hub) {
+    hub_drain(d);
+  }
+  leave(d);
+}
+
+void ms_drv_del(ms_drv *d) {
+  if (!d || d->deleted)
+    return;
+  d->deleted = 1;
+  if (d->c)
+    ms_client_set_wakeup(d->c, NULL, NULL);
+  if (d->hub)
+    ms_hub_set_wakeup(d->hub, NULL, NULL);
+  d->c = NULL;
+  d->hub = NULL;
+  if (d->cio.fd >= 0) {
+    io_unwatch(d, &d->cio);
+    d->t.vt->close(d->t.self);
+    d->s.fd = -1;
+  }
+  ms_drv_hub_stop_listening(d);
+  /* The hub frees its connections in ms_hub_del(); the streams are only
+   * closed here (their records go with the driver, as a pump may still
+   * be using one), so the hub sees no calls from a half-torn driver. */
+  for (drv_stream *s = d->streams; s; s = s->next) {
+    if (s->io.fd >= 0) {
+      io_unwatch(d, &s->io);
+      s->t.vt->close(s->t.self);
+    }
+  }
+  timer_set(d, MS_NO_DEADLINE);
+  if (d->depth == 0)
+    finish(d);
+}
+
+/* ---- Client ------------------------------------------------------------- */
+
+/* The driver calls the client through its own ops so that it stops the
+ * moment the client is detached, even in the middle of a pump. */
+static int cl_feed(void *e, const uint8_t *b, size_t n, int64_t now) {
+  ms_drv *d = e;
+  return d->c ? ms_client_feed(d->c, b, n, now) : 0;
+}
+static const uint8_t *cl_peek(void *e, size_t *len) {
+  ms_drv *d = e;
+  if (!d->c) {
+    *len = 0;
+    return NULL;
+  }
+  return ms_client_peek(d->c, len);
+}
+static void cl_consume(void *e, size_t n) {
+  ms_drv *d = e;
+  if (d->c)
+    ms_client_consume(d->c, n);
+}
+static int cl_want_read(const void *e) {
+  const ms_drv *d = e;
+  return d->c && !d->eof ? ms_client_want_read(d->c) : 0;
+}
+static int cl_want_write(const void *e) {
+  const ms_drv *d = e;
+  return d->c && !d->eof ? ms_client_want_write(d->c) : 0;
+}
+/* Reported with ms_client_disconnected() once the pump is over and the
+ * fd closed, not from inside the pump. */
+static void cl_eof(void *e, int64_t now) {
+  ms_drv *d = e;
+  MS_UNUSED(now);
+  d->eof = 1;
+}
+static const ms_engine_ops cl_ops = {cl_feed,      cl_peek,       cl_consume,
+                                     cl_want_read, cl_want_write, cl_eof};
+
+static void client_close_fd(ms_drv *d) {
+  if (d->cio.fd >= 0) {
+    io_unwatch(d, &d->cio);
+    d->t.vt->close(d->t.self);
+  }
+  d->s.fd = -1;
+  d->phase = PHASE_NONE;
+  d->eof = 0;
+}
+
+static void drop_stream(ms_drv *d, int64_t now) {
+  client_close_fd(d);
+  if (d->c)
+    ms_client_disconnected(d->c, now);
+}
+
+static void client_ready(ms_drv_io *io, unsigned events) {
+  client_drive(io->d, events);
+}
+
+static void start_connect(ms_drv *d, int64_t now) {
+  ms_client_connecting(d->c, now);
+  if (!d->c)
+    return;
+  int fd = -1;
+  if (ms_tcp_connect(d->url.host, d->url.port, &fd) < 0) {
+    ms_client_disconnected(d->c, now);
+    return;
+  }
+  ms_fd_transport(&d->s, fd, &d->t);
+  io_init(&d->cio, d, fd, client_ready);
+  d->phase = PHASE_CONNECTING;
+}
+
+/* One step: finish a connect, pump, notice the end of the stream, open a
+ * new one if the client wants it, then re-arm the watch and the timer
+ * (the client's deadline may have moved). */
+static void client_drive(ms_drv *d, unsigned events) {
+  int64_t now = now_of(d);
+  if (d->c && d->phase == PHASE_CONNECTING && events) {
+    if (ms_tcp_connect_result(d->s.fd) < 0) {
+      drop_stream(d, now);
+    } else {
+      d->phase = PHASE_OPEN;
+      ms_client_connected(d->c, now);
+      events = MS_DRV_WRITE; /* the upgrade request is queued */
+    }
+  }
+  if (d->c && d->phase == PHASE_OPEN) {
+    int mask;
+    if (events & MS_DRV_READ)
+      mask = ms_pump(&cl_ops, d, &d->t, 0, now);
+    else
+      mask = ms_pump_write(&cl_ops, d, &d->t, now);
+    if (d->c && (d->eof || mask < 0 || (mask & MS_PUMP_DONE)))
+      drop_stream(d, now);
+  }
+  if (d->c && d->phase == PHASE_NONE && ms_client_want_connect(d->c, now))
+    start_connect(d, now);
+  if (!d->c)
+    return;
+
+  unsigned ev = 0;
+  if (d->phase == PHASE_CONNECTING) {
+    ev = MS_DRV_WRITE;
+  } else if (d->phase == PHASE_OPEN) {
+    size_t pending = 0;
+    ms_client_peek(d->c, &pending);
+    if (ms_client_want_read(d->c))
+      ev |= MS_DRV_READ;
+    if (pending > 0)
+      ev |= MS_DRV_WRITE;
+  }
+  io_set(d, &d->cio, ev);
+  timer_set(d, ms_client_next_deadline(d->c));
+}
+
+static int64_t wall_clock(void *ud) {
+  MS_UNUSED(ud);
+  return ms_wall_us();
+}
+
+int ms_drv_client_new(ms_drv **out, ms_client *c, const char *url,
+                      const ms_drv_hooks *hooks, void *ctx) {
+  if (!out || !c || !url || !hooks)
+    return MS_ERR_INVALID_ARG;
+  ms_url u;
+  int rv = ms_url_parse(url, &u);
+  if (rv < 0)
+    return rv;
+  if (u.tls)
+    return MS_ERR_INVALID_ARG; /* wss:// needs the TLS transport */
+  /* The URL is where we connect: the Host header and path follow it. */
+  char hostport[300];
+  snprintf(hostport, sizeof hostport,
+           strchr(u.host, ':') ? "[%s]:%d" : "%s:%d", u.host, u.port);
+  rv = ms_client_set_endpoint(c, hostport, u.path);
+  if (rv < 0)
+    return rv;
+  ms_drv *d = drv_alloc(KIND_CLIENT, hooks, ctx);
+  if (!d)
+    return MS_ERR_NOMEM;
+  d->c = c;
+  d->url = u;
+  /* The first connect happens from the loop, once the caller holds the
+   * handle. */
+  rv = hooks->defer(ctx);
+  if (rv < 0) {
+    ms_free(ms_default_allocator(), d);
+    return rv;
+  }
+  d->defer_queued = 1;
+  ms_client_set_wakeup(c, on_wakeup, d);
+  /* Log records carry the time they were made, not when they reach the
+   * hub (they may wait in the ring while the hub is away). */
+  ms_log_set_clock(c, wall_clock, NULL);
+  *out = d;
+  return 0;
+}
+
+ms_client *ms_drv_client(const ms_drv *d) { return d ? d->c : NULL; }
+
+/* ---- Hub ---------------------------------------------------------------- */
+
+/* Engine ops over a stream, so the driver sees end of stream itself and
+ * never reads a socket again after it, nor touches a detached hub. */
+static int hs_feed(void *e, const uint8_t *b, size_t n, int64_t now) {
+  drv_stream *s = e;
+  return s->io.d->hub ? ms_hub_conn_feed(s->hc, b, n, now) : 0;
+}
+static const uint8_t *hs_peek(void *e, size_t *len) {
+  drv_stream *s = e;
+  if (!s->io.d->hub) {
+    *len = 0;
+    return NULL;
+  }
+  return ms_hub_conn_peek(s->hc, len);
+}
+static void hs_consume(void *e, size_t n) {
+  drv_stream *s = e;
+  if (s->io.d->hub)
+    ms_hub_conn_consume(s->hc, n);
+}
+static int hs_want_read(const void *e) {
+  const drv_stream *s = e;
+  return s->io.d->hub && !s->eof && ms_hub_conn_want_read(s->hc);
+}
+static int hs_want_write(const void *e) {
+  const drv_stream *s = e;
+  return s->io.d->hub && ms_hub_conn_want_write(s->hc);
+}
+static void hs_eof(void *e, int64_t now) {
+  drv_stream *s = e;
+  if (s->eof || !s->io.d->hub)
+    return;
+  s->eof = 1;
+  ms_hub_conn_eof(s->hc, now);
+}
+static const ms_engine_ops hs_ops = {hs_feed,      hs_peek,       hs_consume,
+                                     hs_want_read, hs_want_write, hs_eof};
+
+static void stream_free(drv_stream *s, int release) {
+  ms_drv *d = s->io.d;
+  if (s->io.fd >= 0) {
+    io_unwatch(d, &s->io);
+    s->t.vt->close(s->t.self);
+  }
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    d->streams = s->next;
+  if (s->next)
+    s->next->prev = s->prev;
+  d->nstreams--;
+  if (release)
+    ms_hub_conn_release(s->hc);
+  ms_free(ms_default_allocator(), s);
+}
+
+/* Close a finished stream, or watch what it waits for: reading only while
+ * the hub takes input (backpressure), writing only while a write would
+ * have blocked. */
+static void stream_update(drv_stream *s) {
+  if (!s->io.d->hub)
+    return; /* detached: the stream goes with the driver */
+  int r = hs_want_read(s);
+  int w = ms_hub_conn_want_write(s->hc);
+  if (!r && !w) {
+    stream_free(s, 1);
+    return;
+  }
+  size_t pending = 0;
+  ms_hub_conn_peek(s->hc, &pending);
+  io_set(s->io.d, &s->io,
+         (r ? MS_DRV_READ : 0u) | (pending ? MS_DRV_WRITE : 0u));
+}
+
+static void hub_drain(ms_drv *d) {
+  ms_hub_conn *hc;
+  while (d->hub && (hc = ms_hub_next_dirty(d->hub)) != NULL) {
+    drv_stream *s = ms_hub_conn_transport_data(hc);
+    if (!s)
+      continue;
+    ms_pump_write(&hs_ops, s, &s->t, now_of(d));
+    stream_update(s);
+  }
+  if (d->hub)
+    timer_set(d, ms_hub_next_deadline(d->hub));
+}
+
+static void stream_ready(ms_drv_io *io, unsigned events) {
+  drv_stream *s = (drv_stream *)io;
+  ms_drv *d = io->d;
+  int64_t now = now_of(d);
+  if (events & MS_DRV_READ)
+    ms_pump(&hs_ops, s, &s->t, 0, now);
+  else
+    ms_pump_write(&hs_ops, s, &s->t, now);
+  stream_update(s); /* may free s */
+  /* Routing put output on other connections: flush them all at the end
+   * of this iteration, once per connection. */
+  want_flush(d);
+}
+
+static void listen_ready(ms_drv_io *io, unsigned events) {
+  ms_drv *d = io->d;
+  MS_UNUSED(events);
+  for (int i = 0; i < HUB_ACCEPT_BATCH && d->hub && d->lio.fd >= 0; i++) {
+    int cfd = accept4(d->lio.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (cfd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED)
+        continue;
+      break; /* EAGAIN, or EMFILE and friends: try again next time */
+    }
+    int one = 1;
+    setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    drv_stream *s = ms_calloc(ms_default_allocator(), 1, sizeof(*s));
+    if (!s) {
+      close(cfd);
+      continue;
+    }
+    ms_fd_transport(&s->s, cfd, &s->t);
+    io_init(&s->io, d, cfd, stream_ready);
+    if (ms_hub_accept(d->hub, &s->hc, s, now_of(d)) < 0) {
+      close(cfd); /* MS_ERR_LIMIT or out of memory */
+      ms_free(ms_default_allocator(), s);
+      continue;
+    }
+    s->next = d->streams;
+    if (d->streams)
+      d->streams->prev = s;
+    d->streams = s;
+    d->nstreams++;
+    io_set(d, &s->io, MS_DRV_READ);
+  }
+  want_flush(d);
+}
+
+int ms_drv_hub_new(ms_drv **out, ms_hub *h, const char *host, int port,
+                   const ms_drv_hooks *hooks, void *ctx) {
+  if (!out || !h || !hooks)
+    return MS_ERR_INVALID_ARG;
+  ms_drv *d = drv_alloc(KIND_HUB, hooks, ctx);
+  if (!d)
+    return MS_ERR_NOMEM;
+  d->hub = h;
+  int fd = -1;
+  int rv = ms_tcp_listen(host, port, &fd, &d->port);
+  if (rv < 0) {
+    ms_free(ms_default_allocator(), d);
+    return rv;
+  }
+  io_init(&d->lio, d, fd, listen_ready);
+  rv = hooks->io_watch(ctx, &d->lio, MS_DRV_READ);
+  if (rv < 0) {
+    hooks->io_close(ctx, &d->lio);
+    close(fd);
+    ms_free(ms_default_allocator(), d);
+    return rv;
+  }
+  d->lio.watched = MS_DRV_READ;
+  timer_set(d, ms_hub_next_deadline(h));
+  ms_hub_set_wakeup(h, on_wakeup, d);
+  *out = d;
+  return 0;
+}
+
+int ms_drv_hub_port(const ms_drv *d) { return d ? d->port : -1; }
+
+void ms_drv_hub_stop_listening(ms_drv *d) {
+  if (!d || d->lio.fd < 0)
+    return;
+  int fd = d->lio.fd;
+  io_unwatch(d, &d->lio);
+  close(fd);
+}
+
+size_t ms_drv_hub_streams(const ms_drv *d) { return d ? d->nstreams : 0; }

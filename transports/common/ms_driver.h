@@ -1,0 +1,80 @@
+/*
+ * microstream: the loop-agnostic driver core (internal, not installed).
+ *
+ * Everything a loop integration must do for a client or a hub (open and
+ * reopen the TCP stream, pump bytes through the engine's ops, watch for
+ * backpressure, keep one timer at the engine's next deadline, coalesce the
+ * engine's wakeups into one deferred flush, drain the hub's dirty list,
+ * accept streams) lives here once. A loop only supplies ms_drv_hooks and
+ * calls back ms_drv_io_ready / ms_drv_timer_fired / ms_drv_run_deferred.
+ * The built-in POSIX loop and the libuv, libev and libevent adapters are
+ * thin layers over it, so they cannot drift apart.
+ */
+#ifndef MS_DRIVER_H
+#define MS_DRIVER_H
+
+#include <microstream/ms_posix.h>
+
+enum { MS_DRV_READ = 1, MS_DRV_WRITE = 2 };
+
+typedef struct ms_drv ms_drv;
+
+/* One watched descriptor. The adapter may keep its watcher in `watcher`
+ * (created on the first io_watch, released by io_close). */
+typedef struct ms_drv_io {
+  int fd;
+  unsigned watched; /* events currently asked of the adapter */
+  void *watcher;    /* the adapter's handle, NULL until the first watch */
+  ms_drv *d;
+  void (*ready)(struct ms_drv_io *io, unsigned events);
+} ms_drv_io;
+
+typedef struct ms_drv_hooks {
+  /* Watch io->fd for `events` (MS_DRV_READ | MS_DRV_WRITE; 0 = pause) and
+   * call ms_drv_io_ready(io, ...) when ready. The core calls it only when
+   * the set changes, but a repeat must be harmless. Returns 0 or < 0. */
+  int (*io_watch)(void *ctx, ms_drv_io *io, unsigned events);
+  /* Stop watching and free io->watcher (if any). Called before the fd is
+   * closed; no ms_drv_io_ready(io) may follow. */
+  void (*io_close)(void *ctx, ms_drv_io *io);
+  /* Arm the driver's single timer at absolute time `at` (now() clock), or
+   * cancel it for MS_NO_DEADLINE. The timer fires once:
+   * ms_drv_timer_fired(). */
+  void (*timer)(void *ctx, int64_t at);
+  /* Arrange one call of ms_drv_run_deferred() soon, after the callbacks
+   * now running, without blocking in between. Returns 0 or < 0. */
+  int (*defer)(void *ctx);
+  /* Monotonic milliseconds. */
+  int64_t (*now)(void *ctx);
+  /* The core is done: stop the timer and the deferred call and free the
+   * adapter's state. Called exactly once, after ms_drv_del(), when no core
+   * frame is on the stack any more. Must not call into the core. */
+  void (*release)(void *ctx);
+} ms_drv_hooks;
+
+/* Attach a client (connects to url from the loop, not from here). On
+ * failure nothing was called and the adapter frees its own state. */
+int ms_drv_client_new(ms_drv **out, ms_client *c, const char *url,
+                      const ms_drv_hooks *hooks, void *ctx);
+/* The client, or NULL once detached. */
+ms_client *ms_drv_client(const ms_drv *d);
+
+/* Attach a hub listening on host:port (0 = any free port). */
+int ms_drv_hub_new(ms_drv **out, ms_hub *h, const char *host, int port,
+                   const ms_drv_hooks *hooks, void *ctx);
+int ms_drv_hub_port(const ms_drv *d);
+void ms_drv_hub_stop_listening(ms_drv *d);
+size_t ms_drv_hub_streams(const ms_drv *d);
+
+/* Detach: never touches the engine again, closes the sockets, and calls
+ * hooks->release once, now or when the outermost core call returns (so it
+ * is safe from inside any engine callback). A hub's connections are left
+ * to ms_hub_del(). NULL or a second call is a no-op. */
+void ms_drv_del(ms_drv *d);
+
+/* From the adapter's callbacks. */
+void ms_drv_io_ready(ms_drv_io *io, unsigned events);
+void ms_drv_timer_fired(ms_drv *d);
+void ms_drv_run_deferred(ms_drv *d);
+
+#endif
