@@ -1,0 +1,49 @@
+/*
+ * microstream: the libev adapter (library microstream-libev). Attaches a
+ * client or a hub to the caller's struct ev_loop: one ev_io per socket,
+ * one ev_timer at the engine's next deadline, one ev_idle (highest
+ * priority, started only when needed) that runs the coalesced flush. No
+ * threads.
+ *
+ * The engine stays the caller's. Detach before ms_client_del() /
+ * ms_hub_del(); detaching (and then deleting the engine) is safe from
+ * inside any engine callback.
+ */
+#ifndef MICROSTREAM_MS_LIBEV_H
+#define MICROSTREAM_MS_LIBEV_H
+
+#include <microstream/ms_client.h>
+#include <microstream/ms_hub.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct ev_loop;
+typedef struct ms_libev_client ms_libev_client;
+typedef struct ms_libev_hub ms_libev_hub;
+
+/* Connect c to url ("ws://host:port/path") from the loop, reconnecting as
+ * the client says. Returns 0, MS_ERR_INVALID_ARG (also for wss://),
+ * MS_ERR_ADDRESS, MS_ERR_NOMEM. */
+MS_EXTERN int ms_libev_client_attach(ms_libev_client **out,
+                                     struct ev_loop *loop, ms_client *c,
+                                     const char *url);
+/* Stop driving the client and close its socket. NULL is a no-op. */
+MS_EXTERN void ms_libev_client_detach(ms_libev_client *a);
+
+/* Serve h on host:port (0 = any free port). Returns 0, MS_ERR_ADDRESS,
+ * MS_ERR_IO, MS_ERR_NOMEM. */
+MS_EXTERN int ms_libev_hub_attach(ms_libev_hub **out, struct ev_loop *loop,
+                                  ms_hub *h, const char *host, int port);
+/* The port listened on, -1 for NULL. */
+MS_EXTERN int ms_libev_hub_port(const ms_libev_hub *a);
+/* Stop listening and close every stream (ms_hub_del() frees the hub's
+ * connections). NULL is a no-op. */
+MS_EXTERN void ms_libev_hub_detach(ms_libev_hub *a);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

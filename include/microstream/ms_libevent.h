@@ -1,0 +1,50 @@
+/*
+ * microstream: the libevent adapter (library microstream-libevent).
+ * Attaches a client or a hub to the caller's struct event_base: one
+ * persistent event per socket, one timer event at the engine's next
+ * deadline, one event activated by hand to run the coalesced flush after
+ * the callbacks already active. No threads.
+ *
+ * The engine stays the caller's. Detach before ms_client_del() /
+ * ms_hub_del(); detaching (and then deleting the engine) is safe from
+ * inside any engine callback.
+ */
+#ifndef MICROSTREAM_MS_LIBEVENT_H
+#define MICROSTREAM_MS_LIBEVENT_H
+
+#include <microstream/ms_client.h>
+#include <microstream/ms_hub.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct event_base;
+typedef struct ms_libevent_client ms_libevent_client;
+typedef struct ms_libevent_hub ms_libevent_hub;
+
+/* Connect c to url ("ws://host:port/path") from the loop, reconnecting as
+ * the client says. Returns 0, MS_ERR_INVALID_ARG (also for wss://),
+ * MS_ERR_ADDRESS, MS_ERR_NOMEM. */
+MS_EXTERN int ms_libevent_client_attach(ms_libevent_client **out,
+                                        struct event_base *base,
+                                        ms_client *c, const char *url);
+/* Stop driving the client and close its socket. NULL is a no-op. */
+MS_EXTERN void ms_libevent_client_detach(ms_libevent_client *a);
+
+/* Serve h on host:port (0 = any free port). Returns 0, MS_ERR_ADDRESS,
+ * MS_ERR_IO, MS_ERR_NOMEM. */
+MS_EXTERN int ms_libevent_hub_attach(ms_libevent_hub **out,
+                                     struct event_base *base, ms_hub *h,
+                                     const char *host, int port);
+/* The port listened on, -1 for NULL. */
+MS_EXTERN int ms_libevent_hub_port(const ms_libevent_hub *a);
+/* Stop listening and close every stream (ms_hub_del() frees the hub's
+ * connections). NULL is a no-op. */
+MS_EXTERN void ms_libevent_hub_detach(ms_libevent_hub *a);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,48 @@
+/*
+ * microstream: the libuv adapter (library microstream-libuv). Attaches a
+ * client or a hub to the caller's uv_loop_t: one uv_poll_t per socket,
+ * one uv_timer_t at the engine's next deadline, one uv_idle_t that runs
+ * the coalesced flush after the engine asks for it. No threads.
+ *
+ * The engine stays the caller's. Detach before ms_client_del() /
+ * ms_hub_del(); detaching (and then deleting the engine) is safe from
+ * inside any engine callback. The adapter's handles close asynchronously:
+ * run the loop once more before uv_loop_close().
+ */
+#ifndef MICROSTREAM_MS_LIBUV_H
+#define MICROSTREAM_MS_LIBUV_H
+
+#include <uv.h>
+#include <microstream/ms_client.h>
+#include <microstream/ms_hub.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ms_libuv_client ms_libuv_client;
+typedef struct ms_libuv_hub ms_libuv_hub;
+
+/* Connect c to url ("ws://host:port/path") from the loop, reconnecting as
+ * the client says. Returns 0, MS_ERR_INVALID_ARG (also for wss://),
+ * MS_ERR_ADDRESS, MS_ERR_NOMEM. */
+MS_EXTERN int ms_libuv_client_attach(ms_libuv_client **out, uv_loop_t *loop,
+                                     ms_client *c, const char *url);
+/* Stop driving the client and close its socket. NULL is a no-op. */
+MS_EXTERN void ms_libuv_client_detach(ms_libuv_client *a);
+
+/* Serve h on host:port (0 = any free port). Returns 0, MS_ERR_ADDRESS,
+ * MS_ERR_IO, MS_ERR_NOMEM. */
+MS_EXTERN int ms_libuv_hub_attach(ms_libuv_hub **out, uv_loop_t *loop,
+                                  ms_hub *h, const char *host, int port);
+/* The port listened on, -1 for NULL. */
+MS_EXTERN int ms_libuv_hub_port(const ms_libuv_hub *a);
+/* Stop listening and close every stream (ms_hub_del() frees the hub's
+ * connections). NULL is a no-op. */
+MS_EXTERN void ms_libuv_hub_detach(ms_libuv_hub *a);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,424 @@
+/*
+ * The behaviours every loop integration must show, run against one
+ * backend (conformance.h): the built-in POSIX loop or an adapter. Hub and
+ * clients share one loop, over 127.0.0.1 on a free port; every wait is
+ * bounded.
+ */
+#include "ms_test.h"
+#include "conformance.h"
+
+#define B conf_backend_impl
+
+typedef struct fx {
+  void *loop;
+  ms_hub *hub;
+  void *ha; /* hub adapter */
+  int port;
+  char url[64];
+} fx;
+
+typedef struct svc {
+  ms_client *c;
+  void *ca; /* client adapter */
+  int ready_count;
+  ms_client_state state;
+  ms_reply *held; /* a retained reply */
+  int handled;
+  int free_in_handler;
+} svc;
+
+typedef struct result {
+  int calls, late_calls;
+  int err, late_err;
+  char text[64], late_text[64];
+  int64_t elapsed_ms;
+  svc *free_me; /* detach and free this client from the callback */
+} result;
+
+static void hub_up(fx *f, int port) {
+  ms_hub_config cfg;
+  ms_hub_config_init(&cfg);
+  cfg.max_late_ms = 5000;
+  f->hub = NULL;
+  f->ha = NULL;
+  CHECK_EQ_INT(ms_hub_new(&f->hub, &cfg, NULL, NULL), 0);
+  CHECK_EQ_INT(B.hub_attach(&f->ha, f->loop, f->hub, "127.0.0.1", port), 0);
+  f->port = B.hub_port(f->ha);
+  snprintf(f->url, sizeof f->url, "ws://127.0.0.1:%d/ws", f->port);
+}
+
+static void hub_down(fx *f) {
+  B.hub_detach(f->ha);
+  ms_hub_del(f->hub);
+  f->ha = NULL;
+  f->hub = NULL;
+}
+
+static void fx_up(fx *f) {
+  memset(f, 0, sizeof *f);
+  f->loop = B.loop_new();
+  CHECK(f->loop != NULL);
+  hub_up(f, 0);
+  CHECK(f->port > 0);
+}
+
+static void fx_down(fx *f) {
+  hub_down(f);
+  /* Every handle, watcher and event of the adapter is gone. */
+  CHECK_EQ_INT(B.loop_free(f->loop), 0);
+}
+
+static void on_state(ms_client *c, const ms_client_state_arg *st, void *ud) {
+  svc *s = ud;
+  (void)c;
+  s->state = st->state;
+  if (st->state == MS_CLIENT_READY)
+    s->ready_count++;
+}
+
+static void put_str(const msgpack_object *o, char *out, size_t cap) {
+  out[0] = 0;
+  if (o && o->type == MSGPACK_OBJECT_STR && o->via.str.size < cap) {
+    memcpy(out, o->via.str.ptr, o->via.str.size);
+    out[o->via.str.size] = 0;
+  }
+}
+
+static void h_echo(ms_client *c, ms_reply *r, const ms_request_arg *a,
+                   void *ud) {
+  svc *s = ud;
+  char in[32];
+  char out[64];
+  (void)c;
+  s->handled++;
+  put_str(a->data, in, sizeof in);
+  snprintf(out, sizeof out, "pong:%s", in);
+  ms_reply_send_str(r, out);
+}
+
+static void h_hold(ms_client *c, ms_reply *r, const ms_request_arg *a,
+                   void *ud) {
+  svc *s = ud;
+  (void)c;
+  (void)a;
+  s->handled++;
+  if (s->free_in_handler) {
+    /* The service goes away from inside its own handler. */
+    B.client_detach(s->ca);
+    s->ca = NULL;
+    ms_client_del(s->c);
+    s->c = NULL;
+    return;
+  }
+  ms_reply_retain(r);
+  s->held = r;
+}
+
+static void svc_up(svc *s, fx *f, const char *name) {
+  memset(s, 0, sizeof *s);
+  ms_client_config cfg;
+  ms_client_config_init(&cfg);
+  cfg.service = name;
+  cfg.on_state = on_state;
+  cfg.backoff_min_ms = 20;
+  cfg.backoff_max_ms = 200;
+  CHECK_EQ_INT(ms_client_new(&s->c, &cfg, s, NULL), 0);
+  ms_log_set_level(s->c, MS_LEVEL_SILENT);
+  ms_client_on(s->c, "echo", h_echo, s);
+  ms_client_on(s->c, "hold", h_hold, s);
+  CHECK_EQ_INT(B.client_attach(&s->ca, f->loop, s->c, f->url), 0);
+}
+
+static void svc_down(svc *s) {
+  if (s->held)
+    ms_reply_release(s->held);
+  s->held = NULL;
+  B.client_detach(s->ca);
+  ms_client_del(s->c);
+  s->ca = NULL;
+  s->c = NULL;
+}
+
+static int run_until(fx *f, const int *flag, int want, int64_t ms) {
+  int64_t end = ms_now_ms() + ms;
+  while (*flag < want && ms_now_ms() < end)
+    B.run_once(f->loop, 10);
+  return *flag >= want;
+}
+
+static void run_for(fx *f, int64_t ms) {
+  int64_t end = ms_now_ms() + ms;
+  while (ms_now_ms() < end)
+    B.run_once(f->loop, 10);
+}
+
+static void on_resp(ms_client *c, const ms_response_arg *a, void *ud) {
+  result *r = ud;
+  (void)c;
+  r->calls++;
+  r->err = a->err;
+  r->elapsed_ms = a->elapsed_ms;
+  put_str(a->data, r->text, sizeof r->text);
+  if (r->free_me) {
+    svc *s = r->free_me;
+    B.client_detach(s->ca);
+    ms_client_del(s->c);
+    s->ca = NULL;
+    s->c = NULL;
+  }
+}
+
+static void on_late(ms_client *c, const ms_response_arg *a, void *ud) {
+  result *r = ud;
+  (void)c;
+  r->late_calls++;
+  r->late_err = a->err;
+  put_str(a->data, r->late_text, sizeof r->late_text);
+}
+
+static int send_str(svc *from, const char *to, const char *event,
+                    const char *text, const ms_request_opts *o, result *r) {
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_str_with_body(&pk, text, strlen(text));
+  int rv = ms_client_request(from->c, to, event, (const uint8_t *)sb.data,
+                             sb.size, o, on_resp, r, NULL);
+  msgpack_sbuffer_destroy(&sb);
+  return rv;
+}
+
+/* ---- behaviours ---- */
+
+static void client_connects_and_registers(void) {
+  fx f;
+  svc a;
+  fx_up(&f);
+  svc_up(&a, &f, "conf-a");
+  CHECK(run_until(&f, &a.ready_count, 1, 5000));
+  CHECK_EQ_INT(a.state, MS_CLIENT_READY);
+  svc_down(&a);
+  fx_down(&f);
+}
+
+static void request_gets_its_response(void) {
+  fx f;
+  svc a, b;
+  result r = {0};
+  fx_up(&f);
+  svc_up(&a, &f, "conf-a");
+  svc_up(&b, &f, "conf-b");
+  CHECK(run_until(&f, &a.ready_count, 1, 5000));
+  CHECK(run_until(&f, &b.ready_count, 1, 5000));
+  /* Sent from outside any callback: the wakeup hook must get it out. */
+  CHECK_EQ_INT(send_str(&b, "conf-a", "echo", "hi", NULL, &r), 0);
+  CHECK(run_until(&f, &r.calls, 1, 5000));
+  CHECK_EQ_INT(r.err, 0);
+  CHECK_EQ_STR(r.text, "pong:hi");
+  /* Many in a row, each answered exactly once. */
+  result many[20];
+  memset(many, 0, sizeof many);
+  for (int i = 0; i < 20; i++)
+    CHECK_EQ_INT(send_str(&b, "conf-a", "echo", "x", NULL, &many[i]), 0);
+  for (int i = 0; i < 20; i++) {
+    CHECK(run_until(&f, &many[i].calls, 1, 5000));
+    CHECK_EQ_INT(many[i].err, 0);
+  }
+  run_for(&f, 30);
+  for (int i = 0; i < 20; i++)
+    CHECK_EQ_INT(many[i].calls, 1);
+  CHECK_EQ_INT(a.handled, 21);
+  svc_down(&a);
+  svc_down(&b);
+  fx_down(&f);
+}
+
+static void unanswered_request_times_out(void) {
+  fx f;
+  svc a, b;
+  result r = {0};
+  fx_up(&f);
+  svc_up(&a, &f, "conf-a");
+  svc_up(&b, &f, "conf-b");
+  CHECK(run_until(&f, &a.ready_count, 1, 5000));
+  CHECK(run_until(&f, &b.ready_count, 1, 5000));
+  ms_request_opts o = {0};
+  o.timeout_ms = 150;
+  CHECK_EQ_INT(send_str(&b, "conf-a", "hold", "", &o, &r), 0);
+  CHECK(run_until(&f, &r.calls, 1, 5000));
+  CHECK_EQ_INT(r.err, MS_ERR_REQUEST_TIMEOUT);
+  CHECK(r.elapsed_ms >= 140);
+  CHECK(a.held != NULL);
+  svc_down(&a);
+  svc_down(&b);
+  fx_down(&f);
+}
+
+static void late_response_reaches_on_late(void) {
+  fx f;
+  svc a, b;
+  result r = {0};
+  fx_up(&f);
+  svc_up(&a, &f, "conf-a");
+  svc_up(&b, &f, "conf-b");
+  CHECK(run_until(&f, &a.ready_count, 1, 5000));
+  CHECK(run_until(&f, &b.ready_count, 1, 5000));
+  ms_request_opts o = {0};
+  o.timeout_ms = 150;
+  o.late_ms = 3000;
+  o.on_late = on_late;
+  o.late_user_data = &r;
+  CHECK_EQ_INT(send_str(&b, "conf-a", "hold", "", &o, &r), 0);
+  CHECK(run_until(&f, &r.calls, 1, 5000));
+  CHECK_EQ_INT(r.err, MS_ERR_REQUEST_TIMEOUT);
+  CHECK(a.held != NULL);
+  if (a.held) {
+    /* Answered from the loop, outside any callback of a. */
+    CHECK_EQ_INT(ms_reply_send_str(a.held, "late"), 0);
+    a.held = NULL;
+  }
+  CHECK(run_until(&f, &r.late_calls, 1, 5000));
+  CHECK_EQ_INT(r.late_err, 0);
+  CHECK_EQ_STR(r.late_text, "late");
+  CHECK_EQ_INT(r.calls, 1);
+  svc_down(&a);
+  svc_down(&b);
+  fx_down(&f);
+}
+
+static void client_reconnects_after_hub_restart(void) {
+  fx f;
+  svc a, b;
+  fx_up(&f);
+  svc_up(&a, &f, "conf-a");
+  svc_up(&b, &f, "conf-b");
+  CHECK(run_until(&f, &a.ready_count, 1, 5000));
+  CHECK(run_until(&f, &b.ready_count, 1, 5000));
+  int port = f.port;
+  hub_down(&f);
+  run_for(&f, 50);
+  CHECK(a.state != MS_CLIENT_READY);
+  hub_up(&f, port);
+  CHECK_EQ_INT(f.port, port);
+  CHECK(run_until(&f, &a.ready_count, 2, 5000));
+  CHECK(run_until(&f, &b.ready_count, 2, 5000));
+  result r = {0};
+  CHECK_EQ_INT(send_str(&b, "conf-a", "echo", "again", NULL, &r), 0);
+  CHECK(run_until(&f, &r.calls, 1, 5000));
+  CHECK_EQ_INT(r.err, 0);
+  CHECK_EQ_STR(r.text, "pong:again");
+  svc_down(&a);
+  svc_down(&b);
+  fx_down(&f);
+}
+
+static void client_freed_inside_response_callback(void) {
+  fx f;
+  svc a, b, c;
+  result r = {0};
+  fx_up(&f);
+  svc_up(&a, &f, "conf-a");
+  svc_up(&b, &f, "conf-b");
+  CHECK(run_until(&f, &a.ready_count, 1, 5000));
+  CHECK(run_until(&f, &b.ready_count, 1, 5000));
+  r.free_me = &b;
+  CHECK_EQ_INT(send_str(&b, "conf-a", "echo", "bye", NULL, &r), 0);
+  CHECK(run_until(&f, &r.calls, 1, 5000));
+  CHECK_EQ_INT(r.err, 0);
+  CHECK(b.c == NULL && b.ca == NULL);
+  run_for(&f, 50);
+  CHECK_EQ_INT(r.calls, 1);
+  /* The loop and the hub go on: a new service reaches a. */
+  svc_up(&c, &f, "conf-c");
+  CHECK(run_until(&f, &c.ready_count, 1, 5000));
+  result r2 = {0};
+  CHECK_EQ_INT(send_str(&c, "conf-a", "echo", "on", NULL, &r2), 0);
+  CHECK(run_until(&f, &r2.calls, 1, 5000));
+  CHECK_EQ_STR(r2.text, "pong:on");
+  svc_down(&a);
+  svc_down(&c);
+  fx_down(&f);
+}
+
+static void client_freed_inside_its_handler(void) {
+  fx f;
+  svc a, b;
+  result r = {0};
+  fx_up(&f);
+  svc_up(&a, &f, "conf-a");
+  svc_up(&b, &f, "conf-b");
+  CHECK(run_until(&f, &a.ready_count, 1, 5000));
+  CHECK(run_until(&f, &b.ready_count, 1, 5000));
+  a.free_in_handler = 1;
+  ms_request_opts o = {0};
+  o.timeout_ms = 3000;
+  CHECK_EQ_INT(send_str(&b, "conf-a", "hold", "", &o, &r), 0);
+  /* The target vanished mid-request: the requester hears of it once,
+   * with an error, well before its own deadline. */
+  CHECK(run_until(&f, &r.calls, 1, 2500));
+  CHECK(r.err != 0);
+  CHECK(a.c == NULL);
+  run_for(&f, 50);
+  CHECK_EQ_INT(r.calls, 1);
+  CHECK_EQ_INT(b.state, MS_CLIENT_READY);
+  svc_down(&b);
+  fx_down(&f);
+}
+
+/* The hub engine itself served from the backend: accept, route between
+ * many streams, and notice a client that goes away. */
+static void hub_routes_between_many_clients(void) {
+  enum { N = 8 };
+  fx f;
+  svc s[N];
+  result r[N];
+  char name[N][16];
+  fx_up(&f);
+  memset(r, 0, sizeof r);
+  for (int i = 0; i < N; i++) {
+    snprintf(name[i], sizeof name[i], "conf-%d", i);
+    svc_up(&s[i], &f, name[i]);
+  }
+  for (int i = 0; i < N; i++)
+    CHECK(run_until(&f, &s[i].ready_count, 1, 5000));
+  for (int i = 0; i < N; i++)
+    CHECK_EQ_INT(send_str(&s[i], name[(i + 1) % N], "echo", name[i], NULL,
+                          &r[i]),
+                 0);
+  for (int i = 0; i < N; i++) {
+    char want[160];
+    snprintf(want, sizeof want, "pong:%s", name[i]);
+    CHECK(run_until(&f, &r[i].calls, 1, 5000));
+    CHECK_EQ_STR(r[i].text, want);
+  }
+  /* A service that left is unknown to the hub at once. */
+  svc_down(&s[0]);
+  result gone = {0};
+  int64_t end = ms_now_ms() + 3000;
+  do {
+    memset(&gone, 0, sizeof gone);
+    CHECK_EQ_INT(send_str(&s[1], name[0], "echo", "?", NULL, &gone), 0);
+    CHECK(run_until(&f, &gone.calls, 1, 3000));
+  } while (gone.err == 0 && ms_now_ms() < end);
+  CHECK_EQ_INT(gone.err, MS_ERR_TARGET_SERVICE_NOT_FOUND);
+  for (int i = 1; i < N; i++)
+    svc_down(&s[i]);
+  fx_down(&f);
+}
+
+static const ms_test_case tests[] = {
+    TEST(client_connects_and_registers),
+    TEST(request_gets_its_response),
+    TEST(unanswered_request_times_out),
+    TEST(late_response_reaches_on_late),
+    TEST(client_reconnects_after_hub_restart),
+    TEST(client_freed_inside_response_callback),
+    TEST(client_freed_inside_its_handler),
+    TEST(hub_routes_between_many_clients),
+};
+
+int main(int argc, char **argv) {
+  printf("# backend: %s\n", B.name);
+  return ms_test_run(tests, sizeof tests / sizeof tests[0], argc, argv);
+}
