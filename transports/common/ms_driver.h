@@ -69,7 +69,9 @@ size_t ms_drv_hub_streams(const ms_drv *d);
 /* Detach: never touches the engine again, closes the sockets, and calls
  * hooks->release once, now or when the outermost core call returns (so it
  * is safe from inside any engine callback). A hub's connections are left
- * to ms_hub_del(). NULL or a second call is a no-op. */
+ * to ms_hub_del(). NULL is a no-op, and so is a second call from inside
+ * the same callback (before the release); after the release the handle
+ * is gone. */
 void ms_drv_del(ms_drv *d);
 
 /* From the adapter's callbacks. */
