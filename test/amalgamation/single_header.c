@@ -91,7 +91,7 @@ int main(int argc, char **argv) {
   ms_log_set_level(c, MS_LEVEL_SILENT);
   ms_client_on(c, "sign", on_sign, NULL);
   if (ms_posix_client_new(&pc, st.loop, c, argv[1]) ||
-      ms_loop_timer_start(st.loop, 10000, 0, on_deadline, NULL, &t))
+      ms_loop_timer_start(st.loop, 5000, 0, on_deadline, NULL, &t))
     return 1;
   ms_loop_run(st.loop);
   ms_timer_stop(t);
