@@ -1,0 +1,609 @@
+#!/usr/bin/python3
+"""Benchmark microstream-hub against nats-server, a Node MicroStream-style
+hub (socket.io 4) and a plain TCP relay (the floor), in one run.
+
+Workload, identical for every system: service "echo" answers event "echo"
+with its data; a requester sends 64-byte payloads with C=1 and C=64 requests
+in flight (each response sends the next). Idle phases connect N registered,
+heartbeating services that do nothing. See the README's Benchmarks section.
+
+  bench/run.py                      the default run (about 8 minutes)
+  bench/run.py --quick              a smoke run (under a minute)
+  bench/run.py --system nats --phase c64
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SYSTEMS = ["microstream", "nats", "node", "relay"]
+PHASES = ["c1", "c64", "idle", "idle64", "callgrind"]
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port, timeout=30.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("nothing listening on port %d" % port)
+
+
+def proc_status(pid, key):
+    """A /proc/<pid>/status figure in KiB (VmRSS, VmHWM)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return -1
+
+
+def read_line(p, timeout):
+    """One line of a child's stdout, or raise after timeout."""
+    r, _, _ = select.select([p.stdout], [], [], timeout)
+    if not r:
+        raise RuntimeError("timed out waiting for %s" % p.args[0])
+    line = p.stdout.readline()
+    if not line:
+        raise RuntimeError("%s exited (%s)" % (p.args[0], p.poll()))
+    return line.decode().strip()
+
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return want
+
+
+class System:
+    """A hub (or relay) plus its echo service; subclasses say how to start
+    them. Every driver takes the same options and prints one JSON line."""
+
+    name = ""
+    idle_per_proc = 1 << 30
+
+    def __init__(self, args):
+        self.args = args
+        self.hub = None
+        self.echo = None
+        self.port = 0
+        self.hub_pid = 0
+
+    def available(self):
+        return True
+
+    def driver(self):
+        raise NotImplementedError
+
+    def hub_cmd(self, port):
+        raise NotImplementedError
+
+    def url(self):
+        raise NotImplementedError
+
+    def start(self, wrap=None, timeout=30.0):
+        self.port = free_port()
+        cmd = (wrap or []) + self.hub_cmd(self.port)
+        self.hub = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+        wait_port(self.port, timeout)
+        self.hub_pid = self.hub.pid
+        self.start_echo(wrap)
+
+    def start_echo(self, wrap=None):
+        self.echo = subprocess.Popen(self.driver() + ["echo", "--url", self.url()],
+                                     stdin=subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL)
+        time.sleep(0.5 if not wrap else 3.0)  # registered before the first request
+
+    def stop(self):
+        if self.echo:
+            self.echo.stdin.close()
+            try:
+                self.echo.wait(10)
+            except subprocess.TimeoutExpired:
+                self.echo.kill()
+                self.echo.wait()
+            self.echo = None
+        if self.hub:
+            self.hub.send_signal(signal.SIGTERM)
+            if self.hub_pid and self.hub_pid != self.hub.pid:
+                try:
+                    os.kill(self.hub_pid, signal.SIGTERM)
+                except OSError:
+                    pass
+            try:
+                self.hub.wait(60)
+            except subprocess.TimeoutExpired:
+                self.hub.kill()
+                self.hub.wait()
+            self.hub = None
+
+    def req(self, conc, warmup, seconds, count=0):
+        cmd = self.driver() + ["req", "--url", self.url(), "--conc", str(conc),
+                               "--warmup", str(warmup), "--seconds", str(seconds),
+                               "--pid", str(self.hub_pid)]
+        if count:
+            cmd += ["--count", str(count)]
+        out = subprocess.run(cmd, stdout=subprocess.PIPE, check=True,
+                             timeout=seconds + warmup + 600).stdout.decode()
+        return json.loads(out.strip().splitlines()[-1])
+
+    def idle_start(self, n):
+        """Connect n idle services; returns the driver processes."""
+        procs = []
+        per = self.idle_per_proc
+        for k in range(0, n, per):
+            m = min(per, n - k)
+            procs.append(subprocess.Popen(
+                self.driver() + ["idle", "--url", self.idle_url(), "--n", str(m),
+                                 "--name", "idle%d" % k],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+        for p in procs:
+            line = read_line(p, 300)
+            if not line.startswith("ready"):
+                raise RuntimeError("idle driver: " + line)
+        return procs
+
+    def idle_url(self):
+        return self.url()
+
+    @staticmethod
+    def idle_stop(procs):
+        for p in procs:
+            p.stdin.close()
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+class Microstream(System):
+    name = "microstream"
+
+    def driver(self):
+        return [os.path.join(self.args.build_dir, "bench", "ms-bench")]
+
+    def hub_cmd(self, port):
+        return [os.path.join(self.args.build_dir, "tools", "microstream-hub"),
+                "--listen", "127.0.0.1:%d" % port, "--no-store",
+                "--log-level", "warn", "--max-pending", "4096"]
+
+    def url(self):
+        return "ws://127.0.0.1:%d/ws" % self.port
+
+
+class Nats(System):
+    name = "nats"
+
+    def available(self):
+        return (os.path.exists(os.path.join(self.args.build_dir, "bench", "nats-bench"))
+                and which("nats-server"))
+
+    def driver(self):
+        return [os.path.join(self.args.build_dir, "bench", "nats-bench")]
+
+    def hub_cmd(self, port):
+        return [which("nats-server"), "-a", "127.0.0.1", "-p", str(port)]
+
+    def url(self):
+        return "nats://127.0.0.1:%d" % self.port
+
+
+class Node(System):
+    name = "node"
+    idle_per_proc = 2500
+
+    def available(self):
+        return which("node") and os.path.isdir(
+            os.path.join(ROOT, "node_modules", "socket.io"))
+
+    def driver(self):
+        return [which("node"), os.path.join(ROOT, "bench", "node", "load.js")]
+
+    def hub_cmd(self, port):
+        return [which("node"), os.path.join(ROOT, "bench", "node", "hub.js"),
+                "--port", str(port)]
+
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def start(self, wrap=None, timeout=30.0):
+        # The hub prints its port and its own pid (node may be a launcher).
+        self.hub = subprocess.Popen(self.hub_cmd(0), stdout=subprocess.PIPE)
+        words = read_line(self.hub, timeout).split()
+        self.port, self.hub_pid = int(words[1]), int(words[3])
+        self.start_echo()
+
+
+class Relay(System):
+    name = "relay"
+
+    def driver(self):
+        return [os.path.join(self.args.build_dir, "bench", "relay-bench")]
+
+    def start(self, wrap=None, timeout=30.0):
+        self.hub = subprocess.Popen(self.driver() + ["relay", "--url", "0"],
+                                    stdout=subprocess.PIPE)
+        self.port = int(read_line(self.hub, 10).split()[1])
+        self.hub_pid = self.hub.pid
+        self.echo = subprocess.Popen(self.driver() + ["echo", "--url", str(self.port)],
+                                     stdin=subprocess.PIPE)
+        time.sleep(0.2)
+
+    def url(self):
+        return str(self.port)
+
+
+def which(prog):
+    for d in os.environ.get("PATH", "").split(":") + ["/usr/sbin", "/usr/bin"]:
+        p = os.path.join(d, prog)
+        if os.access(p, os.X_OK):
+            return p
+    return None
+
+
+def summarize(runs):
+    """Median of requests/s with min-max; the other figures from the run
+    whose requests/s is the median."""
+    ordered = sorted(runs, key=lambda r: r["rps"])
+    med = ordered[len(ordered) // 2]
+    out = {
+        "rps": statistics.median(r["rps"] for r in runs),
+        "rps_min": ordered[0]["rps"],
+        "rps_max": ordered[-1]["rps"],
+        "p50_us": med["p50_us"],
+        "p99_us": med["p99_us"],
+        "cpu_us_per_req": (med["hub_cpu_s"] * 1e6 / med["requests"]
+                           if med["requests"] and med["hub_cpu_s"] >= 0 else None),
+        "errors": sum(r["errors"] for r in runs),
+        "runs": runs,
+    }
+    return out
+
+
+def callgrind(sysobj, args):
+    """Instructions the hub executes per routed request (C=64)."""
+    out = tempfile.mktemp(prefix="callgrind.", dir=args.tmp)
+    wrap = [which("valgrind"), "--tool=callgrind", "--callgrind-out-file=" + out]
+    sysobj.start(wrap=wrap, timeout=120)
+    try:
+        res = sysobj.req(64, 0, 0, count=args.callgrind_requests)
+    finally:
+        sysobj.stop()
+    total = None
+    with open(out) as f:
+        for line in f:
+            m = re.match(r"(summary|totals):\s+(\d+)", line)
+            if m:
+                total = int(m.group(2))
+    os.unlink(out)
+    return {"requests": res["requests"], "instructions": total,
+            "instr_per_req": total / res["requests"] if total else None}
+
+
+def run_system(sysobj, args, phases):
+    r = {}
+    if "c1" in phases or "c64" in phases:
+        sysobj.start()
+        try:
+            for ph, conc in (("c1", 1), ("c64", 64)):
+                if ph not in phases:
+                    continue
+                runs = []
+                for i in range(args.runs):
+                    res = sysobj.req(conc, args.warmup, args.seconds)
+                    log("  %s %s run %d: %.0f req/s p50 %.1f us p99 %.1f us" %
+                        (sysobj.name, ph, i + 1, res["rps"], res["p50_us"], res["p99_us"]))
+                    runs.append(res)
+                r[ph] = summarize(runs)
+            r["rss_kib"] = proc_status(sysobj.hub_pid, "VmRSS")
+            r["hwm_kib"] = proc_status(sysobj.hub_pid, "VmHWM")
+        finally:
+            sysobj.stop()
+    if sysobj.name != "relay" and ("idle" in phases or "idle64" in phases):
+        r["idle"] = {}
+        for n in args.idle:
+            sysobj.start()
+            try:
+                before = proc_status(sysobj.hub_pid, "VmRSS")
+                t0 = time.time()
+                procs = sysobj.idle_start(n)
+                connect_s = time.time() - t0
+                time.sleep(1.0)
+                after = proc_status(sysobj.hub_pid, "VmRSS")
+                try:
+                    entry = {"n": n, "rss_before_kib": before, "rss_after_kib": after,
+                             "kib_per_conn": (after - before) / n,
+                             "connect_s": connect_s}
+                    log("  %s idle %d: %.2f KiB per connection" %
+                        (sysobj.name, n, entry["kib_per_conn"]))
+                    if "idle64" in phases and n == max(args.idle):
+                        runs = [sysobj.req(64, args.warmup, args.seconds)
+                                for _ in range(args.idle64_runs)]
+                        entry["c64"] = summarize(runs)
+                        log("  %s c64 with %d idle: %.0f req/s" %
+                            (sysobj.name, n, entry["c64"]["rps"]))
+                        r["idle64"] = dict(entry["c64"], n=n)
+                    r["idle"][str(n)] = entry
+                finally:
+                    System.idle_stop(procs)
+            finally:
+                sysobj.stop()
+    if "callgrind" in phases and sysobj.name == "nats":
+        # Valgrind aborts on the Go runtime (checked with valgrind 3.19 and
+        # nats-server 2.9): no instruction count for nats-server.
+        r["callgrind"] = {"error": "valgrind cannot run nats-server (Go runtime)"}
+    if "callgrind" in phases and which("valgrind") and sysobj.name == "microstream":
+        try:
+            r["callgrind"] = callgrind(sysobj, args)
+            log("  %s callgrind: %s instructions per request" %
+                (sysobj.name, r["callgrind"]["instr_per_req"]))
+        except Exception as e:  # nats-server under valgrind is best effort
+            log("  %s callgrind failed: %s" % (sysobj.name, e))
+            r["callgrind"] = {"error": str(e)}
+    return r
+
+
+# ---- report -----------------------------------------------------------------
+
+def fmt(v, f="%.1f"):
+    return "-" if v is None else f % v
+
+
+def figures(r):
+    """The comparable figures of one system: name -> (value, lower is better)."""
+    f = {}
+    for ph in ("c1", "c64"):
+        if ph in r:
+            f[ph + " req/s"] = (r[ph]["rps"], False)
+            f[ph + " p50 us"] = (r[ph]["p50_us"], True)
+            f[ph + " p99 us"] = (r[ph]["p99_us"], True)
+            f[ph + " cpu us/req"] = (r[ph]["cpu_us_per_req"], True)
+    if "rss_kib" in r:
+        f["hub RSS MiB"] = (r["rss_kib"] / 1024, True)
+    for n, e in sorted(r.get("idle", {}).items(), key=lambda kv: int(kv[0])):
+        f["KiB/idle conn @%s" % n] = (e["kib_per_conn"], True)
+    if "idle64" in r:
+        f["c64 req/s @%d idle" % r["idle64"]["n"]] = (r["idle64"]["rps"], False)
+    cg = r.get("callgrind", {})
+    if cg.get("instr_per_req"):
+        f["instr/req (callgrind)"] = (cg["instr_per_req"], True)
+    return f
+
+
+def table(results):
+    lines = []
+    systems = [s for s in SYSTEMS if s in results]
+    lines.append("| phase | system | req/s median (min-max) | p50 us | p99 us | hub CPU us/req |")
+    lines.append("|---|---|---|---|---|---|")
+    for ph in ("c1", "c64", "idle64"):
+        for s in systems:
+            x = results[s].get(ph)
+            if not x:
+                continue
+            label = ph if ph != "idle64" else "c64 + %d idle" % x["n"]
+            lines.append("| %s | %s | %s (%s-%s) | %s | %s | %s |" % (
+                label, s, fmt(x["rps"], "%.0f"), fmt(x["rps_min"], "%.0f"),
+                fmt(x["rps_max"], "%.0f"), fmt(x["p50_us"]), fmt(x["p99_us"]),
+                fmt(x["cpu_us_per_req"], "%.2f")))
+    lines.append("")
+    lines.append("| system | hub RSS after run MiB | " + " | ".join(
+        "KiB per idle conn @%s" % n for n in ARGS_IDLE) + " | hub instr/req (callgrind) |")
+    lines.append("|---|---|" + "---|" * len(ARGS_IDLE) + "---|")
+    for s in systems:
+        r = results[s]
+        idle = r.get("idle", {})
+        cg = r.get("callgrind", {})
+        lines.append("| %s | %s | %s | %s |" % (
+            s, fmt(r["rss_kib"] / 1024 if "rss_kib" in r else None),
+            " | ".join(fmt(idle[str(n)]["kib_per_conn"], "%.2f") if str(n) in idle else "-"
+                       for n in ARGS_IDLE),
+            fmt(cg.get("instr_per_req"), "%.0f")))
+    ms = results.get("microstream")
+    if ms:
+        mf = figures(ms)
+        peers = [s for s in systems if s != "microstream"]
+        if peers:
+            lines.append("")
+            lines.append("| microstream / peer | " + " | ".join(peers) + " |")
+            lines.append("|---|" + "---|" * len(peers))
+            for k, (v, _) in mf.items():
+                cells = []
+                for p in peers:
+                    pv = figures(results[p]).get(k, (None, True))[0]
+                    cells.append(fmt(v / pv, "%.2f") if v is not None and pv else "-")
+                if any(c != "-" for c in cells):
+                    lines.append("| %s | %s |" % (k, " | ".join(cells)))
+    return "\n".join(lines)
+
+
+def goals(results):
+    ms, nats, relay = (results.get(k, {}) for k in ("microstream", "nats", "relay"))
+    g = []
+
+    def add(name, ok, detail):
+        g.append({"goal": name, "met": ok, "detail": detail})
+
+    c64 = ms.get("c64", {})
+    if c64.get("cpu_us_per_req") is not None:
+        add("hub CPU per request at C=64 <= 2 us", c64["cpu_us_per_req"] <= 2.0,
+            "%.2f us" % c64["cpu_us_per_req"])
+    if c64 and nats.get("c64"):
+        ratio = c64["rps"] / nats["c64"]["rps"]
+        add("requests/s at C=64 >= 3x nats-server", ratio >= 3.0, "%.2fx" % ratio)
+    if ms.get("c1") and relay.get("c1"):
+        ratio = ms["c1"]["p50_us"] / relay["c1"]["p50_us"]
+        add("p50 at C=1 within 1.2x the relay floor", ratio <= 1.2, "%.2fx" % ratio)
+    idle = ms.get("idle", {}).get("10000")
+    if idle:
+        add("RSS per idle connection at 10000 <= 4 KiB", idle["kib_per_conn"] <= 4.0,
+            "%.2f KiB" % idle["kib_per_conn"])
+    if ms.get("idle64") and c64:
+        drop = 1 - ms["idle64"]["rps"] / c64["rps"]
+        add("C=64 with %d idle within 10%% of without" % ms["idle64"]["n"],
+            drop <= 0.10, "%+.1f%%" % (-100 * drop))
+    return g
+
+
+def machine():
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = proc_meminfo()
+    vers = {}
+    for k, cmd in (("nats-server", ["nats-server", "--version"]),
+                   ("node", ["node", "--version"])):
+        try:
+            vers[k] = subprocess.run(cmd, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT).stdout.decode().strip()
+        except OSError:
+            pass
+    try:
+        with open(os.path.join(ROOT, "node_modules", "socket.io", "package.json")) as f:
+            vers["socket.io"] = json.load(f)["version"]
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpus": os.cpu_count(), "mem_mib": mem,
+            "kernel": platform.release(), "versions": vers}
+
+
+def proc_meminfo():
+    try:
+        with open("/proc/meminfo") as f:
+            return int(f.readline().split()[1]) // 1024
+    except OSError:
+        return None
+
+
+ARGS_IDLE = []
+
+
+def main():
+    global ARGS_IDLE
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--system", action="append", choices=SYSTEMS,
+                    help="run only this system (repeatable)")
+    ap.add_argument("--phase", action="append", choices=PHASES,
+                    help="run only this phase (repeatable)")
+    ap.add_argument("--quick", action="store_true", help="short phases: a smoke run")
+    ap.add_argument("--runs", type=int, help="runs per phase (default 3, quick 1)")
+    ap.add_argument("--seconds", type=float, help="measured seconds per run (10; quick 1)")
+    ap.add_argument("--warmup", type=float, help="warm-up seconds per run (2; quick 0.3)")
+    ap.add_argument("--idle", type=int, action="append",
+                    help="idle connection counts (default 1000 and 10000; quick 200)")
+    ap.add_argument("--callgrind-requests", type=int, help="requests under callgrind (20000)")
+    ap.add_argument("--build-dir", default=os.path.join(ROOT, "build-bench"))
+    ap.add_argument("--no-build", action="store_true", help="use the build directory as is")
+    ap.add_argument("--json", default=os.path.join(ROOT, "bench", "results", "latest.json"))
+    args = ap.parse_args()
+    q = args.quick
+    args.runs = args.runs or (1 if q else 3)
+    args.seconds = args.seconds or (1.0 if q else 10.0)
+    args.warmup = args.warmup if args.warmup is not None else (0.3 if q else 2.0)
+    args.idle = args.idle or ([200] if q else [1000, 10000])
+    args.idle64_runs = 1 if q else 3
+    args.callgrind_requests = args.callgrind_requests or (2000 if q else 20000)
+    args.tmp = tempfile.mkdtemp(prefix="ms-bench.")
+    ARGS_IDLE = args.idle
+    phases = args.phase or PHASES
+    names = args.system or SYSTEMS
+
+    if not args.no_build:
+        if not os.path.exists(os.path.join(args.build_dir, "build.ninja")):
+            subprocess.run(["meson", "setup", args.build_dir, "--buildtype=release",
+                            "-Dbench=enabled"], cwd=ROOT, check=True,
+                           stdout=subprocess.DEVNULL)
+        subprocess.run(["ninja", "-C", args.build_dir, "tools/microstream-hub",
+                        "bench/ms-bench", "bench/relay-bench"] +
+                       (["bench/nats-bench"] if os.path.exists(os.path.join(
+                           args.build_dir, "bench", "nats-bench.p")) else []),
+                       cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    nofile = raise_nofile()
+    if max(args.idle) + 100 > nofile:
+        log("fd limit %d: idle counts above it will fail" % nofile)
+
+    classes = {"microstream": Microstream, "nats": Nats, "node": Node, "relay": Relay}
+    results = {}
+    t0 = time.time()
+    for name in names:
+        s = classes[name](args)
+        if not s.available():
+            log("%s: not available, skipped" % name)
+            continue
+        log("%s:" % name)
+        results[name] = run_system(s, args, phases)
+
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "machine": machine(),
+        "config": {"runs": args.runs, "seconds": args.seconds, "warmup": args.warmup,
+                   "idle": args.idle, "callgrind_requests": args.callgrind_requests,
+                   "payload_bytes": 64, "phases": phases, "quick": q},
+        "wall_s": round(time.time() - t0, 1),
+        "results": results,
+        "goals": goals(results),
+    }
+    text = table(results)
+    m = report["machine"]
+    print("Machine: %s, %s CPUs, %s MiB, Linux %s; %s runs x %ss (+%ss warm-up)" % (
+        m["cpu"], m["cpus"], m["mem_mib"], m["kernel"], args.runs, args.seconds, args.warmup))
+    print()
+    print(text)
+    print()
+    for g in report["goals"]:
+        print("goal: %-48s %s (%s)" % (g["goal"], "met" if g["met"] else "NOT met", g["detail"]))
+    print("wall time: %.0f s" % report["wall_s"])
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(report, f, indent=1)
+    shutil.rmtree(args.tmp, ignore_errors=True)
+    # A smoke run fails when a system answered nothing or with errors.
+    bad = [n for n, r in results.items()
+           for ph in ("c1", "c64") if ph in r and (r[ph]["rps"] <= 0 or r[ph]["errors"])]
+    if bad:
+        log("failed: " + ", ".join(sorted(set(bad))))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
