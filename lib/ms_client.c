@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #define UNSTAMPED INT64_MIN
+#define MAX_TIMEOUT_MS (INT64_C(1) << 40) /* about 35 years */
 
 static void conn_lost(ms_client *c, int64_t now, int err);
 
@@ -75,7 +76,7 @@ static int send_out(ms_client *c) {
   if (!c->conn || c->conn_dead)
     return MS_ERR_STATE;
   int rv = ms_wire_send(c->conn, c->enc, (const uint8_t *)c->out.data,
-                        c->out.size, &c->scratch);
+                        c->out.size, &c->scratch, c->hub_max_message);
   wake(c);
   return rv;
 }
@@ -83,7 +84,8 @@ static int send_out(ms_client *c) {
 int ms_client_send_mp(ms_client *c, const uint8_t *mp, size_t len) {
   if (c->state != MS_CLIENT_READY || !c->conn || c->conn_dead)
     return MS_ERR_STATE;
-  int rv = ms_wire_send(c->conn, c->enc, mp, len, &c->scratch);
+  int rv = ms_wire_send(c->conn, c->enc, mp, len, &c->scratch,
+                        c->hub_max_message);
   wake(c);
   return rv;
 }
@@ -154,8 +156,10 @@ static void timeout_error(ms_client *c, creq *r, int64_t now,
 }
 
 /* The request's deadline passed (locally, or the hub said so first). */
+/* by_hub: the hub sent REQUEST_TIMEOUT and has already forgotten the id
+ * (no CANCEL needed). */
 static void request_timed_out(ms_client *c, creq *r, int64_t now,
-                              const char *message) {
+                              const char *message, int by_hub) {
   c->stats.timeouts++;
   if (r->late_ms > 0 && r->on_late) {
     /* Keep the entry (bounded: it still counts against max_pending)
@@ -167,7 +171,7 @@ static void request_timed_out(ms_client *c, creq *r, int64_t now,
     return;
   }
   creq_unlink(c, r);
-  if (c->conn && !c->conn_dead && c->state == MS_CLIENT_READY) {
+  if (!by_hub && c->conn && !c->conn_dead && c->state == MS_CLIENT_READY) {
     ms_enc_cancel(packer(c), r->id);
     send_out(c);
   }
@@ -232,6 +236,14 @@ int ms_reply_send(ms_reply *r, const uint8_t *data, size_t len) {
       rv = MS_ERR_PAYLOAD_TOO_LARGE;
     }
     int srv = send_out(c);
+    if (srv == MS_ERR_TOO_BIG) {
+      /* Too large on the wire (JSON grows): the requester still gets an
+       * answer, and the caller learns why. */
+      ms_enc_error(packer(c), r->id, ms_str_c("PAYLOAD_TOO_LARGE"),
+                   ms_str_c("response larger than max_message"), NULL);
+      send_out(c);
+      srv = MS_ERR_PAYLOAD_TOO_LARGE;
+    }
     if (rv == 0)
       rv = srv;
   } else if (rv == MS_ERR_STATE) {
@@ -480,8 +492,13 @@ int ms_client_request(ms_client *c, const char *target, const char *event,
   r->ud = user_data;
   r->timeout_ms = opts && opts->timeout_ms > 0 ? opts->timeout_ms
                                                : c->cfg.default_timeout_ms;
+  /* Deadlines stay far from overflow; the hub caps them anyway. */
+  if (r->timeout_ms > MAX_TIMEOUT_MS)
+    r->timeout_ms = MAX_TIMEOUT_MS;
   if (opts && opts->late_ms > 0 && opts->on_late) {
     r->late_ms = MS_MIN(opts->late_ms, c->cfg.max_late_ms);
+    if (r->late_ms > MAX_TIMEOUT_MS)
+      r->late_ms = MAX_TIMEOUT_MS;
     r->on_late = opts->on_late;
     r->late_ud = opts->late_user_data;
   }
@@ -528,16 +545,25 @@ int ms_client_request(ms_client *c, const char *target, const char *event,
         err = MS_ERR_HUB_UNAVAILABLE;
     }
   }
+  if (ms_heap_push(&c->timers, &r->hn, c->last_now) != 0) {
+    /* Without a timer it could never end: refuse it (no callback). A
+     * request already sent is cancelled at the hub. */
+    ms_u64map_del(&c->reqs, r->id);
+    if (!err) {
+      ms_enc_cancel(packer(c), r->id);
+      send_out(c);
+    }
+    ms_free(c->mem, r);
+    return MS_ERR_NOMEM;
+  }
   if (err) {
     /* Reported from the next tick, never from inside this call. */
     r->state = CREQ_FAIL;
     r->fail_err = err;
-    ms_heap_push(&c->timers, &r->hn, c->last_now);
   } else {
     r->state = CREQ_INFLIGHT;
     c->inflight++;
     c->stats.requests_sent++;
-    ms_heap_push(&c->timers, &r->hn, c->last_now);
   }
   if (id_out)
     *id_out = r->id;
@@ -547,8 +573,19 @@ int ms_client_request(ms_client *c, const char *target, const char *event,
 
 int ms_client_cancel(ms_client *c, uint64_t id) {
   creq *r = ms_u64map_get(&c->reqs, id);
-  if (!r || r->state == CREQ_LATE)
+  if (!r)
     return MS_ERR_NOT_FOUND;
+  if (r->state == CREQ_LATE) {
+    /* Its one callback already ran (REQUEST_TIMEOUT): stop on_late from
+     * running, silently, and let the hub stop routing. */
+    creq_unlink(c, r);
+    if (c->conn && !c->conn_dead && c->state == MS_CLIENT_READY) {
+      ms_enc_cancel(packer(c), id);
+      send_out(c);
+    }
+    creq_free(c, r);
+    return 0;
+  }
   int was_inflight = r->state == CREQ_INFLIGHT;
   creq_unlink(c, r);
   enter(c);
@@ -573,7 +610,8 @@ void ms_client_get_stats(const ms_client *c, ms_client_stats *st) {
 int ms_client_send_raw(ms_client *c, const uint8_t *msg, size_t len) {
   if (c->state != MS_CLIENT_READY || !c->conn || c->conn_dead)
     return MS_ERR_STATE;
-  int rv = ms_wire_send(c->conn, c->enc, msg, len, &c->scratch);
+  int rv = ms_wire_send(c->conn, c->enc, msg, len, &c->scratch,
+                        c->hub_max_message);
   wake(c);
   return rv;
 }
@@ -670,7 +708,7 @@ static void handle_answer(ms_client *c, const ms_msg *m, int64_t now) {
     return;
   }
   if (err == MS_ERR_REQUEST_TIMEOUT) {
-    request_timed_out(c, r, now, message);
+    request_timed_out(c, r, now, message, 1);
     return;
   }
   creq_unlink(c, r);
@@ -1129,7 +1167,7 @@ int ms_client_tick(ms_client *c, int64_t now) {
       r->sent_at = now;
       ms_heap_update(&c->timers, &r->hn, now + r->timeout_ms);
     } else if (r->state == CREQ_INFLIGHT) {
-      request_timed_out(c, r, now, "request timed out");
+      request_timed_out(c, r, now, "request timed out", 0);
     } else { /* late window over */
       creq_unlink(c, r);
       if (c->conn && !c->conn_dead && c->state == MS_CLIENT_READY) {

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #define MAX_MESSAGE (64 * 1024)
+#define MAX_FIELDS (256 * 1024)
 #define RING_MAX_BYTES (8u << 20)
 #define SUB_ID_BASE (UINT64_C(1) << 52) /* kept apart from request ids */
 
@@ -274,9 +275,16 @@ static int ship(ms_client *c, ms_client_logs *l, int64_t ts, int64_t level,
 static void drain(ms_client *c, ms_client_logs *l) {
   while (l->n > 0 && can_ship(c)) {
     qrec *q = l->ring[l->head];
-    if (ship(c, l, q->ts_us, q->level, q->data, q->message_len,
-             (const uint8_t *)q->data + q->message_len, q->fields_len) != 0)
-      break;
+    int rv = ship(c, l, q->ts_us, q->level, q->data, q->message_len,
+                  (const uint8_t *)q->data + q->message_len, q->fields_len);
+    if (rv == MS_ERR_STATE)
+      break; /* not connected after all: try again later */
+    if (rv != 0) {
+      /* This record can never go (too large on the wire): drop it,
+       * counted, rather than hold every later one behind it. */
+      l->dropped_total++;
+      l->dropped_unreported++;
+    }
     l->ring[l->head] = NULL;
     l->head = (l->head + 1) % l->cap;
     l->n--;
@@ -301,6 +309,8 @@ int ms_log_raw(ms_client *c, int level, const char *message, size_t msg_len,
   }
   if (msg_len > MAX_MESSAGE)
     msg_len = MAX_MESSAGE;
+  if (fields_len > MAX_FIELDS)
+    return MS_ERR_TOO_BIG;
   int64_t ts = l->wall ? l->wall(l->wall_ud) : 0;
   if (l->sink) {
     char *m = ms_strndup(c->mem, message, msg_len);
@@ -319,8 +329,14 @@ int ms_log_raw(ms_client *c, int level, const char *message, size_t msg_len,
     ms_free(c->mem, m);
   }
   if (l->n == 0 && can_ship(c)) {
-    if (ship(c, l, ts, level, message, msg_len, fields, fields_len) == 0)
+    int rv = ship(c, l, ts, level, message, msg_len, fields, fields_len);
+    if (rv == 0)
       return 0;
+    if (rv != MS_ERR_STATE) {
+      l->dropped_total++;
+      l->dropped_unreported++;
+      return 0;
+    }
   }
   qrec *q = ms_malloc(c->mem, sizeof *q + msg_len + fields_len);
   if (!q) {

@@ -71,20 +71,39 @@ static void close_conn(ms_hub *h, ms_hub_conn *hc, uint16_t code,
 int ms_hub_send_out(ms_hub *h, ms_hub_conn *hc) {
   if (hc->state == HC_CLOSING || hc->state == HC_GONE || hc->released)
     return MS_ERR_CLOSED;
-  h->stats.bytes_out += h->out.size;
+  if (hc->doomed)
+    return MS_ERR_SLOW_CONSUMER;
   int rv = ms_wire_send(hc->ws, hc->enc, (const uint8_t *)h->out.data,
-                        h->out.size, &h->scratch);
+                        h->out.size, &h->scratch, h->cfg.max_message);
+  if (rv == 0)
+    h->stats.bytes_out += h->out.size;
   ms_hub_mark_dirty(h, hc);
   if (rv == 0 && ms_conn_out_pending(hc->ws) > h->cfg.out_hard_limit) {
-    /* A peer that does not read is not allowed to hold the hub's
-     * memory: close it; it reconnects and resumes. */
-    hub_event(h, MS_LEVEL_WARN, "closing slow consumer %s (%zu bytes queued)",
-              hc->name ? hc->name : "?", ms_conn_out_pending(hc->ws));
-    close_conn(h, hc, MS_CLOSE_SLOW_CONSUMER, "slow consumer", "slow_consumer",
-               h->last_now);
+    /* A peer that does not read is not allowed to hold the hub's memory:
+     * it is closed (4029; it reconnects and resumes). Not here, though:
+     * the caller may be walking a table this connection's end would
+     * change. The close happens when the outermost call returns. */
+    hc->doomed = 1;
+    hc->doom_next = h->doomed;
+    h->doomed = hc;
     return MS_ERR_SLOW_CONSUMER;
   }
   return rv;
+}
+
+/* Close the slow consumers found during this call (see ms_hub_send_out). */
+static void close_doomed(ms_hub *h) {
+  while (h->doomed) {
+    ms_hub_conn *hc = h->doomed;
+    h->doomed = hc->doom_next;
+    hc->doom_next = NULL;
+    if (hc->released)
+      continue;
+    hub_event(h, MS_LEVEL_WARN, "closing slow consumer %s (%zu bytes queued)",
+              hc->name ? hc->name : "connection", ms_conn_out_pending(hc->ws));
+    close_conn(h, hc, MS_CLOSE_SLOW_CONSUMER, "slow consumer", "closed",
+               h->last_now);
+  }
 }
 
 void ms_hub_send_error(ms_hub *h, ms_hub_conn *hc, uint64_t id,
@@ -121,6 +140,7 @@ void ms_hub_config_init(ms_hub_config *cfg) {
   cfg->out_high_water = 1 << 20;
   cfg->out_hard_limit = 16 << 20;
   cfg->log_ring = 10000;
+  cfg->log_ring_bytes = 64u << 20;
   cfg->sub_queue = 4096;
   cfg->serve_viewer = 1;
 }
@@ -152,6 +172,7 @@ int ms_hub_new(ms_hub **ph, const ms_hub_config *cfg, void *user_data,
   if (c->out_hard_limit < c->out_high_water + 2 * c->max_message)
     c->out_hard_limit = c->out_high_water + 2 * c->max_message;
   if (!c->log_ring) c->log_ring = 10000;
+  if (!c->log_ring_bytes) c->log_ring_bytes = 64u << 20;
   if (!c->sub_queue) c->sub_queue = 4096;
   if (cfg->secret_len) {
     h->secret = ms_malloc(mem, cfg->secret_len);
@@ -241,12 +262,18 @@ void ms_hub_set_wakeup(ms_hub *h, ms_hub_wakeup_fn fn, void *ud) {
 
 static void enter(ms_hub *h) { h->depth++; }
 static void leave(ms_hub *h) {
+  if (h->depth == 1 && h->doomed)
+    close_doomed(h); /* still inside: closes may send to others */
   if (--h->depth == 0) {
     while (h->graveyard) {
       ms_hub_conn *hc = h->graveyard;
       h->graveyard = hc->all_next;
       free_conn(h, hc);
     }
+    /* Output made inside the call, for connections the transport may not
+     * be looking at: tell it once. */
+    if (h->dirty_head && h->wakeup)
+      h->wakeup(h->wakeup_ud);
   }
 }
 
@@ -391,8 +418,18 @@ static void on_request(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
     t->in_head->t_prev = r;
   t->in_head = r;
   h->stats.pending++;
+  int rv = ms_hub_send_out(h, t);
+  if (rv == MS_ERR_TOO_BIG || rv == MS_ERR_NOMEM) {
+    /* Larger than max_message in the target's encoding (JSON grows). */
+    route_unlink(h, r);
+    route_free(h, r);
+    ms_hub_send_error(h, hc, m->id, rv == MS_ERR_TOO_BIG
+                                        ? "PAYLOAD_TOO_LARGE"
+                                        : "INTERNAL_SERVER_ERROR",
+                      "request larger than max_message for its target", NULL);
+    return;
+  }
   h->stats.requests_routed++;
-  ms_hub_send_out(h, t);
 }
 
 /* RESPONSE or ERROR from hc for one of the hub's ids. */
@@ -433,11 +470,19 @@ static void on_answer(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
                       "response larger than max_message", NULL);
     return;
   }
+  int rv = ms_hub_send_out(h, o);
+  if (rv == MS_ERR_TOO_BIG || rv == MS_ERR_NOMEM) {
+    /* Too large in the requester's encoding: it still gets an answer. */
+    ms_hub_send_error(h, o, oid, rv == MS_ERR_TOO_BIG ? "PAYLOAD_TOO_LARGE"
+                                                      : "INTERNAL_SERVER_ERROR",
+                      "response larger than max_message for the requester",
+                      NULL);
+    return;
+  }
   if (late)
     h->stats.late_routed++;
   else
     h->stats.responses_routed++;
-  ms_hub_send_out(h, o);
   (void)now;
 }
 
@@ -482,6 +527,7 @@ static void route_deadline(ms_hub *h, route *r, int64_t now) {
                         &obj);
     msgpack_zone_destroy(&z);
     msgpack_sbuffer_destroy(&sb);
+    /* (Sends never close a connection synchronously, so r is intact.) */
     if (r->late_ms > 0) {
       r->timed_out = 1;
       ms_heap_update(&h->timers, &r->hn, r->deadline + r->late_ms);
@@ -887,7 +933,7 @@ static void live_check(ms_hub *h, ms_hub_conn *hc, int64_t now) {
       if (!ms_conn_want_read(hc->ws) || hc->reading_paused) {
         /* We stopped reading it: not silence but a slow consumer. */
         close_conn(h, hc, MS_CLOSE_SLOW_CONSUMER, "slow consumer",
-                   "slow_consumer", now);
+                   "closed", now);
       } else {
         hub_event(h, MS_LEVEL_INFO, "%s missed heartbeats",
                   hc->name ? hc->name : "connection");
@@ -993,9 +1039,14 @@ const uint8_t *ms_hub_conn_peek(ms_hub_conn *hc, size_t *len) {
 }
 
 void ms_hub_conn_consume(ms_hub_conn *hc, size_t n) {
+  ms_hub *h = hc->hub;
   ms_conn_consume(hc->ws, n);
-  if (n && hc->subs && ms_conn_out_pending(hc->ws) < hc->hub->cfg.out_high_water / 4)
-    ms_hub_subs_drained(hc->hub, hc);
+  if (n && hc->subs && !hc->released &&
+      ms_conn_out_pending(hc->ws) < h->cfg.out_high_water / 4) {
+    enter(h);
+    ms_hub_subs_drained(h, hc);
+    leave(h);
+  }
 }
 
 int ms_hub_conn_want_read(const ms_hub_conn *hc) {
@@ -1029,6 +1080,13 @@ void ms_hub_conn_release(ms_hub_conn *hc) {
     hc->state = HC_GONE;
   }
   hc->released = 1;
+  if (hc->doomed) { /* out of the list of pending closes */
+    ms_hub_conn **pp = &h->doomed;
+    while (*pp && *pp != hc)
+      pp = &(*pp)->doom_next;
+    if (*pp)
+      *pp = hc->doom_next;
+  }
   ms_heap_remove(&h->live, &hc->live);
   /* Out of the dirty list. */
   if (hc->in_dirty) {

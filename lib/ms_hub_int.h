@@ -32,7 +32,8 @@ struct ms_hub_conn {
   size_t name_len;
   char *instance;
   unsigned registered : 1, watch : 1, in_dirty : 1, released : 1,
-      reading_paused : 1;
+      reading_paused : 1, doomed : 1;
+  ms_hub_conn *doom_next; /* slow consumers to close at the outermost call */
   int pings_sent;
   int64_t accepted_at, last_rx, ready_at;
   ms_hnode live; /* liveness / handshake / conn deadlines */
@@ -84,6 +85,7 @@ struct ms_hub {
   ms_hub_conn *all;     /* every connection */
   ms_hub_conn *dirty_head, *dirty_tail;
   ms_hub_conn *graveyard; /* released inside a callback */
+  ms_hub_conn *doomed;    /* slow consumers to close (ms_hub_send_out) */
 
   ms_hub_streams *streams;
 

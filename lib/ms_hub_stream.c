@@ -36,11 +36,15 @@ struct hub_sub {
    * ring dropped meanwhile (or more than sub_queue behind) is reported
    * with one gap marker. No per-subscriber copies. */
   uint64_t cursor;
+  /* Replaying history: the live marker is still to come, and fan-out
+   * leaves the subscriber to catch_up() until it is sent. */
+  int replaying;
 };
 
 typedef struct stream {
   rec **ring;
   size_t cap, n, head; /* head: index of the oldest */
+  size_t bytes;        /* kept, bounded by cfg.log_ring_bytes */
   uint64_t seq;        /* newest seq kept, 0 if none */
   hub_sub *subs;
 } stream;
@@ -134,14 +138,20 @@ static rec *keep(ms_hub *h, stream *s, int64_t ts_us, int64_t level,
     memcpy(r->data + service_len, message, message_len);
   memcpy(r->data + service_len + message_len, eb.data, eb.size);
   msgpack_sbuffer_destroy(&eb);
-  if (s->n == s->cap) {
-    ms_free(h->mem, s->ring[s->head]);
-    s->ring[s->head] = r;
+  size_t sz = sizeof *r + service_len + message_len + r->extra_len;
+  /* Oldest out while over the count or the byte budget. */
+  while (s->n > 0 && (s->n == s->cap || s->bytes + sz > h->cfg.log_ring_bytes)) {
+    rec *old = s->ring[s->head];
+    s->bytes -= sizeof *old + old->service_len + old->message_len +
+                old->extra_len;
+    ms_free(h->mem, old);
+    s->ring[s->head] = NULL;
     s->head = (s->head + 1) % s->cap;
-  } else {
-    s->ring[(s->head + s->n) % s->cap] = r;
-    s->n++;
+    s->n--;
   }
+  s->ring[(s->head + s->n) % s->cap] = r;
+  s->n++;
+  s->bytes += sz;
   return r;
 }
 
@@ -194,7 +204,7 @@ static void encode_body(ms_hub_streams *st, int stream_id, const rec *r) {
                         r->extra_len);
 }
 
-static void send_body(ms_hub *h, hub_sub *sub) {
+static int send_body(ms_hub *h, hub_sub *sub) {
   ms_hub_streams *st = h->streams;
   msgpack_packer *pk = ms_hub_packer(h);
   if (sub->stream == STREAM_LOGS) {
@@ -206,7 +216,7 @@ static void send_body(ms_hub *h, hub_sub *sub) {
   }
   msgpack_pack_uint64(pk, sub->sub_id);
   msgpack_sbuffer_write(&h->out, st->body.data, st->body.size);
-  ms_hub_send_out(h, sub->hc);
+  return ms_hub_send_out(h, sub->hc);
 }
 
 static void send_marker(ms_hub *h, hub_sub *sub, uint64_t seq,
@@ -234,11 +244,22 @@ static int backed_up(const ms_hub *h, const hub_sub *sub) {
   return ms_conn_out_pending(sub->hc->ws) > h->cfg.out_high_water;
 }
 
+static void send_marker(ms_hub *h, hub_sub *sub, uint64_t seq,
+                        const char *what, uint64_t missed, int64_t now);
+
+/* Send one kept record; one that cannot go out in the subscriber's
+ * encoding (too large once JSON) is reported as missed, not skipped
+ * silently. */
+static void deliver(ms_hub *h, hub_sub *sub, const rec *r, int64_t now) {
+  if (send_body(h, sub) == MS_ERR_TOO_BIG)
+    send_marker(h, sub, r->seq, "gap", 1, now);
+}
+
 static void fan_out(ms_hub *h, int stream_id, const rec *r) {
   ms_hub_streams *st = h->streams;
   int encoded = 0;
   for (hub_sub *sub = st->s[stream_id].subs; sub; sub = sub->s_next) {
-    if (sub->cursor != r->seq || backed_up(h, sub))
+    if (sub->replaying || sub->cursor != r->seq || backed_up(h, sub))
       continue; /* behind: it catches up from the ring when drained */
     sub->cursor = r->seq + 1;
     if (!matches(sub, r))
@@ -247,17 +268,19 @@ static void fan_out(ms_hub *h, int stream_id, const rec *r) {
       encode_body(st, stream_id, r);
       encoded = 1;
     }
-    send_body(h, sub);
+    deliver(h, sub, r, h->last_now);
   }
 }
 
-/* Bring a subscriber that fell behind up to date, as far as its
- * connection's output allows. */
+/* Bring a subscriber up to date from the ring, as far as its
+ * connection's output allows: history after SUBSCRIBE (then the live
+ * marker), or what it fell behind while backed up. */
 static void catch_up(ms_hub *h, hub_sub *sub, int64_t now) {
   ms_hub_streams *st = h->streams;
   stream *s = &st->s[sub->stream];
   uint64_t lo = oldest_seq(s);
-  if (s->seq >= h->cfg.sub_queue && s->seq - h->cfg.sub_queue + 1 > lo)
+  if (!sub->replaying && s->seq >= h->cfg.sub_queue &&
+      s->seq - h->cfg.sub_queue + 1 > lo)
     lo = s->seq - h->cfg.sub_queue + 1;
   if (sub->cursor < lo) {
     /* Lost: everything of the stream's between cursor and lo. */
@@ -271,13 +294,19 @@ static void catch_up(ms_hub *h, hub_sub *sub, int64_t now) {
     if (!matches(sub, r))
       continue;
     encode_body(st, sub->stream, r);
-    send_body(h, sub);
+    deliver(h, sub, r, now);
+  }
+  if (sub->replaying && sub->cursor > s->seq && !backed_up(h, sub) &&
+      sub->hc->state == HC_READY) {
+    sub->replaying = 0;
+    send_marker(h, sub, s->seq, "live", 0, now);
   }
 }
 
 void ms_hub_subs_drained(ms_hub *h, ms_hub_conn *hc) {
   for (hub_sub *sub = hc->subs; sub; sub = sub->conn_next) {
-    if (sub->cursor <= h->streams->s[sub->stream].seq && !backed_up(h, sub))
+    if ((sub->replaying || sub->cursor <= h->streams->s[sub->stream].seq) &&
+        !backed_up(h, sub))
       catch_up(h, sub, h->last_now);
   }
 }
@@ -417,21 +446,10 @@ void ms_hub_on_subscribe(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
     return;
   }
   stream *s = &h->streams->s[sid];
-  ms_hub_streams *st = h->streams;
-  /* History first, then the live marker, then live records. */
+  /* Where the replay starts; catch_up() sends it under backpressure,
+   * then the live marker, then live records. */
   if (has_since) {
-    uint64_t oldest = oldest_seq(s);
-    if (since + 1 < oldest && since < s->seq) {
-      uint64_t lost = oldest - since - 1;
-      send_marker(h, sub, oldest - 1, "gap", lost, now);
-    }
-    for (size_t k = 0; k < s->n; k++) {
-      rec *r = ring_at(s, k);
-      if (r->seq <= since || !matches(sub, r))
-        continue;
-      encode_body(st, sid, r);
-      send_body(h, sub);
-    }
+    sub->cursor = since < s->seq ? since + 1 : s->seq + 1;
   } else if (history > 0) {
     /* The last N matching: walk back to find where to start. */
     size_t start = s->n, found = 0;
@@ -440,26 +458,18 @@ void ms_hub_on_subscribe(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
         found++;
       start--;
     }
-    for (size_t k = start; k < s->n; k++) {
-      rec *r = ring_at(s, k);
-      if (!matches(sub, r))
-        continue;
-      encode_body(st, sid, r);
-      send_body(h, sub);
-    }
+    sub->cursor = start < s->n ? ring_at(s, start)->seq : s->seq + 1;
+  } else {
+    sub->cursor = s->seq + 1;
   }
-  send_marker(h, sub, s->seq, "live", 0, now);
-  sub->cursor = s->seq + 1;
-  if (hc->state != HC_READY) { /* closed while sending history */
-    sub_free(h, sub);
-    return;
-  }
+  sub->replaying = 1;
   sub->conn_next = hc->subs;
   hc->subs = sub;
   sub->s_next = s->subs;
   if (s->subs)
     s->subs->s_prev = sub;
   s->subs = sub;
+  catch_up(h, sub, now);
 }
 
 static void sub_unlink(ms_hub *h, hub_sub *sub) {

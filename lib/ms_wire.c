@@ -4,13 +4,18 @@
 #include <stdio.h>
 
 int ms_wire_send(ms_conn *c, ms_encoding enc, const uint8_t *mp, size_t len,
-                 msgpack_sbuffer *scratch) {
-  if (enc != MS_ENC_JSON)
+                 msgpack_sbuffer *scratch, size_t limit) {
+  if (enc != MS_ENC_JSON) {
+    if (limit && len > limit)
+      return MS_ERR_TOO_BIG;
     return ms_conn_send(c, 1, mp, len);
+  }
   scratch->size = 0;
   int rv = ms_msgpack_bytes_to_json(mp, len, scratch);
   if (rv)
     return rv;
+  if (limit && scratch->size > limit)
+    return MS_ERR_TOO_BIG;
   return ms_conn_send(c, 0, (const uint8_t *)scratch->data, scratch->size);
 }
 

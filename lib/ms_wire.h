@@ -10,9 +10,12 @@
 #include "ms_internal.h"
 
 /* Send one MessagePack-encoded message, as a binary message or, for
- * MS_ENC_JSON, converted to a text message (scratch is reused). */
+ * MS_ENC_JSON, converted to a text message (scratch is reused). A message
+ * larger than `limit` bytes on the wire (0: no limit beyond the
+ * connection's own) is refused with MS_ERR_TOO_BIG: JSON grows, so the
+ * check has to come after the conversion. */
 int ms_wire_send(ms_conn *c, ms_encoding enc, const uint8_t *mp, size_t len,
-                 msgpack_sbuffer *scratch);
+                 msgpack_sbuffer *scratch, size_t limit);
 
 /* Decode one received WebSocket message: checks the frame kind against
  * the encoding, converts JSON to MessagePack into scratch, decodes into

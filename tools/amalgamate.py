@@ -167,7 +167,11 @@ def main():
     shared = set()
     for h in am.headers_reached(args.header + args.source):
         with open(h, encoding='utf-8') as f:
-            shared.update(re.findall(r'\w+', f.read()))
+            code = f.read()
+        # Words in comments name nothing: only code counts.
+        code = re.sub(r'/\*.*?\*/', ' ', code, flags=re.S)
+        code = re.sub(r'//[^\n]*', ' ', code)
+        shared.update(re.findall(r'\w+', code))
 
     # Which file-local names clash between sources.
     owners = {}

@@ -116,7 +116,9 @@ MS_EXTERN void ms_reply_retain(ms_reply *r);
 /* Answer with MessagePack bytes (data NULL/len 0 -> nil). The handle is
  * released (a retained handle needs no ms_reply_release afterwards).
  * Returns 0, MS_ERR_STATE (already answered), MS_ERR_CLOSED (the request
- * was cancelled or the connection dropped: the answer is discarded). */
+ * was cancelled or the connection dropped: the answer is discarded),
+ * MS_ERR_PAYLOAD_TOO_LARGE (larger than the hub's max_message on the
+ * wire: the requester gets PAYLOAD_TOO_LARGE instead). */
 MS_EXTERN int ms_reply_send(ms_reply *r, const uint8_t *data, size_t len);
 /* Answer with a C string as a MessagePack str. */
 MS_EXTERN int ms_reply_send_str(ms_reply *r, const char *s);
@@ -162,7 +164,10 @@ typedef struct ms_request_opts {
  * client (never from inside ms_client_request): the response, an error,
  * MS_ERR_REQUEST_TIMEOUT, MS_ERR_CANCELLED, or MS_ERR_HUB_UNAVAILABLE.
  * Returns 0 and the local id in *id_out (may be NULL), or
- * MS_ERR_INVALID_ARG / MS_ERR_NOMEM (and then no callback).
+ * MS_ERR_INVALID_ARG, MS_ERR_TOO_MANY_PENDING (max_pending requests are in
+ * flight or in late windows) or MS_ERR_NOMEM, and then no callback.
+ * timeout_ms and late_ms are capped (late_ms at max_late_ms; the hub caps
+ * both again).
  */
 MS_EXTERN int ms_client_request(ms_client *c, const char *target,
                                 const char *event, const uint8_t *data,
@@ -170,7 +175,9 @@ MS_EXTERN int ms_client_request(ms_client *c, const char *target,
                                 ms_response_fn cb, void *user_data,
                                 uint64_t *id_out);
 /* Cancel: the callback runs once with MS_ERR_CANCELLED (from inside this
- * call) and the hub is told. Returns 0 or MS_ERR_NOT_FOUND. */
+ * call) and the hub is told. During a request's late window (its callback
+ * already had REQUEST_TIMEOUT) it stops on_late from being called, with no
+ * callback. Returns 0 or MS_ERR_NOT_FOUND. */
 MS_EXTERN int ms_client_cancel(ms_client *c, uint64_t id);
 
 /* Requests in flight (not counting late windows). */

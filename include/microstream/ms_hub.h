@@ -56,9 +56,13 @@ typedef struct ms_hub_config {
    * lowercase hex HMAC-SHA256(secret, service name). */
   const uint8_t *secret;
   size_t secret_len;
-  /* Log ring (records kept in memory for history), default 10000. */
+  /* Log ring (records kept in memory for history): at most log_ring
+   * records (default 10000) and log_ring_bytes bytes (default 64 MiB). */
   size_t log_ring;
-  /* Per-subscriber queue bound (messages), default 4096. */
+  size_t log_ring_bytes;
+  /* How far (in records) a subscriber may fall behind the live stream
+   * before the oldest it has not seen are dropped for it (gap), default
+   * 4096. */
   size_t sub_queue;
   /* Wall clock in microseconds since the Unix epoch. NULL: the hub uses
    * now * 1000 (tests). */

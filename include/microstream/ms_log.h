@@ -86,7 +86,10 @@ MS_EXTERN int ms_log_fields(ms_client *c, int level, const ms_log_field *f,
                             size_t n, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 /* With a message as is (no formatting) and fields as a MessagePack map
- * (NULL/0 = none). */
+ * (NULL/0 = none, at most 256 KiB: MS_ERR_TOO_BIG; not one map:
+ * MS_ERR_INVALID_ARG). A record that cannot be shipped (too large for the
+ * hub once encoded) is dropped and counted like one pushed out of the
+ * ring. */
 MS_EXTERN int ms_log_raw(ms_client *c, int level, const char *message,
                          size_t message_len, const uint8_t *fields_mp,
                          size_t fields_len);

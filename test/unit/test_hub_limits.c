@@ -1,0 +1,272 @@
+/* Bounds and their error paths, hub and client together on a fake clock:
+ * messages that only outgrow max_message once they are JSON, requesters
+ * that stop reading while their requests time out, logs too large to
+ * ship, absurd timeouts. */
+#include "ms_test.h"
+#include "hubsim.h"
+
+static ms_client *client_enc(const char *name, ms_encoding enc) {
+  ms_client_config cfg;
+  ms_client_config_init(&cfg);
+  cfg.service = name;
+  cfg.encoding = enc;
+  cfg.seed = 7;
+  cfg.backoff_min_ms = 10;
+  cfg.backoff_max_ms = 50;
+  ms_client *c = NULL;
+  if (ms_client_new(&c, &cfg, NULL, NULL) != 0)
+    return NULL;
+  ms_log_set_sink(c, NULL, NULL);
+  return c;
+}
+
+typedef struct res {
+  int done, err;
+  char code[64];
+} res;
+
+static void on_res(ms_client *c, const ms_response_arg *a, void *ud) {
+  res *r = ud;
+  (void)c;
+  r->done++;
+  r->err = a->err;
+  snprintf(r->code, sizeof r->code, "%s", a->code ? a->code : "");
+}
+
+static size_t g_bin_len;
+static int g_reply_rv;
+
+/* Answers with g_bin_len bytes of bin: base64 in JSON, a third larger. */
+static void h_big(ms_client *c, ms_reply *r, const ms_request_arg *a,
+                  void *ud) {
+  (void)c, (void)a, (void)ud;
+  char *blob = calloc(1, g_bin_len);
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_bin_with_body(&pk, blob, g_bin_len);
+  g_reply_rv = ms_reply_send(r, (const uint8_t *)sb.data, sb.size);
+  msgpack_sbuffer_destroy(&sb);
+  free(blob);
+}
+
+static void h_small(ms_client *c, ms_reply *r, const ms_request_arg *a,
+                    void *ud) {
+  (void)c, (void)a, (void)ud;
+  ms_reply_send_str(r, "ok");
+}
+
+static void small_hub(ms_hub_config *cfg) {
+  ms_hub_config_init(cfg);
+  cfg->hub_id = "hub-limits";
+  cfg->heartbeat_ms = 1000000;
+  cfg->max_message = 4096;
+}
+
+static void answer_too_large_once_json_gets_PAYLOAD_TOO_LARGE(void) {
+  sim s;
+  ms_hub_config cfg;
+  small_hub(&cfg);
+  CHECK_EQ_INT(sim_init(&s, &cfg), 0);
+  ms_client *j = client_enc("json-caller", MS_ENC_JSON);
+  ms_client *m = client_enc("mp-service", MS_ENC_MSGPACK);
+  ms_client_on(m, "big", h_big, NULL);
+  sim_add(&s, j);
+  sim_add(&s, m);
+  sim_pump(&s);
+  g_bin_len = 3500; /* fits as MessagePack, not as base64 JSON */
+  res r = {0, 0, ""};
+  ms_client_request(j, "mp-service", "big", NULL, 0, NULL, on_res, &r, NULL);
+  sim_advance(&s, 1);
+  CHECK_EQ_INT(g_reply_rv, 0);
+  CHECK_EQ_INT(r.done, 1);
+  CHECK_EQ_INT(r.err, MS_ERR_PAYLOAD_TOO_LARGE);
+  CHECK_EQ_INT(ms_client_get_state(j), MS_CLIENT_READY);
+  sim_free(&s);
+}
+
+static void reply_too_large_once_json_tells_both_sides(void) {
+  sim s;
+  ms_hub_config cfg;
+  small_hub(&cfg);
+  sim_init(&s, &cfg);
+  ms_client *a = client_enc("mp-caller", MS_ENC_MSGPACK);
+  ms_client *j = client_enc("json-service", MS_ENC_JSON);
+  ms_client_on(j, "big", h_big, NULL);
+  sim_add(&s, a);
+  sim_add(&s, j);
+  sim_pump(&s);
+  g_bin_len = 3500;
+  g_reply_rv = 0;
+  res r = {0, 0, ""};
+  ms_client_request(a, "json-service", "big", NULL, 0, NULL, on_res, &r, NULL);
+  sim_advance(&s, 1);
+  CHECK_EQ_INT(g_reply_rv, MS_ERR_PAYLOAD_TOO_LARGE);
+  CHECK_EQ_INT(r.done, 1);
+  CHECK_EQ_INT(r.err, MS_ERR_PAYLOAD_TOO_LARGE);
+  /* The service was not disconnected for sending too much. */
+  CHECK_EQ_INT(ms_client_get_state(j), MS_CLIENT_READY);
+  sim_free(&s);
+}
+
+static void requester_that_stops_reading_is_closed_4029_and_others_go_on(void) {
+  sim s;
+  ms_hub_config cfg;
+  small_hub(&cfg);
+  cfg.out_high_water = 4096;
+  cfg.out_hard_limit = 16384;
+  sim_init(&s, &cfg);
+  ms_client *a = client_enc("stalled", MS_ENC_MSGPACK);
+  ms_client *b = client_enc("server", MS_ENC_MSGPACK);
+  ms_client *c = client_enc("healthy", MS_ENC_MSGPACK);
+  ms_client_on(b, "big", h_big, NULL);
+  ms_client_on(b, "small", h_small, NULL);
+  int ai = sim_add(&s, a);
+  sim_add(&s, b);
+  sim_add(&s, c);
+  sim_pump(&s);
+  s.cl[ai].stalled = 1;
+  g_bin_len = 3000;
+  res rs[40];
+  memset(rs, 0, sizeof rs);
+  ms_request_opts o = {0};
+  for (int i = 0; i < 40; i++) {
+    /* Answers fill its buffer; the rest time out onto the full buffer. */
+    o.timeout_ms = 50 + i;
+    o.late_ms = i % 2 ? 100 : 0;
+    o.on_late = i % 2 ? on_res : NULL;
+    o.late_user_data = &rs[i];
+    ms_client_request(a, "server", i < 8 ? "big" : "never", NULL, 0, &o,
+                      on_res, &rs[i], NULL);
+  }
+  sim_advance(&s, 500);
+  ms_hub_stats st;
+  ms_hub_get_stats(s.hub, &st);
+  CHECK(st.pending == 0);
+  /* Someone else is served all along. */
+  res rc = {0, 0, ""};
+  ms_client_request(c, "server", "small", NULL, 0, NULL, on_res, &rc, NULL);
+  sim_advance(&s, 10);
+  CHECK_EQ_INT(rc.done, 1);
+  CHECK_EQ_INT(rc.err, 0);
+  /* The stalled one was cut off as a slow consumer: once it reads again
+   * it sees the close and its requests end, each exactly once. */
+  s.cl[ai].stalled = 0;
+  sim_advance(&s, 200);
+  for (int i = 0; i < 40; i++)
+    CHECK(rs[i].done >= 1 && rs[i].done <= 2);
+  sim_free(&s);
+}
+
+static void log_too_large_to_ship_is_dropped_and_later_ones_flow(void) {
+  sim s;
+  ms_hub_config cfg;
+  small_hub(&cfg);
+  sim_init(&s, &cfg);
+  ms_client *a = client_enc("logger", MS_ENC_MSGPACK);
+  ms_log_set_level(a, MS_LEVEL_DEBUG);
+  sim_add(&s, a);
+  sim_pump(&s);
+  char *big = malloc(10000);
+  memset(big, 'x', 9999);
+  big[9999] = '\0';
+  CHECK_EQ_INT(ms_info(a, "%s", big), 0);
+  for (int i = 0; i < 5; i++)
+    ms_info(a, "small %d", i);
+  sim_pump(&s);
+  CHECK_EQ_INT(ms_log_queued(a), 0);
+  CHECK_EQ_INT(ms_log_dropped(a), 1);
+  ms_hub_stats st;
+  ms_hub_get_stats(s.hub, &st);
+  CHECK_EQ_INT(st.log_records, 5);
+  /* Fields beyond the bound are refused outright. */
+  size_t n = 300 * 1024;
+  uint8_t *f = calloc(1, n + 16);
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_map(&pk, 1);
+  msgpack_pack_str_with_body(&pk, "k", 1);
+  msgpack_pack_bin_with_body(&pk, f, n);
+  CHECK_EQ_INT(ms_log_raw(a, MS_LEVEL_INFO, "m", 1, (const uint8_t *)sb.data,
+                          sb.size),
+               MS_ERR_TOO_BIG);
+  msgpack_sbuffer_destroy(&sb);
+  free(f);
+  free(big);
+  sim_free(&s);
+}
+
+static void absurd_timeout_is_capped_not_overflowed(void) {
+  sim s;
+  ms_hub_config cfg;
+  small_hub(&cfg);
+  cfg.max_timeout_ms = 2000;
+  cfg.default_timeout_ms = 1000;
+  sim_init(&s, &cfg);
+  ms_client *a = client_enc("a", MS_ENC_MSGPACK);
+  ms_client *b = client_enc("b", MS_ENC_MSGPACK);
+  ms_client_on(b, "slow", h_small, NULL);
+  sim_add(&s, a);
+  sim_add(&s, b);
+  sim_pump(&s);
+  res r = {0, 0, ""};
+  ms_request_opts o = {0};
+  o.timeout_ms = INT64_MAX;
+  o.late_ms = INT64_MAX;
+  o.on_late = on_res;
+  o.late_user_data = &r;
+  s.cl[1].stalled = 1; /* b never sees the request */
+  ms_client_request(a, "b", "slow", NULL, 0, &o, on_res, &r, NULL);
+  sim_advance(&s, 1);
+  CHECK_EQ_INT(r.done, 0); /* not timed out at once */
+  sim_advance(&s, 2100); /* the hub's cap applies */
+  CHECK_EQ_INT(r.done, 1);
+  CHECK_EQ_INT(r.err, MS_ERR_REQUEST_TIMEOUT);
+  sim_free(&s);
+}
+
+static void cancel_in_late_window_stops_on_late(void) {
+  sim s;
+  ms_hub_config cfg;
+  small_hub(&cfg);
+  sim_init(&s, &cfg);
+  ms_client *a = client_enc("a", MS_ENC_MSGPACK);
+  ms_client *b = client_enc("b", MS_ENC_MSGPACK);
+  ms_client_on(b, "slow", h_small, NULL);
+  sim_add(&s, a);
+  sim_add(&s, b);
+  sim_pump(&s);
+  s.cl[1].stalled = 1; /* b's answer will come late */
+  res r = {0, 0, ""}, late = {0, 0, ""};
+  ms_request_opts o = {0};
+  o.timeout_ms = 100;
+  o.late_ms = 1000;
+  o.on_late = on_res;
+  o.late_user_data = &late;
+  uint64_t id = 0;
+  ms_client_request(a, "b", "slow", NULL, 0, &o, on_res, &r, &id);
+  sim_advance(&s, 150);
+  CHECK_EQ_INT(r.done, 1);
+  CHECK_EQ_INT(r.err, MS_ERR_REQUEST_TIMEOUT);
+  CHECK_EQ_INT(ms_client_cancel(a, id), 0);
+  s.cl[1].stalled = 0;
+  sim_advance(&s, 100);
+  CHECK_EQ_INT(late.done, 0);
+  CHECK_EQ_INT(r.done, 1);
+  CHECK_EQ_INT(ms_client_cancel(a, id), MS_ERR_NOT_FOUND);
+  sim_free(&s);
+}
+
+static const ms_test_case tests[] = {
+    TEST(answer_too_large_once_json_gets_PAYLOAD_TOO_LARGE),
+    TEST(reply_too_large_once_json_tells_both_sides),
+    TEST(requester_that_stops_reading_is_closed_4029_and_others_go_on),
+    TEST(log_too_large_to_ship_is_dropped_and_later_ones_flow),
+    TEST(absurd_timeout_is_capped_not_overflowed),
+    TEST(cancel_in_late_window_stops_on_late),
+};
+
+MS_TEST_MAIN(tests)
