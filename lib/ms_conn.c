@@ -69,7 +69,12 @@ struct ms_conn {
   char key_accept[29]; /* client: the Sec-WebSocket-Accept we expect */
 
   /* WebSocket. */
-  wslay_event_context_ptr ws;
+  wslay_event_context_ptr ws; /* NULL while asleep */
+  int asleep;           /* ms_conn_hibernate() released the contexts */
+  uint64_t in_total;    /* bytes given to wslay since it was created */
+  uint64_t in_framed;   /* bytes of the frames it has finished */
+  uint64_t frame_size;  /* header + payload of the frame being read */
+  int in_frag;          /* inside a fragmented message */
   const uint8_t *in_ptr; /* slice borrowed from ms_conn_feed() */
   size_t in_len;
   ms_encoding enc;
@@ -84,12 +89,28 @@ struct ms_conn {
   size_t out_off;
 
   int64_t now; /* last time given to us; starts the close timer */
+  int now_depth;       /* inside a call that brought `now` */
+  int rearm_close;     /* close/linger timers set outside such a call: */
+  int rearm_linger;    /* re-armed from the next real time (ms_conn_tick) */
   int64_t hs_deadline;
   int64_t close_deadline;
   int64_t linger_deadline; /* ST_DONE: give up flushing the last output */
 };
 
 /* ---- small helpers ---------------------------------------------------- */
+
+/* A deadline `ms` from now. Outside a call that brought the time, c->now
+ * may be old: the deadline is then "due" (so the transport ticks at once)
+ * and *rearm makes ms_conn_tick set it properly from the real time. */
+static int64_t add_ms(int64_t now, int64_t ms);
+static int64_t arm(ms_conn *c, int64_t ms, int *rearm) {
+  if (c->now_depth > 0 || ms <= 0) {
+    *rearm = 0;
+    return add_ms(c->now, ms);
+  }
+  *rearm = 1;
+  return c->now;
+}
 
 static int64_t add_ms(int64_t now, int64_t ms) {
   if (ms <= 0)
@@ -286,7 +307,7 @@ static void report_close(ms_conn *c, int err, uint16_t code,
   c->hs_deadline = MS_NO_DEADLINE;
   c->close_deadline = MS_NO_DEADLINE;
   /* A peer that never reads must not keep a finished connection alive. */
-  c->linger_deadline = add_ms(c->now, c->cfg.close_timeout_ms);
+  c->linger_deadline = arm(c, c->cfg.close_timeout_ms, &c->rearm_linger);
   if (c->ws)
     wslay_event_shutdown_read(c->ws);
   if (!c->cb.on_close || c->free_pending)
@@ -421,6 +442,22 @@ static void ws_on_msg(wslay_event_context_ptr ctx,
   case WSLAY_CONNECTION_CLOSE:
     c->recv_code = arg->status_code ? arg->status_code : MS_CLOSE_NO_STATUS;
     c->recv_reason_len = 0;
+    /* wslay checks the reason only within one read: check it whole, and
+     * a 1-byte body, which RFC 6455 (5.5.1) does not allow. */
+    if (arg->msg_length == 1) {
+      if (!c->fail_err) {
+        c->fail_err = MS_ERR_PROTO;
+        c->fail_code = MS_CLOSE_PROTOCOL_ERROR;
+      }
+      break;
+    }
+    if (arg->msg_length > 2 && !ms_utf8_valid(arg->msg + 2, arg->msg_length - 2)) {
+      if (!c->fail_err) {
+        c->fail_err = MS_ERR_UTF8;
+        c->fail_code = MS_CLOSE_INVALID_UTF8;
+      }
+      break;
+    }
     if (arg->msg_length > 2) {
       c->recv_reason_len = MS_MIN(arg->msg_length - 2,
                                   sizeof c->recv_reason - 1);
@@ -461,9 +498,30 @@ static void after_recv(ms_conn *c) {
   }
 }
 
-static int feed_ws(ms_conn *c, const uint8_t *data, size_t len) {
-  if (!c->ws || !wslay_event_get_read_enabled(c->ws) || len == 0)
+static int ws_create(ms_conn *c);
+
+/* Recreate wslay's contexts for a connection ms_conn_hibernate() put to
+ * sleep. Between whole frames, with nothing queued, wslay's state is its
+ * configuration alone, so a fresh context continues the stream. */
+static int wake(ms_conn *c) {
+  if (!c->asleep)
     return 0;
+  if (ws_create(c) != 0) {
+    set_fatal(c, MS_ERR_NOMEM);
+    return MS_ERR_NOMEM;
+  }
+  c->asleep = 0;
+  return 0;
+}
+
+static int feed_ws(ms_conn *c, const uint8_t *data, size_t len) {
+  if (len == 0)
+    return 0;
+  if (c->asleep && wake(c) != 0)
+    return MS_ERR_NOMEM;
+  if (!c->ws || !wslay_event_get_read_enabled(c->ws))
+    return 0;
+  c->in_total += len;
   c->in_ptr = data;
   c->in_len = len;
   int r = wslay_event_recv(c->ws);
@@ -479,9 +537,42 @@ static int feed_ws(ms_conn *c, const uint8_t *data, size_t len) {
   return c->fatal;
 }
 
+/* Frame accounting: wslay reads ahead into its own buffer, so the only
+ * way to know it holds nothing half-read is to count whole frames against
+ * the bytes it was given (for ms_conn_hibernate). */
+static void ws_frame_start(wslay_event_context_ptr ctx,
+                           const struct wslay_event_on_frame_recv_start_arg *a,
+                           void *user_data) {
+  ms_conn *c = user_data;
+  MS_UNUSED(ctx);
+  uint64_t hdr = 2;
+  if (a->payload_length > 0xffff)
+    hdr += 8;
+  else if (a->payload_length >= 126)
+    hdr += 2;
+  if (c->cfg.role == MS_CONN_SERVER)
+    hdr += 4; /* clients mask every frame */
+  c->frame_size = hdr + a->payload_length;
+  if (a->opcode == WSLAY_TEXT_FRAME || a->opcode == WSLAY_BINARY_FRAME)
+    c->in_frag = !a->fin;
+  else if (a->opcode == WSLAY_CONTINUATION_FRAME && a->fin)
+    c->in_frag = 0;
+}
+
+static void ws_frame_end(wslay_event_context_ptr ctx, void *user_data) {
+  ms_conn *c = user_data;
+  MS_UNUSED(ctx);
+  c->in_framed += c->frame_size;
+  c->frame_size = 0;
+}
+
 static int ws_create(ms_conn *c) {
-  struct wslay_event_callbacks cbs = {ws_recv, ws_send, ws_genmask,
-                                      NULL, NULL, NULL, ws_on_msg};
+  struct wslay_event_callbacks cbs = {ws_recv,        ws_send,
+                                      ws_genmask,     ws_frame_start,
+                                      NULL,           ws_frame_end,
+                                      ws_on_msg};
+  c->in_total = c->in_framed = c->frame_size = 0;
+  c->in_frag = 0;
   int r = c->cfg.role == MS_CONN_SERVER
               ? wslay_event_context_server_init(&c->ws, &cbs, c)
               : wslay_event_context_client_init(&c->ws, &cbs, c);
@@ -842,6 +933,7 @@ int ms_conn_feed(ms_conn *c, const uint8_t *data, size_t len, int64_t now) {
     return 0;
   c->now = now;
   enter(c);
+  c->now_depth++;
   int rv = 0;
   switch (c->state) {
   case ST_IDLE:
@@ -859,6 +951,7 @@ int ms_conn_feed(ms_conn *c, const uint8_t *data, size_t len, int64_t now) {
   }
   if (!c->free_pending)
     update_throttle(c);
+  c->now_depth--;
   leave(c);
   return rv;
 }
@@ -868,10 +961,12 @@ void ms_conn_eof(ms_conn *c, int64_t now) {
     return;
   c->now = now;
   enter(c);
+  c->now_depth++;
   discard_output(c);
   if (!c->fatal && c->state != ST_IDLE)
     report_close(c, MS_ERR_CLOSED, MS_CLOSE_ABNORMAL, NULL, 0, 0, 0);
   c->state = ST_DONE;
+  c->now_depth--;
   leave(c);
 }
 
@@ -917,6 +1012,8 @@ int ms_conn_want_read(const ms_conn *c) {
     return 1;
   case ST_OPEN:
   case ST_CLOSING:
+    if (c->asleep)
+      return !c->throttled;
     return !c->throttled && c->ws && wslay_event_get_read_enabled(c->ws);
   default:
     return 0;
@@ -951,6 +1048,15 @@ int ms_conn_tick(ms_conn *c, int64_t now) {
     return 0;
   c->now = now;
   enter(c);
+  c->now_depth++;
+  if (c->rearm_close) {
+    c->rearm_close = 0;
+    c->close_deadline = add_ms(now, c->cfg.close_timeout_ms);
+  }
+  if (c->rearm_linger) {
+    c->rearm_linger = 0;
+    c->linger_deadline = add_ms(now, c->cfg.close_timeout_ms);
+  }
   if (now >= c->hs_deadline &&
       (c->state == ST_HEAD || c->state == ST_HTTP_WAIT)) {
     /* Nothing useful can be said to a peer that did not finish its
@@ -963,6 +1069,7 @@ int ms_conn_tick(ms_conn *c, int64_t now) {
   } else if (now >= c->linger_deadline && c->state == ST_DONE) {
     discard_output(c);
   }
+  c->now_depth--;
   leave(c);
   return 0;
 }
@@ -1024,13 +1131,24 @@ int ms_conn_send(ms_conn *c, int binary, const uint8_t *data, size_t len) {
     return MS_ERR_INVALID_ARG;
   if (c->fatal)
     return c->fatal;
-  if (c->state != ST_OPEN || c->user_closed || c->free_pending || !c->ws)
+  if (c->state != ST_OPEN || c->user_closed || c->free_pending ||
+      (!c->ws && !c->asleep))
     return MS_ERR_STATE;
   if (len > c->cfg.max_message)
     return MS_ERR_TOO_BIG;
   /* The peer would fail the connection with 1007: refuse it here. */
   if (!binary && !ms_utf8_valid(data, len))
     return MS_ERR_INVALID_ARG;
+  if (c->asleep && c->cfg.role == MS_CONN_SERVER) {
+    /* Nothing queued, nothing half-read: a server frame needs no wslay
+     * state, so a sleeping connection can send without waking. */
+    int rv = frame_direct(c, binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME,
+                          data, len);
+    update_throttle(c);
+    return rv;
+  }
+  if (c->asleep && wake(c) != 0)
+    return MS_ERR_NOMEM;
   if (!wslay_event_want_write(c->ws) && out_buffered(c) < OUT_CHUNK &&
       wslay_event_get_write_enabled(c->ws)) {
     int rv = frame_direct(c, binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME,
@@ -1054,8 +1172,11 @@ int ms_conn_ping(ms_conn *c, const uint8_t *data, size_t len) {
     return MS_ERR_INVALID_ARG;
   if (c->fatal)
     return c->fatal;
-  if (c->state != ST_OPEN || c->user_closed || c->free_pending || !c->ws)
+  if (c->state != ST_OPEN || c->user_closed || c->free_pending ||
+      (!c->ws && !c->asleep))
     return MS_ERR_STATE;
+  if (c->asleep && wake(c) != 0)
+    return MS_ERR_NOMEM;
   struct wslay_event_msg msg = {WSLAY_PING, data, len};
   int r = wslay_event_queue_msg(c->ws, &msg);
   if (r == WSLAY_ERR_NOMEM)
@@ -1066,7 +1187,7 @@ int ms_conn_ping(ms_conn *c, const uint8_t *data, size_t len) {
 static int close_code_valid(uint16_t code) {
   if (code >= 3000 && code <= 4999)
     return 1;
-  return code >= 1000 && code <= 1014 && code != 1004 && code != 1005 &&
+  return code >= 1000 && code <= 1011 && code != 1004 && code != 1005 &&
          code != 1006;
 }
 
@@ -1077,16 +1198,19 @@ int ms_conn_close(ms_conn *c, uint16_t code, const char *reason) {
     return c->fatal;
   if (c->state == ST_IDLE || c->state == ST_HEAD ||
       c->state == ST_HTTP_WAIT) {
-    /* No WebSocket yet: just finish. */
+    /* No WebSocket yet: just finish (a half-sent upgrade is of no use). */
     c->state = ST_DONE;
     c->hs_deadline = MS_NO_DEADLINE;
     c->close_reported = 1;
+    discard_output(c);
     return 0;
   }
-  if (c->state != ST_OPEN || c->user_closed || !c->ws)
+  if (c->state != ST_OPEN || c->user_closed || (!c->ws && !c->asleep))
     return MS_ERR_STATE;
   if (code != 0 && !close_code_valid(code))
     return MS_ERR_INVALID_ARG;
+  if (c->asleep && wake(c) != 0)
+    return MS_ERR_NOMEM;
   size_t rlen = reason && code ? strlen(reason) : 0;
   if (rlen > 123) {
     rlen = 123;
@@ -1094,6 +1218,9 @@ int ms_conn_close(ms_conn *c, uint16_t code, const char *reason) {
     while (rlen > 0 && ((unsigned char)reason[rlen] & 0xC0) == 0x80)
       rlen--;
   }
+  /* The peer would fail the connection with 1007. */
+  if (rlen && !ms_utf8_valid((const uint8_t *)reason, rlen))
+    return MS_ERR_INVALID_ARG;
   /* wslay sends control frames before queued data: push the data out
    * first so the close does not overtake it. */
   pull(c, 1);
@@ -1106,7 +1233,7 @@ int ms_conn_close(ms_conn *c, uint16_t code, const char *reason) {
     return MS_ERR_STATE; /* wslay is already closing (failure) */
   c->user_closed = 1;
   c->state = ST_CLOSING;
-  c->close_deadline = add_ms(c->now, c->cfg.close_timeout_ms);
+  c->close_deadline = arm(c, c->cfg.close_timeout_ms, &c->rearm_close);
   pull(c, 1);
   return c->fatal;
 }
@@ -1131,6 +1258,31 @@ int ms_conn_http_respond(ms_conn *c, int status, const char *content_type,
   leave(c);
   return 0;
 }
+
+int ms_conn_hibernate(ms_conn *c) {
+  if (!c || c->depth > 0 || c->free_pending || c->fatal)
+    return MS_ERR_STATE;
+  if (c->asleep)
+    return 0;
+  if (c->state != ST_OPEN || c->user_closed || !c->ws || c->fail_err)
+    return MS_ERR_STATE;
+  if (out_buffered(c) > 0 || wslay_event_want_write(c->ws) ||
+      !wslay_event_get_read_enabled(c->ws) ||
+      !wslay_event_get_write_enabled(c->ws) ||
+      wslay_event_get_close_received(c->ws) ||
+      wslay_event_get_close_sent(c->ws))
+    return MS_ERR_STATE;
+  if (c->in_framed != c->in_total || c->in_frag)
+    return MS_ERR_STATE; /* wslay holds part of a frame or message */
+  wslay_event_context_free(c->ws);
+  c->ws = NULL;
+  ms_buf_free(&c->out);
+  c->out_off = 0;
+  c->asleep = 1;
+  return 0;
+}
+
+int ms_conn_is_hibernating(const ms_conn *c) { return c && c->asleep; }
 
 int ms_conn_is_open(const ms_conn *c) {
   return c && !c->fatal && c->state == ST_OPEN && !c->user_closed;

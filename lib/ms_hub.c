@@ -65,6 +65,7 @@ static void close_conn(ms_hub *h, ms_hub_conn *hc, uint16_t code,
   conn_down(h, hc, presence_reason, now);
   if (hc->state != HC_GONE)
     hc->state = HC_CLOSING;
+  update_live(h, hc); /* the close handshake's timer */
   ms_hub_mark_dirty(h, hc);
 }
 
@@ -143,6 +144,7 @@ void ms_hub_config_init(ms_hub_config *cfg) {
   cfg->log_ring_bytes = 64u << 20;
   cfg->sub_queue = 4096;
   cfg->serve_viewer = 1;
+  cfg->idle_release_ms = 1000;
 }
 
 int ms_hub_new(ms_hub **ph, const ms_hub_config *cfg, void *user_data,
@@ -887,6 +889,10 @@ static int64_t live_deadline(const ms_hub *h, const ms_hub_conn *hc) {
     break;
   case HC_READY:
     d = hc->last_rx + (int64_t)(hc->pings_sent + 1) * hb;
+    if (h->cfg.idle_release_ms > 0 && !ms_conn_is_hibernating(hc->ws) &&
+        hc->idle_tried_rx != hc->last_rx &&
+        hc->last_rx + h->cfg.idle_release_ms < d)
+      d = hc->last_rx + h->cfg.idle_release_ms;
     break;
   default:
     d = MS_NO_DEADLINE;
@@ -906,7 +912,10 @@ static void update_live(ms_hub *h, ms_hub_conn *hc) {
     ms_heap_remove(&h->live, &hc->live);
     return;
   }
-  if (!hc->live.idx || hc->live.deadline != d)
+  /* Only ever earlier: a later deadline (traffic moved last_rx on) is
+   * found when the earlier one fires, so the hot path costs no heap work
+   * per message. */
+  if (!hc->live.idx || d < hc->live.deadline)
     ms_heap_update(&h->live, &hc->live, d);
 }
 
@@ -945,6 +954,15 @@ static void live_check(ms_hub *h, ms_hub_conn *hc, int64_t now) {
       hc->pings_sent++;
       ms_conn_ping(hc->ws, (const uint8_t *)"hb", 2);
       ms_hub_mark_dirty(h, hc);
+    } else if (h->cfg.idle_release_ms > 0 &&
+               silent >= h->cfg.idle_release_ms &&
+               hc->idle_tried_rx != hc->last_rx) {
+      /* A quiet connection gives back its WebSocket buffers (once per
+       * quiet spell: if it is busy sending, it keeps them). */
+      hc->idle_tried_rx = hc->last_rx;
+      if (!hc->subs && !ms_conn_is_hibernating(hc->ws) &&
+          ms_conn_hibernate(hc->ws) == 0)
+        h->stats.hibernations++;
     }
     break;
   }
@@ -953,6 +971,9 @@ static void live_check(ms_hub *h, ms_hub_conn *hc, int64_t now) {
   }
   ms_heap_remove(&h->live, &hc->live);
   update_live(h, hc);
+  /* Never due again at this same moment: the tick loop must end. */
+  if (hc->live.idx && hc->live.deadline <= now)
+    ms_heap_update(&h->live, &hc->live, now + 1);
   ms_hub_mark_dirty(h, hc);
 }
 

@@ -36,6 +36,7 @@ struct ms_hub_conn {
   ms_hub_conn *doom_next; /* slow consumers to close at the outermost call */
   int pings_sent;
   int64_t accepted_at, last_rx, ready_at;
+  int64_t idle_tried_rx; /* last_rx when releasing buffers was last tried */
   ms_hnode live; /* liveness / handshake / conn deadlines */
   ms_hub_conn *dirty_next;
   ms_hub_conn *all_prev, *all_next;

@@ -8,6 +8,9 @@
 #include "ms_store.h"
 
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdarg.h>
 #include <getopt.h>
 #include <signal.h>
@@ -19,6 +22,7 @@
 #include <unistd.h>
 
 typedef struct app {
+  uint64_t trimmed_at; /* hibernation count at the last malloc_trim */
   ms_loop *loop;
   ms_hub *hub;
   ms_posix_hub *ph;
@@ -66,6 +70,22 @@ static void logf_(app *a, int level, const char *fmt, ...) {
 static void on_hub_event(ms_hub *h, int level, const char *text, void *ud) {
   (void)h;
   logf_(ud, level, "%s", text);
+}
+
+/* Connections that went quiet gave their WebSocket buffers back to
+ * malloc; hand the pages back to the system too, now and then, so the
+ * process's memory follows the number of busy connections. */
+static void on_trim_timer(ms_loop *loop, ms_timer *t, void *ud) {
+  app *a = ud;
+  (void)loop, (void)t;
+  ms_hub_stats st;
+  ms_hub_get_stats(a->hub, &st);
+  if (st.hibernations - a->trimmed_at >= 64) {
+    a->trimmed_at = st.hibernations;
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+  }
 }
 
 static int64_t wallclock(void *ud) {
@@ -360,6 +380,8 @@ int main(int argc, char **argv) {
   if (a.store)
     ms_loop_timer_start(a.loop, STORE_FLUSH_MS, STORE_FLUSH_MS, on_store_timer,
                         &a, &store_timer);
+  ms_timer *trim_timer = NULL;
+  ms_loop_timer_start(a.loop, 2000, 2000, on_trim_timer, &a, &trim_timer);
   int port = ms_posix_hub_port(a.ph);
   int v6 = strchr(url.host, ':') != NULL;
   logf_(&a, MS_LEVEL_INFO, "listening on %s%s%s:%d (hub id %s)", v6 ? "[" : "",
@@ -370,6 +392,7 @@ int main(int argc, char **argv) {
   fflush(stdout);
 
   rv = ms_loop_run(a.loop);
+  ms_timer_stop(trim_timer);
   ms_timer_stop(store_timer);
   if (a.store) {
     store_flush(&a);

@@ -190,6 +190,15 @@ MS_EXTERN int ms_conn_http_respond(ms_conn *c, int status,
                                    const char *extra_headers,
                                    const void *body, size_t body_len);
 
+/* Release the per-connection WebSocket state (wslay's contexts, about
+ * 8 KiB, and the output buffer) while the connection is idle: open, no
+ * output pending, no frame or fragmented message half-received. Any later
+ * call that needs it (feed, send, ping, close) recreates it; a server may
+ * send without waking. For servers holding many quiet connections.
+ * Returns 0 (asleep) or MS_ERR_STATE (busy: nothing done). */
+MS_EXTERN int ms_conn_hibernate(ms_conn *c);
+MS_EXTERN int ms_conn_is_hibernating(const ms_conn *c);
+
 MS_EXTERN int ms_conn_is_open(const ms_conn *c);
 MS_EXTERN ms_encoding ms_conn_encoding(const ms_conn *c);
 MS_EXTERN ms_conn_role ms_conn_get_role(const ms_conn *c);

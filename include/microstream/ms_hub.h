@@ -78,6 +78,10 @@ typedef struct ms_hub_config {
   void (*on_record)(ms_hub *h, const ms_hub_record *rec, void *user_data);
   /* Serve the live log viewer page at "/" (default 1). */
   int serve_viewer;
+  /* A connection silent this long gives back its WebSocket buffers
+   * (ms_conn_hibernate) until it next has traffic: idle services cost a
+   * fraction of the memory. Default 1000; 0 never. */
+  int64_t idle_release_ms;
 } ms_hub_config;
 
 MS_EXTERN void ms_hub_config_init(ms_hub_config *cfg);
@@ -144,6 +148,7 @@ typedef struct ms_hub_stats {
   uint64_t log_records;
   uint64_t errors_by_code[16]; /* index: -(err) - 401, for -401..-414 */
   uint64_t pending;          /* requests in flight now */
+  uint64_t hibernations;     /* quiet connections that released buffers */
 } ms_hub_stats;
 MS_EXTERN void ms_hub_get_stats(const ms_hub *h, ms_hub_stats *st);
 

@@ -385,7 +385,9 @@ describe('viewer page', { timeout: 170000 }, () => {
       await waitForMessage(page, 'after gap');  // the first page is still live
       mode = 'pass';
       await waitStatus(page2, 'connected', 25000);
-      await page2.waitForSelector('.notice[data-kind="gap"]', { timeout: WAIT });
+      // 10000 lines arrive with it: give the page time to lay them out
+      await page2.waitForSelector('.notice[data-kind="gap"]',
+                                  { state: 'attached', timeout: 3 * WAIT });
       const gap = await page2.textContent('.notice[data-kind="gap"]');
       const missed = Number(/(\d+) log records missed/.exec(gap)?.[1]);
       assert.equal(missed, 101, gap);  // 10101 newer than "before gap", 10000 kept

@@ -315,7 +315,11 @@ static void client_and_server_exchange_messages_ping_and_close(void) {
   CHECK(!ms_conn_is_open(c));
   CHECK_EQ_INT(ms_conn_send(c, 1, (const uint8_t *)"x", 1), MS_ERR_STATE);
   CHECK_EQ_INT(ms_conn_close(c, 1000, NULL), MS_ERR_STATE);
-  CHECK_EQ_INT(ms_conn_next_deadline(c), 2 + 5000);
+  /* Closed outside a call that brought the time: due at once, so the
+   * transport ticks, and the close timer runs from that real time. */
+  CHECK_EQ_INT(ms_conn_next_deadline(c), 2);
+  ms_conn_tick(c, 3);
+  CHECK_EQ_INT(ms_conn_next_deadline(c), 3 + 5000);
   shuttle(c, s, 3);
   CHECK_EQ_INT(rs.closed, 1);
   CHECK_EQ_INT(rs.close.err, 0);
@@ -894,13 +898,18 @@ static void close_timeout_finishes_without_peer(void) {
   shuttle(c, s, 10);
   CHECK_EQ_INT(rc.opened, 1);
   CHECK_EQ_INT(ms_conn_close(c, 1000, "bye"), 0);
-  /* The peer never answers. */
-  CHECK_EQ_INT(ms_conn_next_deadline(c), 10 + 5000);
+  /* The peer never answers. The close happens long after the last time
+   * the connection was given: the timer still counts from the real time
+   * of the next tick, not from that stale one. */
+  CHECK_EQ_INT(ms_conn_next_deadline(c), 10);
+  ms_conn_tick(c, 60000);
+  CHECK_EQ_INT(rc.closed, 0);
+  CHECK_EQ_INT(ms_conn_next_deadline(c), 60000 + 5000);
   CHECK(ms_conn_want_read(c));
   CHECK(ms_conn_want_write(c));
-  ms_conn_tick(c, 5009);
+  ms_conn_tick(c, 64999);
   CHECK_EQ_INT(rc.closed, 0);
-  ms_conn_tick(c, 5010);
+  ms_conn_tick(c, 65000);
   CHECK_EQ_INT(rc.closed, 1);
   CHECK_EQ_INT(rc.close.err, MS_ERR_TIMEOUT);
   CHECK_EQ_INT(rc.close.code, 1006);
@@ -1058,13 +1067,122 @@ static void free_inside_callbacks_is_deferred(void) {
   shuttle(c, s, 0);
   rc.del_on_close = 1;
   ms_conn_close(c, 1000, NULL);
-  ms_conn_tick(c, 6000);
+  ms_conn_tick(c, 1);    /* arms the close timer */
+  ms_conn_tick(c, 6000); /* and it fires */
   CHECK_EQ_INT(rc.closed, 1);
   ms_conn_del(s);
   /* Under ASan a use after free or a leak fails this test. */
 }
 
+/* An idle server connection releases wslay's state and picks the stream
+ * up again: messages before, during and after sleep arrive intact. */
+static void hibernate_releases_state_and_resumes(void) {
+  rec r;
+  out o = {0};
+  ms_conn *s = open_server(&r, NULL, &o);
+  CHECK(s);
+  out_free(&o);
+  uint8_t f[64];
+  size_t n = frame(f, 1, 1, 1, "one", 3);
+  ms_conn_feed(s, f, n, 1);
+  CHECK_EQ_STR(r.log, "T:one|");
+  CHECK_EQ_INT(ms_conn_hibernate(s), 0);
+  CHECK(ms_conn_is_hibernating(s));
+  CHECK(ms_conn_want_read(s));
+  CHECK(!ms_conn_want_write(s));
+  CHECK_EQ_INT(ms_conn_out_pending(s), 0);
+  CHECK_EQ_INT(ms_conn_next_deadline(s), MS_NO_DEADLINE);
+  /* A server frame goes out without waking. */
+  CHECK_EQ_INT(ms_conn_send(s, 1, (const uint8_t *)"zz", 2), 0);
+  CHECK(ms_conn_is_hibernating(s));
+  take_all(s, &o);
+  CHECK_MEM(o.data, o.len, "\x82\x02zz", 4);
+  out_free(&o);
+  /* Input wakes it, byte by byte across the boundary. */
+  n = frame(f, 1, 1, 1, "two", 3);
+  for (size_t i = 0; i < n; i++)
+    ms_conn_feed(s, f + i, 1, 2);
+  CHECK(!ms_conn_is_hibernating(s));
+  CHECK_EQ_STR(r.log, "T:one|T:two|");
+  /* Half a frame inside: it must not sleep. */
+  n = frame(f, 1, 2, 1, "three", 5);
+  ms_conn_feed(s, f, 4, 3);
+  CHECK_EQ_INT(ms_conn_hibernate(s), MS_ERR_STATE);
+  ms_conn_feed(s, f + 4, n - 4, 3);
+  CHECK_EQ_INT(r.nmsg, 3);
+  /* Inside a fragmented message: it must not sleep either. */
+  n = frame(f, 0, 1, 1, "fr", 2);
+  ms_conn_feed(s, f, n, 4);
+  CHECK_EQ_INT(ms_conn_hibernate(s), MS_ERR_STATE);
+  n = frame(f, 1, 0, 1, "ag", 2);
+  ms_conn_feed(s, f, n, 4);
+  CHECK_EQ_INT(r.nmsg, 4);
+  CHECK_EQ_INT(ms_conn_hibernate(s), 0);
+  /* A ping from the peer wakes it and is answered. */
+  n = frame(f, 1, 9, 1, "pi", 2);
+  ms_conn_feed(s, f, n, 5);
+  take_all(s, &o);
+  CHECK_MEM(o.data, o.len, "\x8a\x02pi", 4);
+  out_free(&o);
+  /* Output pending: it keeps its state. */
+  ms_conn_send(s, 0, (const uint8_t *)"q", 1);
+  CHECK_EQ_INT(ms_conn_hibernate(s), MS_ERR_STATE);
+  take_all(s, &o);
+  out_free(&o);
+  CHECK_EQ_INT(ms_conn_hibernate(s), 0);
+  /* Closing a sleeping connection works as usual. */
+  CHECK_EQ_INT(ms_conn_close(s, 4050, "bye"), 0);
+  take_all(s, &o);
+  CHECK(o.len >= 2 && (uint8_t)o.data[0] == 0x88);
+  out_free(&o);
+  ms_conn_del(s);
+}
+
+static void close_reason_is_checked_whole(void) {
+  /* Invalid UTF-8 in a close reason, fed one byte at a time. */
+  rec r;
+  out o = {0};
+  ms_conn *s = open_server(&r, NULL, &o);
+  CHECK(s);
+  out_free(&o);
+  uint8_t body[6] = {0x03, 0xe8, 'a', 0xff, 0xfe, 'z'};
+  uint8_t f[32];
+  size_t n = frame(f, 1, 8, 1, body, sizeof body);
+  for (size_t i = 0; i < n; i++)
+    ms_conn_feed(s, f + i, 1, 1);
+  CHECK_EQ_INT(r.closed, 1);
+  CHECK_EQ_INT(r.close.err, MS_ERR_UTF8);
+  CHECK_EQ_INT(r.close.code, MS_CLOSE_INVALID_UTF8);
+  ms_conn_del(s);
+  /* A one-byte close body is a protocol error. */
+  rec r2;
+  s = open_server(&r2, NULL, &o);
+  CHECK(s);
+  out_free(&o);
+  n = frame(f, 1, 8, 1, "x", 1);
+  ms_conn_feed(s, f, n, 1);
+  CHECK_EQ_INT(r2.closed, 1);
+  CHECK_EQ_INT(r2.close.err, MS_ERR_PROTO);
+  ms_conn_del(s);
+}
+
+static void close_codes_and_reasons_we_send_are_valid(void) {
+  rec r;
+  out o = {0};
+  ms_conn *s = open_server(&r, NULL, &o);
+  CHECK(s);
+  out_free(&o);
+  CHECK_EQ_INT(ms_conn_close(s, 1012, NULL), MS_ERR_INVALID_ARG);
+  CHECK_EQ_INT(ms_conn_close(s, 1005, NULL), MS_ERR_INVALID_ARG);
+  CHECK_EQ_INT(ms_conn_close(s, 4000, "bad \xff reason"), MS_ERR_INVALID_ARG);
+  CHECK_EQ_INT(ms_conn_close(s, 4000, "fine"), 0);
+  ms_conn_del(s);
+}
+
 static const ms_test_case tests[] = {
+    TEST(hibernate_releases_state_and_resumes),
+    TEST(close_reason_is_checked_whole),
+    TEST(close_codes_and_reasons_we_send_are_valid),
     TEST(accept_key_matches_rfc6455_example),
     TEST(server_handshake_then_masked_frame_in_same_feed),
     TEST(client_and_server_exchange_messages_ping_and_close),

@@ -12,6 +12,7 @@
 #include "ms_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -56,6 +57,7 @@ struct ms_drv {
   /* hub */
   ms_hub *hub; /* NULL once detached */
   ms_drv_io lio;
+  int spare_fd; /* held back for when the process runs out of fds */
   int port;
   drv_stream *streams;
   size_t nstreams;
@@ -102,6 +104,8 @@ static void stream_free(drv_stream *s, int release);
 static void finish(ms_drv *d) {
   while (d->streams)
     stream_free(d->streams, 0);
+  if (d->spare_fd >= 0)
+    close(d->spare_fd);
   d->hk->release(d->ctx);
   ms_free(ms_default_allocator(), d);
 }
@@ -140,6 +144,7 @@ static ms_drv *drv_alloc(int kind, const ms_drv_hooks *hooks, void *ctx) {
   d->timer_at = MS_NO_DEADLINE;
   d->cio.fd = -1;
   d->lio.fd = -1;
+  d->spare_fd = -1;
   d->s.fd = -1;
   return d;
 }
@@ -481,7 +486,19 @@ static void listen_ready(ms_drv_io *io, unsigned events) {
     if (cfd < 0) {
       if (errno == EINTR || errno == ECONNABORTED)
         continue;
-      break; /* EAGAIN, or EMFILE and friends: try again next time */
+      if ((errno == EMFILE || errno == ENFILE) && d->spare_fd >= 0) {
+        /* Out of fds: the listener would stay readable and the loop would
+         * spin. Use the spare fd to take the connection off the queue and
+         * refuse it, then hold a spare again. */
+        close(d->spare_fd);
+        d->spare_fd = -1;
+        int x = accept4(d->lio.fd, NULL, NULL, SOCK_CLOEXEC);
+        if (x >= 0)
+          close(x);
+        d->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        continue;
+      }
+      break; /* EAGAIN (or no spare): try again next time */
     }
     int one = 1;
     setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -521,11 +538,14 @@ int ms_drv_hub_new(ms_drv **out, ms_hub *h, const char *host, int port,
     ms_free(ms_default_allocator(), d);
     return rv;
   }
+  d->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   io_init(&d->lio, d, fd, listen_ready);
   rv = hooks->io_watch(ctx, &d->lio, MS_DRV_READ);
   if (rv < 0) {
     hooks->io_close(ctx, &d->lio);
     close(fd);
+    if (d->spare_fd >= 0)
+      close(d->spare_fd);
     ms_free(ms_default_allocator(), d);
     return rv;
   }
