@@ -27,6 +27,8 @@ import sys
 import tempfile
 import time
 
+IDLE_SETTLE_S = 5.0
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYSTEMS = ["microstream", "nats", "node", "relay"]
 PHASES = ["c1", "c64", "idle", "idle64", "callgrind"]
@@ -341,7 +343,9 @@ def run_system(sysobj, args, phases):
                 t0 = time.time()
                 procs = sysobj.idle_start(n)
                 connect_s = time.time() - t0
-                time.sleep(1.0)
+                # Steady state: idle services heartbeat; give every system
+                # the same few seconds to settle after the connection storm.
+                time.sleep(IDLE_SETTLE_S)
                 after = proc_status(sysobj.hub_pid, "VmRSS")
                 try:
                     entry = {"n": n, "rss_before_kib": before, "rss_after_kib": after,

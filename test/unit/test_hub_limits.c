@@ -260,7 +260,45 @@ static void cancel_in_late_window_stops_on_late(void) {
   sim_free(&s);
 }
 
+static void quiet_connections_release_buffers_and_still_work(void) {
+  sim s;
+  ms_hub_config cfg;
+  small_hub(&cfg);
+  cfg.heartbeat_ms = 10000;
+  cfg.idle_release_ms = 500;
+  sim_init(&s, &cfg);
+  ms_client *a = client_enc("a", MS_ENC_MSGPACK);
+  ms_client *b = client_enc("b", MS_ENC_JSON);
+  ms_client_on(b, "small", h_small, NULL);
+  sim_add(&s, a);
+  sim_add(&s, b);
+  sim_pump(&s);
+  sim_advance(&s, 600);
+  ms_hub_stats st;
+  ms_hub_get_stats(s.hub, &st);
+  CHECK_EQ_INT(st.hibernations, 2);
+  /* Requests both ways wake them as needed. */
+  for (int i = 0; i < 3; i++) {
+    res r = {0, 0, ""};
+    ms_client_request(a, "b", "small", NULL, 0, NULL, on_res, &r, NULL);
+    sim_advance(&s, 1);
+    CHECK_EQ_INT(r.done, 1);
+    CHECK_EQ_INT(r.err, 0);
+    sim_advance(&s, 700); /* and quiet again */
+  }
+  ms_hub_get_stats(s.hub, &st);
+  CHECK(st.hibernations >= 6);
+  /* Heartbeats keep working across sleep: nobody is dropped. */
+  sim_advance(&s, 60000);
+  CHECK_EQ_INT(ms_client_get_state(a), MS_CLIENT_READY);
+  CHECK_EQ_INT(ms_client_get_state(b), MS_CLIENT_READY);
+  ms_hub_get_stats(s.hub, &st);
+  CHECK_EQ_INT(st.services, 2);
+  sim_free(&s);
+}
+
 static const ms_test_case tests[] = {
+    TEST(quiet_connections_release_buffers_and_still_work),
     TEST(answer_too_large_once_json_gets_PAYLOAD_TOO_LARGE),
     TEST(reply_too_large_once_json_tells_both_sides),
     TEST(requester_that_stops_reading_is_closed_4029_and_others_go_on),
