@@ -12,7 +12,9 @@
  *
  * Callbacks run only from inside ms_conn_start/feed/tick/eof and may call
  * any ms_conn function on the same object, including ms_conn_del(), which is
- * then deferred until the outermost call returns.
+ * then deferred until the outermost call returns. Whoever made that call
+ * (a transport pumping the connection) must not touch the object after it:
+ * the drivers in ms_posix.h let the user detach them first for this.
  */
 #ifndef MICROSTREAM_MS_CONN_H
 #define MICROSTREAM_MS_CONN_H

@@ -118,7 +118,9 @@ MS_EXTERN void ms_posix_hub_del(ms_posix_hub *p);
 
 /* A plain WebSocket connection (ms_conn) over an fd on the loop: pumps
  * bytes and deadlines until the connection is finished, then closes the
- * fd and calls on_done (where the caller may ms_conn_del). */
+ * fd and calls on_done (where the caller may ms_conn_del). To delete the
+ * ms_conn from inside one of its own callbacks instead, call
+ * ms_posix_conn_del() first: the driver then stops touching it. */
 typedef struct ms_posix_conn ms_posix_conn;
 MS_EXTERN int ms_posix_conn_new(ms_posix_conn **pp, ms_loop *loop, int fd,
                                 ms_conn *c,
