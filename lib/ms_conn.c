@@ -723,6 +723,10 @@ static int server_head(ms_conn *c, size_t head_len) {
     return refuse(c, 400, "a WebSocket upgrade must use GET", NULL);
   if (req.minor_version < 1)
     return refuse(c, 400, "a WebSocket upgrade needs HTTP/1.1", NULL);
+  size_t host_len;
+  if (!ms_http_find_header(req.headers, req.nheaders, "Host", &host_len) ||
+      ms_http_count_header(req.headers, req.nheaders, "Host") != 1)
+    return refuse(c, 400, "a WebSocket upgrade needs one Host header", NULL);
   if (!ms_http_list_has(up, up_len, "websocket"))
     return refuse(c, 400, "only the websocket upgrade is supported", NULL);
   if (!ms_http_headers_have_token(req.headers, req.nheaders, "Connection",

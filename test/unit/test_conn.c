@@ -728,6 +728,10 @@ static void bad_upgrades_get_http_errors(void) {
        "Sec-WebSocket-Version: 13\r\n\r\n",
        400},
       {"GET /ws HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", 400},
+      {"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n"
+       "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+       "Sec-WebSocket-Version: 13\r\n\r\n",
+       400}, /* no Host (RFC 6455 4.2.1) */
       {"GARBAGE\r\n\r\n", 400},
   };
   for (size_t i = 0; i < MS_ARRAY_LEN(cases); i++) {
