@@ -7,6 +7,8 @@
 
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 /* ---- fixture ---- */
 
@@ -615,6 +617,36 @@ static void oversized_request_gets_PAYLOAD_TOO_LARGE_and_connection_stays(void) 
   teardown_pair();
 }
 
+/* A hub whose accept queue is full never completes the TCP handshake: the
+ * driver gives the connect up after its timeout instead of waiting on the
+ * kernel's retries, and the client goes on to back off and retry. */
+static void connect_that_never_completes_is_abandoned(void) {
+  int lfd = -1, port = 0;
+  CHECK_EQ_INT(ms_tcp_listen("127.0.0.1", 0, &lfd, &port), 0);
+  listen(lfd, 0); /* a queue of (about) one, never accepted */
+  int fillers[4];
+  for (int i = 0; i < 4; i++)
+    ms_tcp_connect("127.0.0.1", port, &fillers[i]);
+  run_for(g_loop, 200);
+  hubfx f;
+  memset(&f, 0, sizeof f);
+  f.loop = g_loop;
+  snprintf(f.url, sizeof f.url, "ws://127.0.0.1:%d/ws", port);
+  svc s;
+  CHECK_EQ_INT(svc_start(&s, &f, "svc-stuck", MS_ENC_MSGPACK, NULL), 0);
+  int64_t t0 = ms_now_ms();
+  while (s.last_err == 0 && ms_now_ms() - t0 < 15000)
+    ms_loop_run_once(g_loop, 50);
+  CHECK_EQ_INT(s.last_err, MS_ERR_HUB_UNAVAILABLE);
+  CHECK(ms_now_ms() - t0 < 15000);
+  CHECK_EQ_INT(s.ready_count, 0);
+  svc_stop(&s);
+  for (int i = 0; i < 4; i++)
+    if (fillers[i] >= 0)
+      close(fillers[i]);
+  close(lfd);
+}
+
 static int g_freed;
 static void free_self_in_callback(ms_client *c, const ms_response_arg *a,
                                   void *ud) {
@@ -758,6 +790,7 @@ static const ms_test_case tests[] = {
     TEST(client_freed_inside_its_callback),
     TEST(presence_reports_up_and_down),
     TEST(thousand_services_register_on_one_hub),
+    TEST(connect_that_never_completes_is_abandoned),
 };
 
 int main(int argc, char **argv) {

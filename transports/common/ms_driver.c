@@ -29,6 +29,11 @@
 enum { KIND_CLIENT = 1, KIND_HUB };
 enum { PHASE_NONE = 0, PHASE_CONNECTING, PHASE_OPEN };
 
+/* A TCP connect that has not completed by then is abandoned (the client
+ * then backs off and tries again) rather than left to the kernel's
+ * minutes-long retries. */
+#define CONNECT_TIMEOUT_MS 10000
+
 typedef struct drv_stream {
   ms_drv_io io;
   ms_hub_conn *hc;
@@ -53,6 +58,7 @@ struct ms_drv {
   ms_fd_stream s;
   ms_transport t;
   int phase;
+  int64_t connect_deadline; /* PHASE_CONNECTING */
   int eof; /* the stream ended or failed during this pump */
   /* hub */
   ms_hub *hub; /* NULL once detached */
@@ -286,6 +292,7 @@ static void start_connect(ms_drv *d, int64_t now) {
   ms_fd_transport(&d->s, fd, &d->t);
   io_init(&d->cio, d, fd, client_ready);
   d->phase = PHASE_CONNECTING;
+  d->connect_deadline = now + CONNECT_TIMEOUT_MS;
 }
 
 /* One step: finish a connect, pump, notice the end of the stream, open a
@@ -301,6 +308,9 @@ static void client_drive(ms_drv *d, unsigned events) {
       ms_client_connected(d->c, now);
       events = MS_DRV_WRITE; /* the upgrade request is queued */
     }
+  } else if (d->c && d->phase == PHASE_CONNECTING &&
+             now >= d->connect_deadline) {
+    drop_stream(d, now); /* never completed: give up on this one */
   }
   if (d->c && d->phase == PHASE_OPEN) {
     int mask;
@@ -328,7 +338,10 @@ static void client_drive(ms_drv *d, unsigned events) {
       ev |= MS_DRV_WRITE;
   }
   io_set(d, &d->cio, ev);
-  timer_set(d, ms_client_next_deadline(d->c));
+  int64_t at = ms_client_next_deadline(d->c);
+  if (d->phase == PHASE_CONNECTING && d->connect_deadline < at)
+    at = d->connect_deadline;
+  timer_set(d, at);
 }
 
 static int64_t wall_clock(void *ud) {
