@@ -1,5 +1,5 @@
 /* Hub and clients in one process over real sockets on 127.0.0.1, on the
- * POSIX loop: every request/response path of PROTOCOL.md and DESIGN.md.
+ * POSIX loop: every request/response path of the protocol (docs/PROTOCOL.md).
  * Each wait is bounded; nothing here sleeps for a fixed time to pass. */
 #include "ms_test.h"
 
