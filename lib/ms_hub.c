@@ -29,11 +29,25 @@ msgpack_packer *ms_hub_packer(ms_hub *h) {
   return &h->pk;
 }
 
+static void dirty_unlink(ms_hub *h, ms_hub_conn *hc) {
+  if (hc->dirty_prev)
+    hc->dirty_prev->dirty_next = hc->dirty_next;
+  else
+    h->dirty_head = hc->dirty_next;
+  if (hc->dirty_next)
+    hc->dirty_next->dirty_prev = hc->dirty_prev;
+  else
+    h->dirty_tail = hc->dirty_prev;
+  hc->dirty_next = hc->dirty_prev = NULL;
+  hc->in_dirty = 0;
+}
+
 void ms_hub_mark_dirty(ms_hub *h, ms_hub_conn *hc) {
   if (hc->in_dirty || hc->released)
     return;
   hc->in_dirty = 1;
   hc->dirty_next = NULL;
+  hc->dirty_prev = h->dirty_tail;
   if (h->dirty_tail)
     h->dirty_tail->dirty_next = hc;
   else
@@ -1109,23 +1123,10 @@ void ms_hub_conn_release(ms_hub_conn *hc) {
       *pp = hc->doom_next;
   }
   ms_heap_remove(&h->live, &hc->live);
-  /* Out of the dirty list. */
-  if (hc->in_dirty) {
-    ms_hub_conn *prev = NULL, *it = h->dirty_head;
-    while (it && it != hc) {
-      prev = it;
-      it = it->dirty_next;
-    }
-    if (it) {
-      if (prev)
-        prev->dirty_next = hc->dirty_next;
-      else
-        h->dirty_head = hc->dirty_next;
-      if (h->dirty_tail == hc)
-        h->dirty_tail = prev;
-    }
-    hc->in_dirty = 0;
-  }
+  /* Out of the dirty list, in O(1): a shutdown releases every
+   * connection while all of them are dirty. */
+  if (hc->in_dirty)
+    dirty_unlink(h, hc);
   if (hc->all_prev)
     hc->all_prev->all_next = hc->all_next;
   else
@@ -1146,13 +1147,8 @@ const char *ms_hub_conn_service(const ms_hub_conn *hc) {
 
 ms_hub_conn *ms_hub_next_dirty(ms_hub *h) {
   ms_hub_conn *hc = h->dirty_head;
-  if (!hc)
-    return NULL;
-  h->dirty_head = hc->dirty_next;
-  if (!h->dirty_head)
-    h->dirty_tail = NULL;
-  hc->in_dirty = 0;
-  hc->dirty_next = NULL;
+  if (hc)
+    dirty_unlink(h, hc);
   return hc;
 }
 

@@ -12,12 +12,6 @@ static int path_is(const ms_http_request *req, const char *p) {
   return req->path_len == n && memcmp(req->path, p, n) == 0;
 }
 
-static const char *const code_names[14] = {
-    "TARGET_SERVICE_NOT_FOUND", "EVENT_NOT_FOUND", "REQUEST_TIMEOUT",
-    "INTERNAL_SERVER_ERROR", "DUPLICATE_SERVICE_REGISTRATION",
-    "TARGET_DISCONNECTED", "UNAUTHORIZED", "PAYLOAD_TOO_LARGE",
-    "TOO_MANY_PENDING", "BAD_REQUEST", "UNSUPPORTED_VERSION", "CANCELLED",
-    "SLOW_CONSUMER", "HUB_UNAVAILABLE"};
 
 int ms_hub_metrics_text(const ms_hub *h, ms_buf *b) {
   const ms_hub_stats *s = &h->stats;
@@ -56,7 +50,7 @@ int ms_hub_metrics_text(const ms_hub *h, ms_buf *b) {
                            "code.\n# TYPE microstream_errors_total counter\n");
   for (int i = 0; rv == 0 && i < 14; i++)
     rv = ms_buf_appendf(b, "microstream_errors_total{code=\"%s\"} %llu\n",
-                        code_names[i],
+                        ms_err_to_wire(-401 - i),
                         (unsigned long long)s->errors_by_code[i]);
   return rv;
 }

@@ -38,7 +38,7 @@ struct ms_hub_conn {
   int64_t accepted_at, last_rx, ready_at;
   int64_t idle_tried_rx; /* last_rx when releasing buffers was last tried */
   ms_hnode live; /* liveness / handshake / conn deadlines */
-  ms_hub_conn *dirty_next;
+  ms_hub_conn *dirty_next, *dirty_prev;
   ms_hub_conn *all_prev, *all_next;
 
   /* Requests this connection sent (origin) and received (target). */

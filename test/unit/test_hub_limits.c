@@ -297,7 +297,42 @@ static void quiet_connections_release_buffers_and_still_work(void) {
   sim_free(&s);
 }
 
+/* Shutdown makes every connection dirty; releasing them in any order
+ * (here the middle one first) leaves a consistent dirty list. */
+static void release_while_dirty_keeps_the_dirty_list_consistent(void) {
+  sim s;
+  ms_hub_config cfg;
+  small_hub(&cfg);
+  sim_init(&s, &cfg);
+  ms_client *c[3];
+  for (int i = 0; i < 3; i++) {
+    char name[8];
+    snprintf(name, sizeof name, "s%d", i);
+    c[i] = client_enc(name, MS_ENC_MSGPACK);
+    sim_add(&s, c[i]);
+  }
+  sim_pump(&s);
+  while (ms_hub_next_dirty(s.hub))
+    ;
+  ms_hub_shutdown(s.hub, s.now);
+  int order[3] = {1, 2, 0};
+  for (int k = 0; k < 3; k++) {
+    sim_client *sc = &s.cl[order[k]];
+    ms_hub_conn_release(sc->hc);
+    sc->hc = NULL;
+    sc->connected = 0;
+    ms_client_disconnected(sc->c, s.now);
+  }
+  CHECK(ms_hub_next_dirty(s.hub) == NULL);
+  ms_hub_stats st;
+  ms_hub_get_stats(s.hub, &st);
+  CHECK_EQ_INT(st.connections, 0);
+  CHECK_EQ_INT(st.services, 0);
+  sim_free(&s);
+}
+
 static const ms_test_case tests[] = {
+    TEST(release_while_dirty_keeps_the_dirty_list_consistent),
     TEST(quiet_connections_release_buffers_and_still_work),
     TEST(answer_too_large_once_json_gets_PAYLOAD_TOO_LARGE),
     TEST(reply_too_large_once_json_tells_both_sides),
