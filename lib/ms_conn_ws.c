@@ -1,0 +1,369 @@
+/*
+ * The WebSocket session of ms_conn on wslay's event API.
+ *
+ * Input: once the upgrade is done, bytes go to wslay, which pulls them
+ * through ws_recv() from a borrowed slice. Output: wslay pushes frames
+ * through ws_send() into the connection's own buffer, which
+ * ms_conn_peek()/ms_conn_consume() expose. We only pull from wslay while
+ * that buffer is below MS_CONN_OUT_CHUNK so that control frames (pong,
+ * close) queued later still overtake queued data at the next frame
+ * boundary.
+ */
+#include "ms_conn_int.h"
+
+#include "ms_utf8.h"
+
+/* Let wslay frame queued messages into our buffer: up to MS_CONN_OUT_CHUNK, or
+ * everything when force is set (before a close, so it cannot overtake
+ * data; after a failure, to learn which close code wslay sent). */
+void ms_conn_pull(ms_conn *c, int force) {
+  if (!c->ws || c->fatal)
+    return;
+  if (!force && conn_out_buffered(c) >= MS_CONN_OUT_CHUNK)
+    return;
+  c->force_drain = force;
+  while (wslay_event_want_write(c->ws)) {
+    size_t before = conn_out_buffered(c);
+    int r = wslay_event_send(c->ws);
+    if (r != 0) {
+      ms_conn_set_fatal(c, MS_ERR_NOMEM);
+      break;
+    }
+    if (!force || conn_out_buffered(c) == before)
+      break;
+  }
+  c->force_drain = 0;
+}
+
+static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
+                       int flags, void *user_data) {
+  ms_conn *c = user_data;
+  MS_UNUSED(flags);
+  if (c->in_len == 0) {
+    wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+    return -1;
+  }
+  size_t n = MS_MIN(len, c->in_len);
+  memcpy(buf, c->in_ptr, n);
+  c->in_ptr += n;
+  c->in_len -= n;
+  return (ssize_t)n;
+}
+
+static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *data,
+                       size_t len, int flags, void *user_data) {
+  ms_conn *c = user_data;
+  MS_UNUSED(flags);
+  if (!c->force_drain && conn_out_buffered(c) >= MS_CONN_OUT_CHUNK) {
+    wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+    return -1;
+  }
+  if (ms_conn_out_append(c, data, len) != 0) {
+    wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+    return -1;
+  }
+  return (ssize_t)len;
+}
+
+static int ws_genmask(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
+                      void *user_data) {
+  ms_conn *c = user_data;
+  MS_UNUSED(ctx);
+  ms_rand_bytes(&c->rng, buf, len);
+  return 0;
+}
+
+/* Fail the WebSocket connection ourselves (RFC 6455 7.1.7). */
+static void ws_fail(ms_conn *c, int err, uint16_t code) {
+  if (!c->fail_err) {
+    c->fail_err = err;
+    c->fail_code = code;
+  }
+  wslay_event_queue_close(c->ws, code, NULL, 0);
+  wslay_event_shutdown_read(c->ws);
+}
+
+static void ws_on_msg(wslay_event_context_ptr ctx,
+                      const struct wslay_event_on_msg_recv_arg *arg,
+                      void *user_data) {
+  ms_conn *c = user_data;
+  if (c->free_pending) {
+    wslay_event_shutdown_read(ctx);
+    return;
+  }
+  switch (arg->opcode) {
+  case WSLAY_TEXT_FRAME:
+  case WSLAY_BINARY_FRAME: {
+    if (c->user_closed || c->state != ST_OPEN)
+      return; /* no messages after ms_conn_close() */
+    int binary = arg->opcode == WSLAY_BINARY_FRAME;
+    /* wslay checks UTF-8 too; this keeps the guarantee ours. */
+    if (!binary && !ms_utf8_valid(arg->msg, arg->msg_length)) {
+      ws_fail(c, MS_ERR_UTF8, MS_CLOSE_INVALID_UTF8);
+      return;
+    }
+    if (c->cb.on_message) {
+      ms_conn_message_arg m = {binary, arg->msg, arg->msg_length};
+      c->cb.on_message(c, &m, c->user_data);
+    }
+    break;
+  }
+  case WSLAY_PONG:
+    if (c->cb.on_pong)
+      c->cb.on_pong(c, arg->msg, arg->msg_length, c->user_data);
+    break;
+  case WSLAY_CONNECTION_CLOSE:
+    c->recv_code = arg->status_code ? arg->status_code : MS_CLOSE_NO_STATUS;
+    c->recv_reason_len = 0;
+    /* wslay checks the reason only within one read: check it whole, and
+     * a 1-byte body, which RFC 6455 (5.5.1) does not allow. */
+    if (arg->msg_length == 1) {
+      if (!c->fail_err) {
+        c->fail_err = MS_ERR_PROTO;
+        c->fail_code = MS_CLOSE_PROTOCOL_ERROR;
+      }
+      break;
+    }
+    if (arg->msg_length > 2 && !ms_utf8_valid(arg->msg + 2, arg->msg_length - 2)) {
+      if (!c->fail_err) {
+        c->fail_err = MS_ERR_UTF8;
+        c->fail_code = MS_CLOSE_INVALID_UTF8;
+      }
+      break;
+    }
+    if (arg->msg_length > 2) {
+      c->recv_reason_len = MS_MIN(arg->msg_length - 2,
+                                  sizeof c->recv_reason - 1);
+      memcpy(c->recv_reason, arg->msg + 2, c->recv_reason_len);
+    }
+    break;
+  default:
+    break; /* pings are answered by wslay */
+  }
+  if (c->free_pending)
+    wslay_event_shutdown_read(ctx);
+}
+
+/* After wslay_event_recv(): once wslay stops reading, the close handshake
+ * finished or the connection failed; report it. */
+static void after_recv(ms_conn *c) {
+  if (c->free_pending || c->close_reported || c->fatal)
+    return;
+  if (wslay_event_get_read_enabled(c->ws))
+    return;
+  ms_conn_pull(c, 1);
+  if (c->fatal)
+    return;
+  if (c->fail_err) {
+    ms_conn_report_close(c, c->fail_err, c->fail_code, NULL, 0, 0, 0);
+  } else if (wslay_event_get_close_received(c->ws)) {
+    ms_conn_report_close(c, 0, c->recv_code, c->recv_reason, c->recv_reason_len,
+                 !c->user_closed, 0);
+  } else {
+    /* wslay failed the connection; the code it sent says why. */
+    uint16_t sent = wslay_event_get_status_code_sent(c->ws);
+    if (sent == MS_CLOSE_TOO_BIG)
+      ms_conn_report_close(c, MS_ERR_TOO_BIG, MS_CLOSE_TOO_BIG, NULL, 0, 0, 0);
+    else if (sent == MS_CLOSE_INVALID_UTF8)
+      ms_conn_report_close(c, MS_ERR_UTF8, MS_CLOSE_INVALID_UTF8, NULL, 0, 0, 0);
+    else
+      ms_conn_report_close(c, MS_ERR_PROTO, MS_CLOSE_PROTOCOL_ERROR, NULL, 0, 0, 0);
+  }
+}
+
+int ms_conn_feed_ws(ms_conn *c, const uint8_t *data, size_t len) {
+  if (len == 0)
+    return 0;
+  if (c->asleep && ms_conn_wake(c) != 0)
+    return MS_ERR_NOMEM;
+  if (!c->ws || !wslay_event_get_read_enabled(c->ws))
+    return 0;
+  c->in_total += len;
+  c->in_ptr = data;
+  c->in_len = len;
+  int r = wslay_event_recv(c->ws);
+  c->in_ptr = NULL;
+  c->in_len = 0;
+  if (r == WSLAY_ERR_NOMEM) {
+    ms_conn_set_fatal(c, MS_ERR_NOMEM);
+    return MS_ERR_NOMEM;
+  }
+  /* Any other failure is a framing error for which wslay has already
+   * queued a close (our recv callback never fails). */
+  after_recv(c);
+  return c->fatal;
+}
+
+int ms_conn_ws_create(ms_conn *c) {
+  struct wslay_event_callbacks cbs = {ws_recv,        ws_send,
+                                      ws_genmask,     ms_conn_frame_start,
+                                      NULL,           ms_conn_frame_end,
+                                      ws_on_msg};
+  c->in_total = c->in_framed = c->frame_size = 0;
+  c->in_frag = 0;
+  int r = c->cfg.role == MS_CONN_SERVER
+              ? wslay_event_context_server_init(&c->ws, &cbs, c)
+              : wslay_event_context_client_init(&c->ws, &cbs, c);
+  if (r != 0) {
+    c->ws = NULL;
+    return MS_ERR_NOMEM;
+  }
+  wslay_event_config_set_max_recv_msg_length(c->ws, c->cfg.max_message);
+  return 0;
+}
+
+/* Frame one data message straight into our output buffer. Only while
+ * wslay has nothing queued or half-sent (so frames cannot interleave) and
+ * our buffer is below MS_CONN_OUT_CHUNK (so control frames keep their priority
+ * when output backs up): the common case, which then costs one copy
+ * instead of wslay's allocation and two copies. */
+static int frame_direct(ms_conn *c, int opcode, const uint8_t *data,
+                        size_t len) {
+  uint8_t hdr[14];
+  size_t h = 0;
+  int masked = c->cfg.role == MS_CONN_CLIENT;
+  uint8_t mbit = masked ? 0x80 : 0;
+  hdr[h++] = (uint8_t)(0x80 | opcode);
+  if (len < 126) {
+    hdr[h++] = (uint8_t)(mbit | len);
+  } else if (len <= 0xffff) {
+    hdr[h++] = (uint8_t)(mbit | 126);
+    hdr[h++] = (uint8_t)(len >> 8);
+    hdr[h++] = (uint8_t)len;
+  } else {
+    hdr[h++] = (uint8_t)(mbit | 127);
+    for (int i = 7; i >= 0; i--)
+      hdr[h++] = (uint8_t)((uint64_t)len >> (8 * i));
+  }
+  uint8_t mask[4] = {0, 0, 0, 0};
+  if (masked) {
+    ms_rand_bytes(&c->rng, mask, sizeof mask);
+    memcpy(hdr + h, mask, 4);
+    h += 4;
+  }
+  if (ms_conn_out_append(c, hdr, h) != 0)
+    return MS_ERR_NOMEM;
+  size_t at = c->out.len;
+  if (ms_buf_append(&c->out, data, len) != 0) {
+    c->out.len -= h; /* take the header back */
+    return MS_ERR_NOMEM;
+  }
+  if (masked) {
+    uint8_t *p = (uint8_t *)c->out.data + at;
+    for (size_t i = 0; i < len; i++)
+      p[i] ^= mask[i & 3];
+  }
+  return 0;
+}
+
+int ms_conn_send(ms_conn *c, int binary, const uint8_t *data, size_t len) {
+  if (!c || (!data && len))
+    return MS_ERR_INVALID_ARG;
+  if (c->fatal)
+    return c->fatal;
+  if (c->state != ST_OPEN || c->user_closed || c->free_pending ||
+      (!c->ws && !c->asleep))
+    return MS_ERR_STATE;
+  if (len > c->cfg.max_message)
+    return MS_ERR_TOO_BIG;
+  /* The peer would fail the connection with 1007: refuse it here. */
+  if (!binary && !ms_utf8_valid(data, len))
+    return MS_ERR_INVALID_ARG;
+  if (c->asleep && c->cfg.role == MS_CONN_SERVER) {
+    /* Nothing queued, nothing half-read: a server frame needs no wslay
+     * state, so a sleeping connection can send without waking. */
+    int rv = frame_direct(c, binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME,
+                          data, len);
+    ms_conn_update_throttle(c);
+    return rv;
+  }
+  if (c->asleep && ms_conn_wake(c) != 0)
+    return MS_ERR_NOMEM;
+  if (!wslay_event_want_write(c->ws) && conn_out_buffered(c) < MS_CONN_OUT_CHUNK &&
+      wslay_event_get_write_enabled(c->ws)) {
+    int rv = frame_direct(c, binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME,
+                          data, len);
+    ms_conn_update_throttle(c);
+    return rv;
+  }
+  struct wslay_event_msg msg = {
+      binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME, data, len};
+  int r = wslay_event_queue_msg(c->ws, &msg);
+  if (r == WSLAY_ERR_NOMEM)
+    return MS_ERR_NOMEM;
+  if (r != 0)
+    return MS_ERR_STATE;
+  ms_conn_update_throttle(c);
+  return 0;
+}
+
+int ms_conn_ping(ms_conn *c, const uint8_t *data, size_t len) {
+  if (!c || (!data && len) || len > 125)
+    return MS_ERR_INVALID_ARG;
+  if (c->fatal)
+    return c->fatal;
+  if (c->state != ST_OPEN || c->user_closed || c->free_pending ||
+      (!c->ws && !c->asleep))
+    return MS_ERR_STATE;
+  if (c->asleep && ms_conn_wake(c) != 0)
+    return MS_ERR_NOMEM;
+  struct wslay_event_msg msg = {WSLAY_PING, data, len};
+  int r = wslay_event_queue_msg(c->ws, &msg);
+  if (r == WSLAY_ERR_NOMEM)
+    return MS_ERR_NOMEM;
+  return r ? MS_ERR_STATE : 0;
+}
+
+static int close_code_valid(uint16_t code) {
+  if (code >= 3000 && code <= 4999)
+    return 1;
+  return code >= 1000 && code <= 1011 && code != 1004 && code != 1005 &&
+         code != 1006;
+}
+
+int ms_conn_close(ms_conn *c, uint16_t code, const char *reason) {
+  if (!c)
+    return MS_ERR_INVALID_ARG;
+  if (c->fatal)
+    return c->fatal;
+  if (c->state == ST_IDLE || c->state == ST_HEAD ||
+      c->state == ST_HTTP_WAIT) {
+    /* No WebSocket yet: just finish (a half-sent upgrade is of no use). */
+    c->state = ST_DONE;
+    c->hs_deadline = MS_NO_DEADLINE;
+    c->close_reported = 1;
+    ms_conn_discard_output(c);
+    return 0;
+  }
+  if (c->state != ST_OPEN || c->user_closed || (!c->ws && !c->asleep))
+    return MS_ERR_STATE;
+  if (code != 0 && !close_code_valid(code))
+    return MS_ERR_INVALID_ARG;
+  if (c->asleep && ms_conn_wake(c) != 0)
+    return MS_ERR_NOMEM;
+  size_t rlen = reason && code ? strlen(reason) : 0;
+  if (rlen > 123) {
+    rlen = 123;
+    /* Do not cut a UTF-8 sequence in half. */
+    while (rlen > 0 && ((unsigned char)reason[rlen] & 0xC0) == 0x80)
+      rlen--;
+  }
+  /* The peer would fail the connection with 1007. */
+  if (rlen && !ms_utf8_valid((const uint8_t *)reason, rlen))
+    return MS_ERR_INVALID_ARG;
+  /* wslay sends control frames before queued data: push the data out
+   * first so the close does not overtake it. */
+  ms_conn_pull(c, 1);
+  if (c->fatal)
+    return c->fatal;
+  int r = wslay_event_queue_close(c->ws, code, (const uint8_t *)reason, rlen);
+  if (r == WSLAY_ERR_NOMEM)
+    return MS_ERR_NOMEM;
+  if (r != 0)
+    return MS_ERR_STATE; /* wslay is already closing (failure) */
+  c->user_closed = 1;
+  c->state = ST_CLOSING;
+  c->close_deadline = ms_conn_arm(c, c->cfg.close_timeout_ms, &c->rearm_close);
+  ms_conn_pull(c, 1);
+  return c->fatal;
+}
