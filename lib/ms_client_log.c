@@ -1,56 +1,15 @@
-/* Client logs (local sink, bounded shipping ring) and subscriptions to
- * the hub's streams (see ms_log.h). */
-#include "ms_client_int.h"
+/* Client logs: level, local sink and the bounded shipping ring (see
+ * ms_log.h). Subscriptions live in ms_client_sub.c, the stderr sink in
+ * ms_log_stderr.c. */
+#include "ms_client_log_int.h"
 
 #include <stdio.h>
-#include <stdlib.h>
-#include <time.h>
-#include <unistd.h>
 
 #define MAX_MESSAGE (64 * 1024)
 #define MAX_FIELDS (256 * 1024)
 #define RING_MAX_BYTES (8u << 20)
-#define SUB_ID_BASE (UINT64_C(1) << 52) /* kept apart from request ids */
 
-typedef struct qrec {
-  int64_t ts_us;
-  int64_t level;
-  size_t message_len, fields_len;
-  char data[]; /* message, then fields (MessagePack map) */
-} qrec;
-
-typedef struct csub {
-  uint64_t sub_id;
-  int presence;
-  char **services;
-  size_t n_services;
-  int64_t min_level;
-  char *contains;
-  uint64_t history;
-  ms_record_fn fn;
-  void *ud;
-  uint64_t last_seq;
-  char hub_id[129]; /* hub whose numbering last_seq belongs to */
-  struct csub *next;
-} csub;
-
-struct ms_client_logs {
-  int level;
-  ms_log_sink_fn sink;
-  void *sink_ud;
-  int64_t (*wall)(void *);
-  void *wall_ud;
-  /* ring of records waiting to be shipped */
-  qrec **ring;
-  size_t cap, head, n, bytes, max_records;
-  uint64_t dropped_total;
-  uint64_t dropped_unreported;
-  csub *subs;
-  uint64_t next_sub;
-  int in_diag;
-};
-
-static ms_client_logs *logs_of(ms_client *c) {
+ms_client_logs *ms_client_logs_of(ms_client *c) {
   if (c->logs)
     return c->logs;
   ms_client_logs *l = ms_calloc(c->mem, 1, sizeof *l);
@@ -90,7 +49,7 @@ const char *ms_log_level_name(int level) {
 }
 
 void ms_log_set_level(ms_client *c, int level) {
-  ms_client_logs *l = logs_of(c);
+  ms_client_logs *l = ms_client_logs_of(c);
   if (l)
     l->level = level;
 }
@@ -100,7 +59,7 @@ int ms_log_get_level(const ms_client *c) {
 }
 
 void ms_log_set_sink(ms_client *c, ms_log_sink_fn fn, void *ud) {
-  ms_client_logs *l = logs_of(c);
+  ms_client_logs *l = ms_client_logs_of(c);
   if (l) {
     l->sink = fn;
     l->sink_ud = ud;
@@ -108,13 +67,13 @@ void ms_log_set_sink(ms_client *c, ms_log_sink_fn fn, void *ud) {
 }
 
 void ms_log_set_queue(ms_client *c, size_t max_records) {
-  ms_client_logs *l = logs_of(c);
+  ms_client_logs *l = ms_client_logs_of(c);
   if (l)
     l->max_records = max_records ? max_records : 1;
 }
 
 void ms_log_set_clock(ms_client *c, int64_t (*wall)(void *), void *ud) {
-  ms_client_logs *l = logs_of(c);
+  ms_client_logs *l = ms_client_logs_of(c);
   if (l) {
     l->wall = wall;
     l->wall_ud = ud;
@@ -124,63 +83,6 @@ void ms_log_set_clock(ms_client *c, int64_t (*wall)(void *), void *ud) {
 size_t ms_log_queued(const ms_client *c) { return c->logs ? c->logs->n : 0; }
 uint64_t ms_log_dropped(const ms_client *c) {
   return c->logs ? c->logs->dropped_total : 0;
-}
-
-/* ---- stderr sink ---- */
-
-static void print_fields(FILE *f, const msgpack_object *fields) {
-  if (!fields || fields->type != MSGPACK_OBJECT_MAP)
-    return;
-  msgpack_sbuffer js;
-  msgpack_sbuffer_init(&js);
-  for (uint32_t i = 0; i < fields->via.map.size; i++) {
-    const msgpack_object_kv *kv = &fields->via.map.ptr[i];
-    if (kv->key.type == MSGPACK_OBJECT_STR)
-      fprintf(f, " %.*s=", (int)kv->key.via.str.size, kv->key.via.str.ptr);
-    else
-      fputs(" ?=", f);
-    if (kv->val.type == MSGPACK_OBJECT_STR) {
-      fprintf(f, "%.*s", (int)kv->val.via.str.size, kv->val.via.str.ptr);
-    } else {
-      js.size = 0;
-      if (ms_msgpack_to_json(&kv->val, &js) == 0)
-        fwrite(js.data, 1, js.size, f);
-    }
-  }
-  msgpack_sbuffer_destroy(&js);
-}
-
-void ms_log_stderr_sink(ms_client *c, int64_t ts_us, int level,
-                        const char *message, const msgpack_object *fields,
-                        void *ud) {
-  (void)ud;
-  static int color = -1;
-  if (color < 0)
-    color = isatty(2) && !getenv("NO_COLOR");
-  if (ts_us == 0) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-  }
-  time_t secs = (time_t)(ts_us / 1000000);
-  struct tm tm;
-  gmtime_r(&secs, &tm);
-  char tbuf[32];
-  strftime(tbuf, sizeof tbuf, "%H:%M:%S", &tm);
-  const char *col = "";
-  if (color) {
-    col = level >= MS_LEVEL_ERROR ? "\033[31m"
-          : level >= MS_LEVEL_WARN ? "\033[33m"
-          : level >= MS_LEVEL_INFO ? "\033[32m"
-                                   : "\033[90m";
-  }
-  flockfile(stderr);
-  fprintf(stderr, "%s.%03d %s%-5s%s %s: %s", tbuf,
-          (int)((ts_us / 1000) % 1000), col, ms_log_level_name(level),
-          color ? "\033[0m" : "", ms_client_service(c), message);
-  print_fields(stderr, fields);
-  fputc('\n', stderr);
-  funlockfile(stderr);
 }
 
 /* ---- shipping ---- */
@@ -295,7 +197,7 @@ static void drain(ms_client *c, ms_client_logs *l) {
 
 int ms_log_raw(ms_client *c, int level, const char *message, size_t msg_len,
                const uint8_t *fields, size_t fields_len) {
-  ms_client_logs *l = logs_of(c);
+  ms_client_logs *l = ms_client_logs_of(c);
   if (!l)
     return MS_ERR_NOMEM;
   if (level < l->level || level <= 0)
@@ -359,7 +261,7 @@ int ms_log_raw(ms_client *c, int level, const char *message, size_t msg_len,
 
 static int log_fields_v(ms_client *c, int level, const ms_log_field *f,
                         size_t n, const char *fmt, va_list ap) {
-  ms_client_logs *l = logs_of(c);
+  ms_client_logs *l = ms_client_logs_of(c);
   if (!l)
     return MS_ERR_NOMEM;
   if (level < l->level || level <= 0)
@@ -434,7 +336,7 @@ int ms_log_fields(ms_client *c, int level, const ms_log_field *f, size_t n,
 }
 
 void ms_client_diag(ms_client *c, int level, const char *fmt, ...) {
-  ms_client_logs *l = logs_of(c);
+  ms_client_logs *l = ms_client_logs_of(c);
   if (!l || l->in_diag || level < l->level)
     return;
   l->in_diag = 1;
@@ -461,198 +363,12 @@ void ms_client_diag(ms_client *c, int level, const char *fmt, ...) {
   l->in_diag = 0;
 }
 
-/* ---- subscriptions ---- */
-
-static void send_subscribe(ms_client *c, csub *s) {
-  msgpack_sbuffer sb;
-  msgpack_sbuffer_init(&sb);
-  msgpack_packer pk;
-  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-  int resume = s->last_seq > 0 && strcmp(s->hub_id, c->hub_id) == 0;
-  size_t n = (s->n_services > 0) + (s->min_level > 0) + (s->contains != NULL) +
-             (resume || s->history > 0);
-  msgpack_pack_array(&pk, 4);
-  msgpack_pack_uint8(&pk, MS_MSG_SUBSCRIBE);
-  msgpack_pack_uint64(&pk, s->sub_id);
-  const char *stream = s->presence ? "presence" : "logs";
-  msgpack_pack_str_with_body(&pk, stream, strlen(stream));
-  msgpack_pack_map(&pk, n);
-  if (s->n_services) {
-    msgpack_pack_str_with_body(&pk, "services", 8);
-    msgpack_pack_array(&pk, s->n_services);
-    for (size_t i = 0; i < s->n_services; i++)
-      msgpack_pack_str_with_body(&pk, s->services[i], strlen(s->services[i]));
-  }
-  if (s->min_level > 0) {
-    msgpack_pack_str_with_body(&pk, "min_level", 9);
-    msgpack_pack_int64(&pk, s->min_level);
-  }
-  if (s->contains) {
-    msgpack_pack_str_with_body(&pk, "contains", 8);
-    msgpack_pack_str_with_body(&pk, s->contains, strlen(s->contains));
-  }
-  if (resume) {
-    msgpack_pack_str_with_body(&pk, "since_seq", 9);
-    msgpack_pack_uint64(&pk, s->last_seq);
-  } else if (s->history > 0) {
-    msgpack_pack_str_with_body(&pk, "history", 7);
-    msgpack_pack_uint64(&pk, s->history);
-  }
-  if (!resume) {
-    s->last_seq = 0;
-    snprintf(s->hub_id, sizeof s->hub_id, "%s", c->hub_id);
-  }
-  ms_client_send_mp(c, (const uint8_t *)sb.data, sb.size);
-  msgpack_sbuffer_destroy(&sb);
-}
-
-static void csub_free(ms_client *c, csub *s) {
-  for (size_t i = 0; i < s->n_services; i++)
-    ms_free(c->mem, s->services[i]);
-  ms_free(c->mem, s->services);
-  ms_free(c->mem, s->contains);
-  ms_free(c->mem, s);
-}
-
-int ms_client_subscribe(ms_client *c, const char *stream,
-                        const ms_subscribe_opts *o, ms_record_fn fn, void *ud,
-                        uint64_t *sub_id) {
-  if (!c || !stream || !fn)
-    return MS_ERR_INVALID_ARG;
-  int presence;
-  if (!strcmp(stream, "logs"))
-    presence = 0;
-  else if (!strcmp(stream, "presence"))
-    presence = 1;
-  else
-    return MS_ERR_INVALID_ARG;
-  ms_client_logs *l = logs_of(c);
-  csub *s = l ? ms_calloc(c->mem, 1, sizeof *s) : NULL;
-  if (!s)
-    return MS_ERR_NOMEM;
-  s->presence = presence;
-  s->fn = fn;
-  s->ud = ud;
-  if (o) {
-    s->min_level = o->min_level;
-    s->history = o->history;
-    if (o->contains && *o->contains) {
-      s->contains = ms_strndup(c->mem, o->contains, strlen(o->contains));
-      if (!s->contains) {
-        csub_free(c, s);
-        return MS_ERR_NOMEM;
-      }
-    }
-    if (o->n_services) {
-      s->services = ms_calloc(c->mem, o->n_services, sizeof(char *));
-      if (!s->services) {
-        csub_free(c, s);
-        return MS_ERR_NOMEM;
-      }
-      for (size_t i = 0; i < o->n_services; i++) {
-        s->services[i] = ms_strndup(c->mem, o->services[i],
-                                    strlen(o->services[i]));
-        if (!s->services[i]) {
-          csub_free(c, s);
-          return MS_ERR_NOMEM;
-        }
-        s->n_services++;
-      }
-    }
-  }
-  s->sub_id = l->next_sub++;
-  s->next = l->subs;
-  l->subs = s;
-  if (c->state == MS_CLIENT_READY)
-    send_subscribe(c, s);
-  if (sub_id)
-    *sub_id = s->sub_id;
-  return 0;
-}
-
-int ms_client_unsubscribe(ms_client *c, uint64_t sub_id) {
-  ms_client_logs *l = c->logs;
-  if (!l)
-    return MS_ERR_NOT_FOUND;
-  for (csub **pp = &l->subs; *pp; pp = &(*pp)->next) {
-    csub *s = *pp;
-    if (s->sub_id != sub_id)
-      continue;
-    *pp = s->next;
-    if (c->state == MS_CLIENT_READY) {
-      msgpack_sbuffer sb;
-      msgpack_sbuffer_init(&sb);
-      msgpack_packer pk;
-      msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-      ms_enc_unsubscribe(&pk, sub_id);
-      ms_client_send_mp(c, (const uint8_t *)sb.data, sb.size);
-      msgpack_sbuffer_destroy(&sb);
-    }
-    csub_free(c, s);
-    return 0;
-  }
-  return MS_ERR_NOT_FOUND;
-}
-
-int ms_client_logs_on_msg(ms_client *c, const ms_msg *m) {
-  ms_client_logs *l = c->logs;
-  if (!l || m->id < SUB_ID_BASE)
-    return 0;
-  csub *s = l->subs;
-  while (s && s->sub_id != m->id)
-    s = s->next;
-  if (!s)
-    return m->type == MS_MSG_RECORD || m->type == MS_MSG_PRESENCE;
-  if (m->type == MS_MSG_ERROR) {
-    char what[200];
-    snprintf(what, sizeof what, "%.*s: %.*s", (int)m->code.len, m->code.ptr,
-             (int)m->message.len, m->message.ptr ? m->message.ptr : "");
-    uint64_t id = s->sub_id;
-    ms_client_unsubscribe(c, id);
-    ms_client_diag(c, MS_LEVEL_ERROR, "subscription refused by the hub: %s",
-                   what);
-    return 1;
-  }
-  ms_record r;
-  memset(&r, 0, sizeof r);
-  r.sub_id = m->id;
-  r.seq = m->seq;
-  r.ts_us = m->ts_us;
-  r.level = m->level;
-  r.service = m->name;
-  r.message = m->message;
-  r.fields = &m->extra;
-  r.hub_id = c->hub_id;
-  if (m->type == MS_MSG_PRESENCE) {
-    r.kind = m->kind.len == 2 && !memcmp(m->kind.ptr, "up", 2) ? MS_RECORD_UP
-                                                                : MS_RECORD_DOWN;
-    if (m->seq > s->last_seq)
-      s->last_seq = m->seq;
-  } else if (m->level == 0) {
-    int live = m->message.len == 4 && !memcmp(m->message.ptr, "live", 4);
-    r.kind = live ? MS_RECORD_LIVE : MS_RECORD_GAP;
-    if (!live)
-      ms_map_get_u64(&m->extra, "missed", &r.missed);
-    if (m->seq > s->last_seq)
-      s->last_seq = m->seq;
-  } else {
-    r.kind = MS_RECORD_LOG;
-    if (m->seq <= s->last_seq && strcmp(s->hub_id, c->hub_id) == 0)
-      return 1; /* already delivered before a reconnect */
-    s->last_seq = m->seq;
-  }
-  snprintf(s->hub_id, sizeof s->hub_id, "%s", c->hub_id);
-  s->fn(c, &r, s->ud);
-  return 1;
-}
-
 void ms_client_logs_ready(ms_client *c, int64_t now) {
   (void)now;
   ms_client_logs *l = c->logs;
   if (!l)
     return;
-  for (csub *s = l->subs; s; s = s->next)
-    send_subscribe(c, s);
+  ms_client_subs_ready(c, l);
   drain(c, l);
 }
 
@@ -670,11 +386,7 @@ void ms_client_logs_free(ms_client *c) {
   for (size_t i = 0; i < l->n; i++)
     qrec_free(c, l->ring[(l->head + i) % l->cap]);
   ms_free(c->mem, l->ring);
-  while (l->subs) {
-    csub *s = l->subs;
-    l->subs = s->next;
-    csub_free(c, s);
-  }
+  ms_client_subs_free(c, l);
   ms_free(c->mem, l);
   c->logs = NULL;
 }

@@ -1,11 +1,9 @@
 /* The hub's HTTP endpoints: /healthz, /metrics (Prometheus text),
  * /api/services (JSON). Anything else goes to the user's on_http hook. */
 #include "ms_hub_int.h"
+#include "ms_viewer.h"
 
 #include <stdio.h>
-
-extern const unsigned char ms_viewer_html[];
-extern const size_t ms_viewer_html_len;
 
 static int path_is(const ms_http_request *req, const char *p) {
   size_t n = strlen(p);
@@ -115,9 +113,7 @@ void ms_hub_http(ms_hub *h, ms_conn *c, const ms_http_request *req) {
   } else if (h->cfg.serve_viewer &&
              (path_is(req, "/") || path_is(req, "/index.html"))) {
     rv = 0;
-    ms_conn_http_respond(c, 200, "text/html; charset=utf-8",
-                         "Cache-Control: no-cache\r\n", ms_viewer_html,
-                         ms_viewer_html_len);
+    ms_viewer_respond(c);
   } else if (path_is(req, "/api/services")) {
     rv = ms_hub_services_json(h, &b);
     if (rv == 0)

@@ -2,7 +2,24 @@
 #include "ms_rand.h"
 #include "ms_internal.h"
 
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+
+void ms_os_random(void *buf, size_t len) {
+  uint8_t *p = buf;
+  while (len > 0) {
+    ssize_t r = getrandom(p, len, 0);
+    if (r < 0) {
+      if (errno == EINTR)
+        continue;
+      abort(); /* no entropy source: nothing sensible to do */
+    }
+    p += r;
+    len -= (size_t)r;
+  }
+}
 
 static void rand_key(ms_rand *r, const uint8_t key[32]) {
   /* A zero nonce is fine: each key is fresh and used for one stream. */
