@@ -33,11 +33,11 @@ static char *dup_opt(const ms_allocator *m, const char *s) {
   return s ? ms_strndup(m, s, strlen(s)) : NULL;
 }
 
-static void enter(ms_client *c) { c->depth++; }
+static void enter(ms_client *c) { ms_life_enter(&c->life); }
 static void really_free(ms_client *c);
 /* Returns 1 when the client was freed. */
 static int leave(ms_client *c) {
-  if (--c->depth == 0 && c->free_pending) {
+  if (ms_life_leave(&c->life)) {
     really_free(c);
     return 1;
   }
@@ -45,7 +45,7 @@ static int leave(ms_client *c) {
 }
 
 static void wake(ms_client *c) {
-  if (c->wakeup && c->depth == 0)
+  if (c->wakeup && !ms_life_inside(&c->life))
     c->wakeup(c->wakeup_ud);
 }
 
@@ -375,7 +375,9 @@ int ms_client_new(ms_client **pc, const ms_client_config *cfg,
 static void really_free(ms_client *c) {
   const ms_allocator *m = c->mem;
   /* Every pending callback fires once. */
-  c->depth++; /* callbacks below must not re-trigger the free */
+  /* Callbacks below must not re-trigger the free. */
+  c->life.dead = 1;
+  ms_life_enter(&c->life);
   for (;;) {
     ms_hnode *n = ms_heap_top(&c->timers);
     if (!n)
@@ -417,11 +419,8 @@ static void really_free(ms_client *c) {
 void ms_client_del(ms_client *c) {
   if (!c)
     return;
-  if (c->depth > 0) {
-    c->free_pending = 1;
-    return;
-  }
-  really_free(c);
+  if (ms_life_del(&c->life))
+    really_free(c);
 }
 
 void *ms_client_user_data(const ms_client *c) { return c->ud; }
@@ -663,7 +662,7 @@ static void handle_request(ms_client *c, const ms_msg *m, int64_t now) {
   a.late_ms = late;
   c->stats.handled++;
   h->fn(c, r, &a, h->ud);
-  if (!r->answered && !r->retained && !c->free_pending)
+  if (!r->answered && !r->retained && !ms_life_dead(&c->life))
     ms_reply_error(r, "INTERNAL_SERVER_ERROR",
                    "handler returned without replying", NULL, 0);
   else if (!r->answered && !r->retained)
@@ -743,6 +742,8 @@ static void handle_welcome(ms_client *c, const ms_msg *m, int64_t now) {
 static void on_ws_message(ms_conn *conn, const ms_conn_message_arg *arg,
                           void *ud) {
   ms_client *c = ud;
+  if (ms_life_dead(&c->life))
+    return; /* deleted: no more callbacks */
   if (conn != c->conn || c->conn_dead)
     return;
   int64_t now = c->last_now;
@@ -815,6 +816,8 @@ static void on_ws_message(ms_conn *conn, const ms_conn_message_arg *arg,
 
 static void on_ws_open(ms_conn *conn, const ms_conn_open_arg *arg, void *ud) {
   ms_client *c = ud;
+  if (ms_life_dead(&c->life))
+    return; /* deleted: no more callbacks */
   if (conn != c->conn)
     return;
   c->enc = arg->encoding;
@@ -860,6 +863,8 @@ static void on_ws_pong(ms_conn *conn, const uint8_t *d, size_t n, void *ud) {
 static void on_ws_close(ms_conn *conn, const ms_conn_close_arg *arg,
                         void *ud) {
   ms_client *c = ud;
+  if (ms_life_dead(&c->life))
+    return; /* deleted: no more callbacks */
   if (conn != c->conn)
     return;
   c->close_code = arg->code;
@@ -890,22 +895,21 @@ static void conn_lost(ms_client *c, int64_t now, int err) {
     if (c->replies.keys && c->replies.keys[i])
       ((ms_reply *)c->replies.vals[i])->cancelled = 1;
   ms_u64map_free(&c->replies);
-  /* Requests in flight (and late ones) end now; collect first, then call
-   * back, so callbacks see consistent tables. */
-  size_t n = 0;
-  creq **v = NULL;
-  if (c->reqs.n) {
-    v = ms_malloc(c->mem, c->reqs.n * sizeof *v);
-    for (size_t i = 0; v && i < c->reqs.cap; i++) {
-      if (!c->reqs.keys[i])
-        continue;
-      creq *r = c->reqs.vals[i];
-      if (r->state != CREQ_FAIL)
-        v[n++] = r;
+  /* Requests in flight (and late ones) end now; collect first (in a list
+   * through the requests themselves: this path must not need memory),
+   * then call back, so callbacks see consistent tables. */
+  creq *lost = NULL;
+  for (size_t i = 0; i < c->reqs.cap; i++) {
+    if (!c->reqs.keys || !c->reqs.keys[i])
+      continue;
+    creq *r = c->reqs.vals[i];
+    if (r->state != CREQ_FAIL) {
+      r->lost_next = lost;
+      lost = r;
     }
   }
-  for (size_t i = 0; i < n; i++)
-    creq_unlink(c, v[i]);
+  for (creq *r = lost; r; r = r->lost_next)
+    creq_unlink(c, r);
   int fatal = err == MS_ERR_DUPLICATE_SERVICE_REGISTRATION
                   ? !c->cfg.reconnect_on_duplicate
                   : 0;
@@ -938,14 +942,14 @@ static void conn_lost(ms_client *c, int64_t now, int err) {
                    ms_strerror(err),
                    c->state == MS_CLIENT_IDLE ? "; reconnecting" : "");
   set_state(c, c->state, err, now);
-  for (size_t i = 0; i < n; i++) {
-    creq *r = v[i];
+  while (lost) {
+    creq *r = lost;
+    lost = r->lost_next;
     if (r->state == CREQ_INFLIGHT)
       deliver(c, r, r->cb, r->ud, MS_ERR_HUB_UNAVAILABLE, NULL,
               "connection to the hub lost", NULL, 0, now);
     creq_free(c, r);
   }
-  ms_free(c->mem, v);
 }
 
 /* ---- transport side ---- */
@@ -1133,7 +1137,7 @@ int ms_client_tick(ms_client *c, int64_t now) {
   int rv = 0;
   if (c->conn && !c->conn_dead) {
     rv = ms_conn_tick(c->conn, now);
-    if (!c->free_pending && c->conn && !c->conn_dead) {
+    if (!ms_life_dead(&c->life) && c->conn && !c->conn_dead) {
       if (c->state == MS_CLIENT_HANDSHAKE && now >= c->hello_deadline) {
         ms_conn_close(c->conn, MS_CLOSE_NORMAL, "no WELCOME");
         c->conn_dead = 1;
@@ -1153,7 +1157,7 @@ int ms_client_tick(ms_client *c, int64_t now) {
     }
   }
   /* Deadlines: stamp new requests, fail unsendable ones, time out. */
-  while (!c->free_pending) {
+  while (!ms_life_dead(&c->life)) {
     ms_hnode *n = ms_heap_top(&c->timers);
     if (!n || n->deadline > now)
       break;
@@ -1191,6 +1195,9 @@ static void e_consume(void *e, size_t n) { ms_client_consume(e, n); }
 static int e_want_read(const void *e) { return ms_client_want_read(e); }
 static int e_want_write(const void *e) { return ms_client_want_write(e); }
 
-const ms_engine_ops ms_client_engine_ops = {e_feed, e_peek, e_consume,
-                                            e_want_read, e_want_write,
-                                            client_eof};
+static void e_hold(void *e) { enter(e); }
+static int e_release(void *e) { return leave(e); }
+
+const ms_engine_ops ms_client_engine_ops = {
+    e_feed,       e_peek,     e_consume, e_want_read,
+    e_want_write, client_eof, e_hold,    e_release};

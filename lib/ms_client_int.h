@@ -24,6 +24,7 @@ typedef struct creq {
   void *ud;
   ms_response_fn on_late;
   void *late_ud;
+  struct creq *lost_next; /* conn_lost's list, so it needs no memory */
   char *target;
   char *event;
 } creq;
@@ -91,8 +92,7 @@ struct ms_client {
   msgpack_sbuffer scratch; /* JSON conversion scratch */
   msgpack_zone zone;
 
-  int depth;
-  int free_pending;
+  ms_life life; /* the lifetime rule of ms_common.h */
   ms_client_stats stats;
 
   ms_client_logs *logs; /* log shipping and subscriptions (lazy) */

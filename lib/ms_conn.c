@@ -7,9 +7,8 @@
  * on wslay) and ms_conn_sleep.c (hibernation). ms_conn_int.h holds the
  * state they share.
  *
- * Re-entrancy: every public call that may run a callback counts depth;
- * ms_conn_del() inside a callback only marks free_pending and the outermost
- * call frees. Once free_pending is set no further callback runs.
+ * Lifetime: the rule of ms_common.h, with ms_life. Every public call that
+ * may run a callback enters and leaves; once deleted no callback runs.
  */
 #include "ms_conn_int.h"
 
@@ -46,7 +45,7 @@ static void destroy(ms_conn *c);
 
 /* Returns 1 when c was freed: the caller must not touch it any more. */
 int ms_conn_leave(ms_conn *c) {
-  if (--c->depth == 0 && c->free_pending) {
+  if (ms_life_leave(&c->life)) {
     destroy(c);
     return 1;
   }
@@ -167,15 +166,17 @@ static void destroy(ms_conn *c) {
 void ms_conn_del(ms_conn *c) {
   if (!c)
     return;
-  if (c->depth > 0) {
-    c->free_pending = 1;
-    /* Stop wslay's receive loop so no more messages are parsed. */
-    if (c->ws)
-      wslay_event_shutdown_read(c->ws);
+  if (ms_life_del(&c->life)) {
+    destroy(c);
     return;
   }
-  destroy(c);
+  /* Stop wslay's receive loop so no more messages are parsed. */
+  if (c->ws)
+    wslay_event_shutdown_read(c->ws);
 }
+
+void ms_conn_hold(ms_conn *c) { conn_enter(c); }
+int ms_conn_release(ms_conn *c) { return ms_conn_leave(c); }
 
 /* The one on_close of this connection; the state becomes ST_DONE. */
 void ms_conn_report_close(ms_conn *c, int err, uint16_t code,
@@ -191,7 +192,7 @@ void ms_conn_report_close(ms_conn *c, int err, uint16_t code,
   c->linger_deadline = ms_conn_arm(c, c->cfg.close_timeout_ms, &c->rearm_linger);
   if (c->ws)
     wslay_event_shutdown_read(c->ws);
-  if (!c->cb.on_close || c->free_pending)
+  if (!c->cb.on_close || c->life.dead)
     return;
   char text[128];
   reason_len = MS_MIN(reason_len, sizeof text - 1);
@@ -245,7 +246,7 @@ int ms_conn_feed(ms_conn *c, const uint8_t *data, size_t len, int64_t now) {
     return MS_ERR_INVALID_ARG;
   if (c->fatal)
     return c->fatal;
-  if (c->free_pending)
+  if (c->life.dead)
     return 0;
   c->now = now;
   conn_enter(c);
@@ -265,7 +266,7 @@ int ms_conn_feed(ms_conn *c, const uint8_t *data, size_t len, int64_t now) {
   default:
     break; /* nothing more is read: drop */
   }
-  if (!c->free_pending)
+  if (!c->life.dead)
     ms_conn_update_throttle(c);
   c->now_depth--;
   ms_conn_leave(c);
@@ -273,7 +274,7 @@ int ms_conn_feed(ms_conn *c, const uint8_t *data, size_t len, int64_t now) {
 }
 
 void ms_conn_eof(ms_conn *c, int64_t now) {
-  if (!c || c->free_pending)
+  if (!c || c->life.dead)
     return;
   c->now = now;
   conn_enter(c);
@@ -287,7 +288,7 @@ void ms_conn_eof(ms_conn *c, int64_t now) {
 }
 
 const uint8_t *ms_conn_peek(ms_conn *c, size_t *len) {
-  if (!c || c->fatal || c->free_pending) {
+  if (!c || c->fatal || c->life.dead) {
     if (len)
       *len = 0;
     return NULL;
@@ -318,7 +319,7 @@ void ms_conn_consume(ms_conn *c, size_t n) {
 }
 
 int ms_conn_want_read(const ms_conn *c) {
-  if (!c || c->fatal || c->free_pending)
+  if (!c || c->fatal || c->life.dead)
     return 0;
   switch (c->state) {
   case ST_HEAD:
@@ -337,7 +338,7 @@ int ms_conn_want_read(const ms_conn *c) {
 }
 
 int ms_conn_want_write(const ms_conn *c) {
-  if (!c || c->fatal || c->free_pending)
+  if (!c || c->fatal || c->life.dead)
     return 0;
   if (conn_out_buffered(c) > 0)
     return 1;
@@ -360,7 +361,7 @@ int ms_conn_tick(ms_conn *c, int64_t now) {
     return MS_ERR_INVALID_ARG;
   if (c->fatal)
     return c->fatal;
-  if (c->free_pending)
+  if (c->life.dead)
     return 0;
   c->now = now;
   conn_enter(c);

@@ -139,7 +139,7 @@ static int open_ws(ms_conn *c, ms_encoding enc, int echoed,
   c->state = ST_OPEN;
   c->enc = enc == MS_ENC_NONE ? MS_ENC_MSGPACK : enc;
   c->hs_deadline = MS_NO_DEADLINE;
-  if (c->cb.on_open && !c->free_pending) {
+  if (c->cb.on_open && !c->life.dead) {
     ms_conn_open_arg arg = {c->enc, echoed, req};
     c->cb.on_open(c, &arg, c->user_data);
   }
@@ -207,7 +207,7 @@ static int server_head(ms_conn *c, size_t head_len) {
                   NULL);
   if (c->cb.on_upgrade) {
     int st = c->cb.on_upgrade(c, &req, c->user_data);
-    if (c->free_pending)
+    if (c->life.dead)
       return 0;
     if (st != 0) {
       if (st < 400 || st > 599)
@@ -316,13 +316,13 @@ int ms_conn_feed_head(ms_conn *c, const uint8_t *data, size_t len) {
   }
   int rv = c->cfg.role == MS_CONN_SERVER ? server_head(c, hl)
                                          : client_head(c, hl);
-  if (rv || c->free_pending)
+  if (rv || c->life.dead)
     return rv;
   if (c->state == ST_OPEN || c->state == ST_CLOSING) {
     /* Bytes after the head belong to the WebSocket: first what was copied
      * into the head buffer, then the rest of this feed. */
     rv = ms_conn_feed_ws(c, (const uint8_t *)c->head + hl, c->head_len - hl);
-    if (!rv && !c->free_pending)
+    if (!rv && !c->life.dead)
       rv = ms_conn_feed_ws(c, data + take, len - take);
     ms_conn_free_head(c);
   }

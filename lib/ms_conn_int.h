@@ -37,8 +37,7 @@ struct ms_conn {
 
   enum conn_state state;
   int started;
-  int depth;
-  int free_pending;
+  ms_life life; /* the lifetime rule of ms_common.h */
   int close_reported;
   int user_closed; /* ms_conn_close() was called while open */
   int throttled;   /* output above the high-water mark: stop reading */
@@ -86,9 +85,13 @@ struct ms_conn {
 static inline size_t conn_out_buffered(const ms_conn *c) {
   return c->out.len - c->out_off;
 }
-static inline void conn_enter(ms_conn *c) { c->depth++; }
+static inline void conn_enter(ms_conn *c) { ms_life_enter(&c->life); }
 
 /* ---- ms_conn.c ---- */
+/* For ms_pump(): keep c alive across a pump; release returns 1 when c
+ * was deleted meanwhile and is now freed. */
+void ms_conn_hold(ms_conn *c);
+int ms_conn_release(ms_conn *c);
 /* Leave a call entered with conn_enter(); returns 1 when c was freed. */
 int ms_conn_leave(ms_conn *c);
 int64_t ms_conn_arm(ms_conn *c, int64_t ms, int *rearm);

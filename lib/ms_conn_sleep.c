@@ -48,7 +48,7 @@ void ms_conn_frame_end(wslay_event_context_ptr ctx, void *user_data) {
 }
 
 int ms_conn_hibernate(ms_conn *c) {
-  if (!c || c->depth > 0 || c->free_pending || c->fatal)
+  if (!c || ms_life_inside(&c->life) || c->life.dead || c->fatal)
     return MS_ERR_STATE;
   if (c->asleep)
     return 0;

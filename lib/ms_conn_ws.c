@@ -87,7 +87,7 @@ static void ws_on_msg(wslay_event_context_ptr ctx,
                       const struct wslay_event_on_msg_recv_arg *arg,
                       void *user_data) {
   ms_conn *c = user_data;
-  if (c->free_pending) {
+  if (c->life.dead) {
     wslay_event_shutdown_read(ctx);
     return;
   }
@@ -140,14 +140,14 @@ static void ws_on_msg(wslay_event_context_ptr ctx,
   default:
     break; /* pings are answered by wslay */
   }
-  if (c->free_pending)
+  if (c->life.dead)
     wslay_event_shutdown_read(ctx);
 }
 
 /* After wslay_event_recv(): once wslay stops reading, the close handshake
  * finished or the connection failed; report it. */
 static void after_recv(ms_conn *c) {
-  if (c->free_pending || c->close_reported || c->fatal)
+  if (c->life.dead || c->close_reported || c->fatal)
     return;
   if (wslay_event_get_read_enabled(c->ws))
     return;
@@ -261,7 +261,7 @@ int ms_conn_send(ms_conn *c, int binary, const uint8_t *data, size_t len) {
     return MS_ERR_INVALID_ARG;
   if (c->fatal)
     return c->fatal;
-  if (c->state != ST_OPEN || c->user_closed || c->free_pending ||
+  if (c->state != ST_OPEN || c->user_closed || c->life.dead ||
       (!c->ws && !c->asleep))
     return MS_ERR_STATE;
   if (len > c->cfg.max_message)
@@ -302,7 +302,7 @@ int ms_conn_ping(ms_conn *c, const uint8_t *data, size_t len) {
     return MS_ERR_INVALID_ARG;
   if (c->fatal)
     return c->fatal;
-  if (c->state != ST_OPEN || c->user_closed || c->free_pending ||
+  if (c->state != ST_OPEN || c->user_closed || c->life.dead ||
       (!c->ws && !c->asleep))
     return MS_ERR_STATE;
   if (c->asleep && ms_conn_wake(c) != 0)

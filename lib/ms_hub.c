@@ -53,14 +53,14 @@ void ms_hub_mark_dirty(ms_hub *h, ms_hub_conn *hc) {
   else
     h->dirty_head = hc;
   h->dirty_tail = hc;
-  if (h->wakeup && h->depth == 0)
+  if (h->wakeup && !ms_life_inside(&h->life))
     h->wakeup(h->wakeup_ud);
 }
 
 static void hub_event(ms_hub *h, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void hub_event(ms_hub *h, int level, const char *fmt, ...) {
-  if (!h->cfg.on_event)
+  if (!h->cfg.on_event || ms_life_dead(&h->life))
     return;
   char buf[512];
   va_list ap;
@@ -235,9 +235,14 @@ static void free_conn(ms_hub *h, ms_hub_conn *hc) {
 
 static void route_free(ms_hub *h, route *r);
 
+static void hub_free(ms_hub *h);
+
 void ms_hub_del(ms_hub *h) {
-  if (!h)
-    return;
+  if (h && ms_life_del(&h->life))
+    hub_free(h);
+}
+
+static void hub_free(ms_hub *h) {
   /* Routes first (they point at connections). */
   for (size_t i = 0; i < h->routes.cap; i++)
     if (h->routes.keys && h->routes.keys[i])
@@ -276,11 +281,16 @@ void ms_hub_set_wakeup(ms_hub *h, ms_hub_wakeup_fn fn, void *ud) {
   h->wakeup_ud = ud;
 }
 
-static void enter(ms_hub *h) { h->depth++; }
-static void leave(ms_hub *h) {
-  if (h->depth == 1 && h->doomed)
+static void enter(ms_hub *h) { ms_life_enter(&h->life); }
+/* Returns 1 when the hub was deleted meanwhile and is now freed. */
+static int leave(ms_hub *h) {
+  if (h->life.depth == 1 && h->doomed && !ms_life_dead(&h->life))
     close_doomed(h); /* still inside: closes may send to others */
-  if (--h->depth == 0) {
+  if (ms_life_leave(&h->life)) {
+    hub_free(h);
+    return 1;
+  }
+  if (h->life.depth == 0) {
     while (h->graveyard) {
       ms_hub_conn *hc = h->graveyard;
       h->graveyard = hc->all_next;
@@ -291,6 +301,7 @@ static void leave(ms_hub *h) {
     if (h->dirty_head && h->wakeup)
       h->wakeup(h->wakeup_ud);
   }
+  return 0;
 }
 
 /* ---- routes ---- */
@@ -778,7 +789,8 @@ static void on_ws_message(ms_conn *ws, const ms_conn_message_arg *arg,
   ms_hub_conn *hc = ud;
   ms_hub *h = hc->hub;
   (void)ws;
-  if (hc->state == HC_CLOSING || hc->state == HC_GONE)
+  if (hc->state == HC_CLOSING || hc->state == HC_GONE ||
+      ms_life_dead(&h->life))
     return;
   int64_t now = h->last_now;
   ms_msg m;
@@ -863,6 +875,8 @@ static int on_ws_upgrade(ms_conn *ws, const ms_http_request *req, void *ud) {
 
 static void on_ws_http(ms_conn *ws, const ms_http_request *req, void *ud) {
   ms_hub_conn *hc = ud;
+  if (ms_life_dead(&hc->hub->life))
+    return;
   ms_hub_http(hc->hub, ws, req);
   ms_hub_mark_dirty(hc->hub, hc);
 }
@@ -870,6 +884,8 @@ static void on_ws_http(ms_conn *ws, const ms_http_request *req, void *ud) {
 static void on_ws_open(ms_conn *ws, const ms_conn_open_arg *arg, void *ud) {
   ms_hub_conn *hc = ud;
   (void)ws;
+  if (ms_life_dead(&hc->hub->life))
+    return;
   hc->enc = arg->encoding;
   hc->state = HC_AWAIT_HELLO;
   ms_hub_mark_dirty(hc->hub, hc);
@@ -879,6 +895,8 @@ static void on_ws_close(ms_conn *ws, const ms_conn_close_arg *arg, void *ud) {
   ms_hub_conn *hc = ud;
   ms_hub *h = hc->hub;
   (void)ws;
+  if (ms_life_dead(&h->life))
+    return;
   const char *reason = "closed";
   (void)arg;
   conn_down(h, hc, reason, h->last_now);
@@ -1210,6 +1228,17 @@ static int e_want_read(const void *e) { return ms_hub_conn_want_read(e); }
 static int e_want_write(const void *e) { return ms_hub_conn_want_write(e); }
 static void e_eof(void *e, int64_t now) { ms_hub_conn_eof(e, now); }
 
-const ms_engine_ops ms_hub_conn_engine_ops = {e_feed, e_peek, e_consume,
-                                              e_want_read, e_want_write,
-                                              e_eof};
+/* Holding a hub connection holds its hub: the connection goes with it. */
+static void e_hold(void *e) { enter(((ms_hub_conn *)e)->hub); }
+static int e_release(void *e) {
+  ms_hub_conn *hc = e;
+  ms_hub *h = hc->hub;
+  /* A connection released meanwhile is freed at the hub's outermost
+   * leave, with the graveyard. */
+  int gone = hc->released && h->life.depth == 1;
+  return leave(h) || gone;
+}
+
+const ms_engine_ops ms_hub_conn_engine_ops = {
+    e_feed,       e_peek, e_consume, e_want_read,
+    e_want_write, e_eof,  e_hold,    e_release};

@@ -98,7 +98,7 @@ struct ms_hub {
   msgpack_sbuffer scratch;
   msgpack_zone zone;
 
-  int depth;
+  ms_life life; /* the lifetime rule of ms_common.h */
   int shutting_down;
   ms_hub_stats stats;
 };

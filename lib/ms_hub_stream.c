@@ -350,7 +350,7 @@ void ms_hub_on_log(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
   if (!r)
     return;
   h->stats.log_records++;
-  if (h->cfg.on_record) {
+  if (h->cfg.on_record && !ms_life_dead(&h->life)) {
     ms_hub_record hr;
     hr.seq = r->seq;
     hr.ts_us = r->ts_us;

@@ -30,6 +30,32 @@ static inline void ms_free(const ms_allocator *m, void *p) {
   if (p)
     m->free(p, m->user_data);
 }
+/*
+ * The one lifetime mechanism (the rule is stated in ms_common.h). Every
+ * public entry that may run a callback brackets its work with
+ * ms_life_enter / ms_life_leave; a delete calls ms_life_del and frees only
+ * when that returns 1, otherwise the outermost ms_life_leave returns 1 and
+ * its caller frees. After ms_life_del no callback may run (check
+ * ms_life_dead before each one).
+ */
+typedef struct ms_life {
+  int depth; /* library frames on the stack for this object */
+  int dead;  /* deleted while inside: free at the outermost leave */
+} ms_life;
+
+static inline void ms_life_enter(ms_life *l) { l->depth++; }
+/* 1 when the object must be freed now (deleted, outermost frame). */
+static inline int ms_life_leave(ms_life *l) {
+  return --l->depth == 0 && l->dead;
+}
+/* Mark deleted; 1 when no frame is on the stack and it can go now. */
+static inline int ms_life_del(ms_life *l) {
+  l->dead = 1;
+  return l->depth == 0;
+}
+static inline int ms_life_dead(const ms_life *l) { return l->dead; }
+static inline int ms_life_inside(const ms_life *l) { return l->depth > 0; }
+
 /* NUL-terminated copy (n bytes of s); NULL on allocation failure. */
 char *ms_strndup(const ms_allocator *m, const char *s, size_t n);
 

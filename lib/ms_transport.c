@@ -7,8 +7,9 @@
  */
 #include "ms_internal.h"
 
-#include <microstream/ms_conn.h>
 #include <microstream/ms_transport.h>
+
+#include "ms_conn_int.h"
 
 /* A stack buffer this size keeps one read syscall per typical batch. */
 #define PUMP_READ_CHUNK (64 * 1024)
@@ -47,12 +48,25 @@ static int pump_write_some(const ms_engine_ops *ops, void *engine,
   }
 }
 
+static void hold(const ms_engine_ops *ops, void *engine) {
+  if (ops->hold)
+    ops->hold(engine);
+}
+
+/* The pump's result once the engine is let go. */
+static int release(const ms_engine_ops *ops, void *engine, int result) {
+  if (ops->release && ops->release(engine))
+    return MS_PUMP_FREED;
+  return result;
+}
+
 int ms_pump(const ms_engine_ops *ops, void *engine, const ms_transport *t,
             size_t max_read, int64_t now) {
   uint8_t buf[PUMP_READ_CHUNK];
   size_t total = 0;
   if (max_read == 0)
     max_read = PUMP_DEFAULT_MAX_READ;
+  hold(ops, engine);
 
   while (total < max_read && ops->want_read(engine)) {
     size_t want = MS_MIN(sizeof(buf), max_read - total);
@@ -67,18 +81,19 @@ int ms_pump(const ms_engine_ops *ops, void *engine, const ms_transport *t,
     }
     int rv = ops->feed(engine, buf, (size_t)n, now);
     if (rv < 0 && ms_err_is_fatal(rv))
-      return rv;
+      return release(ops, engine, rv);
     total += (size_t)n;
   }
 
   pump_write_some(ops, engine, t, now);
-  return pump_mask(ops, engine);
+  return release(ops, engine, pump_mask(ops, engine));
 }
 
 int ms_pump_write(const ms_engine_ops *ops, void *engine,
                   const ms_transport *t, int64_t now) {
+  hold(ops, engine);
   pump_write_some(ops, engine, t, now);
-  return pump_mask(ops, engine);
+  return release(ops, engine, pump_mask(ops, engine));
 }
 
 /* ---- ms_conn as an engine ------------------------------------------------ */
@@ -99,8 +114,10 @@ static int conn_want_write(const void *e) {
   return ms_conn_want_write((const ms_conn *)e);
 }
 static void conn_eof(void *e, int64_t now) { ms_conn_eof((ms_conn *)e, now); }
+static void conn_hold(void *e) { ms_conn_hold((ms_conn *)e); }
+static int conn_release(void *e) { return ms_conn_release((ms_conn *)e); }
 
 const ms_engine_ops ms_conn_engine_ops = {
-    conn_feed, conn_peek, conn_consume, conn_want_read, conn_want_write,
-    conn_eof,
+    conn_feed,       conn_peek, conn_consume, conn_want_read,
+    conn_want_write, conn_eof,  conn_hold,    conn_release,
 };

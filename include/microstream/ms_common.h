@@ -18,6 +18,30 @@ extern "C" {
 #define MS_VERSION_STRING "0.1.0"
 #define MS_PROTOCOL_VERSION 1
 
+/*
+ * The lifetime rule, for every object (ms_conn, ms_client, ms_hub and its
+ * ms_hub_conn, the drivers in ms_posix.h, and an engine inside ms_pump()):
+ *
+ *  - Callbacks run only from inside a call on the object (feed, tick, eof,
+ *    a driver's loop) on the caller's thread.
+ *  - Any callback may delete the object it was called from, or its owner
+ *    (a hub from a hub connection's callback). The delete is deferred: the
+ *    object stops calling back at once and is freed when the outermost
+ *    call on it returns. The code that made that outermost call gets it
+ *    back normally and must not touch the object afterwards (ms_pump()
+ *    says so with MS_PUMP_FREED; the drivers detach themselves).
+ *  - One exception to "stops calling back": a request's callback always
+ *    runs exactly once, so requests still pending at a delete get
+ *    MS_ERR_CANCELLED (or the error already on its way) then.
+ *  - Outside callbacks a delete frees at once. Every *_del(NULL) is a
+ *    no-op.
+ *  - Sends never call back: a send from a callback only queues output.
+ *
+ * Inside the library this is one mechanism (a call depth and a
+ * free-pending flag per object); tests delete every object from each of
+ * its callbacks.
+ */
+
 /* "No deadline" as returned by every *_next_deadline() function. */
 #define MS_NO_DEADLINE INT64_MAX
 

@@ -48,6 +48,13 @@ typedef struct ms_engine_ops {
   int (*want_read)(const void *engine);
   int (*want_write)(const void *engine);
   void (*eof)(void *engine, int64_t now);
+  /* Optional (NULL for engines that never free themselves): ms_pump()
+   * holds the engine for the whole pump, so that a callback deleting it
+   * defers the free until release, which returns 1 when the engine is
+   * now gone. Added after the six above: an ops struct initialised
+   * without them keeps working. */
+  void (*hold)(void *engine);
+  int (*release)(void *engine);
 } ms_engine_ops;
 
 /* ms_conn as an engine. ms_client and hub connections have their own
@@ -58,7 +65,10 @@ MS_EXTERN extern const ms_engine_ops ms_conn_engine_ops;
 enum {
   MS_PUMP_DONE = 1,        /* engine wants neither read nor write: close */
   MS_PUMP_WANT_WRITE = 2,  /* output is pending: wait for writability */
-  MS_PUMP_WANT_READ = 4    /* the engine will take more input */
+  MS_PUMP_WANT_READ = 4,   /* the engine will take more input */
+  MS_PUMP_FREED = 8        /* a callback deleted the engine during the
+                              pump and it is now freed: close the
+                              transport, never touch the engine again */
 };
 
 /*
@@ -66,7 +76,8 @@ enum {
  * 256 KiB) while the engine wants input, feeding it; then write the
  * engine's output until it is drained or the transport would block. End of
  * stream or an I/O error is reported to the engine with eof(). Returns a
- * mask of MS_PUMP_* bits, or a fatal ms_err from the engine.
+ * mask of MS_PUMP_* bits (MS_PUMP_FREED alone when the engine was deleted
+ * from one of its callbacks), or a fatal ms_err from the engine.
  */
 MS_EXTERN int ms_pump(const ms_engine_ops *ops, void *engine,
                       const ms_transport *t, size_t max_read, int64_t now);

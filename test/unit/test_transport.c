@@ -119,8 +119,9 @@ static void fe_eof(void *e, int64_t now) {
   (void)now;
   ((fake_engine *)e)->eofs++;
 }
-static const ms_engine_ops fe_ops = {fe_feed,      fe_peek,       fe_consume,
-                                     fe_want_read, fe_want_write, fe_eof};
+static const ms_engine_ops fe_ops = {fe_feed,       fe_peek, fe_consume,
+                                     fe_want_read,  fe_want_write, fe_eof,
+                                     NULL,          NULL};
 
 static fake_engine g_fe;
 

@@ -2,10 +2,11 @@
  * microstream: the loop-agnostic driver core for clients and hubs. See
  * ms_driver.h for the hooks contract.
  *
- * Re-entrancy: every entry from the loop (fd ready, timer, deferred call)
- * counts depth; ms_drv_del() only marks the driver deleted and closes its
- * sockets, and the memory (and the adapter's, through hooks->release) goes
- * when depth falls to zero. After every call into an engine the core
+ * Lifetime (the rule of ms_common.h, with ms_life): every entry from the
+ * loop (fd ready, timer, deferred call) enters and leaves; ms_drv_del()
+ * only marks the driver deleted and closes its sockets, and the memory
+ * (and the adapter's, through hooks->release) goes at the outermost
+ * leave. After every call into an engine the core
  * re-checks that it is still attached before touching it again: a
  * callback may have detached it, and freed the engine, in the meantime.
  */
@@ -47,8 +48,7 @@ struct ms_drv {
   const ms_drv_hooks *hk;
   void *ctx;
   int kind;
-  int depth;
-  int deleted;
+  ms_life life; /* the lifetime rule of ms_common.h */
   int defer_queued; /* wakeups coalesce into one deferred flush */
   int64_t timer_at; /* what the adapter's timer is armed at */
   /* client */
@@ -116,10 +116,10 @@ static void finish(ms_drv *d) {
   ms_free(ms_default_allocator(), d);
 }
 
-static void enter(ms_drv *d) { d->depth++; }
+static void enter(ms_drv *d) { ms_life_enter(&d->life); }
 
 static void leave(ms_drv *d) {
-  if (--d->depth == 0 && d->deleted)
+  if (ms_life_leave(&d->life))
     finish(d);
 }
 
@@ -129,11 +129,11 @@ static void client_drive(ms_drv *d, unsigned events);
 /* Wakeups arrive from inside the engines: only schedule, never call back
  * into them. */
 static void want_flush(ms_drv *d) {
-  if (d->defer_queued || d->deleted)
+  if (d->defer_queued || ms_life_dead(&d->life))
     return;
   if (d->hk->defer(d->ctx) == 0) {
     d->defer_queued = 1;
-  } else if (d->kind == KIND_HUB && d->depth == 0) {
+  } else if (d->kind == KIND_HUB && !ms_life_inside(&d->life)) {
     hub_drain(d); /* no way to defer: flush now */
   }
 }
@@ -158,7 +158,7 @@ static ms_drv *drv_alloc(int kind, const ms_drv_hooks *hooks, void *ctx) {
 void ms_drv_io_ready(ms_drv_io *io, unsigned events) {
   ms_drv *d = io->d;
   enter(d);
-  if (!d->deleted)
+  if (!ms_life_dead(&d->life))
     io->ready(io, events); /* may free io */
   leave(d);
 }
@@ -192,9 +192,9 @@ void ms_drv_run_deferred(ms_drv *d) {
 }
 
 void ms_drv_del(ms_drv *d) {
-  if (!d || d->deleted)
+  if (!d || ms_life_dead(&d->life))
     return;
-  d->deleted = 1;
+  int free_now = ms_life_del(&d->life);
   if (d->c)
     ms_client_set_wakeup(d->c, NULL, NULL);
   if (d->hub)
@@ -217,7 +217,7 @@ void ms_drv_del(ms_drv *d) {
     }
   }
   timer_set(d, MS_NO_DEADLINE);
-  if (d->depth == 0)
+  if (free_now)
     finish(d);
 }
 
@@ -257,8 +257,9 @@ static void cl_eof(void *e, int64_t now) {
   MS_UNUSED(now);
   d->eof = 1;
 }
-static const ms_engine_ops cl_ops = {cl_feed,      cl_peek,       cl_consume,
-                                     cl_want_read, cl_want_write, cl_eof};
+static const ms_engine_ops cl_ops = {cl_feed,       cl_peek, cl_consume,
+                                     cl_want_read,  cl_want_write, cl_eof,
+                                     NULL,          NULL};
 
 static void client_close_fd(ms_drv *d) {
   if (d->cio.fd >= 0) {
@@ -425,8 +426,9 @@ static void hs_eof(void *e, int64_t now) {
   s->eof = 1;
   ms_hub_conn_eof(s->hc, now);
 }
-static const ms_engine_ops hs_ops = {hs_feed,      hs_peek,       hs_consume,
-                                     hs_want_read, hs_want_write, hs_eof};
+static const ms_engine_ops hs_ops = {hs_feed,       hs_peek, hs_consume,
+                                     hs_want_read,  hs_want_write, hs_eof,
+                                     NULL,          NULL};
 
 static void stream_free(drv_stream *s, int release) {
   ms_drv *d = s->io.d;

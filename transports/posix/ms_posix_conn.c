@@ -19,8 +19,7 @@ struct ms_posix_conn {
   unsigned watched; /* MS_EV_* currently asked of the loop */
   void (*on_done)(ms_posix_conn *p, ms_conn *c, void *user_data);
   void *user_data;
-  int depth;        /* nesting of driver frames on the stack */
-  int deleted;      /* ms_posix_conn_del called: free at depth 0 */
+  ms_life life;     /* the lifetime rule of ms_common.h */
   int done;
 };
 
@@ -56,8 +55,9 @@ static void pc_eof(void *e, int64_t now) {
   if (p->c)
     ms_conn_eof(p->c, now);
 }
-static const ms_engine_ops pc_ops = {pc_feed,      pc_peek,       pc_consume,
-                                     pc_want_read, pc_want_write, pc_eof};
+static const ms_engine_ops pc_ops = {pc_feed,       pc_peek, pc_consume,
+                                     pc_want_read,  pc_want_write, pc_eof,
+                                     NULL,          NULL};
 
 static void on_fd(ms_loop *loop, int fd, unsigned events, void *ud);
 static void on_timer(ms_loop *loop, ms_timer *t, void *ud);
@@ -80,7 +80,7 @@ static void close_stream(ms_posix_conn *p) {
 /* Bring the loop's view (watches, timer) in line with the conn's state;
  * finish the stream when the conn wants nothing more. */
 static void update(ms_posix_conn *p) {
-  if (p->deleted || p->done || !p->c)
+  if (ms_life_dead(&p->life) || p->done || !p->c)
     return;
   int r = ms_conn_want_read(p->c);
   int w = ms_conn_want_write(p->c);
@@ -99,10 +99,10 @@ static void update(ms_posix_conn *p) {
   ms_timer_set_at(p->timer, ms_conn_next_deadline(p->c));
 }
 
-static void enter(ms_posix_conn *p) { p->depth++; }
+static void enter(ms_posix_conn *p) { ms_life_enter(&p->life); }
 
 static void leave(ms_posix_conn *p) {
-  if (--p->depth == 0 && p->deleted) {
+  if (ms_life_leave(&p->life)) {
     ms_timer_stop(p->timer);
     ms_free(ms_default_allocator(), p);
   }
@@ -178,10 +178,10 @@ int ms_posix_conn_new(ms_posix_conn **pp, ms_loop *loop, int fd, ms_conn *c,
 }
 
 void ms_posix_conn_flush(ms_posix_conn *p) {
-  if (!p || p->deleted)
+  if (!p || ms_life_dead(&p->life))
     return;
   /* Inside one of our own pumps the outer frame writes and updates. */
-  if (p->depth > 0)
+  if (ms_life_inside(&p->life))
     return;
   enter(p);
   pump(p, 0);
@@ -189,12 +189,12 @@ void ms_posix_conn_flush(ms_posix_conn *p) {
 }
 
 void ms_posix_conn_del(ms_posix_conn *p) {
-  if (!p || p->deleted)
+  if (!p || ms_life_dead(&p->life))
     return;
-  p->deleted = 1;
+  int now = ms_life_del(&p->life);
   p->c = NULL;
   close_stream(p);
-  if (p->depth == 0) {
+  if (now) {
     ms_timer_stop(p->timer);
     ms_free(ms_default_allocator(), p);
   }

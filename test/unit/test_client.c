@@ -1,0 +1,438 @@
+/* The client engine against a scripted hub (fakehub.h) and a fake clock:
+ * requests, late windows, cancel, reconnect, log shipping, and deleting
+ * the client from its own callbacks. */
+#include "ms_test.h"
+#include "fakehub.h"
+
+#define T0 1000000
+
+typedef struct answers {
+  int n;
+  int err[16];
+  int late[16];
+  uint64_t id[16];
+  char data[16][32];
+  int del_client; /* delete the client from the callback */
+  fakehub *f;
+} answers;
+
+static void on_answer(ms_client *c, const ms_response_arg *a, void *ud) {
+  answers *x = ud;
+  if (x->n < 16) {
+    x->err[x->n] = a->err;
+    x->late[x->n] = a->late;
+    x->id[x->n] = a->id;
+    x->data[x->n][0] = '\0';
+    if (a->data && a->data->type == MSGPACK_OBJECT_STR) {
+      size_t n = a->data->via.str.size < 31 ? a->data->via.str.size : 31;
+      memcpy(x->data[x->n], a->data->via.str.ptr, n);
+      x->data[x->n][n] = '\0';
+    }
+  }
+  x->n++;
+  if (x->del_client) {
+    x->del_client = 0;
+    ms_client_del(c);
+    if (x->f)
+      x->f->c = NULL;
+  }
+}
+
+static ms_client *new_client(const char *name) {
+  ms_client_config cfg;
+  ms_client_config_init(&cfg);
+  cfg.service = name;
+  cfg.seed = 42;
+  cfg.backoff_min_ms = 100;
+  cfg.backoff_max_ms = 1000;
+  ms_client *c = NULL;
+  if (ms_client_new(&c, &cfg, NULL, NULL) != 0)
+    return NULL;
+  ms_log_set_sink(c, NULL, NULL);
+  return c;
+}
+
+/* A client registered with the scripted hub. */
+static int ready(fakehub *f, const char *name) {
+  ms_client *c = new_client(name);
+  if (!c)
+    return -1;
+  fh_init(f, c, T0);
+  if (fh_accept(f) != 0)
+    return -1;
+  fh_welcome(f);
+  return ms_client_get_state(c) == MS_CLIENT_READY ? 0 : -1;
+}
+
+static void done(fakehub *f) {
+  ms_client_del(f->c);
+  f->c = NULL;
+  fh_free(f);
+}
+
+static void hello_is_sent_after_the_upgrade(void) {
+  fakehub f;
+  CHECK(ready(&f, "svc-a") == 0);
+  const fh_seen *h = fh_last(&f, MS_MSG_HELLO);
+  CHECK(h != NULL);
+  CHECK_EQ_STR(h->text, "svc-a");
+  done(&f);
+}
+
+static void request_gets_its_response(void) {
+  fakehub f;
+  CHECK(ready(&f, "caller") == 0);
+  answers x = {0};
+  uint64_t id = 0;
+  CHECK_EQ_INT(ms_client_request(f.c, "target", "echo", NULL, 0, NULL,
+                                 on_answer, &x, &id),
+               0);
+  fh_advance(&f, 0);
+  const fh_seen *r = fh_last(&f, MS_MSG_REQUEST);
+  CHECK(r != NULL);
+  CHECK_EQ_INT(r->id, id);
+  CHECK_EQ_STR(r->text, "echo");
+  CHECK_EQ_INT(ms_client_pending(f.c), 1);
+  fh_respond_str(&f, id, "pong");
+  CHECK_EQ_INT(x.n, 1);
+  CHECK_EQ_INT(x.err[0], 0);
+  CHECK_EQ_STR(x.data[0], "pong");
+  CHECK_EQ_INT(ms_client_pending(f.c), 0);
+  /* A second answer for the same id is dropped. */
+  fh_respond_str(&f, id, "again");
+  CHECK_EQ_INT(x.n, 1);
+  done(&f);
+}
+
+static void request_error_from_the_hub_is_its_one_callback(void) {
+  fakehub f;
+  CHECK(ready(&f, "caller") == 0);
+  answers x = {0};
+  uint64_t id = 0;
+  CHECK_EQ_INT(ms_client_request(f.c, "nobody", "x", NULL, 0, NULL,
+                                 on_answer, &x, &id),
+               0);
+  fh_advance(&f, 0);
+  fh_error(&f, id, "TARGET_SERVICE_NOT_FOUND");
+  CHECK_EQ_INT(x.n, 1);
+  CHECK_EQ_INT(x.err[0], MS_ERR_TARGET_SERVICE_NOT_FOUND);
+  done(&f);
+}
+
+static void request_times_out_then_late_answer_goes_to_on_late(void) {
+  fakehub f;
+  CHECK(ready(&f, "caller") == 0);
+  answers x = {0}, late = {0};
+  ms_request_opts o;
+  memset(&o, 0, sizeof o);
+  o.timeout_ms = 100;
+  o.late_ms = 1000;
+  o.on_late = on_answer;
+  o.late_user_data = &late;
+  uint64_t id = 0;
+  CHECK_EQ_INT(ms_client_request(f.c, "slow", "work", NULL, 0, &o, on_answer,
+                                 &x, &id),
+               0);
+  fh_advance(&f, 0); /* stamps the request */
+  CHECK_EQ_INT(fh_last(&f, MS_MSG_REQUEST)->late_ms, 1000);
+  fh_advance(&f, 99);
+  CHECK_EQ_INT(x.n, 0);
+  fh_advance(&f, 1);
+  CHECK_EQ_INT(x.n, 1);
+  CHECK_EQ_INT(x.err[0], MS_ERR_REQUEST_TIMEOUT);
+  /* Inside the window: on_late, flagged late, and nothing else. */
+  fh_advance(&f, 400);
+  fh_respond_str(&f, id, "finally");
+  CHECK_EQ_INT(late.n, 1);
+  CHECK_EQ_INT(late.late[0], 1);
+  CHECK_EQ_STR(late.data[0], "finally");
+  CHECK_EQ_INT(x.n, 1);
+  ms_client_stats st;
+  ms_client_get_stats(f.c, &st);
+  CHECK_EQ_INT(st.late_delivered, 1);
+  done(&f);
+}
+
+static void late_answer_after_the_window_is_dropped(void) {
+  fakehub f;
+  CHECK(ready(&f, "caller") == 0);
+  answers x = {0}, late = {0};
+  ms_request_opts o;
+  memset(&o, 0, sizeof o);
+  o.timeout_ms = 100;
+  o.late_ms = 200;
+  o.on_late = on_answer;
+  o.late_user_data = &late;
+  uint64_t id = 0;
+  CHECK_EQ_INT(ms_client_request(f.c, "slow", "work", NULL, 0, &o, on_answer,
+                                 &x, &id),
+               0);
+  fh_advance(&f, 0);
+  fh_advance(&f, 100);
+  CHECK_EQ_INT(x.n, 1);
+  int cancels = fh_count(&f, MS_MSG_CANCEL);
+  fh_advance(&f, 200); /* the window closes: the hub is told to stop */
+  CHECK_EQ_INT(fh_count(&f, MS_MSG_CANCEL), cancels + 1);
+  CHECK_EQ_INT(fh_last(&f, MS_MSG_CANCEL)->id, id);
+  fh_respond_str(&f, id, "too late");
+  CHECK_EQ_INT(late.n, 0);
+  CHECK_EQ_INT(x.n, 1);
+  ms_client_stats st;
+  ms_client_get_stats(f.c, &st);
+  CHECK_EQ_INT(st.unknown_dropped, 1);
+  done(&f);
+}
+
+static void cancel_gives_cancelled_once_and_tells_the_hub(void) {
+  fakehub f;
+  CHECK(ready(&f, "caller") == 0);
+  answers x = {0};
+  uint64_t id = 0;
+  CHECK_EQ_INT(ms_client_request(f.c, "target", "x", NULL, 0, NULL,
+                                 on_answer, &x, &id),
+               0);
+  fh_advance(&f, 0);
+  CHECK_EQ_INT(ms_client_cancel(f.c, id), 0);
+  CHECK_EQ_INT(x.n, 1);
+  CHECK_EQ_INT(x.err[0], MS_ERR_CANCELLED);
+  fh_pump(&f);
+  CHECK(fh_last(&f, MS_MSG_CANCEL) != NULL);
+  CHECK_EQ_INT(fh_last(&f, MS_MSG_CANCEL)->id, id);
+  CHECK_EQ_INT(ms_client_cancel(f.c, id), MS_ERR_NOT_FOUND);
+  fh_respond_str(&f, id, "ignored");
+  CHECK_EQ_INT(x.n, 1);
+  done(&f);
+}
+
+static void request_while_not_ready_fails_on_the_next_tick(void) {
+  ms_client *c = new_client("early");
+  CHECK(c != NULL);
+  answers x = {0};
+  CHECK_EQ_INT(ms_client_request(c, "target", "x", NULL, 0, NULL, on_answer,
+                                 &x, NULL),
+               0);
+  CHECK_EQ_INT(x.n, 0); /* never from inside ms_client_request */
+  ms_client_tick(c, T0);
+  CHECK_EQ_INT(x.n, 1);
+  CHECK_EQ_INT(x.err[0], MS_ERR_HUB_UNAVAILABLE);
+  ms_client_del(c);
+}
+
+static void reconnect_fails_inflight_and_registers_again(void) {
+  fakehub f;
+  CHECK(ready(&f, "svc") == 0);
+  answers x = {0};
+  CHECK_EQ_INT(ms_client_request(f.c, "target", "x", NULL, 0, NULL,
+                                 on_answer, &x, NULL),
+               0);
+  fh_advance(&f, 0);
+  fh_drop(&f);
+  CHECK_EQ_INT(x.n, 1);
+  CHECK_EQ_INT(x.err[0], MS_ERR_HUB_UNAVAILABLE);
+  CHECK_EQ_INT(ms_client_get_state(f.c), MS_CLIENT_IDLE);
+  /* Backoff: not at once, but within the configured maximum. */
+  int64_t at = ms_client_next_deadline(f.c);
+  CHECK(at > f.now && at <= f.now + 1000);
+  CHECK(!ms_client_want_connect(f.c, f.now));
+  f.now = at;
+  CHECK(ms_client_want_connect(f.c, f.now));
+  int hellos = fh_count(&f, MS_MSG_HELLO);
+  CHECK_EQ_INT(fh_accept(&f), 0);
+  CHECK_EQ_INT(fh_count(&f, MS_MSG_HELLO), hellos + 1);
+  fh_welcome(&f);
+  CHECK_EQ_INT(ms_client_get_state(f.c), MS_CLIENT_READY);
+  ms_client_stats st;
+  ms_client_get_stats(f.c, &st);
+  CHECK_EQ_INT(st.reconnects, 1);
+  done(&f);
+}
+
+static void silent_hub_is_pinged_then_abandoned(void) {
+  fakehub f;
+  CHECK(ready(&f, "svc") == 0);
+  /* Default heartbeat 10 s: a ping after one quiet interval, the stream
+   * given up after three. */
+  fh_pump(&f);
+  f.now += 10000;
+  ms_client_tick(f.c, f.now); /* nothing delivered from here on */
+  CHECK(ms_client_want_write(f.c)); /* the ping */
+  size_t len = 0;
+  ms_client_peek(f.c, &len);
+  ms_client_consume(f.c, len);
+  f.now += 20000;
+  ms_client_tick(f.c, f.now);
+  CHECK_EQ_INT(ms_client_get_state(f.c), MS_CLIENT_IDLE);
+  CHECK(!ms_client_want_read(f.c) && !ms_client_want_write(f.c));
+  fh_drop(&f);
+  done(&f);
+}
+
+static void logs_wait_for_the_hub_then_ship(void) {
+  ms_client *c = new_client("logger");
+  CHECK(c != NULL);
+  CHECK_EQ_INT(ms_log(c, MS_LEVEL_INFO, "before %d", 1), 0);
+  ms_log(c, MS_LEVEL_DEBUG, "filtered");
+  CHECK_EQ_INT(ms_log_queued(c), 1);
+  fakehub f;
+  fh_init(&f, c, T0);
+  CHECK_EQ_INT(fh_accept(&f), 0);
+  CHECK_EQ_INT(fh_count(&f, MS_MSG_LOG), 0); /* not before WELCOME */
+  fh_welcome(&f);
+  CHECK_EQ_INT(fh_count(&f, MS_MSG_LOG), 1);
+  CHECK_EQ_STR(fh_last(&f, MS_MSG_LOG)->text, "before 1");
+  CHECK_EQ_INT(ms_log_queued(c), 0);
+  CHECK_EQ_INT(ms_log(c, MS_LEVEL_WARN, "live"), 0);
+  fh_pump(&f);
+  CHECK_EQ_STR(fh_last(&f, MS_MSG_LOG)->text, "live");
+  done(&f);
+}
+
+static void log_ring_is_bounded_and_counts_drops(void) {
+  ms_client *c = new_client("logger");
+  CHECK(c != NULL);
+  ms_log_set_queue(c, 3);
+  for (int i = 0; i < 5; i++)
+    ms_log(c, MS_LEVEL_INFO, "r%d", i);
+  CHECK_EQ_INT(ms_log_queued(c), 3);
+  CHECK_EQ_INT(ms_log_dropped(c), 2);
+  ms_client_del(c);
+}
+
+static void on_record(ms_client *c, const ms_record *rec, void *ud) {
+  (void)c, (void)rec, (void)ud;
+}
+
+static void subscribe_sends_its_whole_filter(void) {
+  fakehub f;
+  CHECK(ready(&f, "watcher") == 0);
+  const char *svcs[] = {"a", "b"};
+  ms_subscribe_opts o;
+  memset(&o, 0, sizeof o);
+  o.services = svcs;
+  o.n_services = 2;
+  o.min_level = MS_LEVEL_WARN;
+  o.contains = "disk";
+  uint64_t sid = 0;
+  CHECK_EQ_INT(ms_client_subscribe(f.c, "logs", &o,
+                                   on_record, NULL, &sid),
+               0);
+  fh_pump(&f);
+  const fh_seen *s = fh_last(&f, MS_MSG_SUBSCRIBE);
+  CHECK(s != NULL);
+  CHECK_EQ_INT(s->id, sid);
+  CHECK_EQ_INT(s->n_services, 2);
+  CHECK(s->has_min_level && s->has_contains);
+  done(&f);
+}
+
+/* ---- the lifetime rule ---- */
+
+static void client_deleted_from_a_response_callback(void) {
+  fakehub f;
+  CHECK(ready(&f, "caller") == 0);
+  answers x = {0}, y = {0};
+  x.del_client = 1;
+  x.f = &f;
+  uint64_t id1 = 0, id2 = 0;
+  ms_client_request(f.c, "t", "a", NULL, 0, NULL, on_answer, &x, &id1);
+  ms_client_request(f.c, "t", "b", NULL, 0, NULL, on_answer, &y, &id2);
+  fh_advance(&f, 0);
+  /* Two answers in one feed: the first deletes the client. */
+  msgpack_packer *pk = fh_pk(&f);
+  ms_enc_response_raw(pk, id1, (const uint8_t *)"\xc0", 1);
+  ms_conn_send(f.srv, 1, (const uint8_t *)f.sb.data, f.sb.size);
+  f.sb.size = 0;
+  ms_enc_response_raw(&f.pk, id2, (const uint8_t *)"\xc0", 1);
+  ms_conn_send(f.srv, 1, (const uint8_t *)f.sb.data, f.sb.size);
+  fh_pump(&f);
+  CHECK(f.c == NULL);
+  CHECK_EQ_INT(x.n, 1);
+  CHECK_EQ_INT(x.err[0], 0);
+  /* The other request still got exactly one callback: CANCELLED. */
+  CHECK_EQ_INT(y.n, 1);
+  CHECK_EQ_INT(y.err[0], MS_ERR_CANCELLED);
+  fh_free(&f);
+}
+
+/* ms_pump() over the exported client ops while a callback deletes the
+ * client: the pump must not touch it afterwards, and says so. */
+static void pump_survives_the_client_deleted_in_a_callback(void) {
+  fakehub f;
+  CHECK(ready(&f, "caller") == 0);
+  answers x = {0};
+  x.del_client = 1;
+  x.f = &f;
+  uint64_t id = 0;
+  ms_client_request(f.c, "t", "a", NULL, 0, NULL, on_answer, &x, &id);
+  fh_advance(&f, 0);
+  ms_memory_pair *mp = NULL;
+  ms_transport a, b;
+  CHECK_EQ_INT(ms_memory_pair_new(&mp, 1 << 16, &a, &b, NULL), 0);
+  ms_enc_response_raw(fh_pk(&f), id, (const uint8_t *)"\xc0", 1);
+  ms_conn_send(f.srv, 1, (const uint8_t *)f.sb.data, f.sb.size);
+  size_t len = 0;
+  const uint8_t *p = ms_conn_peek(f.srv, &len);
+  CHECK(b.vt->write(b.self, p, len) == (ptrdiff_t)len);
+  ms_conn_consume(f.srv, len);
+  ms_client *c = f.c;
+  int rv = ms_pump(&ms_client_engine_ops, c, &a, 0, f.now);
+  CHECK_EQ_INT(rv, MS_PUMP_FREED);
+  CHECK_EQ_INT(x.n, 1);
+  ms_memory_pair_del(mp);
+  fh_free(&f);
+}
+
+static void on_state_del(ms_client *c, const ms_client_state_arg *a,
+                         void *ud) {
+  int *calls = ud;
+  ++*calls;
+  if (a->state == MS_CLIENT_IDLE)
+    ms_client_del(c);
+}
+
+static void client_deleted_from_on_state(void) {
+  ms_client_config cfg;
+  ms_client_config_init(&cfg);
+  cfg.service = "stateful";
+  cfg.seed = 7;
+  int calls = 0;
+  cfg.on_state = on_state_del;
+  ms_client *c = NULL;
+  CHECK_EQ_INT(ms_client_new(&c, &cfg, &calls, NULL), 0);
+  ms_log_set_sink(c, NULL, NULL);
+  fakehub f;
+  fh_init(&f, c, T0);
+  CHECK_EQ_INT(fh_accept(&f), 0);
+  fh_welcome(&f);
+  answers x = {0};
+  ms_client_request(c, "t", "a", NULL, 0, NULL, on_answer, &x, NULL);
+  ms_client_tick(c, f.now);
+  /* The connection ends: on_state(IDLE) deletes the client from inside
+   * ms_client_disconnected; the request still gets its one callback. */
+  f.c = NULL;
+  ms_client_disconnected(c, f.now);
+  CHECK_EQ_INT(x.n, 1);
+  CHECK_EQ_INT(x.err[0], MS_ERR_HUB_UNAVAILABLE);
+  CHECK(calls >= 2);
+  fh_free(&f);
+}
+
+static const ms_test_case tests[] = {
+      TEST(hello_is_sent_after_the_upgrade),
+      TEST(request_gets_its_response),
+      TEST(request_error_from_the_hub_is_its_one_callback),
+      TEST(request_times_out_then_late_answer_goes_to_on_late),
+      TEST(late_answer_after_the_window_is_dropped),
+      TEST(cancel_gives_cancelled_once_and_tells_the_hub),
+      TEST(request_while_not_ready_fails_on_the_next_tick),
+      TEST(reconnect_fails_inflight_and_registers_again),
+      TEST(silent_hub_is_pinged_then_abandoned),
+      TEST(logs_wait_for_the_hub_then_ship),
+      TEST(log_ring_is_bounded_and_counts_drops),
+      TEST(subscribe_sends_its_whole_filter),
+      TEST(client_deleted_from_a_response_callback),
+      TEST(pump_survives_the_client_deleted_in_a_callback),
+      TEST(client_deleted_from_on_state),
+};
+
+MS_TEST_MAIN(tests)
