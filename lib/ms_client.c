@@ -873,6 +873,8 @@ static void on_ws_close(ms_conn *conn, const ms_conn_close_arg *arg,
     switch (arg->code) {
     case MS_CLOSE_DUPLICATE: err = MS_ERR_DUPLICATE_SERVICE_REGISTRATION; break;
     case MS_CLOSE_UNAUTHORIZED: err = MS_ERR_UNAUTHORIZED; break;
+    case MS_CLOSE_TOKEN_EXPIRED: err = MS_ERR_TOKEN_EXPIRED; break;
+    case MS_CLOSE_FORBIDDEN: err = MS_ERR_FORBIDDEN; break;
     case MS_CLOSE_SLOW_CONSUMER: err = MS_ERR_SLOW_CONSUMER; break;
     default: err = arg->err ? arg->err : MS_ERR_CLOSED; break;
     }
@@ -934,7 +936,9 @@ static void conn_lost(ms_client *c, int64_t now, int err) {
   if (was_ready)
     c->stats.reconnects++;
   ms_client_logs_lost(c);
-  if (err == MS_ERR_DUPLICATE_SERVICE_REGISTRATION || err == MS_ERR_UNAUTHORIZED)
+  if (err == MS_ERR_DUPLICATE_SERVICE_REGISTRATION ||
+      err == MS_ERR_UNAUTHORIZED || err == MS_ERR_FORBIDDEN ||
+      err == MS_ERR_TOKEN_EXPIRED)
     ms_client_diag(c, MS_LEVEL_ERROR, "hub refused '%s': %s", c->service,
                    ms_strerror(err));
   else if (was_ready)

@@ -11,9 +11,14 @@ static const char *const wire_codes[] = {
     "SLOW_CONSUMER",            "HUB_UNAVAILABLE",
 };
 
+/* Access control codes, -417 and on. */
+static const char *const auth_codes[] = {"TOKEN_EXPIRED", "FORBIDDEN"};
+
 const char *ms_err_to_wire(int err) {
   if (err <= MS_ERR_TARGET_SERVICE_NOT_FOUND && err >= MS_ERR_HUB_UNAVAILABLE)
     return wire_codes[-err - 401];
+  if (err <= MS_ERR_TOKEN_EXPIRED && err >= MS_ERR_FORBIDDEN)
+    return auth_codes[-err - 417];
   return NULL;
 }
 
@@ -23,6 +28,10 @@ int ms_err_from_wire(const char *code, size_t len) {
   for (size_t i = 0; i < MS_ARRAY_LEN(wire_codes); i++) {
     if (strlen(wire_codes[i]) == len && memcmp(wire_codes[i], code, len) == 0)
       return -401 - (int)i;
+  }
+  for (size_t i = 0; i < MS_ARRAY_LEN(auth_codes); i++) {
+    if (strlen(auth_codes[i]) == len && memcmp(auth_codes[i], code, len) == 0)
+      return -417 - (int)i;
   }
   return MS_ERR_APPLICATION;
 }
@@ -60,6 +69,8 @@ const char *ms_strerror(int err) {
   case MS_ERR_CANCELLED: return "cancelled";
   case MS_ERR_SLOW_CONSUMER: return "slow consumer";
   case MS_ERR_HUB_UNAVAILABLE: return "hub unavailable";
+  case MS_ERR_TOKEN_EXPIRED: return "token expired";
+  case MS_ERR_FORBIDDEN: return "forbidden";
   case MS_ERR_APPLICATION: return "application error";
   case MS_ERR_CALLBACK_FAILURE: return "callback failure";
   case MS_ERR_IO: return "I/O error";

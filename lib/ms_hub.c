@@ -159,6 +159,8 @@ void ms_hub_config_init(ms_hub_config *cfg) {
   cfg->sub_queue = 4096;
   cfg->serve_viewer = 1;
   cfg->idle_release_ms = 1000;
+  cfg->token_skew_s = 60;
+  cfg->max_unauth_per_peer = 64;
 }
 
 int ms_hub_new(ms_hub **ph, const ms_hub_config *cfg, void *user_data,
@@ -190,6 +192,7 @@ int ms_hub_new(ms_hub **ph, const ms_hub_config *cfg, void *user_data,
   if (!c->log_ring) c->log_ring = 10000;
   if (!c->log_ring_bytes) c->log_ring_bytes = 64u << 20;
   if (!c->sub_queue) c->sub_queue = 4096;
+  if (c->token_skew_s <= 0) c->token_skew_s = 60;
   if (cfg->secret_len) {
     h->secret = ms_malloc(mem, cfg->secret_len);
     if (!h->secret) {
@@ -217,6 +220,11 @@ int ms_hub_new(ms_hub **ph, const ms_hub_config *cfg, void *user_data,
   msgpack_sbuffer_init(&h->scratch);
   msgpack_zone_init(&h->zone, 4096);
   h->started_at = INT64_MIN;
+  int arv = ms_hub_auth_new(h);
+  if (arv) {
+    ms_hub_del(h);
+    return arv;
+  }
   if (ms_hub_streams_new(h)) {
     ms_hub_del(h);
     return MS_ERR_NOMEM;
@@ -226,6 +234,8 @@ int ms_hub_new(ms_hub **ph, const ms_hub_config *cfg, void *user_data,
 }
 
 static void free_conn(ms_hub *h, ms_hub_conn *hc) {
+  ms_hub_peer_done(h, hc);
+  ms_free(h->mem, hc->peer);
   ms_conn_del(hc->ws);
   ms_u64map_free(&hc->origin_ids);
   ms_free(h->mem, hc->name);
@@ -262,6 +272,7 @@ static void hub_free(ms_hub *h) {
     hc = next;
   }
   ms_hub_streams_del(h);
+  ms_hub_auth_del(h);
   ms_strmap_free(&h->registry);
   ms_heap_free(&h->timers);
   ms_heap_free(&h->live);
@@ -570,22 +581,6 @@ static void route_deadline(ms_hub *h, route *r, int64_t now) {
 
 /* ---- sessions ---- */
 
-static int token_ok(const ms_hub *h, const ms_msg *m) {
-  if (!h->cfg.secret_len)
-    return 1;
-  if (!m->token.ptr || m->token.len != 64)
-    return 0;
-  char want[65];
-  char name[129];
-  memcpy(name, m->name.ptr, m->name.len);
-  name[m->name.len] = '\0';
-  ms_service_token(h->cfg.secret, h->cfg.secret_len, name, want);
-  unsigned diff = 0;
-  for (size_t i = 0; i < 64; i++)
-    diff |= (unsigned char)(want[i] ^ m->token.ptr[i]);
-  return diff == 0;
-}
-
 void ms_service_token(const uint8_t *secret, size_t secret_len,
                       const char *service, char out[65]) {
   struct hmac_sha256_ctx ctx;
@@ -627,6 +622,7 @@ static int do_register(ms_hub *h, ms_hub_conn *hc, int64_t now) {
     return MS_ERR_NOMEM;
   hc->registered = 1;
   hc->state = HC_READY;
+  ms_hub_peer_done(h, hc);
   hc->ready_at = now;
   h->stats.services++;
   send_welcome(h, hc);
@@ -652,15 +648,24 @@ static void on_hello(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
                  "this hub speaks protocol version 1", MS_CLOSE_PROTOCOL, now);
     return;
   }
-  if (!token_ok(h, m)) {
-    fail_session(h, hc, "UNAUTHORIZED", "bad token for this service",
-                 MS_CLOSE_UNAUTHORIZED, now);
+  int watch = 0;
+  if (ms_map_get_bool(&m->opts, "watch", &watch) != 0)
+    watch = 0;
+  const char *code = "UNAUTHORIZED";
+  char why[200];
+  int arv = ms_hub_auth_hello(h, hc, m, watch, now, &code, why, sizeof why);
+  if (arv) {
+    fail_session(h, hc, code, why,
+                 arv == MS_ERR_TOKEN_EXPIRED ? MS_CLOSE_TOKEN_EXPIRED
+                 : arv == MS_ERR_FORBIDDEN   ? MS_CLOSE_FORBIDDEN
+                                             : MS_CLOSE_UNAUTHORIZED,
+                 now);
     return;
   }
-  int watch = 0;
-  if (ms_map_get_bool(&m->opts, "watch", &watch) == 0 && watch) {
+  if (watch) {
     hc->watch = 1;
     hc->state = HC_READY;
+    ms_hub_peer_done(h, hc);
     hc->ready_at = now;
     send_welcome(h, hc);
     return;
@@ -831,6 +836,12 @@ static void on_ws_message(ms_conn *ws, const ms_conn_message_arg *arg,
     fail_session(h, hc, "BAD_REQUEST", "second HELLO", MS_CLOSE_PROTOCOL, now);
     break;
   case MS_MSG_REQUEST:
+    if (!ms_hub_may(h, hc, MS_SCOPE_SERVICE)) {
+      ms_hub_send_error(h, hc, m.id, "FORBIDDEN",
+                        "sending requests needs a token with scope service",
+                        NULL);
+      break;
+    }
     on_request(h, hc, &m, now);
     break;
   case MS_MSG_RESPONSE:
@@ -841,9 +852,19 @@ static void on_ws_message(ms_conn *ws, const ms_conn_message_arg *arg,
     on_cancel(h, hc, &m);
     break;
   case MS_MSG_LOG:
+    if (!ms_hub_may(h, hc, MS_SCOPE_SERVICE)) {
+      ms_hub_send_error(h, hc, 0, "FORBIDDEN",
+                        "logging needs a token with scope service", NULL);
+      break;
+    }
     ms_hub_on_log(h, hc, &m, now);
     break;
   case MS_MSG_SUBSCRIBE:
+    if (!ms_hub_may(h, hc, MS_SCOPE_WATCH)) {
+      ms_hub_send_error(h, hc, m.id, "FORBIDDEN",
+                        "subscribing needs a token with scope watch", NULL);
+      break;
+    }
     ms_hub_on_subscribe(h, hc, &m, now);
     break;
   case MS_MSG_UNSUBSCRIBE:
@@ -867,9 +888,10 @@ static void on_ws_message(ms_conn *ws, const ms_conn_message_arg *arg,
 }
 
 static int on_ws_upgrade(ms_conn *ws, const ms_http_request *req, void *ud) {
-  (void)ws, (void)ud;
+  ms_hub_conn *hc = ud;
+  (void)ws;
   if (req->path_len == 3 && memcmp(req->path, "/ws", 3) == 0)
-    return 0;
+    return ms_hub_upgrade_check(hc->hub, hc, req);
   return 404;
 }
 
@@ -877,7 +899,7 @@ static void on_ws_http(ms_conn *ws, const ms_http_request *req, void *ud) {
   ms_hub_conn *hc = ud;
   if (ms_life_dead(&hc->hub->life))
     return;
-  ms_hub_http(hc->hub, ws, req);
+  ms_hub_http(hc->hub, hc, ws, req);
   ms_hub_mark_dirty(hc->hub, hc);
 }
 
@@ -921,6 +943,8 @@ static int64_t live_deadline(const ms_hub *h, const ms_hub_conn *hc) {
     break;
   case HC_READY:
     d = hc->last_rx + (int64_t)(hc->pings_sent + 1) * hb;
+    if (hc->expires_at < d)
+      d = hc->expires_at;
     if (h->cfg.idle_release_ms > 0 && !ms_conn_is_hibernating(hc->ws) &&
         hc->idle_tried_rx != hc->last_rx &&
         hc->last_rx + h->cfg.idle_release_ms < d)
@@ -970,7 +994,12 @@ static void live_check(ms_hub *h, ms_hub_conn *hc, int64_t now) {
     break;
   case HC_READY: {
     int64_t silent = now - hc->last_rx;
-    if (silent >= 3 * hb) {
+    if (now >= hc->expires_at) {
+      hub_event(h, MS_LEVEL_INFO, "%s: token expired",
+                hc->name ? hc->name : "connection");
+      fail_session(h, hc, "TOKEN_EXPIRED", "the session's token expired",
+                   MS_CLOSE_TOKEN_EXPIRED, now);
+    } else if (silent >= 3 * hb) {
       if (!ms_conn_want_read(hc->ws) || hc->reading_paused) {
         /* We stopped reading it: not silence but a slow consumer. */
         close_conn(h, hc, MS_CLOSE_SLOW_CONSUMER, "slow consumer",
@@ -1012,6 +1041,11 @@ static void live_check(ms_hub *h, ms_hub_conn *hc, int64_t now) {
 /* ---- transport side ---- */
 
 int ms_hub_accept(ms_hub *h, ms_hub_conn **pc, void *tdata, int64_t now) {
+  return ms_hub_accept_peer(h, pc, tdata, NULL, 0, now);
+}
+
+int ms_hub_accept_peer(ms_hub *h, ms_hub_conn **pc, void *tdata,
+                       const char *peer, int secure, int64_t now) {
   if (h->shutting_down)
     return MS_ERR_STATE;
   if (h->stats.connections >= h->cfg.max_connections)
@@ -1026,7 +1060,15 @@ int ms_hub_accept(ms_hub *h, ms_hub_conn **pc, void *tdata, int64_t now) {
   hc->tdata = tdata;
   hc->serial = ++h->next_serial;
   hc->accepted_at = hc->last_rx = now;
+  hc->expires_at = MS_NO_DEADLINE;
+  hc->secure = secure ? 1 : 0;
   hc->enc = MS_ENC_MSGPACK;
+  int prv = ms_hub_peer_add(h, hc, peer);
+  if (prv) {
+    ms_free(h->mem, hc->peer);
+    ms_free(h->mem, hc);
+    return prv;
+  }
   ms_u64map_init(&hc->origin_ids, h->mem);
   ms_conn_config cc;
   ms_conn_config_init(&cc, MS_CONN_SERVER);
@@ -1042,13 +1084,14 @@ int ms_hub_accept(ms_hub *h, ms_hub_conn **pc, void *tdata, int64_t now) {
   cb.on_message = on_ws_message;
   cb.on_close = on_ws_close;
   int rv = ms_conn_new(&hc->ws, &cc, &cb, hc, h->mem);
-  if (rv) {
-    ms_free(h->mem, hc);
-    return rv;
+  if (rv == 0) {
+    rv = ms_conn_start(hc->ws, now);
+    if (rv)
+      ms_conn_del(hc->ws);
   }
-  rv = ms_conn_start(hc->ws, now);
   if (rv) {
-    ms_conn_del(hc->ws);
+    ms_hub_peer_done(h, hc);
+    ms_free(h->mem, hc->peer);
     ms_free(h->mem, hc);
     return rv;
   }

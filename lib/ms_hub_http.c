@@ -83,7 +83,36 @@ int ms_hub_services_json(const ms_hub *h, ms_buf *b) {
   return rv;
 }
 
-void ms_hub_http(ms_hub *h, ms_conn *c, const ms_http_request *req) {
+/* 401/403 with a short JSON body. */
+static void refuse(ms_hub *h, ms_conn *c, int status, const char *why) {
+  char body[160];
+  int n = snprintf(body, sizeof body, "{\"error\":\"%s\",\"reason\":\"%s\"}",
+                   status == 401 ? "unauthorized" : "forbidden", why);
+  (void)h;
+  ms_conn_http_respond(c, status, "application/json",
+                       status == 401 ? "WWW-Authenticate: Bearer\r\n" : NULL,
+                       body, n > 0 ? (size_t)n : 0);
+}
+
+/* What a path needs: /api/ the watch scope, /metrics a token when so
+ * configured, the rest (page, /healthz) nothing. */
+static unsigned path_needs(const ms_hub *h, const ms_http_request *req) {
+  if (req->path_len >= 5 && memcmp(req->path, "/api/", 5) == 0)
+    return MS_SCOPE_WATCH;
+  if (path_is(req, "/metrics") && h->cfg.metrics_need_token)
+    return MS_SCOPE_SERVICE | MS_SCOPE_WATCH;
+  return 0;
+}
+
+void ms_hub_http(ms_hub *h, ms_hub_conn *hc, ms_conn *c,
+                 const ms_http_request *req) {
+  const char *why = "";
+  int st = ms_hub_http_guard(h, req, path_needs(h, req), hc->secure, hc->peer,
+                             h->last_now, &why);
+  if (st) {
+    refuse(h, c, st, why);
+    return;
+  }
   ms_buf b;
   ms_buf_init(&b, h->mem);
   int is_get = req->method_len == 3 && memcmp(req->method, "GET", 3) == 0;

@@ -52,6 +52,12 @@ struct ms_hub_conn {
   ms_hub_conn *replace_target; /* on the newcomer */
 
   hub_sub *subs; /* this connection's subscriptions */
+
+  /* Access control (ms_hub_auth.c). */
+  unsigned scopes;    /* granted by the HELLO token */
+  int64_t expires_at; /* the token's exp on the hub's clock */
+  char *peer;         /* the stream's address, or NULL */
+  unsigned peer_counted : 1, secure : 1;
 };
 
 struct route {
@@ -67,6 +73,7 @@ struct route {
 };
 
 typedef struct ms_hub_streams ms_hub_streams;
+typedef struct hub_auth hub_auth;
 
 struct ms_hub {
   const ms_allocator *mem;
@@ -89,6 +96,7 @@ struct ms_hub {
   ms_hub_conn *doomed;    /* slow consumers to close (ms_hub_send_out) */
 
   ms_hub_streams *streams;
+  hub_auth *auth;
 
   ms_hub_wakeup_fn wakeup;
   void *wakeup_ud;
@@ -128,7 +136,26 @@ void ms_hub_drop_subs(ms_hub *h, ms_hub_conn *hc);
 /* After hc's output drained: deliver held gap markers. */
 void ms_hub_subs_drained(ms_hub *h, ms_hub_conn *hc);
 
+/* ms_hub_auth.c: tokens, scopes, the Origin and Host checks, per-peer
+ * limits. */
+int ms_hub_auth_new(ms_hub *h);
+void ms_hub_auth_del(ms_hub *h);
+/* The HELLO's token for hc (name already set): 0 with hc->scopes and
+ * hc->expires_at set, or an ms_err; *code and msg say what to answer. */
+int ms_hub_auth_hello(ms_hub *h, ms_hub_conn *hc, const ms_msg *m, int watch,
+                      int64_t now, const char **code, char *msg,
+                      size_t msg_cap);
+/* Whether hc's session may do what needs `scope` (always with no keys). */
+int ms_hub_may(const ms_hub *h, const ms_hub_conn *hc, unsigned scope);
+/* Per-peer count of streams without a session. */
+int ms_hub_peer_add(ms_hub *h, ms_hub_conn *hc, const char *peer);
+void ms_hub_peer_done(ms_hub *h, ms_hub_conn *hc);
+/* The WebSocket upgrade's Origin/Host checks: 0 or an HTTP status. */
+int ms_hub_upgrade_check(ms_hub *h, ms_hub_conn *hc,
+                         const ms_http_request *req);
+
 /* ms_hub_http.c */
-void ms_hub_http(ms_hub *h, ms_conn *c, const ms_http_request *req);
+void ms_hub_http(ms_hub *h, ms_hub_conn *hc, ms_conn *c,
+                 const ms_http_request *req);
 
 #endif

@@ -9,6 +9,7 @@
 #include <microstream/ms_conn.h>
 #include <microstream/ms_transport.h>
 #include <microstream/ms_client.h>
+#include <microstream/ms_token.h>
 #include <microstream/ms_hub.h>
 #include <microstream/ms_log.h>
 

@@ -92,6 +92,8 @@ typedef enum ms_err {
   MS_ERR_CANCELLED = -412,
   MS_ERR_SLOW_CONSUMER = -413,
   MS_ERR_HUB_UNAVAILABLE = -414,
+  MS_ERR_TOKEN_EXPIRED = -417, /* the token's exp has passed */
+  MS_ERR_FORBIDDEN = -418,     /* valid token, but not for this */
   MS_ERR_APPLICATION = -499,  /* an application's own code string */
 
   MS_ERR_CALLBACK_FAILURE = -501,
@@ -159,6 +161,8 @@ enum {
   MS_CLOSE_PROTOCOL = 4002,
   MS_CLOSE_HEARTBEAT = 4008,
   MS_CLOSE_DUPLICATE = 4009,
+  MS_CLOSE_TOKEN_EXPIRED = 4020,
+  MS_CLOSE_FORBIDDEN = 4021,
   MS_CLOSE_SLOW_CONSUMER = 4029,
   MS_CLOSE_SHUTDOWN = 4050
 };

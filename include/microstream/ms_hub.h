@@ -16,6 +16,7 @@
 
 #include <microstream/ms_common.h>
 #include <microstream/ms_conn.h>
+#include <microstream/ms_token.h>
 #include <microstream/ms_transport.h>
 
 #ifdef __cplusplus
@@ -52,10 +53,38 @@ typedef struct ms_hub_config {
   size_t out_hard_limit;       /* per connection: past it, close 4029;
                                   default 16 MiB */
   int replace_stale;           /* let a new connection replace a stale one */
-  /* Token check: if secret_len > 0, a HELLO token must equal the
-   * lowercase hex HMAC-SHA256(secret, service name). */
+  /* Access control (PROTOCOL.md "Access control"). With at least one key
+   * (keys, or secret: the key for tokens without "kid"), every HELLO needs
+   * a JWT HS256 token (ms_token.h) whose sub is the HELLO name: scope
+   * "service" to register it, send requests and log, "watch" to
+   * subscribe; /api/ paths need a bearer token with "watch". The hub
+   * keeps copies of the keys (ms_hub_set_keys replaces them). */
   const uint8_t *secret;
   size_t secret_len;
+  const ms_token_key *keys;
+  size_t nkeys;
+  int64_t token_skew_s;  /* allowed clock difference, default 60 */
+  /* Migration: also accept the earlier static tokens, lowercase hex
+   * HMAC-SHA256(secret, service) (ms_service_token), as a "service" token
+   * for that name that never expires. Default 0. */
+  int legacy_tokens;
+  /* /metrics needs a token too (any scope). Default 0: open. */
+  int metrics_need_token;
+  /* Browser requests (those with an Origin header) to /ws and /api/ are
+   * refused with 403 unless Origin is the hub's own (the scheme and Host
+   * of the request) or one of these ("*" allows every origin). */
+  const char *const *allow_origins;
+  size_t nallow_origins;
+  /* DNS-rebinding guard for a hub bound to loopback: when set, a request
+   * whose Host names anything but localhost, an IP literal or one of
+   * allow_hosts is refused with 403. */
+  int check_host;
+  const char *const *allow_hosts;
+  size_t nallow_hosts;
+  /* Connections from one address that have not yet completed HELLO
+   * (ms_hub_accept_peer): past this many, more are refused (default 64;
+   * 0 no limit). */
+  size_t max_unauth_per_peer;
   /* Log ring (records kept in memory for history): at most log_ring
    * records (default 10000) and log_ring_bytes bytes (default 64 MiB). */
   size_t log_ring;
@@ -101,6 +130,14 @@ MS_EXTERN const char *ms_hub_id(const ms_hub *h);
  * the transport closes the stream), MS_ERR_NOMEM. */
 MS_EXTERN int ms_hub_accept(ms_hub *h, ms_hub_conn **pc, void *transport_data,
                             int64_t now);
+/* The same for a stream from `peer` (an address as text, e.g.
+ * "192.0.2.1"; NULL: unknown): counted against max_unauth_per_peer until
+ * its HELLO is accepted, and named in the hub's events about it. Returns
+ * MS_ERR_LIMIT too when the peer is over its limit. `secure`: the stream
+ * is encrypted (TLS), so the hub's own origin is https://. */
+MS_EXTERN int ms_hub_accept_peer(ms_hub *h, ms_hub_conn **pc,
+                                 void *transport_data, const char *peer,
+                                 int secure, int64_t now);
 MS_EXTERN int ms_hub_conn_feed(ms_hub_conn *hc, const uint8_t *data,
                                size_t len, int64_t now);
 MS_EXTERN const uint8_t *ms_hub_conn_peek(ms_hub_conn *hc, size_t *len);
@@ -163,8 +200,54 @@ MS_EXTERN int ms_hub_metrics_text(const ms_hub *h, ms_buf *out);
 MS_EXTERN int ms_hub_services_json(const ms_hub *h, ms_buf *out);
 MS_EXTERN void ms_buf_free(ms_buf *b);
 
-/* The token a service must present to a hub configured with `secret`:
- * lowercase hex HMAC-SHA256(secret, service). out gets 64 chars + NUL. */
+/* ---- Access control ---------------------------------------------------- */
+
+/* Non-zero when the hub checks tokens (it has a key). */
+MS_EXTERN int ms_hub_auth_required(const ms_hub *h);
+
+typedef struct ms_hub_auth {
+  unsigned scopes;     /* MS_SCOPE_* granted */
+  int64_t expires_at;  /* on the hub's clock (the `now` passed in);
+                          MS_NO_DEADLINE when it never expires */
+  const char *why;     /* static reason when refused ("expired", ...) */
+  char sub[129];
+} ms_hub_auth;
+
+/*
+ * Check `token` (NULL or empty: none) for a session that wants the scopes
+ * in `need` (any one of them suffices; admin always does) under `name`
+ * (NULL: any name; else it must equal the token's sub unless the token
+ * has admin). For any session kind built on the hub (a WebSocket HELLO,
+ * a Socket.IO CONNECT). Without keys: 0 with every scope. Returns 0,
+ * MS_ERR_UNAUTHORIZED (no token, bad token), MS_ERR_TOKEN_EXPIRED,
+ * MS_ERR_FORBIDDEN (valid, but not for this). Refusals are reported to
+ * on_event with `peer`.
+ */
+MS_EXTERN int ms_hub_authorize(ms_hub *h, const char *token, size_t len,
+                               const char *name, size_t name_len,
+                               unsigned need, const char *peer, int64_t now,
+                               ms_hub_auth *out);
+
+/*
+ * The HTTP checks every request to the hub passes, for a transport or
+ * session kind that serves its own paths: Host (check_host), Origin, and
+ * with keys a token with a scope in `need` (0: none needed) from
+ * "Authorization: Bearer" or the query parameter access_token. `secure`:
+ * the request came over TLS. Returns 0 or the HTTP status to answer (401,
+ * 403), with a short reason in *why.
+ */
+MS_EXTERN int ms_hub_http_guard(ms_hub *h, const ms_http_request *req,
+                                unsigned need, int secure, const char *peer,
+                                int64_t now, const char **why);
+
+/* Replace the keys (secret rotation while running). Sessions already
+ * accepted keep their grant until their token's exp. Returns 0 or
+ * MS_ERR_NOMEM (the old keys stay). */
+MS_EXTERN int ms_hub_set_keys(ms_hub *h, const ms_token_key *keys,
+                              size_t nkeys);
+
+/* The earlier static token (accepted only with legacy_tokens): lowercase
+ * hex HMAC-SHA256(secret, service). out gets 64 chars + NUL. */
 MS_EXTERN void ms_service_token(const uint8_t *secret, size_t secret_len,
                                 const char *service, char out[65]);
 

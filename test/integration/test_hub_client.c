@@ -529,8 +529,11 @@ static void hub_restart_clients_reconnect_and_reregister(void) {
 static void tokens_admit_only_their_own_name(void) {
   const char *secret = "s3cret";
   CHECK_EQ_INT(hub_start(&F, g_loop, 0, 1000, secret), 0);
-  char tok_a[65];
-  ms_service_token((const uint8_t *)secret, strlen(secret), "svc-a", tok_a);
+  char tok_a[512];
+  ms_token_key key = {NULL, (const uint8_t *)secret, strlen(secret)};
+  int64_t now_s = ms_wall_us() / 1000000;
+  CHECK_EQ_INT(ms_token_mint(&key, "svc-a", MS_SCOPE_SERVICE, now_s,
+                             now_s + 600, tok_a, sizeof tok_a), 0);
   svc good, wrong, none;
   svc_start(&good, &F, "svc-a", MS_ENC_MSGPACK, tok_a);
   svc_start(&wrong, &F, "svc-b", MS_ENC_MSGPACK, tok_a); /* a's token */
@@ -540,7 +543,7 @@ static void tokens_admit_only_their_own_name(void) {
   int64_t end = ms_now_ms() + 3000;
   while ((wrong.last_err == 0 || none.last_err == 0) && ms_now_ms() < end)
     ms_loop_run_once(g_loop, 10);
-  CHECK_EQ_INT(wrong.last_err, MS_ERR_UNAUTHORIZED);
+  CHECK_EQ_INT(wrong.last_err, MS_ERR_FORBIDDEN);
   CHECK_EQ_INT(none.last_err, MS_ERR_UNAUTHORIZED);
   CHECK_EQ_INT(wrong.ready_count, 0);
   svc_stop(&good);
@@ -558,9 +561,11 @@ static cred_state g_cred;
 static int fresh_token(ms_client *c, ms_credentials *cr, void *ud) {
   (void)ud;
   g_cred.calls++;
-  ms_service_token((const uint8_t *)g_cred.secret, strlen(g_cred.secret),
-                   ms_client_service(c), cr->token);
-  return 0;
+  ms_token_key key = {NULL, (const uint8_t *)g_cred.secret,
+                      strlen(g_cred.secret)};
+  int64_t now_s = ms_wall_us() / 1000000;
+  return ms_token_mint(&key, ms_client_service(c), MS_SCOPE_SERVICE, now_s,
+                       now_s + 600, cr->token, sizeof cr->token);
 }
 
 static void credentials_callback_supplies_a_token_on_each_connect(void) {

@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -493,11 +494,26 @@ static void stream_ready(ms_drv_io *io, unsigned events) {
   want_flush(d);
 }
 
+/* The address of an accepted stream as text ("" if not IP). */
+static void peer_name(const struct sockaddr_storage *sa, char *out,
+                      size_t cap) {
+  out[0] = '\0';
+  if (sa->ss_family == AF_INET)
+    inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out,
+              (socklen_t)cap);
+  else if (sa->ss_family == AF_INET6)
+    inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out,
+              (socklen_t)cap);
+}
+
 static void listen_ready(ms_drv_io *io, unsigned events) {
   ms_drv *d = io->d;
   MS_UNUSED(events);
   for (int i = 0; i < HUB_ACCEPT_BATCH && d->hub && d->lio.fd >= 0; i++) {
-    int cfd = accept4(d->lio.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    struct sockaddr_storage sa;
+    socklen_t salen = sizeof sa;
+    int cfd = accept4(d->lio.fd, (struct sockaddr *)&sa, &salen,
+                      SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (cfd < 0) {
       if (errno == EINTR || errno == ECONNABORTED)
         continue;
@@ -524,7 +540,10 @@ static void listen_ready(ms_drv_io *io, unsigned events) {
     }
     ms_fd_transport(&s->s, cfd, &s->t);
     io_init(&s->io, d, cfd, stream_ready);
-    if (ms_hub_accept(d->hub, &s->hc, s, now_of(d)) < 0) {
+    char peer[INET6_ADDRSTRLEN];
+    peer_name(&sa, peer, sizeof peer);
+    if (ms_hub_accept_peer(d->hub, &s->hc, s, peer[0] ? peer : NULL, 0,
+                           now_of(d)) < 0) {
       close(cfd); /* MS_ERR_LIMIT or out of memory */
       ms_free(ms_default_allocator(), s);
       continue;

@@ -1,0 +1,450 @@
+/* The hub's access control: tokens and scopes for sessions and HTTP, the
+ * Origin and Host checks that keep browsers from being turned against the
+ * hub, and the per-peer limit on streams without a session. */
+#include "ms_hub_int.h"
+#include "ms_http.h"
+
+#include <nettle/memops.h>
+#include <stdio.h>
+#include <strings.h>
+
+typedef struct peer_ent {
+  size_t count; /* streams from this address without a session */
+  size_t len;
+  char addr[];
+} peer_ent;
+
+struct hub_auth {
+  ms_token_key *keys;
+  size_t nkeys;
+  char **origins;
+  size_t norigins;
+  char **hosts;
+  size_t nhosts;
+  ms_strmap peers; /* address -> peer_ent */
+};
+
+static void hub_auth_event(ms_hub *h, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void hub_auth_event(ms_hub *h, int level, const char *fmt, ...) {
+  if (!h->cfg.on_event)
+    return;
+  char buf[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  h->cfg.on_event(h, level, buf, h->ud);
+}
+
+static void free_keys(const ms_allocator *mem, ms_token_key *k, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    ms_free(mem, (void *)k[i].kid);
+    ms_free(mem, (void *)k[i].secret);
+  }
+  ms_free(mem, k);
+}
+
+/* Copies of keys[] plus, when secret_len > 0, the key without kid. */
+static int copy_keys(const ms_allocator *mem, const ms_token_key *keys,
+                     size_t nkeys, const uint8_t *secret, size_t secret_len,
+                     ms_token_key **out, size_t *nout) {
+  size_t n = nkeys + (secret_len ? 1 : 0);
+  *out = NULL;
+  *nout = 0;
+  if (!n)
+    return 0;
+  ms_token_key *k = ms_calloc(mem, n, sizeof *k);
+  if (!k)
+    return MS_ERR_NOMEM;
+  for (size_t i = 0; i < n; i++) {
+    const char *kid = i < nkeys ? keys[i].kid : "";
+    const uint8_t *sec = i < nkeys ? keys[i].secret : secret;
+    size_t len = i < nkeys ? keys[i].secret_len : secret_len;
+    kid = kid ? kid : "";
+    uint8_t *s = ms_malloc(mem, len ? len : 1);
+    k[i].kid = ms_strndup(mem, kid, strlen(kid));
+    k[i].secret = s;
+    k[i].secret_len = len;
+    if (!s || !k[i].kid || (len && !sec)) {
+      free_keys(mem, k, i + 1);
+      return s && k[i].kid ? MS_ERR_INVALID_ARG : MS_ERR_NOMEM;
+    }
+    if (len)
+      memcpy(s, sec, len);
+  }
+  *out = k;
+  *nout = n;
+  return 0;
+}
+
+static void free_list(const ms_allocator *mem, char **v, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    ms_free(mem, v[i]);
+  ms_free(mem, v);
+}
+
+static int copy_list(const ms_allocator *mem, const char *const *in, size_t n,
+                     char ***out) {
+  *out = NULL;
+  if (!n)
+    return 0;
+  char **v = ms_calloc(mem, n, sizeof *v);
+  if (!v)
+    return MS_ERR_NOMEM;
+  for (size_t i = 0; i < n; i++) {
+    v[i] = in[i] ? ms_strndup(mem, in[i], strlen(in[i])) : NULL;
+    if (!v[i]) {
+      free_list(mem, v, i);
+      return MS_ERR_NOMEM;
+    }
+  }
+  *out = v;
+  return 0;
+}
+
+int ms_hub_auth_new(ms_hub *h) {
+  hub_auth *a = ms_calloc(h->mem, 1, sizeof *a);
+  if (!a)
+    return MS_ERR_NOMEM;
+  h->auth = a;
+  uint64_t seed;
+  ms_os_random(&seed, sizeof seed);
+  ms_strmap_init(&a->peers, h->mem, seed);
+  const ms_hub_config *c = &h->cfg;
+  int rv = copy_keys(h->mem, c->keys, c->nkeys, c->secret, c->secret_len,
+                     &a->keys, &a->nkeys);
+  if (rv == 0)
+    rv = copy_list(h->mem, c->allow_origins, c->nallow_origins, &a->origins);
+  if (rv == 0)
+    a->norigins = c->nallow_origins;
+  if (rv == 0)
+    rv = copy_list(h->mem, c->allow_hosts, c->nallow_hosts, &a->hosts);
+  if (rv == 0)
+    a->nhosts = c->nallow_hosts;
+  return rv;
+}
+
+void ms_hub_auth_del(ms_hub *h) {
+  hub_auth *a = h->auth;
+  if (!a)
+    return;
+  size_t pos = 0;
+  const ms_strmap_ent *e;
+  while ((e = ms_strmap_next(&a->peers, &pos)) != NULL)
+    ms_free(h->mem, e->val);
+  ms_strmap_free(&a->peers);
+  free_keys(h->mem, a->keys, a->nkeys);
+  free_list(h->mem, a->origins, a->norigins);
+  free_list(h->mem, a->hosts, a->nhosts);
+  ms_free(h->mem, a);
+  h->auth = NULL;
+}
+
+int ms_hub_set_keys(ms_hub *h, const ms_token_key *keys, size_t nkeys) {
+  if (!h || (nkeys && !keys))
+    return MS_ERR_INVALID_ARG;
+  ms_token_key *k;
+  size_t n;
+  int rv = copy_keys(h->mem, keys, nkeys, NULL, 0, &k, &n);
+  if (rv)
+    return rv;
+  free_keys(h->mem, h->auth->keys, h->auth->nkeys);
+  h->auth->keys = k;
+  h->auth->nkeys = n;
+  return 0;
+}
+
+int ms_hub_auth_required(const ms_hub *h) {
+  return h->auth->nkeys > 0;
+}
+
+static int legacy_ok(const ms_hub *h, const char *tok, size_t len,
+                     const char *name, size_t name_len) {
+  if (!h->cfg.legacy_tokens || !h->cfg.secret_len || !name || len != 64 ||
+      name_len > 128)
+    return 0;
+  char n[129], want[65];
+  memcpy(n, name, name_len);
+  n[name_len] = '\0';
+  ms_service_token(h->cfg.secret, h->cfg.secret_len, n, want);
+  return memeql_sec(want, tok, 64);
+}
+
+int ms_hub_authorize(ms_hub *h, const char *token, size_t len,
+                     const char *name, size_t name_len, unsigned need,
+                     const char *peer, int64_t now, ms_hub_auth *out) {
+  ms_hub_auth tmp;
+  if (!out)
+    out = &tmp;
+  memset(out, 0, sizeof *out);
+  out->expires_at = MS_NO_DEADLINE;
+  out->why = "ok";
+  if (!ms_hub_auth_required(h)) {
+    out->scopes = MS_SCOPE_SERVICE | MS_SCOPE_WATCH | MS_SCOPE_ADMIN;
+    return 0;
+  }
+  const char *who = peer ? peer : "unknown address";
+  char nm[130];
+  snprintf(nm, sizeof nm, "%.*s", name ? (int)MS_MIN(name_len, 128) : 1,
+           name ? name : "-");
+  if (!token || !len) {
+    out->why = "missing";
+    hub_auth_event(h, MS_LEVEL_WARN, "auth failed from %s for %s: no token",
+                   who, nm);
+    return MS_ERR_UNAUTHORIZED;
+  }
+  if (legacy_ok(h, token, len, name, name_len)) {
+    out->scopes = MS_SCOPE_SERVICE;
+    memcpy(out->sub, name, name_len);
+    out->sub[name_len] = '\0';
+  } else {
+    ms_token_claims cl;
+    int64_t wall_ms = ms_hub_wall_us(h, now) / 1000;
+    int64_t skew = h->cfg.token_skew_s > 0 ? h->cfg.token_skew_s : 0;
+    int rv = ms_token_verify(token, len, h->auth->keys, h->auth->nkeys,
+                             wall_ms / 1000, skew, &cl, &out->why);
+    if (rv) {
+      hub_auth_event(h, MS_LEVEL_WARN, "auth failed from %s for %s: %s", who,
+                     nm, out->why);
+      return rv;
+    }
+    out->scopes = cl.scopes;
+    memcpy(out->sub, cl.sub, sizeof cl.sub);
+    int64_t left = (cl.exp_s + skew) * 1000 - wall_ms;
+    out->expires_at = now + (left > 0 ? left : 0);
+  }
+  int admin = (out->scopes & MS_SCOPE_ADMIN) != 0;
+  if (name && !admin &&
+      (strlen(out->sub) != name_len || memcmp(out->sub, name, name_len))) {
+    out->why = "wrong_name";
+  } else if (need && !admin && !(out->scopes & need)) {
+    out->why = "wrong_scope";
+  } else {
+    return 0;
+  }
+  hub_auth_event(h, MS_LEVEL_WARN, "auth failed from %s for %s: %s (token for %s)",
+                 who, nm, out->why, out->sub);
+  return MS_ERR_FORBIDDEN;
+}
+
+int ms_hub_auth_hello(ms_hub *h, ms_hub_conn *hc, const ms_msg *m, int watch,
+                      int64_t now, const char **code, char *msg,
+                      size_t msg_cap) {
+  ms_hub_auth g;
+  unsigned need = watch ? (MS_SCOPE_SERVICE | MS_SCOPE_WATCH)
+                        : MS_SCOPE_SERVICE;
+  int rv = ms_hub_authorize(h, m->token.ptr, m->token.ptr ? m->token.len : 0,
+                            hc->name, hc->name_len, need, hc->peer, now, &g);
+  if (rv == 0) {
+    hc->scopes = g.scopes;
+    hc->expires_at = g.expires_at;
+    return 0;
+  }
+  *code = ms_err_to_wire(rv);
+  if (rv == MS_ERR_FORBIDDEN && !strcmp(g.why, "wrong_name"))
+    snprintf(msg, msg_cap, "the token is for '%s', not '%s'", g.sub,
+             hc->name);
+  else if (rv == MS_ERR_FORBIDDEN)
+    snprintf(msg, msg_cap, "the token's scope does not allow %s",
+             watch ? "watching" : "registering a service");
+  else
+    snprintf(msg, msg_cap, "token refused: %s", g.why);
+  return rv;
+}
+
+int ms_hub_may(const ms_hub *h, const ms_hub_conn *hc, unsigned scope) {
+  if (!ms_hub_auth_required(h))
+    return 1;
+  return (hc->scopes & (scope | MS_SCOPE_ADMIN)) != 0;
+}
+
+/* ---- per-peer limit ---- */
+
+int ms_hub_peer_add(ms_hub *h, ms_hub_conn *hc, const char *peer) {
+  if (!peer || !*peer)
+    return 0;
+  size_t len = strnlen(peer, 255);
+  hub_auth *a = h->auth;
+  peer_ent *e = ms_strmap_get(&a->peers, peer, len);
+  if (e && h->cfg.max_unauth_per_peer &&
+      e->count >= h->cfg.max_unauth_per_peer) {
+    hub_auth_event(h, MS_LEVEL_WARN,
+                   "refusing a connection from %s: %zu without a session",
+                   e->addr, e->count);
+    return MS_ERR_LIMIT;
+  }
+  hc->peer = ms_strndup(h->mem, peer, len);
+  if (!hc->peer)
+    return MS_ERR_NOMEM;
+  if (!e) {
+    e = ms_malloc(h->mem, sizeof *e + len + 1);
+    if (!e)
+      return MS_ERR_NOMEM;
+    e->count = 0;
+    e->len = len;
+    memcpy(e->addr, peer, len);
+    e->addr[len] = '\0';
+    if (ms_strmap_put(&a->peers, e->addr, len, e)) {
+      ms_free(h->mem, e);
+      return MS_ERR_NOMEM;
+    }
+  }
+  e->count++;
+  hc->peer_counted = 1;
+  return 0;
+}
+
+void ms_hub_peer_done(ms_hub *h, ms_hub_conn *hc) {
+  if (!hc->peer_counted)
+    return;
+  hc->peer_counted = 0;
+  hub_auth *a = h->auth;
+  size_t len = strlen(hc->peer);
+  peer_ent *e = ms_strmap_get(&a->peers, hc->peer, len);
+  if (e && --e->count == 0) {
+    ms_strmap_del(&a->peers, hc->peer, len);
+    ms_free(h->mem, e);
+  }
+}
+
+/* ---- Origin and Host ---- */
+
+static int ieq(const char *a, size_t alen, const char *b) {
+  return ms_http_ieq(a, alen, b);
+}
+
+/* The host name of a Host header value, without port or brackets. */
+static void host_name(const char *v, size_t len, const char **name,
+                      size_t *nlen) {
+  if (len && v[0] == '[') {
+    const char *end = memchr(v, ']', len);
+    *name = v + 1;
+    *nlen = end ? (size_t)(end - v - 1) : len - 1;
+    return;
+  }
+  const char *colon = memchr(v, ':', len);
+  *name = v;
+  *nlen = colon ? (size_t)(colon - v) : len;
+}
+
+static int is_ip_literal(const char *s, size_t n, int bracketed) {
+  if (!n)
+    return 0;
+  for (size_t i = 0; i < n; i++) {
+    char ch = s[i];
+    int ok = (ch >= '0' && ch <= '9') || ch == '.';
+    if (bracketed)
+      ok = ok || ch == ':' || (ch >= 'a' && ch <= 'f') ||
+           (ch >= 'A' && ch <= 'F');
+    if (!ok)
+      return 0;
+  }
+  return 1;
+}
+
+static int host_allowed(const ms_hub *h, const char *v, size_t len) {
+  const char *n;
+  size_t nl;
+  host_name(v, len, &n, &nl);
+  if (ieq(n, nl, "localhost") || is_ip_literal(n, nl, len && v[0] == '['))
+    return 1;
+  for (size_t i = 0; i < h->auth->nhosts; i++)
+    if (ieq(n, nl, h->auth->hosts[i]))
+      return 1;
+  return 0;
+}
+
+static int origin_allowed(const ms_hub *h, const char *o, size_t olen,
+                          const char *host, size_t hlen, int secure) {
+  for (size_t i = 0; i < h->auth->norigins; i++) {
+    const char *a = h->auth->origins[i];
+    if (!strcmp(a, "*") || ieq(o, olen, a))
+      return 1;
+  }
+  if (!host)
+    return 0;
+  const char *scheme = secure ? "https://" : "http://";
+  size_t sl = strlen(scheme);
+  if (olen != sl + hlen || strncasecmp(o, scheme, sl) != 0)
+    return 0;
+  return strncasecmp(o + sl, host, hlen) == 0;
+}
+
+/* Host and Origin: 0 or 403. */
+static int browser_checks(ms_hub *h, const ms_http_request *req, int secure,
+                          const char *peer, const char **why) {
+  size_t hl = 0, ol = 0;
+  const char *host = ms_http_header_get(req, "Host", &hl);
+  const char *origin = ms_http_header_get(req, "Origin", &ol);
+  if (h->cfg.check_host && (!host || !host_allowed(h, host, hl))) {
+    *why = "host not allowed";
+    hub_auth_event(h, MS_LEVEL_WARN, "refused a request from %s: Host %.*s",
+                   peer ? peer : "unknown address", (int)MS_MIN(hl, 200),
+                   host ? host : "");
+    return 403;
+  }
+  if (origin && !origin_allowed(h, origin, ol, host, hl, secure)) {
+    *why = "origin not allowed";
+    hub_auth_event(h, MS_LEVEL_WARN, "refused a request from %s: Origin %.*s",
+                   peer ? peer : "unknown address", (int)MS_MIN(ol, 200),
+                   origin);
+    return 403;
+  }
+  return 0;
+}
+
+int ms_hub_upgrade_check(ms_hub *h, ms_hub_conn *hc,
+                         const ms_http_request *req) {
+  const char *why;
+  return browser_checks(h, req, hc->secure, hc->peer, &why);
+}
+
+/* A bearer token from Authorization or ?access_token=. */
+static const char *request_token(const ms_http_request *req, size_t *len) {
+  size_t vl = 0;
+  const char *v = ms_http_header_get(req, "Authorization", &vl);
+  if (v && vl > 7 && ieq(v, 7, "Bearer ")) {
+    v += 7;
+    vl -= 7;
+    while (vl && *v == ' ')
+      v++, vl--;
+    *len = vl;
+    return v;
+  }
+  const char *q = req->query;
+  size_t ql = req->query_len;
+  size_t i = 0;
+  while (q && i < ql) {
+    size_t j = i;
+    while (j < ql && q[j] != '&')
+      j++;
+    if (j - i > 13 && !memcmp(q + i, "access_token=", 13)) {
+      *len = j - i - 13;
+      return q + i + 13;
+    }
+    i = j + 1;
+  }
+  *len = 0;
+  return NULL;
+}
+
+int ms_hub_http_guard(ms_hub *h, const ms_http_request *req, unsigned need,
+                      int secure, const char *peer, int64_t now,
+                      const char **why) {
+  const char *dummy;
+  if (!why)
+    why = &dummy;
+  *why = "ok";
+  int st = browser_checks(h, req, secure, peer, why);
+  if (st || !need || !ms_hub_auth_required(h))
+    return st;
+  size_t tl;
+  const char *tok = request_token(req, &tl);
+  ms_hub_auth g;
+  int rv = ms_hub_authorize(h, tok, tl, NULL, 0, need, peer, now, &g);
+  *why = g.why;
+  if (rv == 0)
+    return 0;
+  return rv == MS_ERR_FORBIDDEN ? 403 : 401;
+}
