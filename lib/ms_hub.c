@@ -20,7 +20,7 @@ static ms_hub_conn *from_live(ms_hnode *n) {
 
 int64_t ms_hub_wall_us(ms_hub *h, int64_t now) {
   if (h->cfg.wallclock_us)
-    return h->cfg.wallclock_us(h->ud);
+    return h->cfg.wallclock_us(h->wall_ud ? h->wall_ud : h->ud);
   return now * 1000;
 }
 

@@ -155,6 +155,13 @@ int ms_hub_set_keys(ms_hub *h, const ms_token_key *keys, size_t nkeys) {
   return 0;
 }
 
+void ms_hub_set_wallclock(ms_hub *h, int64_t (*fn)(void *), void *ud) {
+  if (h->cfg.wallclock_us && h->cfg.wallclock_us != fn)
+    return; /* the configured one wins */
+  h->cfg.wallclock_us = fn;
+  h->wall_ud = ud;
+}
+
 int ms_hub_auth_required(const ms_hub *h) {
   return h->auth->nkeys > 0;
 }

@@ -97,6 +97,7 @@ struct ms_hub {
 
   ms_hub_streams *streams;
   hub_auth *auth;
+  void *wall_ud; /* for a clock from ms_hub_set_wallclock */
 
   ms_hub_wakeup_fn wakeup;
   void *wakeup_ud;

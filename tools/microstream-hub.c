@@ -30,6 +30,8 @@ typedef struct app {
   int stopping;
   int64_t stop_deadline;
   ms_store *store; /* NULL with --no-store */
+  struct hub_args *args;
+  struct key_set *keys;
   int store_failing; /* the last flush failed: log once, not every tick */
 } app;
 
@@ -198,11 +200,17 @@ static void check_done(ms_loop *loop, ms_timer *t, void *ud) {
     ms_loop_stop(loop);
 }
 
+static void reload(app *a);
+
 static void on_signal(ms_loop *loop, int fd, unsigned events, void *ud) {
   app *a = ud;
   (void)events;
   struct signalfd_siginfo si;
   while (read(fd, &si, sizeof si) == (ssize_t)sizeof si) {
+    if (si.ssi_signo == SIGHUP) {
+      reload(a);
+      continue;
+    }
     if (a->stopping)
       continue;
     a->stopping = 1;
@@ -233,28 +241,301 @@ static int read_secret(const char *path, uint8_t **out, size_t *len) {
   return 0;
 }
 
+/* ---- options: one table for getopt, --help and the checks ---------------- */
+
+enum {
+  O_LISTEN = 'l', O_HELP = 'h',
+  O_HB = 256, O_MAXMSG, O_MAXPEND, O_DEFTO, O_LATE, O_SECRET, O_KEY,
+  O_LEGACY, O_REPLACE, O_LEVEL, O_TOKEN, O_SCOPE, O_TTL, O_ORIGIN, O_HOST,
+  O_METRICS_TOKEN, O_INSECURE, O_UNAUTH, O_STORE, O_NOSTORE, O_RDAYS,
+  O_RROWS, O_VERSION
+};
+
+typedef struct hub_opt {
+  const char *name;
+  int has_arg;
+  int id;
+  const char *arg; /* for --help */
+  const char *help;
+} hub_opt;
+
+static const hub_opt hub_opts[] = {
+    {"listen", 1, O_LISTEN, "HOST:PORT",
+     "address to listen on, repeatable (default 127.0.0.1:7400;\n"
+     "port 0 picks a free port)"},
+    {"heartbeat-ms", 1, O_HB, "N", "liveness interval (default 10000)"},
+    {"max-message", 1, O_MAXMSG, "BYTES", "largest message (default 1048576)"},
+    {"max-pending", 1, O_MAXPEND, "N",
+     "requests in flight per connection (default 1024)"},
+    {"default-timeout-ms", 1, O_DEFTO, "N",
+     "request timeout when the caller gives none (5000)"},
+    {"max-late-ms", 1, O_LATE, "N", "longest late-response window (30000)"},
+    {"secret-file", 1, O_SECRET, "PATH",
+     "require tokens (JWT HS256) signed with this secret\n"
+     "(tokens without kid)"},
+    {"key", 1, O_KEY, "KID:PATH",
+     "a secret for tokens with this kid, repeatable; the first\n"
+     "one mints (rotation: add the new key first, keep the old)"},
+    {"legacy-tokens", 0, O_LEGACY, NULL,
+     "also accept the earlier static tokens, hex\n"
+     "HMAC-SHA256(secret-file, service) (migration only)"},
+    {"print-token", 1, O_TOKEN, "NAME",
+     "print a token for NAME and exit (needs a key)"},
+    {"scope", 1, O_SCOPE, "SCOPES",
+     "with --print-token: service, watch, admin or a list\n"
+     "(default service)"},
+    {"ttl", 1, O_TTL, "DURATION",
+     "with --print-token: lifetime, e.g. 3600, 90m, 12h, 30d\n"
+     "(default 30d)"},
+    {"allow-origin", 1, O_ORIGIN, "ORIGIN",
+     "a browser origin allowed besides the hub's own,\n"
+     "repeatable (\"*\": any)"},
+    {"allow-host", 1, O_HOST, "NAME",
+     "a Host name accepted on a loopback listener besides\n"
+     "localhost and IP literals, repeatable"},
+    {"metrics-token", 0, O_METRICS_TOKEN, NULL,
+     "/metrics needs a token too (default open)"},
+    {"insecure", 0, O_INSECURE, NULL,
+     "allow a non-loopback listener without TLS and a secret"},
+    {"max-unauth-per-peer", 1, O_UNAUTH, "N",
+     "connections one address may hold before HELLO\n"
+     "(default 64; 0: no limit)"},
+    {"replace-stale", 0, O_REPLACE, NULL,
+     "a new connection may take the name of a stale one"},
+    {"log-level", 1, O_LEVEL, "LEVEL",
+     "debug, info, warn, error, silent (default info)"},
+    {"store", 1, O_STORE, "PATH",
+     "SQLite log store for /api/logs\n(default ./microstream-logs.db)"},
+    {"no-store", 0, O_NOSTORE, NULL,
+     "keep no log store (/api/logs answers 503)"},
+    {"retention-days", 1, O_RDAYS, "N",
+     "delete stored records older than N days (7; 0 keeps)"},
+    {"retention-rows", 1, O_RROWS, "N",
+     "keep at most N stored records (1000000; 0: no limit)"},
+    {"version", 0, O_VERSION, NULL, "print the version"},
+    {"help", 0, O_HELP, NULL, "this text"},
+};
+#define N_OPTS (sizeof hub_opts / sizeof hub_opts[0])
+
 static void usage(FILE *f) {
-  fprintf(f,
-          "usage: microstream-hub [options]\n"
-          "  --listen HOST:PORT     address to listen on (default 127.0.0.1:7400;\n"
-          "                         port 0 picks a free port)\n"
-          "  --heartbeat-ms N       liveness interval (default 10000)\n"
-          "  --max-message BYTES    largest message (default 1048576)\n"
-          "  --max-pending N        requests in flight per connection (default 1024)\n"
-          "  --default-timeout-ms N request timeout when the caller gives none (5000)\n"
-          "  --max-late-ms N        longest late-response window (default 30000)\n"
-          "  --secret-file PATH     require tokens: HMAC-SHA256(secret, service) in hex\n"
-          "  --replace-stale        a new connection may take the name of a stale one\n"
-          "  --log-level LEVEL      debug, info, warn, error, silent (default info)\n"
-          "  --print-token SERVICE  print the token for SERVICE (needs --secret-file)\n"
-          "  --store PATH           SQLite log store for /api/logs\n"
-          "                         (default ./microstream-logs.db)\n"
-          "  --no-store             keep no log store (/api/logs answers 503)\n"
-          "  --retention-days N     delete stored records older than N days (7;\n"
-          "                         0 keeps them)\n"
-          "  --retention-rows N     keep at most N stored records (1000000;\n"
-          "                         0: no limit)\n"
-          "  --version, --help\n");
+  fprintf(f, "usage: microstream-hub [options]\n");
+  for (size_t i = 0; i < N_OPTS; i++) {
+    const hub_opt *o = &hub_opts[i];
+    char left[64];
+    snprintf(left, sizeof left, "--%s%s%s", o->name, o->arg ? " " : "",
+             o->arg ? o->arg : "");
+    fprintf(f, "  %-24s ", left);
+    for (const char *p = o->help; *p; p++) {
+      fputc(*p, f);
+      if (*p == '\n')
+        fprintf(f, "  %-24s ", "");
+    }
+    fputc('\n', f);
+  }
+}
+
+/* "3600", "90m", "12h", "30d" -> seconds; -1 if bad. */
+static long long parse_duration(const char *s) {
+  char *end;
+  long long v = strtoll(s, &end, 10);
+  if (end == s || v <= 0)
+    return -1;
+  long long mul = 1;
+  if (*end == 's') mul = 1, end++;
+  else if (*end == 'm') mul = 60, end++;
+  else if (*end == 'h') mul = 3600, end++;
+  else if (*end == 'd') mul = 86400, end++;
+  if (*end || v > 100LL * 365 * 86400 / mul)
+    return -1;
+  return v * mul;
+}
+
+#define MAX_LIST 16
+
+typedef struct key_file {
+  char kid[65];
+  const char *path;
+} key_file;
+
+typedef struct hub_args {
+  const char *listen[MAX_LIST];
+  size_t nlisten;
+  const char *secret_file;
+  key_file keys[MAX_LIST];
+  size_t nkeys;
+  const char *print_token, *scope;
+  long long ttl_s;
+  const char *origins[MAX_LIST];
+  size_t norigins;
+  const char *hosts[MAX_LIST];
+  size_t nhosts;
+  int insecure;
+  const char *store_path;
+  int no_store;
+  long long retention_days, retention_rows;
+} hub_args;
+
+static int add_list(const char **v, size_t *n, const char *s,
+                    const char *what) {
+  if (*n >= MAX_LIST) {
+    fprintf(stderr, "microstream-hub: at most %d %s\n", MAX_LIST, what);
+    return -1;
+  }
+  v[(*n)++] = s;
+  return 0;
+}
+
+/* Returns -1 to continue, else the exit status. */
+static int parse_args(int argc, char **argv, hub_args *ar, ms_hub_config *cfg,
+                      app *a) {
+  struct option lo[N_OPTS + 1];
+  for (size_t i = 0; i < N_OPTS; i++) {
+    lo[i].name = hub_opts[i].name;
+    lo[i].has_arg = hub_opts[i].has_arg ? required_argument : no_argument;
+    lo[i].flag = NULL;
+    lo[i].val = hub_opts[i].id;
+  }
+  memset(&lo[N_OPTS], 0, sizeof lo[N_OPTS]);
+  int ch;
+  while ((ch = getopt_long(argc, argv, "l:h", lo, NULL)) != -1) {
+    switch (ch) {
+    case O_LISTEN:
+      if (add_list(ar->listen, &ar->nlisten, optarg, "--listen"))
+        return 2;
+      break;
+    case O_HB: cfg->heartbeat_ms = atoll(optarg); break;
+    case O_MAXMSG: cfg->max_message = (size_t)atoll(optarg); break;
+    case O_MAXPEND: cfg->max_pending = (size_t)atoll(optarg); break;
+    case O_DEFTO: cfg->default_timeout_ms = atoll(optarg); break;
+    case O_LATE: cfg->max_late_ms = atoll(optarg); break;
+    case O_SECRET: ar->secret_file = optarg; break;
+    case O_KEY: {
+      const char *colon = strchr(optarg, ':');
+      if (!colon || colon == optarg || colon - optarg > 64 || !colon[1] ||
+          ar->nkeys >= MAX_LIST) {
+        fprintf(stderr, "microstream-hub: bad --key '%s' (KID:PATH)\n",
+                optarg);
+        return 2;
+      }
+      key_file *k = &ar->keys[ar->nkeys++];
+      memcpy(k->kid, optarg, (size_t)(colon - optarg));
+      k->kid[colon - optarg] = '\0';
+      k->path = colon + 1;
+      break;
+    }
+    case O_LEGACY: cfg->legacy_tokens = 1; break;
+    case O_REPLACE: cfg->replace_stale = 1; break;
+    case O_TOKEN: ar->print_token = optarg; break;
+    case O_SCOPE: ar->scope = optarg; break;
+    case O_TTL:
+      ar->ttl_s = parse_duration(optarg);
+      if (ar->ttl_s < 0) {
+        fprintf(stderr, "microstream-hub: bad --ttl '%s'\n", optarg);
+        return 2;
+      }
+      break;
+    case O_ORIGIN:
+      if (add_list(ar->origins, &ar->norigins, optarg, "--allow-origin"))
+        return 2;
+      break;
+    case O_HOST:
+      if (add_list(ar->hosts, &ar->nhosts, optarg, "--allow-host"))
+        return 2;
+      break;
+    case O_METRICS_TOKEN: cfg->metrics_need_token = 1; break;
+    case O_INSECURE: ar->insecure = 1; break;
+    case O_UNAUTH: cfg->max_unauth_per_peer = (size_t)atoll(optarg); break;
+    case O_STORE: ar->store_path = optarg; break;
+    case O_NOSTORE: ar->no_store = 1; break;
+    case O_RDAYS: ar->retention_days = atoll(optarg); break;
+    case O_RROWS: ar->retention_rows = atoll(optarg); break;
+    case O_LEVEL:
+      a->log_level = parse_level(optarg);
+      if (a->log_level < 0) {
+        fprintf(stderr, "microstream-hub: bad --log-level '%s'\n", optarg);
+        return 2;
+      }
+      break;
+    case O_VERSION: printf("microstream-hub %s\n", MS_VERSION_STRING); return 0;
+    case O_HELP: usage(stdout); return 0;
+    default: usage(stderr); return 2;
+    }
+  }
+  if (optind < argc) {
+    fprintf(stderr, "microstream-hub: unexpected argument '%s'\n",
+            argv[optind]);
+    return 2;
+  }
+  if (cfg->heartbeat_ms <= 0 || cfg->max_message < 64 ||
+      cfg->max_pending < 1 || ar->retention_days < 0 ||
+      ar->retention_days > 365000 || ar->retention_rows < 0) {
+    fprintf(stderr, "microstream-hub: bad numeric option\n");
+    return 2;
+  }
+  if (!ar->nlisten)
+    ar->listen[ar->nlisten++] = "127.0.0.1:7400";
+  return -1;
+}
+
+/* Secrets from their files: the --key ones first (the first mints), then
+ * --secret-file as the key without kid. */
+typedef struct key_set {
+  ms_token_key keys[MAX_LIST + 1];
+  uint8_t *bufs[MAX_LIST + 1];
+  size_t n;
+} key_set;
+
+static void key_set_free(key_set *ks) {
+  for (size_t i = 0; i < ks->n; i++)
+    free(ks->bufs[i]);
+  ks->n = 0;
+}
+
+static int key_set_load(key_set *ks, const hub_args *ar) {
+  memset(ks, 0, sizeof *ks);
+  for (size_t i = 0; i <= ar->nkeys; i++) {
+    const char *path = i < ar->nkeys ? ar->keys[i].path : ar->secret_file;
+    if (!path)
+      continue;
+    size_t len;
+    if (read_secret(path, &ks->bufs[ks->n], &len) != 0) {
+      fprintf(stderr, "microstream-hub: cannot read a secret from %s\n", path);
+      key_set_free(ks);
+      return -1;
+    }
+    ks->keys[ks->n].kid = i < ar->nkeys ? ar->keys[i].kid : NULL;
+    ks->keys[ks->n].secret = ks->bufs[ks->n];
+    ks->keys[ks->n].secret_len = len;
+    ks->n++;
+  }
+  return 0;
+}
+
+static int is_loopback(const char *host) {
+  return !strcmp(host, "localhost") || !strncmp(host, "127.", 4) ||
+         !strcmp(host, "::1");
+}
+
+/* SIGHUP: read the key files again (secret rotation). Sessions keep
+ * running; a file that cannot be read keeps the old keys. */
+static void reload(app *a) {
+  key_set ks;
+  if (!a->keys->n) {
+    logf_(a, MS_LEVEL_INFO, "SIGHUP: no keys to reload");
+    return;
+  }
+  if (key_set_load(&ks, a->args) != 0) {
+    logf_(a, MS_LEVEL_WARN, "SIGHUP: keeping the old keys");
+    return;
+  }
+  if (ms_hub_set_keys(a->hub, ks.keys, ks.n) == 0) {
+    key_set_free(a->keys);
+    *a->keys = ks;
+    logf_(a, MS_LEVEL_INFO, "SIGHUP: %zu key(s) reloaded", ks.n);
+  } else {
+    key_set_free(&ks);
+    logf_(a, MS_LEVEL_WARN, "SIGHUP: out of memory, keeping the old keys");
+  }
 }
 
 int main(int argc, char **argv) {
@@ -263,94 +544,92 @@ int main(int argc, char **argv) {
   a.log_level = MS_LEVEL_INFO;
   ms_hub_config cfg;
   ms_hub_config_init(&cfg);
-  const char *listen = "127.0.0.1:7400";
-  const char *secret_file = NULL, *print_token = NULL;
-  const char *store_path = "./microstream-logs.db";
-  int no_store = 0;
-  long long retention_days = 7, retention_rows = 1000000;
-  enum { O_HB = 256, O_MAXMSG, O_MAXPEND, O_SECRET, O_LEVEL, O_DEFTO, O_LATE,
-         O_REPLACE, O_TOKEN, O_VERSION, O_STORE, O_NOSTORE, O_RDAYS, O_RROWS };
-  static const struct option opts[] = {
-      {"listen", required_argument, NULL, 'l'},
-      {"heartbeat-ms", required_argument, NULL, O_HB},
-      {"max-message", required_argument, NULL, O_MAXMSG},
-      {"max-pending", required_argument, NULL, O_MAXPEND},
-      {"default-timeout-ms", required_argument, NULL, O_DEFTO},
-      {"max-late-ms", required_argument, NULL, O_LATE},
-      {"secret-file", required_argument, NULL, O_SECRET},
-      {"replace-stale", no_argument, NULL, O_REPLACE},
-      {"log-level", required_argument, NULL, O_LEVEL},
-      {"print-token", required_argument, NULL, O_TOKEN},
-      {"store", required_argument, NULL, O_STORE},
-      {"no-store", no_argument, NULL, O_NOSTORE},
-      {"retention-days", required_argument, NULL, O_RDAYS},
-      {"retention-rows", required_argument, NULL, O_RROWS},
-      {"version", no_argument, NULL, O_VERSION},
-      {"help", no_argument, NULL, 'h'},
-      {NULL, 0, NULL, 0}};
-  int ch;
-  while ((ch = getopt_long(argc, argv, "l:h", opts, NULL)) != -1) {
-    switch (ch) {
-    case 'l': listen = optarg; break;
-    case O_HB: cfg.heartbeat_ms = atoll(optarg); break;
-    case O_MAXMSG: cfg.max_message = (size_t)atoll(optarg); break;
-    case O_MAXPEND: cfg.max_pending = (size_t)atoll(optarg); break;
-    case O_DEFTO: cfg.default_timeout_ms = atoll(optarg); break;
-    case O_LATE: cfg.max_late_ms = atoll(optarg); break;
-    case O_SECRET: secret_file = optarg; break;
-    case O_REPLACE: cfg.replace_stale = 1; break;
-    case O_TOKEN: print_token = optarg; break;
-    case O_STORE: store_path = optarg; break;
-    case O_NOSTORE: no_store = 1; break;
-    case O_RDAYS: retention_days = atoll(optarg); break;
-    case O_RROWS: retention_rows = atoll(optarg); break;
-    case O_LEVEL:
-      a.log_level = parse_level(optarg);
-      if (a.log_level < 0) {
-        fprintf(stderr, "microstream-hub: bad --log-level '%s'\n", optarg);
-        return 2;
-      }
-      break;
-    case O_VERSION: printf("microstream-hub %s\n", MS_VERSION_STRING); return 0;
-    case 'h': usage(stdout); return 0;
-    default: usage(stderr); return 2;
+  hub_args ar;
+  memset(&ar, 0, sizeof ar);
+  ar.store_path = "./microstream-logs.db";
+  ar.retention_days = 7;
+  ar.retention_rows = 1000000;
+  ar.ttl_s = 30 * 86400;
+  ar.scope = "service";
+  int st = parse_args(argc, argv, &ar, &cfg, &a);
+  if (st >= 0)
+    return st;
+  const char *store_path = ar.store_path;
+  int no_store = ar.no_store;
+  long long retention_days = ar.retention_days,
+            retention_rows = ar.retention_rows;
+  key_set ks;
+  if (key_set_load(&ks, &ar) != 0)
+    return 2;
+  a.args = &ar;
+  a.keys = &ks;
+  if (ar.print_token) {
+    unsigned scopes = ms_token_parse_scopes(ar.scope);
+    char tok[MS_TOKEN_MAX];
+    int rv = MS_ERR_INVALID_ARG;
+    if (!ks.n)
+      fprintf(stderr, "microstream-hub: --print-token needs --key or "
+                      "--secret-file\n");
+    else if (!scopes)
+      fprintf(stderr, "microstream-hub: bad --scope '%s' (service, watch, "
+                      "admin)\n", ar.scope);
+    else {
+      int64_t now_s = ms_wall_us() / 1000000;
+      rv = ms_token_mint(&ks.keys[0], ar.print_token, scopes, now_s,
+                         now_s + ar.ttl_s, tok, sizeof tok);
+      if (rv == 0)
+        printf("%s\n", tok);
+      else
+        fprintf(stderr, "microstream-hub: cannot mint a token for '%s': %s\n",
+                ar.print_token, ms_strerror(rv));
     }
+    key_set_free(&ks);
+    return rv == 0 ? 0 : 2;
   }
-  if (cfg.heartbeat_ms <= 0 || cfg.max_message < 64 || cfg.max_pending < 1 ||
-      retention_days < 0 || retention_days > 365000 || retention_rows < 0) {
-    fprintf(stderr, "microstream-hub: bad numeric option\n");
+  if (cfg.legacy_tokens && !ar.secret_file) {
+    fprintf(stderr, "microstream-hub: --legacy-tokens needs --secret-file\n");
     return 2;
   }
-  uint8_t *secret = NULL;
-  size_t secret_len = 0;
-  if (secret_file && read_secret(secret_file, &secret, &secret_len) != 0) {
-    fprintf(stderr, "microstream-hub: cannot read a secret from %s\n",
-            secret_file);
-    return 2;
-  }
-  if (print_token) {
-    if (!secret) {
-      fprintf(stderr, "microstream-hub: --print-token needs --secret-file\n");
-      return 2;
+  /* Where the secret file is the only key it is also the legacy secret. */
+  for (size_t i = 0; i < ks.n; i++)
+    if (!ks.keys[i].kid) {
+      cfg.secret = ks.keys[i].secret;
+      cfg.secret_len = ks.keys[i].secret_len;
     }
-    char tok[65];
-    ms_service_token(secret, secret_len, print_token, tok);
-    printf("%s\n", tok);
-    free(secret);
-    return 0;
-  }
-  cfg.secret = secret;
-  cfg.secret_len = secret_len;
+  cfg.keys = ks.keys;
+  cfg.nkeys = ks.n - (cfg.secret_len ? 1 : 0); /* the kid-less one last */
+  cfg.allow_origins = ar.origins;
+  cfg.nallow_origins = ar.norigins;
+  cfg.allow_hosts = ar.hosts;
+  cfg.nallow_hosts = ar.nhosts;
   cfg.wallclock_us = wallclock;
   cfg.on_event = on_hub_event;
   cfg.on_http = on_hub_http;
   cfg.on_record = on_hub_record;
 
-  ms_url url;
-  if (ms_url_parse(listen, &url) != 0) {
-    fprintf(stderr, "microstream-hub: bad --listen '%s'\n", listen);
-    return 2;
+  ms_url urls[MAX_LIST];
+  int all_loopback = 1;
+  for (size_t i = 0; i < ar.nlisten; i++) {
+    if (ms_url_parse(ar.listen[i], &urls[i]) != 0) {
+      fprintf(stderr, "microstream-hub: bad --listen '%s'\n", ar.listen[i]);
+      return 2;
+    }
+    if (!is_loopback(urls[i].host)) {
+      all_loopback = 0;
+      if (!ar.insecure) {
+        fprintf(stderr,
+                "microstream-hub: refusing to listen on %s without TLS and a "
+                "secret (anyone who can reach it could read every log and "
+                "take any name); give --tls-cert, --tls-key and "
+                "--secret-file, or --insecure\n",
+                ar.listen[i]);
+        return 2;
+      }
+    }
   }
+  /* Loopback only: a browser page on another site must not reach the hub
+   * through a name that resolves to 127.0.0.1 (DNS rebinding). */
+  cfg.check_host = all_loopback;
   if (!no_store) {
     ms_store_options so;
     ms_store_options_init(&so);
@@ -362,16 +641,23 @@ int main(int argc, char **argv) {
       return 1;
     }
   }
-  int sfd = tool_signal_fd(0);
+  int sfd = tool_signal_fd(SIGHUP);
 
   int rv = ms_loop_new(&a.loop, NULL);
   if (rv == 0)
     rv = ms_hub_new(&a.hub, &cfg, &a, NULL);
   if (rv == 0)
-    rv = ms_posix_hub_new(&a.ph, a.loop, a.hub, url.host, url.port);
+    rv = ms_posix_hub_new(&a.ph, a.loop, a.hub, NULL, 0);
+  int ports[MAX_LIST];
+  for (size_t i = 0; rv == 0 && i < ar.nlisten; i++) {
+    rv = ms_posix_hub_listen(a.ph, urls[i].host, urls[i].port, &ports[i]);
+    if (rv != 0)
+      fprintf(stderr, "microstream-hub: cannot listen on %s: %s\n",
+              ar.listen[i], ms_strerror(rv));
+  }
   if (rv != 0) {
-    fprintf(stderr, "microstream-hub: cannot listen on %s: %s\n", listen,
-            ms_strerror(rv));
+    if (!a.ph)
+      fprintf(stderr, "microstream-hub: cannot start: %s\n", ms_strerror(rv));
     ms_store_close(a.store);
     return 1;
   }
@@ -382,13 +668,15 @@ int main(int argc, char **argv) {
                         &a, &store_timer);
   ms_timer *trim_timer = NULL;
   ms_loop_timer_start(a.loop, 2000, 2000, on_trim_timer, &a, &trim_timer);
-  int port = ms_posix_hub_port(a.ph);
-  int v6 = strchr(url.host, ':') != NULL;
-  logf_(&a, MS_LEVEL_INFO, "listening on %s%s%s:%d (hub id %s)", v6 ? "[" : "",
-        url.host, v6 ? "]" : "", port, ms_hub_id(a.hub));
-  /* Machine-readable line for scripts that start the hub on port 0. */
-  printf("listening on %s%s%s:%d\n", v6 ? "[" : "", url.host, v6 ? "]" : "",
-         port);
+  for (size_t i = 0; i < ar.nlisten; i++) {
+    int v6 = strchr(urls[i].host, ':') != NULL;
+    logf_(&a, MS_LEVEL_INFO, "listening on %s%s%s:%d (hub id %s)%s",
+          v6 ? "[" : "", urls[i].host, v6 ? "]" : "", ports[i],
+          ms_hub_id(a.hub), ks.n ? "" : ", no tokens required");
+    /* Machine-readable line for scripts that start the hub on port 0. */
+    printf("listening on %s%s%s:%d\n", v6 ? "[" : "", urls[i].host,
+           v6 ? "]" : "", ports[i]);
+  }
   fflush(stdout);
 
   rv = ms_loop_run(a.loop);
@@ -412,6 +700,6 @@ int main(int argc, char **argv) {
   ms_posix_hub_del(a.ph);
   ms_hub_del(a.hub);
   ms_loop_del(a.loop);
-  free(secret);
+  key_set_free(&ks);
   return rv == 0 ? 0 : 1;
 }

@@ -174,10 +174,11 @@ static void on_sigchld(ms_loop *loop, int fd, unsigned ev, void *ud) {
 static void usage(FILE *f) {
   fprintf(f,
           "usage: ms-log [--hub URL] --service NAME [--level L] [--quiet]\n"
-          "              [--flush-ms N] [-- COMMAND [ARGS...]]\n"
+          "              [--flush-ms N] [--token T] [-- COMMAND [ARGS...]]\n"
           "  Ships each line of COMMAND's stdout (at --level, default info)\n"
           "  and stderr (at warn), or of standard input, as a log record;\n"
-          "  exits with COMMAND's status.\n");
+          "  exits with COMMAND's status. --token T: a token with scope\n"
+          "  service for NAME (default: $MS_TOKEN).\n");
 }
 
 int main(int argc, char **argv) {
@@ -190,16 +191,18 @@ int main(int argc, char **argv) {
   const char *service = NULL;
   int level = MS_LEVEL_INFO;
   int64_t flush_ms = 3000;
+  const char *token = getenv("MS_TOKEN");
   static const struct option opts[] = {
       {"hub", required_argument, NULL, 'H'},
       {"service", required_argument, NULL, 's'},
       {"level", required_argument, NULL, 'l'},
       {"quiet", no_argument, NULL, 'q'},
       {"flush-ms", required_argument, NULL, 'F'},
+      {"token", required_argument, NULL, 'k'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   int ch;
-  while ((ch = getopt_long(argc, argv, "+H:s:l:qF:h", opts, NULL)) != -1) {
+  while ((ch = getopt_long(argc, argv, "+H:s:l:qF:k:h", opts, NULL)) != -1) {
     switch (ch) {
     case 'H': hub = optarg; break;
     case 's': service = optarg; break;
@@ -212,6 +215,7 @@ int main(int argc, char **argv) {
       break;
     case 'q': a.quiet = 1; break;
     case 'F': flush_ms = atoll(optarg); break;
+    case 'k': token = optarg; break;
     case 'h': usage(stdout); return 0;
     default: usage(stderr); return 2;
     }
@@ -272,6 +276,7 @@ int main(int argc, char **argv) {
   ms_client_config_init(&cfg);
   cfg.service = service;
   cfg.watch = 1; /* a log shipper: the name need not be unique */
+  cfg.token = token && *token ? token : NULL;
   cfg.backoff_max_ms = 2000;
   if (ms_loop_new(&a.loop, NULL) || ms_client_new(&a.c, &cfg, &a, NULL)) {
     fprintf(stderr, "ms-log: bad --service '%s'\n", service);

@@ -63,7 +63,11 @@ static void on_state(ms_client *c, const ms_client_state_arg *st, void *ud) {
     const char *why = ms_err_to_wire(st->err);
     fprintf(stderr, "%s: cannot register with the hub (%s)\n",
             why ? why : "HUB_UNAVAILABLE", ms_strerror(st->err));
-    a->exit_code = st->err == MS_ERR_UNAUTHORIZED ? 1 : 3;
+    a->exit_code = st->err == MS_ERR_UNAUTHORIZED ||
+                           st->err == MS_ERR_FORBIDDEN ||
+                           st->err == MS_ERR_TOKEN_EXPIRED
+                       ? 1
+                       : 3;
     ms_loop_stop(a->loop);
   }
 }
@@ -73,7 +77,9 @@ static void usage(FILE *f) {
              "              [--token T] [--json-wire] TARGET EVENT [JSON]\n"
              "  --hub URL        default ws://127.0.0.1:7400/ws\n"
              "  --timeout-ms N   request deadline (default: the hub's)\n"
-             "  --service NAME   name shown as the request's source (default ms-req)\n"
+             "  --service NAME   name shown as the request's source (default ms-req);\n"
+             "                   with a token, the token's sub\n"
+             "  --token T        token with scope service (default: $MS_TOKEN)\n"
              "  --json-wire      speak microstream.json.v1 instead of MessagePack\n");
 }
 
@@ -82,7 +88,7 @@ int main(int argc, char **argv) {
   memset(&a, 0, sizeof a);
   a.exit_code = 3;
   const char *hub = "ws://127.0.0.1:7400/ws", *service = "ms-req",
-             *token = NULL;
+             *token = getenv("MS_TOKEN");
   int json_wire = 0;
   static const struct option opts[] = {
       {"hub", required_argument, NULL, 'H'},
@@ -128,7 +134,7 @@ int main(int argc, char **argv) {
   ms_client_config cfg;
   ms_client_config_init(&cfg);
   cfg.service = service;
-  cfg.token = token;
+  cfg.token = token && *token ? token : NULL;
   cfg.watch = 1; /* a caller, not a service: no unique name needed */
   cfg.reconnect = 0;
   cfg.encoding = json_wire ? MS_ENC_JSON : MS_ENC_MSGPACK;

@@ -141,7 +141,9 @@ static void usage(FILE *f) {
           "  -n N          start with the last N matching records (default 10)\n"
           "  -f, --follow  keep printing new records\n"
           "  --json        one JSON object per line\n"
-          "  --presence    follow services going up and down instead of logs\n");
+          "  --presence    follow services going up and down instead of logs\n"
+          "  --token T     a token with scope watch (default: $MS_TOKEN)\n"
+          "  --name NAME   the name to connect as, the token's sub (ms-tail)\n");
 }
 
 int main(int argc, char **argv) {
@@ -155,6 +157,7 @@ int main(int argc, char **argv) {
   memset(&so, 0, sizeof so);
   so.history = 10;
   int presence = 0;
+  const char *token = getenv("MS_TOKEN"), *name = "ms-tail";
   static const struct option opts[] = {
       {"hub", required_argument, NULL, 'H'},
       {"service", required_argument, NULL, 's'},
@@ -164,10 +167,12 @@ int main(int argc, char **argv) {
       {"follow", no_argument, NULL, 'f'},
       {"json", no_argument, NULL, 'j'},
       {"presence", no_argument, NULL, 'p'},
+      {"token", required_argument, NULL, 'k'},
+      {"name", required_argument, NULL, 'N'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   int ch;
-  while ((ch = getopt_long(argc, argv, "H:s:l:c:n:fjph", opts, NULL)) != -1) {
+  while ((ch = getopt_long(argc, argv, "H:s:l:c:n:fjpk:N:h", opts, NULL)) != -1) {
     switch (ch) {
     case 'H': hub = optarg; break;
     case 's':
@@ -186,6 +191,8 @@ int main(int argc, char **argv) {
     case 'f': t.follow = 1; break;
     case 'j': t.json = 1; break;
     case 'p': presence = 1; break;
+    case 'k': token = optarg; break;
+    case 'N': name = optarg; break;
     case 'h': usage(stdout); return 0;
     default: usage(stderr); return 2;
     }
@@ -201,7 +208,8 @@ int main(int argc, char **argv) {
   int sfd = tool_signal_fd(0);
   ms_client_config cfg;
   ms_client_config_init(&cfg);
-  cfg.service = "ms-tail";
+  cfg.service = name;
+  cfg.token = token && *token ? token : NULL;
   cfg.watch = 1;
   cfg.reconnect = t.follow;
   cfg.on_state = on_state;

@@ -202,6 +202,11 @@ MS_EXTERN void ms_buf_free(ms_buf *b);
 
 /* ---- Access control ---------------------------------------------------- */
 
+/* Install the wall clock (microseconds since the epoch) that token times
+ * are compared with, when the config gave none; the drivers do. */
+MS_EXTERN void ms_hub_set_wallclock(ms_hub *h, int64_t (*fn)(void *),
+                                    void *user_data);
+
 /* Non-zero when the hub checks tokens (it has a key). */
 MS_EXTERN int ms_hub_auth_required(const ms_hub *h);
 

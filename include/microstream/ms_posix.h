@@ -105,10 +105,16 @@ MS_EXTERN void ms_posix_client_del(ms_posix_client *p);
  * (the hub is away or slow: records still queued), MS_ERR_INVALID_ARG. */
 MS_EXTERN int ms_posix_client_flush(ms_posix_client *p, int64_t timeout_ms);
 
-/* A hub on a loop, listening on host:port (0 = free port). */
+/* A hub on a loop, listening on host:port (0 = free port); host NULL:
+ * no listener yet. */
 typedef struct ms_posix_hub ms_posix_hub;
 MS_EXTERN int ms_posix_hub_new(ms_posix_hub **pp, ms_loop *loop, ms_hub *h,
                                const char *host, int port);
+/* One more listener for the same hub (up to 8). *bound_port (may be
+ * NULL) gets its port. Returns 0, MS_ERR_ADDRESS, MS_ERR_IO, MS_ERR_LIMIT. */
+MS_EXTERN int ms_posix_hub_listen(ms_posix_hub *p, const char *host, int port,
+                                  int *bound_port);
+/* The first listener's port. */
 MS_EXTERN int ms_posix_hub_port(const ms_posix_hub *p);
 /* Stop accepting; connections stay until they finish. */
 MS_EXTERN void ms_posix_hub_stop_listening(ms_posix_hub *p);

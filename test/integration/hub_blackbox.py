@@ -1031,37 +1031,80 @@ async def s6_bad_messages():
 # 7. Tokens
 
 
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwt(secret, claims, header=None):
+    """A JWT HS256 token as PROTOCOL.md "Access control" describes it."""
+    h = b64url(json.dumps(header or {"alg": "HS256", "typ": "JWT"}).encode())
+    p = b64url(json.dumps(claims).encode())
+    sig = hmac.new(secret, (h + "." + p).encode(), hashlib.sha256).digest()
+    return h + "." + p + "." + b64url(sig)
+
+
 async def s7_tokens():
     secret = b"s3cr3t-shared-key"
     with tempfile.NamedTemporaryFile("wb", suffix=".secret", delete=False) as f:
         f.write(secret + b"\n")
         path = f.name
     try:
-        def tok(name):
-            return hmac.new(secret, name.encode(), hashlib.sha256).hexdigest()
-        out = subprocess.run([HUB_EXE, "--secret-file", path, "--print-token", "svcA"],
+        now = int(time.time())
+
+        def tok(name, scope="service", exp=None, **extra):
+            claims = {"sub": name, "scope": scope, "exp": exp or now + 600}
+            claims.update(extra)
+            return jwt(secret, claims)
+        out = subprocess.run([HUB_EXE, "--secret-file", path, "--print-token", "svcA",
+                              "--scope", "service", "--ttl", "1h"],
                              capture_output=True, timeout=10)
-        check(out.returncode == 0 and out.stdout.decode().strip() == tok("svcA"),
-              "s7: --print-token equals HMAC-SHA256(secret, name) in hex",
-              "python %s, hub %r" % (tok("svcA"), out.stdout))
+        printed = out.stdout.decode().strip()
+        parts = printed.split(".")
+        ok = out.returncode == 0 and len(parts) == 3
+        if ok:
+            want = b64url(hmac.new(secret, (parts[0] + "." + parts[1]).encode(),
+                                   hashlib.sha256).digest())
+            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+            ok = (want == parts[2] and claims["sub"] == "svcA" and claims["scope"] == "service"
+                  and abs(claims["exp"] - now - 3600) < 60)
+        check(ok, "s7: --print-token mints a JWT HS256 this script verifies", printed)
         async with Hub("--heartbeat-ms", "2000", "--secret-file", path) as hub:
-            a = await service(hub, "svcA", token=tok("svcA"))
-            check(a.welcome[0] == WELCOME, "s7: right token welcomed")
+            a = await service(hub, "svcA", token=printed)
+            check(a.welcome[0] == WELCOME, "s7: minted token welcomed")
             j = await service(hub, "svcJ", JS, token=tok("svcJ"))
-            check(j.welcome[0] == WELCOME, "s7: right token welcomed (JSON)")
-            for desc, name, token in (("wrong token", "svcB", "0" * 64),
-                                      ("missing token", "svcB", None),
-                                      ("token for another name", "svcB", tok("svcA"))):
+            check(j.welcome[0] == WELCOME, "s7: token made here welcomed (JSON)")
+            for desc, name, token, code, close in (
+                    ("wrong signature", "svcB", jwt(b"other", {"sub": "svcB", "exp": now + 60,
+                                                              "scope": "service"}),
+                     "UNAUTHORIZED", 4001),
+                    ("missing token", "svcB", None, "UNAUTHORIZED", 4001),
+                    ("static hex token", "svcB", "0" * 64, "UNAUTHORIZED", 4001),
+                    ("alg none", "svcB", jwt(secret, {"sub": "svcB", "exp": now + 60,
+                                                      "scope": "service"}, {"alg": "none"}),
+                     "UNAUTHORIZED", 4001),
+                    ("expired token", "svcB", tok("svcB", exp=now - 600), "TOKEN_EXPIRED", 4020),
+                    ("token for another name", "svcB", tok("svcA"), "FORBIDDEN", 4021),
+                    ("watch token registering", "svcB", tok("svcB", "watch"), "FORBIDDEN", 4021)):
                 c = await WSClient.open(hub, MP)
-                check_error(await c.hello(name, token), 0, "UNAUTHORIZED",
-                            "s7: %s -> ERROR 0 UNAUTHORIZED" % desc)
-                check_eq((await c.closing())[1], 4001, "s7: %s -> close 4001" % desc)
+                check_error(await c.hello(name, token), 0, code,
+                            "s7: %s -> ERROR 0 %s" % (desc, code))
+                check_eq((await c.closing())[1], close, "s7: %s -> close %d" % (desc, close))
             await a.send([REQUEST, 1, "svcB", "x", None, 500])
             check_error(await a.recv(), 1, "TARGET_SERVICE_NOT_FOUND",
                         "s7: refused connections did not register their name")
             await round_trip(a, j, 2, "s7: authorised services talk")
+            # A watcher with a watch token subscribes; a service token may not.
+            w = await service(hub, "viewer", token=tok("viewer", "watch"), opts={"watch": True})
+            await w.send([SUBSCRIBE, 7, "presence", {}])
+            live = await w.recv_type(RECORD)
+            check(live[1] == 7 and live[6] == "live", "s7: watch token subscribes")
+            await a.send([SUBSCRIBE, 8, "logs", {}])
+            check_error(await a.recv(), 8, "FORBIDDEN", "s7: service token cannot subscribe")
+            await w.send([REQUEST, 9, "svcA", "x", None, 500])
+            check_error(await w.recv(), 9, "FORBIDDEN", "s7: watch token cannot send requests")
             await a.close()
             await j.close()
+            await w.close()
     finally:
         os.unlink(path)
 

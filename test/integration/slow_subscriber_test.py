@@ -48,7 +48,7 @@ async def service(url, name):
 def raw_subscriber(port):
     """A WebSocket client by hand that subscribes, then stops reading."""
     s = socket.create_connection(("127.0.0.1", port))
-    s.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+    s.sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
               b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
     head = b""

@@ -232,7 +232,7 @@ def main():
 
 def urlget(port, path):
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path).encode())
+    s.sendall(("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % path).encode())
     data = b""
     while True:
         chunk = s.recv(65536)

@@ -45,6 +45,12 @@ typedef struct drv_stream {
   struct drv_stream *prev, *next;
 } drv_stream;
 
+/* One listening socket; io comes first (the ready callback casts). */
+typedef struct drv_listener {
+  ms_drv_io io;
+  int port;
+} drv_listener;
+
 struct ms_drv {
   const ms_drv_hooks *hk;
   void *ctx;
@@ -63,9 +69,9 @@ struct ms_drv {
   int eof; /* the stream ended or failed during this pump */
   /* hub */
   ms_hub *hub; /* NULL once detached */
-  ms_drv_io lio;
+  drv_listener ls[MS_DRV_MAX_LISTENERS];
+  size_t nls;
   int spare_fd; /* held back for when the process runs out of fds */
-  int port;
   drv_stream *streams;
   size_t nstreams;
 };
@@ -150,7 +156,8 @@ static ms_drv *drv_alloc(int kind, const ms_drv_hooks *hooks, void *ctx) {
   d->kind = kind;
   d->timer_at = MS_NO_DEADLINE;
   d->cio.fd = -1;
-  d->lio.fd = -1;
+  for (size_t i = 0; i < MS_DRV_MAX_LISTENERS; i++)
+    d->ls[i].io.fd = -1;
   d->spare_fd = -1;
   d->s.fd = -1;
   return d;
@@ -508,11 +515,12 @@ static void peer_name(const struct sockaddr_storage *sa, char *out,
 
 static void listen_ready(ms_drv_io *io, unsigned events) {
   ms_drv *d = io->d;
+  drv_listener *l = (drv_listener *)io;
   MS_UNUSED(events);
-  for (int i = 0; i < HUB_ACCEPT_BATCH && d->hub && d->lio.fd >= 0; i++) {
+  for (int i = 0; i < HUB_ACCEPT_BATCH && d->hub && l->io.fd >= 0; i++) {
     struct sockaddr_storage sa;
     socklen_t salen = sizeof sa;
-    int cfd = accept4(d->lio.fd, (struct sockaddr *)&sa, &salen,
+    int cfd = accept4(l->io.fd, (struct sockaddr *)&sa, &salen,
                       SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (cfd < 0) {
       if (errno == EINTR || errno == ECONNABORTED)
@@ -523,7 +531,7 @@ static void listen_ready(ms_drv_io *io, unsigned events) {
          * refuse it, then hold a spare again. */
         close(d->spare_fd);
         d->spare_fd = -1;
-        int x = accept4(d->lio.fd, NULL, NULL, SOCK_CLOEXEC);
+        int x = accept4(l->io.fd, NULL, NULL, SOCK_CLOEXEC);
         if (x >= 0)
           close(x);
         d->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -558,6 +566,31 @@ static void listen_ready(ms_drv_io *io, unsigned events) {
   want_flush(d);
 }
 
+int ms_drv_hub_listen(ms_drv *d, const char *host, int port, int *bound) {
+  if (!d || d->kind != KIND_HUB || !d->hub)
+    return MS_ERR_INVALID_ARG;
+  if (d->nls >= MS_DRV_MAX_LISTENERS)
+    return MS_ERR_LIMIT;
+  drv_listener *l = &d->ls[d->nls];
+  int fd = -1;
+  int rv = ms_tcp_listen(host, port, &fd, &l->port);
+  if (rv < 0)
+    return rv;
+  io_init(&l->io, d, fd, listen_ready);
+  rv = d->hk->io_watch(d->ctx, &l->io, MS_DRV_READ);
+  if (rv < 0) {
+    d->hk->io_close(d->ctx, &l->io);
+    close(fd);
+    l->io.fd = -1;
+    return rv;
+  }
+  l->io.watched = MS_DRV_READ;
+  d->nls++;
+  if (bound)
+    *bound = l->port;
+  return 0;
+}
+
 int ms_drv_hub_new(ms_drv **out, ms_hub *h, const char *host, int port,
                    const ms_drv_hooks *hooks, void *ctx) {
   if (!out || !h || !hooks)
@@ -566,38 +599,33 @@ int ms_drv_hub_new(ms_drv **out, ms_hub *h, const char *host, int port,
   if (!d)
     return MS_ERR_NOMEM;
   d->hub = h;
-  int fd = -1;
-  int rv = ms_tcp_listen(host, port, &fd, &d->port);
+  int rv = host ? ms_drv_hub_listen(d, host, port, NULL) : 0;
   if (rv < 0) {
     ms_free(ms_default_allocator(), d);
     return rv;
   }
   d->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  io_init(&d->lio, d, fd, listen_ready);
-  rv = hooks->io_watch(ctx, &d->lio, MS_DRV_READ);
-  if (rv < 0) {
-    hooks->io_close(ctx, &d->lio);
-    close(fd);
-    if (d->spare_fd >= 0)
-      close(d->spare_fd);
-    ms_free(ms_default_allocator(), d);
-    return rv;
-  }
-  d->lio.watched = MS_DRV_READ;
+  ms_hub_set_wallclock(h, wall_clock, d);
   timer_set(d, ms_hub_next_deadline(h));
   ms_hub_set_wakeup(h, on_wakeup, d);
   *out = d;
   return 0;
 }
 
-int ms_drv_hub_port(const ms_drv *d) { return d ? d->port : -1; }
+int ms_drv_hub_port(const ms_drv *d) {
+  return d && d->nls ? d->ls[0].port : -1;
+}
 
 void ms_drv_hub_stop_listening(ms_drv *d) {
-  if (!d || d->lio.fd < 0)
+  if (!d)
     return;
-  int fd = d->lio.fd;
-  io_unwatch(d, &d->lio);
-  close(fd);
+  for (size_t i = 0; i < d->nls; i++) {
+    int fd = d->ls[i].io.fd;
+    if (fd < 0)
+      continue;
+    io_unwatch(d, &d->ls[i].io);
+    close(fd);
+  }
 }
 
 size_t ms_drv_hub_streams(const ms_drv *d) { return d ? d->nstreams : 0; }

@@ -59,9 +59,15 @@ int ms_drv_client_new(ms_drv **out, ms_client *c, const char *url,
 /* The client, or NULL once detached. */
 ms_client *ms_drv_client(const ms_drv *d);
 
-/* Attach a hub listening on host:port (0 = any free port). */
+/* Attach a hub listening on host:port (0 = any free port); host NULL:
+ * no listener yet (add them with ms_drv_hub_listen). */
 int ms_drv_hub_new(ms_drv **out, ms_hub *h, const char *host, int port,
                    const ms_drv_hooks *hooks, void *ctx);
+/* Another listener on the same hub (at most MS_DRV_MAX_LISTENERS).
+ * *bound (may be NULL) gets the port. */
+#define MS_DRV_MAX_LISTENERS 8
+int ms_drv_hub_listen(ms_drv *d, const char *host, int port, int *bound);
+/* The first listener's port, -1 if none. */
 int ms_drv_hub_port(const ms_drv *d);
 void ms_drv_hub_stop_listening(ms_drv *d);
 size_t ms_drv_hub_streams(const ms_drv *d);

@@ -27,6 +27,13 @@ int ms_posix_hub_new(ms_posix_hub **pp, ms_loop *loop, ms_hub *h,
   return 0;
 }
 
+int ms_posix_hub_listen(ms_posix_hub *p, const char *host, int port,
+                        int *bound_port) {
+  if (!p || !host)
+    return MS_ERR_INVALID_ARG;
+  return ms_drv_hub_listen(p->x.d, host, port, bound_port);
+}
+
 int ms_posix_hub_port(const ms_posix_hub *p) {
   return p ? ms_drv_hub_port(p->x.d) : -1;
 }
