@@ -71,12 +71,15 @@ static void set_state(ms_client *c, ms_client_state st, int err,
   c->cfg.on_state(c, &a, c->ud);
 }
 
-/* Send the message in c->out on the current connection. */
+/* Send the message in c->out on the current connection; nothing when
+ * building it ran out of memory. */
 static int send_out(ms_client *c) {
   if (!c->conn || c->conn_dead)
     return MS_ERR_STATE;
-  int rv = ms_wire_send(c->conn, c->enc, (const uint8_t *)c->out.data,
-                        c->out.size, &c->scratch, c->hub_max_message);
+  if (c->out.failed)
+    return MS_ERR_NOMEM;
+  int rv = ms_wire_send(c->conn, c->enc, (const uint8_t *)c->out.sb.data,
+                        c->out.sb.size, &c->scratch, c->hub_max_message);
   wake(c);
   return rv;
 }
@@ -91,7 +94,7 @@ int ms_client_send_mp(ms_client *c, const uint8_t *mp, size_t len) {
 }
 
 static msgpack_packer *packer(ms_client *c) {
-  c->out.size = 0;
+  ms_mpbuf_reset(&c->out);
   return &c->pk;
 }
 
@@ -130,10 +133,10 @@ static void deliver(ms_client *c, creq *r, ms_response_fn fn, void *ud,
  * relays): target, event, timeout_ms, elapsed_ms. */
 static void timeout_error(ms_client *c, creq *r, int64_t now,
                           const char *message) {
-  msgpack_sbuffer sb;
-  msgpack_sbuffer_init(&sb);
+  ms_mpbuf sb;
+  ms_mpbuf_init(&sb);
   msgpack_packer pk;
-  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_packer_init(&pk, &sb, ms_mpbuf_write);
   msgpack_pack_map(&pk, 4);
   msgpack_pack_str_with_body(&pk, "target", 6);
   msgpack_pack_str_with_body(&pk, r->target, strlen(r->target));
@@ -143,16 +146,20 @@ static void timeout_error(ms_client *c, creq *r, int64_t now,
   msgpack_pack_int64(&pk, r->timeout_ms);
   msgpack_pack_str_with_body(&pk, "elapsed_ms", 10);
   msgpack_pack_int64(&pk, r->sent_at == UNSTAMPED ? 0 : now - r->sent_at);
+  /* Out of memory, the timeout still arrives, with nil data. */
   msgpack_zone z;
   msgpack_object obj;
   obj.type = MSGPACK_OBJECT_NIL;
-  msgpack_zone_init(&z, 512);
+  int zok = !sb.failed && msgpack_zone_init(&z, 512);
   size_t off = 0;
-  msgpack_unpack(sb.data, sb.size, &off, &z, &obj);
+  if (zok && msgpack_unpack(sb.sb.data, sb.sb.size, &off, &z, &obj) !=
+                 MSGPACK_UNPACK_SUCCESS)
+    obj.type = MSGPACK_OBJECT_NIL;
   deliver(c, r, r->cb, r->ud, MS_ERR_REQUEST_TIMEOUT, NULL, message, &obj, 0,
           now);
-  msgpack_zone_destroy(&z);
-  msgpack_sbuffer_destroy(&sb);
+  if (zok)
+    msgpack_zone_destroy(&z);
+  ms_mpbuf_destroy(&sb);
 }
 
 /* The request's deadline passed (locally, or the hub said so first). */
@@ -229,7 +236,7 @@ int ms_reply_send(ms_reply *r, const uint8_t *data, size_t len) {
   if (rv == 0) {
     ms_client *c = r->c;
     ms_enc_response_raw(packer(c), r->id, data, len);
-    if (c->out.size > c->hub_max_message && c->hub_max_message) {
+    if (c->out.sb.size > c->hub_max_message && c->hub_max_message) {
       ms_enc_error(packer(c), r->id, ms_str_c("PAYLOAD_TOO_LARGE"),
                    ms_str_c("response larger than the hub's max_message"),
                    NULL);
@@ -254,17 +261,21 @@ int ms_reply_send(ms_reply *r, const uint8_t *data, size_t len) {
 }
 
 int ms_reply_send_str(ms_reply *r, const char *s) {
-  msgpack_sbuffer sb;
-  msgpack_sbuffer_init(&sb);
+  ms_mpbuf sb;
+  ms_mpbuf_init(&sb);
   msgpack_packer pk;
-  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_packer_init(&pk, &sb, ms_mpbuf_write);
   size_t n = s ? strlen(s) : 0;
   if (s)
     msgpack_pack_str_with_body(&pk, s, n);
   else
     msgpack_pack_nil(&pk);
-  int rv = ms_reply_send(r, (const uint8_t *)sb.data, sb.size);
-  msgpack_sbuffer_destroy(&sb);
+  /* Out of memory the reply stays unanswered: releasing it (or the
+   * handler returning) answers INTERNAL_SERVER_ERROR. */
+  int rv = sb.failed ? MS_ERR_NOMEM
+                     : ms_reply_send(r, (const uint8_t *)sb.sb.data,
+                                     sb.sb.size);
+  ms_mpbuf_destroy(&sb);
   return rv;
 }
 
@@ -326,16 +337,6 @@ int ms_client_new(ms_client **pc, const ms_client_config *cfg,
   c->mem = mem;
   c->ud = user_data;
   c->cfg = *cfg;
-  c->service = dup_opt(mem, cfg->service);
-  c->token = dup_opt(mem, cfg->token);
-  c->host = dup_opt(mem, cfg->host ? cfg->host : "localhost");
-  c->path = dup_opt(mem, cfg->path ? cfg->path : "/ws");
-  c->instance = dup_opt(mem, cfg->instance);
-  if (!c->service || !c->host || !c->path || (cfg->token && !c->token) ||
-      (cfg->instance && !c->instance)) {
-    really_free(c);
-    return MS_ERR_NOMEM;
-  }
   if (c->cfg.heartbeat_ms <= 0)
     c->cfg.heartbeat_ms = 10000;
   if (c->cfg.default_timeout_ms <= 0)
@@ -360,14 +361,26 @@ int ms_client_new(ms_client **pc, const ms_client_config *cfg,
   c->next_id = (rng_next(c) & 0x7fffffffu) + 1;
   c->state = MS_CLIENT_IDLE;
   c->reconnect_at = 0;
+  /* Everything really_free() releases is valid before the first
+   * allocation that may fail. */
   ms_u64map_init(&c->reqs, mem);
   ms_u64map_init(&c->replies, mem);
   ms_heap_init(&c->timers, mem);
   ms_strmap_init(&c->handlers, mem, rng_next(c));
-  msgpack_sbuffer_init(&c->out);
-  msgpack_packer_init(&c->pk, &c->out, msgpack_sbuffer_write);
+  ms_mpbuf_init(&c->out);
+  msgpack_packer_init(&c->pk, &c->out, ms_mpbuf_write);
   msgpack_sbuffer_init(&c->scratch);
-  msgpack_zone_init(&c->zone, 4096);
+  c->zone_ready = msgpack_zone_init(&c->zone, 4096);
+  c->service = dup_opt(mem, cfg->service);
+  c->token = dup_opt(mem, cfg->token);
+  c->host = dup_opt(mem, cfg->host ? cfg->host : "localhost");
+  c->path = dup_opt(mem, cfg->path ? cfg->path : "/ws");
+  c->instance = dup_opt(mem, cfg->instance);
+  if (!c->zone_ready || !c->service || !c->host || !c->path ||
+      (cfg->token && !c->token) || (cfg->instance && !c->instance)) {
+    really_free(c);
+    return MS_ERR_NOMEM;
+  }
   *pc = c;
   return 0;
 }
@@ -405,9 +418,10 @@ static void really_free(ms_client *c) {
   ms_client_logs_free(c);
   if (c->conn)
     ms_conn_del(c->conn);
-  msgpack_sbuffer_destroy(&c->out);
+  ms_mpbuf_destroy(&c->out);
   msgpack_sbuffer_destroy(&c->scratch);
-  msgpack_zone_destroy(&c->zone);
+  if (c->zone_ready)
+    msgpack_zone_destroy(&c->zone);
   ms_free(m, c->service);
   ms_free(m, c->token);
   ms_free(m, c->host);
@@ -514,15 +528,22 @@ int ms_client_request(ms_client *c, const char *target, const char *event,
   /* The engine reads no clock: the request is stamped with the time of
    * the next call that brings one (next_deadline is "now" until then). */
   r->sent_at = UNSTAMPED;
+  /* The timer first: a request that cannot end is refused before it is
+   * sent (no callback, nothing to cancel at the hub). */
+  if (ms_heap_push(&c->timers, &r->hn, c->last_now) != 0) {
+    ms_u64map_del(&c->reqs, r->id);
+    ms_free(c->mem, r);
+    return MS_ERR_NOMEM;
+  }
   int err = 0;
   if (c->state != MS_CLIENT_READY || !c->conn || c->conn_dead) {
     err = MS_ERR_HUB_UNAVAILABLE;
   } else {
     msgpack_packer *pk = packer(c);
-    msgpack_sbuffer ob;
-    msgpack_sbuffer_init(&ob);
+    ms_mpbuf ob;
+    ms_mpbuf_init(&ob);
     msgpack_packer opk;
-    msgpack_packer_init(&opk, &ob, msgpack_sbuffer_write);
+    msgpack_packer_init(&opk, &ob, ms_mpbuf_write);
     if (r->late_ms > 0) {
       msgpack_pack_map(&opk, 1);
       msgpack_pack_str_with_body(&opk, "late_ms", 7);
@@ -530,30 +551,31 @@ int ms_client_request(ms_client *c, const char *target, const char *event,
     } else {
       msgpack_pack_map(&opk, 0);
     }
-    ms_enc_request_raw(pk, r->id, ms_str_c(target), ms_str_c(event), data,
-                       len, (uint64_t)r->timeout_ms,
-                       (const uint8_t *)ob.data, ob.size);
-    msgpack_sbuffer_destroy(&ob);
-    if (c->hub_max_message && c->out.size > c->hub_max_message)
+    if (ob.failed)
+      c->out.failed = 1;
+    else
+      ms_enc_request_raw(pk, r->id, ms_str_c(target), ms_str_c(event), data,
+                         len, (uint64_t)r->timeout_ms,
+                         (const uint8_t *)ob.sb.data, ob.sb.size);
+    ms_mpbuf_destroy(&ob);
+    int rv;
+    if (c->out.failed)
+      rv = MS_ERR_NOMEM;
+    else if (c->hub_max_message && c->out.sb.size > c->hub_max_message)
+      rv = MS_ERR_TOO_BIG;
+    else
+      rv = send_out(c);
+    if (rv == MS_ERR_NOMEM) {
+      /* Nothing went out: refused, no callback. */
+      ms_heap_remove(&c->timers, &r->hn);
+      ms_u64map_del(&c->reqs, r->id);
+      ms_free(c->mem, r);
+      return MS_ERR_NOMEM;
+    }
+    if (rv == MS_ERR_TOO_BIG)
       err = MS_ERR_PAYLOAD_TOO_LARGE;
-    else {
-      int rv = send_out(c);
-      if (rv == MS_ERR_TOO_BIG)
-        err = MS_ERR_PAYLOAD_TOO_LARGE;
-      else if (rv)
-        err = MS_ERR_HUB_UNAVAILABLE;
-    }
-  }
-  if (ms_heap_push(&c->timers, &r->hn, c->last_now) != 0) {
-    /* Without a timer it could never end: refuse it (no callback). A
-     * request already sent is cancelled at the hub. */
-    ms_u64map_del(&c->reqs, r->id);
-    if (!err) {
-      ms_enc_cancel(packer(c), r->id);
-      send_out(c);
-    }
-    ms_free(c->mem, r);
-    return MS_ERR_NOMEM;
+    else if (rv)
+      err = MS_ERR_HUB_UNAVAILABLE;
   }
   if (err) {
     /* Reported from the next tick, never from inside this call. */
@@ -822,10 +844,10 @@ static void on_ws_open(ms_conn *conn, const ms_conn_open_arg *arg, void *ud) {
     return;
   c->enc = arg->encoding;
   /* HELLO: [1, version, service, token, opts] */
-  msgpack_sbuffer ob;
-  msgpack_sbuffer_init(&ob);
+  ms_mpbuf ob;
+  ms_mpbuf_init(&ob);
   msgpack_packer opk;
-  msgpack_packer_init(&opk, &ob, msgpack_sbuffer_write);
+  msgpack_packer_init(&opk, &ob, ms_mpbuf_write);
   msgpack_pack_map(&opk, 1 + (c->instance != NULL) + (c->cfg.watch != 0));
   msgpack_pack_str_with_body(&opk, "heartbeat_ms", 12);
   msgpack_pack_int64(&opk, c->cfg.heartbeat_ms);
@@ -838,21 +860,37 @@ static void on_ws_open(ms_conn *conn, const ms_conn_open_arg *arg, void *ud) {
     msgpack_pack_true(&opk);
   }
   msgpack_zone z;
-  msgpack_zone_init(&z, 256);
+  int zok = !ob.failed && msgpack_zone_init(&z, 256);
   msgpack_object opts;
   size_t off = 0;
-  msgpack_unpack(ob.data, ob.size, &off, &z, &opts);
-  ms_credentials cr;
-  memset(&cr, 0, sizeof cr);
-  const char *tok = c->token;
-  if (c->cfg.credentials) {
-    if (c->cfg.credentials(c, &cr, c->ud) == 0)
-      tok = cr.token[0] ? cr.token : NULL;
+  int rv = MS_ERR_NOMEM;
+  if (zok && msgpack_unpack(ob.sb.data, ob.sb.size, &off, &z, &opts) ==
+                 MSGPACK_UNPACK_SUCCESS) {
+    ms_credentials cr;
+    memset(&cr, 0, sizeof cr);
+    const char *tok = c->token;
+    if (c->cfg.credentials) {
+      if (c->cfg.credentials(c, &cr, c->ud) == 0)
+        tok = cr.token[0] ? cr.token : NULL;
+    }
+    if (ms_life_dead(&c->life))
+      rv = 0; /* deleted from the credentials callback */
+    else if (ms_enc_hello(packer(c), ms_str_c(c->service), ms_str_c(tok),
+                          &opts) == 0)
+      rv = send_out(c);
   }
-  ms_enc_hello(packer(c), ms_str_c(c->service), ms_str_c(tok), &opts);
-  msgpack_zone_destroy(&z);
-  msgpack_sbuffer_destroy(&ob);
-  send_out(c);
+  if (zok)
+    msgpack_zone_destroy(&z);
+  ms_mpbuf_destroy(&ob);
+  if (ms_life_dead(&c->life))
+    return;
+  if (rv == MS_ERR_NOMEM) {
+    /* No HELLO without all of it: give this connection up and retry. */
+    ms_conn_close(conn, MS_CLOSE_INTERNAL, "out of memory");
+    c->conn_dead = 1;
+    conn_lost(c, c->last_now, MS_ERR_NOMEM);
+    return;
+  }
   c->hello_deadline = c->last_now + 3 * c->cfg.heartbeat_ms;
 }
 

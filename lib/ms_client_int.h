@@ -87,10 +87,11 @@ struct ms_client {
   ms_wakeup_fn wakeup;
   void *wakeup_ud;
 
-  msgpack_sbuffer out;     /* encoding scratch */
+  ms_mpbuf out;            /* encoding scratch */
   msgpack_packer pk;       /* over out */
   msgpack_sbuffer scratch; /* JSON conversion scratch */
   msgpack_zone zone;
+  int zone_ready; /* msgpack_zone_init succeeded */
 
   ms_life life; /* the lifetime rule of ms_common.h */
   ms_client_stats stats;

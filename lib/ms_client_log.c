@@ -136,10 +136,10 @@ static int can_ship(const ms_client *c) {
 static int ship(ms_client *c, ms_client_logs *l, int64_t ts, int64_t level,
                 const char *msg, size_t msg_len, const uint8_t *fields,
                 size_t fields_len) {
-  msgpack_sbuffer sb;
-  msgpack_sbuffer_init(&sb);
+  ms_mpbuf sb;
+  ms_mpbuf_init(&sb);
   msgpack_packer pk;
-  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_packer_init(&pk, &sb, ms_mpbuf_write);
   msgpack_pack_array(&pk, 5);
   msgpack_pack_uint8(&pk, MS_MSG_LOG);
   msgpack_pack_int64(&pk, ts);
@@ -147,12 +147,16 @@ static int ship(ms_client *c, ms_client_logs *l, int64_t ts, int64_t level,
   msgpack_pack_str_with_body(&pk, msg, msg_len);
   if (l->dropped_unreported) {
     msgpack_zone z;
-    msgpack_zone_init(&z, 1024);
+    int zok = msgpack_zone_init(&z, 1024);
     msgpack_object fo;
     fo.type = MSGPACK_OBJECT_NIL;
     size_t off = 0;
-    if (fields_len)
-      msgpack_unpack((const char *)fields, fields_len, &off, &z, &fo);
+    if (!zok)
+      sb.failed = 1; /* the fields cannot be read back: not sent half */
+    else if (fields_len &&
+             msgpack_unpack((const char *)fields, fields_len, &off, &z,
+                            &fo) != MSGPACK_UNPACK_SUCCESS)
+      sb.failed = 1;
     uint32_t n = fo.type == MSGPACK_OBJECT_MAP ? fo.via.map.size : 0;
     msgpack_pack_map(&pk, n + 1);
     for (uint32_t i = 0; i < n; i++) {
@@ -161,16 +165,19 @@ static int ship(ms_client *c, ms_client_logs *l, int64_t ts, int64_t level,
     }
     msgpack_pack_str_with_body(&pk, "_dropped", 8);
     msgpack_pack_uint64(&pk, l->dropped_unreported);
-    msgpack_zone_destroy(&z);
+    if (zok)
+      msgpack_zone_destroy(&z);
   } else if (fields_len) {
-    msgpack_sbuffer_write(&sb, (const char *)fields, fields_len);
+    ms_mpbuf_write(&sb, (const char *)fields, fields_len);
   } else {
     msgpack_pack_map(&pk, 0);
   }
-  int rv = ms_client_send_mp(c, (const uint8_t *)sb.data, sb.size);
+  int rv = sb.failed ? MS_ERR_NOMEM
+                     : ms_client_send_mp(c, (const uint8_t *)sb.sb.data,
+                                         sb.sb.size);
   if (rv == 0)
     l->dropped_unreported = 0;
-  msgpack_sbuffer_destroy(&sb);
+  ms_mpbuf_destroy(&sb);
   return rv;
 }
 
@@ -217,17 +224,24 @@ int ms_log_raw(ms_client *c, int level, const char *message, size_t msg_len,
   if (l->sink) {
     char *m = ms_strndup(c->mem, message, msg_len);
     msgpack_zone z;
-    msgpack_zone_init(&z, 512);
+    int zok = msgpack_zone_init(&z, 512);
     msgpack_object fo;
     fo.type = MSGPACK_OBJECT_MAP;
     fo.via.map.size = 0;
     fo.via.map.ptr = NULL;
     size_t off = 0;
-    if (fields_len)
-      msgpack_unpack((const char *)fields, fields_len, &off, &z, &fo);
+    /* Out of memory the local line goes without its fields. */
+    if (zok && fields_len &&
+        msgpack_unpack((const char *)fields, fields_len, &off, &z, &fo) !=
+            MSGPACK_UNPACK_SUCCESS) {
+      fo.type = MSGPACK_OBJECT_MAP;
+      fo.via.map.size = 0;
+      fo.via.map.ptr = NULL;
+    }
     if (m)
       l->sink(c, ts, level, m, &fo, l->sink_ud);
-    msgpack_zone_destroy(&z);
+    if (zok)
+      msgpack_zone_destroy(&z);
     ms_free(c->mem, m);
   }
   if (l->n == 0 && can_ship(c)) {
@@ -282,11 +296,11 @@ static int log_fields_v(ms_client *c, int level, const ms_log_field *f,
     vsnprintf(msg, want + 1, fmt, ap);
     len = (int)want;
   }
-  msgpack_sbuffer sb;
-  msgpack_sbuffer_init(&sb);
+  ms_mpbuf sb;
+  ms_mpbuf_init(&sb);
   if (n) {
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, &sb, ms_mpbuf_write);
     msgpack_pack_map(&pk, n);
     for (size_t i = 0; i < n; i++) {
       const char *k = f[i].key ? f[i].key : "";
@@ -306,9 +320,10 @@ static int log_fields_v(ms_client *c, int level, const ms_log_field *f,
       }
     }
   }
-  int rv = ms_log_raw(c, level, msg, (size_t)len, (const uint8_t *)sb.data,
-                      sb.size);
-  msgpack_sbuffer_destroy(&sb);
+  int rv = sb.failed ? MS_ERR_NOMEM
+                     : ms_log_raw(c, level, msg, (size_t)len,
+                                  (const uint8_t *)sb.sb.data, sb.sb.size);
+  ms_mpbuf_destroy(&sb);
   if (msg != small)
     ms_free(c->mem, msg);
   return rv;

@@ -5,11 +5,11 @@
 
 #include <stdio.h>
 
-static void send_subscribe(ms_client *c, csub *s) {
-  msgpack_sbuffer sb;
-  msgpack_sbuffer_init(&sb);
+static int send_subscribe(ms_client *c, csub *s) {
+  ms_mpbuf sb;
+  ms_mpbuf_init(&sb);
   msgpack_packer pk;
-  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_packer_init(&pk, &sb, ms_mpbuf_write);
   int resume = s->last_seq > 0 && strcmp(s->hub_id, c->hub_id) == 0;
   size_t n = (s->n_services > 0) + (s->min_level > 0) + (s->contains != NULL) +
              (resume || s->history > 0);
@@ -44,8 +44,11 @@ static void send_subscribe(ms_client *c, csub *s) {
     s->last_seq = 0;
     snprintf(s->hub_id, sizeof s->hub_id, "%s", c->hub_id);
   }
-  ms_client_send_mp(c, (const uint8_t *)sb.data, sb.size);
-  msgpack_sbuffer_destroy(&sb);
+  int rv = MS_ERR_NOMEM;
+  if (!sb.failed) /* never a SUBSCRIBE without its whole filter */
+    rv = ms_client_send_mp(c, (const uint8_t *)sb.sb.data, sb.sb.size);
+  ms_mpbuf_destroy(&sb);
+  return rv;
 }
 
 static void csub_free(ms_client *c, csub *s) {
@@ -103,10 +106,12 @@ int ms_client_subscribe(ms_client *c, const char *stream,
     }
   }
   s->sub_id = l->next_sub++;
+  if (c->state == MS_CLIENT_READY && send_subscribe(c, s) == MS_ERR_NOMEM) {
+    csub_free(c, s);
+    return MS_ERR_NOMEM;
+  }
   s->next = l->subs;
   l->subs = s;
-  if (c->state == MS_CLIENT_READY)
-    send_subscribe(c, s);
   if (sub_id)
     *sub_id = s->sub_id;
   return 0;
@@ -122,13 +127,13 @@ int ms_client_unsubscribe(ms_client *c, uint64_t sub_id) {
       continue;
     *pp = s->next;
     if (c->state == MS_CLIENT_READY) {
-      msgpack_sbuffer sb;
-      msgpack_sbuffer_init(&sb);
+      ms_mpbuf sb;
+      ms_mpbuf_init(&sb);
       msgpack_packer pk;
-      msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-      ms_enc_unsubscribe(&pk, sub_id);
-      ms_client_send_mp(c, (const uint8_t *)sb.data, sb.size);
-      msgpack_sbuffer_destroy(&sb);
+      msgpack_packer_init(&pk, &sb, ms_mpbuf_write);
+      if (ms_enc_unsubscribe(&pk, sub_id) == 0 && !sb.failed)
+        ms_client_send_mp(c, (const uint8_t *)sb.sb.data, sb.sb.size);
+      ms_mpbuf_destroy(&sb);
     }
     csub_free(c, s);
     return 0;

@@ -25,7 +25,7 @@ int64_t ms_hub_wall_us(ms_hub *h, int64_t now) {
 }
 
 msgpack_packer *ms_hub_packer(ms_hub *h) {
-  h->out.size = 0;
+  ms_mpbuf_reset(&h->out);
   return &h->pk;
 }
 
@@ -88,10 +88,12 @@ int ms_hub_send_out(ms_hub *h, ms_hub_conn *hc) {
     return MS_ERR_CLOSED;
   if (hc->doomed)
     return MS_ERR_SLOW_CONSUMER;
-  int rv = ms_wire_send(hc->ws, hc->enc, (const uint8_t *)h->out.data,
-                        h->out.size, &h->scratch, h->cfg.max_message);
+  if (h->out.failed)
+    return MS_ERR_NOMEM; /* never half a message */
+  int rv = ms_wire_send(hc->ws, hc->enc, (const uint8_t *)h->out.sb.data,
+                        h->out.sb.size, &h->scratch, h->cfg.max_message);
   if (rv == 0)
-    h->stats.bytes_out += h->out.size;
+    h->stats.bytes_out += h->out.sb.size;
   ms_hub_mark_dirty(h, hc);
   if (rv == 0 && ms_conn_out_pending(hc->ws) > h->cfg.out_hard_limit) {
     /* A peer that does not read is not allowed to hold the hub's memory:
@@ -215,11 +217,15 @@ int ms_hub_new(ms_hub **ph, const ms_hub_config *cfg, void *user_data,
   ms_u64map_init(&h->routes, mem);
   ms_heap_init(&h->timers, mem);
   ms_heap_init(&h->live, mem);
-  msgpack_sbuffer_init(&h->out);
-  msgpack_packer_init(&h->pk, &h->out, msgpack_sbuffer_write);
+  ms_mpbuf_init(&h->out);
+  msgpack_packer_init(&h->pk, &h->out, ms_mpbuf_write);
   msgpack_sbuffer_init(&h->scratch);
-  msgpack_zone_init(&h->zone, 4096);
+  h->zone_ready = msgpack_zone_init(&h->zone, 4096);
   h->started_at = INT64_MIN;
+  if (!h->zone_ready) {
+    ms_hub_del(h);
+    return MS_ERR_NOMEM;
+  }
   int arv = ms_hub_auth_new(h);
   if (arv) {
     ms_hub_del(h);
@@ -276,9 +282,10 @@ static void hub_free(ms_hub *h) {
   ms_strmap_free(&h->registry);
   ms_heap_free(&h->timers);
   ms_heap_free(&h->live);
-  msgpack_sbuffer_destroy(&h->out);
+  ms_mpbuf_destroy(&h->out);
   msgpack_sbuffer_destroy(&h->scratch);
-  msgpack_zone_destroy(&h->zone);
+  if (h->zone_ready)
+    msgpack_zone_destroy(&h->zone);
   ms_free(h->mem, h->secret);
   ms_free(h->mem, h);
   (void)route_free;
@@ -350,7 +357,7 @@ static void route_free(ms_hub *h, route *r) { ms_free(h->mem, r); }
 static void pack_passthrough(ms_hub *h, const ms_raw *raw,
                              const msgpack_object *obj) {
   if (raw->ptr)
-    msgpack_sbuffer_write(&h->out, (const char *)raw->ptr, raw->len);
+    ms_mpbuf_write(&h->out, (const char *)raw->ptr, raw->len);
   else
     msgpack_pack_object(&h->pk, *obj);
 }
@@ -415,7 +422,7 @@ static void on_request(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
   } else {
     msgpack_pack_map(pk, 0);
   }
-  if (h->out.size > h->cfg.max_message) {
+  if (h->out.sb.size > h->cfg.max_message) {
     ms_hub_send_error(h, hc, m->id, "PAYLOAD_TOO_LARGE",
                       "request larger than max_message", NULL);
     return;
@@ -503,7 +510,7 @@ static void on_answer(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
                                m->message.len);
     pack_passthrough(h, &m->extra_raw, &m->extra);
   }
-  if (h->out.size > h->cfg.max_message) {
+  if (h->out.sb.size > h->cfg.max_message) {
     ms_hub_send_error(h, o, oid, "PAYLOAD_TOO_LARGE",
                       "response larger than max_message", NULL);
     return;
@@ -540,10 +547,10 @@ static void on_cancel(ms_hub *h, ms_hub_conn *hc, const ms_msg *m) {
 static void route_deadline(ms_hub *h, route *r, int64_t now) {
   if (!r->timed_out) {
     /* REQUEST_TIMEOUT to the requester, with what was applied. */
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
+    ms_mpbuf sb;
+    ms_mpbuf_init(&sb);
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, &sb, ms_mpbuf_write);
     msgpack_pack_map(&pk, 3);
     msgpack_pack_str_with_body(&pk, "target", 6);
     const char *tn = r->target && r->target->name ? r->target->name : "";
@@ -552,19 +559,24 @@ static void route_deadline(ms_hub *h, route *r, int64_t now) {
     msgpack_pack_str_with_body(&pk, r->event, r->event_len);
     msgpack_pack_str_with_body(&pk, "timeout_ms", 10);
     msgpack_pack_int64(&pk, r->timeout_ms);
+    /* Out of memory, the timeout still goes out, without its data. */
     msgpack_zone z;
-    msgpack_zone_init(&z, 256);
+    int zok = !sb.failed && msgpack_zone_init(&z, 256);
     msgpack_object obj;
+    obj.type = MSGPACK_OBJECT_NIL;
     size_t off = 0;
-    msgpack_unpack(sb.data, sb.size, &off, &z, &obj);
+    if (zok && msgpack_unpack(sb.sb.data, sb.sb.size, &off, &z, &obj) !=
+                   MSGPACK_UNPACK_SUCCESS)
+      obj.type = MSGPACK_OBJECT_NIL;
     char msg[320];
     snprintf(msg, sizeof msg, "%s did not answer '%s' within %lld ms", tn,
              r->event, (long long)r->timeout_ms);
     if (r->origin)
       ms_hub_send_error(h, r->origin, r->origin_id, "REQUEST_TIMEOUT", msg,
                         &obj);
-    msgpack_zone_destroy(&z);
-    msgpack_sbuffer_destroy(&sb);
+    if (zok)
+      msgpack_zone_destroy(&z);
+    ms_mpbuf_destroy(&sb);
     /* (Sends never close a connection synchronously, so r is intact.) */
     if (r->late_ms > 0) {
       r->timed_out = 1;

@@ -102,10 +102,11 @@ struct ms_hub {
   ms_hub_wakeup_fn wakeup;
   void *wakeup_ud;
 
-  msgpack_sbuffer out;
+  ms_mpbuf out; /* a message that ran out of memory is not sent */
   msgpack_packer pk;
   msgpack_sbuffer scratch;
   msgpack_zone zone;
+  int zone_ready; /* msgpack_zone_init succeeded */
 
   ms_life life; /* the lifetime rule of ms_common.h */
   int shutting_down;

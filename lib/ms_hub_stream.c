@@ -51,7 +51,7 @@ typedef struct stream {
 
 struct ms_hub_streams {
   stream s[N_STREAMS];
-  msgpack_sbuffer body; /* record encoded once, after [type, sub_id] */
+  ms_mpbuf body; /* record encoded once, after [type, sub_id] */
   msgpack_packer bpk;
 };
 
@@ -70,8 +70,8 @@ int ms_hub_streams_new(ms_hub *h) {
       return MS_ERR_NOMEM;
     }
   }
-  msgpack_sbuffer_init(&st->body);
-  msgpack_packer_init(&st->bpk, &st->body, msgpack_sbuffer_write);
+  ms_mpbuf_init(&st->body);
+  msgpack_packer_init(&st->bpk, &st->body, ms_mpbuf_write);
   h->streams = st;
   return 0;
 }
@@ -94,7 +94,7 @@ void ms_hub_streams_del(ms_hub *h) {
       ms_free(h->mem, s->ring[(s->head + k) % s->cap]);
     ms_free(h->mem, s->ring);
   }
-  msgpack_sbuffer_destroy(&st->body);
+  ms_mpbuf_destroy(&st->body);
   ms_free(h->mem, st);
   h->streams = NULL;
 }
@@ -115,13 +115,17 @@ static rec *keep(ms_hub *h, stream *s, int64_t ts_us, int64_t level,
   msgpack_sbuffer_init(&eb);
   msgpack_packer epk;
   msgpack_packer_init(&epk, &eb, msgpack_sbuffer_write);
+  int prv;
   if (extra && extra->type == MSGPACK_OBJECT_MAP)
-    msgpack_pack_object(&epk, *extra);
+    prv = msgpack_pack_object(&epk, *extra);
   else
-    msgpack_pack_map(&epk, 0);
+    prv = msgpack_pack_map(&epk, 0);
   if (service_len > 65535)
     service_len = 65535;
-  rec *r = ms_malloc(h->mem, sizeof *r + service_len + message_len + eb.size);
+  /* A record without its fields is not kept half. */
+  rec *r = prv ? NULL
+               : ms_malloc(h->mem,
+                           sizeof *r + service_len + message_len + eb.size);
   if (!r) {
     msgpack_sbuffer_destroy(&eb);
     return NULL;
@@ -187,7 +191,7 @@ static int matches(const hub_sub *sub, const rec *r) {
 /* Encode the record's body (everything after type and sub_id) once. */
 static void encode_body(ms_hub_streams *st, int stream_id, const rec *r) {
   msgpack_packer *pk = &st->bpk;
-  st->body.size = 0;
+  ms_mpbuf_reset(&st->body);
   msgpack_pack_uint64(pk, r->seq);
   msgpack_pack_int64(pk, r->ts_us);
   if (stream_id == STREAM_LOGS) {
@@ -199,7 +203,7 @@ static void encode_body(ms_hub_streams *st, int stream_id, const rec *r) {
     msgpack_pack_str_with_body(pk, kind, strlen(kind));
     msgpack_pack_str_with_body(pk, r->data, r->service_len);
   }
-  msgpack_sbuffer_write(&st->body,
+  ms_mpbuf_write(&st->body,
                         r->data + r->service_len + r->message_len,
                         r->extra_len);
 }
@@ -215,7 +219,9 @@ static int send_body(ms_hub *h, hub_sub *sub) {
     msgpack_pack_uint8(pk, MS_MSG_PRESENCE);
   }
   msgpack_pack_uint64(pk, sub->sub_id);
-  msgpack_sbuffer_write(&h->out, st->body.data, st->body.size);
+  if (st->body.failed)
+    return MS_ERR_NOMEM; /* never a record cut short */
+  ms_mpbuf_write(&h->out, st->body.sb.data, st->body.sb.size);
   return ms_hub_send_out(h, sub->hc);
 }
 
@@ -314,10 +320,10 @@ void ms_hub_subs_drained(ms_hub *h, ms_hub_conn *hc) {
 void ms_hub_presence(ms_hub *h, const char *kind, const ms_hub_conn *hc,
                      const char *reason, int64_t now) {
   stream *s = &h->streams->s[STREAM_PRESENCE];
-  msgpack_sbuffer db;
-  msgpack_sbuffer_init(&db);
+  ms_mpbuf db;
+  ms_mpbuf_init(&db);
   msgpack_packer pk;
-  msgpack_packer_init(&pk, &db, msgpack_sbuffer_write);
+  msgpack_packer_init(&pk, &db, ms_mpbuf_write);
   int n = (reason != NULL) + (hc->instance != NULL);
   msgpack_pack_map(&pk, (size_t)n);
   if (reason) {
@@ -329,14 +335,18 @@ void ms_hub_presence(ms_hub *h, const char *kind, const ms_hub_conn *hc,
     msgpack_pack_str_with_body(&pk, hc->instance, strlen(hc->instance));
   }
   msgpack_zone z;
-  msgpack_zone_init(&z, 256);
+  int zok = !db.failed && msgpack_zone_init(&z, 256);
   msgpack_object detail;
   size_t off = 0;
-  msgpack_unpack(db.data, db.size, &off, &z, &detail);
-  rec *r = keep(h, s, ms_hub_wall_us(h, now), 0, kind[0] == 'u' ? 1 : 2,
-                hc->name, hc->name_len, NULL, 0, &detail);
-  msgpack_zone_destroy(&z);
-  msgpack_sbuffer_destroy(&db);
+  rec *r = NULL;
+  /* Out of memory the presence record is not kept (nor half kept). */
+  if (zok && msgpack_unpack(db.sb.data, db.sb.size, &off, &z, &detail) ==
+                 MSGPACK_UNPACK_SUCCESS)
+    r = keep(h, s, ms_hub_wall_us(h, now), 0, kind[0] == 'u' ? 1 : 2,
+             hc->name, hc->name_len, NULL, 0, &detail);
+  if (zok)
+    msgpack_zone_destroy(&z);
+  ms_mpbuf_destroy(&db);
   if (r)
     fan_out(h, STREAM_PRESENCE, r);
 }
@@ -398,6 +408,7 @@ void ms_hub_on_subscribe(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
   sub->stream = sid;
   const msgpack_object *f = &m->extra;
   const char *bad = NULL;
+  int nomem = 0; /* a filter that could not be kept is refused, not widened */
   const msgpack_object *svcs = ms_map_get(f, "services");
   if (svcs && svcs->type != MSGPACK_OBJECT_NIL) {
     if (svcs->type != MSGPACK_OBJECT_ARRAY || svcs->via.array.size > 1024) {
@@ -405,6 +416,7 @@ void ms_hub_on_subscribe(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
     } else {
       sub->services = ms_calloc(h->mem, svcs->via.array.size + 1,
                                 sizeof(char *));
+      nomem = !sub->services;
       for (uint32_t i = 0; sub->services && i < svcs->via.array.size; i++) {
         const msgpack_object *o = &svcs->via.array.ptr[i];
         if (o->type != MSGPACK_OBJECT_STR) {
@@ -413,8 +425,11 @@ void ms_hub_on_subscribe(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
         }
         sub->services[sub->n_services] =
             ms_strndup(h->mem, o->via.str.ptr, o->via.str.size);
-        if (sub->services[sub->n_services])
-          sub->n_services++;
+        if (!sub->services[sub->n_services]) {
+          nomem = 1;
+          break;
+        }
+        sub->n_services++;
       }
     }
   }
@@ -430,6 +445,7 @@ void ms_hub_on_subscribe(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
   else if (rv == 0 && contains.len) {
     sub->contains = ms_strndup(h->mem, contains.ptr, contains.len);
     sub->contains_len = sub->contains ? contains.len : 0;
+    nomem |= !sub->contains;
   }
   uint64_t history = 0, since = 0;
   int has_since = 0;
@@ -440,9 +456,13 @@ void ms_hub_on_subscribe(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
   if (rv == MS_ERR_BAD_MESSAGE)
     bad = "filter.since_seq must be a non-negative integer";
   has_since = rv == 0;
-  if (bad) {
+  if (bad || nomem) {
     sub_free(h, sub);
-    sub_error(h, hc, m->id, bad);
+    if (bad)
+      sub_error(h, hc, m->id, bad);
+    else
+      ms_hub_send_error(h, hc, m->id, "INTERNAL_SERVER_ERROR",
+                        "out of memory", NULL);
     return;
   }
   stream *s = &h->streams->s[sid];

@@ -3,6 +3,15 @@
 
 #include <stdio.h>
 
+int ms_mpbuf_write(void *data, const char *buf, size_t len) {
+  ms_mpbuf *b = data;
+  if (b->failed || msgpack_sbuffer_write(&b->sb, buf, len) != 0) {
+    b->failed = 1;
+    return -1;
+  }
+  return 0;
+}
+
 int ms_wire_send(ms_conn *c, ms_encoding enc, const uint8_t *mp, size_t len,
                  msgpack_sbuffer *scratch, size_t limit) {
   if (enc != MS_ENC_JSON) {

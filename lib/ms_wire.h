@@ -25,6 +25,32 @@ int ms_wire_decode(ms_encoding enc, const ms_conn_message_arg *arg,
                    msgpack_sbuffer *scratch, msgpack_zone *zone, ms_dir dir,
                    ms_msg *msg, ms_decode_error *err);
 
+/*
+ * A msgpack_sbuffer for building messages whose first failed write (out
+ * of memory) makes every later write fail too: a message is then known to
+ * be broken instead of going out truncated. Pack with
+ * msgpack_packer_init(&pk, &b, ms_mpbuf_write); check b.failed before
+ * using b.sb.
+ */
+typedef struct ms_mpbuf {
+  msgpack_sbuffer sb;
+  int failed;
+} ms_mpbuf;
+
+static inline void ms_mpbuf_init(ms_mpbuf *b) {
+  msgpack_sbuffer_init(&b->sb);
+  b->failed = 0;
+}
+/* Empty it for the next message (keeps the memory). */
+static inline void ms_mpbuf_reset(ms_mpbuf *b) {
+  b->sb.size = 0;
+  b->failed = 0;
+}
+static inline void ms_mpbuf_destroy(ms_mpbuf *b) {
+  msgpack_sbuffer_destroy(&b->sb);
+}
+int ms_mpbuf_write(void *data, const char *buf, size_t len);
+
 /* Service-name rule of PROTOCOL.md: 1..128 bytes of [A-Za-z0-9._:-]. */
 int ms_valid_service_name(const char *s, size_t len);
 

@@ -180,7 +180,8 @@ static inline void fh_respond_str(fakehub *f, uint64_t id, const char *s) {
   msgpack_packer_init(&dp, &d, msgpack_sbuffer_write);
   msgpack_pack_str_with_body(&dp, s, strlen(s));
   size_t n = d.size < sizeof data ? d.size : sizeof data;
-  memcpy(data, d.data, n);
+  if (n)
+    memcpy(data, d.data, n);
   msgpack_sbuffer_destroy(&d);
   ms_enc_response_raw(pk, id, data, n);
   fh_send(f);

@@ -1,0 +1,363 @@
+/* Allocation failure as a tested path: each scenario runs once to count
+ * the allocations it makes, then once more for every N with the Nth
+ * allocation failing. Under ASan/LSan this finds crashes, uses after free
+ * and leaks on every failure path; the scenarios also check that every
+ * accepted request got exactly one callback.
+ *
+ * The hook is this program's own malloc/calloc/realloc/free, which
+ * forwards to the sanitizer's allocator (or glibc's): so it also fails the
+ * allocations msgpack-c (buffers, zones), wslay, nettle and the driver
+ * core make, not only those through ms_allocator. It is active only while
+ * a scenario runs. */
+#include "ms_test.h"
+#include "fakehub.h"
+#include "hubsim.h"
+
+extern void *__interceptor_malloc(size_t) __attribute__((weak));
+extern void *__interceptor_calloc(size_t, size_t) __attribute__((weak));
+extern void *__interceptor_realloc(void *, size_t) __attribute__((weak));
+extern void __interceptor_free(void *) __attribute__((weak));
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern void __libc_free(void *);
+
+/* Undefined behaviour on a failure path fails the test too. */
+const char *__ubsan_default_options(void);
+const char *__ubsan_default_options(void) {
+  return "halt_on_error=1:print_stacktrace=1";
+}
+
+static int fm_active;
+static long fm_count;
+static long fm_fail_at; /* 0: never */
+static long fm_failed;
+
+static int fm_fail(void) {
+  if (!fm_active)
+    return 0;
+  if (++fm_count == fm_fail_at) {
+    fm_failed++;
+    return 1;
+  }
+  return 0;
+}
+
+void *malloc(size_t n) {
+  if (fm_fail())
+    return NULL;
+  return __interceptor_malloc ? __interceptor_malloc(n) : __libc_malloc(n);
+}
+void *calloc(size_t k, size_t n) {
+  if (fm_fail())
+    return NULL;
+  return __interceptor_calloc ? __interceptor_calloc(k, n)
+                              : __libc_calloc(k, n);
+}
+void *realloc(void *p, size_t n) {
+  if (fm_fail())
+    return NULL;
+  return __interceptor_realloc ? __interceptor_realloc(p, n)
+                               : __libc_realloc(p, n);
+}
+void free(void *p) {
+  if (__interceptor_free)
+    __interceptor_free(p);
+  else
+    __libc_free(p);
+}
+
+/* ---- bookkeeping of request callbacks ---- */
+
+#define MAX_REQ 16
+typedef struct req_log {
+  int accepted[MAX_REQ]; /* ms_client_request returned 0 */
+  int calls[MAX_REQ];
+  int n;
+} req_log;
+
+static req_log g_reqs;
+static int g_bad; /* a scenario saw a broken invariant */
+
+static void on_answer(ms_client *c, const ms_response_arg *a, void *ud) {
+  (void)c, (void)a;
+  g_reqs.calls[(int)(intptr_t)ud]++;
+}
+
+static void on_late(ms_client *c, const ms_response_arg *a, void *ud) {
+  (void)c, (void)a, (void)ud;
+}
+
+static uint64_t request(ms_client *c, const char *target, int64_t timeout,
+                        int64_t late) {
+  if (g_reqs.n >= MAX_REQ)
+    return 0;
+  int k = g_reqs.n++;
+  ms_request_opts o;
+  memset(&o, 0, sizeof o);
+  o.timeout_ms = timeout;
+  if (late) {
+    o.late_ms = late;
+    o.on_late = on_late;
+  }
+  uint64_t id = 0;
+  static const uint8_t data[] = {0x91, 0x01}; /* [1] */
+  int rv = ms_client_request(c, target, "work", data, sizeof data, &o,
+                             on_answer, (void *)(intptr_t)k, &id);
+  g_reqs.accepted[k] = rv == 0;
+  return rv == 0 ? id : 0;
+}
+
+/* After the client is gone: each accepted request had one callback, and
+ * a refused one had none. */
+static void check_requests(void) {
+  for (int k = 0; k < g_reqs.n; k++)
+    if (g_reqs.calls[k] != (g_reqs.accepted[k] ? 1 : 0)) {
+      printf("#   request %d: %d callbacks (accepted %d), fail_at %ld\n", k,
+             g_reqs.calls[k], g_reqs.accepted[k], fm_fail_at);
+      g_bad = 1;
+    }
+}
+
+static void on_rec(ms_client *c, const ms_record *r, void *ud) {
+  (void)c, (void)r, (void)ud;
+}
+
+/* ---- scenarios ---- */
+
+static void scenario_client_new(void) {
+  ms_client_config cfg;
+  ms_client_config_init(&cfg);
+  cfg.service = "svc";
+  cfg.token = "tok";
+  cfg.instance = "i-1";
+  cfg.seed = 1;
+  ms_client *c = NULL;
+  if (ms_client_new(&c, &cfg, NULL, NULL) == 0) {
+    ms_client_on(c, "work", NULL, NULL);
+    ms_client_del(c);
+  }
+}
+
+static void handler(ms_client *c, ms_reply *r, const ms_request_arg *a,
+                    void *ud) {
+  (void)c, (void)a, (void)ud;
+  ms_reply_send_str(r, "done");
+}
+
+/* A client and the scripted hub: register, requests (answered, timed out
+ * with a late window, cancelled, refused by the hub), logs, a
+ * subscription, a handled request, the connection lost with requests in
+ * flight, a reconnect, and the client deleted with requests pending. */
+static void scenario_client_session(void) {
+  ms_client_config cfg;
+  ms_client_config_init(&cfg);
+  cfg.service = "svc";
+  cfg.seed = 3;
+  cfg.backoff_min_ms = 10;
+  cfg.backoff_max_ms = 20;
+  ms_client *c = NULL;
+  if (ms_client_new(&c, &cfg, NULL, NULL) != 0)
+    return;
+  ms_log_set_sink(c, NULL, NULL);
+  ms_client_on(c, "work", handler, NULL);
+  ms_log(c, MS_LEVEL_INFO, "queued %d", 1);
+  fakehub f;
+  fh_init(&f, c, 1000);
+  if (fh_accept(&f) == 0) {
+    fh_welcome(&f);
+    uint64_t sid = 0;
+    const char *svcs[] = {"a"};
+    ms_subscribe_opts so;
+    memset(&so, 0, sizeof so);
+    so.services = svcs;
+    so.n_services = 1;
+    so.contains = "x";
+    ms_client_subscribe(c, "logs", &so, on_rec, NULL, &sid);
+    uint64_t a = request(c, "t", 100, 0);
+    uint64_t b = request(c, "t", 100, 500);
+    uint64_t d = request(c, "t", 100, 0);
+    uint64_t e = request(c, "t", 100, 0);
+    request(c, "t", 100, 0); /* left in flight: the connection drops */
+    fh_advance(&f, 0);
+    if (a)
+      fh_respond_str(&f, a, "ok");
+    if (d)
+      ms_client_cancel(c, d);
+    if (e)
+      fh_error(&f, e, "TARGET_SERVICE_NOT_FOUND");
+    /* The hub asks the client to do work. */
+    ms_enc_request_raw(fh_pk(&f), 77, (ms_str){"other", 5},
+                       (ms_str){"work", 4}, (const uint8_t *)"\xc0", 1, 1000,
+                       NULL, 0);
+    fh_send(&f);
+    ms_log(c, MS_LEVEL_WARN, "live %s", "record");
+    fh_advance(&f, 100); /* b times out, late window opens */
+    if (b)
+      fh_respond_str(&f, b, "late");
+    fh_advance(&f, 10);
+    if (sid)
+      ms_client_unsubscribe(c, sid);
+  }
+  fh_drop(&f); /* in-flight requests end: HUB_UNAVAILABLE */
+  f.now += 50;
+  if (ms_client_want_connect(c, f.now) && fh_accept(&f) == 0) {
+    fh_welcome(&f);
+    request(c, "t", 1000, 0);
+    fh_advance(&f, 0);
+  }
+  request(c, "t", 1000, 0);
+  ms_client_del(c); /* pending ones: CANCELLED */
+  f.c = NULL;
+  fh_free(&f);
+}
+
+static int on_http(ms_hub *h, ms_conn *c, const ms_http_request *req,
+                   void *ud) {
+  (void)h, (void)req, (void)ud;
+  return ms_conn_http_respond(c, 200, "text/plain", NULL, "x\n", 2) == 0 ? 0
+                                                                         : -1;
+}
+
+static ms_client *sim_cl(const char *name, int watch) {
+  ms_client_config cfg;
+  ms_client_config_init(&cfg);
+  cfg.service = name;
+  cfg.seed = 5;
+  cfg.watch = watch;
+  ms_client *c = NULL;
+  if (ms_client_new(&c, &cfg, NULL, NULL) != 0)
+    return NULL;
+  ms_log_set_sink(c, NULL, NULL);
+  return c;
+}
+
+/* The watcher asked for alpha's records only: a filter the hub could not
+ * keep must be refused, never widened to every service. */
+static void on_rec_alpha_only(ms_client *c, const ms_record *r, void *ud) {
+  (void)c, (void)ud;
+  if (r->kind == MS_RECORD_LOG &&
+      !(r->service.len == 5 && memcmp(r->service.ptr, "alpha", 5) == 0)) {
+    printf("#   a record from %.*s passed a filter for alpha, fail_at %ld\n",
+           (int)r->service.len, r->service.ptr, fm_fail_at);
+    g_bad = 1;
+  }
+}
+
+/* A hub with two services and a watcher: routing, logs to a
+ * subscriber, an HTTP request, a service dropping with a request
+ * routed to it. */
+static void scenario_hub(void) {
+  ms_hub_config hc;
+  ms_hub_config_init(&hc);
+  hc.hub_id = "hub-fm";
+  hc.on_http = on_http;
+  sim s;
+  if (sim_init(&s, &hc) != 0)
+    return;
+  ms_client *a = sim_cl("alpha", 0), *b = sim_cl("beta", 0);
+  ms_client *w = sim_cl("watch", 1);
+  if (a)
+    ms_client_on(a, "work", handler, NULL);
+  int ia = a ? sim_add(&s, a) : -1;
+  if (b)
+    sim_add(&s, b);
+  if (w)
+    sim_add(&s, w);
+  sim_pump(&s);
+  if (w) {
+    const char *only[] = {"alpha"};
+    ms_subscribe_opts so;
+    memset(&so, 0, sizeof so);
+    so.services = only;
+    so.n_services = 1;
+    so.contains = "says";
+    ms_client_subscribe(w, "logs", &so, on_rec_alpha_only, NULL, NULL);
+  }
+  sim_pump(&s);
+  if (a)
+    ms_log(a, MS_LEVEL_WARN, "alpha says %d", 1);
+  if (b) {
+    request(b, "alpha", 500, 0);
+    request(b, "nobody", 500, 0);
+    ms_log(b, MS_LEVEL_WARN, "beta says %d", 2);
+  }
+  sim_pump(&s);
+  ms_hub_conn *http = NULL;
+  if (ms_hub_accept(s.hub, &http, NULL, s.now) == 0) {
+    static const char get[] = "GET /metrics HTTP/1.1\r\nHost: h\r\n\r\n";
+    ms_hub_conn_feed(http, (const uint8_t *)get, sizeof get - 1, s.now);
+    size_t n = 0;
+    ms_hub_conn_peek(http, &n);
+    ms_hub_conn_consume(http, n);
+    ms_hub_conn_release(http);
+  }
+  if (b)
+    request(b, "alpha", 500, 0);
+  if (ia >= 0)
+    sim_drop(&s, ia); /* alpha goes away with a request routed to it */
+  sim_advance(&s, 600);
+  sim_free(&s);
+}
+
+typedef struct scenario {
+  const char *name;
+  void (*fn)(void);
+} scenario;
+
+static void run_all_failures(const scenario *sc) {
+  /* A dry run counts the allocations and must itself be clean. */
+  memset(&g_reqs, 0, sizeof g_reqs);
+  fm_fail_at = 0;
+  fm_count = 0;
+  fm_active = 1;
+  sc->fn();
+  fm_active = 0;
+  check_requests();
+  long total = fm_count;
+  CHECK(total > 0);
+  CHECK(!g_bad);
+  int answered = 0;
+  for (int k = 0; k < g_reqs.n; k++)
+    answered += g_reqs.accepted[k] && g_reqs.calls[k] == 1;
+  CHECK_EQ_INT(answered, g_reqs.n); /* without failures all go through */
+  long failed = 0;
+  for (long n = 1; n <= total + 1; n++) {
+    memset(&g_reqs, 0, sizeof g_reqs);
+    fm_fail_at = n;
+    fm_count = 0;
+    fm_failed = 0;
+    fm_active = 1;
+    sc->fn();
+    fm_active = 0;
+    failed += fm_failed;
+    check_requests();
+    CHECK(!g_bad);
+  }
+  printf("# %s: %ld allocations, each failed once (%ld runs)\n", sc->name,
+         total, failed);
+  CHECK(failed >= total);
+}
+
+static void client_new_survives_every_allocation_failure(void) {
+  scenario s = {"client_new", scenario_client_new};
+  run_all_failures(&s);
+}
+
+static void client_session_survives_every_allocation_failure(void) {
+  scenario s = {"client_session", scenario_client_session};
+  run_all_failures(&s);
+}
+
+static void hub_session_survives_every_allocation_failure(void) {
+  scenario s = {"hub", scenario_hub};
+  run_all_failures(&s);
+}
+
+static const ms_test_case tests[] = {
+    TEST(client_new_survives_every_allocation_failure),
+    TEST(client_session_survives_every_allocation_failure),
+    TEST(hub_session_survives_every_allocation_failure),
+};
+
+MS_TEST_MAIN(tests)
