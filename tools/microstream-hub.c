@@ -8,6 +8,8 @@
 #include "ms_store.h"
 
 #include <errno.h>
+#include <netdb.h>
+#include <sys/socket.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
@@ -223,6 +225,7 @@ static void on_signal(ms_loop *loop, int fd, unsigned events, void *ud) {
 }
 
 static int read_secret(const char *path, uint8_t **out, size_t *len) {
+  errno = 0;
   FILE *f = fopen(path, "rb");
   if (!f)
     return -1;
@@ -239,6 +242,45 @@ static int read_secret(const char *path, uint8_t **out, size_t *len) {
   memcpy(*out, buf, n);
   *len = n;
   return 0;
+}
+
+/* The listener failed: find the operating system's reason by trying the
+ * same bind here, and say it in words people search for. */
+static void explain_listen_failure(const char *host, int port, int rv) {
+  struct addrinfo hints, *ai = NULL;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  char ps[16];
+  snprintf(ps, sizeof ps, "%d", port);
+  int gai = getaddrinfo(host, ps, &hints, &ai);
+  if (gai != 0) {
+    fprintf(stderr, "microstream-hub: cannot listen on %s:%d: cannot resolve "
+                    "'%s' (%s)\n", host, port, host, gai_strerror(gai));
+    return;
+  }
+  int err = 0;
+  int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    err = errno;
+  } else {
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 1) != 0)
+      err = errno;
+    close(fd);
+  }
+  freeaddrinfo(ai);
+  const char *hint = "";
+  if (err == EADDRINUSE)
+    hint = " (another hub or program is listening there; pick another "
+           "--listen port or stop it)";
+  else if (err == EACCES)
+    hint = " (ports below 1024 need privileges)";
+  else if (err == EADDRNOTAVAIL)
+    hint = " (no interface of this machine has that address)";
+  fprintf(stderr, "microstream-hub: cannot listen on %s:%d: %s%s\n", host,
+          port, err ? strerror(err) : ms_strerror(rv), hint);
 }
 
 /* ---- options: one table for getopt, --help and the checks ---------------- */
@@ -499,7 +541,8 @@ static int key_set_load(key_set *ks, const hub_args *ar) {
       continue;
     size_t len;
     if (read_secret(path, &ks->bufs[ks->n], &len) != 0) {
-      fprintf(stderr, "microstream-hub: cannot read a secret from %s\n", path);
+      fprintf(stderr, "microstream-hub: cannot read a secret from %s: %s\n",
+              path, errno ? strerror(errno) : "the file is empty");
       key_set_free(ks);
       return -1;
     }
@@ -652,8 +695,7 @@ int main(int argc, char **argv) {
   for (size_t i = 0; rv == 0 && i < ar.nlisten; i++) {
     rv = ms_posix_hub_listen(a.ph, urls[i].host, urls[i].port, &ports[i]);
     if (rv != 0)
-      fprintf(stderr, "microstream-hub: cannot listen on %s: %s\n",
-              ar.listen[i], ms_strerror(rv));
+      explain_listen_failure(urls[i].host, urls[i].port, rv);
   }
   if (rv != 0) {
     if (!a.ph)

@@ -5,9 +5,10 @@
  *   ... | ms-log --service NAME
  *       reads standard input until end of file.
  * Lines pass through to our own stdout/stderr unless --quiet. Long lines are
- * split, bytes that are not UTF-8 text are escaped, and a slow or absent hub
- * never blocks the command (records wait in a bounded ring, then the oldest
- * are dropped and counted). */
+ * split and bytes that are not UTF-8 text are escaped. Nothing is lost: while
+ * the queue of records waiting for the hub is full, ms-log stops reading its
+ * input (the pipe pushes back on the writer). With --drop it never stops
+ * reading and drops the oldest waiting records instead, counting them. */
 #include <microstream/ms_log.h>
 #include <microstream/ms_posix.h>
 
@@ -34,6 +35,8 @@ typedef struct src {
   char buf[MAX_LINE];
   size_t len;
   int open;
+  int paused; /* not watched: the queue is full */
+  int eof;    /* input ended; close once the buffer is shipped */
 } src;
 
 typedef struct app {
@@ -44,6 +47,11 @@ typedef struct app {
   int child_status;
   int child_done;
   int quiet;
+  int drop;          /* --drop: never pause the input */
+  size_t queue_max;  /* records waiting for the hub */
+  int refused;       /* the hub refused our token or name */
+  int ever_ready;
+  int said_waiting;
   uint64_t lines;
 } app;
 
@@ -102,16 +110,75 @@ static void ship_line(app *a, src *s, const char *line, size_t n) {
 
 static void on_readable(ms_loop *loop, int fd, unsigned ev, void *ud);
 
+static int queue_full(const app *a) {
+  return !a->drop && !a->refused && ms_log_queued(a->c) >= a->queue_max;
+}
+
+/* Ship the complete lines in the buffer while the queue has room. Returns 1
+ * when it stopped because the queue is full (the rest stays buffered). */
+static int ship_buffered(app *a, src *s) {
+  size_t start = 0;
+  int full = 0;
+  for (;;) {
+    char *nl = memchr(s->buf + start, '\n', s->len - start);
+    if (!nl)
+      break;
+    if (queue_full(a)) {
+      full = 1;
+      break;
+    }
+    size_t n = (size_t)(nl - (s->buf + start));
+    ship_line(a, s, s->buf + start, n);
+    start += n + 1;
+  }
+  if (start > 0) {
+    memmove(s->buf, s->buf + start, s->len - start);
+    s->len -= start;
+  }
+  if (!full && s->len == sizeof s->buf) { /* a long line: split it */
+    if (queue_full(a))
+      return 1;
+    ship_line(a, s, s->buf, s->len);
+    s->len = 0;
+  }
+  return full;
+}
+
 static void close_src(app *a, src *s) {
   if (!s->open)
     return;
   if (s->len > 0)
     ship_line(a, s, s->buf, s->len);
   s->len = 0;
-  ms_loop_watch(a->loop, s->fd, 0, NULL, NULL);
+  if (!s->paused && !s->eof)
+    ms_loop_watch(a->loop, s->fd, 0, NULL, NULL);
   if (s->fd > 2)
     close(s->fd);
   s->open = 0;
+}
+
+static void pause_src(app *a, src *s) {
+  if (s->paused || s->eof)
+    return;
+  s->paused = 1;
+  ms_loop_watch(a->loop, s->fd, 0, NULL, NULL);
+}
+
+/* From the main loop: a paused or ended input continues once the hub has
+ * taken half of the queue (hysteresis: no pause/resume per record). */
+static void resume_src(app *a, src *s) {
+  if (!s->open || (!s->paused && !s->eof))
+    return;
+  if (!a->drop && !a->refused && ms_log_queued(a->c) > a->queue_max / 2)
+    return;
+  if (ship_buffered(a, s))
+    return;
+  if (s->eof) {
+    close_src(a, s);
+  } else {
+    s->paused = 0;
+    ms_loop_watch(a->loop, s->fd, MS_EV_READ, on_readable, s);
+  }
 }
 
 static app *g_app;
@@ -121,13 +188,22 @@ static void on_readable(ms_loop *loop, int fd, unsigned ev, void *ud) {
   app *a = g_app;
   (void)loop, (void)fd, (void)ev;
   for (int rounds = 0; rounds < 16; rounds++) {
+    if (s->len == sizeof s->buf) {
+      pause_src(a, s); /* only while the queue is full */
+      return;
+    }
     ssize_t r = read(s->fd, s->buf + s->len, sizeof s->buf - s->len);
     if (r < 0 && errno == EINTR)
       continue;
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
       return;
     if (r <= 0) {
-      close_src(a, s);
+      if (ship_buffered(a, s)) {
+        ms_loop_watch(a->loop, s->fd, 0, NULL, NULL);
+        s->eof = 1; /* the rest goes out from resume_src */
+      } else {
+        close_src(a, s);
+      }
       return;
     }
     if (s->echo && !a->quiet) {
@@ -135,21 +211,32 @@ static void on_readable(ms_loop *loop, int fd, unsigned ev, void *ud) {
       fflush(s->echo);
     }
     s->len += (size_t)r;
-    size_t start = 0;
-    for (size_t i = s->len - (size_t)r; i < s->len; i++) {
-      if (s->buf[i] == '\n') {
-        ship_line(a, s, s->buf + start, i - start);
-        start = i + 1;
-      }
+    if (ship_buffered(a, s)) {
+      pause_src(a, s);
+      return;
     }
-    if (start > 0) {
-      memmove(s->buf, s->buf + start, s->len - start);
-      s->len -= start;
-    }
-    if (s->len == sizeof s->buf) { /* a long line: split it */
-      ship_line(a, s, s->buf, s->len);
-      s->len = 0;
-    }
+  }
+}
+
+static void on_state(ms_client *c, const ms_client_state_arg *st, void *ud) {
+  app *a = ud;
+  (void)c;
+  if (st->state == MS_CLIENT_READY) {
+    a->ever_ready = 1;
+    if (a->said_waiting)
+      fprintf(stderr, "ms-log: connected to the hub\n");
+    a->said_waiting = 0;
+  } else if (TOOL_REFUSED(st->err) && !a->refused) {
+    /* No token will get better by retrying: stop waiting for the hub
+     * (reading on, so a wrapped command is never blocked). */
+    a->refused = 1;
+    fprintf(stderr, "ms-log: the hub refused the token for this service (%s)\n",
+            ms_strerror(st->err));
+  } else if (st->state == MS_CLIENT_IDLE && !a->said_waiting && st->err) {
+    a->said_waiting = 1;
+    fprintf(stderr, "ms-log: %s the hub (%s); retrying%s\n",
+            a->ever_ready ? "lost" : "cannot reach", ms_strerror(st->err),
+            a->drop ? "" : ", input paused while the queue is full");
   }
 }
 
@@ -173,25 +260,32 @@ static void on_sigchld(ms_loop *loop, int fd, unsigned ev, void *ud) {
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: ms-log [--hub URL] --service NAME [--level L] [--quiet]\n"
-          "              [--flush-ms N] [--token T] [-- COMMAND [ARGS...]]\n"
+          "usage: ms-log [--hub URL] [--token T] --service NAME [--level L]\n"
+          "              [--quiet] [--drop] [--queue N] [--flush-ms N]\n"
+          "              [-- COMMAND [ARGS...]]\n"
           "  Ships each line of COMMAND's stdout (at --level, default info)\n"
           "  and stderr (at warn), or of standard input, as a log record;\n"
-          "  exits with COMMAND's status. --token T: a token with scope\n"
-          "  service for NAME (default: $MS_TOKEN).\n");
+          "  exits with COMMAND's status.\n"
+          "  --hub URL      default $MS_HUB, else " TOOL_DEFAULT_HUB "\n"
+          "  --token T      a token with scope service for NAME (default\n"
+          "                 $MS_TOKEN)\n"
+          "  --quiet        do not echo COMMAND's output\n"
+          "  --queue N      records waiting for the hub (default 10000); when\n"
+          "                 full, input is paused (nothing is lost)\n"
+          "  --drop         never pause: drop the oldest waiting records\n"
+          "  --flush-ms N   time left at exit to deliver the queue (3000)\n"
+          "  --version, --help\n" TOOL_EXIT_CODES_HELP
+          "  with COMMAND: COMMAND's status (128+N when killed by signal N)\n");
 }
 
 int main(int argc, char **argv) {
   app a;
   memset(&a, 0, sizeof a);
   g_app = &a;
-  const char *hub = getenv("MS_HUB");
-  if (!hub || !*hub)
-    hub = "ws://127.0.0.1:7400/ws";
+  const char *hub = tool_env_hub(), *token = tool_env_token();
   const char *service = NULL;
   int level = MS_LEVEL_INFO;
-  int64_t flush_ms = 3000;
-  const char *token = getenv("MS_TOKEN");
+  long long flush_ms = 3000, queue_max = 10000;
   static const struct option opts[] = {
       {"hub", required_argument, NULL, 'H'},
       {"service", required_argument, NULL, 's'},
@@ -199,10 +293,13 @@ int main(int argc, char **argv) {
       {"quiet", no_argument, NULL, 'q'},
       {"flush-ms", required_argument, NULL, 'F'},
       {"token", required_argument, NULL, 'k'},
+      {"drop", no_argument, NULL, 'D'},
+      {"queue", required_argument, NULL, 'Q'},
+      {"version", no_argument, NULL, 'V'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   int ch;
-  while ((ch = getopt_long(argc, argv, "+H:s:l:qF:k:h", opts, NULL)) != -1) {
+  while ((ch = getopt_long(argc, argv, "+H:s:l:qF:k:DQ:Vh", opts, NULL)) != -1) {
     switch (ch) {
     case 'H': hub = optarg; break;
     case 's': service = optarg; break;
@@ -214,13 +311,27 @@ int main(int argc, char **argv) {
       }
       break;
     case 'q': a.quiet = 1; break;
-    case 'F': flush_ms = atoll(optarg); break;
+    case 'F':
+      if (tool_parse_num("ms-log", "--flush-ms", optarg, 0, 86400000, &flush_ms)) {
+        usage(stderr);
+        return 2;
+      }
+      break;
+    case 'Q':
+      if (tool_parse_num("ms-log", "--queue", optarg, 1, 10000000, &queue_max)) {
+        usage(stderr);
+        return 2;
+      }
+      break;
     case 'k': token = optarg; break;
+    case 'D': a.drop = 1; break;
+    case 'V': printf("ms-log %s\n", MS_VERSION_STRING); return 0;
     case 'h': usage(stdout); return 0;
     default: usage(stderr); return 2;
     }
   }
   if (!service) {
+    fprintf(stderr, "ms-log: --service NAME is required\n");
     usage(stderr);
     return 2;
   }
@@ -275,8 +386,9 @@ int main(int argc, char **argv) {
   ms_client_config cfg;
   ms_client_config_init(&cfg);
   cfg.service = service;
+  cfg.token = token;
+  cfg.on_state = on_state;
   cfg.watch = 1; /* a log shipper: the name need not be unique */
-  cfg.token = token && *token ? token : NULL;
   cfg.backoff_max_ms = 2000;
   if (ms_loop_new(&a.loop, NULL) || ms_client_new(&a.c, &cfg, &a, NULL)) {
     fprintf(stderr, "ms-log: bad --service '%s'\n", service);
@@ -284,7 +396,10 @@ int main(int argc, char **argv) {
   }
   ms_log_set_sink(a.c, NULL, NULL); /* lines are echoed as they are */
   ms_log_set_level(a.c, MS_LEVEL_DEBUG);
-  ms_log_set_queue(a.c, 10000);
+  a.queue_max = (size_t)queue_max;
+  /* The client's ring holds the queue and one read's worth more, so a
+   * full queue pauses the input before anything is pushed out. */
+  ms_log_set_queue(a.c, a.drop ? a.queue_max : a.queue_max + 16);
   ms_posix_client *pc;
   if (ms_posix_client_new(&pc, a.loop, a.c, hub) != 0) {
     fprintf(stderr, "ms-log: cannot start\n");
@@ -296,8 +411,14 @@ int main(int argc, char **argv) {
     ms_loop_watch(a.loop, a.err.fd, MS_EV_READ, on_readable, &a.err);
 
   /* Until the command is done and its output read. */
-  while (a.out.open || a.err.open || (a.child > 0 && !a.child_done))
-    ms_loop_run_once(a.loop, 100);
+  while (a.out.open || a.err.open || (a.child > 0 && !a.child_done)) {
+    int waiting = a.out.paused || a.out.eof || a.err.paused || a.err.eof;
+    ms_loop_run_once(a.loop, waiting ? 10 : 100);
+    resume_src(&a, &a.out);
+    resume_src(&a, &a.err);
+    if (a.refused && !a.child)
+      break; /* nothing can be delivered: fail fast */
+  }
   /* Then give queued records a bounded time to reach the hub. */
   ms_posix_client_flush(pc, flush_ms);
   uint64_t dropped = ms_log_dropped(a.c);
@@ -311,7 +432,9 @@ int main(int argc, char **argv) {
   ms_client_del(a.c);
   ms_loop_del(a.loop);
   if (!a.child)
-    return 0;
+    return a.refused ? TOOL_EXIT_REFUSED
+           : left ? TOOL_EXIT_UNREACHABLE
+                  : 0;
   if (WIFEXITED(a.child_status))
     return WEXITSTATUS(a.child_status);
   if (WIFSIGNALED(a.child_status))

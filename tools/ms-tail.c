@@ -8,6 +8,7 @@
 
 #include "tool_common.h"
 
+#include <fnmatch.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,13 +18,36 @@
 #include <time.h>
 #include <unistd.h>
 
+#define MAX_SERVICES 64
+
 typedef struct tail {
   ms_loop *loop;
   int follow, json, color;
   int saw_live;
+  int ever_ready, lost, exit_code;
+  int64_t ready_at;
+  /* --service patterns; with a glob among them the hub sends every
+   * service and the patterns are matched here. */
+  const char *patterns[MAX_SERVICES];
+  size_t n_patterns;
+  int glob;
   uint64_t printed;
   msgpack_sbuffer js;
 } tail;
+
+static int service_wanted(const tail *t, const char *name, size_t len) {
+  if (!t->glob)
+    return 1; /* the hub filtered */
+  char buf[256];
+  if (len >= sizeof buf)
+    return 0;
+  memcpy(buf, name, len);
+  buf[len] = 0;
+  for (size_t i = 0; i < t->n_patterns; i++)
+    if (fnmatch(t->patterns[i], buf, 0) == 0)
+      return 1;
+  return 0;
+}
 
 static void print_json_str(FILE *f, const char *s, size_t n) {
   msgpack_sbuffer sb;
@@ -56,6 +80,10 @@ static void on_record(ms_client *c, const ms_record *r, void *ud) {
     return;
   }
   FILE *f = stdout;
+  if ((r->kind == MS_RECORD_LOG || r->kind == MS_RECORD_UP ||
+       r->kind == MS_RECORD_DOWN) &&
+      !service_wanted(t, r->service.ptr, r->service.len))
+    return;
   if (r->kind == MS_RECORD_GAP) {
     if (t->json)
       fprintf(f, "{\"gap\":true,\"missed\":%llu,\"seq\":%llu}\n",
@@ -117,13 +145,52 @@ static void on_record(ms_client *c, const ms_record *r, void *ud) {
   t->printed++;
 }
 
+/* Fail fast until the first connection: a hub that is down or refuses us
+ * ends the program with a clear message and a documented code. With -f,
+ * once connected, losses are only reported (on stderr, never into the
+ * stream being followed) while the client reconnects. */
 static void on_state(ms_client *c, const ms_client_state_arg *st, void *ud) {
   tail *t = ud;
   (void)c;
-  if (st->state == MS_CLIENT_IDLE && !t->follow) {
-    fprintf(stderr, "ms-tail: cannot reach the hub (%s)\n",
+  if (st->state == MS_CLIENT_READY) {
+    if (t->lost)
+      fprintf(stderr, "ms-tail: reconnected to the hub\n");
+    t->lost = 0;
+    t->ever_ready = 1;
+    t->ready_at = ms_loop_now(t->loop);
+    return;
+  }
+  if (st->state != MS_CLIENT_IDLE && st->state != MS_CLIENT_STOPPED)
+    return;
+  if (TOOL_REFUSED(st->err)) {
+    fprintf(stderr, "ms-tail: the hub refused the token (%s)\n",
             ms_strerror(st->err));
+    t->exit_code = TOOL_EXIT_REFUSED;
     ms_loop_stop(t->loop);
+  } else if (!t->ever_ready || !t->follow) {
+    if (t->saw_live && !t->follow)
+      return;
+    fprintf(stderr, "ms-tail: cannot reach the hub (%s)\n",
+            ms_strerror(st->err ? st->err : MS_ERR_HUB_UNAVAILABLE));
+    t->exit_code = TOOL_EXIT_UNREACHABLE;
+    ms_loop_stop(t->loop);
+  } else if (!t->lost) {
+    t->lost = 1;
+    fprintf(stderr, "ms-tail: connection to the hub lost (%s); retrying\n",
+            ms_strerror(st->err));
+  }
+}
+
+/* Without -f: a hub that accepted us but never ends the history (a
+ * refused subscription) does not keep us waiting forever. */
+static void on_tick(ms_loop *loop, ms_timer *tm, void *ud) {
+  tail *t = ud;
+  (void)tm;
+  if (!t->follow && t->ever_ready && !t->saw_live &&
+      ms_loop_now(loop) - t->ready_at > 10000) {
+    fprintf(stderr, "ms-tail: the hub did not answer the subscription\n");
+    t->exit_code = TOOL_EXIT_FAILED;
+    ms_loop_stop(loop);
   }
 }
 
@@ -136,30 +203,54 @@ static void on_signal(ms_loop *loop, int fd, unsigned ev, void *ud) {
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: ms-tail [--hub URL] [--service S]... [--min-level L]\n"
+          "usage: ms-tail [--hub URL] [--token T] [--service S]... [--min-level L]\n"
           "               [--contains TEXT] [-n N] [-f] [--json] [--presence]\n"
-          "  -n N          start with the last N matching records (default 10)\n"
-          "  -f, --follow  keep printing new records\n"
-          "  --json        one JSON object per line\n"
-          "  --presence    follow services going up and down instead of logs\n"
-          "  --token T     a token with scope watch (default: $MS_TOKEN)\n"
-          "  --name NAME   the name to connect as, the token's sub (ms-tail)\n");
+          "  --hub URL       default $MS_HUB, else " TOOL_DEFAULT_HUB "\n"
+          "  --token T       a token with scope watch (default $MS_TOKEN)\n"
+          "  --name NAME     the name to connect as, the token's sub (ms-tail)\n"
+          "  --service S     only these services: repeat it or separate names\n"
+          "                  with commas; shell globs allowed ('api-*')\n"
+          "  --min-level L   debug, info, warn or error\n"
+          "  --contains TEXT only messages containing TEXT (case-sensitive)\n"
+          "  -n N            start with the last N matching records (default 10)\n"
+          "  -f, --follow    keep printing new records; once connected, keeps\n"
+          "                  retrying when the hub goes away\n"
+          "  --json          one JSON object per line\n"
+          "  --presence      follow services going up and down instead of logs\n"
+          "  --version, --help\n" TOOL_EXIT_CODES_HELP);
+}
+
+static int add_services(tail *t, char *list) {
+  for (char *save = NULL, *p = strtok_r(list, ",", &save); p;
+       p = strtok_r(NULL, ",", &save)) {
+    if (!*p)
+      continue;
+    if (t->n_patterns == MAX_SERVICES) {
+      fprintf(stderr, "ms-tail: at most %d --service names\n", MAX_SERVICES);
+      return -1;
+    }
+    if (strpbrk(p, "*?["))
+      t->glob = 1;
+    t->patterns[t->n_patterns++] = p;
+  }
+  return 0;
 }
 
 int main(int argc, char **argv) {
   tail t;
   memset(&t, 0, sizeof t);
   msgpack_sbuffer_init(&t.js);
-  const char *hub = "ws://127.0.0.1:7400/ws";
-  const char *services[64];
-  size_t n_services = 0;
+  const char *hub = tool_env_hub(), *token = tool_env_token();
+  const char *name = "ms-tail";
   ms_subscribe_opts so;
   memset(&so, 0, sizeof so);
   so.history = 10;
   int presence = 0;
-  const char *token = getenv("MS_TOKEN"), *name = "ms-tail";
+  long long n;
   static const struct option opts[] = {
       {"hub", required_argument, NULL, 'H'},
+      {"token", required_argument, NULL, 'k'},
+      {"name", required_argument, NULL, 'N'},
       {"service", required_argument, NULL, 's'},
       {"min-level", required_argument, NULL, 'l'},
       {"contains", required_argument, NULL, 'c'},
@@ -167,71 +258,95 @@ int main(int argc, char **argv) {
       {"follow", no_argument, NULL, 'f'},
       {"json", no_argument, NULL, 'j'},
       {"presence", no_argument, NULL, 'p'},
-      {"token", required_argument, NULL, 'k'},
-      {"name", required_argument, NULL, 'N'},
+      {"version", no_argument, NULL, 'V'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   int ch;
-  while ((ch = getopt_long(argc, argv, "H:s:l:c:n:fjpk:N:h", opts, NULL)) != -1) {
+  while ((ch = getopt_long(argc, argv, "H:k:N:s:l:c:n:fjph", opts, NULL)) != -1) {
     switch (ch) {
     case 'H': hub = optarg; break;
+    case 'k': token = optarg; break;
+    case 'N': name = optarg; break;
     case 's':
-      if (n_services < 64)
-        services[n_services++] = optarg;
+      if (add_services(&t, optarg) != 0) {
+        usage(stderr);
+        return TOOL_EXIT_USAGE;
+      }
       break;
     case 'l':
       so.min_level = ms_log_level_parse(optarg);
       if (so.min_level < 0) {
         fprintf(stderr, "ms-tail: bad --min-level '%s'\n", optarg);
-        return 2;
+        usage(stderr);
+        return TOOL_EXIT_USAGE;
       }
       break;
     case 'c': so.contains = optarg; break;
-    case 'n': so.history = (uint64_t)atoll(optarg); break;
+    case 'n':
+      if (tool_parse_num("ms-tail", "-n", optarg, 0, 1000000, &n)) {
+        usage(stderr);
+        return TOOL_EXIT_USAGE;
+      }
+      so.history = (uint64_t)n;
+      break;
     case 'f': t.follow = 1; break;
     case 'j': t.json = 1; break;
     case 'p': presence = 1; break;
-    case 'k': token = optarg; break;
-    case 'N': name = optarg; break;
+    case 'V': printf("ms-tail %s\n", MS_VERSION_STRING); return 0;
     case 'h': usage(stdout); return 0;
-    default: usage(stderr); return 2;
+    default: usage(stderr); return TOOL_EXIT_USAGE;
     }
   }
-  so.services = n_services ? services : NULL;
-  so.n_services = n_services;
+  if (optind < argc) {
+    fprintf(stderr, "ms-tail: unexpected argument '%s'\n", argv[optind]);
+    usage(stderr);
+    return TOOL_EXIT_USAGE;
+  }
+  if (t.n_patterns && !t.glob) {
+    so.services = t.patterns;
+    so.n_services = t.n_patterns;
+  }
   t.color = !t.json && isatty(1) && !getenv("NO_COLOR");
   ms_url url;
   if (ms_url_parse(hub, &url) != 0) {
     fprintf(stderr, "ms-tail: bad --hub URL '%s'\n", hub);
-    return 2;
+    return TOOL_EXIT_USAGE;
   }
   int sfd = tool_signal_fd(0);
   ms_client_config cfg;
   ms_client_config_init(&cfg);
   cfg.service = name;
-  cfg.token = token && *token ? token : NULL;
+  cfg.token = token;
   cfg.watch = 1;
   cfg.reconnect = t.follow;
+  cfg.backoff_max_ms = 5000;
   cfg.on_state = on_state;
   ms_client *c;
   ms_loop_new(&t.loop, NULL);
   if (ms_client_new(&c, &cfg, &t, NULL) != 0)
-    return 2;
-  ms_log_set_level(c, MS_LEVEL_WARN);
+    return TOOL_EXIT_USAGE;
+  /* Our own trouble is reported on stderr by on_state, never shipped into
+   * the stream we follow. */
+  ms_log_set_level(c, MS_LEVEL_SILENT);
   ms_client_subscribe(c, presence ? "presence" : "logs", &so, on_record, &t,
                       NULL);
   ms_posix_client *pc;
   if (ms_posix_client_new(&pc, t.loop, c, hub) != 0) {
-    fprintf(stderr, "ms-tail: cannot start\n");
-    return 2;
+    fprintf(stderr, "ms-tail: cannot reach the hub at %s\n", hub);
+    return TOOL_EXIT_UNREACHABLE;
   }
+  ms_timer *tick = NULL;
+  ms_loop_timer_start(t.loop, 500, 500, on_tick, &t, &tick);
   ms_loop_watch(t.loop, sfd, MS_EV_READ, on_signal, &t);
   ms_loop_run(t.loop);
+  ms_timer_stop(tick);
   ms_loop_watch(t.loop, sfd, 0, NULL, NULL);
   close(sfd);
   ms_posix_client_del(pc);
   ms_client_del(c);
   ms_loop_del(t.loop);
   msgpack_sbuffer_destroy(&t.js);
-  return t.saw_live || t.follow ? 0 : 3;
+  if (t.exit_code)
+    return t.exit_code;
+  return t.saw_live || t.follow ? 0 : TOOL_EXIT_FAILED;
 }

@@ -2,8 +2,61 @@
 #ifndef MS_TOOL_COMMON_H
 #define MS_TOOL_COMMON_H
 
+#include <errno.h>
 #include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <sys/signalfd.h>
+
+/* Exit codes shared by ms-req, ms-log and ms-tail (listed in each --help
+ * and in the README). ms-log run with a command exits with its status. */
+enum {
+  TOOL_EXIT_OK = 0,
+  TOOL_EXIT_FAILED = 1,      /* the request was answered with an error */
+  TOOL_EXIT_USAGE = 2,       /* bad option, number or argument */
+  TOOL_EXIT_UNREACHABLE = 3, /* the hub cannot be reached */
+  TOOL_EXIT_REFUSED = 4      /* the hub refused us (token, name) */
+};
+
+#define TOOL_EXIT_CODES_HELP                                               \
+  "exit codes: 0 ok, 1 the request failed, 2 usage error, 3 the hub cannot\n" \
+  "  be reached, 4 the hub refused the connection (token)\n"
+
+#define TOOL_DEFAULT_HUB "ws://127.0.0.1:7400/ws"
+
+/* The hub said no to our token: no retry will help. */
+#define TOOL_REFUSED(err)                                                   \
+  ((err) == MS_ERR_UNAUTHORIZED || (err) == MS_ERR_FORBIDDEN ||             \
+   (err) == MS_ERR_TOKEN_EXPIRED)
+
+/* The hub URL: MS_HUB, else the default; --hub overrides both. */
+static inline const char *tool_env_hub(void) {
+  const char *h = getenv("MS_HUB");
+  return h && *h ? h : TOOL_DEFAULT_HUB;
+}
+
+/* The token: MS_TOKEN, else none; --token overrides it. */
+static inline const char *tool_env_token(void) {
+  const char *t = getenv("MS_TOKEN");
+  return t && *t ? t : NULL;
+}
+
+/* Parse a whole decimal number in [lo, hi]; on failure say which option
+ * was wrong and return -1 (the caller prints its usage and exits 2). */
+static inline int tool_parse_num(const char *prog, const char *opt,
+                                 const char *s, long long lo, long long hi,
+                                 long long *out) {
+  char *end = NULL;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (errno || end == s || *end || v < lo || v > hi) {
+    fprintf(stderr, "%s: %s expects a whole number from %lld to %lld, not '%s'\n",
+            prog, opt, lo, hi, s);
+    return -1;
+  }
+  *out = v;
+  return 0;
+}
 
 /* Ignore SIGPIPE (a closed peer is an error code, not a death), block
  * SIGINT, SIGTERM and `extra` (0 for none), and return a non-blocking

@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+"""The programs as a terminal user meets them: nothing lost by ms-log,
+options checked, failures said clearly with documented exit codes.
+Prints TAP.
+
+usage: cli_test.py BUILD_ROOT
+"""
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+
+BUILD = sys.argv[1]
+HUB = os.path.join(BUILD, "tools", "microstream-hub")
+REQ = os.path.join(BUILD, "tools", "ms-req")
+LOG = os.path.join(BUILD, "tools", "ms-log")
+TAIL = os.path.join(BUILD, "tools", "ms-tail")
+JWT = os.path.join(BUILD, "examples", "jwt_service")
+
+results = []
+procs = []
+
+
+def check(name, cond, detail=""):
+    results.append(bool(cond))
+    print("%s %d - %s%s" % ("ok" if cond else "not ok", len(results), name,
+                            "" if cond else " # " + str(detail)[:400]))
+    sys.stdout.flush()
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def start_hub(port, db, *extra):
+    p = subprocess.Popen([HUB, "--listen", "127.0.0.1:%d" % port,
+                          "--log-level", "warn", "--store", db] + list(extra),
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                         text=True)
+    procs.append(p)
+    line = p.stdout.readline()
+    if "listening on" not in line:
+        raise RuntimeError("hub did not start: %r" % line)
+    return p
+
+
+def stop(p):
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def run(args, input=None, timeout=60, env=None):
+    e = dict(os.environ)
+    e.pop("MS_HUB", None)
+    e.pop("MS_TOKEN", None)
+    if env:
+        e.update(env)
+    return subprocess.run(args, input=input, capture_output=True, text=True,
+                          timeout=timeout, env=e)
+
+
+def tail_json(url, *extra):
+    r = run([TAIL, "--hub", url, "--json"] + list(extra))
+    return r, [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="ms-cli-")
+    port = free_port()
+    url = "ws://127.0.0.1:%d/ws" % port
+    db = os.path.join(tmp, "logs.db")
+    hub = start_hub(port, db)
+    dead = "ws://127.0.0.1:%d/ws" % free_port()
+
+    # ---- ms-log loses nothing: the pipe pushes back ----
+    n = 200000
+    data = "".join("%d\n" % i for i in range(1, n + 1))
+    r = run([LOG, "--hub", url, "--service", "flood"], input=data, timeout=240)
+    check("ms-log ships 200000 piped lines and exits 0",
+          r.returncode == 0 and "dropped" not in r.stderr, (r.returncode, r.stderr))
+    r = run([LOG, "--hub", url, "--service", "flood-cmd", "--quiet", "--",
+             "seq", "1", "50000"], timeout=240)
+    check("ms-log -- COMMAND ships all of a large output", r.returncode == 0,
+          (r.returncode, r.stderr))
+    r = run([LOG, "--hub", dead, "--service", "gone", "--drop", "--queue", "100",
+             "--flush-ms", "100"], input="x\n" * 5000, timeout=60)
+    check("ms-log --drop never blocks and counts what it dropped",
+          "dropped" in r.stderr and r.returncode == 3, (r.returncode, r.stderr))
+
+    # ---- every tool: --version, --help with exit codes, numbers checked ----
+    for prog in (HUB, REQ, LOG, TAIL):
+        name = os.path.basename(prog)
+        r = run([prog, "--version"])
+        check("%s --version" % name,
+              r.returncode == 0 and r.stdout.startswith(name + " "), r.stdout)
+    for prog in (REQ, LOG, TAIL):
+        name = os.path.basename(prog)
+        r = run([prog, "--help"])
+        check("%s --help lists the exit codes and MS_HUB" % name,
+              r.returncode == 0 and "exit codes" in r.stdout
+              and "MS_HUB" in r.stdout and "MS_TOKEN" in r.stdout, r.stdout)
+    for args in ([REQ, "--timeout-ms", "abc", "a", "b"],
+                 [REQ, "--timeout-ms", "-5", "a", "b"],
+                 [TAIL, "-n", "-5"], [TAIL, "-n", "12x"],
+                 [LOG, "--service", "x", "--flush-ms", "soon"],
+                 [LOG, "--service", "x", "--queue", "0"]):
+        r = run(args)
+        check("%s rejected with usage and exit 2" % " ".join(args[1:]),
+              r.returncode == 2 and "usage:" in r.stderr
+              and "whole number" in r.stderr, (r.returncode, r.stderr))
+
+    # ---- MS_HUB, ms-req - and --time ----
+    jwt = subprocess.Popen([JWT, "--hub", url], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    procs.append(jwt)
+    ok = False
+    for _ in range(100):
+        r = run([REQ, "jwt-service", "generate_jwt", "-"],
+                input='{"user": "carol"}', env={"MS_HUB": url})
+        if r.returncode == 0:
+            ok = True
+            break
+        time.sleep(0.1)
+    check("ms-req reads MS_HUB and the payload from stdin with -", ok
+          and json.loads(r.stdout).get("user") == "carol", (r.returncode, r.stderr))
+    r = run([REQ, "--hub", url, "--time", "jwt-service", "generate_jwt",
+             '{"user":"dan"}'])
+    check("ms-req --time prints the round trip on stderr",
+          r.returncode == 0 and "round trip:" in r.stderr and " ms" in r.stderr,
+          (r.returncode, r.stderr))
+    r = run([REQ, "jwt-service", "generate_jwt", "-"], input="{nope",
+            env={"MS_HUB": url})
+    check("ms-req - with bad JSON exits 2", r.returncode == 2 and
+          "standard input" in r.stderr, (r.returncode, r.stderr))
+    stop(jwt)
+
+    # ---- ms-tail: several services, globs; fails fast with a reason ----
+    for svc in ("api-users", "api-orders", "web"):
+        run([LOG, "--hub", url, "--service", svc], input="hello from %s\n" % svc)
+    r, recs = tail_json(url, "--service", "api-*", "-n", "50")
+    got = sorted(x["service"] for x in recs)
+    check("ms-tail --service takes a glob", got == ["api-orders", "api-users"], got)
+    r, recs = tail_json(url, "--service", "web,api-users", "-n", "50")
+    got = sorted(x["service"] for x in recs)
+    check("ms-tail --service takes a comma list", got == ["api-users", "web"], got)
+    r, recs = tail_json(url, "--service", "web", "--service", "api-orders")
+    got = sorted(x["service"] for x in recs)
+    check("ms-tail --service repeats", got == ["api-orders", "web"], got)
+    r = run([TAIL, "--hub", dead], timeout=20)
+    check("ms-tail without a hub exits 3 and says why",
+          r.returncode == 3 and "cannot reach the hub" in r.stderr,
+          (r.returncode, r.stderr))
+    r = run([TAIL, "--hub", dead, "-f"], timeout=20)
+    check("ms-tail -f without a hub fails fast too",
+          r.returncode == 3 and "cannot reach the hub" in r.stderr,
+          (r.returncode, r.stderr))
+    r = run([TAIL, "-n", "1", "--service", "web", "--json"], env={"MS_HUB": url})
+    check("ms-tail reads MS_HUB", r.returncode == 0 and "hello from web" in r.stdout,
+          (r.returncode, r.stdout, r.stderr))
+
+    # ---- refused token: exit 4 with the reason ----
+    secret = os.path.join(tmp, "secret")
+    with open(secret, "w") as f:
+        f.write("s3cret\n")
+    sport = free_port()
+    surl = "ws://127.0.0.1:%d/ws" % sport
+    shub = start_hub(sport, os.path.join(tmp, "s.db"), "--secret-file", secret)
+    r = run([TAIL, "--hub", surl, "--token", "wrong"], timeout=20)
+    check("ms-tail with a refused token exits 4",
+          r.returncode == 4 and "refused" in r.stderr, (r.returncode, r.stderr))
+    r = run([TAIL, "--hub", surl, "-f"], env={"MS_TOKEN": "wrong"}, timeout=20)
+    check("ms-tail -f with a refused MS_TOKEN exits 4",
+          r.returncode == 4 and "refused" in r.stderr, (r.returncode, r.stderr))
+    r = run([LOG, "--hub", surl, "--service", "x", "--token", "wrong"],
+            input="a\n", timeout=20)
+    check("ms-log with a refused token exits 4",
+          r.returncode == 4 and "refused" in r.stderr, (r.returncode, r.stderr))
+    r = run([REQ, "--hub", surl, "x", "y"], env={"MS_TOKEN": "wrong"})
+    check("ms-req with a refused token exits 4",
+          r.returncode == 4, (r.returncode, r.stderr))
+    stop(shub)
+
+    # ---- the hub names the cause when it cannot listen ----
+    r = run([HUB, "--listen", "127.0.0.1:%d" % port, "--no-store"], timeout=20)
+    check("microstream-hub says the address is already in use",
+          r.returncode == 1 and "already in use" in r.stderr.lower(), r.stderr)
+
+    # ---- what the 200000 lines left in the store ----
+    stop(hub)
+    con = sqlite3.connect(db)
+    rows = [m for (m,) in con.execute(
+        "SELECT message FROM records WHERE service='flood' ORDER BY seq")]
+    cmd_rows = con.execute(
+        "SELECT count(*) FROM records WHERE service='flood-cmd'").fetchone()[0]
+    con.close()
+    check("all 200000 lines are stored, in order",
+          rows == [str(i) for i in range(1, n + 1)],
+          (len(rows), rows[:3], rows[-3:]))
+    check("all 50000 lines of the command are stored", cmd_rows == 50000, cmd_rows)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception as e:  # a crash is a failure, not a hang
+        check("no exception", False, repr(e))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    print("1..%d" % len(results))
+    sys.exit(0 if all(results) else 1)
