@@ -428,10 +428,101 @@ static int decode_fields(dec *d, ms_msg *m, ms_dir dir) {
   return bad(d, NULL, "unknown type");
 }
 
+/* Top-level elements decoded: the most any message type reads. */
+#define MS_TOP_ELEMS 8
+
+/* The element at `at` as msgpack_unpack() would build it (strings and
+ * binaries pointing into buf): scalars are read here, anything else is
+ * unpacked from its start. mp_walk() has checked the bytes. */
+static int top_elem(const uint8_t *buf, size_t len, size_t at,
+                    msgpack_zone *zone, msgpack_object *o) {
+  uint8_t b = buf[at];
+  const uint8_t *p = buf + at + 1;
+  memset(o, 0, sizeof *o);
+  if (b <= 0x7f) {
+    o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+    o->via.u64 = b;
+    return 0;
+  }
+  if (b >= 0xe0) {
+    o->type = MSGPACK_OBJECT_NEGATIVE_INTEGER;
+    o->via.i64 = (int8_t)b;
+    return 0;
+  }
+  if (b >= 0xa0 && b <= 0xbf) {
+    o->type = MSGPACK_OBJECT_STR;
+    o->via.str.ptr = (const char *)p;
+    o->via.str.size = b & 0x1f;
+    return 0;
+  }
+  switch (b) {
+  case 0xc0:
+    o->type = MSGPACK_OBJECT_NIL;
+    return 0;
+  case 0xc2:
+  case 0xc3:
+    o->type = MSGPACK_OBJECT_BOOLEAN;
+    o->via.boolean = b == 0xc3;
+    return 0;
+  case 0xcc: case 0xcd: case 0xce: case 0xcf:
+    o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+    o->via.u64 = rd_be(p, (size_t)1 << (b - 0xcc));
+    return 0;
+  case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
+    size_t n = (size_t)1 << (b - 0xd0);
+    uint64_t u = rd_be(p, n);
+    int64_t v;
+    if (n < 8 && (u >> (8 * n - 1)))
+      u |= ~(uint64_t)0 << (8 * n); /* sign-extend */
+    memcpy(&v, &u, sizeof v);
+    if (v >= 0) {
+      o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+      o->via.u64 = (uint64_t)v;
+    } else {
+      o->type = MSGPACK_OBJECT_NEGATIVE_INTEGER;
+      o->via.i64 = v;
+    }
+    return 0;
+  }
+  case 0xd9: case 0xda: case 0xdb:
+  case 0xc4: case 0xc5: case 0xc6: {
+    size_t n = (size_t)1 << ((b >= 0xd9 ? b - 0xd9 : b - 0xc4));
+    uint64_t size = rd_be(p, n);
+    if (b >= 0xd9) {
+      o->type = MSGPACK_OBJECT_STR;
+      o->via.str.ptr = (const char *)p + n;
+      o->via.str.size = (uint32_t)size;
+    } else {
+      o->type = MSGPACK_OBJECT_BIN;
+      o->via.bin.ptr = (const char *)p + n;
+      o->via.bin.size = (uint32_t)size;
+    }
+    return 0;
+  }
+  case 0x80:
+    o->type = MSGPACK_OBJECT_MAP;
+    return 0;
+  case 0x90:
+    o->type = MSGPACK_OBJECT_ARRAY;
+    return 0;
+  default:
+    break;
+  }
+  size_t off = at;
+  switch (msgpack_unpack((const char *)buf, len, &off, zone, o)) {
+  case MSGPACK_UNPACK_SUCCESS:
+  case MSGPACK_UNPACK_EXTRA_BYTES:
+    return 0;
+  case MSGPACK_UNPACK_NOMEM_ERROR:
+    return MS_ERR_NOMEM;
+  default: /* the check accepted it, so this is unexpected */
+    return MS_ERR_BAD_MESSAGE;
+  }
+}
+
 int ms_msg_decode(ms_msg *msg, msgpack_zone *zone, const uint8_t *buf,
                   size_t len, ms_dir dir, ms_decode_error *err) {
-  msgpack_object root;
-  size_t off = 0;
+  msgpack_object elems[MS_TOP_ELEMS];
   uint64_t t;
   dec d;
 
@@ -444,24 +535,34 @@ int ms_msg_decode(ms_msg *msg, msgpack_zone *zone, const uint8_t *buf,
   d.err = err;
   if (dir != MS_DIR_TO_HUB && dir != MS_DIR_TO_CLIENT)
     return MS_ERR_INVALID_ARG;
-  size_t starts[8];
-  unsigned nstarts = sizeof starts / sizeof starts[0];
+  size_t starts[MS_TOP_ELEMS];
+  unsigned nstarts = MS_TOP_ELEMS;
   for (unsigned i = 0; i < nstarts; i++)
     starts[i] = 0;
   if (mp_walk(buf, len, starts, nstarts) != 0)
     return bad(&d, NULL, "is not one well-formed MessagePack object");
-  switch (msgpack_unpack((const char *)buf, len, &off, zone, &root)) {
-  case MSGPACK_UNPACK_SUCCESS:
-    break;
-  case MSGPACK_UNPACK_NOMEM_ERROR:
-    return MS_ERR_NOMEM;
-  default: /* the check accepted it, so this is unexpected */
-    return bad(&d, NULL, "does not unpack");
-  }
-  if (root.type != MSGPACK_OBJECT_ARRAY || root.via.array.size == 0)
+  /* The top-level array is read here and only its first elements are
+   * built, without msgpack-c's unpacker for the scalars that make up most
+   * messages. */
+  uint8_t b0 = buf[0];
+  uint64_t count = 0;
+  if (b0 >= 0x90 && b0 <= 0x9f)
+    count = b0 & 0x0f;
+  else if (b0 == 0xdc)
+    count = rd_be(buf + 1, 2);
+  else if (b0 == 0xdd)
+    count = rd_be(buf + 1, 4);
+  if (count == 0)
     return bad(&d, NULL, "must be a non-empty array");
-  d.el = root.via.array.ptr;
-  d.n = root.via.array.size;
+  d.n = count < nstarts ? (uint32_t)count : nstarts;
+  for (uint32_t i = 0; i < d.n; i++) {
+    int rv = top_elem(buf, len, starts[i], zone, &elems[i]);
+    if (rv == MS_ERR_NOMEM)
+      return rv;
+    if (rv)
+      return bad(&d, NULL, "does not unpack");
+  }
+  d.el = elems;
   if (!obj_u64(&d.el[0], &t) || t < MS_MSG_HELLO || t > MS_MSG_PONG)
     return bad(&d, NULL, "type must be a known message type");
   msg->type = (ms_msg_type)t;
@@ -484,11 +585,10 @@ int ms_msg_decode(ms_msg *msg, msgpack_zone *zone, const uint8_t *buf,
       di = 2;
     else if (msg->type == MS_MSG_ERROR)
       ei = 4;
-    unsigned n = d.n < nstarts ? d.n : nstarts;
     unsigned want = di ? di : ei;
-    if (want && want < n) {
-      size_t end = want + 1 < n ? starts[want + 1]
-                   : want + 1 == d.n ? len : 0;
+    if (want && want < d.n) {
+      size_t end = want + 1 < d.n ? starts[want + 1]
+                   : want + 1 == count ? len : 0;
       if (end > starts[want]) {
         ms_raw *r = di ? &msg->data_raw : &msg->extra_raw;
         r->ptr = buf + starts[want];

@@ -114,6 +114,8 @@ void ms_conn_free_head(ms_conn *c);
 int ms_conn_ws_create(ms_conn *c);
 int ms_conn_feed_ws(ms_conn *c, const uint8_t *data, size_t len);
 void ms_conn_pull(ms_conn *c, int force);
+void ms_ws_mask(uint8_t *dst, const uint8_t *src, size_t n,
+                const uint8_t key[4]);
 
 /* ---- ms_conn_sleep.c ---- */
 int ms_conn_wake(ms_conn *c);

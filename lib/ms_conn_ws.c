@@ -1,8 +1,9 @@
 /*
  * The WebSocket session of ms_conn on wslay's event API.
  *
- * Input: once the upgrade is done, bytes go to wslay, which pulls them
- * through ws_recv() from a borrowed slice. Output: wslay pushes frames
+ * Input: once the upgrade is done, whole unfragmented data frames are read
+ * here directly (read_direct); everything else goes to wslay, which pulls
+ * it through ws_recv() from a borrowed slice. Output: wslay pushes frames
  * through ws_send() into the connection's own buffer, which
  * ms_conn_peek()/ms_conn_consume() expose. We only pull from wslay while
  * that buffer is below MS_CONN_OUT_CHUNK so that control frames (pong,
@@ -171,6 +172,87 @@ static void after_recv(ms_conn *c) {
   }
 }
 
+/* XOR with the 4-byte masking key, a word at a time (dst may be src). */
+void ms_ws_mask(uint8_t *dst, const uint8_t *src, size_t n,
+                const uint8_t key[4]) {
+  uint64_t k8;
+  memcpy(&k8, key, 4);
+  memcpy((uint8_t *)&k8 + 4, key, 4);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    memcpy(&w, src + i, 8);
+    w ^= k8;
+    memcpy(dst + i, &w, 8);
+  }
+  for (; i < n; i++)
+    dst[i] = src[i] ^ key[i & 3];
+}
+
+/* Masked payloads up to this size are unmasked on the stack. */
+#define DIRECT_STACK 4096
+
+/* Read the common frame without wslay: one whole unfragmented text or
+ * binary frame, masked as the role requires, with RSV bits clear, the
+ * shortest length encoding and at most max_message bytes. Only called
+ * where wslay holds no partial frame or message, so skipping it changes
+ * none of its state. Returns the frame's size once delivered, or 0 when
+ * wslay must read from here on: control frames, fragments, a frame not
+ * yet complete, and everything wslay fails the connection for (it then
+ * fails it exactly as before). */
+static size_t read_direct(ms_conn *c, const uint8_t *p, size_t n) {
+  if (n < 2)
+    return 0;
+  unsigned op = p[0] & 0x0f;
+  if ((p[0] & 0xf0) != 0x80 ||
+      (op != WSLAY_TEXT_FRAME && op != WSLAY_BINARY_FRAME))
+    return 0;
+  int masked = (p[1] & 0x80) != 0;
+  if (masked != (c->cfg.role == MS_CONN_SERVER))
+    return 0;
+  uint64_t plen = p[1] & 0x7f;
+  size_t h = 2;
+  if (plen == 126) {
+    if (n < 4)
+      return 0;
+    plen = (uint64_t)p[2] << 8 | p[3];
+    if (plen < 126)
+      return 0;
+    h = 4;
+  } else if (plen == 127) {
+    if (n < 10)
+      return 0;
+    plen = 0;
+    for (size_t i = 2; i < 10; i++)
+      plen = plen << 8 | p[i];
+    if (plen <= 0xffff || plen >> 63)
+      return 0;
+    h = 10;
+  }
+  size_t mh = masked ? 4 : 0;
+  if (plen > c->cfg.max_message || n - h < mh || n - h - mh < plen)
+    return 0;
+  const uint8_t *payload = p + h + mh;
+  uint8_t stack[DIRECT_STACK];
+  uint8_t *heap = NULL;
+  if (masked) {
+    uint8_t *dst = stack;
+    if (plen > sizeof stack) {
+      heap = ms_malloc(c->mem, (size_t)plen);
+      if (!heap)
+        return 0; /* wslay reports the shortage */
+      dst = heap;
+    }
+    ms_ws_mask(dst, payload, (size_t)plen, p + h);
+    payload = dst;
+  }
+  struct wslay_event_on_msg_recv_arg arg = {0, (uint8_t)op, payload,
+                                            (size_t)plen, 0};
+  ws_on_msg(c->ws, &arg, c);
+  ms_free(c->mem, heap);
+  return h + mh + (size_t)plen;
+}
+
 int ms_conn_feed_ws(ms_conn *c, const uint8_t *data, size_t len) {
   if (len == 0)
     return 0;
@@ -178,18 +260,32 @@ int ms_conn_feed_ws(ms_conn *c, const uint8_t *data, size_t len) {
     return MS_ERR_NOMEM;
   if (!c->ws || !wslay_event_get_read_enabled(c->ws))
     return 0;
-  c->in_total += len;
-  c->in_ptr = data;
-  c->in_len = len;
-  int r = wslay_event_recv(c->ws);
-  c->in_ptr = NULL;
-  c->in_len = 0;
-  if (r == WSLAY_ERR_NOMEM) {
-    ms_conn_set_fatal(c, MS_ERR_NOMEM);
-    return MS_ERR_NOMEM;
+  /* Whole frames first, while wslay holds nothing half-read. */
+  while (len > 0 && c->in_framed == c->in_total && !c->in_frag) {
+    size_t used = read_direct(c, data, len);
+    if (used == 0)
+      break;
+    data += used;
+    len -= used;
+    if (c->free_pending || c->fatal || !wslay_event_get_read_enabled(c->ws)) {
+      len = 0; /* nothing more is read, as wslay would stop */
+      break;
+    }
   }
-  /* Any other failure is a framing error for which wslay has already
-   * queued a close (our recv callback never fails). */
+  if (len > 0) {
+    c->in_total += len;
+    c->in_ptr = data;
+    c->in_len = len;
+    int r = wslay_event_recv(c->ws);
+    c->in_ptr = NULL;
+    c->in_len = 0;
+    if (r == WSLAY_ERR_NOMEM) {
+      ms_conn_set_fatal(c, MS_ERR_NOMEM);
+      return MS_ERR_NOMEM;
+    }
+    /* Any other failure is a framing error for which wslay has already
+     * queued a close (our recv callback never fails). */
+  }
   after_recv(c);
   return c->fatal;
 }
@@ -250,8 +346,7 @@ static int frame_direct(ms_conn *c, int opcode, const uint8_t *data,
   }
   if (masked) {
     uint8_t *p = (uint8_t *)c->out.data + at;
-    for (size_t i = 0; i < len; i++)
-      p[i] ^= mask[i & 3];
+    ms_ws_mask(p, p, len, mask);
   }
   return 0;
 }

@@ -30,6 +30,8 @@ typedef struct rec {
 
 static void log_add(rec *r, const char *s, size_t n) {
   n = MS_MIN(n, sizeof r->log - 1 - r->log_len);
+  if (n == 0)
+    return; /* an empty message may come with a NULL pointer */
   memcpy(r->log + r->log_len, s, n);
   r->log_len += n;
   r->log[r->log_len] = '\0';
@@ -419,6 +421,160 @@ static void byte_at_a_time_gives_identical_results(void) {
     out_free(&a);
     ms_conn_del(c);
     ms_conn_del(s);
+  }
+}
+
+/* Random frame scripts, each fed whole (whole frames are read without
+ * wslay), byte by byte (wslay reads every frame) and in random pieces:
+ * the messages, pongs, close and output must be the same every way. */
+typedef struct lcg {
+  uint32_t s;
+} lcg;
+
+static uint32_t lcg_next(lcg *g) {
+  g->s = g->s * 1103515245u + 12345u;
+  return g->s >> 8;
+}
+
+/* One frame, sometimes one the peer must refuse. */
+static size_t random_frame(lcg *g, uint8_t *buf, int *in_frag) {
+  static uint8_t pay[70000];
+  uint32_t k = lcg_next(g) % 100;
+  size_t len;
+  uint32_t r = lcg_next(g) % 10;
+  len = r < 4 ? lcg_next(g) % 126 : r < 7 ? 126 + lcg_next(g) % 400
+        : r < 9 ? 4000 + lcg_next(g) % 6000 : 66000 + lcg_next(g) % 4000;
+  for (size_t i = 0; i < len; i++)
+    pay[i] = (uint8_t)('a' + (i + k) % 26);
+  if (k < 3) { /* invalid UTF-8 in a text frame */
+    pay[len / 2] = 0xed;
+    if (len / 2 + 2 < len) {
+      pay[len / 2 + 1] = 0xa0;
+      pay[len / 2 + 2] = 0x80;
+    }
+    return frame(buf, 1, 1, 1, pay, len ? len : 1);
+  }
+  if (k < 5) /* unmasked */
+    return frame(buf, 1, 2, 0, pay, len);
+  if (k < 7) { /* RSV1 */
+    size_t n = frame(buf, 1, 2, 1, pay, len);
+    buf[0] |= 0x40;
+    return n;
+  }
+  if (k < 9) { /* reserved opcode */
+    return frame(buf, 1, 3, 1, pay, len);
+  }
+  if (k < 11) { /* 16-bit length for a short payload */
+    size_t n = frame(buf + 2, 1, 2, 1, pay, 5);
+    buf[0] = 0x82;
+    buf[1] = 0x80 | 126;
+    buf[2] = 0;
+    buf[3] = 5;
+    return n + 2;
+  }
+  if (k < 20) /* control frames */
+    return frame(buf, 1, k < 15 ? 9 : 10, 1, pay, len % 126);
+  if (k < 30) { /* fragments */
+    int op = *in_frag ? 0 : 1 + (int)(k & 1);
+    int fin = k >= 25;
+    *in_frag = !fin;
+    return frame(buf, fin, op, 1, pay, len % 3000);
+  }
+  if (k < 33) /* a new message inside a fragmented one */
+    return frame(buf, 1, 2, 1, pay, len % 300);
+  if (*in_frag) {
+    *in_frag = 0;
+    return frame(buf, 1, 0, 1, pay, len % 300);
+  }
+  if (k < 40) { /* valid multi-byte UTF-8 */
+    size_t n = 0;
+    for (; n + 3 <= len % 600; n += 3)
+      memcpy(pay + n, "\xe2\x82\xac", 3);
+    return frame(buf, 1, 1, 1, pay, n);
+  }
+  return frame(buf, 1, 1 + (int)(k & 1), 1, pay, len);
+}
+
+/* Feed a script to a fresh server: in the pieces that `cuts` (ascending
+ * offsets, ending with len) gives, draining the output after each. */
+static void run_server_cuts(const uint8_t *in, const size_t *cuts,
+                            size_t ncuts, size_t max_message, out *o,
+                            rec *r) {
+  ms_conn_config cfg;
+  ms_conn_config_init(&cfg, MS_CONN_SERVER);
+  cfg.max_message = max_message;
+  ms_conn *s = new_conn(MS_CONN_SERVER, r, &cfg);
+  if (!s)
+    return;
+  r->echo = 1;
+  ms_conn_start(s, 0);
+  size_t off = 0;
+  for (size_t i = 0; i < ncuts; i++) {
+    ms_conn_feed(s, in + off, cuts[i] - off, 1);
+    off = cuts[i];
+    take_all(s, o);
+  }
+  ms_conn_del(s);
+}
+
+static void same_events(const rec *a, const rec *b) {
+  CHECK_EQ_INT(a->nmsg, b->nmsg);
+  CHECK_EQ_STR(a->log, b->log);
+  CHECK_EQ_INT(a->last_len, b->last_len);
+  CHECK_EQ_INT(a->npong, b->npong);
+  CHECK_EQ_INT(a->closed, b->closed);
+  CHECK_EQ_INT(a->close.err, b->close.err);
+  CHECK_EQ_INT(a->close.code, b->close.code);
+}
+
+static void whole_frames_read_directly_match_wslay(void) {
+  static uint8_t in[1 << 20];
+  static size_t cuts[1 << 20];
+  static size_t bounds[64];
+  static const char head[] = UPGRADE_HEAD("");
+  for (uint32_t seed = 1; seed <= 80; seed++) {
+    lcg g = {seed};
+    size_t n = sizeof head - 1, nb = 0;
+    memcpy(in, head, n);
+    bounds[nb++] = n;
+    int in_frag = 0;
+    int frames = 1 + (int)(lcg_next(&g) % 12);
+    for (int i = 0; i < frames && n < sizeof in - 80000; i++) {
+      n += random_frame(&g, in + n, &in_frag);
+      bounds[nb++] = n;
+    }
+    if (seed % 3 == 0) {
+      n += frame(in + n, 1, 8, 1, "\x03\xe8" "bye", 5);
+      bounds[nb++] = n;
+    }
+    size_t max_message = seed % 4 == 0 ? 5000 : 1 << 20;
+    rec ref, r;
+    out oref = {0}, o = {0};
+    /* Reference: byte by byte, so wslay reads every frame. */
+    for (size_t i = 0; i < n; i++)
+      cuts[i] = i + 1;
+    run_server_cuts(in, cuts, n, max_message, &oref, &ref);
+    CHECK(ref.opened);
+    /* Frame by frame: each frame read directly, same output. */
+    run_server_cuts(in, bounds, nb, max_message, &o, &r);
+    same_events(&r, &ref);
+    CHECK_MEM(o.data, o.len, oref.data, oref.len);
+    out_free(&o);
+    /* All at once, and in random pieces: the same events (output may
+     * differ in order: wslay sends queued control frames first). */
+    cuts[0] = n;
+    run_server_cuts(in, cuts, 1, max_message, &o, &r);
+    same_events(&r, &ref);
+    out_free(&o);
+    size_t nc = 0;
+    for (size_t off = 0; off < n; nc++) {
+      off += 1 + lcg_next(&g) % 9000;
+      cuts[nc] = MS_MIN(off, n);
+    }
+    run_server_cuts(in, cuts, nc, max_message, &o, &r);
+    same_events(&r, &ref);
+    out_free(&o);
+    out_free(&oref);
   }
 }
 
@@ -1191,6 +1347,7 @@ static const ms_test_case tests[] = {
     TEST(server_handshake_then_masked_frame_in_same_feed),
     TEST(client_and_server_exchange_messages_ping_and_close),
     TEST(byte_at_a_time_gives_identical_results),
+    TEST(whole_frames_read_directly_match_wslay),
     TEST(fragmented_message_with_interleaved_ping),
     TEST(oversized_message_closes_1009),
     TEST(invalid_utf8_text_closes_1007),
