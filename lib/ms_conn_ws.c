@@ -267,7 +267,7 @@ int ms_conn_feed_ws(ms_conn *c, const uint8_t *data, size_t len) {
       break;
     data += used;
     len -= used;
-    if (c->free_pending || c->fatal || !wslay_event_get_read_enabled(c->ws)) {
+    if (c->life.dead || c->fatal || !wslay_event_get_read_enabled(c->ws)) {
       len = 0; /* nothing more is read, as wslay would stop */
       break;
     }
