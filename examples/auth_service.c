@@ -70,7 +70,12 @@ int main(int argc, char **argv) {
     fprintf(stderr, "auth-service: bad hub URL\n");
     return 1;
   }
+  int sfd = example_stop_on_signals(loop);
   ms_loop_run(loop);
+  example_signals_done(loop, sfd);
+  ms_info(c, "stopping");
+  /* The last log records reach the hub before we go. */
+  ms_posix_client_flush(pc, 2000);
   ms_posix_client_del(pc);
   ms_client_del(c);
   ms_loop_del(loop);

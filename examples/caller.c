@@ -65,8 +65,12 @@ int main(int argc, char **argv) {
     while (n_calls < (unsigned long)count || ms_client_pending(c) > 0)
       ms_loop_run_once(loop, -1);
   } else {
+    int sfd = example_stop_on_signals(loop);
     ms_loop_run(loop);
+    example_signals_done(loop, sfd);
   }
+  /* The last log records reach the hub before we go. */
+  ms_posix_client_flush(pc, 2000);
   ms_posix_client_del(pc);
   ms_client_del(c);
   ms_loop_del(loop);

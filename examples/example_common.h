@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
 
 /* --hub URL (default ws://127.0.0.1:7400/ws) from argv, or $MS_HUB. */
 static inline const char *example_hub_url(int argc, char **argv) {
@@ -37,6 +39,36 @@ static inline void example_state(ms_client *c, const ms_client_state_arg *st,
   default:
     break;
   }
+}
+
+static inline void example_on_signal(ms_loop *loop, int fd, unsigned ev,
+                                     void *ud) {
+  struct signalfd_siginfo si;
+  (void)ev, (void)ud;
+  while (read(fd, &si, sizeof si) == (ssize_t)sizeof si)
+    ms_loop_stop(loop);
+}
+
+/* SIGINT and SIGTERM stop the loop (ms_loop_run returns), so main can
+ * flush the last log records before it exits. Returns the fd to pass to
+ * example_signals_done, or -1. */
+static inline int example_stop_on_signals(ms_loop *loop) {
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGTERM);
+  sigprocmask(SIG_BLOCK, &mask, NULL);
+  int fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (fd >= 0)
+    ms_loop_watch(loop, fd, MS_EV_READ, example_on_signal, NULL);
+  return fd;
+}
+
+static inline void example_signals_done(ms_loop *loop, int fd) {
+  if (fd < 0)
+    return;
+  ms_loop_watch(loop, fd, 0, NULL, NULL);
+  close(fd);
 }
 
 /* Pack a map of string pairs (k1, v1, k2, v2, ..., NULL). */

@@ -92,6 +92,9 @@ int main(int argc, char **argv) {
   }
   ms_loop_timer_start(g_loop, 10000, 0, give_up, NULL, NULL);
   ms_loop_run(g_loop);
+  /* The last log records reach the hub before we go. */
+  ms_posix_client_flush(p2, 2000);
+  ms_posix_client_flush(p1, 2000);
   ms_posix_client_del(p2);
   ms_posix_client_del(p1);
   ms_client_del(caller);

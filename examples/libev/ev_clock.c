@@ -52,11 +52,10 @@ static void on_heartbeat(struct ev_loop *loop, ev_timer *w, int revents) {
 static void on_sigint(struct ev_loop *loop, ev_signal *w, int revents) {
   app *p = w->data;
   (void)revents;
-  /* Detach first: the loop then ends once our own watchers stop. */
-  ms_libev_client_detach(p->mc);
-  p->mc = NULL;
+  ms_info(p->c, "stopping after %u heartbeats", p->beats);
   ev_timer_stop(loop, &p->heartbeat);
   ev_signal_stop(loop, &p->sigint);
+  ev_break(loop, EVBREAK_ALL); /* main flushes, outside any callback */
 }
 
 int main(int argc, char **argv) {
@@ -89,6 +88,9 @@ int main(int argc, char **argv) {
   ev_signal_start(p.loop, &p.sigint);
 
   ev_run(p.loop, 0);
+  /* The last records (the "stopping" line) reach the hub, then detach. */
+  ms_libev_client_flush(p.mc, 2000);
+  ms_libev_client_detach(p.mc);
   ms_client_del(p.c);
   return 0;
 }

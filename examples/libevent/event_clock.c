@@ -54,11 +54,10 @@ static void on_sigint(evutil_socket_t fd, short what, void *ud) {
   app *p = ud;
   (void)fd;
   (void)what;
-  /* Detach first: the base then ends once our own events are gone. */
-  ms_libevent_client_detach(p->mc);
-  p->mc = NULL;
+  ms_info(p->c, "stopping after %u heartbeats", p->beats);
   event_del(p->heartbeat);
   event_del(p->sigint);
+  event_base_loopbreak(p->base); /* main flushes, outside any callback */
 }
 
 int main(int argc, char **argv) {
@@ -93,6 +92,9 @@ int main(int argc, char **argv) {
   event_add(p.sigint, NULL);
 
   event_base_dispatch(p.base);
+  /* The last records (the "stopping" line) reach the hub, then detach. */
+  ms_libevent_client_flush(p.mc, 2000);
+  ms_libevent_client_detach(p.mc);
   event_free(p.heartbeat);
   event_free(p.sigint);
   ms_client_del(p.c);

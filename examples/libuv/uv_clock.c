@@ -49,12 +49,10 @@ static void on_heartbeat(uv_timer_t *t) {
 static void on_sigint(uv_signal_t *s, int signum) {
   app *p = s->data;
   (void)signum;
-  /* Detach first: the loop then ends once our own handles are closed. */
-  ms_libuv_client_detach(p->mc);
-  p->mc = NULL;
+  ms_info(p->c, "stopping after %u heartbeats", p->beats);
   uv_timer_stop(&p->heartbeat);
-  uv_close((uv_handle_t *)&p->heartbeat, NULL);
-  uv_close((uv_handle_t *)&p->sigint, NULL);
+  uv_signal_stop(&p->sigint);
+  uv_stop(p->loop); /* main flushes, outside any callback */
 }
 
 int main(int argc, char **argv) {
@@ -86,6 +84,13 @@ int main(int argc, char **argv) {
   p.sigint.data = &p;
   uv_signal_start(&p.sigint, on_sigint, SIGINT);
 
+  uv_run(p.loop, UV_RUN_DEFAULT);
+  /* The last records (the "stopping" line) reach the hub, then detach:
+   * the loop ends once our own handles are closed. */
+  ms_libuv_client_flush(p.mc, 2000);
+  ms_libuv_client_detach(p.mc);
+  uv_close((uv_handle_t *)&p.heartbeat, NULL);
+  uv_close((uv_handle_t *)&p.sigint, NULL);
   uv_run(p.loop, UV_RUN_DEFAULT);
   ms_client_del(p.c);
   uv_loop_close(p.loop);

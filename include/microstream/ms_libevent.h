@@ -29,6 +29,12 @@ typedef struct ms_libevent_hub ms_libevent_hub;
 MS_EXTERN int ms_libevent_client_attach(ms_libevent_client **out,
                                         struct event_base *base,
                                         ms_client *c, const char *url);
+/* Run the loop (bounded iterations, from outside any callback of the loop)
+ * until the client has shipped its queued log records and written its
+ * output, or timeout_ms passes: call it before stopping, so the last
+ * records are not lost. Returns 0, MS_ERR_TIMEOUT, MS_ERR_CLOSED (detached
+ * meanwhile) or MS_ERR_INVALID_ARG. */
+MS_EXTERN int ms_libevent_client_flush(ms_libevent_client *a, int64_t timeout_ms);
 /* Stop driving the client and close its socket. NULL is a no-op. */
 MS_EXTERN void ms_libevent_client_detach(ms_libevent_client *a);
 

@@ -59,6 +59,11 @@ static int hub_attach(void **out, void *p, ms_hub *h, const char *host,
 static int hub_port(void *a) { return ms_libevent_hub_port(a); }
 static void hub_detach(void *a) { ms_libevent_hub_detach(a); }
 
+static int client_flush(void *a, int64_t timeout_ms) {
+  return ms_libevent_client_flush(a, timeout_ms);
+}
+
 const conf_backend conf_backend_impl = {
     "libevent",    loop_new,   loop_free, run_once,  client_attach,
-    client_detach, hub_attach, hub_port,  hub_detach};
+    client_detach, hub_attach, hub_port,  hub_detach,
+    client_flush};

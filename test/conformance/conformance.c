@@ -35,9 +35,24 @@ typedef struct result {
   svc *free_me; /* detach and free this client from the callback */
 } result;
 
+/* Log records the hub received, and the message of the last one. */
+static int g_records;
+static char g_last_record[64];
+
+static void on_hub_record(ms_hub *h, const ms_hub_record *rec, void *ud) {
+  (void)h, (void)ud;
+  g_records++;
+  size_t n = rec->message_len < sizeof g_last_record - 1
+                 ? rec->message_len
+                 : sizeof g_last_record - 1;
+  memcpy(g_last_record, rec->message, n);
+  g_last_record[n] = 0;
+}
+
 static void hub_up(fx *f, int port) {
   ms_hub_config cfg;
   ms_hub_config_init(&cfg);
+  cfg.on_record = on_hub_record;
   cfg.max_late_ms = 5000;
   f->hub = NULL;
   f->ha = NULL;
@@ -407,7 +422,52 @@ static void hub_routes_between_many_clients(void) {
   fx_down(&f);
 }
 
+/* A stopping service logs its last words, flushes and goes at once: the
+ * flush connects, ships the whole queue, and the hub has every record. */
+static void flush_delivers_the_last_records_before_exit(void) {
+  fx f;
+  fx_up(&f);
+  g_records = 0;
+  g_last_record[0] = 0;
+  svc s;
+  svc_up(&s, &f, "stopping");
+  ms_log_set_level(s.c, MS_LEVEL_DEBUG);
+  ms_log_set_sink(s.c, NULL, NULL);
+  /* Logged before the client is even connected. */
+  for (int i = 0; i < 500; i++)
+    ms_log(s.c, MS_LEVEL_INFO, "record %d", i);
+  ms_log(s.c, MS_LEVEL_WARN, "the last record");
+  CHECK_EQ_INT(B.client_flush(s.ca, 10000), 0);
+  CHECK_EQ_INT((int)ms_log_queued(s.c), 0);
+  svc_down(&s);
+  /* The bytes are on the hub's socket: let it read them. */
+  CHECK(run_until(&f, &g_records, 501, 5000));
+  CHECK_EQ_INT(g_records, 501);
+  CHECK_EQ_STR(g_last_record, "the last record");
+  fx_down(&f);
+}
+
+static void flush_bad_args_and_timeout(void) {
+  CHECK_EQ_INT(B.client_flush(NULL, 10), MS_ERR_INVALID_ARG);
+  fx f;
+  fx_up(&f);
+  svc s;
+  svc_up(&s, &f, "nowhere");
+  ms_log_set_level(s.c, MS_LEVEL_DEBUG);
+  ms_log_set_sink(s.c, NULL, NULL);
+  /* The hub is gone: the queue cannot drain, the flush gives up in time. */
+  hub_down(&f);
+  ms_log(s.c, MS_LEVEL_INFO, "unheard");
+  int64_t t0 = ms_now_ms();
+  CHECK_EQ_INT(B.client_flush(s.ca, 200), MS_ERR_TIMEOUT);
+  CHECK(ms_now_ms() - t0 < 5000);
+  svc_down(&s);
+  CHECK_EQ_INT(B.loop_free(f.loop), 0);
+}
+
 static const ms_test_case tests[] = {
+    TEST(flush_delivers_the_last_records_before_exit),
+    TEST(flush_bad_args_and_timeout),
     TEST(client_connects_and_registers),
     TEST(request_gets_its_response),
     TEST(unanswered_request_times_out),

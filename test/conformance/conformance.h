@@ -20,6 +20,8 @@ typedef struct conf_backend {
                     int port);
   int (*hub_port)(void *a);
   void (*hub_detach)(void *a);
+  /* The adapter's bounded flush (ms_*_client_flush). */
+  int (*client_flush)(void *a, int64_t timeout_ms);
 } conf_backend;
 
 extern const conf_backend conf_backend_impl;

@@ -147,6 +147,11 @@ def main():
     check("ms-req - with bad JSON exits 2", r.returncode == 2 and
           "standard input" in r.stderr, (r.returncode, r.stderr))
     stop(jwt)
+    check("an example service stops cleanly on SIGTERM", jwt.returncode == 0,
+          jwt.returncode)
+    r, recs = tail_json(url, "--service", "jwt-service", "-n", "5")
+    check("its last record, logged while stopping, reached the hub",
+          recs and recs[-1]["message"] == "stopping", recs)
 
     # ---- ms-tail: several services, globs; fails fast with a reason ----
     for svc in ("api-users", "api-orders", "web"):

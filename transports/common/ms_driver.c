@@ -398,6 +398,33 @@ int ms_drv_client_new(ms_drv **out, ms_client *c, const char *url,
 
 ms_client *ms_drv_client(const ms_drv *d) { return d ? d->c : NULL; }
 
+int ms_drv_client_flush(ms_drv *d, int64_t timeout_ms,
+                        void (*run_once)(void *ctx, int64_t max_ms)) {
+  if (!d || !d->c || ms_life_dead(&d->life) || !run_once || timeout_ms < 0)
+    return MS_ERR_INVALID_ARG;
+  enter(d);
+  int64_t end = now_of(d) + timeout_ms;
+  int rv;
+  for (;;) {
+    if (!d->c || ms_life_dead(&d->life)) {
+      rv = MS_ERR_CLOSED;
+      break;
+    }
+    if (ms_log_queued(d->c) == 0 && !ms_client_want_write(d->c)) {
+      rv = 0;
+      break;
+    }
+    int64_t left = end - now_of(d);
+    if (left <= 0) {
+      rv = MS_ERR_TIMEOUT;
+      break;
+    }
+    run_once(d->ctx, left < 20 ? left : 20);
+  }
+  leave(d);
+  return rv;
+}
+
 /* ---- Hub ---------------------------------------------------------------- */
 
 /* Engine ops over a stream, so the driver sees end of stream itself and

@@ -59,6 +59,15 @@ int ms_drv_client_new(ms_drv **out, ms_client *c, const char *url,
 /* The client, or NULL once detached. */
 ms_client *ms_drv_client(const ms_drv *d);
 
+/* Deliver what the client still holds before the program stops: runs the
+ * loop through run_once(ctx, max_ms) (one bounded iteration of the
+ * adapter's loop) until no log record is queued and no output waits, or
+ * timeout_ms passes. The driver stays valid across the call even if it is
+ * detached from a callback meanwhile. Returns 0, MS_ERR_TIMEOUT,
+ * MS_ERR_CLOSED (detached meanwhile) or MS_ERR_INVALID_ARG. */
+int ms_drv_client_flush(ms_drv *d, int64_t timeout_ms,
+                        void (*run_once)(void *ctx, int64_t max_ms));
+
 /* Attach a hub listening on host:port (0 = any free port); host NULL:
  * no listener yet (add them with ms_drv_hub_listen). */
 int ms_drv_hub_new(ms_drv **out, ms_hub *h, const char *host, int port,

@@ -19,6 +19,7 @@ typedef struct ev_ctx {
    * keeps ev_run from blocking; at the highest priority it runs before
    * the next batch of I/O callbacks, so a flush is never starved. */
   ev_idle idle;
+  ev_timer bound; /* bounds one ev_run(EVRUN_ONCE) in ms_libev_client_flush */
   ms_drv *d;
 } ev_ctx;
 
@@ -112,11 +113,32 @@ static void hk_release(void *ctx) {
   ev_ctx *x = ctx;
   ev_timer_stop(x->loop, &x->timer);
   ev_idle_stop(x->loop, &x->idle);
+  ev_timer_stop(x->loop, &x->bound);
   free(x);
 }
 
 static const ms_drv_hooks ev_hooks = {hk_io_watch, hk_io_close, hk_timer,
                                       hk_defer,    hk_now,      hk_release};
+
+static void on_bound(struct ev_loop *loop, ev_timer *t, int revents) {
+  MS_UNUSED(loop);
+  MS_UNUSED(t);
+  MS_UNUSED(revents);
+}
+
+static void run_once(void *ctx, int64_t max_ms) {
+  ev_ctx *x = ctx;
+  /* The timer wakes ev_run when nothing else happens in max_ms. */
+  ev_timer_set(&x->bound, (ev_tstamp)max_ms / 1000.0, 0.);
+  ev_timer_start(x->loop, &x->bound);
+  ev_run(x->loop, EVRUN_ONCE);
+  ev_timer_stop(x->loop, &x->bound);
+}
+
+int ms_libev_client_flush(ms_libev_client *a, int64_t timeout_ms) {
+  return a ? ms_drv_client_flush(a->x.d, timeout_ms, run_once)
+           : MS_ERR_INVALID_ARG;
+}
 
 static ev_ctx *ctx_new(struct ev_loop *loop, size_t size) {
   ev_ctx *x = calloc(1, size);
@@ -125,6 +147,7 @@ static ev_ctx *ctx_new(struct ev_loop *loop, size_t size) {
   x->loop = loop;
   ev_timer_init(&x->timer, on_timer, 0., 0.);
   ev_idle_init(&x->idle, on_idle);
+  ev_timer_init(&x->bound, on_bound, 0., 0.);
   ev_set_priority(&x->idle, EV_MAXPRI);
   x->timer.data = x;
   x->idle.data = x;

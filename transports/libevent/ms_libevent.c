@@ -20,6 +20,7 @@ typedef struct evt_ctx {
    * active in this pass, and an active event keeps the loop from
    * blocking. Activating it twice is a no-op. */
   struct event *flush;
+  struct event *bound; /* bounds one EVLOOP_ONCE in ms_libevent_client_flush */
   ms_drv *d;
 } evt_ctx;
 
@@ -112,11 +113,33 @@ static void hk_release(void *ctx) {
     event_free(x->timer);
   if (x->flush)
     event_free(x->flush);
+  if (x->bound)
+    event_free(x->bound);
   free(x);
 }
 
 static const ms_drv_hooks evt_hooks = {hk_io_watch, hk_io_close, hk_timer,
                                        hk_defer,    hk_now,      hk_release};
+
+static void on_bound(evutil_socket_t fd, short what, void *ud) {
+  MS_UNUSED(fd);
+  MS_UNUSED(what);
+  MS_UNUSED(ud);
+}
+
+static void run_once(void *ctx, int64_t max_ms) {
+  evt_ctx *x = ctx;
+  /* The timer wakes the loop when nothing else happens in max_ms. */
+  struct timeval tv = {(time_t)(max_ms / 1000), (suseconds_t)(max_ms % 1000) * 1000};
+  evtimer_add(x->bound, &tv);
+  event_base_loop(x->base, EVLOOP_ONCE);
+  evtimer_del(x->bound);
+}
+
+int ms_libevent_client_flush(ms_libevent_client *a, int64_t timeout_ms) {
+  return a ? ms_drv_client_flush(a->x.d, timeout_ms, run_once)
+           : MS_ERR_INVALID_ARG;
+}
 
 static evt_ctx *ctx_new(struct event_base *base, size_t size) {
   evt_ctx *x = calloc(1, size);
@@ -125,7 +148,8 @@ static evt_ctx *ctx_new(struct event_base *base, size_t size) {
   x->base = base;
   x->timer = evtimer_new(base, on_timer, x);
   x->flush = event_new(base, -1, 0, on_flush, x);
-  if (!x->timer || !x->flush) {
+  x->bound = evtimer_new(base, on_bound, x);
+  if (!x->timer || !x->flush || !x->bound) {
     hk_release(x);
     return NULL;
   }

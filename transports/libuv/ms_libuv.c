@@ -18,6 +18,7 @@ typedef struct uv_ctx {
   uv_timer_t timer;
   uv_idle_t idle; /* active only while a deferred flush is due: it also
                      keeps uv_run from blocking until the flush runs */
+  uv_timer_t bound; /* bounds one uv_run(UV_RUN_ONCE) in ms_libuv_client_flush */
   ms_drv *d;
   int open_handles;
 } uv_ctx;
@@ -109,8 +110,10 @@ static void on_ctx_close(uv_handle_t *h) {
 
 static void ctx_close(uv_ctx *x) {
   uv_timer_stop(&x->timer);
+  uv_timer_stop(&x->bound);
   uv_idle_stop(&x->idle);
   uv_close((uv_handle_t *)&x->timer, on_ctx_close);
+  uv_close((uv_handle_t *)&x->bound, on_ctx_close);
   uv_close((uv_handle_t *)&x->idle, on_ctx_close);
 }
 
@@ -126,9 +129,11 @@ static uv_ctx *ctx_new(uv_loop_t *loop, size_t size) {
   x->loop = loop;
   uv_timer_init(loop, &x->timer);
   uv_idle_init(loop, &x->idle);
+  uv_timer_init(loop, &x->bound);
   x->timer.data = x;
   x->idle.data = x;
-  x->open_handles = 2;
+  x->bound.data = x;
+  x->open_handles = 3;
   return x;
 }
 
@@ -146,6 +151,21 @@ int ms_libuv_client_attach(ms_libuv_client **out, uv_loop_t *loop,
   }
   *out = (ms_libuv_client *)x;
   return 0;
+}
+
+static void on_bound(uv_timer_t *t) { MS_UNUSED(t); }
+
+static void run_once(void *ctx, int64_t max_ms) {
+  uv_ctx *x = ctx;
+  /* The timer wakes uv_run when nothing else happens in max_ms. */
+  uv_timer_start(&x->bound, on_bound, (uint64_t)max_ms, 0);
+  uv_run(x->loop, UV_RUN_ONCE);
+  uv_timer_stop(&x->bound);
+}
+
+int ms_libuv_client_flush(ms_libuv_client *a, int64_t timeout_ms) {
+  return a ? ms_drv_client_flush(a->x.d, timeout_ms, run_once)
+           : MS_ERR_INVALID_ARG;
 }
 
 void ms_libuv_client_detach(ms_libuv_client *a) {

@@ -87,22 +87,13 @@ int ms_posix_client_new(ms_posix_client **pp, ms_loop *loop, ms_client *c,
   return 0;
 }
 
+static void run_once(void *ctx, int64_t max_ms) {
+  ms_loop_run_once(((ms_posix_drv *)ctx)->loop, (int)max_ms);
+}
+
 int ms_posix_client_flush(ms_posix_client *p, int64_t timeout_ms) {
-  if (!p || !ms_drv_client(p->x.d))
-    return MS_ERR_INVALID_ARG;
-  int64_t end = ms_now_ms() + timeout_ms;
-  for (;;) {
-    ms_client *c = ms_drv_client(p->x.d);
-    if (!c)
-      return MS_ERR_CLOSED;
-    int busy = ms_log_queued(c) > 0 || ms_client_want_write(c);
-    if (!busy)
-      return 0;
-    int64_t left = end - ms_now_ms();
-    if (left <= 0)
-      return MS_ERR_TIMEOUT;
-    ms_loop_run_once(p->x.loop, left < 20 ? (int)left : 20);
-  }
+  return p ? ms_drv_client_flush(p->x.d, timeout_ms, run_once)
+           : MS_ERR_INVALID_ARG;
 }
 
 void ms_posix_client_del(ms_posix_client *p) {
