@@ -1,6 +1,9 @@
 #!/usr/bin/python3
 """Benchmark microstream-hub against nats-server, a Node MicroStream-style
-hub (socket.io 4) and a plain TCP relay (the floor), in one run.
+hub (socket.io 4) and a plain TCP relay (the floor), in one run. The
+Socket.IO path: microstream-hub's /socket.io/ endpoint ("socketio") against
+the Node hub in its MicroStream mode ("node-ms"), both driven by the same
+Node client speaking what MicroStream Node services speak.
 
 Workload, identical for every system: service "echo" answers event "echo"
 with its data; a requester sends 64-byte payloads with C=1 and C=64 requests
@@ -30,7 +33,7 @@ import time
 IDLE_SETTLE_S = 5.0
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SYSTEMS = ["microstream", "nats", "node", "relay"]
+SYSTEMS = ["microstream", "nats", "node", "relay", "socketio", "node-ms"]
 PHASES = ["c1", "c64", "idle", "idle64", "callgrind"]
 
 
@@ -91,6 +94,7 @@ class System:
 
     name = ""
     idle_per_proc = 1 << 30
+    extra = []  # driver options after the mode's own
 
     def __init__(self, args):
         self.args = args
@@ -122,7 +126,7 @@ class System:
         self.start_echo(wrap)
 
     def start_echo(self, wrap=None):
-        self.echo = subprocess.Popen(self.driver() + ["echo", "--url", self.url()],
+        self.echo = subprocess.Popen(self.driver() + ["echo", "--url", self.url()] + self.extra,
                                      stdin=subprocess.PIPE,
                                      stdout=subprocess.DEVNULL)
         time.sleep(0.5 if not wrap else 3.0)  # registered before the first request
@@ -153,7 +157,7 @@ class System:
     def req(self, conc, warmup, seconds, count=0):
         cmd = self.driver() + ["req", "--url", self.url(), "--conc", str(conc),
                                "--warmup", str(warmup), "--seconds", str(seconds),
-                               "--pid", str(self.hub_pid)]
+                               "--pid", str(self.hub_pid)] + self.extra
         if count:
             cmd += ["--count", str(count)]
         out = subprocess.run(cmd, stdout=subprocess.PIPE, check=True,
@@ -249,6 +253,27 @@ class Node(System):
         self.start_echo()
 
 
+class SocketIO(Microstream):
+    """microstream-hub's Socket.IO endpoint, driven by the Node client."""
+    name = "socketio"
+    extra = ["--proto", "ms"]
+
+    def available(self):
+        return Node.available(self)
+
+    def driver(self):
+        return Node.driver(self)
+
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+
+class NodeMS(Node):
+    """The Node hub in its MicroStream mode, with the same Node client."""
+    name = "node-ms"
+    extra = ["--proto", "ms"]
+
+
 class Relay(System):
     name = "relay"
 
@@ -334,7 +359,8 @@ def run_system(sysobj, args, phases):
             r["hwm_kib"] = proc_status(sysobj.hub_pid, "VmHWM")
         finally:
             sysobj.stop()
-    if sysobj.name != "relay" and ("idle" in phases or "idle64" in phases):
+    if (sysobj.name not in ("relay", "socketio", "node-ms")
+            and ("idle" in phases or "idle64" in phases)):
         r["idle"] = {}
         for n in args.idle:
             sysobj.start()
@@ -438,7 +464,7 @@ def table(results):
     ms = results.get("microstream")
     if ms:
         mf = figures(ms)
-        peers = [s for s in systems if s != "microstream"]
+        peers = [s for s in systems if s not in ("microstream", "socketio", "node-ms")]
         if peers:
             lines.append("")
             lines.append("| microstream / peer | " + " | ".join(peers) + " |")
@@ -474,6 +500,16 @@ def goals(results):
     if idle:
         add("RSS per idle connection at 10000 <= 4 KiB", idle["kib_per_conn"] <= 4.0,
             "%.2f KiB" % idle["kib_per_conn"])
+    sio, nms = (results.get(k, {}).get("c64", {}) for k in ("socketio", "node-ms"))
+    if sio.get("cpu_us_per_req") and nms.get("cpu_us_per_req"):
+        ratio = sio["cpu_us_per_req"] / nms["cpu_us_per_req"]
+        add("Socket.IO path: hub CPU per request at C=64 <= 1/5 of the Node hub's",
+            ratio <= 0.2, "%.2f us vs %.2f us (%.2fx)" % (
+                sio["cpu_us_per_req"], nms["cpu_us_per_req"], ratio))
+    if sio and nms:
+        ratio = sio["rps"] / nms["rps"]
+        add("Socket.IO path: requests/s at C=64 >= the Node hub's (same Node client)",
+            ratio >= 1.0, "%.2fx" % ratio)
     if ms.get("idle64") and c64:
         drop = 1 - ms["idle64"]["rps"] / c64["rps"]
         add("C=64 with %d idle within 10%% of without" % ms["idle64"]["n"],
@@ -565,7 +601,8 @@ def main():
     if max(args.idle) + 100 > nofile:
         log("fd limit %d: idle counts above it will fail" % nofile)
 
-    classes = {"microstream": Microstream, "nats": Nats, "node": Node, "relay": Relay}
+    classes = {"microstream": Microstream, "nats": Nats, "node": Node, "relay": Relay,
+               "socketio": SocketIO, "node-ms": NodeMS}
     results = {}
     t0 = time.time()
     for name in names:

@@ -143,6 +143,7 @@ int ms_conn_new(ms_conn **pconn, const ms_conn_config *cfg,
 
   ms_rand_init(&c->rng);
   ms_buf_init(&c->out, mem);
+  ms_buf_init(&c->body, mem);
   c->state = cfg->role == MS_CONN_SERVER ? ST_HEAD : ST_IDLE;
   c->hs_deadline = MS_NO_DEADLINE;
   c->close_deadline = MS_NO_DEADLINE;
@@ -259,6 +260,9 @@ int ms_conn_feed(ms_conn *c, const uint8_t *data, size_t len, int64_t now) {
   case ST_HEAD:
     rv = ms_conn_feed_head(c, data, len);
     break;
+  case ST_HTTP_BODY:
+    rv = ms_conn_feed_body(c, data, len);
+    break;
   case ST_OPEN:
   case ST_CLOSING:
     rv = ms_conn_feed_ws(c, data, len);
@@ -323,6 +327,7 @@ int ms_conn_want_read(const ms_conn *c) {
     return 0;
   switch (c->state) {
   case ST_HEAD:
+  case ST_HTTP_BODY:
   case ST_HTTP_WAIT:
     /* HTTP_WAIT: the application still owes a response; keep the stream
      * alive (extra input is dropped). */
@@ -375,7 +380,8 @@ int ms_conn_tick(ms_conn *c, int64_t now) {
     c->linger_deadline = add_ms(now, c->cfg.close_timeout_ms);
   }
   if (now >= c->hs_deadline &&
-      (c->state == ST_HEAD || c->state == ST_HTTP_WAIT)) {
+      (c->state == ST_HEAD || c->state == ST_HTTP_BODY ||
+       c->state == ST_HTTP_WAIT)) {
     /* Nothing useful can be said to a peer that did not finish its
      * request in time: just finish. */
     ms_conn_discard_output(c);

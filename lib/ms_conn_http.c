@@ -31,6 +31,7 @@ ms_encoding ms_conn_enc_from_name(const char *s, size_t len) {
 }
 
 void ms_conn_free_head(ms_conn *c) {
+  ms_buf_free(&c->body);
   ms_free(c->mem, c->head);
   ms_free(c->mem, c->hdrs);
   c->head = NULL;
@@ -146,6 +147,34 @@ static int open_ws(ms_conn *c, ms_encoding enc, int echoed,
   return 0;
 }
 
+/* Hand a complete plain request to the application. */
+static int http_deliver(ms_conn *c, const ms_http_request *req) {
+  c->state = ST_HTTP_WAIT;
+  if (c->cb.on_http_request) {
+    c->cb.on_http_request(c, req, c->user_data);
+    return c->fatal;
+  }
+  static const char nf[] = "not found\n";
+  return ms_conn_http_respond(c, 404, "text/plain; charset=utf-8", NULL, nf,
+                              sizeof nf - 1);
+}
+
+int ms_conn_feed_body(ms_conn *c, const uint8_t *data, size_t len) {
+  if (c->state != ST_HTTP_BODY)
+    return 0; /* anything after the body is dropped */
+  size_t take = MS_MIN(len, c->body_need - c->body.len);
+  if (take && ms_buf_append(&c->body, data, take)) {
+    ms_conn_set_fatal(c, MS_ERR_NOMEM);
+    return MS_ERR_NOMEM;
+  }
+  if (c->body.len < c->body_need)
+    return 0;
+  ms_http_request req = c->body_req;
+  req.body = (const uint8_t *)c->body.data;
+  req.body_len = c->body.len;
+  return http_deliver(c, &req);
+}
+
 static int server_head(ms_conn *c, size_t head_len) {
   ms_http_request req;
   size_t hl;
@@ -160,16 +189,36 @@ static int server_head(ms_conn *c, size_t head_len) {
   const char *up = ms_http_find_header(req.headers, req.nheaders, "Upgrade",
                                        &up_len);
   if (!up) {
-    /* A plain request: the application answers it. */
-    c->state = ST_HTTP_WAIT;
+    /* A plain request: the application answers it, once its body (if
+     * any) is in. */
     c->head_method = ms_http_ieq(req.method, req.method_len, "HEAD");
-    if (c->cb.on_http_request) {
-      c->cb.on_http_request(c, &req, c->user_data);
-      return c->fatal;
+    if (ms_http_find_header(req.headers, req.nheaders, "Transfer-Encoding",
+                            NULL))
+      return refuse(c, 411, "a body needs Content-Length", NULL);
+    size_t cl_len;
+    const char *cl = ms_http_find_header(req.headers, req.nheaders,
+                                         "Content-Length", &cl_len);
+    if (cl) {
+      uint64_t n = 0;
+      if (cl_len == 0 || cl_len > 19 ||
+          ms_http_count_header(req.headers, req.nheaders,
+                               "Content-Length") != 1)
+        return refuse(c, 400, "bad Content-Length", NULL);
+      for (size_t i = 0; i < cl_len; i++) {
+        if (cl[i] < '0' || cl[i] > '9')
+          return refuse(c, 400, "bad Content-Length", NULL);
+        n = n * 10 + (uint64_t)(cl[i] - '0');
+      }
+      if (n > c->cfg.max_message)
+        return refuse(c, 413, "request body too large", NULL);
+      if (n > 0) {
+        c->state = ST_HTTP_BODY;
+        c->body_req = req;
+        c->body_need = (size_t)n;
+        return 0;
+      }
     }
-    static const char nf[] = "not found\n";
-    return ms_conn_http_respond(c, 404, "text/plain; charset=utf-8", NULL, nf,
-                                sizeof nf - 1);
+    return http_deliver(c, &req);
   }
   if (!ms_http_ieq(req.method, req.method_len, "GET"))
     return refuse(c, 400, "a WebSocket upgrade must use GET", NULL);
@@ -318,6 +367,12 @@ int ms_conn_feed_head(ms_conn *c, const uint8_t *data, size_t len) {
                                          : client_head(c, hl);
   if (rv || c->life.dead)
     return rv;
+  if (c->state == ST_HTTP_BODY) {
+    rv = ms_conn_feed_body(c, (const uint8_t *)c->head + hl, c->head_len - hl);
+    if (!rv && !c->life.dead)
+      rv = ms_conn_feed_body(c, data + take, len - take);
+    return rv;
+  }
   if (c->state == ST_OPEN || c->state == ST_CLOSING) {
     /* Bytes after the head belong to the WebSocket: first what was copied
      * into the head buffer, then the rest of this feed. */

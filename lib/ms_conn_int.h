@@ -21,6 +21,7 @@
 enum conn_state {
   ST_IDLE,      /* client before ms_conn_start */
   ST_HEAD,      /* exchanging the HTTP upgrade */
+  ST_HTTP_BODY, /* server: plain HTTP request, reading its body */
   ST_HTTP_WAIT, /* server: plain HTTP request, waiting for a response */
   ST_OPEN,      /* WebSocket open */
   ST_CLOSING,   /* we sent a close, waiting for the peer's */
@@ -52,6 +53,10 @@ struct ms_conn {
   size_t head_len, head_scan;
   ms_http_header *hdrs;
   char key_accept[29]; /* client: the Sec-WebSocket-Accept we expect */
+  /* Server: a plain request whose body is still arriving. */
+  ms_http_request body_req; /* points into head */
+  ms_buf body;
+  size_t body_need;
 
   /* WebSocket. */
   wslay_event_context_ptr ws; /* NULL while asleep */
@@ -109,6 +114,8 @@ ms_encoding ms_conn_enc_from_name(const char *s, size_t len);
 int ms_conn_write_upgrade_request(ms_conn *c);
 int ms_conn_feed_head(ms_conn *c, const uint8_t *data, size_t len);
 void ms_conn_free_head(ms_conn *c);
+/* Body bytes of a plain request (ST_HTTP_BODY). */
+int ms_conn_feed_body(ms_conn *c, const uint8_t *data, size_t len);
 
 /* ---- ms_conn_ws.c ---- */
 int ms_conn_ws_create(ms_conn *c);

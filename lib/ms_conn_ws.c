@@ -422,7 +422,7 @@ int ms_conn_close(ms_conn *c, uint16_t code, const char *reason) {
   if (c->fatal)
     return c->fatal;
   if (c->state == ST_IDLE || c->state == ST_HEAD ||
-      c->state == ST_HTTP_WAIT) {
+      c->state == ST_HTTP_BODY || c->state == ST_HTTP_WAIT) {
     /* No WebSocket yet: just finish (a half-sent upgrade is of no use). */
     c->state = ST_DONE;
     c->hs_deadline = MS_NO_DEADLINE;

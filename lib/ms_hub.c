@@ -43,8 +43,8 @@ static void dirty_unlink(ms_hub *h, ms_hub_conn *hc) {
 }
 
 void ms_hub_mark_dirty(ms_hub *h, ms_hub_conn *hc) {
-  if (hc->in_dirty || hc->released)
-    return;
+  if (hc->in_dirty || hc->released || hc->sio)
+    return; /* (a Socket.IO session marks its streams itself) */
   hc->in_dirty = 1;
   hc->dirty_next = NULL;
   hc->dirty_prev = h->dirty_tail;
@@ -75,12 +75,25 @@ static void close_conn(ms_hub *h, ms_hub_conn *hc, uint16_t code,
                        int64_t now) {
   if (hc->state == HC_CLOSING || hc->state == HC_GONE)
     return;
-  ms_conn_close(hc->ws, code, reason);
+  if (hc->sio)
+    ms_hub_sio_close(h, hc, code, reason);
+  else
+    ms_conn_close(hc->ws, code, reason);
   conn_down(h, hc, presence_reason, now);
   if (hc->state != HC_GONE)
     hc->state = HC_CLOSING;
   update_live(h, hc); /* the close handshake's timer */
   ms_hub_mark_dirty(h, hc);
+}
+
+void ms_hub_close_conn(ms_hub *h, ms_hub_conn *hc, uint16_t code,
+                       const char *reason, const char *presence_reason,
+                       int64_t now) {
+  close_conn(h, hc, code, reason, presence_reason, now);
+}
+
+size_t ms_hub_conn_out_pending(const ms_hub_conn *hc) {
+  return hc->sio ? ms_hub_sio_pending(hc) : ms_conn_out_pending(hc->ws);
 }
 
 int ms_hub_send_out(ms_hub *h, ms_hub_conn *hc) {
@@ -90,12 +103,15 @@ int ms_hub_send_out(ms_hub *h, ms_hub_conn *hc) {
     return MS_ERR_SLOW_CONSUMER;
   if (h->out.failed)
     return MS_ERR_NOMEM; /* never half a message */
-  int rv = ms_wire_send(hc->ws, hc->enc, (const uint8_t *)h->out.sb.data,
-                        h->out.sb.size, &h->scratch, h->cfg.max_message);
+  int rv = hc->sio ? ms_hub_sio_send(h, hc)
+                   : ms_wire_send(hc->ws, hc->enc,
+                                  (const uint8_t *)h->out.sb.data,
+                                  h->out.sb.size, &h->scratch,
+                                  h->cfg.max_message);
   if (rv == 0)
     h->stats.bytes_out += h->out.sb.size;
   ms_hub_mark_dirty(h, hc);
-  if (rv == 0 && ms_conn_out_pending(hc->ws) > h->cfg.out_hard_limit) {
+  if (rv == 0 && ms_hub_conn_out_pending(hc) > h->cfg.out_hard_limit) {
     /* A peer that does not read is not allowed to hold the hub's memory:
      * it is closed (4029; it reconnects and resumes). Not here, though:
      * the caller may be walking a table this connection's end would
@@ -117,7 +133,7 @@ static void close_doomed(ms_hub *h) {
     if (hc->released)
       continue;
     hub_event(h, MS_LEVEL_WARN, "closing slow consumer %s (%zu bytes queued)",
-              hc->name ? hc->name : "connection", ms_conn_out_pending(hc->ws));
+              hc->name ? hc->name : "connection", ms_hub_conn_out_pending(hc));
     close_conn(h, hc, MS_CLOSE_SLOW_CONSUMER, "slow consumer", "closed",
                h->last_now);
   }
@@ -163,6 +179,7 @@ void ms_hub_config_init(ms_hub_config *cfg) {
   cfg->idle_release_ms = 1000;
   cfg->token_skew_s = 60;
   cfg->max_unauth_per_peer = 64;
+  cfg->sio_max_sessions = 10000;
 }
 
 int ms_hub_new(ms_hub **ph, const ms_hub_config *cfg, void *user_data,
@@ -195,6 +212,7 @@ int ms_hub_new(ms_hub **ph, const ms_hub_config *cfg, void *user_data,
   if (!c->log_ring_bytes) c->log_ring_bytes = 64u << 20;
   if (!c->sub_queue) c->sub_queue = 4096;
   if (c->token_skew_s <= 0) c->token_skew_s = 60;
+  if (!c->sio_max_sessions) c->sio_max_sessions = 10000;
   if (cfg->secret_len) {
     h->secret = ms_malloc(mem, cfg->secret_len);
     if (!h->secret) {
@@ -242,6 +260,8 @@ int ms_hub_new(ms_hub **ph, const ms_hub_config *cfg, void *user_data,
 static void free_conn(ms_hub *h, ms_hub_conn *hc) {
   ms_hub_peer_done(h, hc);
   ms_free(h->mem, hc->peer);
+  if (hc->sio)
+    ms_hub_sio_free(h, hc);
   ms_conn_del(hc->ws);
   ms_u64map_free(&hc->origin_ids);
   ms_free(h->mem, hc->name);
@@ -279,6 +299,7 @@ static void hub_free(ms_hub *h) {
   }
   ms_hub_streams_del(h);
   ms_hub_auth_del(h);
+  ms_hub_sio_del(h);
   ms_strmap_free(&h->registry);
   ms_heap_free(&h->timers);
   ms_heap_free(&h->live);
@@ -735,6 +756,8 @@ static void replace_now(ms_hub *h, ms_hub_conn *nw, int64_t now) {
 /* Everything that ends with a connection's session. Idempotent. */
 static void conn_down(ms_hub *h, ms_hub_conn *hc, const char *reason,
                       int64_t now) {
+  if (hc->sio_carried)
+    ms_hub_sio_carrier_gone(h, hc);
   if (hc->replace_waiter) {
     /* The old holder went away: the newcomer takes the name. */
     ms_hub_conn *nw = hc->replace_waiter;
@@ -809,6 +832,10 @@ static void on_ws_message(ms_conn *ws, const ms_conn_message_arg *arg,
   if (hc->state == HC_CLOSING || hc->state == HC_GONE ||
       ms_life_dead(&h->life))
     return;
+  if (hc->eio_ws) {
+    ms_hub_sio_ws_message(h, hc, arg);
+    return;
+  }
   int64_t now = h->last_now;
   ms_msg m;
   ms_decode_error de;
@@ -823,19 +850,24 @@ static void on_ws_message(ms_conn *ws, const ms_conn_message_arg *arg,
     bad_message(h, hc, &de, now);
     return;
   }
+  ms_hub_dispatch(h, hc, &m, now);
+}
+
+void ms_hub_dispatch(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
+                     int64_t now) {
   if (hc->state == HC_AWAIT_HELLO) {
-    if (m.type != MS_MSG_HELLO) {
+    if (m->type != MS_MSG_HELLO) {
       fail_session(h, hc, "BAD_REQUEST", "the first message must be HELLO",
                    MS_CLOSE_PROTOCOL, now);
       return;
     }
-    on_hello(h, hc, &m, now);
+    on_hello(h, hc, m, now);
     update_live(h, hc);
     return;
   }
   if (hc->state == HC_WAIT_REPLACE) {
-    if (m.type == MS_MSG_PING) {
-      ms_enc_pong(ms_hub_packer(h), m.id);
+    if (m->type == MS_MSG_PING) {
+      ms_enc_pong(ms_hub_packer(h), m->id);
       ms_hub_send_out(h, hc);
       return;
     }
@@ -843,25 +875,25 @@ static void on_ws_message(ms_conn *ws, const ms_conn_message_arg *arg,
                  MS_CLOSE_PROTOCOL, now);
     return;
   }
-  switch (m.type) {
+  switch (m->type) {
   case MS_MSG_HELLO:
     fail_session(h, hc, "BAD_REQUEST", "second HELLO", MS_CLOSE_PROTOCOL, now);
     break;
   case MS_MSG_REQUEST:
     if (!ms_hub_may(h, hc, MS_SCOPE_SERVICE)) {
-      ms_hub_send_error(h, hc, m.id, "FORBIDDEN",
+      ms_hub_send_error(h, hc, m->id, "FORBIDDEN",
                         "sending requests needs a token with scope service",
                         NULL);
       break;
     }
-    on_request(h, hc, &m, now);
+    on_request(h, hc, m, now);
     break;
   case MS_MSG_RESPONSE:
   case MS_MSG_ERROR:
-    on_answer(h, hc, &m, now);
+    on_answer(h, hc, m, now);
     break;
   case MS_MSG_CANCEL:
-    on_cancel(h, hc, &m);
+    on_cancel(h, hc, m);
     break;
   case MS_MSG_LOG:
     if (!ms_hub_may(h, hc, MS_SCOPE_SERVICE)) {
@@ -869,21 +901,21 @@ static void on_ws_message(ms_conn *ws, const ms_conn_message_arg *arg,
                         "logging needs a token with scope service", NULL);
       break;
     }
-    ms_hub_on_log(h, hc, &m, now);
+    ms_hub_on_log(h, hc, m, now);
     break;
   case MS_MSG_SUBSCRIBE:
     if (!ms_hub_may(h, hc, MS_SCOPE_WATCH)) {
-      ms_hub_send_error(h, hc, m.id, "FORBIDDEN",
+      ms_hub_send_error(h, hc, m->id, "FORBIDDEN",
                         "subscribing needs a token with scope watch", NULL);
       break;
     }
-    ms_hub_on_subscribe(h, hc, &m, now);
+    ms_hub_on_subscribe(h, hc, m, now);
     break;
   case MS_MSG_UNSUBSCRIBE:
-    ms_hub_on_unsubscribe(h, hc, &m);
+    ms_hub_on_unsubscribe(h, hc, m);
     break;
   case MS_MSG_PING:
-    ms_enc_pong(ms_hub_packer(h), m.id);
+    ms_enc_pong(ms_hub_packer(h), m->id);
     ms_hub_send_out(h, hc);
     break;
   case MS_MSG_PONG:
@@ -892,7 +924,7 @@ static void on_ws_message(ms_conn *ws, const ms_conn_message_arg *arg,
     /* The decoder only lets client->hub types through. */
     ms_decode_error d2;
     memset(&d2, 0, sizeof d2);
-    snprintf(d2.what, sizeof d2.what, "unexpected message type %d", m.type);
+    snprintf(d2.what, sizeof d2.what, "unexpected message type %d", m->type);
     bad_message(h, hc, &d2, now);
     break;
   }
@@ -904,6 +936,10 @@ static int on_ws_upgrade(ms_conn *ws, const ms_http_request *req, void *ud) {
   (void)ws;
   if (req->path_len == 3 && memcmp(req->path, "/ws", 3) == 0)
     return ms_hub_upgrade_check(hc->hub, hc, req);
+  if (ms_hub_sio_is_path(req)) {
+    int st = ms_hub_upgrade_check(hc->hub, hc, req);
+    return st ? st : ms_hub_sio_upgrade(hc->hub, hc, req);
+  }
   return 404;
 }
 
@@ -911,7 +947,10 @@ static void on_ws_http(ms_conn *ws, const ms_http_request *req, void *ud) {
   ms_hub_conn *hc = ud;
   if (ms_life_dead(&hc->hub->life))
     return;
-  ms_hub_http(hc->hub, hc, ws, req);
+  if (ms_hub_sio_is_path(req))
+    ms_hub_sio_http(hc->hub, hc, req);
+  else
+    ms_hub_http(hc->hub, hc, ws, req);
   ms_hub_mark_dirty(hc->hub, hc);
 }
 
@@ -920,6 +959,13 @@ static void on_ws_open(ms_conn *ws, const ms_conn_open_arg *arg, void *ud) {
   (void)ws;
   if (ms_life_dead(&hc->hub->life))
     return;
+  if (hc->eio_ws) {
+    /* A Socket.IO WebSocket: no HELLO; its session speaks for it. */
+    hc->state = HC_READY;
+    ms_hub_sio_ws_open(hc->hub, hc, arg->request);
+    ms_hub_mark_dirty(hc->hub, hc);
+    return;
+  }
   hc->enc = arg->encoding;
   hc->state = HC_AWAIT_HELLO;
   ms_hub_mark_dirty(hc->hub, hc);
@@ -975,7 +1021,7 @@ static void update_live(ms_hub *h, ms_hub_conn *hc) {
     return;
   if (hc->state == HC_WAIT_REPLACE)
     return; /* its deadline was set when probing began */
-  int64_t d = live_deadline(h, hc);
+  int64_t d = hc->sio ? ms_hub_sio_deadline(h, hc) : live_deadline(h, hc);
   if (d == MS_NO_DEADLINE) {
     ms_heap_remove(&h->live, &hc->live);
     return;
@@ -987,8 +1033,14 @@ static void update_live(ms_hub *h, ms_hub_conn *hc) {
     ms_heap_update(&h->live, &hc->live, d);
 }
 
+void ms_hub_update_live(ms_hub *h, ms_hub_conn *hc) { update_live(h, hc); }
+
 static void live_check(ms_hub *h, ms_hub_conn *hc, int64_t now) {
   int64_t hb = h->cfg.heartbeat_ms;
+  if (hc->sio && hc->state != HC_WAIT_REPLACE) {
+    ms_hub_sio_live(h, hc, now); /* re-arms its own deadline */
+    return;
+  }
   ms_conn_tick(hc->ws, now);
   switch (hc->state) {
   case HC_HTTP:
@@ -1118,6 +1170,13 @@ int ms_hub_accept_peer(ms_hub *h, ms_hub_conn **pc, void *tdata,
   return 0;
 }
 
+void ms_hub_conn_alive(ms_hub *h, ms_hub_conn *hc, int64_t now) {
+  hc->last_rx = now;
+  hc->pings_sent = 0;
+  if (hc->replace_waiter)
+    replace_refused(h, hc, now);
+}
+
 int ms_hub_conn_feed(ms_hub_conn *hc, const uint8_t *data, size_t len,
                      int64_t now) {
   ms_hub *h = hc->hub;
@@ -1126,11 +1185,8 @@ int ms_hub_conn_feed(ms_hub_conn *hc, const uint8_t *data, size_t len,
   enter(h);
   h->last_now = now;
   if (len) {
-    hc->last_rx = now;
-    hc->pings_sent = 0;
     h->stats.bytes_in += len;
-    if (hc->replace_waiter)
-      replace_refused(h, hc, now);
+    ms_hub_conn_alive(h, hc, now);
   }
   int rv = ms_conn_feed(hc->ws, data, len, now);
   if (!hc->released) {
@@ -1206,7 +1262,8 @@ void ms_hub_conn_release(ms_hub_conn *hc) {
     h->all = hc->all_next;
   if (hc->all_next)
     hc->all_next->all_prev = hc->all_prev;
-  h->stats.connections--;
+  if (!hc->sio)
+    h->stats.connections--;
   hc->all_next = h->graveyard;
   h->graveyard = hc;
   leave(h);

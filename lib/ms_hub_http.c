@@ -42,6 +42,8 @@ int ms_hub_metrics_text(const ms_hub *h, ms_buf *b) {
          "Protocol message bytes sent.", s->bytes_out);
   METRIC("microstream_log_records_total", "counter", "Log records kept.",
          s->log_records);
+  METRIC("microstream_socketio_sessions", "gauge",
+         "Socket.IO sessions open (polling or WebSocket).", s->sio_sessions);
 #undef METRIC
   if (rv == 0)
     rv = ms_buf_appendf(b, "# HELP microstream_errors_total Errors sent, by "
@@ -74,8 +76,13 @@ int ms_hub_services_json(const ms_hub *h, ms_buf *b) {
     }
     if (rv == 0)
       rv = ms_buf_appendf(
-          b, ",\"encoding\":\"%s\",\"connected_ms\":%lld,\"pending\":%zu}",
-          hc->enc == MS_ENC_JSON ? MS_SUBPROTO_JSON : MS_SUBPROTO_MSGPACK,
+          b,
+          ",\"protocol\":\"%s\",\"encoding\":\"%s\",\"connected_ms\":%lld,"
+          "\"pending\":%zu}",
+          hc->sio ? "socket.io" : "microstream",
+          hc->sio ? "json"
+                  : hc->enc == MS_ENC_JSON ? MS_SUBPROTO_JSON
+                                           : MS_SUBPROTO_MSGPACK,
           (long long)(h->last_now - hc->ready_at), hc->n_out);
   }
   if (rv == 0)

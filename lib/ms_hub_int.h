@@ -20,6 +20,8 @@ typedef enum hc_state {
 
 typedef struct route route;
 typedef struct hub_sub hub_sub;
+typedef struct ms_hub_sio ms_hub_sio;             /* ms_hub_sio.c */
+typedef struct ms_hub_sio_state ms_hub_sio_state; /* ms_hub_sio.c */
 
 struct ms_hub_conn {
   ms_hub *hub;
@@ -58,6 +60,13 @@ struct ms_hub_conn {
   int64_t expires_at; /* the token's exp on the hub's clock */
   char *peer;         /* the stream's address, or NULL */
   unsigned peer_counted : 1, secure : 1;
+  /* Socket.IO (ms_hub_sio.c). `sio`: this is a session's own connection,
+   * with no stream (ws is NULL); the transport never sees it. For a
+   * stream: `sio_carried` is the session it carries (a parked poll, a
+   * WebSocket), `eio_ws` marks a WebSocket opened at /socket.io/. */
+  ms_hub_sio *sio;
+  ms_hub_sio *sio_carried;
+  unsigned eio_ws : 1;
 };
 
 struct route {
@@ -98,6 +107,7 @@ struct ms_hub {
   ms_hub_streams *streams;
   hub_auth *auth;
   void *wall_ud; /* for a clock from ms_hub_set_wallclock */
+  ms_hub_sio_state *sio; /* Socket.IO sessions, created on first use */
 
   ms_hub_wakeup_fn wakeup;
   void *wakeup_ud;
@@ -124,6 +134,39 @@ void ms_hub_send_error(ms_hub *h, ms_hub_conn *hc, uint64_t id,
                        const char *code, const char *message,
                        const msgpack_object *data);
 void ms_hub_mark_dirty(ms_hub *h, ms_hub_conn *hc);
+
+/* The router's view of one decoded client message on hc (any state). */
+void ms_hub_dispatch(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
+                     int64_t now);
+/* Close hc's session (code, reason) and report it down (presence_reason). */
+void ms_hub_close_conn(ms_hub *h, ms_hub_conn *hc, uint16_t code,
+                       const char *reason, const char *presence_reason,
+                       int64_t now);
+/* hc showed life (counts for liveness and replace-stale probing). */
+void ms_hub_conn_alive(ms_hub *h, ms_hub_conn *hc, int64_t now);
+/* Re-arm hc's liveness deadline (only ever earlier). */
+void ms_hub_update_live(ms_hub *h, ms_hub_conn *hc);
+/* Output bytes queued for hc (a session's own connection included). */
+size_t ms_hub_conn_out_pending(const ms_hub_conn *hc);
+
+/* ms_hub_sio.c: the Socket.IO endpoint. */
+int ms_hub_sio_is_path(const ms_http_request *req);
+void ms_hub_sio_http(ms_hub *h, ms_hub_conn *hc, const ms_http_request *req);
+int ms_hub_sio_upgrade(ms_hub *h, ms_hub_conn *hc,
+                       const ms_http_request *req);
+void ms_hub_sio_ws_open(ms_hub *h, ms_hub_conn *hc,
+                        const ms_http_request *req);
+void ms_hub_sio_ws_message(ms_hub *h, ms_hub_conn *hc,
+                           const ms_conn_message_arg *arg);
+void ms_hub_sio_carrier_gone(ms_hub *h, ms_hub_conn *hc);
+int ms_hub_sio_send(ms_hub *h, ms_hub_conn *vc);
+size_t ms_hub_sio_pending(const ms_hub_conn *vc);
+void ms_hub_sio_close(ms_hub *h, ms_hub_conn *vc, uint16_t code,
+                      const char *reason);
+int64_t ms_hub_sio_deadline(const ms_hub *h, const ms_hub_conn *vc);
+void ms_hub_sio_live(ms_hub *h, ms_hub_conn *vc, int64_t now);
+void ms_hub_sio_free(ms_hub *h, ms_hub_conn *vc);
+void ms_hub_sio_del(ms_hub *h);
 
 /* ms_hub_stream.c: logs and presence. */
 int ms_hub_streams_new(ms_hub *h);

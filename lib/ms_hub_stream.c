@@ -247,7 +247,7 @@ static void send_marker(ms_hub *h, hub_sub *sub, uint64_t seq,
 }
 
 static int backed_up(const ms_hub *h, const hub_sub *sub) {
-  return ms_conn_out_pending(sub->hc->ws) > h->cfg.out_high_water;
+  return ms_hub_conn_out_pending(sub->hc) > h->cfg.out_high_water;
 }
 
 static void send_marker(ms_hub *h, hub_sub *sub, uint64_t seq,

@@ -1,4 +1,5 @@
-/* microstream-hub: the hub server. WebSocket at /ws, /healthz, /metrics,
+/* microstream-hub: the hub server. WebSocket at /ws, Socket.IO at
+ * /socket.io/, /healthz, /metrics,
  * /api/services, /api/logs (the SQLite log store); SIGINT/SIGTERM close
  * every connection with 4050, flush the store and exit 0. */
 #include <microstream/ms_posix.h>
@@ -360,7 +361,10 @@ static const hub_opt hub_opts[] = {
 #define N_OPTS (sizeof hub_opts / sizeof hub_opts[0])
 
 static void usage(FILE *f) {
-  fprintf(f, "usage: microstream-hub [options]\n");
+  fprintf(f, "usage: microstream-hub [options]\n"
+             "Serves microstream services at /ws, Node MicroStream (Socket.IO)\n"
+             "services at /socket.io/, the live log page at /, /healthz,\n"
+             "/metrics, /api/services and /api/logs.\n");
   for (size_t i = 0; i < N_OPTS; i++) {
     const hub_opt *o = &hub_opts[i];
     char left[64];

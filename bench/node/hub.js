@@ -32,7 +32,50 @@ function fail(sock, id, code, message) {
   sock.emit('error_', { id, code, message });
 }
 
+// MicroStream Node hub mode, for clients that connect with
+// query {serviceName}: what that hub does (registry by name; `request`
+// {targetService, payload} forwarded as the payload; `response` {id,
+// response} back to whoever sent that id; errors inside `response`; the
+// requesters keep their own time). Its pending table is a Map here (the
+// original scans every service per response), which favours this peer.
+const msServices = new Map(); // name -> socket
+const msPending = new Map();  // request id -> requester socket
+function microstreamMode(socket, name) {
+  if (msServices.has(name)) {
+    socket.emit('connect_error_', { code: 'DUPLICATE_SERVICE_REGISTRATION' });
+    socket.disconnect(true);
+    return;
+  }
+  msServices.set(name, socket);
+  socket.on('request', ({ targetService, payload }) => {
+    const t = msServices.get(targetService);
+    if (!t) {
+      socket.emit('response', { id: payload.id, response: { error: {
+        code: 'TARGET_SERVICE_NOT_FOUND', message: `Service "${targetService}" not found`,
+        errorData: { targetService, requestID: payload.id } } } });
+      return;
+    }
+    msPending.set(payload.id, socket);
+    t.emit('request', payload);
+  });
+  socket.on('response', ({ id, response }) => {
+    const r = msPending.get(id);
+    if (!r) return;
+    msPending.delete(id);
+    r.emit('response', { id, response });
+  });
+  socket.on('heartbeat', () => {});
+  socket.on('disconnect', () => {
+    if (msServices.get(name) === socket) msServices.delete(name);
+  });
+}
+
 io.on('connection', (socket) => {
+  const q = socket.handshake.query || {};
+  if (typeof q.serviceName === 'string') {
+    microstreamMode(socket, q.serviceName);
+    return;
+  }
   const auth = socket.handshake.auth || {};
   const name = auth.service;
   if (typeof name !== 'string' || !/^[A-Za-z0-9._:-]{1,128}$/.test(name)) {

@@ -1,14 +1,20 @@
 // The driver for the Node peer (socket.io-client, WebSocket only), with the
 // same modes, options and result line as the C drivers (bench_common.h).
+// --proto ms speaks what MicroStream Node services speak (query
+// {serviceName}; `request` {targetService, payload: {id, event, data}};
+// `response` {id, response}), to drive microstream-hub's Socket.IO
+// endpoint and hub.js's MicroStream mode with the same client.
 'use strict';
 const fs = require('fs');
 const { io } = require('socket.io-client');
 
-const o = { mode: process.argv[2], conc: 1, warmup: 2, seconds: 10, count: 0, pid: 0, n: 0, name: 'idle' };
+const o = { mode: process.argv[2], conc: 1, warmup: 2, seconds: 10, count: 0, pid: 0, n: 0, name: 'idle',
+            proto: 'bench' };
 for (let i = 3; i < process.argv.length; i += 2) {
   const k = process.argv[i].replace(/^--/, ''), v = process.argv[i + 1];
-  o[k] = k === 'url' || k === 'name' ? v : Number(v);
+  o[k] = k === 'url' || k === 'name' || k === 'proto' ? v : Number(v);
 }
+const MS = o.proto === 'ms';
 
 function hubCpu() {
   try {
@@ -19,15 +25,20 @@ function hubCpu() {
 }
 
 function connect(service) {
-  return io(o.url, { transports: ['websocket'], auth: { service }, reconnection: false,
-                     forceNew: true, timeout: 60000 });
+  const opts = { transports: ['websocket'], reconnection: false, forceNew: true, timeout: 60000 };
+  if (MS) opts.query = { serviceName: service };
+  else opts.auth = { service };
+  return io(o.url, opts);
 }
+// MicroStream's protocol has no welcome: being connected is being registered.
+const READY = MS ? 'connect' : 'welcome';
 
 const nowNs = () => process.hrtime.bigint();
 
 if (o.mode === 'echo') {
   const s = connect('echo');
-  s.on('request', (m) => s.emit('response', { id: m.id, data: m.data }));
+  if (MS) s.on('request', (m) => s.emit('response', { id: m.id, response: m.data }));
+  else s.on('request', (m) => s.emit('response', { id: m.id, data: m.data }));
   process.stdin.on('data', () => {});
   process.stdin.on('end', () => process.exit(0));
 } else if (o.mode === 'req') {
@@ -42,7 +53,8 @@ if (o.mode === 'echo') {
     const id = nextId++;
     sent.set(id, nowNs());
     inFlight++;
-    s.emit('request', { id, target: 'echo', event: 'echo', data: payload, timeout: 10000 });
+    if (MS) s.emit('request', { targetService: 'echo', payload: { id: String(id), event: 'echo', data: payload } });
+    else s.emit('request', { id, target: 'echo', event: 'echo', data: payload, timeout: 10000 });
   };
   const tick = (now, ns, err) => {
     if (!measuring && now >= tMeasure) {
@@ -75,9 +87,10 @@ if (o.mode === 'echo') {
     if (!tick(now, now - t0, err)) sendOne();
     if (done && inFlight === 0) finish();
   };
-  s.on('response', (m) => onAnswer(m, m.data !== payload));
+  if (MS) s.on('response', (m) => onAnswer({ id: Number(m.id) }, m.response !== payload));
+  else s.on('response', (m) => onAnswer(m, m.data !== payload));
   s.on('error_', (m) => onAnswer(m, true));
-  s.on('welcome', () => {
+  s.on(READY, () => {
     const t = nowNs();
     if (o.count > 0 || o.warmup <= 0) {
       measuring = true; tMeasure = t; tEnd = t + BigInt(Math.round(o.seconds * 1e9)); cpu0 = hubCpu();
@@ -94,7 +107,7 @@ if (o.mode === 'echo') {
     for (; next < end; next++) {
       const s = connect(o.name + '-' + next);
       socks.push(s);
-      s.once('welcome', () => {
+      s.once(READY, () => {
         ready++;
         if (--pending === 0) {
           if (next < o.n) batch();

@@ -53,6 +53,11 @@ typedef struct ms_http_request {
   int minor_version; /* HTTP/1.x */
   const ms_http_header *headers;
   size_t nheaders;
+  /* Server role: the body of a request with Content-Length (at most the
+   * connection's max_message; larger is refused with 413), else NULL/0.
+   * Chunked bodies are refused with 411. */
+  const uint8_t *body;
+  size_t body_len;
 } ms_http_request;
 
 /* First header named `name` (case-insensitive), or NULL. */

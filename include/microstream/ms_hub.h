@@ -111,6 +111,9 @@ typedef struct ms_hub_config {
    * (ms_conn_hibernate) until it next has traffic: idle services cost a
    * fraction of the memory. Default 1000; 0 never. */
   int64_t idle_release_ms;
+  /* Socket.IO sessions (the endpoint at /socket.io/) open at once, at
+   * most; default 10000. */
+  size_t sio_max_sessions;
 } ms_hub_config;
 
 MS_EXTERN void ms_hub_config_init(ms_hub_config *cfg);
@@ -186,6 +189,7 @@ typedef struct ms_hub_stats {
   uint64_t errors_by_code[16]; /* index: -(err) - 401, for -401..-414 */
   uint64_t pending;          /* requests in flight now */
   uint64_t hibernations;     /* quiet connections that released buffers */
+  uint64_t sio_sessions;     /* Socket.IO sessions open now */
 } ms_hub_stats;
 MS_EXTERN void ms_hub_get_stats(const ms_hub *h, ms_hub_stats *st);
 
