@@ -249,7 +249,7 @@ int ms_hub_new(ms_hub **ph, const ms_hub_config *cfg, void *user_data,
     ms_hub_del(h);
     return arv;
   }
-  if (ms_hub_streams_new(h)) {
+  if (ms_hub_streams_new(h) || ms_hub_metrics_new(h)) {
     ms_hub_del(h);
     return MS_ERR_NOMEM;
   }
@@ -298,6 +298,7 @@ static void hub_free(ms_hub *h) {
     hc = next;
   }
   ms_hub_streams_del(h);
+  ms_hub_metrics_del(h);
   ms_hub_auth_del(h);
   ms_hub_sio_del(h);
   ms_strmap_free(&h->registry);
@@ -474,6 +475,8 @@ static void on_request(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
   r->event_len = m->event.len;
   memcpy(r->event, m->event.ptr, m->event.len);
   r->event[m->event.len] = '\0';
+  r->rs = ms_hub_route_stats(h, t->name, t->name_len, r->event, r->event_len);
+  r->started = now;
   r->o_next = hc->out_head;
   if (hc->out_head)
     hc->out_head->o_prev = r;
@@ -510,6 +513,11 @@ static void on_answer(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
   ms_hub_conn *o = r->origin;
   uint64_t oid = r->origin_id;
   int late = r->timed_out;
+  if (!late)
+    ms_hub_route_done(r->rs,
+                      m->type == MS_MSG_RESPONSE ? MS_OUTCOME_OK
+                                                 : MS_OUTCOME_ERROR,
+                      r->started, now);
   route_unlink(h, r);
   route_free(h, r);
   if (!o || o->state != HC_READY) {
@@ -560,6 +568,8 @@ static void on_cancel(ms_hub *h, ms_hub_conn *hc, const ms_msg *m) {
   }
   ms_hub_conn *t = r->target;
   uint64_t hid = r->hid;
+  if (!r->timed_out)
+    ms_hub_route_done(r->rs, MS_OUTCOME_CANCELLED, r->started, 0);
   route_unlink(h, r);
   route_free(h, r);
   send_cancel(h, t, hid);
@@ -567,6 +577,7 @@ static void on_cancel(ms_hub *h, ms_hub_conn *hc, const ms_msg *m) {
 
 static void route_deadline(ms_hub *h, route *r, int64_t now) {
   if (!r->timed_out) {
+    ms_hub_route_done(r->rs, MS_OUTCOME_TIMEOUT, r->started, now);
     /* REQUEST_TIMEOUT to the requester, with what was applied. */
     ms_mpbuf sb;
     ms_mpbuf_init(&sb);
@@ -790,6 +801,8 @@ static void conn_down(ms_hub *h, ms_hub_conn *hc, const char *reason,
     ms_hub_conn *o = r->origin;
     uint64_t oid = r->origin_id;
     int timed_out = r->timed_out;
+    if (!timed_out)
+      ms_hub_route_done(r->rs, MS_OUTCOME_DISCONNECTED, r->started, now);
     route_unlink(h, r);
     route_free(h, r);
     if (!timed_out && o && o != hc) {
@@ -804,6 +817,8 @@ static void conn_down(ms_hub *h, ms_hub_conn *hc, const char *reason,
     route *r = hc->out_head;
     ms_hub_conn *t = r->target;
     uint64_t hid = r->hid;
+    if (!r->timed_out)
+      ms_hub_route_done(r->rs, MS_OUTCOME_CANCELLED, r->started, now);
     route_unlink(h, r);
     route_free(h, r);
     if (t != hc)

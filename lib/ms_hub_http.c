@@ -52,6 +52,10 @@ int ms_hub_metrics_text(const ms_hub *h, ms_buf *b) {
     rv = ms_buf_appendf(b, "microstream_errors_total{code=\"%s\"} %llu\n",
                         ms_err_to_wire(-401 - i),
                         (unsigned long long)s->errors_by_code[i]);
+  if (rv == 0)
+    rv = ms_hub_metrics_routes_text(h, b);
+  if (rv == 0 && h->cfg.on_metrics)
+    rv = h->cfg.on_metrics((ms_hub *)h, b, h->ud);
   return rv;
 }
 
@@ -150,6 +154,11 @@ void ms_hub_http(ms_hub *h, ms_hub_conn *hc, ms_conn *c,
              (path_is(req, "/") || path_is(req, "/index.html"))) {
     rv = 0;
     ms_viewer_respond(c);
+  } else if (path_is(req, "/api/stats")) {
+    rv = ms_hub_stats_json(h, &b);
+    if (rv == 0)
+      ms_conn_http_respond(c, 200, "application/json",
+                           "Cache-Control: no-cache\r\n", b.data, b.len);
   } else if (path_is(req, "/api/services")) {
     rv = ms_hub_services_json(h, &b);
     if (rv == 0)

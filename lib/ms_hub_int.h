@@ -23,6 +23,26 @@ typedef struct hub_sub hub_sub;
 typedef struct ms_hub_sio ms_hub_sio;             /* ms_hub_sio.c */
 typedef struct ms_hub_sio_state ms_hub_sio_state; /* ms_hub_sio.c */
 
+/* ms_hub_metrics.c: per (target, event) figures. */
+enum {
+  MS_OUTCOME_OK = 0,
+  MS_OUTCOME_ERROR,        /* the service answered with ERROR */
+  MS_OUTCOME_TIMEOUT,
+  MS_OUTCOME_DISCONNECTED, /* the target went away first */
+  MS_OUTCOME_CANCELLED,    /* the requester cancelled or went away */
+  MS_OUTCOME_COUNT
+};
+#define MS_HUB_LAT_BUCKETS 14
+typedef struct hub_route_stats {
+  struct hub_route_stats *next;
+  uint64_t outcomes[MS_OUTCOME_COUNT];
+  uint64_t buckets[MS_HUB_LAT_BUCKETS]; /* not cumulative */
+  uint64_t latency_sum_ms;
+  size_t target_len, event_len;
+  char key[]; /* target, 0x1f, event, NUL */
+} hub_route_stats;
+typedef struct hub_metrics hub_metrics;
+
 struct ms_hub_conn {
   ms_hub *hub;
   ms_conn *ws;
@@ -77,6 +97,8 @@ struct route {
   route *t_prev, *t_next;
   int64_t deadline, timeout_ms, late_ms;
   int timed_out;
+  hub_route_stats *rs; /* where its outcome is counted */
+  int64_t started;
   size_t event_len;
   char event[];
 };
@@ -106,6 +128,7 @@ struct ms_hub {
 
   ms_hub_streams *streams;
   hub_auth *auth;
+  hub_metrics *metrics;
   void *wall_ud; /* for a clock from ms_hub_set_wallclock */
   ms_hub_sio_state *sio; /* Socket.IO sessions, created on first use */
 
@@ -198,6 +221,18 @@ void ms_hub_peer_done(ms_hub *h, ms_hub_conn *hc);
 /* The WebSocket upgrade's Origin/Host checks: 0 or an HTTP status. */
 int ms_hub_upgrade_check(ms_hub *h, ms_hub_conn *hc,
                          const ms_http_request *req);
+
+/* ms_hub_metrics.c */
+int ms_hub_metrics_new(ms_hub *h);
+void ms_hub_metrics_del(ms_hub *h);
+/* The entry for a pair (created on first sight; a shared one past the
+ * cap; NULL only without metrics). */
+hub_route_stats *ms_hub_route_stats(ms_hub *h, const char *target,
+                                    size_t tlen, const char *event,
+                                    size_t elen);
+void ms_hub_route_done(hub_route_stats *rs, int outcome, int64_t started,
+                       int64_t now);
+int ms_hub_metrics_routes_text(const ms_hub *h, ms_buf *b);
 
 /* ms_hub_http.c */
 void ms_hub_http(ms_hub *h, ms_hub_conn *hc, ms_conn *c,

@@ -222,7 +222,10 @@ static int send_body(ms_hub *h, hub_sub *sub) {
   if (st->body.failed)
     return MS_ERR_NOMEM; /* never a record cut short */
   ms_mpbuf_write(&h->out, st->body.sb.data, st->body.sb.size);
-  return ms_hub_send_out(h, sub->hc);
+  int rv = ms_hub_send_out(h, sub->hc);
+  if (rv == 0 && sub->stream == STREAM_LOGS)
+    h->stats.log_records_out++;
+  return rv;
 }
 
 static void send_marker(ms_hub *h, hub_sub *sub, uint64_t seq,
@@ -236,6 +239,8 @@ static void send_marker(ms_hub *h, hub_sub *sub, uint64_t seq,
   msgpack_pack_uint8(pk, 0);
   msgpack_pack_str_with_body(pk, "", 0);
   msgpack_pack_str_with_body(pk, what, strlen(what));
+  if (missed && sub->stream == STREAM_LOGS)
+    h->stats.log_records_missed += missed;
   if (missed) {
     msgpack_pack_map(pk, 1);
     msgpack_pack_str_with_body(pk, "missed", 6);

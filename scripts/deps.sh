@@ -10,7 +10,7 @@ pkgs=(gcc libc6-dev pkg-config meson ninja-build python3 libuv1-dev libev-dev li
       libwslay-dev nettle-dev libmsgpack-dev libjansson-dev libsqlite3-dev)
 if [ "$mode" = test ]; then
   pkgs+=(clang libclang-rt-14-dev python3-websockets python3-msgpack
-         nodejs npm chromium curl)
+         nodejs npm chromium curl prometheus)
 fi
 
 missing=()

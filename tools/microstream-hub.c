@@ -6,6 +6,7 @@
 
 #include "tool_common.h"
 
+#include "hub_metrics.h"
 #include "ms_store.h"
 
 #include <errno.h>
@@ -36,6 +37,9 @@ typedef struct app {
   struct hub_args *args;
   struct key_set *keys;
   int store_failing; /* the last flush failed: log once, not every tick */
+  const char *store_path;
+  hub_store_timing store_timing; /* for /metrics */
+  double started_s;              /* wall clock at start, for /metrics */
 } app;
 
 static const char *level_name(int level) {
@@ -105,8 +109,18 @@ static int64_t wallclock(void *ud) {
 #define STORE_FLUSH_MS 200
 #define STORE_FLUSH_BATCH 1000
 
+static double mono_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static void store_flush(app *a) {
+  int timed = ms_store_pending(a->store) > 0;
+  double t0 = timed ? mono_s() : 0;
   int rv = ms_store_flush(a->store);
+  if (timed)
+    hub_store_timing_observe(&a->store_timing, mono_s() - t0);
   if (rv != 0 && !a->store_failing)
     logf_(a, MS_LEVEL_WARN, "log store: flush failed (%zu records waiting)",
           ms_store_pending(a->store));
@@ -119,6 +133,13 @@ static void on_store_timer(ms_loop *loop, ms_timer *t, void *ud) {
   (void)loop;
   (void)t;
   store_flush(ud);
+}
+
+static int on_hub_metrics(ms_hub *h, ms_buf *b, void *ud) {
+  app *a = ud;
+  (void)h;
+  return hub_metrics_text(b, a->store, a->store_path, &a->store_timing,
+                          a->started_s);
 }
 
 static void on_hub_record(ms_hub *h, const ms_hub_record *rec, void *ud) {
@@ -653,6 +674,8 @@ int main(int argc, char **argv) {
   cfg.on_event = on_hub_event;
   cfg.on_http = on_hub_http;
   cfg.on_record = on_hub_record;
+  cfg.on_metrics = on_hub_metrics;
+  a.started_s = (double)ms_wall_us() / 1e6;
 
   ms_url urls[MAX_LIST];
   int all_loopback = 1;
@@ -683,6 +706,7 @@ int main(int argc, char **argv) {
     so.max_age_s = (int64_t)retention_days * 86400;
     so.max_rows = retention_rows;
     char err[512];
+    a.store_path = store_path;
     if (ms_store_open(&a.store, store_path, &so, err, sizeof err) != 0) {
       fprintf(stderr, "microstream-hub: cannot open the log store %s\n", err);
       return 1;

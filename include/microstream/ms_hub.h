@@ -40,6 +40,8 @@ typedef struct ms_hub_record {
   size_t fields_len;
 } ms_hub_record;
 
+struct ms_buf;
+
 typedef struct ms_hub_config {
   const char *hub_id;          /* NULL: generated per start */
   int64_t heartbeat_ms;        /* liveness interval, default 10000 */
@@ -114,6 +116,9 @@ typedef struct ms_hub_config {
   /* Socket.IO sessions (the endpoint at /socket.io/) open at once, at
    * most; default 10000. */
   size_t sio_max_sessions;
+  /* Optional: append the program's own figures (Prometheus text) to
+   * /metrics. Return 0 or MS_ERR_NOMEM. */
+  int (*on_metrics)(ms_hub *h, struct ms_buf *out, void *user_data);
 } ms_hub_config;
 
 MS_EXTERN void ms_hub_config_init(ms_hub_config *cfg);
@@ -190,6 +195,8 @@ typedef struct ms_hub_stats {
   uint64_t pending;          /* requests in flight now */
   uint64_t hibernations;     /* quiet connections that released buffers */
   uint64_t sio_sessions;     /* Socket.IO sessions open now */
+  uint64_t log_records_out;    /* log records sent to subscribers */
+  uint64_t log_records_missed; /* reported to subscribers as gaps */
 } ms_hub_stats;
 MS_EXTERN void ms_hub_get_stats(const ms_hub *h, ms_hub_stats *st);
 
@@ -202,7 +209,15 @@ typedef struct ms_buf {
 } ms_buf;
 MS_EXTERN int ms_hub_metrics_text(const ms_hub *h, ms_buf *out);
 MS_EXTERN int ms_hub_services_json(const ms_hub *h, ms_buf *out);
+/* /api/stats: per (target, event) request counts by outcome and latency
+ * buckets (PROTOCOL.md "Monitoring endpoints"). */
+MS_EXTERN int ms_hub_stats_json(const ms_hub *h, ms_buf *out);
 MS_EXTERN void ms_buf_free(ms_buf *b);
+/* Append bytes / printf-formatted text (for on_metrics). 0 or
+ * MS_ERR_NOMEM. */
+MS_EXTERN int ms_buf_append(ms_buf *b, const void *data, size_t len);
+MS_EXTERN int ms_buf_appendf(ms_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* ---- Access control ---------------------------------------------------- */
 
