@@ -226,9 +226,12 @@ int ms_hub_metrics_routes_text(const ms_hub *h, ms_buf *b) {
     }
   }
   /* Open connections by what they speak. */
-  uint64_t by[4] = {0, 0, 0, 0}; /* http, msgpack, json, closing */
+  /* http, msgpack, json, closing, socket.io */
+  uint64_t by[5] = {0, 0, 0, 0, 0};
   for (const ms_hub_conn *hc = h->all; hc; hc = hc->all_next) {
-    if (hc->state == HC_HTTP)
+    if (hc->sio)
+      by[4]++;
+    else if (hc->state == HC_HTTP)
       by[0]++;
     else if (hc->state == HC_CLOSING || hc->state == HC_GONE)
       by[3]++;
@@ -246,9 +249,11 @@ int ms_hub_metrics_routes_text(const ms_hub *h, ms_buf *b) {
         "\"} %llu\n"
         "microstream_connections_by_protocol{protocol=\"" MS_SUBPROTO_JSON
         "\"} %llu\n"
-        "microstream_connections_by_protocol{protocol=\"closing\"} %llu\n",
+        "microstream_connections_by_protocol{protocol=\"closing\"} %llu\n"
+        "microstream_connections_by_protocol{protocol=\"socket.io\"} %llu\n",
         (unsigned long long)by[0], (unsigned long long)by[1],
-        (unsigned long long)by[2], (unsigned long long)by[3]);
+        (unsigned long long)by[2], (unsigned long long)by[3],
+        (unsigned long long)by[4]);
   if (rv == 0)
     rv = ms_buf_appendf(
         b,
