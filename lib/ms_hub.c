@@ -733,7 +733,10 @@ static void on_hello(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
   hc->replace_target = old;
   old->replace_waiter = hc;
   old->last_rx = MS_MIN(old->last_rx, now - 1);
-  ms_conn_ping(old->ws, (const uint8_t *)"replace", 7);
+  if (old->sio)
+    ms_hub_sio_ping(h, old);
+  else
+    ms_conn_ping(old->ws, (const uint8_t *)"replace", 7);
   ms_hub_mark_dirty(h, old);
   ms_heap_update(&h->live, &hc->live, now + h->cfg.heartbeat_ms);
 }

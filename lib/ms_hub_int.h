@@ -187,6 +187,8 @@ size_t ms_hub_sio_pending(const ms_hub_conn *vc);
 void ms_hub_sio_close(ms_hub *h, ms_hub_conn *vc, uint16_t code,
                       const char *reason);
 int64_t ms_hub_sio_deadline(const ms_hub *h, const ms_hub_conn *vc);
+/* An Engine.IO ping now (replace-stale probing: a pong is life). */
+void ms_hub_sio_ping(ms_hub *h, ms_hub_conn *vc);
 void ms_hub_sio_live(ms_hub *h, ms_hub_conn *vc, int64_t now);
 void ms_hub_sio_free(ms_hub *h, ms_hub_conn *vc);
 void ms_hub_sio_del(ms_hub *h);

@@ -814,6 +814,17 @@ int64_t ms_hub_sio_deadline(const ms_hub *h, const ms_hub_conn *vc) {
   return d;
 }
 
+void ms_hub_sio_ping(ms_hub *h, ms_hub_conn *vc) {
+  ms_hub_sio *s = vc->sio;
+  if (s->dead || s->closing)
+    return;
+  if (!s->ping_out) {
+    s->ping_out = 1;
+    s->pong_due = h->last_now + ping_timeout(h);
+  }
+  emit(h, s, "2", 1);
+}
+
 void ms_hub_sio_live(ms_hub *h, ms_hub_conn *vc, int64_t now) {
   ms_hub_sio *s = vc->sio;
   if (!s->dead && s->closing && now >= s->close_due)

@@ -436,6 +436,30 @@ async function main() {
     assert.strictEqual(code, 403);
   });
 
+  await test('--replace-stale: a frozen Socket.IO holder is replaced, a live one is not', async () => {
+    const rh = await startHub(['--replace-stale']);
+    const live = client(rh, 'node-keep');
+    await connected(live);
+    let err;
+    const dup = client(rh, 'node-keep', { onConnectError: (e) => { err = e; } });
+    await until(() => err, 10000, 'refusal of the newcomer');
+    assert.strictEqual(err.message, 'DUPLICATE_SERVICE_REGISTRATION');
+    dup.close();
+    const child = spawn(process.execPath, ['-e', `
+      module.paths.unshift(${JSON.stringify(path.join(srcRoot, 'node_modules'))});
+      const { MicroStreamClient } = require(${JSON.stringify(path.join(__dirname, 'ms_client.js'))});
+      const c = new MicroStreamClient({ hubUrl: ${JSON.stringify(rh.url)}, serviceName: 'node-stale' });
+      c.socket.on('connect', () => console.log('up'));`], { stdio: ['ignore', 'pipe', 'ignore'] });
+    children.push(child);
+    await within(10000, new Promise((r) => child.stdout.once('data', r)), 'stale up');
+    child.kill('SIGSTOP');
+    const fresh = client(rh, 'node-stale');
+    fresh.on('who', () => 'fresh');
+    await connected(fresh);
+    assert.strictEqual(await live.request('node-stale', 'who', null), 'fresh');
+    child.kill('SIGKILL');
+  });
+
   // ---- tokens ----
   await test('with a secret, a Socket.IO client needs its token (auth or query)', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ms-sio-'));
