@@ -271,6 +271,20 @@ async function main() {
     assert.strictEqual(r.code, 1);
     assert.match(r.stdout + r.stderr, /EVENT_NOT_FOUND/);
   });
+  await test('Socket.IO services in presence (ms-tail --presence) and their logs in ms-tail', async () => {
+    const MS_TAIL = path.join(buildDir, 'tools', 'ms-tail');
+    const run = (args) => new Promise((res) => execFile(MS_TAIL, ['--hub', hub.ws, '--json', ...args],
+      { timeout: 15000 }, (err, stdout) => res(stdout)));
+    const pres = (await run(['--presence', '-n', '100'])).trim().split('\n').map((l) => JSON.parse(l));
+    assert.ok(pres.some((p) => p.service === 'node-a' && p.kind === 'up'), JSON.stringify(pres));
+    svcA.socket.emit('log', { level: 'error', message: 'seen by ms-tail', code: 7 });
+    await until(async () => (await run(['--service', 'node-a', '-n', '50'])).includes('seen by ms-tail'),
+      10000, 'record in ms-tail');
+    const recs = (await run(['--service', 'node-a', '-n', '50'])).trim().split('\n').map((l) => JSON.parse(l));
+    const r = recs.find((x) => x.message === 'seen by ms-tail');
+    assert.strictEqual(r.level, 40);
+    assert.strictEqual(r.fields.code, 7);
+  });
   await test('Socket.IO services in /api/services (protocol) and /metrics', async () => {
     const list = await services(hub.port);
     const a = list.find((s) => s.name === 'node-a');
