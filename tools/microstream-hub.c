@@ -6,6 +6,7 @@
 
 #include "tool_common.h"
 
+#include "hub_config.h"
 #include "hub_metrics.h"
 #include "ms_store.h"
 
@@ -40,6 +41,12 @@ typedef struct app {
   const char *store_path;
   hub_store_timing store_timing; /* for /metrics */
   double started_s;              /* wall clock at start, for /metrics */
+  /* For SIGHUP: the configuration file and the command line read again. */
+  const char *config_path;
+  int argc;
+  char **argv;
+  struct hub_args *reloaded; /* owned when not the first */
+  hub_config_args reloaded_file;
 } app;
 
 static const char *level_name(int level) {
@@ -312,7 +319,7 @@ enum {
   O_HB = 256, O_MAXMSG, O_MAXPEND, O_DEFTO, O_LATE, O_SECRET, O_KEY,
   O_LEGACY, O_REPLACE, O_LEVEL, O_TOKEN, O_SCOPE, O_TTL, O_ORIGIN, O_HOST,
   O_METRICS_TOKEN, O_INSECURE, O_UNAUTH, O_STORE, O_NOSTORE, O_RDAYS,
-  O_RROWS, O_VERSION
+  O_RROWS, O_VERSION, O_CONFIG
 };
 
 typedef struct hub_opt {
@@ -376,6 +383,9 @@ static const hub_opt hub_opts[] = {
      "delete stored records older than N days (7; 0 keeps)"},
     {"retention-rows", 1, O_RROWS, "N",
      "keep at most N stored records (1000000; 0: no limit)"},
+    {"config", 1, O_CONFIG, "PATH",
+     "read options from PATH first (key = value lines, keys\n"
+     "named as these options; the command line wins)"},
     {"version", 0, O_VERSION, NULL, "print the version"},
     {"help", 0, O_HELP, NULL, "this text"},
 };
@@ -440,7 +450,38 @@ typedef struct hub_args {
   const char *store_path;
   int no_store;
   long long retention_days, retention_rows;
+  /* The command line after a configuration file: a list option given
+   * there replaces the file's list (bit per list) instead of adding. */
+  int after_file;
+  unsigned replaced;
 } hub_args;
+
+enum { LIST_LISTEN = 1, LIST_KEY = 2, LIST_ORIGIN = 4, LIST_HOST = 8 };
+
+/* First use of a list option on the command line after a file. */
+static void list_from_cmdline(hub_args *ar, unsigned bit, size_t *n) {
+  if (ar->after_file && !(ar->replaced & bit)) {
+    ar->replaced |= bit;
+    *n = 0;
+  }
+}
+
+static void long_options(struct option *lo) {
+  for (size_t i = 0; i < N_OPTS; i++) {
+    lo[i].name = hub_opts[i].name;
+    lo[i].has_arg = hub_opts[i].has_arg ? required_argument : no_argument;
+    lo[i].flag = NULL;
+    lo[i].val = hub_opts[i].id;
+  }
+  memset(&lo[N_OPTS], 0, sizeof lo[N_OPTS]);
+}
+
+/* A whole number in [lo, hi] for a numeric option, or -1 after saying
+ * which option was wrong. */
+static int num_opt(const char *opt, long long lo, long long hi,
+                   long long *out) {
+  return tool_parse_num("microstream-hub", opt, optarg, lo, hi, out);
+}
 
 static int add_list(const char **v, size_t *n, const char *s,
                     const char *what) {
@@ -456,27 +497,45 @@ static int add_list(const char **v, size_t *n, const char *s,
 static int parse_args(int argc, char **argv, hub_args *ar, ms_hub_config *cfg,
                       app *a) {
   struct option lo[N_OPTS + 1];
-  for (size_t i = 0; i < N_OPTS; i++) {
-    lo[i].name = hub_opts[i].name;
-    lo[i].has_arg = hub_opts[i].has_arg ? required_argument : no_argument;
-    lo[i].flag = NULL;
-    lo[i].val = hub_opts[i].id;
-  }
-  memset(&lo[N_OPTS], 0, sizeof lo[N_OPTS]);
+  long_options(lo);
+  long long v;
   int ch;
   while ((ch = getopt_long(argc, argv, "l:h", lo, NULL)) != -1) {
     switch (ch) {
+    case O_CONFIG: break; /* read before the command line */
     case O_LISTEN:
+      list_from_cmdline(ar, LIST_LISTEN, &ar->nlisten);
       if (add_list(ar->listen, &ar->nlisten, optarg, "--listen"))
         return 2;
       break;
-    case O_HB: cfg->heartbeat_ms = atoll(optarg); break;
-    case O_MAXMSG: cfg->max_message = (size_t)atoll(optarg); break;
-    case O_MAXPEND: cfg->max_pending = (size_t)atoll(optarg); break;
-    case O_DEFTO: cfg->default_timeout_ms = atoll(optarg); break;
-    case O_LATE: cfg->max_late_ms = atoll(optarg); break;
+    case O_HB:
+      if (num_opt("--heartbeat-ms", 1, 86400000, &v))
+        return 2;
+      cfg->heartbeat_ms = v;
+      break;
+    case O_MAXMSG:
+      if (num_opt("--max-message", 64, 1LL << 31, &v))
+        return 2;
+      cfg->max_message = (size_t)v;
+      break;
+    case O_MAXPEND:
+      if (num_opt("--max-pending", 1, 1000000000, &v))
+        return 2;
+      cfg->max_pending = (size_t)v;
+      break;
+    case O_DEFTO:
+      if (num_opt("--default-timeout-ms", 1, 86400000, &v))
+        return 2;
+      cfg->default_timeout_ms = v;
+      break;
+    case O_LATE:
+      if (num_opt("--max-late-ms", 0, 86400000, &v))
+        return 2;
+      cfg->max_late_ms = v;
+      break;
     case O_SECRET: ar->secret_file = optarg; break;
     case O_KEY: {
+      list_from_cmdline(ar, LIST_KEY, &ar->nkeys);
       const char *colon = strchr(optarg, ':');
       if (!colon || colon == optarg || colon - optarg > 64 || !colon[1] ||
           ar->nkeys >= MAX_LIST) {
@@ -502,20 +561,32 @@ static int parse_args(int argc, char **argv, hub_args *ar, ms_hub_config *cfg,
       }
       break;
     case O_ORIGIN:
+      list_from_cmdline(ar, LIST_ORIGIN, &ar->norigins);
       if (add_list(ar->origins, &ar->norigins, optarg, "--allow-origin"))
         return 2;
       break;
     case O_HOST:
+      list_from_cmdline(ar, LIST_HOST, &ar->nhosts);
       if (add_list(ar->hosts, &ar->nhosts, optarg, "--allow-host"))
         return 2;
       break;
     case O_METRICS_TOKEN: cfg->metrics_need_token = 1; break;
     case O_INSECURE: ar->insecure = 1; break;
-    case O_UNAUTH: cfg->max_unauth_per_peer = (size_t)atoll(optarg); break;
+    case O_UNAUTH:
+      if (num_opt("--max-unauth-per-peer", 0, 1000000000, &v))
+        return 2;
+      cfg->max_unauth_per_peer = (size_t)v;
+      break;
     case O_STORE: ar->store_path = optarg; break;
     case O_NOSTORE: ar->no_store = 1; break;
-    case O_RDAYS: ar->retention_days = atoll(optarg); break;
-    case O_RROWS: ar->retention_rows = atoll(optarg); break;
+    case O_RDAYS:
+      if (num_opt("--retention-days", 0, 365000, &ar->retention_days))
+        return 2;
+      break;
+    case O_RROWS:
+      if (num_opt("--retention-rows", 0, 1LL << 62, &ar->retention_rows))
+        return 2;
+      break;
     case O_LEVEL:
       a->log_level = parse_level(optarg);
       if (a->log_level < 0) {
@@ -542,6 +613,57 @@ static int parse_args(int argc, char **argv, hub_args *ar, ms_hub_config *cfg,
   if (!ar->nlisten)
     ar->listen[ar->nlisten++] = "127.0.0.1:7400";
   return -1;
+}
+
+/* --config PATH (or --config=PATH) on the command line, or NULL. */
+static const char *config_arg(int argc, char **argv) {
+  const char *path = NULL;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--"))
+      break;
+    if (!strcmp(argv[i], "--config") && i + 1 < argc)
+      path = argv[++i];
+    else if (!strncmp(argv[i], "--config=", 9))
+      path = argv[i] + 9;
+  }
+  return path;
+}
+
+static void args_defaults(hub_args *ar) {
+  memset(ar, 0, sizeof *ar);
+  ar->store_path = "./microstream-logs.db";
+  ar->retention_days = 7;
+  ar->retention_rows = 1000000;
+  ar->ttl_s = 30 * 86400;
+  ar->scope = "service";
+}
+
+/* Keys a configuration file may not hold: one-shot actions. */
+static const char *const file_refused[] = {
+    "config", "help", "version", "print-token", "scope", "ttl", NULL};
+
+/* The configuration file (if any) then the command line into ar, cfg and
+ * a->log_level. The file's strings stay in *fa. Returns -1 to go on, else
+ * the exit status. */
+static int load_args(app *a, const char *config_path, int argc, char **argv,
+                     hub_args *ar, ms_hub_config *cfg, hub_config_args *fa) {
+  memset(fa, 0, sizeof *fa);
+  if (config_path) {
+    struct option lo[N_OPTS + 1];
+    long_options(lo);
+    char err[600];
+    if (hub_config_read(config_path, lo, file_refused, fa, err, sizeof err)) {
+      fprintf(stderr, "microstream-hub: %s\n", err);
+      return 2;
+    }
+    optind = 0; /* glibc: start over */
+    int st = parse_args(fa->argc, fa->argv, ar, cfg, a);
+    if (st >= 0)
+      return st;
+    ar->after_file = 1;
+  }
+  optind = 0;
+  return parse_args(argc, argv, ar, cfg, a);
 }
 
 /* Secrets from their files: the --key ones first (the first mints), then
@@ -584,9 +706,46 @@ static int is_loopback(const char *host) {
          !strcmp(host, "::1");
 }
 
+/* SIGHUP, with a configuration file: read it (and the command line) again
+ * and take what can change while running: the log level and the key
+ * files. A file that does not parse changes nothing. */
+static void reload_config(app *a) {
+  hub_args *ar = malloc(sizeof *ar);
+  if (!ar)
+    return;
+  args_defaults(ar);
+  ms_hub_config cfg;
+  ms_hub_config_init(&cfg);
+  hub_config_args fa;
+  int level = a->log_level;
+  a->log_level = MS_LEVEL_INFO; /* unless the file or command line says */
+  int st = load_args(a, a->config_path, a->argc, a->argv, ar, &cfg, &fa);
+  if (st >= 0) {
+    a->log_level = level;
+    logf_(a, MS_LEVEL_WARN, "SIGHUP: %s not reloaded (see above); keeping "
+                            "the running configuration", a->config_path);
+    free(ar);
+    hub_config_free(&fa);
+    return;
+  }
+  if (a->reloaded) {
+    free(a->reloaded);
+    hub_config_free(&a->reloaded_file);
+  }
+  a->reloaded = ar;
+  a->reloaded_file = fa;
+  a->args = ar;
+  logf_(a, MS_LEVEL_INFO,
+        "SIGHUP: %s read again; log level %s (listen, store, limits and "
+        "access rules take effect at the next start)",
+        a->config_path, level_name(a->log_level));
+}
+
 /* SIGHUP: read the key files again (secret rotation). Sessions keep
  * running; a file that cannot be read keeps the old keys. */
 static void reload(app *a) {
+  if (a->config_path)
+    reload_config(a);
   key_set ks;
   if (!a->keys->n) {
     logf_(a, MS_LEVEL_INFO, "SIGHUP: no keys to reload");
@@ -606,6 +765,11 @@ static void reload(app *a) {
   }
 }
 
+/* The configuration file's strings live until exit (options point into
+ * them). */
+static hub_config_args g_file_args;
+static void free_file_args(void) { hub_config_free(&g_file_args); }
+
 int main(int argc, char **argv) {
   app a;
   memset(&a, 0, sizeof a);
@@ -613,13 +777,13 @@ int main(int argc, char **argv) {
   ms_hub_config cfg;
   ms_hub_config_init(&cfg);
   hub_args ar;
-  memset(&ar, 0, sizeof ar);
-  ar.store_path = "./microstream-logs.db";
-  ar.retention_days = 7;
-  ar.retention_rows = 1000000;
-  ar.ttl_s = 30 * 86400;
-  ar.scope = "service";
-  int st = parse_args(argc, argv, &ar, &cfg, &a);
+  args_defaults(&ar);
+  hub_config_args *fa = &g_file_args;
+  atexit(free_file_args);
+  a.config_path = config_arg(argc, argv);
+  a.argc = argc;
+  a.argv = argv;
+  int st = load_args(&a, a.config_path, argc, argv, &ar, &cfg, fa);
   if (st >= 0)
     return st;
   const char *store_path = ar.store_path;
@@ -771,5 +935,9 @@ int main(int argc, char **argv) {
   ms_hub_del(a.hub);
   ms_loop_del(a.loop);
   key_set_free(&ks);
+  if (a.reloaded) {
+    free(a.reloaded);
+    hub_config_free(&a.reloaded_file);
+  }
   return rv == 0 ? 0 : 1;
 }

@@ -211,7 +211,7 @@ static void usage(FILE *f) {
           "  --service S     only these services: repeat it or separate names\n"
           "                  with commas; shell globs allowed ('api-*')\n"
           "  --min-level L   debug, info, warn or error\n"
-          "  --contains TEXT only messages containing TEXT (case-sensitive)\n"
+          "  --contains T    only messages containing T (case-sensitive)\n"
           "  -n N            start with the last N matching records (default 10)\n"
           "  -f, --follow    keep printing new records; once connected, keeps\n"
           "                  retrying when the hub goes away\n"

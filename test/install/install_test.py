@@ -17,7 +17,7 @@ import tempfile
 
 BUILD, CLIENT_SRC, SANITIZE = sys.argv[1:4]
 CC = sys.argv[4:]
-PLAN = 8
+PLAN = 9
 n = 0
 failed = 0
 
@@ -83,6 +83,28 @@ def main():
         check("the programs are installed",
               all(os.access(os.path.join(bindir, t), os.X_OK) for t in tools),
               os.listdir(bindir) if os.path.isdir(bindir) else "no bindir")
+
+        mandir = os.path.join(root, option("mandir"), "man1")
+        sysconf = option("sysconfdir")
+        sysconf = os.path.join(root, sysconf) if not os.path.isabs(sysconf) \
+            else stage + sysconf
+        units = os.path.join(root, "lib", "systemd", "system")
+        extras = [os.path.join(mandir, t + ".1") for t in tools] + [
+            os.path.join(units, "microstream-hub.service"),
+            os.path.join(units, "ms-log@.service"),
+            os.path.join(sysconf, "microstream", "hub.conf"),
+            os.path.join(root, option("datadir"), "doc", "microstream",
+                         "LICENSE")]
+        missing = [p for p in extras if not os.path.isfile(p)]
+        unit = open(extras[len(tools)]).read() if not missing else ""
+        check("man pages, systemd units, the hub's configuration and the "
+              "license are installed",
+              not missing and os.path.join(option("prefix"), option("bindir"),
+                                           "microstream-hub") in unit
+              and "ExecReload=/bin/kill -HUP" in unit
+              and ".SH OPTIONS" in open(extras[0]).read()
+              and "\\-\\-retention\\-days" in open(extras[0]).read(),
+              missing or unit)
 
         env = dict(os.environ)
         env["PKG_CONFIG_PATH"] = pcdir

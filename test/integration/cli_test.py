@@ -73,6 +73,15 @@ def run(args, input=None, timeout=60, env=None):
                           timeout=timeout, env=e)
 
 
+def wait_for(pred, timeout=10.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def tail_json(url, *extra):
     r = run([TAIL, "--hub", url, "--json"] + list(extra))
     return r, [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
@@ -203,6 +212,49 @@ def main():
     r = run([HUB, "--listen", "127.0.0.1:%d" % port, "--no-store"], timeout=20)
     check("microstream-hub says the address is already in use",
           r.returncode == 1 and "already in use" in r.stderr.lower(), r.stderr)
+
+    # ---- the hub's configuration file and SIGHUP ----
+    conf = os.path.join(tmp, "hub.conf")
+    cport, oport = free_port(), free_port()
+    with open(conf, "w") as f:
+        f.write("# a comment\nlisten = 127.0.0.1:%d\nlog-level = warn\n"
+                "store = %s\nreplace-stale = true\nretention-days = 3\n"
+                % (cport, os.path.join(tmp, "conf.db")))
+    errlog = open(os.path.join(tmp, "hub-conf.err"), "w+")
+    ch = subprocess.Popen([HUB, "--config", conf, "--listen",
+                           "127.0.0.1:%d" % oport], stdout=subprocess.PIPE,
+                          stderr=errlog, text=True)
+    procs.append(ch)
+    line = ch.stdout.readline()
+    check("the command line wins over the configuration file",
+          line.strip() == "listening on 127.0.0.1:%d" % oport, line)
+    with open(conf, "a") as f:
+        f.write("log-level = debug\n")
+    ch.send_signal(signal.SIGHUP)
+    ok = wait_for(lambda: "read again; log level debug" in
+                  open(errlog.name).read())
+    check("SIGHUP reads the file again and takes the new log level", ok,
+          open(errlog.name).read())
+    with open(conf, "a") as f:
+        f.write("no-such-option = 1\n")
+    ch.send_signal(signal.SIGHUP)
+    ok = wait_for(lambda: "not reloaded" in open(errlog.name).read())
+    check("a file that does not parse on SIGHUP changes nothing",
+          ok and ch.poll() is None, open(errlog.name).read())
+    stop(ch)
+    check("and the hub still stops cleanly", ch.returncode == 0, ch.returncode)
+    r = run([HUB, "--config", conf], timeout=20)
+    check("an unknown key stops the hub with the file and line",
+          r.returncode == 2 and "hub.conf:8: unknown key 'no-such-option'"
+          in r.stderr, (r.returncode, r.stderr))
+    with open(conf, "w") as f:
+        f.write("heartbeat-ms = soon\n")
+    r = run([HUB, "--config", conf], timeout=20)
+    check("a bad number in the file is a usage error",
+          r.returncode == 2 and "--heartbeat-ms" in r.stderr, r.stderr)
+    r = run([HUB, "--heartbeat-ms", "-5"], timeout=20)
+    check("a bad number on the command line is a usage error",
+          r.returncode == 2 and "whole number" in r.stderr, r.stderr)
 
     # ---- what the 200000 lines left in the store ----
     stop(hub)
