@@ -352,8 +352,9 @@ int ms_client_new(ms_client **pc, const ms_client_config *cfg,
   if (c->cfg.encoding != MS_ENC_JSON)
     c->cfg.encoding = MS_ENC_MSGPACK;
   c->rng = cfg->seed;
+  int rrv = 0;
   if (!c->rng)
-    ms_os_random(&c->rng, sizeof c->rng);
+    rrv = ms_random(&c->rng, sizeof c->rng);
   if (!c->rng)
     c->rng = 0x9e3779b97f4a7c15u;
   /* Ids start at a random point (below 2^32, so they stay far from the
@@ -376,6 +377,10 @@ int ms_client_new(ms_client **pc, const ms_client_config *cfg,
   c->host = dup_opt(mem, cfg->host ? cfg->host : "localhost");
   c->path = dup_opt(mem, cfg->path ? cfg->path : "/ws");
   c->instance = dup_opt(mem, cfg->instance);
+  if (rrv) {
+    really_free(c);
+    return rrv;
+  }
   if (!c->zone_ready || !c->service || !c->host || !c->path ||
       (cfg->token && !c->token) || (cfg->instance && !c->instance)) {
     really_free(c);

@@ -1,6 +1,6 @@
 /* Client logs: level, local sink and the bounded shipping ring (see
- * ms_log.h). Subscriptions live in ms_client_sub.c, the stderr sink in
- * ms_log_stderr.c. */
+ * ms_log.h). Subscriptions live in ms_client_sub.c; the stderr sink is the
+ * POSIX transport's (ms_posix.h), installed by the drivers. */
 #include "ms_client_log_int.h"
 
 #include <stdio.h>
@@ -16,7 +16,7 @@ ms_client_logs *ms_client_logs_of(ms_client *c) {
   if (!l)
     return NULL;
   l->level = MS_LEVEL_INFO;
-  l->sink = ms_log_stderr_sink;
+  l->sink = NULL; /* no output of our own: see ms_log_set_defaults */
   l->max_records = 1000;
   l->next_sub = SUB_ID_BASE;
   c->logs = l;
@@ -63,6 +63,7 @@ void ms_log_set_sink(ms_client *c, ms_log_sink_fn fn, void *ud) {
   if (l) {
     l->sink = fn;
     l->sink_ud = ud;
+    l->sink_chosen = 1;
   }
 }
 
@@ -77,6 +78,22 @@ void ms_log_set_clock(ms_client *c, int64_t (*wall)(void *), void *ud) {
   if (l) {
     l->wall = wall;
     l->wall_ud = ud;
+    l->clock_chosen = 1;
+  }
+}
+
+void ms_log_set_defaults(ms_client *c, ms_log_sink_fn sink, void *sink_ud,
+                         int64_t (*wall)(void *), void *clock_ud) {
+  ms_client_logs *l = ms_client_logs_of(c);
+  if (!l)
+    return;
+  if (!l->sink_chosen) {
+    l->sink = sink;
+    l->sink_ud = sink_ud;
+  }
+  if (!l->clock_chosen) {
+    l->wall = wall;
+    l->wall_ud = clock_ud;
   }
 }
 

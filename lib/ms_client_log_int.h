@@ -44,6 +44,7 @@ struct ms_client_logs {
   csub *subs;
   uint64_t next_sub;
   int in_diag;
+  int sink_chosen, clock_chosen; /* by the application: keep them */
 };
 
 /* The client's log state, created on first use; NULL when out of memory. */

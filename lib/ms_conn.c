@@ -141,9 +141,20 @@ int ms_conn_new(ms_conn **pconn, const ms_conn_config *cfg,
   c->cfg.path = c->path;
   c->cfg.origin = c->origin;
 
-  ms_rand_init(&c->rng);
   ms_buf_init(&c->out, mem);
   ms_buf_init(&c->body, mem);
+  if (cfg->role == MS_CONN_CLIENT) {
+    /* Masks and the handshake key: a client needs unpredictable bytes.
+     * A server sends neither and never asks the source. */
+    int rrv = ms_rand_init(&c->rng);
+    if (rrv) {
+      destroy(c);
+      return rrv;
+    }
+  } else {
+    static const uint8_t zero[32];
+    ms_rand_init_seed(&c->rng, zero);
+  }
   c->state = cfg->role == MS_CONN_SERVER ? ST_HEAD : ST_IDLE;
   c->hs_deadline = MS_NO_DEADLINE;
   c->close_deadline = MS_NO_DEADLINE;

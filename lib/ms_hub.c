@@ -222,8 +222,8 @@ int ms_hub_new(ms_hub **ph, const ms_hub_config *cfg, void *user_data,
     memcpy(h->secret, cfg->secret, cfg->secret_len);
     c->secret = h->secret;
   }
-  uint64_t rnd[2];
-  ms_os_random(rnd, sizeof rnd);
+  uint64_t rnd[2] = {0, 0};
+  int rrv = ms_random(rnd, sizeof rnd);
   if (cfg->hub_id && *cfg->hub_id)
     snprintf(h->hub_id, sizeof h->hub_id, "%s", cfg->hub_id);
   else
@@ -240,9 +240,9 @@ int ms_hub_new(ms_hub **ph, const ms_hub_config *cfg, void *user_data,
   msgpack_sbuffer_init(&h->scratch);
   h->zone_ready = msgpack_zone_init(&h->zone, 4096);
   h->started_at = INT64_MIN;
-  if (!h->zone_ready) {
+  if (rrv || !h->zone_ready) {
     ms_hub_del(h);
-    return MS_ERR_NOMEM;
+    return rrv ? rrv : MS_ERR_NOMEM;
   }
   int arv = ms_hub_auth_new(h);
   if (arv) {

@@ -108,9 +108,11 @@ int ms_hub_auth_new(ms_hub *h) {
   if (!a)
     return MS_ERR_NOMEM;
   h->auth = a;
-  uint64_t seed;
-  ms_os_random(&seed, sizeof seed);
+  uint64_t seed = 0;
+  int srv = ms_random(&seed, sizeof seed);
   ms_strmap_init(&a->peers, h->mem, seed);
+  if (srv)
+    return srv;
   const ms_hub_config *c = &h->cfg;
   int rv = copy_keys(h->mem, c->keys, c->nkeys, c->secret, c->secret_len,
                      &a->keys, &a->nkeys);

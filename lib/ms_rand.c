@@ -2,23 +2,40 @@
 #include "ms_rand.h"
 #include "ms_internal.h"
 
-#include <errno.h>
-#include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
-#include <sys/random.h>
 
-void ms_os_random(void *buf, size_t len) {
-  uint8_t *p = buf;
-  while (len > 0) {
-    ssize_t r = getrandom(p, len, 0);
-    if (r < 0) {
-      if (errno == EINTR)
-        continue;
-      abort(); /* no entropy source: nothing sensible to do */
-    }
-    p += r;
-    len -= (size_t)r;
+static ms_random_fn source;
+static void *source_ud;
+static _Atomic uint64_t fallback_counter;
+
+void ms_set_random(ms_random_fn fn, void *user_data) {
+  source = fn;
+  source_ud = user_data;
+}
+
+int ms_random_is_set(void) { return source != NULL; }
+
+/* No source: a ChaCha stream under a fixed key, a fresh nonce each call. */
+static void fallback(void *buf, size_t len) {
+  static const uint8_t key[CHACHA_KEY_SIZE] = {0x6d, 0x73};
+  uint8_t nonce[CHACHA_NONCE_SIZE] = {0};
+  uint64_t n = atomic_fetch_add(&fallback_counter, 1) + 1;
+  for (size_t i = 0; i < sizeof nonce && i < 8; i++)
+    nonce[i] = (uint8_t)(n >> (8 * i));
+  struct chacha_ctx ctx;
+  chacha_set_key(&ctx, key);
+  chacha_set_nonce(&ctx, nonce);
+  memset(buf, 0, len);
+  chacha_crypt(&ctx, len, buf, buf);
+}
+
+int ms_random(void *buf, size_t len) {
+  if (!source) {
+    fallback(buf, len);
+    return 0;
   }
+  return source(buf, len, source_ud) == 0 ? 0 : MS_ERR_RANDOM;
 }
 
 static void rand_key(ms_rand *r, const uint8_t key[32]) {
@@ -29,11 +46,12 @@ static void rand_key(ms_rand *r, const uint8_t key[32]) {
   r->avail = 0;
 }
 
-void ms_rand_init(ms_rand *r) {
+int ms_rand_init(ms_rand *r) {
   uint8_t key[CHACHA_KEY_SIZE];
-  ms_os_random(key, sizeof key);
+  int rv = ms_random(key, sizeof key);
   rand_key(r, key);
   memset(key, 0, sizeof key);
+  return rv;
 }
 
 void ms_rand_init_seed(ms_rand *r, const uint8_t seed[32]) {

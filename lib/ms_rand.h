@@ -1,5 +1,6 @@
 /*
- * A small CSPRNG: a ChaCha keystream (nettle) keyed once from the OS.
+ * A small CSPRNG: a ChaCha keystream (nettle) keyed once from the
+ * installed random source.
  *
  * Used for WebSocket masking keys, Sec-WebSocket-Key and random starting
  * points (request ids). One generator per engine object, so objects on
@@ -19,8 +20,9 @@ typedef struct ms_rand {
   size_t avail;      /* bytes left at the end of block */
 } ms_rand;
 
-/* Key the generator from the OS random source (getrandom). */
-void ms_rand_init(ms_rand *r);
+/* Key the generator from the random source (ms_set_random). Returns 0
+ * or MS_ERR_RANDOM (the generator is then keyed, but not secretly). */
+int ms_rand_init(ms_rand *r);
 
 /* Key the generator from a fixed seed: the same seed gives the same
  * stream. For tests and fuzzing only. */

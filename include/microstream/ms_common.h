@@ -102,6 +102,7 @@ typedef enum ms_err {
   MS_ERR_CLOSED = -602,
   MS_ERR_TIMEOUT = -603,
   MS_ERR_ADDRESS = -604,
+  MS_ERR_RANDOM = -605, /* the random source failed */
 
   MS_ERR_NOMEM = -901,
   MS_ERR_INTERNAL = -902
@@ -136,6 +137,22 @@ typedef struct ms_allocator {
 
 /* The libc allocator. */
 MS_EXTERN const ms_allocator *ms_default_allocator(void);
+
+/*
+ * The random source: fill buf with len unpredictable bytes, return 0 or a
+ * negative ms_err. The library reads no OS source itself: the POSIX loop,
+ * the drivers and the programs install one (ms_posix_random, getrandom)
+ * when none is set yet, so set yours before those if you have one. It
+ * keys each object's generator (WebSocket masks and keys, hub ids, hash
+ * seeds) when the object is created or connects; a failure there is
+ * MS_ERR_RANDOM from that call. Without any source (sans-IO tests, fuzz
+ * targets) the generators are keyed from a fixed key and a counter:
+ * repeatable, not secret. Process-wide; set it before creating objects.
+ */
+typedef int (*ms_random_fn)(void *buf, size_t len, void *user_data);
+MS_EXTERN void ms_set_random(ms_random_fn fn, void *user_data);
+/* Non-zero once a source is set. */
+MS_EXTERN int ms_random_is_set(void);
 
 /* Payload encodings, also the negotiated WebSocket subprotocol. */
 typedef enum ms_encoding {

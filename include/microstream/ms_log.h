@@ -38,15 +38,20 @@ MS_EXTERN int ms_log_get_level(const ms_client *c);
 typedef void (*ms_log_sink_fn)(ms_client *c, int64_t ts_us, int level,
                                const char *message, const msgpack_object *fields,
                                void *user_data);
-/* fn NULL: no local output. The default is ms_log_stderr_sink. */
+/* fn NULL: no local output. The default is none, or what a driver set
+ * with ms_log_set_defaults (ms_log_stderr_sink). */
 MS_EXTERN void ms_log_set_sink(ms_client *c, ms_log_sink_fn fn,
                                void *user_data);
-/* Writes "time level service: message k=v ..." to stderr, coloured by
- * level when stderr is a terminal. */
-MS_EXTERN void ms_log_stderr_sink(ms_client *c, int64_t ts_us, int level,
-                                  const char *message,
-                                  const msgpack_object *fields,
-                                  void *user_data);
+/* For drivers and programs: the sink and wall clock a client uses while
+ * the application has chosen none (ms_log_set_sink, ms_log_set_clock).
+ * The library itself writes nowhere and reads no clock: without these a
+ * client has no local output and leaves log stamps to the hub. The
+ * drivers (ms_posix.h and the loop adapters) install ms_log_stderr_sink
+ * and the wall clock. */
+MS_EXTERN void ms_log_set_defaults(ms_client *c, ms_log_sink_fn sink,
+                                   void *sink_user_data,
+                                   int64_t (*wall_us)(void *),
+                                   void *clock_user_data);
 
 /* Ring bound for records waiting to be shipped (default 1000). */
 MS_EXTERN void ms_log_set_queue(ms_client *c, size_t max_records);

@@ -25,6 +25,20 @@ extern "C" {
 MS_EXTERN int64_t ms_now_ms(void);  /* CLOCK_MONOTONIC, milliseconds */
 MS_EXTERN int64_t ms_wall_us(void); /* CLOCK_REALTIME, microseconds */
 
+/* ---- The I/O defaults the sans-IO library leaves to its host ---------- */
+
+/* The OS random source (getrandom), an ms_random_fn. ms_loop_new and the
+ * drivers install it with ms_set_random when no source is set. */
+MS_EXTERN int ms_posix_random(void *buf, size_t len, void *user_data);
+
+/* Writes "time level service: message k=v ..." to stderr, coloured by
+ * level when stderr is a terminal and NO_COLOR is unset. The drivers make
+ * it a client's default sink (ms_log_set_defaults). */
+MS_EXTERN void ms_log_stderr_sink(ms_client *c, int64_t ts_us, int level,
+                                  const char *message,
+                                  const msgpack_object *fields,
+                                  void *user_data);
+
 /* ---- Loop -------------------------------------------------------------- */
 
 typedef struct ms_loop ms_loop;

@@ -362,6 +362,7 @@ int ms_drv_client_new(ms_drv **out, ms_client *c, const char *url,
                       const ms_drv_hooks *hooks, void *ctx) {
   if (!out || !c || !url || !hooks)
     return MS_ERR_INVALID_ARG;
+  ms_drv_default_random();
   ms_url u;
   int rv = ms_url_parse(url, &u);
   if (rv < 0)
@@ -390,8 +391,9 @@ int ms_drv_client_new(ms_drv **out, ms_client *c, const char *url,
   d->defer_queued = 1;
   ms_client_set_wakeup(c, on_wakeup, d);
   /* Log records carry the time they were made, not when they reach the
-   * hub (they may wait in the ring while the hub is away). */
-  ms_log_set_clock(c, wall_clock, NULL);
+   * hub (they may wait in the ring while the hub is away); local output
+   * goes to stderr unless the application chose otherwise. */
+  ms_log_set_defaults(c, ms_log_stderr_sink, NULL, wall_clock, NULL);
   *out = d;
   return 0;
 }
@@ -423,6 +425,11 @@ int ms_drv_client_flush(ms_drv *d, int64_t timeout_ms,
   }
   leave(d);
   return rv;
+}
+
+void ms_drv_default_random(void) {
+  if (!ms_random_is_set())
+    ms_set_random(ms_posix_random, NULL);
 }
 
 /* ---- Hub ---------------------------------------------------------------- */
@@ -622,6 +629,7 @@ int ms_drv_hub_new(ms_drv **out, ms_hub *h, const char *host, int port,
                    const ms_drv_hooks *hooks, void *ctx) {
   if (!out || !h || !hooks)
     return MS_ERR_INVALID_ARG;
+  ms_drv_default_random();
   ms_drv *d = drv_alloc(KIND_HUB, hooks, ctx);
   if (!d)
     return MS_ERR_NOMEM;

@@ -68,6 +68,9 @@ ms_client *ms_drv_client(const ms_drv *d);
 int ms_drv_client_flush(ms_drv *d, int64_t timeout_ms,
                         void (*run_once)(void *ctx, int64_t max_ms));
 
+/* Install the OS random source (ms_posix_random) unless one is set. */
+void ms_drv_default_random(void);
+
 /* Attach a hub listening on host:port (0 = any free port); host NULL:
  * no listener yet (add them with ms_drv_hub_listen). */
 int ms_drv_hub_new(ms_drv **out, ms_hub *h, const char *host, int port,

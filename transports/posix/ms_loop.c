@@ -83,6 +83,10 @@ int64_t ms_wall_us(void) {
 int ms_loop_new(ms_loop **ploop, const ms_allocator *mem) {
   if (!ploop)
     return MS_ERR_INVALID_ARG;
+  /* A program with a loop does I/O: give the library the OS's randomness
+   * before it creates its objects (unless it has its own). */
+  if (!ms_random_is_set())
+    ms_set_random(ms_posix_random, NULL);
   mem = ms_mem_or_default(mem);
   ms_loop *l = ms_calloc(mem, 1, sizeof(*l));
   if (!l)

@@ -1,5 +1,7 @@
 /* The default local log sink: one line per record on stderr. */
-#include "ms_client_int.h"
+#include "ms_internal.h"
+
+#include <microstream/ms_posix.h>
 
 #include <stdio.h>
 #include <stdlib.h>
