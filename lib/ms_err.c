@@ -13,8 +13,13 @@ static const char *const wire_codes[] = {
 
 /* Access control codes, -417 and on. */
 static const char *const auth_codes[] = {"TOKEN_EXPIRED", "FORBIDDEN"};
+/* Codes of the cluster, from -422 on. */
+static const char *const cluster_codes[] = {"CLUSTER_UNAVAILABLE"};
 
 const char *ms_err_to_wire(int err) {
+  if (err <= MS_ERR_CLUSTER_UNAVAILABLE &&
+      err > MS_ERR_CLUSTER_UNAVAILABLE - (int)MS_ARRAY_LEN(cluster_codes))
+    return cluster_codes[MS_ERR_CLUSTER_UNAVAILABLE - err];
   if (err <= MS_ERR_TARGET_SERVICE_NOT_FOUND && err >= MS_ERR_HUB_UNAVAILABLE)
     return wire_codes[-err - 401];
   if (err <= MS_ERR_TOKEN_EXPIRED && err >= MS_ERR_FORBIDDEN)
@@ -32,6 +37,11 @@ int ms_err_from_wire(const char *code, size_t len) {
   for (size_t i = 0; i < MS_ARRAY_LEN(auth_codes); i++) {
     if (strlen(auth_codes[i]) == len && memcmp(auth_codes[i], code, len) == 0)
       return -417 - (int)i;
+  }
+  for (size_t i = 0; i < MS_ARRAY_LEN(cluster_codes); i++) {
+    if (strlen(cluster_codes[i]) == len &&
+        memcmp(cluster_codes[i], code, len) == 0)
+      return MS_ERR_CLUSTER_UNAVAILABLE - (int)i;
   }
   return MS_ERR_APPLICATION;
 }
@@ -71,6 +81,7 @@ const char *ms_strerror(int err) {
   case MS_ERR_HUB_UNAVAILABLE: return "hub unavailable";
   case MS_ERR_TOKEN_EXPIRED: return "token expired";
   case MS_ERR_FORBIDDEN: return "forbidden";
+  case MS_ERR_CLUSTER_UNAVAILABLE: return "cluster unavailable";
   case MS_ERR_APPLICATION: return "application error";
   case MS_ERR_CALLBACK_FAILURE: return "callback failure";
   case MS_ERR_IO: return "I/O error";

@@ -10,6 +10,7 @@
 
 static void conn_down(ms_hub *h, ms_hub_conn *hc, const char *reason,
                       int64_t now);
+static int do_register(ms_hub *h, ms_hub_conn *hc, int64_t now);
 static void update_live(ms_hub *h, ms_hub_conn *hc);
 
 static ms_hub_conn *from_live(ms_hnode *n) {
@@ -73,6 +74,12 @@ static void hub_event(ms_hub *h, int level, const char *fmt, ...) {
 static void close_conn(ms_hub *h, ms_hub_conn *hc, uint16_t code,
                        const char *reason, const char *presence_reason,
                        int64_t now) {
+  ms_hub_close_conn(h, hc, code, reason, presence_reason, now);
+}
+
+void ms_hub_close_conn(ms_hub *h, ms_hub_conn *hc, uint16_t code,
+                       const char *reason, const char *presence_reason,
+                       int64_t now) {
   if (hc->state == HC_CLOSING || hc->state == HC_GONE)
     return;
   if (hc->sio)
@@ -84,12 +91,6 @@ static void close_conn(ms_hub *h, ms_hub_conn *hc, uint16_t code,
     hc->state = HC_CLOSING;
   update_live(h, hc); /* the close handshake's timer */
   ms_hub_mark_dirty(h, hc);
-}
-
-void ms_hub_close_conn(ms_hub *h, ms_hub_conn *hc, uint16_t code,
-                       const char *reason, const char *presence_reason,
-                       int64_t now) {
-  close_conn(h, hc, code, reason, presence_reason, now);
 }
 
 size_t ms_hub_conn_out_pending(const ms_hub_conn *hc) {
@@ -151,6 +152,12 @@ void ms_hub_send_error(ms_hub *h, ms_hub_conn *hc, uint64_t id,
 
 /* Session errors: ERROR id 0, then close. */
 static void fail_session(ms_hub *h, ms_hub_conn *hc, const char *code,
+                         const char *message, uint16_t close_code,
+                         int64_t now) {
+  ms_hub_fail_session(h, hc, code, message, close_code, now);
+}
+
+void ms_hub_fail_session(ms_hub *h, ms_hub_conn *hc, const char *code,
                          const char *message, uint16_t close_code,
                          int64_t now) {
   hub_event(h, MS_LEVEL_INFO, "closing %s: %s (%s)",
@@ -249,6 +256,7 @@ int ms_hub_new(ms_hub **ph, const ms_hub_config *cfg, void *user_data,
     ms_hub_del(h);
     return arv;
   }
+  ms_hub_cl_init(h);
   if (ms_hub_streams_new(h) || ms_hub_metrics_new(h)) {
     ms_hub_del(h);
     return MS_ERR_NOMEM;
@@ -301,6 +309,7 @@ static void hub_free(ms_hub *h) {
   ms_hub_metrics_del(h);
   ms_hub_auth_del(h);
   ms_hub_sio_del(h);
+  ms_hub_cl_free(h);
   ms_strmap_free(&h->registry);
   ms_heap_free(&h->timers);
   ms_heap_free(&h->live);
@@ -322,6 +331,9 @@ void ms_hub_set_wakeup(ms_hub *h, ms_hub_wakeup_fn fn, void *ud) {
 }
 
 static void enter(ms_hub *h) { ms_life_enter(&h->life); }
+static int leave(ms_hub *h);
+void ms_hub_enter(ms_hub *h) { enter(h); }
+int ms_hub_leave(ms_hub *h) { return leave(h); }
 /* Returns 1 when the hub was deleted meanwhile and is now freed. */
 static int leave(ms_hub *h) {
   if (h->life.depth == 1 && h->doomed && !ms_life_dead(&h->life))
@@ -350,26 +362,37 @@ static void route_unlink(ms_hub *h, route *r) {
   ms_u64map_del(&h->routes, r->hid);
   ms_heap_remove(&h->timers, &r->hn);
   ms_hub_conn *o = r->origin;
+  route **ohead = o ? &o->out_head : r->opeer ? &r->opeer->in_head : NULL;
   if (o) {
     ms_u64map_del(&o->origin_ids, r->origin_id);
+    o->n_out--;
+  } else if (r->opeer) {
+    ms_u64map_del(&r->opeer->in_ids, r->origin_id);
+  }
+  if (ohead) {
     if (r->o_prev)
       r->o_prev->o_next = r->o_next;
     else
-      o->out_head = r->o_next;
+      *ohead = r->o_next;
     if (r->o_next)
       r->o_next->o_prev = r->o_prev;
-    o->n_out--;
   }
   ms_hub_conn *t = r->target;
-  if (t) {
+  route **thead = t ? &t->in_head : r->tpeer ? &r->tpeer->out_head : NULL;
+  if (thead) {
     if (r->t_prev)
       r->t_prev->t_next = r->t_next;
     else
-      t->in_head = r->t_next;
+      *thead = r->t_next;
     if (r->t_next)
       r->t_next->t_prev = r->t_prev;
   }
   h->stats.pending--;
+}
+
+void ms_hub_route_drop(ms_hub *h, route *r) {
+  route_unlink(h, r);
+  route_free(h, r);
 }
 
 static void route_free(ms_hub *h, route *r) { ms_free(h->mem, r); }
@@ -391,6 +414,106 @@ static void send_cancel(ms_hub *h, ms_hub_conn *hc, uint64_t id) {
   ms_hub_send_out(h, hc);
 }
 
+void ms_hub_send_cancel(ms_hub *h, ms_hub_conn *hc, uint64_t id) {
+  send_cancel(h, hc, id);
+}
+
+/* The target of a route that ended early learns it: CANCEL to a local
+ * connection, or to the hub that holds it. */
+static void cancel_target(ms_hub *h, ms_hub_conn *t, hub_peer *tp,
+                          uint64_t hid) {
+  if (tp)
+    ms_hub_cl_cancel(h, tp, hid);
+  else
+    send_cancel(h, t, hid);
+}
+
+void ms_hub_pack_forward(ms_hub *h, route *r, const char *source,
+                         size_t source_len, const uint8_t *data,
+                         size_t data_len, const msgpack_object *data_obj) {
+  /* Forwarded REQUEST: [3, hid, source, event, data, remaining, opts]. */
+  msgpack_packer *pk = ms_hub_packer(h);
+  msgpack_pack_array(pk, 7);
+  msgpack_pack_uint8(pk, MS_MSG_REQUEST);
+  msgpack_pack_uint64(pk, r->hid);
+  msgpack_pack_str_with_body(pk, source, source_len);
+  msgpack_pack_str_with_body(pk, r->event, r->event_len);
+  if (data)
+    ms_mpbuf_write(&h->out, (const char *)data, data_len);
+  else
+    msgpack_pack_object(pk, *data_obj);
+  msgpack_pack_uint64(pk, (uint64_t)r->timeout_ms);
+  if (r->late_ms > 0) {
+    msgpack_pack_map(pk, 1);
+    msgpack_pack_str_with_body(pk, "late_ms", 7);
+    msgpack_pack_int64(pk, r->late_ms);
+  } else {
+    msgpack_pack_map(pk, 0);
+  }
+}
+
+route *ms_hub_route_add(ms_hub *h, ms_hub_conn *origin, hub_peer *opeer,
+                        uint64_t origin_id, ms_hub_conn *target,
+                        hub_peer *tpeer, ms_str event, ms_str tname,
+                        int64_t timeout, int64_t late, int64_t now) {
+  uint64_t hid = h->next_hid++;
+  if (h->next_hid > MS_MAX_ID)
+    h->next_hid = 1;
+  route *r = ms_calloc(h->mem, 1, sizeof *r + event.len + tname.len + 2);
+  if (!r)
+    return NULL;
+  ms_u64map *ids = origin ? &origin->origin_ids : &opeer->in_ids;
+  if (ms_u64map_put(&h->routes, hid, r)) {
+    ms_free(h->mem, r);
+    return NULL;
+  }
+  if (ms_u64map_put(ids, origin_id, r) ||
+      ms_heap_push(&h->timers, &r->hn, now + timeout)) {
+    ms_u64map_del(&h->routes, hid);
+    ms_u64map_del(ids, origin_id);
+    ms_free(h->mem, r);
+    return NULL;
+  }
+  r->hid = hid;
+  r->origin_id = origin_id;
+  r->origin = origin;
+  r->opeer = opeer;
+  r->target = target;
+  r->tpeer = tpeer;
+  r->deadline = now + timeout;
+  r->timeout_ms = timeout;
+  r->late_ms = late;
+  r->event_len = event.len;
+  memcpy(r->event, event.ptr, event.len);
+  r->event[event.len] = '\0';
+  r->tname_len = tname.len;
+  memcpy(r->event + event.len + 1, tname.ptr, tname.len);
+  r->event[event.len + 1 + tname.len] = '\0';
+  r->rs = target ? ms_hub_route_stats(h, target->name, target->name_len,
+                                      r->event, r->event_len)
+                 : ms_hub_route_stats(h, tname.ptr, tname.len, r->event,
+                                      r->event_len);
+  r->started = now;
+  route **ohead = origin ? &origin->out_head : &opeer->in_head;
+  r->o_next = *ohead;
+  if (*ohead)
+    (*ohead)->o_prev = r;
+  *ohead = r;
+  if (origin)
+    origin->n_out++;
+  /* (Neither: a cluster lookup of the target is under way.) */
+  route **thead = target ? &target->in_head
+                  : tpeer ? &tpeer->out_head : NULL;
+  if (thead) {
+    r->t_next = *thead;
+    if (*thead)
+      (*thead)->t_prev = r;
+    *thead = r;
+  }
+  h->stats.pending++;
+  return r;
+}
+
 /* REQUEST from hc. */
 static void on_request(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
                        int64_t now) {
@@ -400,7 +523,19 @@ static void on_request(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
     return;
   }
   ms_hub_conn *t = ms_strmap_get(&h->registry, m->name.ptr, m->name.len);
-  if (!t || t->state != HC_READY) {
+  hub_peer *tp = NULL;
+  int unresolved = 0; /* unknown here: the cluster looks the name up */
+  if (!t && h->clustered) {
+    int rv = ms_hub_cl_locate(h, m->name, &tp);
+    if (rv == MS_ERR_CLUSTER_UNAVAILABLE) {
+      h->cstats.unavailable++;
+      ms_hub_send_error(h, hc, m->id, "CLUSTER_UNAVAILABLE",
+                        "the hub cannot reach its cluster", NULL);
+      return;
+    }
+    unresolved = rv != 0;
+  }
+  if (!tp && !unresolved && (!t || t->state != HC_READY)) {
     char msg[200];
     snprintf(msg, sizeof msg, "no service named '%.*s'", (int)m->name.len,
              m->name.ptr);
@@ -423,70 +558,28 @@ static void on_request(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
     late = 0;
   if (late > h->cfg.max_late_ms)
     late = h->cfg.max_late_ms;
-
-  /* Forwarded REQUEST: [3, hid, source, event, data, remaining, opts]. The
-   * data object is re-packed as is. */
-  uint64_t hid = h->next_hid++;
-  if (h->next_hid > MS_MAX_ID)
-    h->next_hid = 1;
-  msgpack_packer *pk = ms_hub_packer(h);
-  msgpack_pack_array(pk, 7);
-  msgpack_pack_uint8(pk, MS_MSG_REQUEST);
-  msgpack_pack_uint64(pk, hid);
-  msgpack_pack_str_with_body(pk, hc->name, hc->name_len);
-  msgpack_pack_str_with_body(pk, m->event.ptr, m->event.len);
-  pack_passthrough(h, &m->data_raw, &m->data);
-  msgpack_pack_uint64(pk, (uint64_t)timeout);
-  if (late > 0) {
-    msgpack_pack_map(pk, 1);
-    msgpack_pack_str_with_body(pk, "late_ms", 7);
-    msgpack_pack_int64(pk, late);
-  } else {
-    msgpack_pack_map(pk, 0);
+  if (tp || unresolved) {
+    ms_hub_cl_forward(h, hc, m, tp, timeout, late, now);
+    return;
   }
+
+  route *r = ms_hub_route_add(h, hc, NULL, m->id, t, NULL, m->event,
+                              ms_str_c(""), timeout, late, now);
+  if (!r) {
+    ms_hub_send_error(h, hc, m->id, "INTERNAL_SERVER_ERROR", "out of memory",
+                      NULL);
+    return;
+  }
+  /* The data object is passed on as the bytes that came in. */
+  ms_hub_pack_forward(h, r, hc->name, hc->name_len, m->data_raw.ptr,
+                      m->data_raw.len, &m->data);
   if (h->out.sb.size > h->cfg.max_message) {
+    route_unlink(h, r);
+    route_free(h, r);
     ms_hub_send_error(h, hc, m->id, "PAYLOAD_TOO_LARGE",
                       "request larger than max_message", NULL);
     return;
   }
-  route *r = ms_calloc(h->mem, 1, sizeof *r + m->event.len + 1);
-  if (!r || ms_u64map_put(&h->routes, hid, r)) {
-    ms_free(h->mem, r);
-    ms_hub_send_error(h, hc, m->id, "INTERNAL_SERVER_ERROR", "out of memory",
-                      NULL);
-    return;
-  }
-  if (ms_u64map_put(&hc->origin_ids, m->id, r) ||
-      ms_heap_push(&h->timers, &r->hn, now + timeout)) {
-    ms_u64map_del(&h->routes, hid);
-    ms_u64map_del(&hc->origin_ids, m->id);
-    ms_free(h->mem, r);
-    ms_hub_send_error(h, hc, m->id, "INTERNAL_SERVER_ERROR", "out of memory",
-                      NULL);
-    return;
-  }
-  r->hid = hid;
-  r->origin_id = m->id;
-  r->origin = hc;
-  r->target = t;
-  r->deadline = now + timeout;
-  r->timeout_ms = timeout;
-  r->late_ms = late;
-  r->event_len = m->event.len;
-  memcpy(r->event, m->event.ptr, m->event.len);
-  r->event[m->event.len] = '\0';
-  r->rs = ms_hub_route_stats(h, t->name, t->name_len, r->event, r->event_len);
-  r->started = now;
-  r->o_next = hc->out_head;
-  if (hc->out_head)
-    hc->out_head->o_prev = r;
-  hc->out_head = r;
-  hc->n_out++;
-  r->t_next = t->in_head;
-  if (t->in_head)
-    t->in_head->t_prev = r;
-  t->in_head = r;
-  h->stats.pending++;
   int rv = ms_hub_send_out(h, t);
   if (rv == MS_ERR_TOO_BIG || rv == MS_ERR_NOMEM) {
     /* Larger than max_message in the target's encoding (JSON grows). */
@@ -510,6 +603,15 @@ static void on_answer(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
     h->stats.late_dropped++;
     return;
   }
+  (void)now;
+  if (r->opeer) {
+    ms_hub_cl_answer(h, r, m);
+    return;
+  }
+  ms_hub_route_answered(h, r, m);
+}
+
+void ms_hub_route_answered(ms_hub *h, route *r, const ms_msg *m) {
   ms_hub_conn *o = r->origin;
   uint64_t oid = r->origin_id;
   int late = r->timed_out;
@@ -517,7 +619,7 @@ static void on_answer(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
     ms_hub_route_done(r->rs,
                       m->type == MS_MSG_RESPONSE ? MS_OUTCOME_OK
                                                  : MS_OUTCOME_ERROR,
-                      r->started, now);
+                      r->started, h->last_now);
   route_unlink(h, r);
   route_free(h, r);
   if (!o || o->state != HC_READY) {
@@ -557,7 +659,6 @@ static void on_answer(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
     h->stats.late_routed++;
   else
     h->stats.responses_routed++;
-  (void)now;
 }
 
 static void on_cancel(ms_hub *h, ms_hub_conn *hc, const ms_msg *m) {
@@ -567,12 +668,13 @@ static void on_cancel(ms_hub *h, ms_hub_conn *hc, const ms_msg *m) {
     return;
   }
   ms_hub_conn *t = r->target;
+  hub_peer *tp = r->tpeer;
   uint64_t hid = r->hid;
   if (!r->timed_out)
     ms_hub_route_done(r->rs, MS_OUTCOME_CANCELLED, r->started, 0);
   route_unlink(h, r);
   route_free(h, r);
-  send_cancel(h, t, hid);
+  cancel_target(h, t, tp, hid);
 }
 
 static void route_deadline(ms_hub *h, route *r, int64_t now) {
@@ -585,7 +687,8 @@ static void route_deadline(ms_hub *h, route *r, int64_t now) {
     msgpack_packer_init(&pk, &sb, ms_mpbuf_write);
     msgpack_pack_map(&pk, 3);
     msgpack_pack_str_with_body(&pk, "target", 6);
-    const char *tn = r->target && r->target->name ? r->target->name : "";
+    const char *tn = r->target && r->target->name ? r->target->name
+                                                   : r->event + r->event_len + 1;
     msgpack_pack_str_with_body(&pk, tn, strlen(tn));
     msgpack_pack_str_with_body(&pk, "event", 5);
     msgpack_pack_str_with_body(&pk, r->event, r->event_len);
@@ -617,10 +720,11 @@ static void route_deadline(ms_hub *h, route *r, int64_t now) {
     }
   }
   ms_hub_conn *t = r->target;
+  hub_peer *tp = r->tpeer;
   uint64_t hid = r->hid;
   route_unlink(h, r);
   route_free(h, r);
-  send_cancel(h, t, hid);
+  cancel_target(h, t, tp, hid);
 }
 
 /* ---- sessions ---- */
@@ -659,6 +763,10 @@ static void send_welcome(ms_hub *h, ms_hub_conn *hc) {
   msgpack_pack_str_with_body(pk, "max_late_ms", 11);
   msgpack_pack_int64(pk, h->cfg.max_late_ms);
   ms_hub_send_out(h, hc);
+}
+
+int ms_hub_register(ms_hub *h, ms_hub_conn *hc, int64_t now) {
+  return do_register(h, hc, now);
 }
 
 static int do_register(ms_hub *h, ms_hub_conn *hc, int64_t now) {
@@ -715,13 +823,18 @@ static void on_hello(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
     return;
   }
   ms_hub_conn *old = ms_strmap_get(&h->registry, hc->name, hc->name_len);
+  if (!old && h->clustered) {
+    ms_hub_cl_claim(h, hc, now); /* registers when the cluster agrees */
+    return;
+  }
   if (!old) {
     if (do_register(h, hc, now))
       fail_session(h, hc, "INTERNAL_SERVER_ERROR", "out of memory",
                    MS_CLOSE_INTERNAL, now);
     return;
   }
-  if (!h->cfg.replace_stale || old->replace_waiter) {
+  if (!h->cfg.replace_stale || old->replace_waiter || old->claiming ||
+      old->probe_peer) {
     char msg[200];
     snprintf(msg, sizeof msg, "service '%s' is already registered", hc->name);
     fail_session(h, hc, "DUPLICATE_SERVICE_REGISTRATION", msg,
@@ -791,6 +904,8 @@ static void conn_down(ms_hub *h, ms_hub_conn *hc, const char *reason,
     hc->replace_target->replace_waiter = NULL;
     hc->replace_target = NULL;
   }
+  if (h->clustered)
+    ms_hub_cl_conn_down(h, hc); /* before the name leaves the registry */
   if (hc->registered) {
     ms_strmap_del(&h->registry, hc->name, hc->name_len);
     hc->registered = 0;
@@ -802,30 +917,35 @@ static void conn_down(ms_hub *h, ms_hub_conn *hc, const char *reason,
   while (hc->in_head) {
     route *r = hc->in_head;
     ms_hub_conn *o = r->origin;
+    hub_peer *op = r->opeer;
     uint64_t oid = r->origin_id;
     int timed_out = r->timed_out;
     if (!timed_out)
       ms_hub_route_done(r->rs, MS_OUTCOME_DISCONNECTED, r->started, now);
     route_unlink(h, r);
     route_free(h, r);
-    if (!timed_out && o && o != hc) {
+    if (!timed_out && ((o && o != hc) || op)) {
       char msg[200];
       snprintf(msg, sizeof msg, "%s disconnected before answering",
                hc->name ? hc->name : "target");
-      ms_hub_send_error(h, o, oid, "TARGET_DISCONNECTED", msg, NULL);
+      if (op)
+        ms_hub_cl_error(h, op, oid, "TARGET_DISCONNECTED", msg);
+      else
+        ms_hub_send_error(h, o, oid, "TARGET_DISCONNECTED", msg, NULL);
     }
   }
   /* Requests it sent: the targets may stop working on them. */
   while (hc->out_head) {
     route *r = hc->out_head;
     ms_hub_conn *t = r->target;
+    hub_peer *tp = r->tpeer;
     uint64_t hid = r->hid;
     if (!r->timed_out)
       ms_hub_route_done(r->rs, MS_OUTCOME_CANCELLED, r->started, now);
     route_unlink(h, r);
     route_free(h, r);
     if (t != hc)
-      send_cancel(h, t, hid);
+      cancel_target(h, t, tp, hid);
   }
   ms_hub_drop_subs(h, hc);
 }
@@ -1025,6 +1145,8 @@ static int64_t live_deadline(const ms_hub *h, const ms_hub_conn *hc) {
         hc->idle_tried_rx != hc->last_rx &&
         hc->last_rx + h->cfg.idle_release_ms < d)
       d = hc->last_rx + h->cfg.idle_release_ms;
+    if (hc->probe_peer && hc->probe_deadline < d)
+      d = hc->probe_deadline;
     break;
   default:
     d = MS_NO_DEADLINE;
@@ -1071,8 +1193,12 @@ static void live_check(ms_hub *h, ms_hub_conn *hc, int64_t now) {
     }
     break;
   case HC_WAIT_REPLACE:
-    if (now >= hc->live.deadline)
-      replace_now(h, hc, now);
+    if (now >= hc->live.deadline) {
+      if (hc->claiming)
+        ms_hub_cl_claim_timeout(h, hc, now);
+      else
+        replace_now(h, hc, now);
+    }
     break;
   case HC_READY: {
     int64_t silent = now - hc->last_rx;
@@ -1081,6 +1207,10 @@ static void live_check(ms_hub *h, ms_hub_conn *hc, int64_t now) {
                 hc->name ? hc->name : "connection");
       fail_session(h, hc, "TOKEN_EXPIRED", "the session's token expired",
                    MS_CLOSE_TOKEN_EXPIRED, now);
+    } else if (hc->probe_peer && now >= hc->probe_deadline) {
+      /* Another hub's newcomer waits for this name: stale, replaced. */
+      close_conn(h, hc, MS_CLOSE_DUPLICATE, "replaced by a new connection",
+                 "replaced", now);
     } else if (silent >= 3 * hb) {
       if (!ms_conn_want_read(hc->ws) || hc->reading_paused) {
         /* We stopped reading it: not silence but a slow consumer. */
@@ -1193,6 +1323,8 @@ void ms_hub_conn_alive(ms_hub *h, ms_hub_conn *hc, int64_t now) {
   hc->pings_sent = 0;
   if (hc->replace_waiter)
     replace_refused(h, hc, now);
+  if (hc->probe_peer)
+    ms_hub_cl_probe_alive(h, hc);
 }
 
 int ms_hub_conn_feed(ms_hub_conn *hc, const uint8_t *data, size_t len,

@@ -11,6 +11,46 @@ static int path_is(const ms_http_request *req, const char *p) {
 }
 
 
+static int cluster_metrics(const ms_hub *h, ms_buf *b) {
+  const ms_hub_cluster_stats *c = &h->cstats;
+  int rv = 0;
+#define CMETRIC(name, help, val)                                           \
+  if (rv == 0)                                                             \
+    rv = ms_buf_appendf(b, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n",  \
+                        name, help, name, name, (unsigned long long)(val))
+  CMETRIC("microstream_cluster_requests_out_total",
+          "Requests sent to services on other hubs.", c->requests_out);
+  CMETRIC("microstream_cluster_requests_in_total",
+          "Requests from other hubs routed to local services.",
+          c->requests_in);
+  CMETRIC("microstream_cluster_answers_out_total",
+          "Answers sent back to other hubs.", c->answers_out);
+  CMETRIC("microstream_cluster_answers_in_total",
+          "Answers from other hubs routed to local requesters.",
+          c->answers_in);
+  CMETRIC("microstream_cluster_claims_total",
+          "Service names claimed in the cluster.", c->claims);
+  CMETRIC("microstream_cluster_claims_refused_total",
+          "Claims refused: the name is held on another hub.",
+          c->claims_refused);
+  CMETRIC("microstream_cluster_claims_unavailable_total",
+          "Claims that failed: the cluster could not be reached.",
+          c->claims_unavailable);
+  CMETRIC("microstream_cluster_names_lost_total",
+          "Local holders closed because another hub holds the name.",
+          c->names_lost);
+  CMETRIC("microstream_cluster_hubs_down_total",
+          "Other hubs found gone or unreachable.", c->hubs_down);
+  CMETRIC("microstream_cluster_unavailable_total",
+          "CLUSTER_UNAVAILABLE answers.", c->unavailable);
+  CMETRIC("microstream_cluster_bad_messages_total",
+          "Undecodable hub-to-hub messages.", c->bad_messages);
+#undef CMETRIC
+  if (rv == 0 && h->cl.metrics)
+    rv = h->cl.metrics(h->cl_ctx, b);
+  return rv;
+}
+
 int ms_hub_metrics_text(const ms_hub *h, ms_buf *b) {
   const ms_hub_stats *s = &h->stats;
   int rv = 0;
@@ -52,6 +92,8 @@ int ms_hub_metrics_text(const ms_hub *h, ms_buf *b) {
     rv = ms_buf_appendf(b, "microstream_errors_total{code=\"%s\"} %llu\n",
                         ms_err_to_wire(-401 - i),
                         (unsigned long long)s->errors_by_code[i]);
+  if (rv == 0 && h->clustered)
+    rv = cluster_metrics(h, b);
   if (rv == 0)
     rv = ms_hub_metrics_routes_text(h, b);
   if (rv == 0 && h->cfg.on_metrics)
@@ -66,6 +108,8 @@ int ms_hub_services_json(const ms_hub *h, ms_buf *b) {
   int first = 1;
   while (rv == 0 && (e = ms_strmap_next(&h->registry, &pos)) != NULL) {
     const ms_hub_conn *hc = e->val;
+    if (!hc->registered)
+      continue; /* still claiming its name in the cluster */
     if (!first)
       rv = ms_buf_append(b, ",", 1);
     first = 0;
@@ -78,6 +122,11 @@ int ms_hub_services_json(const ms_hub *h, ms_buf *b) {
       if (rv == 0)
         rv = ms_buf_append_json_str(b, hc->instance, strlen(hc->instance));
     }
+    if (rv == 0 && h->clustered) {
+      rv = ms_buf_append(b, ",\"hub\":", 7);
+      if (rv == 0)
+        rv = ms_buf_append_json_str(b, h->hub_id, strlen(h->hub_id));
+    }
     if (rv == 0)
       rv = ms_buf_appendf(
           b,
@@ -89,6 +138,8 @@ int ms_hub_services_json(const ms_hub *h, ms_buf *b) {
                                            : MS_SUBPROTO_MSGPACK,
           (long long)(h->last_now - hc->ready_at), hc->n_out);
   }
+  if (rv == 0 && h->clustered && h->cl.services)
+    rv = h->cl.services(h->cl_ctx, b, first);
   if (rv == 0)
     rv = ms_buf_append(b, "]", 1);
   return rv;

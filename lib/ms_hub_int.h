@@ -5,6 +5,7 @@
 
 #include <microstream/ms_codec.h>
 #include <microstream/ms_hub.h>
+#include <microstream/ms_hub_cluster.h>
 
 #include "ms_map.h"
 #include "ms_wire.h"
@@ -22,6 +23,7 @@ typedef struct route route;
 typedef struct hub_sub hub_sub;
 typedef struct ms_hub_sio ms_hub_sio;             /* ms_hub_sio.c */
 typedef struct ms_hub_sio_state ms_hub_sio_state; /* ms_hub_sio.c */
+typedef struct hub_peer hub_peer;
 
 /* ms_hub_metrics.c: per (target, event) figures. */
 enum {
@@ -54,7 +56,15 @@ struct ms_hub_conn {
   size_t name_len;
   char *instance;
   unsigned registered : 1, watch : 1, in_dirty : 1, released : 1,
-      reading_paused : 1, doomed : 1;
+      reading_paused : 1, doomed : 1,
+      claiming : 1, /* cluster: waiting for the claim's answer */
+      probing : 1,  /* cluster: asked the holder's hub if it is stale */
+      probed : 1;   /* (once per HELLO) */
+  /* Cluster: another hub's newcomer wants this connection's name (the
+   * replace-stale check, run here for that hub). */
+  hub_peer *probe_peer;
+  uint64_t probe_tag;
+  int64_t probe_deadline;
   ms_hub_conn *doom_next; /* slow consumers to close at the outermost call */
   int pings_sent;
   int64_t accepted_at, last_rx, ready_at;
@@ -89,18 +99,32 @@ struct ms_hub_conn {
   unsigned eio_ws : 1;
 };
 
+/* A request in flight. Its requester is a local connection (origin) or
+ * another hub (opeer, origin_id being that hub's id); its target is a
+ * local connection (target) or another hub (tpeer). The o_ and t_ links
+ * chain it on whichever holds each end. */
 struct route {
   ms_hnode hn;
   uint64_t hid, origin_id;
   ms_hub_conn *origin, *target;
+  hub_peer *opeer, *tpeer;
   route *o_prev, *o_next;
   route *t_prev, *t_next;
   int64_t deadline, timeout_ms, late_ms;
   int timed_out;
   hub_route_stats *rs; /* where its outcome is counted */
   int64_t started;
-  size_t event_len;
-  char event[];
+  size_t event_len, tname_len;
+  char event[]; /* event NUL, then the target's name NUL */
+};
+
+/* Another hub of the cluster, as seen by this one. */
+struct hub_peer {
+  char *id;
+  size_t id_len;
+  ms_u64map in_ids; /* that hub's request id -> route */
+  route *in_head;   /* requests from it (route.o_*) */
+  route *out_head;  /* requests to it (route.t_*) */
 };
 
 typedef struct ms_hub_streams ms_hub_streams;
@@ -131,6 +155,14 @@ struct ms_hub {
   hub_metrics *metrics;
   void *wall_ud; /* for a clock from ms_hub_set_wallclock */
   ms_hub_sio_state *sio; /* Socket.IO sessions, created on first use */
+
+  /* Cluster (ms_hub_cluster.c); clustered == 0: a hub on its own. */
+  int clustered;
+  ms_hub_cluster_ops cl;
+  void *cl_ctx;
+  ms_strmap peers;  /* hub id -> hub_peer */
+  ms_u64map claims; /* connection serial -> connection, while claiming */
+  ms_hub_cluster_stats cstats;
 
   ms_hub_wakeup_fn wakeup;
   void *wakeup_ud;
@@ -192,6 +224,49 @@ void ms_hub_sio_ping(ms_hub *h, ms_hub_conn *vc);
 void ms_hub_sio_live(ms_hub *h, ms_hub_conn *vc, int64_t now);
 void ms_hub_sio_free(ms_hub *h, ms_hub_conn *vc);
 void ms_hub_sio_del(ms_hub *h);
+/* Routes (ms_hub.c), shared with ms_hub_cluster.c. */
+route *ms_hub_route_add(ms_hub *h, ms_hub_conn *origin, hub_peer *opeer,
+                        uint64_t origin_id, ms_hub_conn *target,
+                        hub_peer *tpeer, ms_str event, ms_str tname,
+                        int64_t timeout, int64_t late, int64_t now);
+void ms_hub_route_drop(ms_hub *h, route *r);
+/* An answer (RESPONSE or ERROR in m) for r, which is unlinked and freed,
+ * goes to its local requester. */
+void ms_hub_route_answered(ms_hub *h, route *r, const ms_msg *m);
+/* Encode into h->out the REQUEST a local target gets for r. */
+void ms_hub_pack_forward(ms_hub *h, route *r, const char *source,
+                         size_t source_len, const uint8_t *data,
+                         size_t data_len, const msgpack_object *data_obj);
+void ms_hub_send_cancel(ms_hub *h, ms_hub_conn *hc, uint64_t id);
+/* Close a session with ERROR id 0 and a close code. */
+void ms_hub_fail_session(ms_hub *h, ms_hub_conn *hc, const char *code,
+                         const char *message, uint16_t close_code,
+                         int64_t now);
+int ms_hub_register(ms_hub *h, ms_hub_conn *hc, int64_t now);
+void ms_hub_enter(ms_hub *h);
+/* Returns 1 when the hub was deleted meanwhile (and is now freed). */
+int ms_hub_leave(ms_hub *h);
+
+/* ms_hub_cluster.c: the engine's side of the cluster boundary. */
+void ms_hub_cl_init(ms_hub *h);
+void ms_hub_cl_free(ms_hub *h);
+/* The hub that holds name: 0 with *peer, MS_ERR_NOT_FOUND,
+ * MS_ERR_CLUSTER_UNAVAILABLE. */
+int ms_hub_cl_locate(ms_hub *h, ms_str name, hub_peer **peer);
+void ms_hub_cl_forward(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
+                       hub_peer *tp, int64_t timeout, int64_t late,
+                       int64_t now);
+/* r's requester is another hub: answer it (m: RESPONSE or ERROR). */
+void ms_hub_cl_answer(ms_hub *h, route *r, const ms_msg *m);
+void ms_hub_cl_error(ms_hub *h, hub_peer *p, uint64_t id, const char *code,
+                     const char *message);
+void ms_hub_cl_cancel(ms_hub *h, hub_peer *p, uint64_t hid);
+void ms_hub_cl_claim(ms_hub *h, ms_hub_conn *hc, int64_t now);
+void ms_hub_cl_claim_timeout(ms_hub *h, ms_hub_conn *hc, int64_t now);
+/* The holder probed for another hub showed life. */
+void ms_hub_cl_probe_alive(ms_hub *h, ms_hub_conn *hc);
+/* hc's session ended: give back a claim or the name. */
+void ms_hub_cl_conn_down(ms_hub *h, ms_hub_conn *hc);
 
 /* ms_hub_stream.c: logs and presence. */
 int ms_hub_streams_new(ms_hub *h);

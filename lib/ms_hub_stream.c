@@ -266,6 +266,8 @@ static void deliver(ms_hub *h, hub_sub *sub, const rec *r, int64_t now) {
     send_marker(h, sub, r->seq, "gap", 1, now);
 }
 
+static void kept_log(ms_hub *h, rec *r);
+
 static void fan_out(ms_hub *h, int stream_id, const rec *r) {
   ms_hub_streams *st = h->streams;
   int encoded = 0;
@@ -322,6 +324,42 @@ void ms_hub_subs_drained(ms_hub *h, ms_hub_conn *hc) {
   }
 }
 
+/* In a cluster, records are published and kept when they come back in
+ * cluster order (ms_hub_cluster_record). Logs: [ts_us, level, service,
+ * message, fields_bin]; presence: [ts_us, kind, service, detail_bin]. */
+static void cluster_publish(ms_hub *h, int stream_id, int64_t ts_us,
+                            int64_t level, const char *kind,
+                            const char *service, size_t service_len,
+                            const char *message, size_t message_len,
+                            const msgpack_object *extra) {
+  msgpack_sbuffer eb;
+  msgpack_sbuffer_init(&eb);
+  msgpack_packer epk;
+  msgpack_packer_init(&epk, &eb, msgpack_sbuffer_write);
+  if (extra && extra->type == MSGPACK_OBJECT_MAP)
+    msgpack_pack_object(&epk, *extra);
+  else
+    msgpack_pack_map(&epk, 0);
+  msgpack_packer *pk = ms_hub_packer(h);
+  msgpack_pack_array(pk, stream_id == STREAM_LOGS ? 5 : 4);
+  msgpack_pack_int64(pk, ts_us);
+  if (stream_id == STREAM_LOGS)
+    msgpack_pack_int64(pk, level);
+  else
+    msgpack_pack_str_with_body(pk, kind, strlen(kind));
+  msgpack_pack_str_with_body(pk, service, service_len);
+  if (stream_id == STREAM_LOGS)
+    msgpack_pack_str_with_body(pk, message ? message : "", message_len);
+  msgpack_pack_bin_with_body(pk, eb.data, eb.size);
+  msgpack_sbuffer_destroy(&eb);
+  if (h->out.failed)
+    return; /* out of memory: the record is lost, not half sent */
+  h->cl.publish(h->cl_ctx,
+                stream_id == STREAM_LOGS ? MS_CLUSTER_LOGS
+                                         : MS_CLUSTER_PRESENCE,
+                (const uint8_t *)h->out.sb.data, h->out.sb.size);
+}
+
 void ms_hub_presence(ms_hub *h, const char *kind, const ms_hub_conn *hc,
                      const char *reason, int64_t now) {
   stream *s = &h->streams->s[STREAM_PRESENCE];
@@ -346,9 +384,14 @@ void ms_hub_presence(ms_hub *h, const char *kind, const ms_hub_conn *hc,
   rec *r = NULL;
   /* Out of memory the presence record is not kept (nor half kept). */
   if (zok && msgpack_unpack(db.sb.data, db.sb.size, &off, &z, &detail) ==
-                 MSGPACK_UNPACK_SUCCESS)
-    r = keep(h, s, ms_hub_wall_us(h, now), 0, kind[0] == 'u' ? 1 : 2,
-             hc->name, hc->name_len, NULL, 0, &detail);
+                 MSGPACK_UNPACK_SUCCESS) {
+    if (h->clustered)
+      cluster_publish(h, STREAM_PRESENCE, ms_hub_wall_us(h, now), 0, kind,
+                      hc->name, hc->name_len, NULL, 0, &detail);
+    else
+      r = keep(h, s, ms_hub_wall_us(h, now), 0, kind[0] == 'u' ? 1 : 2,
+               hc->name, hc->name_len, NULL, 0, &detail);
+  }
   if (zok)
     msgpack_zone_destroy(&z);
   ms_mpbuf_destroy(&db);
@@ -360,10 +403,20 @@ void ms_hub_on_log(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
                    int64_t now) {
   stream *s = &h->streams->s[STREAM_LOGS];
   int64_t ts = m->ts_us > 0 ? m->ts_us : ms_hub_wall_us(h, now);
+  if (h->clustered) {
+    cluster_publish(h, STREAM_LOGS, ts, m->level, NULL, hc->name,
+                    hc->name_len, m->message.ptr, m->message.len, &m->extra);
+    return;
+  }
   rec *r = keep(h, s, ts, m->level, 0, hc->name, hc->name_len, m->message.ptr,
                 m->message.len, &m->extra);
   if (!r)
     return;
+  kept_log(h, r);
+}
+
+/* A log record was kept: the store hook, then the subscribers. */
+static void kept_log(ms_hub *h, rec *r) {
   h->stats.log_records++;
   if (h->cfg.on_record && !ms_life_dead(&h->life)) {
     ms_hub_record hr;
@@ -379,6 +432,103 @@ void ms_hub_on_log(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
     h->cfg.on_record(h, &hr, h->ud);
   }
   fan_out(h, STREAM_LOGS, r);
+}
+
+uint64_t ms_hub_cluster_last_seq(const ms_hub *h, int which) {
+  if (which != MS_CLUSTER_LOGS && which != MS_CLUSTER_PRESENCE)
+    return 0;
+  return h->streams->s[which == MS_CLUSTER_LOGS ? STREAM_LOGS
+                                                 : STREAM_PRESENCE].seq;
+}
+
+static void ring_clear(ms_hub *h, stream *s) {
+  for (size_t k = 0; k < s->n; k++) {
+    size_t i = (s->head + k) % s->cap;
+    ms_free(h->mem, s->ring[i]);
+    s->ring[i] = NULL;
+  }
+  s->n = 0;
+  s->head = 0;
+  s->bytes = 0;
+}
+
+int ms_hub_cluster_record(ms_hub *h, int stream_id, uint64_t seq,
+                          const uint8_t *buf, size_t len, int64_t now) {
+  if (stream_id != MS_CLUSTER_LOGS && stream_id != MS_CLUSTER_PRESENCE)
+    return MS_ERR_INVALID_ARG;
+  int sid = stream_id == MS_CLUSTER_LOGS ? STREAM_LOGS : STREAM_PRESENCE;
+  stream *s = &h->streams->s[sid];
+  if (seq <= s->seq || seq > MS_MAX_ID)
+    return 0; /* already kept (or nonsense) */
+  if (ms_msgpack_check(buf, len) != 0)
+    return MS_ERR_BAD_MESSAGE;
+  msgpack_zone z;
+  msgpack_zone_init(&z, 512);
+  msgpack_object o, extra;
+  size_t off = 0;
+  int rv = MS_ERR_BAD_MESSAGE;
+  if (msgpack_unpack((const char *)buf, len, &off, &z, &o) !=
+          MSGPACK_UNPACK_SUCCESS ||
+      o.type != MSGPACK_OBJECT_ARRAY ||
+      o.via.array.size != (sid == STREAM_LOGS ? 5u : 4u))
+    goto out;
+  const msgpack_object *a = o.via.array.ptr;
+  const msgpack_object *svc = &a[sid == STREAM_LOGS ? 2 : 2];
+  const msgpack_object *eb = &a[sid == STREAM_LOGS ? 4 : 3];
+  int64_t ts, level = 0;
+  int kind = 0;
+  if (a[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+    ts = (int64_t)(a[0].via.u64 & INT64_MAX);
+  else if (a[0].type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+    ts = a[0].via.i64;
+  else
+    goto out;
+  if (sid == STREAM_LOGS) {
+    if (a[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+        a[1].via.u64 > INT64_MAX || a[3].type != MSGPACK_OBJECT_STR)
+      goto out;
+    level = (int64_t)a[1].via.u64;
+  } else {
+    if (a[1].type != MSGPACK_OBJECT_STR || a[1].via.str.size < 2)
+      goto out;
+    kind = a[1].via.str.ptr[0] == 'u' ? 1 : 2;
+  }
+  if (svc->type != MSGPACK_OBJECT_STR || eb->type != MSGPACK_OBJECT_BIN)
+    goto out;
+  off = 0;
+  if (ms_msgpack_check((const uint8_t *)eb->via.bin.ptr, eb->via.bin.size) ||
+      msgpack_unpack(eb->via.bin.ptr, eb->via.bin.size, &off, &z, &extra) !=
+          MSGPACK_UNPACK_SUCCESS ||
+      extra.type != MSGPACK_OBJECT_MAP)
+    goto out;
+  ms_hub_enter(h);
+  h->last_now = now;
+  int jumped = seq != s->seq + 1;
+  if (jumped) {
+    /* Records were lost to this hub (it was cut off from the cluster
+     * longer than the cluster keeps them): history restarts here and
+     * subscribers get a gap marker for what they missed. */
+    ring_clear(h, s);
+    s->seq = seq - 1;
+  }
+  rec *r = keep(h, s, ts, level, kind, svc->via.str.ptr, svc->via.str.size,
+                sid == STREAM_LOGS ? a[3].via.str.ptr : NULL,
+                sid == STREAM_LOGS ? a[3].via.str.size : 0, &extra);
+  if (r) {
+    if (jumped)
+      for (hub_sub *sub = s->subs; sub; sub = sub->s_next)
+        if (sub->cursor < r->seq && !backed_up(h, sub))
+          catch_up(h, sub, now);
+    if (sid == STREAM_LOGS)
+      kept_log(h, r);
+    else
+      fan_out(h, STREAM_PRESENCE, r);
+  }
+  ms_hub_leave(h);
+  rv = r ? 0 : MS_ERR_NOMEM;
+out:
+  msgpack_zone_destroy(&z);
+  return rv;
 }
 
 static void sub_error(ms_hub *h, ms_hub_conn *hc, uint64_t sub_id,

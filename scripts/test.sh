@@ -20,11 +20,11 @@ setup() {
 }
 
 # 1. A plain build: the library, tools and examples compile clean.
-setup build-release --buildtype=release --werror
+setup build-release --buildtype=release --werror -Dcluster=enabled
 ninja -C build-release -j "$jobs"
 
 # 2. Everything under AddressSanitizer + UndefinedBehaviorSanitizer.
-setup build-asan --werror -Db_sanitize=address,undefined -Db_lundef=false
+setup build-asan --werror -Db_sanitize=address,undefined -Db_lundef=false -Dcluster=enabled
 ninja -C build-asan -j "$jobs"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1

@@ -2,6 +2,7 @@
  * /socket.io/, /healthz, /metrics,
  * /api/services, /api/logs (the SQLite log store); SIGINT/SIGTERM close
  * every connection with 4050, flush the store and exit 0. */
+#include <microstream/ms_cluster.h>
 #include <microstream/ms_posix.h>
 
 #include "tool_common.h"
@@ -227,7 +228,9 @@ static int on_hub_http(ms_hub *h, ms_conn *c, const ms_http_request *req,
 static void check_done(ms_loop *loop, ms_timer *t, void *ud) {
   app *a = ud;
   (void)t;
-  if (ms_posix_hub_streams(a->ph) == 0 || ms_loop_now(loop) >= a->stop_deadline)
+  if ((ms_posix_hub_streams(a->ph) == 0 &&
+       ms_posix_hub_cluster_pending(a->ph) == 0) ||
+      ms_loop_now(loop) >= a->stop_deadline)
     ms_loop_stop(loop);
 }
 
@@ -248,6 +251,7 @@ static void on_signal(ms_loop *loop, int fd, unsigned events, void *ud) {
     logf_(a, MS_LEVEL_INFO, "signal %u: shutting down", si.ssi_signo);
     ms_posix_hub_stop_listening(a->ph);
     ms_hub_shutdown(a->hub, ms_loop_now(loop));
+    ms_posix_hub_cluster_leave(a->ph); /* other hubs learn at once */
     a->stop_deadline = ms_loop_now(loop) + 2000;
     ms_loop_timer_start(loop, 0, 20, check_done, a, NULL);
   }
@@ -319,7 +323,7 @@ enum {
   O_HB = 256, O_MAXMSG, O_MAXPEND, O_DEFTO, O_LATE, O_SECRET, O_KEY,
   O_LEGACY, O_REPLACE, O_LEVEL, O_TOKEN, O_SCOPE, O_TTL, O_ORIGIN, O_HOST,
   O_METRICS_TOKEN, O_INSECURE, O_UNAUTH, O_STORE, O_NOSTORE, O_RDAYS,
-  O_RROWS, O_VERSION, O_CONFIG
+  O_RROWS, O_VERSION, O_CONFIG, O_CLUSTER, O_CPREFIX, O_CPASS, O_CLEASE
 };
 
 typedef struct hub_opt {
@@ -383,6 +387,16 @@ static const hub_opt hub_opts[] = {
      "delete stored records older than N days (7; 0 keeps)"},
     {"retention-rows", 1, O_RROWS, "N",
      "keep at most N stored records (1000000; 0: no limit)"},
+    {"cluster", 1, O_CLUSTER, "URL",
+     "act as one hub with the others on this Redis:\n"
+     "redis://[:PASSWORD@]HOST:PORT[/DB] (README \"Cluster\")"},
+    {"cluster-prefix", 1, O_CPREFIX, "NAME",
+     "keys and channels of this cluster (microstream)"},
+    {"cluster-password-file", 1, O_CPASS, "PATH",
+     "the Redis password, read from a file"},
+    {"cluster-lease-ms", 1, O_CLEASE, "N",
+     "a vanished hub's names free up and its requests\n"
+     "fail within N ms (default 3000)"},
     {"config", 1, O_CONFIG, "PATH",
      "read options from PATH first (key = value lines, keys\n"
      "named as these options; the command line wins)"},
@@ -454,6 +468,8 @@ typedef struct hub_args {
    * there replaces the file's list (bit per list) instead of adding. */
   int after_file;
   unsigned replaced;
+  ms_cluster_config cluster;
+  const char *cluster_pass_file;
 } hub_args;
 
 enum { LIST_LISTEN = 1, LIST_KEY = 2, LIST_ORIGIN = 4, LIST_HOST = 8 };
@@ -587,6 +603,16 @@ static int parse_args(int argc, char **argv, hub_args *ar, ms_hub_config *cfg,
       if (num_opt("--retention-rows", 0, 1LL << 62, &ar->retention_rows))
         return 2;
       break;
+    case O_CLUSTER: ar->cluster.url = optarg; break;
+    case O_CPREFIX: ar->cluster.prefix = optarg; break;
+    case O_CPASS: ar->cluster_pass_file = optarg; break;
+    case O_CLEASE: {
+      long long lease;
+      if (num_opt("--cluster-lease-ms", 300, 3600000, &lease))
+        return 2;
+      ar->cluster.lease_ms = lease;
+      break;
+    }
     case O_LEVEL:
       a->log_level = parse_level(optarg);
       if (a->log_level < 0) {
@@ -636,6 +662,7 @@ static void args_defaults(hub_args *ar) {
   ar->retention_rows = 1000000;
   ar->ttl_s = 30 * 86400;
   ar->scope = "service";
+  ms_cluster_config_init(&ar->cluster);
 }
 
 /* Keys a configuration file may not hold: one-shot actions. */
@@ -786,6 +813,27 @@ int main(int argc, char **argv) {
   int st = load_args(&a, a.config_path, argc, argv, &ar, &cfg, fa);
   if (st >= 0)
     return st;
+  char cpass[4097];
+  if (ar.cluster_pass_file) {
+    FILE *f = fopen(ar.cluster_pass_file, "rb");
+    size_t n = f ? fread(cpass, 1, sizeof cpass - 1, f) : 0;
+    if (f)
+      fclose(f);
+    while (n > 0 && (cpass[n - 1] == '\n' || cpass[n - 1] == '\r'))
+      n--;
+    if (!n) {
+      fprintf(stderr, "microstream-hub: cannot read a password from %s\n",
+              ar.cluster_pass_file);
+      return 2;
+    }
+    cpass[n] = '\0';
+    ar.cluster.password = cpass;
+  }
+  if (ar.cluster.url && !ms_cluster_available()) {
+    fprintf(stderr, "microstream-hub: --cluster: this build has no cluster "
+                    "support (hiredis was not found)\n");
+    return 2;
+  }
   const char *store_path = ar.store_path;
   int no_store = ar.no_store;
   long long retention_days = ar.retention_days,
@@ -894,6 +942,23 @@ int main(int argc, char **argv) {
       fprintf(stderr, "microstream-hub: cannot start: %s\n", ms_strerror(rv));
     ms_store_close(a.store);
     return 1;
+  }
+  if (ar.cluster.url) {
+    rv = ms_posix_hub_cluster(a.ph, &ar.cluster);
+    if (rv != 0) {
+      fprintf(stderr, "microstream-hub: bad --cluster '%s': %s\n",
+              ar.cluster.url, ms_strerror(rv));
+      ms_posix_hub_del(a.ph);
+      ms_hub_del(a.hub);
+      ms_loop_del(a.loop);
+      ms_store_close(a.store);
+      key_set_free(&ks);
+      return 2;
+    }
+    const char *at = strchr(ar.cluster.url, '@'); /* no password in logs */
+    logf_(&a, MS_LEVEL_INFO, "cluster: redis://%s (prefix %s)",
+          at ? at + 1 : ar.cluster.url + strlen("redis://"),
+          ar.cluster.prefix);
   }
   ms_loop_watch(a.loop, sfd, MS_EV_READ, on_signal, &a);
   ms_timer *store_timer = NULL;

@@ -11,6 +11,7 @@
 #include <microstream/ms_client.h>
 #include <microstream/ms_token.h>
 #include <microstream/ms_hub.h>
+#include <microstream/ms_hub_cluster.h>
 #include <microstream/ms_log.h>
 
 #endif

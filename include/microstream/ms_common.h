@@ -94,6 +94,7 @@ typedef enum ms_err {
   MS_ERR_HUB_UNAVAILABLE = -414,
   MS_ERR_TOKEN_EXPIRED = -417, /* the token's exp has passed */
   MS_ERR_FORBIDDEN = -418,     /* valid token, but not for this */
+  MS_ERR_CLUSTER_UNAVAILABLE = -422, /* the hub cannot reach its cluster */
   MS_ERR_APPLICATION = -499,  /* an application's own code string */
 
   MS_ERR_CALLBACK_FAILURE = -501,
@@ -181,6 +182,7 @@ enum {
   MS_CLOSE_TOKEN_EXPIRED = 4020,
   MS_CLOSE_FORBIDDEN = 4021,
   MS_CLOSE_SLOW_CONSUMER = 4029,
+  MS_CLOSE_CLUSTER_UNAVAILABLE = 4040, /* could not claim the name: retry */
   MS_CLOSE_SHUTDOWN = 4050
 };
 

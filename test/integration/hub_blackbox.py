@@ -7,7 +7,12 @@ ordinary clients, and a hand-made WebSocket client on plain sockets where a
 library would hide what is being tested (peers that never answer pings,
 malformed frames, invalid UTF-8, never sending HELLO).
 
-Usage: hub_blackbox.py BUILD_ROOT     (output: TAP)
+Usage: hub_blackbox.py BUILD_ROOT [--cluster]     (output: TAP)
+
+--cluster: every hub of a scenario is two hub processes joined through a
+redis-server of the script's own, and clients connect to them in turn, so
+a requester and its target sit on different hubs: the contract must hold
+across hubs. (Exit 77 if redis-server or the cluster build is missing.)
 """
 import asyncio
 import base64
@@ -39,6 +44,8 @@ LOG, RECORD, SUBSCRIBE, UNSUBSCRIBE, PRESENCE, PING, PONG = 7, 8, 9, 10, 11, 12,
 
 BUILD = None
 HUB_EXE = None
+CLUSTER = None  # redis:// URL in --cluster mode
+_cluster_n = 0
 
 # ---------------------------------------------------------------------------
 # TAP output
@@ -83,29 +90,60 @@ class Hub:
         self.proc = None
         self.port = None
         self.log = tempfile.TemporaryFile()
+        self.twin = None    # --cluster: the second hub process
+        self.turn = 0
 
-    async def __aenter__(self):
-        self.proc = await asyncio.create_subprocess_exec(
+    async def _spawn(self, args, log):
+        proc = await asyncio.create_subprocess_exec(
             HUB_EXE, "--listen", "127.0.0.1:0", "--log-level", "debug",
-            *self.args, stdout=asyncio.subprocess.PIPE, stderr=self.log,
+            *args, stdout=asyncio.subprocess.PIPE, stderr=log,
             stdin=asyncio.subprocess.DEVNULL)
-        line = await asyncio.wait_for(self.proc.stdout.readline(), 10)
+        line = await asyncio.wait_for(proc.stdout.readline(), 10)
         m = re.match(rb"listening on 127\.0\.0\.1:(\d+)", line)
         if not m:
             raise RuntimeError("hub did not report its port: %r" % line)
-        self.port = int(m.group(1))
+        return proc, int(m.group(1))
+
+    async def __aenter__(self):
+        global _cluster_n
+        args = list(self.args)
+        if CLUSTER:
+            _cluster_n += 1
+            args += ["--cluster", CLUSTER, "--cluster-prefix", "bb%d" % _cluster_n]
+        self.proc, self.port = await self._spawn(args, self.log)
+        if CLUSTER:
+            self.twin = Hub()
+            self.twin.proc, self.twin.port = await self._spawn(args, self.twin.log)
+            deadline = time.monotonic() + 15
+            for h in (self, self.twin):
+                while time.monotonic() < deadline:
+                    try:
+                        if await h.metric1("microstream_cluster_up") == 1:
+                            break
+                    except Exception:
+                        pass
+                    await asyncio.sleep(0.05)
         return self
 
+    def client_port(self):
+        """Where the next client connects: in --cluster mode the two hubs
+        in turn."""
+        if not self.twin:
+            return self.port
+        self.turn ^= 1
+        return self.port if self.turn else self.twin.port
+
     async def __aexit__(self, et, ev, tb):
-        if self.proc.returncode is None:
-            self.proc.kill()
-        try:
-            await asyncio.wait_for(self.proc.wait(), 5)
-        except asyncio.TimeoutError:
-            pass
-        if et is not None:
-            self.dump_log()
-        self.log.close()
+        for h in (self, self.twin) if self.twin else (self,):
+            if h.proc.returncode is None:
+                h.proc.kill()
+            try:
+                await asyncio.wait_for(h.proc.wait(), 5)
+            except asyncio.TimeoutError:
+                pass
+            if et is not None:
+                h.dump_log()
+            h.log.close()
         return False
 
     def dump_log(self, lines=30):
@@ -132,6 +170,11 @@ class Hub:
         return await asyncio.to_thread(get)
 
     async def metric(self, name):
+        if self.twin:  # --cluster: the sum over both hubs
+            return await self.twin.metric(name) + await self.metric1(name)
+        return await self.metric1(name)
+
+    async def metric1(self, name):
         st, _, body = await self.http_get("/metrics")
         if st != 200:
             raise RuntimeError("/metrics answered %d" % st)
@@ -230,7 +273,7 @@ class WSClient(Client):
         c.enc = enc
         kw = {"subprotocols": [enc]} if offer else {}
         c.ws = await asyncio.wait_for(websockets.connect(
-            hub.url, ping_interval=None, max_size=None, close_timeout=1, **kw), 5)
+            "ws://127.0.0.1:%d/ws" % hub.client_port(), ping_interval=None, max_size=None, close_timeout=1, **kw), 5)
         return c
 
     async def send_frame(self, data):
@@ -287,7 +330,7 @@ class RawClient(Client):
         c.pongs = []          # payloads of WebSocket pongs received
         c.close_code = None
         c.reader, c.writer, st, hdr, key = await raw_upgrade(
-            hub.port, [enc] if offer else [])
+            hub.client_port(), [enc] if offer else [])
         if st != 101:
             raise RuntimeError("upgrade refused: %d" % st)
         want = base64.b64encode(hashlib.sha1(key.encode() + WS_GUID).digest()).decode()
@@ -459,7 +502,9 @@ async def s1_welcome():
         check_eq(j.ws.subprotocol, JS, "s1: hub echoes microstream.json.v1")
         try:
             jw = await j.hello("s1.json")
-            check(jw[0] == WELCOME and jw[1] == hub_id and isinstance(jw[2], dict)
+            # (--cluster: the JSON client sits on the other hub, whose
+            # hub_id is its own.)
+            check(jw[0] == WELCOME and (jw[1] == hub_id or CLUSTER) and isinstance(jw[2], dict)
                   and jw[2].get("max_pending") == 17,
                   "s1: JSON HELLO -> JSON text WELCOME, same hub_id", repr(jw))
         except WrongFrame as e:
@@ -1318,11 +1363,15 @@ async def s10_sigterm():
         cs.append(r)
         t0 = time.monotonic()
         hub.proc.send_signal(signal.SIGTERM)
+        if hub.twin:
+            hub.twin.proc.send_signal(signal.SIGTERM)
         for c in cs:
             _, code = await c.closing(3.0)
             check_eq(code, 4050, "s10: SIGTERM -> %s gets close 4050" % c.name)
         try:
             rc = await asyncio.wait_for(hub.proc.wait(), 5)
+            if hub.twin:
+                rc = rc or await asyncio.wait_for(hub.twin.proc.wait(), 5)
         except asyncio.TimeoutError:
             rc = "still running"
         dt = time.monotonic() - t0
@@ -1355,6 +1404,35 @@ if __name__ == "__main__":
     if not os.access(HUB_EXE, os.X_OK):
         print("Bail out! %s is not built" % HUB_EXE)
         sys.exit(1)
-    asyncio.run(main())
+    redis = None
+    if "--cluster" in sys.argv[2:]:
+        import shutil
+        import socket
+        out = subprocess.run([HUB_EXE, "--cluster", "redis://127.0.0.1:1", "--print-token", "x"],
+                             capture_output=True, text=True).stderr
+        if not shutil.which("redis-server") or "no cluster support" in out:
+            print("1..0 # SKIP needs redis-server and a hub built with the cluster")
+            sys.exit(77)
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        rport = s.getsockname()[1]
+        s.close()
+        redis = subprocess.Popen(
+            ["redis-server", "--port", str(rport), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        CLUSTER = "redis://127.0.0.1:%d" % rport
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", rport), 0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+    try:
+        asyncio.run(main())
+    finally:
+        if redis:
+            redis.kill()
+            redis.wait()
     print("1..%d" % _count, flush=True)
     sys.exit(1 if _failed else 0)

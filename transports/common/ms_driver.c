@@ -23,6 +23,9 @@
 
 #include <microstream/ms_log.h>
 #include "ms_driver.h"
+#ifdef MS_HAVE_CLUSTER
+#include "ms_drv_cluster.h"
+#endif
 
 /* Accept at most this many streams per readiness event, so a connection
  * storm cannot starve the connections already open. */
@@ -74,6 +77,7 @@ struct ms_drv {
   int spare_fd; /* held back for when the process runs out of fds */
   drv_stream *streams;
   size_t nstreams;
+  struct ms_rcl *cl; /* the hub's cluster (Redis), or NULL */
 };
 
 /* ---- Shared plumbing ---------------------------------------------------- */
@@ -119,6 +123,9 @@ static void finish(ms_drv *d) {
     stream_free(d->streams, 0);
   if (d->spare_fd >= 0)
     close(d->spare_fd);
+#ifdef MS_HAVE_CLUSTER
+  ms_rcl_del(d->cl); /* not earlier: a hiredis callback may be running */
+#endif
   d->hk->release(d->ctx);
   ms_free(ms_default_allocator(), d);
 }
@@ -180,7 +187,12 @@ void ms_drv_timer_fired(ms_drv *d) {
     if (d->c)
       client_drive(d, 0);
   } else if (d->hub) {
-    ms_hub_tick(d->hub, now_of(d));
+#ifdef MS_HAVE_CLUSTER
+    if (d->cl)
+      ms_rcl_tick(d->cl, now_of(d));
+#endif
+    if (d->hub)
+      ms_hub_tick(d->hub, now_of(d));
     if (d->hub)
       hub_drain(d);
   }
@@ -215,6 +227,9 @@ void ms_drv_del(ms_drv *d) {
     d->s.fd = -1;
   }
   ms_drv_hub_stop_listening(d);
+#ifdef MS_HAVE_CLUSTER
+  ms_rcl_detach(d->cl); /* from now on no callback reaches the hub */
+#endif
   /* The hub frees its connections in ms_hub_del(); the streams are only
    * closed here (their records go with the driver, as a pump may still
    * be using one), so the hub sees no calls from a half-torn driver. */
@@ -508,8 +523,25 @@ static void stream_update(drv_stream *s) {
          (r ? MS_DRV_READ : 0u) | (pending ? MS_DRV_WRITE : 0u));
 }
 
+static int64_t hub_deadline(ms_drv *d) {
+  int64_t at = ms_hub_next_deadline(d->hub);
+#ifdef MS_HAVE_CLUSTER
+  if (d->cl) {
+    int64_t c = ms_rcl_next_deadline(d->cl);
+    if (c < at)
+      at = c;
+  }
+#endif
+  return at;
+}
+
 static void hub_drain(ms_drv *d) {
   ms_hub_conn *hc;
+#ifdef MS_HAVE_CLUSTER
+  /* What this iteration made for other hubs leaves in one batch. */
+  if (d->cl && d->hub)
+    ms_rcl_flush(d->cl);
+#endif
   while (d->hub && (hc = ms_hub_next_dirty(d->hub)) != NULL) {
     drv_stream *s = ms_hub_conn_transport_data(hc);
     if (!s)
@@ -518,7 +550,7 @@ static void hub_drain(ms_drv *d) {
     stream_update(s);
   }
   if (d->hub)
-    timer_set(d, ms_hub_next_deadline(d->hub));
+    timer_set(d, hub_deadline(d));
 }
 
 static void stream_ready(ms_drv_io *io, unsigned events) {
@@ -664,3 +696,71 @@ void ms_drv_hub_stop_listening(ms_drv *d) {
 }
 
 size_t ms_drv_hub_streams(const ms_drv *d) { return d ? d->nstreams : 0; }
+
+/* ---- Cluster ------------------------------------------------------------ */
+
+void ms_cluster_config_init(ms_cluster_config *cfg) {
+  memset(cfg, 0, sizeof *cfg);
+  cfg->prefix = "microstream";
+  cfg->lease_ms = 3000;
+  cfg->stream_max = 10000;
+}
+
+#ifdef MS_HAVE_CLUSTER
+int ms_cluster_available(void) { return 1; }
+
+void ms_drv_watch(ms_drv *d, ms_drv_io *io, unsigned events) {
+  io_set(d, io, events);
+}
+void ms_drv_unwatch(ms_drv *d, ms_drv_io *io) { io_unwatch(d, io); }
+void ms_drv_io_setup(ms_drv_io *io, ms_drv *d, int fd,
+                     void (*ready)(ms_drv_io *, unsigned)) {
+  io_init(io, d, fd, ready);
+}
+int64_t ms_drv_now(ms_drv *d) { return now_of(d); }
+void ms_drv_want_flush(ms_drv *d) { want_flush(d); }
+
+int ms_drv_hub_cluster(ms_drv *d, const ms_cluster_config *cfg) {
+  if (!d || d->kind != KIND_HUB || !d->hub || d->cl)
+    return MS_ERR_STATE;
+  int rv = ms_rcl_new(&d->cl, d, d->hub, cfg);
+  if (rv == 0)
+    timer_set(d, hub_deadline(d));
+  return rv;
+}
+
+void ms_drv_hub_cluster_leave(ms_drv *d) {
+  if (d && d->cl)
+    ms_rcl_leave(d->cl);
+  if (d)
+    want_flush(d);
+}
+
+size_t ms_drv_hub_cluster_pending(const ms_drv *d) {
+  return d && d->cl ? ms_rcl_pending(d->cl) : 0;
+}
+
+int ms_drv_hub_cluster_stats(const ms_drv *d, ms_cluster_stats *st) {
+  if (!d || !d->cl)
+    return MS_ERR_STATE;
+  ms_rcl_stats(d->cl, st);
+  return 0;
+}
+#else
+int ms_cluster_available(void) { return 0; }
+int ms_drv_hub_cluster(ms_drv *d, const ms_cluster_config *cfg) {
+  MS_UNUSED(d);
+  MS_UNUSED(cfg);
+  return MS_ERR_STATE;
+}
+void ms_drv_hub_cluster_leave(ms_drv *d) { MS_UNUSED(d); }
+size_t ms_drv_hub_cluster_pending(const ms_drv *d) {
+  MS_UNUSED(d);
+  return 0;
+}
+int ms_drv_hub_cluster_stats(const ms_drv *d, ms_cluster_stats *st) {
+  MS_UNUSED(d);
+  MS_UNUSED(st);
+  return MS_ERR_STATE;
+}
+#endif

@@ -13,6 +13,7 @@
 #ifndef MS_DRIVER_H
 #define MS_DRIVER_H
 
+#include <microstream/ms_cluster.h>
 #include <microstream/ms_posix.h>
 
 enum { MS_DRV_READ = 1, MS_DRV_WRITE = 2 };
@@ -83,6 +84,14 @@ int ms_drv_hub_listen(ms_drv *d, const char *host, int port, int *bound);
 int ms_drv_hub_port(const ms_drv *d);
 void ms_drv_hub_stop_listening(ms_drv *d);
 size_t ms_drv_hub_streams(const ms_drv *d);
+
+/* Join a cluster through Redis (hub drivers; MS_ERR_STATE in a build
+ * without hiredis). Leave: say goodbye and give back names (before a
+ * clean exit); pending: commands still to be answered. */
+int ms_drv_hub_cluster(ms_drv *d, const ms_cluster_config *cfg);
+void ms_drv_hub_cluster_leave(ms_drv *d);
+size_t ms_drv_hub_cluster_pending(const ms_drv *d);
+int ms_drv_hub_cluster_stats(const ms_drv *d, ms_cluster_stats *st);
 
 /* Detach: never touches the engine again, closes the sockets, and calls
  * hooks->release once, now or when the outermost core call returns (so it

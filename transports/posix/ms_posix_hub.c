@@ -47,6 +47,23 @@ size_t ms_posix_hub_streams(const ms_posix_hub *p) {
   return p ? ms_drv_hub_streams(p->x.d) : 0;
 }
 
+int ms_posix_hub_cluster(ms_posix_hub *p, const ms_cluster_config *cfg) {
+  return p ? ms_drv_hub_cluster(p->x.d, cfg) : MS_ERR_INVALID_ARG;
+}
+
+void ms_posix_hub_cluster_leave(ms_posix_hub *p) {
+  if (p)
+    ms_drv_hub_cluster_leave(p->x.d);
+}
+
+size_t ms_posix_hub_cluster_pending(const ms_posix_hub *p) {
+  return p ? ms_drv_hub_cluster_pending(p->x.d) : 0;
+}
+
+int ms_posix_hub_cluster_stats(const ms_posix_hub *p, ms_cluster_stats *st) {
+  return p ? ms_drv_hub_cluster_stats(p->x.d, st) : MS_ERR_INVALID_ARG;
+}
+
 void ms_posix_hub_del(ms_posix_hub *p) {
   if (p)
     ms_drv_del(p->x.d);
