@@ -195,7 +195,8 @@ def main():
         ' * Include it anywhere for the declarations. In exactly one C file,\n',
         ' * define MICROSTREAM_IMPLEMENTATION before including it (first, before\n',
         ' * any system header) to compile the library there. Link with\n',
-        ' * -lwslay -lnettle -lmsgpackc -ljansson (the implementation uses them).\n',
+        ' * -lwslay -lnettle -lmsgpackc -ljansson -lcares (the implementation uses\n',
+        ' * them; -lcares for name resolution in the POSIX transport).\n',
     ]
     head.append(' *\n * File-local names are renamed name__file; these clashed between\n'
                 ' * the library\'s files:\n')

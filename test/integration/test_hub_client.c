@@ -7,6 +7,7 @@
 
 #include <signal.h>
 #include <sys/resource.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -652,6 +653,60 @@ static void connect_that_never_completes_is_abandoned(void) {
   close(lfd);
 }
 
+/* A name is looked up on the loop (c-ares), never in a blocking
+ * getaddrinfo, and every address it has is tried in turn: where
+ * "localhost" also means ::1 (most hosts files) and the hub listens on
+ * 127.0.0.1 only, ::1 refuses and the next address is taken. */
+static void client_reaches_hub_by_name_trying_every_address(void) {
+  hubfx f;
+  CHECK_EQ_INT(hub_start(&f, g_loop, 0, 1000, NULL), 0);
+  snprintf(f.url, sizeof f.url, "ws://localhost:%d/ws", f.port);
+  svc s;
+  CHECK_EQ_INT(svc_start(&s, &f, "by-name", MS_ENC_MSGPACK, NULL), 0);
+  svc *v[] = {&s};
+  int ok = run_until_ready(g_loop, v, 1, 10000);
+  svc_stop(&s);
+  hub_stop(&f);
+  CHECK(ok);
+}
+
+static int ipv6_loopback(void) {
+  int fd = socket(AF_INET6, SOCK_STREAM, 0);
+  if (fd < 0)
+    return 0;
+  struct sockaddr_in6 a;
+  memset(&a, 0, sizeof a);
+  a.sin6_family = AF_INET6;
+  a.sin6_addr = in6addr_loopback;
+  int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+  close(fd);
+  return ok;
+}
+
+static void client_and_hub_over_ipv6_loopback(void) {
+  if (!ipv6_loopback()) {
+    printf("# SKIP no IPv6 loopback on this machine\n");
+    return;
+  }
+  hubfx f;
+  memset(&f, 0, sizeof f);
+  f.loop = g_loop;
+  ms_hub_config cfg;
+  ms_hub_config_init(&cfg);
+  CHECK_EQ_INT(ms_hub_new(&f.hub, &cfg, NULL, NULL), 0);
+  CHECK_EQ_INT(ms_posix_hub_new(&f.ph, g_loop, f.hub, "::1", 0), 0);
+  f.port = ms_posix_hub_port(f.ph);
+  snprintf(f.url, sizeof f.url, "ws://[::1]:%d/ws", f.port);
+  svc a, b;
+  CHECK_EQ_INT(svc_start(&a, &f, "v6-a", MS_ENC_MSGPACK, NULL), 0);
+  CHECK_EQ_INT(svc_start(&b, &f, "v6-b", MS_ENC_JSON, NULL), 0);
+  svc *v[] = {&a, &b};
+  CHECK(run_until_ready(g_loop, v, 2, 10000));
+  svc_stop(&a);
+  svc_stop(&b);
+  hub_stop(&f);
+}
+
 static int g_freed;
 static void free_self_in_callback(ms_client *c, const ms_response_arg *a,
                                   void *ud) {
@@ -796,6 +851,8 @@ static const ms_test_case tests[] = {
     TEST(presence_reports_up_and_down),
     TEST(thousand_services_register_on_one_hub),
     TEST(connect_that_never_completes_is_abandoned),
+    TEST(client_reaches_hub_by_name_trying_every_address),
+    TEST(client_and_hub_over_ipv6_loopback),
 };
 
 int main(int argc, char **argv) {

@@ -21,6 +21,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <ares.h>
+
 #include <microstream/ms_log.h>
 #include "ms_driver.h"
 #ifdef MS_HAVE_CLUSTER
@@ -32,7 +35,13 @@
 #define HUB_ACCEPT_BATCH 256
 
 enum { KIND_CLIENT = 1, KIND_HUB };
-enum { PHASE_NONE = 0, PHASE_CONNECTING, PHASE_OPEN };
+enum { PHASE_NONE = 0, PHASE_RESOLVING, PHASE_CONNECTING, PHASE_OPEN };
+
+/* c-ares sockets watched at once (it uses one or two per server). */
+#define RESOLVER_FDS 8
+/* While other addresses remain, one that does not answer gets this long
+ * before the next is tried; the last gets CONNECT_TIMEOUT_MS. */
+#define NEXT_ADDRESS_MS 2000
 
 /* A TCP connect that has not completed by then is abandoned (the client
  * then backs off and tries again) rather than left to the kernel's
@@ -68,7 +77,14 @@ struct ms_drv {
   ms_fd_stream s;
   ms_transport t;
   int phase;
-  int64_t connect_deadline; /* PHASE_CONNECTING */
+  int64_t connect_deadline; /* PHASE_RESOLVING, PHASE_CONNECTING */
+  /* Name resolution (c-ares, on the same loop) and the addresses left. */
+  ares_channel ares;      /* created on the first name to resolve */
+  ms_drv_io ares_io[RESOLVER_FDS];
+  struct ares_addrinfo *addrs;
+  struct ares_addrinfo_node *next_addr;
+  int resolved;           /* the lookup's callback ran (status below) */
+  int resolve_status;
   int eof; /* the stream ended or failed during this pump */
   /* hub */
   ms_hub *hub; /* NULL once detached */
@@ -139,6 +155,7 @@ static void leave(ms_drv *d) {
 
 static void hub_drain(ms_drv *d);
 static void client_drive(ms_drv *d, unsigned events);
+static void resolver_free(ms_drv *d);
 
 /* Wakeups arrive from inside the engines: only schedule, never call back
  * into them. */
@@ -163,6 +180,8 @@ static ms_drv *drv_alloc(int kind, const ms_drv_hooks *hooks, void *ctx) {
   d->kind = kind;
   d->timer_at = MS_NO_DEADLINE;
   d->cio.fd = -1;
+  for (int i = 0; i < RESOLVER_FDS; i++)
+    d->ares_io[i].fd = -1;
   for (size_t i = 0; i < MS_DRV_MAX_LISTENERS; i++)
     d->ls[i].io.fd = -1;
   d->spare_fd = -1;
@@ -226,6 +245,7 @@ void ms_drv_del(ms_drv *d) {
     d->t.vt->close(d->t.self);
     d->s.fd = -1;
   }
+  resolver_free(d);
   ms_drv_hub_stop_listening(d);
 #ifdef MS_HAVE_CLUSTER
   ms_rcl_detach(d->cl); /* from now on no callback reaches the hub */
@@ -304,19 +324,216 @@ static void client_ready(ms_drv_io *io, unsigned events) {
   client_drive(io->d, events);
 }
 
+/* ---- Name resolution and connecting (c-ares on the driver's loop) ---- */
+
+static void resolver_ready(ms_drv_io *io, unsigned events);
+
+/* c-ares opens, watches and closes its sockets through this. */
+static void ares_sock_state(void *data, ares_socket_t fd, int readable,
+                            int writable) {
+  ms_drv *d = data;
+  ms_drv_io *slot = NULL, *free_slot = NULL;
+  for (int i = 0; i < RESOLVER_FDS; i++) {
+    if (d->ares_io[i].fd == fd)
+      slot = &d->ares_io[i];
+    else if (d->ares_io[i].fd < 0 && !free_slot)
+      free_slot = &d->ares_io[i];
+  }
+  if (!readable && !writable) {
+    if (slot)
+      io_unwatch(d, slot);
+    return;
+  }
+  if (!slot) {
+    if (!free_slot)
+      return; /* more sockets than slots: its timeouts still run */
+    slot = free_slot;
+    io_init(slot, d, fd, resolver_ready);
+  }
+  io_set(d, slot,
+         (readable ? MS_DRV_READ : 0u) | (writable ? MS_DRV_WRITE : 0u));
+}
+
+static int resolver_init(ms_drv *d) {
+  static int library_ready;
+  if (!library_ready) {
+    if (ares_library_init(ARES_LIB_INIT_ALL) != ARES_SUCCESS)
+      return MS_ERR_NOMEM;
+    library_ready = 1;
+  }
+  struct ares_options o;
+  memset(&o, 0, sizeof o);
+  o.sock_state_cb = ares_sock_state;
+  o.sock_state_cb_data = d;
+  int st = ares_init_options(&d->ares, &o, ARES_OPT_SOCK_STATE_CB);
+  if (st != ARES_SUCCESS) {
+    d->ares = NULL;
+    return st == ARES_ENOMEM ? MS_ERR_NOMEM : MS_ERR_ADDRESS;
+  }
+  return 0;
+}
+
+static void resolver_free(ms_drv *d) {
+  if (d->ares) {
+    ares_destroy(d->ares); /* a pending lookup ends with ARES_EDESTRUCTION */
+    d->ares = NULL;
+  }
+  for (int i = 0; i < RESOLVER_FDS; i++)
+    io_unwatch(d, &d->ares_io[i]);
+  if (d->addrs) {
+    ares_freeaddrinfo(d->addrs);
+    d->addrs = NULL;
+  }
+  d->next_addr = NULL;
+}
+
+static void on_resolved(void *arg, int status, int timeouts,
+                        struct ares_addrinfo *res) {
+  ms_drv *d = arg;
+  MS_UNUSED(timeouts);
+  if (status == ARES_EDESTRUCTION) {
+    if (res)
+      ares_freeaddrinfo(res);
+    return;
+  }
+  if (d->addrs)
+    ares_freeaddrinfo(d->addrs);
+  d->addrs = status == ARES_SUCCESS ? res : NULL;
+  if (status != ARES_SUCCESS && res)
+    ares_freeaddrinfo(res);
+  d->next_addr = d->addrs ? d->addrs->nodes : NULL;
+  d->resolved = 1;
+  d->resolve_status = status;
+}
+
+/* The lookup's timers: c-ares says how long it may wait. */
+static int64_t resolver_deadline(ms_drv *d, int64_t now) {
+  struct timeval tv;
+  if (!d->ares || !ares_timeout(d->ares, NULL, &tv))
+    return MS_NO_DEADLINE;
+  return now + (int64_t)tv.tv_sec * 1000 + (tv.tv_usec + 999) / 1000;
+}
+
+static void resolver_ready(ms_drv_io *io, unsigned events) {
+  ms_drv *d = io->d;
+  if (!d->ares)
+    return;
+  ares_socket_t fd = io->fd;
+  ares_process_fd(d->ares, (events & MS_DRV_READ) ? fd : ARES_SOCKET_BAD,
+                  (events & MS_DRV_WRITE) ? fd : ARES_SOCKET_BAD);
+  if (d->c)
+    client_drive(d, 0);
+}
+
+/* A non-blocking connect to one address; -1 when it failed at once. */
+static int connect_one(const struct sockaddr *sa, socklen_t len) {
+  int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                  0);
+  if (fd < 0)
+    return -1;
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  if (connect(fd, sa, len) == 0 || errno == EINPROGRESS)
+    return fd;
+  close(fd);
+  return -1;
+}
+
+/* Connect to the next address that takes a connect; 0 when one is under
+ * way, -1 when none is left (the attempt failed). */
+static int connect_next(ms_drv *d, int64_t now) {
+  while (d->next_addr) {
+    struct ares_addrinfo_node *n = d->next_addr;
+    d->next_addr = n->ai_next;
+    int fd = connect_one(n->ai_addr, n->ai_addrlen);
+    if (fd < 0)
+      continue;
+    ms_fd_transport(&d->s, fd, &d->t);
+    io_init(&d->cio, d, fd, client_ready);
+    d->phase = PHASE_CONNECTING;
+    d->connect_deadline =
+        now + (d->next_addr ? NEXT_ADDRESS_MS : CONNECT_TIMEOUT_MS);
+    return 0;
+  }
+  return -1;
+}
+
+/* The current address did not work: the next one, or give up. */
+static void connect_failed(ms_drv *d, int64_t now) {
+  if (d->cio.fd >= 0) {
+    io_unwatch(d, &d->cio);
+    d->t.vt->close(d->t.self);
+  }
+  d->s.fd = -1;
+  d->phase = PHASE_NONE;
+  if (connect_next(d, now) == 0)
+    return;
+  if (d->c)
+    ms_client_disconnected(d->c, now);
+}
+
+/* An address literal becomes the only address, without a lookup. */
+static int literal_address(ms_drv *d) {
+  struct sockaddr_in6 a6;
+  struct sockaddr_in a4;
+  memset(&a6, 0, sizeof a6);
+  memset(&a4, 0, sizeof a4);
+  if (inet_pton(AF_INET, d->url.host, &a4.sin_addr) == 1) {
+    a4.sin_family = AF_INET;
+    a4.sin_port = htons((uint16_t)d->url.port);
+    return connect_one((struct sockaddr *)&a4, sizeof a4);
+  }
+  if (inet_pton(AF_INET6, d->url.host, &a6.sin6_addr) == 1) {
+    a6.sin6_family = AF_INET6;
+    a6.sin6_port = htons((uint16_t)d->url.port);
+    return connect_one((struct sockaddr *)&a6, sizeof a6);
+  }
+  return -2; /* a name */
+}
+
 static void start_connect(ms_drv *d, int64_t now) {
   ms_client_connecting(d->c, now);
   if (!d->c)
     return;
-  int fd = -1;
-  if (ms_tcp_connect(d->url.host, d->url.port, &fd) < 0) {
+  if (d->addrs) {
+    ares_freeaddrinfo(d->addrs);
+    d->addrs = NULL;
+  }
+  d->next_addr = NULL;
+  int fd = literal_address(d);
+  if (fd >= 0) {
+    ms_fd_transport(&d->s, fd, &d->t);
+    io_init(&d->cio, d, fd, client_ready);
+    d->phase = PHASE_CONNECTING;
+    d->connect_deadline = now + CONNECT_TIMEOUT_MS;
+    return;
+  }
+  if (fd == -1 || (!d->ares && resolver_init(d) < 0)) {
     ms_client_disconnected(d->c, now);
     return;
   }
-  ms_fd_transport(&d->s, fd, &d->t);
-  io_init(&d->cio, d, fd, client_ready);
-  d->phase = PHASE_CONNECTING;
+  /* A name: look it up on the loop (never blocking it), then try every
+   * address it has, IPv6 and IPv4, in the resolver's order. */
+  char port[8];
+  snprintf(port, sizeof port, "%d", d->url.port);
+  struct ares_addrinfo_hints hints;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = ARES_AI_NUMERICSERV;
+  d->resolved = 0;
+  d->phase = PHASE_RESOLVING;
   d->connect_deadline = now + CONNECT_TIMEOUT_MS;
+  ares_getaddrinfo(d->ares, d->url.host, port, &hints, on_resolved, d);
+  /* The answer may be known at once (hosts file): client_drive goes on. */
+}
+
+/* A finished lookup: connect to its first address, or fail the attempt. */
+static void resolved(ms_drv *d, int64_t now) {
+  d->resolved = 0;
+  d->phase = PHASE_NONE;
+  if (d->resolve_status != ARES_SUCCESS || connect_next(d, now) < 0)
+    ms_client_disconnected(d->c, now);
 }
 
 /* One step: finish a connect, pump, notice the end of the stream, open a
@@ -324,9 +541,22 @@ static void start_connect(ms_drv *d, int64_t now) {
  * (the client's deadline may have moved). */
 static void client_drive(ms_drv *d, unsigned events) {
   int64_t now = now_of(d);
+  if (d->c && d->phase == PHASE_RESOLVING) {
+    if (!d->resolved && d->ares && now >= resolver_deadline(d, now))
+      ares_process_fd(d->ares, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+    if (d->resolved) {
+      resolved(d, now);
+    } else if (now >= d->connect_deadline) {
+      /* The lookup takes too long: drop it, back off, try again. */
+      ares_cancel(d->ares);
+      d->resolved = 0;
+      d->phase = PHASE_NONE;
+      ms_client_disconnected(d->c, now);
+    }
+  }
   if (d->c && d->phase == PHASE_CONNECTING && events) {
     if (ms_tcp_connect_result(d->s.fd) < 0) {
-      drop_stream(d, now);
+      connect_failed(d, now); /* the next address, or give up */
     } else {
       d->phase = PHASE_OPEN;
       ms_client_connected(d->c, now);
@@ -334,7 +564,7 @@ static void client_drive(ms_drv *d, unsigned events) {
     }
   } else if (d->c && d->phase == PHASE_CONNECTING &&
              now >= d->connect_deadline) {
-    drop_stream(d, now); /* never completed: give up on this one */
+    connect_failed(d, now); /* never completed: the next address */
   }
   if (d->c && d->phase == PHASE_OPEN) {
     int mask;
@@ -345,8 +575,11 @@ static void client_drive(ms_drv *d, unsigned events) {
     if (d->c && (d->eof || mask < 0 || (mask & MS_PUMP_DONE)))
       drop_stream(d, now);
   }
-  if (d->c && d->phase == PHASE_NONE && ms_client_want_connect(d->c, now))
+  if (d->c && d->phase == PHASE_NONE && ms_client_want_connect(d->c, now)) {
     start_connect(d, now);
+    if (d->c && d->phase == PHASE_RESOLVING && d->resolved)
+      resolved(d, now);
+  }
   if (!d->c)
     return;
 
@@ -363,8 +596,14 @@ static void client_drive(ms_drv *d, unsigned events) {
   }
   io_set(d, &d->cio, ev);
   int64_t at = ms_client_next_deadline(d->c);
-  if (d->phase == PHASE_CONNECTING && d->connect_deadline < at)
+  if ((d->phase == PHASE_CONNECTING || d->phase == PHASE_RESOLVING) &&
+      d->connect_deadline < at)
     at = d->connect_deadline;
+  if (d->phase == PHASE_RESOLVING) {
+    int64_t r = resolver_deadline(d, now);
+    if (r < at)
+      at = r;
+  }
   timer_set(d, at);
 }
 
