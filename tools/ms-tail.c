@@ -6,6 +6,7 @@
 #include <microstream/ms_log.h>
 #include <microstream/ms_posix.h>
 
+#include "tail_store.h"
 #include "tool_common.h"
 
 #include <fnmatch.h>
@@ -33,6 +34,10 @@ typedef struct tail {
   int glob;
   uint64_t printed;
   msgpack_sbuffer js;
+  /* The newest record the store gave: the live history skips what it
+   * already printed (same hub run, seq not newer). */
+  char store_hub[64];
+  uint64_t store_seq;
 } tail;
 
 static int service_wanted(const tail *t, const char *name, size_t len) {
@@ -70,15 +75,7 @@ static const char *level_color(int64_t level) {
                                   : "\033[90m";
 }
 
-static void on_record(ms_client *c, const ms_record *r, void *ud) {
-  tail *t = ud;
-  (void)c;
-  if (r->kind == MS_RECORD_LIVE) {
-    t->saw_live = 1;
-    if (!t->follow)
-      ms_loop_stop(t->loop);
-    return;
-  }
+static void print_record(tail *t, const ms_record *r) {
   FILE *f = stdout;
   if ((r->kind == MS_RECORD_LOG || r->kind == MS_RECORD_UP ||
        r->kind == MS_RECORD_DOWN) &&
@@ -143,6 +140,51 @@ static void on_record(ms_client *c, const ms_record *r, void *ud) {
   }
   fflush(f);
   t->printed++;
+}
+
+static void on_record(ms_client *c, const ms_record *r, void *ud) {
+  tail *t = ud;
+  (void)c;
+  if (r->kind == MS_RECORD_LIVE) {
+    t->saw_live = 1;
+    if (!t->follow)
+      ms_loop_stop(t->loop);
+    return;
+  }
+  if (r->kind == MS_RECORD_LOG && t->store_hub[0] && r->hub_id &&
+      !strcmp(r->hub_id, t->store_hub) && r->seq <= t->store_seq)
+    return; /* printed from the store already */
+  print_record(t, r);
+}
+
+static void on_stored(const ms_record *r, void *ud) {
+  tail *t = ud;
+  if (r->kind == MS_RECORD_LOG && r->hub_id) {
+    snprintf(t->store_hub, sizeof t->store_hub, "%s", r->hub_id);
+    t->store_seq = r->seq;
+  }
+  print_record(t, r);
+}
+
+/* "1h", "30m", "90s", "2d" ago -> microseconds since the epoch; anything
+ * else is passed to the hub as is (ISO 8601 or microseconds). */
+static const char *time_arg(const char *s, char *buf, size_t cap) {
+  char *end;
+  long long v = strtoll(s, &end, 10);
+  long long mul = 0;
+  if (end != s && v >= 0 && end[0] && !end[1]) {
+    if (*end == 's') mul = 1;
+    else if (*end == 'm') mul = 60;
+    else if (*end == 'h') mul = 3600;
+    else if (*end == 'd') mul = 86400;
+  }
+  if (!mul || v > 100LL * 365 * 86400 / mul)
+    return s;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  long long now_us = (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+  snprintf(buf, cap, "%lld", now_us - v * mul * 1000000);
+  return buf;
 }
 
 /* Fail fast until the first connection: a hub that is down or refuses us
@@ -212,7 +254,13 @@ static void usage(FILE *f) {
           "                  with commas; shell globs allowed ('api-*')\n"
           "  --min-level L   debug, info, warn or error\n"
           "  --contains T    only messages containing T (case-sensitive)\n"
-          "  -n N            start with the last N matching records (default 10)\n"
+          "  -n N            start with the last N matching records (default 10;\n"
+          "                  1000 with --since/--until): from the hub's log\n"
+          "                  store when it keeps one (so also after a restart),\n"
+          "                  else from its memory\n"
+          "  --since T       only records from T on: 30s, 15m, 1h, 2d ago, or\n"
+          "                  2026-11-30T10:00:00Z, or microseconds since 1970\n"
+          "  --until T       only records up to T (not with -f)\n"
           "  -f, --follow    keep printing new records; once connected, keeps\n"
           "                  retrying when the hub goes away\n"
           "  --json          one JSON object per line\n"
@@ -245,8 +293,10 @@ int main(int argc, char **argv) {
   ms_subscribe_opts so;
   memset(&so, 0, sizeof so);
   so.history = 10;
-  int presence = 0;
+  int presence = 0, n_given = 0;
   long long n;
+  const char *since = NULL, *until = NULL;
+  char since_buf[32], until_buf[32];
   static const struct option opts[] = {
       {"hub", required_argument, NULL, 'H'},
       {"token", required_argument, NULL, 'k'},
@@ -258,6 +308,8 @@ int main(int argc, char **argv) {
       {"follow", no_argument, NULL, 'f'},
       {"json", no_argument, NULL, 'j'},
       {"presence", no_argument, NULL, 'p'},
+      {"since", required_argument, NULL, 'S'},
+      {"until", required_argument, NULL, 'U'},
       {"version", no_argument, NULL, 'V'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
@@ -288,7 +340,10 @@ int main(int argc, char **argv) {
         return TOOL_EXIT_USAGE;
       }
       so.history = (uint64_t)n;
+      n_given = 1;
       break;
+    case 'S': since = time_arg(optarg, since_buf, sizeof since_buf); break;
+    case 'U': until = time_arg(optarg, until_buf, sizeof until_buf); break;
     case 'f': t.follow = 1; break;
     case 'j': t.json = 1; break;
     case 'p': presence = 1; break;
@@ -302,6 +357,19 @@ int main(int argc, char **argv) {
     usage(stderr);
     return TOOL_EXIT_USAGE;
   }
+  if (until && t.follow) {
+    fprintf(stderr, "ms-tail: --until cannot follow (-f)\n");
+    usage(stderr);
+    return TOOL_EXIT_USAGE;
+  }
+  if ((since || until) && presence) {
+    fprintf(stderr, "ms-tail: --since/--until read the log store, not "
+                    "presence\n");
+    usage(stderr);
+    return TOOL_EXIT_USAGE;
+  }
+  if ((since || until) && !n_given)
+    so.history = 1000;
   if (t.n_patterns && !t.glob) {
     so.services = t.patterns;
     so.n_services = t.n_patterns;
@@ -311,6 +379,37 @@ int main(int argc, char **argv) {
   if (ms_url_parse(hub, &url) != 0) {
     fprintf(stderr, "ms-tail: bad --hub URL '%s'\n", hub);
     return TOOL_EXIT_USAGE;
+  }
+  /* History from the store first: it survives hub restarts. Without -f
+   * that is the whole answer; with -f the live subscription's own history
+   * then adds only what the store did not have (same hub run, newer seq). */
+  if (!presence && so.history > 0 && !url.tls) {
+    tail_query q;
+    memset(&q, 0, sizeof q);
+    q.services = so.services;
+    q.n_services = so.n_services;
+    q.min_level = so.min_level;
+    q.contains = so.contains;
+    q.since = since;
+    q.until = until;
+    q.limit = so.history;
+    q.token = token;
+    char why[256];
+    int rv = tail_store_fetch(&url, &q, on_stored, &t, why, sizeof why);
+    if (rv == TAIL_STORE_UNREACHABLE) {
+      fprintf(stderr, "ms-tail: cannot reach the hub at %s\n", hub);
+      msgpack_sbuffer_destroy(&t.js);
+      return TOOL_EXIT_UNREACHABLE;
+    }
+    if (rv != TAIL_STORE_OK && (since || until)) {
+      fprintf(stderr, "ms-tail: cannot read the log store: %s\n", why);
+      msgpack_sbuffer_destroy(&t.js);
+      return TOOL_EXIT_FAILED;
+    }
+    if (rv == TAIL_STORE_OK && !t.follow) {
+      msgpack_sbuffer_destroy(&t.js);
+      return 0;
+    }
   }
   int sfd = tool_signal_fd(0);
   ms_client_config cfg;

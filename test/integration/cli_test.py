@@ -269,6 +269,62 @@ def main():
           (len(rows), rows[:3], rows[-3:]))
     check("all 50000 lines of the command are stored", cmd_rows == 50000, cmd_rows)
 
+    # ---- history from the store after a restart: -n, --since, --until ----
+    hub = start_hub(port, db)
+    run([LOG, "--hub", url, "--service", "hist"],
+        input="".join("old-%d\n" % i for i in range(1, 6)))
+    stop(hub)
+    hub = start_hub(port, db)  # a new hub run: its memory is empty
+    r, recs = tail_json(url, "--service", "hist", "-n", "3")
+    check("after a restart ms-tail -n shows the stored history",
+          r.returncode == 0 and
+          [x["message"] for x in recs] == ["old-3", "old-4", "old-5"],
+          (r.returncode, recs, r.stderr))
+    r, recs = tail_json(url, "--service", "hist", "--since", "1h")
+    check("--since 1h reads the store",
+          [x["message"] for x in recs] == ["old-%d" % i for i in range(1, 6)],
+          recs)
+    r, all5 = tail_json(url, "--service", "hist", "--since", "1h")
+    cut = all5[1]["ts_us"] if len(all5) == 5 else 0
+    r, recs = tail_json(url, "--service", "hist", "--until", str(cut))
+    check("--until bounds it",
+          [x["message"] for x in recs] == ["old-1", "old-2"], recs)
+    r, recs = tail_json(url, "--service", "hist", "--since", "1d", "-n", "2")
+    check("--since with -n takes the newest N",
+          [x["message"] for x in recs] == ["old-4", "old-5"], recs)
+    r, recs = tail_json(url, "--service", "hist", "--since", "1h",
+                        "--contains", "old-3")
+    check("--contains narrows the stored history",
+          [x["message"] for x in recs] == ["old-3"], recs)
+    r = run([TAIL, "--hub", url, "--until", "1h", "-f"])
+    check("--until with -f is a usage error", r.returncode == 2, r.returncode)
+    follower = subprocess.Popen([TAIL, "--hub", url, "--json", "-f", "-n", "3",
+                                 "--service", "hist"], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True)
+    procs.append(follower)
+    lines = []
+    os.set_blocking(follower.stdout.fileno(), False)
+
+    def got(n):
+        try:
+            chunk = follower.stdout.read()
+        except (TypeError, BlockingIOError):
+            chunk = None
+        if chunk:
+            lines.extend(json.loads(x)["message"] for x in chunk.splitlines()
+                         if x.startswith("{"))
+        return len(lines) >= n
+    wait_for(lambda: got(3))
+    run([LOG, "--hub", url, "--service", "hist"], input="new-1\n")
+    wait_for(lambda: got(4))
+    time.sleep(0.5)
+    got(99)
+    check("-f: stored history, then live, nothing twice",
+          lines == ["old-3", "old-4", "old-5", "new-1"], lines)
+    follower.kill()
+    follower.wait()
+    stop(hub)
+
 
 if __name__ == "__main__":
     try:
