@@ -323,7 +323,8 @@ enum {
   O_HB = 256, O_MAXMSG, O_MAXPEND, O_DEFTO, O_LATE, O_SECRET, O_KEY,
   O_LEGACY, O_REPLACE, O_LEVEL, O_TOKEN, O_SCOPE, O_TTL, O_ORIGIN, O_HOST,
   O_METRICS_TOKEN, O_INSECURE, O_UNAUTH, O_STORE, O_NOSTORE, O_RDAYS,
-  O_RROWS, O_VERSION, O_CONFIG, O_CLUSTER, O_CPREFIX, O_CPASS, O_CLEASE
+  O_RROWS, O_VERSION, O_CONFIG, O_CLUSTER, O_CPREFIX, O_CPASS, O_CLEASE,
+  O_SIOMAX
 };
 
 typedef struct hub_opt {
@@ -345,6 +346,8 @@ static const hub_opt hub_opts[] = {
     {"default-timeout-ms", 1, O_DEFTO, "N",
      "request timeout when the caller gives none (5000)"},
     {"max-late-ms", 1, O_LATE, "N", "longest late-response window (30000)"},
+    {"max-socketio-sessions", 1, O_SIOMAX, "N",
+     "Socket.IO sessions open at once (default 10000)"},
     {"secret-file", 1, O_SECRET, "PATH",
      "require tokens (JWT HS256) signed with this secret\n"
      "(tokens without kid)"},
@@ -548,6 +551,11 @@ static int parse_args(int argc, char **argv, hub_args *ar, ms_hub_config *cfg,
       if (num_opt("--max-late-ms", 0, 86400000, &v))
         return 2;
       cfg->max_late_ms = v;
+      break;
+    case O_SIOMAX:
+      if (num_opt("--max-socketio-sessions", 1, 10000000, &v))
+        return 2;
+      cfg->sio_max_sessions = (size_t)v;
       break;
     case O_SECRET: ar->secret_file = optarg; break;
     case O_KEY: {

@@ -474,6 +474,18 @@ async function main() {
     child.kill('SIGKILL');
   });
 
+  await test('the number of Socket.IO sessions is bounded (503 past it)', async () => {
+    const lh = await startHub(['--max-socketio-sessions', '2']);
+    const open = () => httpReq(lh.port, 'GET', base);
+    assert.strictEqual((await open()).status, 200);
+    assert.strictEqual((await open()).status, 200);
+    const r = await open();
+    assert.strictEqual(r.status, 503);
+    assert.strictEqual(JSON.parse(r.body).message, 'Too many sessions');
+    // native services are not affected
+    assert.strictEqual((await get(lh.port, '/healthz')).status, 200);
+  });
+
   // ---- tokens ----
   await test('with a secret, a Socket.IO client needs its token (auth or query)', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ms-sio-'));
