@@ -25,7 +25,7 @@ const { MicroStreamClient } = require('./ms_client.js');
 
 const HUB = path.join(buildDir, 'tools', 'microstream-hub');
 const MS_REQ = path.join(buildDir, 'tools', 'ms-req');
-const HB = 500; // the hub's heartbeat interval in these tests
+const HB = 1000; // the hub's heartbeat interval in these tests (pingTimeout is twice it)
 
 const children = [];
 const clients = [];
