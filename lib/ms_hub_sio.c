@@ -78,6 +78,7 @@ struct ms_hub_sio_state {
   ms_mpbuf tx;          /* an event built from a native message */
   msgpack_sbuffer js;   /* its JSON text */
   msgpack_zone zrx, ztx, zarg;
+  int zones;            /* how many of them were initialised */
   ms_buf b64;           /* a decoded binary packet */
   ms_buf pkt;           /* one outgoing packet */
 };
@@ -90,46 +91,60 @@ int ms_hub_sio_is_path(const ms_http_request *req) {
          memcmp(req->path, SIO_PATH, sizeof SIO_PATH - 1) == 0;
 }
 
+static void state_free(ms_hub *h, ms_hub_sio_state *st) {
+  ms_strmap_free(&st->sids);
+  ms_mpbuf_destroy(&st->rx);
+  msgpack_sbuffer_destroy(&st->arg);
+  ms_mpbuf_destroy(&st->tx);
+  msgpack_sbuffer_destroy(&st->js);
+  /* (msgpack_zone_destroy of a zone whose init failed would crash.) */
+  if (st->zones > 0)
+    msgpack_zone_destroy(&st->zrx);
+  if (st->zones > 1)
+    msgpack_zone_destroy(&st->ztx);
+  if (st->zones > 2)
+    msgpack_zone_destroy(&st->zarg);
+  ms_buf_free(&st->b64);
+  ms_buf_free(&st->pkt);
+  ms_free(h->mem, st);
+}
+
 static ms_hub_sio_state *state(ms_hub *h) {
   if (h->sio)
     return h->sio;
   ms_hub_sio_state *st = ms_calloc(h->mem, 1, sizeof *st);
   if (!st)
     return NULL;
-  ms_rand_init(&st->rng);
+  /* Session ids are the keys to sessions: a failing random source means
+   * no sessions. (With no source installed at all, the library's
+   * fallback is used, as for everything else.) */
+  int rrv = ms_rand_init(&st->rng);
   ms_strmap_init(&st->sids, h->mem, ms_rand_u64(&st->rng));
   ms_mpbuf_init(&st->rx);
   msgpack_sbuffer_init(&st->arg);
   ms_mpbuf_init(&st->tx);
   msgpack_sbuffer_init(&st->js);
-  if (!msgpack_zone_init(&st->zrx, 1024) ||
-      !msgpack_zone_init(&st->ztx, 1024) ||
-      !msgpack_zone_init(&st->zarg, 1024)) {
-    /* (msgpack_zone_init only fails to allocate its first chunk.) */
-    ms_free(h->mem, st);
-    return NULL;
-  }
   ms_buf_init(&st->b64, h->mem);
   ms_buf_init(&st->pkt, h->mem);
+  if (msgpack_zone_init(&st->zrx, 1024)) {
+    st->zones = 1;
+    if (msgpack_zone_init(&st->ztx, 1024)) {
+      st->zones = 2;
+      if (msgpack_zone_init(&st->zarg, 1024))
+        st->zones = 3;
+    }
+  }
+  if (rrv || st->zones < 3) {
+    state_free(h, st);
+    return NULL;
+  }
   h->sio = st;
   return st;
 }
 
 void ms_hub_sio_del(ms_hub *h) {
-  ms_hub_sio_state *st = h->sio;
-  if (!st)
-    return;
-  ms_strmap_free(&st->sids);
-  ms_mpbuf_destroy(&st->rx);
-  msgpack_sbuffer_destroy(&st->arg);
-  ms_mpbuf_destroy(&st->tx);
-  msgpack_sbuffer_destroy(&st->js);
-  msgpack_zone_destroy(&st->zrx);
-  msgpack_zone_destroy(&st->ztx);
-  msgpack_zone_destroy(&st->zarg);
-  ms_buf_free(&st->b64);
-  ms_buf_free(&st->pkt);
-  ms_free(h->mem, st);
+  if (h->sio)
+    state_free(h, h->sio);
   h->sio = NULL;
 }
 
