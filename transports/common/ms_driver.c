@@ -48,10 +48,53 @@ enum { PHASE_NONE = 0, PHASE_RESOLVING, PHASE_CONNECTING, PHASE_OPEN };
  * minutes-long retries. */
 #define CONNECT_TIMEOUT_MS 10000
 
+/* A socket as the pump sees it: read(2) on a socket returns less than
+ * asked only when nothing more is buffered, so after a short read the
+ * next read of the same pump would only return EAGAIN. The driver skips
+ * that syscall (one read per readiness event instead of two) and clears
+ * `drained` before every pump. */
+typedef struct drv_sock {
+  ms_transport raw; /* ms_fd_transport() */
+  int drained;
+} drv_sock;
+
+static ptrdiff_t sock_read(void *self, uint8_t *buf, size_t len) {
+  drv_sock *k = self;
+  if (k->drained)
+    return MS_ERR_WOULDBLOCK;
+  ptrdiff_t n = k->raw.vt->read(k->raw.self, buf, len);
+  if (n > 0 && (size_t)n < len)
+    k->drained = 1;
+  return n;
+}
+static ptrdiff_t sock_write(void *self, const uint8_t *buf, size_t len) {
+  drv_sock *k = self;
+  return k->raw.vt->write(k->raw.self, buf, len);
+}
+static int sock_get_fd(void *self) {
+  drv_sock *k = self;
+  return k->raw.vt->get_fd(k->raw.self);
+}
+static void sock_close(void *self) {
+  drv_sock *k = self;
+  k->raw.vt->close(k->raw.self);
+}
+static const ms_transport_vtable sock_vtable = {sock_read, sock_write,
+                                                sock_get_fd, sock_close};
+
+static void sock_transport(ms_fd_stream *s, drv_sock *k, int fd,
+                           ms_transport *t) {
+  ms_fd_transport(s, fd, &k->raw);
+  k->drained = 0;
+  t->vt = &sock_vtable;
+  t->self = k;
+}
+
 typedef struct drv_stream {
   ms_drv_io io;
   ms_hub_conn *hc;
   ms_fd_stream s;
+  drv_sock k;
   ms_transport t;
   int eof;
   struct drv_stream *prev, *next;
@@ -75,6 +118,7 @@ struct ms_drv {
   ms_url url;
   ms_drv_io cio;
   ms_fd_stream s;
+  drv_sock k;
   ms_transport t;
   int phase;
   int64_t connect_deadline; /* PHASE_RESOLVING, PHASE_CONNECTING */
@@ -448,7 +492,7 @@ static int connect_next(ms_drv *d, int64_t now) {
     int fd = connect_one(n->ai_addr, n->ai_addrlen);
     if (fd < 0)
       continue;
-    ms_fd_transport(&d->s, fd, &d->t);
+    sock_transport(&d->s, &d->k, fd, &d->t);
     io_init(&d->cio, d, fd, client_ready);
     d->phase = PHASE_CONNECTING;
     d->connect_deadline =
@@ -502,7 +546,7 @@ static void start_connect(ms_drv *d, int64_t now) {
   d->next_addr = NULL;
   int fd = literal_address(d);
   if (fd >= 0) {
-    ms_fd_transport(&d->s, fd, &d->t);
+    sock_transport(&d->s, &d->k, fd, &d->t);
     io_init(&d->cio, d, fd, client_ready);
     d->phase = PHASE_CONNECTING;
     d->connect_deadline = now + CONNECT_TIMEOUT_MS;
@@ -568,6 +612,7 @@ static void client_drive(ms_drv *d, unsigned events) {
   }
   if (d->c && d->phase == PHASE_OPEN) {
     int mask;
+    d->k.drained = 0;
     if (events & MS_DRV_READ)
       mask = ms_pump(&cl_ops, d, &d->t, 0, now);
     else
@@ -796,6 +841,7 @@ static void stream_ready(ms_drv_io *io, unsigned events) {
   drv_stream *s = (drv_stream *)io;
   ms_drv *d = io->d;
   int64_t now = now_of(d);
+  s->k.drained = 0;
   if (events & MS_DRV_READ)
     ms_pump(&hs_ops, s, &s->t, 0, now);
   else
@@ -851,7 +897,7 @@ static void listen_ready(ms_drv_io *io, unsigned events) {
       close(cfd);
       continue;
     }
-    ms_fd_transport(&s->s, cfd, &s->t);
+    sock_transport(&s->s, &s->k, cfd, &s->t);
     io_init(&s->io, d, cfd, stream_ready);
     char peer[INET6_ADDRSTRLEN];
     peer_name(&sa, peer, sizeof peer);
