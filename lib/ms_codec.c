@@ -1,12 +1,14 @@
 /*
  * microstream: protocol codec (PROTOCOL.md "Messages", "Bad messages").
  *
- * Decoding is two passes. ms_msgpack_check() walks the bytes without
- * allocating and refuses anything msgpack-c could be tricked into
- * allocating a lot for (a 5-byte array header may claim 2^32 elements);
- * only then does msgpack_unpack() build objects in the caller's zone, with
- * strings pointing into the input buffer. The second pass validates the
- * array against the layout of its type, strictly: a peer that sends a
+ * Decoding checks before it builds. The structural walk (mp_walk, also
+ * ms_msgpack_check()) reads the bytes without allocating and refuses
+ * anything msgpack-c could be tricked into allocating a lot for (a 5-byte
+ * array header may claim 2^32 elements); the scalars of the top-level
+ * array are read in the same pass, and msgpack_unpack() only builds the
+ * elements that are containers, in the caller's zone, with strings
+ * pointing into the input buffer. Then the array is validated against the
+ * layout of its type, strictly: a peer that sends a
  * wrong type for a field gets BAD_REQUEST instead of a guess.
  *
  * Choices PROTOCOL.md leaves open, fixed here:
@@ -43,32 +45,31 @@ static uint64_t rd_be(const uint8_t *p, size_t n) {
   return v;
 }
 
-/* The structural walk. When `starts` is given, the offsets where the
- * first `nstarts` elements of a top-level array begin are recorded (how a
- * hub finds the bytes of `data` to pass on without re-encoding them). */
-static int mp_walk(const uint8_t *buf, size_t len, size_t *starts,
-                   unsigned nstarts) {
+/* The structural walk of the one object that starts at *pos, inside
+ * `base` levels of nesting (0 for a whole message); *pos is left at its
+ * end. */
+static int mp_walk(const uint8_t *buf, size_t len, size_t *pos,
+                   unsigned base) {
   /* saved[d] is the number of items still to read in the container that
    * encloses depth d+1; `pending` counts those of the innermost one (the
-   * top level is a virtual container of one item). */
-  unsigned item = 0;
+   * object itself is in a virtual container of one item). */
   uint64_t saved[MS_MAX_DEPTH];
-  unsigned depth = 0;
+  unsigned depth = base;
   uint64_t pending = 1;
-  size_t p = 0;
+  size_t p = *pos;
 
   if (!buf && len)
     return MS_ERR_BAD_MESSAGE;
   for (;;) {
     while (pending == 0) {
-      if (depth == 0)
-        return p == len ? 0 : MS_ERR_BAD_MESSAGE; /* exactly one object */
+      if (depth == base) {
+        *pos = p;
+        return 0;
+      }
       pending = saved[--depth];
     }
     if (p >= len)
       return MS_ERR_BAD_MESSAGE; /* truncated */
-    if (depth == 1 && starts && item < nstarts)
-      starts[item++] = p;
     pending--;
     uint8_t b = buf[p++];
     size_t hdr = 0;       /* length-field bytes after the type byte */
@@ -151,7 +152,10 @@ static int mp_walk(const uint8_t *buf, size_t len, size_t *starts,
 }
 
 int ms_msgpack_check(const uint8_t *buf, size_t len) {
-  return mp_walk(buf, len, NULL, 0);
+  size_t p = 0;
+  if (mp_walk(buf, len, &p, 0) != 0)
+    return MS_ERR_BAD_MESSAGE;
+  return p == len ? 0 : MS_ERR_BAD_MESSAGE; /* exactly one object */
 }
 
 /* ---- field readers ----------------------------------------------------- */
@@ -431,98 +435,108 @@ static int decode_fields(dec *d, ms_msg *m, ms_dir dir) {
 /* Top-level elements decoded: the most any message type reads. */
 #define MS_TOP_ELEMS 8
 
-/* The element at `at` as msgpack_unpack() would build it (strings and
- * binaries pointing into buf): scalars are read here, anything else is
- * unpacked from its start. mp_walk() has checked the bytes. */
-static int top_elem(const uint8_t *buf, size_t len, size_t at,
-                    msgpack_zone *zone, msgpack_object *o) {
-  uint8_t b = buf[at];
-  const uint8_t *p = buf + at + 1;
+/* The scalar at *pos as msgpack_unpack() would build it (strings and
+ * binaries point into buf), checked against len like mp_walk() checks
+ * it: 1 read (*pos moves past it), 0 not one of these (mp_walk() and
+ * msgpack_unpack() take it), -1 truncated. */
+static int scalar_at(const uint8_t *buf, size_t len, size_t *pos,
+                     msgpack_object *o) {
+  size_t p = *pos;
+  uint8_t b = buf[p];
+  size_t left = len - p - 1; /* bytes after the type byte */
+  const uint8_t *q = buf + p + 1;
+  size_t used = 0;
   memset(o, 0, sizeof *o);
   if (b <= 0x7f) {
     o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
     o->via.u64 = b;
-    return 0;
-  }
-  if (b >= 0xe0) {
+  } else if (b >= 0xe0) {
     o->type = MSGPACK_OBJECT_NEGATIVE_INTEGER;
     o->via.i64 = (int8_t)b;
-    return 0;
-  }
-  if (b >= 0xa0 && b <= 0xbf) {
+  } else if (b >= 0xa0 && b <= 0xbf) {
+    used = b & 0x1f;
+    if (used > left)
+      return -1;
     o->type = MSGPACK_OBJECT_STR;
-    o->via.str.ptr = (const char *)p;
-    o->via.str.size = b & 0x1f;
-    return 0;
-  }
-  switch (b) {
-  case 0xc0:
-    o->type = MSGPACK_OBJECT_NIL;
-    return 0;
-  case 0xc2:
-  case 0xc3:
-    o->type = MSGPACK_OBJECT_BOOLEAN;
-    o->via.boolean = b == 0xc3;
-    return 0;
-  case 0xcc: case 0xcd: case 0xce: case 0xcf:
-    o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
-    o->via.u64 = rd_be(p, (size_t)1 << (b - 0xcc));
-    return 0;
-  case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
-    size_t n = (size_t)1 << (b - 0xd0);
-    uint64_t u = rd_be(p, n);
-    int64_t v;
-    if (n < 8 && (u >> (8 * n - 1)))
-      u |= ~(uint64_t)0 << (8 * n); /* sign-extend */
-    memcpy(&v, &u, sizeof v);
-    if (v >= 0) {
+    o->via.str.ptr = (const char *)q;
+    o->via.str.size = (uint32_t)used;
+  } else {
+    switch (b) {
+    case 0xc0:
+      o->type = MSGPACK_OBJECT_NIL;
+      break;
+    case 0xc2:
+    case 0xc3:
+      o->type = MSGPACK_OBJECT_BOOLEAN;
+      o->via.boolean = b == 0xc3;
+      break;
+    case 0x80: /* empty map and array */
+      o->type = MSGPACK_OBJECT_MAP;
+      break;
+    case 0x90:
+      o->type = MSGPACK_OBJECT_ARRAY;
+      break;
+    case 0xcc: case 0xcd: case 0xce: case 0xcf:
+      used = (size_t)1 << (b - 0xcc);
+      if (used > left)
+        return -1;
       o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
-      o->via.u64 = (uint64_t)v;
-    } else {
-      o->type = MSGPACK_OBJECT_NEGATIVE_INTEGER;
-      o->via.i64 = v;
+      o->via.u64 = rd_be(q, used);
+      break;
+    case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
+      used = (size_t)1 << (b - 0xd0);
+      if (used > left)
+        return -1;
+      uint64_t u = rd_be(q, used);
+      int64_t v;
+      if (used < 8 && (u >> (8 * used - 1)))
+        u |= ~(uint64_t)0 << (8 * used); /* sign-extend */
+      memcpy(&v, &u, sizeof v);
+      if (v >= 0) {
+        o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+        o->via.u64 = (uint64_t)v;
+      } else {
+        o->type = MSGPACK_OBJECT_NEGATIVE_INTEGER;
+        o->via.i64 = v;
+      }
+      break;
     }
-    return 0;
-  }
-  case 0xd9: case 0xda: case 0xdb:
-  case 0xc4: case 0xc5: case 0xc6: {
-    size_t n = (size_t)1 << ((b >= 0xd9 ? b - 0xd9 : b - 0xc4));
-    uint64_t size = rd_be(p, n);
-    if (b >= 0xd9) {
-      o->type = MSGPACK_OBJECT_STR;
-      o->via.str.ptr = (const char *)p + n;
-      o->via.str.size = (uint32_t)size;
-    } else {
-      o->type = MSGPACK_OBJECT_BIN;
-      o->via.bin.ptr = (const char *)p + n;
-      o->via.bin.size = (uint32_t)size;
+    case 0xd9: case 0xda: case 0xdb:
+    case 0xc4: case 0xc5: case 0xc6: {
+      size_t h = (size_t)1 << (b >= 0xd9 ? b - 0xd9 : b - 0xc4);
+      if (h > left)
+        return -1;
+      uint64_t n = rd_be(q, h);
+      if (n > left - h)
+        return -1;
+      used = h + (size_t)n;
+      if (b >= 0xd9) {
+        o->type = MSGPACK_OBJECT_STR;
+        o->via.str.ptr = (const char *)q + h;
+        o->via.str.size = (uint32_t)n;
+      } else {
+        o->type = MSGPACK_OBJECT_BIN;
+        o->via.bin.ptr = (const char *)q + h;
+        o->via.bin.size = (uint32_t)n;
+      }
+      break;
     }
-    return 0;
+    default:
+      return 0;
+    }
   }
-  case 0x80:
-    o->type = MSGPACK_OBJECT_MAP;
-    return 0;
-  case 0x90:
-    o->type = MSGPACK_OBJECT_ARRAY;
-    return 0;
-  default:
-    break;
-  }
-  size_t off = at;
-  switch (msgpack_unpack((const char *)buf, len, &off, zone, o)) {
-  case MSGPACK_UNPACK_SUCCESS:
-  case MSGPACK_UNPACK_EXTRA_BYTES:
-    return 0;
-  case MSGPACK_UNPACK_NOMEM_ERROR:
-    return MS_ERR_NOMEM;
-  default: /* the check accepted it, so this is unexpected */
-    return MS_ERR_BAD_MESSAGE;
-  }
+  *pos = p + 1 + used;
+  return 1;
 }
+
+/* Top-level elements built: the most any message type reads. */
+#define MS_TOP_ELEMS 8
 
 int ms_msg_decode(ms_msg *msg, msgpack_zone *zone, const uint8_t *buf,
                   size_t len, ms_dir dir, ms_decode_error *err) {
   msgpack_object elems[MS_TOP_ELEMS];
+  size_t starts[MS_TOP_ELEMS];
+  unsigned unpack = 0; /* elements left to msgpack_unpack() (bits) */
   uint64_t t;
   dec d;
 
@@ -535,32 +549,66 @@ int ms_msg_decode(ms_msg *msg, msgpack_zone *zone, const uint8_t *buf,
   d.err = err;
   if (dir != MS_DIR_TO_HUB && dir != MS_DIR_TO_CLIENT)
     return MS_ERR_INVALID_ARG;
-  size_t starts[MS_TOP_ELEMS];
-  unsigned nstarts = MS_TOP_ELEMS;
-  for (unsigned i = 0; i < nstarts; i++)
-    starts[i] = 0;
-  if (mp_walk(buf, len, starts, nstarts) != 0)
-    return bad(&d, NULL, "is not one well-formed MessagePack object");
-  /* The top-level array is read here and only its first elements are
-   * built, without msgpack-c's unpacker for the scalars that make up most
-   * messages. */
-  uint8_t b0 = buf[0];
+  /* One pass checks the structure (as ms_msgpack_check() does) and builds
+   * the scalars of the top-level array, which make up most messages;
+   * msgpack-c only unpacks the elements that are containers. */
+  size_t p = 0;
   uint64_t count = 0;
-  if (b0 >= 0x90 && b0 <= 0x9f)
-    count = b0 & 0x0f;
-  else if (b0 == 0xdc)
+  int is_array = 1;
+  if (!buf || len == 0) {
+    is_array = 0;
+  } else if (buf[0] >= 0x90 && buf[0] <= 0x9f) {
+    count = buf[0] & 0x0f;
+    p = 1;
+  } else if (buf[0] == 0xdc && len >= 3) {
     count = rd_be(buf + 1, 2);
-  else if (b0 == 0xdd)
+    p = 3;
+  } else if (buf[0] == 0xdd && len >= 5) {
     count = rd_be(buf + 1, 4);
+    p = 5;
+  } else {
+    is_array = 0;
+  }
+  if (!is_array) {
+    size_t q = 0;
+    if (!buf || mp_walk(buf, len, &q, 0) != 0 || q != len)
+      return bad(&d, NULL, "is not one well-formed MessagePack object");
+    return bad(&d, NULL, "must be a non-empty array");
+  }
+  /* Every element takes at least one byte (as in mp_walk). */
+  if (count > len - p)
+    return bad(&d, NULL, "is not one well-formed MessagePack object");
+  for (uint64_t i = 0; i < count; i++) {
+    if (p >= len)
+      return bad(&d, NULL, "is not one well-formed MessagePack object");
+    int r = 0;
+    if (i < MS_TOP_ELEMS) {
+      starts[i] = p;
+      r = scalar_at(buf, len, &p, &elems[i]);
+      if (r == 0)
+        unpack |= 1u << i;
+    }
+    if (r < 0 || (r == 0 && mp_walk(buf, len, &p, 1) != 0))
+      return bad(&d, NULL, "is not one well-formed MessagePack object");
+  }
+  if (p != len)
+    return bad(&d, NULL, "is not one well-formed MessagePack object");
   if (count == 0)
     return bad(&d, NULL, "must be a non-empty array");
-  d.n = count < nstarts ? (uint32_t)count : nstarts;
-  for (uint32_t i = 0; i < d.n; i++) {
-    int rv = top_elem(buf, len, starts[i], zone, &elems[i]);
-    if (rv == MS_ERR_NOMEM)
-      return rv;
-    if (rv)
+  d.n = count < MS_TOP_ELEMS ? (uint32_t)count : MS_TOP_ELEMS;
+  for (uint32_t i = 0; unpack && i < d.n; i++) {
+    if (!(unpack & (1u << i)))
+      continue;
+    size_t off = starts[i];
+    switch (msgpack_unpack((const char *)buf, len, &off, zone, &elems[i])) {
+    case MSGPACK_UNPACK_SUCCESS:
+    case MSGPACK_UNPACK_EXTRA_BYTES:
+      break;
+    case MSGPACK_UNPACK_NOMEM_ERROR:
+      return MS_ERR_NOMEM;
+    default: /* the walk accepted it, so this is unexpected */
       return bad(&d, NULL, "does not unpack");
+    }
   }
   d.el = elems;
   if (!obj_u64(&d.el[0], &t) || t < MS_MSG_HELLO || t > MS_MSG_PONG)

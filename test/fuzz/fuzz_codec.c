@@ -41,6 +41,50 @@ out:
   msgpack_sbuffer_destroy(&mp);
 }
 
+/* The decoder builds the top-level elements itself: they must be what
+ * msgpack-c makes of the whole message. */
+static void same_as_unpacked(const uint8_t *data, size_t size,
+                             const ms_msg *m) {
+  msgpack_zone z;
+  msgpack_object root;
+  size_t off = 0;
+  msgpack_zone_init(&z, 1024);
+  if (msgpack_unpack((const char *)data, size, &off, &z, &root) !=
+          MSGPACK_UNPACK_SUCCESS ||
+      root.type != MSGPACK_OBJECT_ARRAY || root.via.array.size == 0)
+    abort();
+  const msgpack_object *e = root.via.array.ptr;
+  uint32_t n = root.via.array.size;
+  if (e[0].via.u64 != (uint64_t)m->type)
+    abort();
+  int di = m->type == MS_MSG_REQUEST ? 4 : m->type == MS_MSG_RESPONSE ? 2 : 0;
+  if (di && !msgpack_object_equal(m->data, e[di]))
+    abort();
+  if (m->type == MS_MSG_REQUEST && n > 6 && e[6].type != MSGPACK_OBJECT_NIL &&
+      !msgpack_object_equal(m->opts, e[6]))
+    abort();
+  if (m->type == MS_MSG_REQUEST &&
+      (m->event.len != e[3].via.str.size ||
+       memcmp(m->event.ptr, e[3].via.str.ptr, m->event.len) != 0 ||
+       m->timeout_ms != e[5].via.u64))
+    abort();
+  if (m->type == MS_MSG_ERROR && n > 4 && !msgpack_object_equal(m->extra, e[4]))
+    abort();
+  /* The raw bytes of data are exactly that element. */
+  if (di && m->data_raw.ptr) {
+    msgpack_zone z2;
+    msgpack_object o;
+    size_t o2 = 0;
+    msgpack_zone_init(&z2, 256);
+    if (msgpack_unpack((const char *)m->data_raw.ptr, m->data_raw.len, &o2,
+                       &z2, &o) != MSGPACK_UNPACK_SUCCESS ||
+        !msgpack_object_equal(o, e[di]))
+      abort();
+    msgpack_zone_destroy(&z2);
+  }
+  msgpack_zone_destroy(&z);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   int checked = ms_msgpack_check(data, size);
   for (int dir = 0; dir < 2; dir++) {
@@ -49,9 +93,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     ms_decode_error err;
     msgpack_zone_init(&z, 1024);
     int rv = ms_msg_decode(&m, &z, data, size, (ms_dir)dir, &err);
+    /* Malformed MessagePack, and only that, gets this reason. */
+    int malformed = rv != 0 && strstr(err.what, "well-formed") != NULL;
+    if (malformed != (checked != 0))
+      abort();
     if (rv == 0) {
       if (checked != 0)
         abort();
+      same_as_unpacked(data, size, &m);
       transcode(data, size, (ms_dir)dir, &m);
     } else if (rv != MS_ERR_BAD_MESSAGE || memchr(err.what, 0, sizeof
                err.what) == NULL || (err.id_readable && err.id == 0)) {
