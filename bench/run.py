@@ -40,7 +40,12 @@ import time
 IDLE_SETTLE_S = 5.0
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SYSTEMS = ["microstream", "nats", "node", "relay", "socketio", "node-ms"]
+SYSTEMS = ["microstream", "nats", "node", "relay", "socketio", "node-ms",
+           "ms-cluster-same", "ms-cluster", "nats-cluster"]
+# Cluster systems: two microstream hubs on one redis-server (requester and
+# echo service on the same hub, or on different hubs), and two nats-server
+# nodes in a cluster (requester on one, responder on the other).
+CLUSTER_SYSTEMS = ("ms-cluster-same", "ms-cluster", "nats-cluster")
 PHASES = ["c1", "c64", "idle", "idle64", "callgrind"]
 
 
@@ -311,6 +316,141 @@ class Relay(System):
         return str(self.port)
 
 
+def redis_metric(port, name):
+    import urllib.request
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == name:
+                return float(parts[1])
+    return 0.0
+
+
+class MsCluster(Microstream):
+    """Two clustered hubs on a redis-server of their own; the echo service
+    on hub B, the requester on hub A (cross-hub)."""
+    name = "ms-cluster"
+    cross = True
+
+    def missing(self):
+        if not which("redis-server"):
+            return "redis-server is not installed (bash scripts/deps.sh test)"
+        return None
+
+    def start(self, wrap=None, timeout=30.0):
+        self.rport = free_port()
+        self.redis = subprocess.Popen(
+            [which("redis-server"), "--port", str(self.rport), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.rport)
+        self.ports = []
+        self.hubs = []
+        for _ in range(2):
+            port = free_port()
+            self.hubs.append(subprocess.Popen(
+                self.hub_cmd(port) + ["--cluster", "redis://127.0.0.1:%d" % self.rport],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL))
+            wait_port(port, timeout)
+            self.ports.append(port)
+        end = time.time() + 15
+        while time.time() < end and not all(
+                redis_metric(p, "microstream_cluster_up") == 1 for p in self.ports):
+            time.sleep(0.1)
+        self.hub = self.hubs[0]
+        self.hub_pid = self.hubs[0].pid  # CPU figures: the requester's hub
+        self.port = self.ports[1 if self.cross else 0]
+        self.start_echo(wrap)
+        self.port = self.ports[0]
+        time.sleep(0.5)  # the other hub has heard of "echo"
+
+    def req(self, conc, warmup, seconds, count=0):
+        before = sum(redis_metric(p, "microstream_cluster_redis_commands_total")
+                     for p in self.ports)
+        res = System.req(self, conc, warmup, seconds, count)
+        after = sum(redis_metric(p, "microstream_cluster_redis_commands_total")
+                    for p in self.ports)
+        # Warm-up requests count too: divide by everything that was sent.
+        total = res.get("requests", 0) + res.get("warmup_requests", 0)
+        res["redis_cmds"] = after - before
+        res["redis_cmds_per_req"] = (after - before) / total if total else None
+        return res
+
+    def stop(self):
+        if self.echo:
+            self.echo.stdin.close()
+            try:
+                self.echo.wait(10)
+            except subprocess.TimeoutExpired:
+                self.echo.kill()
+            self.echo = None
+        for h in self.hubs:
+            h.send_signal(signal.SIGTERM)
+        for h in self.hubs:
+            try:
+                h.wait(30)
+            except subprocess.TimeoutExpired:
+                h.kill()
+                h.wait()
+        self.hubs = []
+        self.hub = None
+        self.redis.kill()
+        self.redis.wait()
+
+
+class MsClusterSame(MsCluster):
+    """The same two clustered hubs, requester and echo on hub A: what
+    --cluster costs a same-hub request."""
+    name = "ms-cluster-same"
+    cross = False
+
+
+class NatsCluster(Nats):
+    """Two nats-server nodes in a cluster; the responder on node B, the
+    requester on node A."""
+    name = "nats-cluster"
+
+    def start(self, wrap=None, timeout=30.0):
+        ports = [free_port(), free_port()]
+        cports = [free_port(), free_port()]
+        self.nodes = []
+        for i in range(2):
+            self.nodes.append(subprocess.Popen(
+                [which("nats-server"), "-a", "127.0.0.1", "-p", str(ports[i]),
+                 "--cluster_name", "bench",
+                 "--cluster", "nats://127.0.0.1:%d" % cports[i],
+                 "--routes", "nats://127.0.0.1:%d" % cports[1 - i]],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL))
+            wait_port(ports[i], timeout)
+        time.sleep(1.0)  # the route between the nodes is up
+        self.hub = self.nodes[0]
+        self.hub_pid = self.nodes[0].pid
+        self.port = ports[1]
+        self.start_echo(wrap)
+        self.port = ports[0]
+        time.sleep(0.5)  # the subscription has reached node A
+
+    def stop(self):
+        if self.echo:
+            self.echo.stdin.close()
+            try:
+                self.echo.wait(10)
+            except subprocess.TimeoutExpired:
+                self.echo.kill()
+            self.echo = None
+        for n in self.nodes:
+            n.send_signal(signal.SIGTERM)
+        for n in self.nodes:
+            try:
+                n.wait(30)
+            except subprocess.TimeoutExpired:
+                n.kill()
+                n.wait()
+        self.hub = None
+
+
 def which(prog):
     for d in os.environ.get("PATH", "").split(":") + ["/usr/sbin", "/usr/bin"]:
         p = os.path.join(d, prog)
@@ -346,6 +486,8 @@ def summarize(runs):
         "cpu_best": cpu_min,
         "errors": sum(r["errors"] for r in runs),
         "runs": runs,
+        # ms-cluster: Redis commands per cross-hub request (median).
+        "redis_cmds_per_req": spread(r.get("redis_cmds_per_req") for r in runs)[0],
     }
 
 
@@ -417,7 +559,7 @@ def callgrind(sysobj, args):
 def run_system(sysobj, args, phases):
     """The phases that are not alternated (idle, idle64, callgrind)."""
     r = {}
-    if (sysobj.name not in ("relay", "socketio", "node-ms")
+    if (sysobj.name not in ("relay", "socketio", "node-ms") + CLUSTER_SYSTEMS
             and ("idle" in phases or "idle64" in phases)):
         r["idle"] = {}
         for n in args.idle:
@@ -449,7 +591,9 @@ def run_system(sysobj, args, phases):
                     System.idle_stop(procs)
             finally:
                 sysobj.stop()
-    if "callgrind" in phases and sysobj.name == "nats":
+    if "callgrind" in phases and sysobj.name == "nats-cluster":
+        pass
+    elif "callgrind" in phases and sysobj.name == "nats":
         # Valgrind aborts on the Go runtime (checked with valgrind 3.19 and
         # nats-server 2.9): no instruction count for nats-server.
         r["callgrind"] = {"error": "valgrind cannot run nats-server (Go runtime)"}
@@ -593,6 +737,22 @@ def goals(results):
         drop = 1 - ms["idle64"]["rps"] / c64["rps"]
         add("C=64 with %d idle within 10%% of without" % ms["idle64"]["n"],
             drop <= 0.10, "%+.1f%%" % (-100 * drop))
+    mc, mcs, nc = (results.get(k, {}).get("c64", {})
+                   for k in ("ms-cluster", "ms-cluster-same", "nats-cluster"))
+    if mc and nc:
+        ratio = mc["rps"] / nc["rps"]
+        add("cluster: cross-hub requests/s at C=64 >= 2x a two-node nats-server cluster",
+            ratio >= 2.0, "%.2fx" % ratio)
+    if mc.get("redis_cmds_per_req") is not None:
+        add("cluster: Redis commands per cross-hub request at C=64 well under 1",
+            mc["redis_cmds_per_req"] < 0.5, "%.3f" % mc["redis_cmds_per_req"])
+    if mcs and c64:
+        drop = 1 - mcs["rps"] / c64["rps"]
+        add("cluster: same-hub C=64 with --cluster within noise (10%) of without",
+            drop <= 0.10, "%+.1f%%" % (-100 * drop))
+    if mc and mcs:
+        add("cluster: cross-hub p50 added at C=64 (info)", True,
+            "%.0f us vs %.0f us same-hub" % (mc["p50_us"], mcs["p50_us"]))
     return g
 
 
@@ -701,7 +861,8 @@ def main():
         log("fd limit %d: idle counts above it will fail" % nofile)
 
     classes = {"microstream": Microstream, "nats": Nats, "node": Node, "relay": Relay,
-               "socketio": SocketIO, "node-ms": NodeMS}
+               "socketio": SocketIO, "node-ms": NodeMS, "ms-cluster": MsCluster,
+               "ms-cluster-same": MsClusterSame, "nats-cluster": NatsCluster}
     results = {}
     skipped = {}
     t0 = time.time()

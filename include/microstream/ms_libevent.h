@@ -13,6 +13,7 @@
 #define MICROSTREAM_MS_LIBEVENT_H
 
 #include <microstream/ms_client.h>
+#include <microstream/ms_cluster.h>
 #include <microstream/ms_hub.h>
 
 #ifdef __cplusplus
@@ -45,6 +46,10 @@ MS_EXTERN int ms_libevent_hub_attach(ms_libevent_hub **out,
                                      const char *host, int port);
 /* The port listened on, -1 for NULL. */
 MS_EXTERN int ms_libevent_hub_port(const ms_libevent_hub *a);
+/* Join a cluster through Redis (<microstream/ms_cluster.h>; before the
+ * first connection). Returns 0, MS_ERR_INVALID_ARG, MS_ERR_STATE (a build
+ * without hiredis, or joined already), MS_ERR_NOMEM. */
+MS_EXTERN int ms_libevent_hub_cluster(ms_libevent_hub *a, const ms_cluster_config *cfg);
 /* Stop listening and close every stream (ms_hub_del() frees the hub's
  * connections). NULL is a no-op. */
 MS_EXTERN void ms_libevent_hub_detach(ms_libevent_hub *a);

@@ -14,6 +14,7 @@
 
 #include <uv.h>
 #include <microstream/ms_client.h>
+#include <microstream/ms_cluster.h>
 #include <microstream/ms_hub.h>
 
 #ifdef __cplusplus
@@ -43,6 +44,10 @@ MS_EXTERN int ms_libuv_hub_attach(ms_libuv_hub **out, uv_loop_t *loop,
                                   ms_hub *h, const char *host, int port);
 /* The port listened on, -1 for NULL. */
 MS_EXTERN int ms_libuv_hub_port(const ms_libuv_hub *a);
+/* Join a cluster through Redis (<microstream/ms_cluster.h>; before the
+ * first connection). Returns 0, MS_ERR_INVALID_ARG, MS_ERR_STATE (a build
+ * without hiredis, or joined already), MS_ERR_NOMEM. */
+MS_EXTERN int ms_libuv_hub_cluster(ms_libuv_hub *a, const ms_cluster_config *cfg);
 /* Stop listening and close every stream (ms_hub_del() frees the hub's
  * connections). NULL is a no-op. */
 MS_EXTERN void ms_libuv_hub_detach(ms_libuv_hub *a);

@@ -193,6 +193,10 @@ int ms_libuv_hub_port(const ms_libuv_hub *a) {
   return a ? ms_drv_hub_port(a->x.d) : -1;
 }
 
+int ms_libuv_hub_cluster(ms_libuv_hub *a, const ms_cluster_config *cfg) {
+  return a ? ms_drv_hub_cluster(a->x.d, cfg) : MS_ERR_INVALID_ARG;
+}
+
 void ms_libuv_hub_detach(ms_libuv_hub *a) {
   if (a)
     ms_drv_del(a->x.d);
