@@ -68,11 +68,28 @@ static void print_json_str(FILE *f, const char *s, size_t n) {
   msgpack_sbuffer_destroy(&sb);
 }
 
+/* The live page's colours: error red, warn amber, info blue, debug grey. */
 static const char *level_color(int64_t level) {
   return level >= MS_LEVEL_ERROR ? "\033[31m"
          : level >= MS_LEVEL_WARN ? "\033[33m"
-         : level >= MS_LEVEL_INFO ? "\033[32m"
+         : level >= MS_LEVEL_INFO ? "\033[94m"
                                   : "\033[90m";
+}
+
+/* The live page's time format: local HH:MM:SS.mmm, with the date in front
+ * for a record from another day. */
+static void format_time(int64_t ts_us, char *out, size_t cap) {
+  time_t secs = (time_t)(ts_us / 1000000), now = time(NULL);
+  struct tm tm, today;
+  localtime_r(&secs, &tm);
+  localtime_r(&now, &today);
+  char tb[32];
+  strftime(tb, sizeof tb,
+           tm.tm_year == today.tm_year && tm.tm_yday == today.tm_yday
+               ? "%H:%M:%S"
+               : "%Y-%m-%d %H:%M:%S",
+           &tm);
+  snprintf(out, cap, "%s.%03d", tb, (int)((ts_us / 1000) % 1000));
 }
 
 static void print_record(tail *t, const ms_record *r) {
@@ -112,14 +129,10 @@ static void print_record(tail *t, const ms_record *r) {
     fwrite(t->js.data, 1, t->js.size, f);
     fputs("}\n", f);
   } else {
-    time_t secs = (time_t)(r->ts_us / 1000000);
-    struct tm tm;
-    localtime_r(&secs, &tm);
-    char tb[32];
-    strftime(tb, sizeof tb, "%Y-%m-%d %H:%M:%S", &tm);
+    char tb[48];
+    format_time(r->ts_us, tb, sizeof tb);
     if (r->kind == MS_RECORD_LOG) {
-      fprintf(f, "%s.%03d %s%-5s%s %.*s: %.*s", tb,
-              (int)((r->ts_us / 1000) % 1000),
+      fprintf(f, "%s %s%-5s%s %.*s: %.*s", tb,
               t->color ? level_color(r->level) : "",
               ms_log_level_name((int)r->level), t->color ? "\033[0m" : "",
               (int)r->service.len, r->service.ptr, (int)r->message.len,
@@ -132,7 +145,7 @@ static void print_record(tail *t, const ms_record *r) {
       }
       fputc('\n', f);
     } else {
-      fprintf(f, "%s.%03d %s%s%s %.*s\n", tb, (int)((r->ts_us / 1000) % 1000),
+      fprintf(f, "%s %s%s%s %.*s\n", tb,
               t->color ? "\033[36m" : "",
               r->kind == MS_RECORD_UP ? "up  " : "down",
               t->color ? "\033[0m" : "", (int)r->service.len, r->service.ptr);
