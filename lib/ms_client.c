@@ -896,7 +896,7 @@ static void on_ws_open(ms_conn *conn, const ms_conn_open_arg *arg, void *ud) {
     conn_lost(c, c->last_now, MS_ERR_NOMEM);
     return;
   }
-  c->hello_deadline = c->last_now + 3 * c->cfg.heartbeat_ms;
+  c->hello_deadline = c->last_now + MS_HEARTBEAT_MISSES * c->cfg.heartbeat_ms;
 }
 
 static void on_ws_pong(ms_conn *conn, const uint8_t *d, size_t n, void *ud) {
@@ -1061,7 +1061,7 @@ int ms_client_connected(ms_client *c, int64_t now) {
   cc.max_message = c->cfg.max_message;
   cc.offer[0] = c->cfg.encoding;
   cc.offer[1] = MS_ENC_NONE;
-  cc.handshake_timeout_ms = 3 * c->cfg.heartbeat_ms;
+  cc.handshake_timeout_ms = MS_HEARTBEAT_MISSES * c->cfg.heartbeat_ms;
   ms_conn_callbacks cb;
   memset(&cb, 0, sizeof cb);
   cb.on_open = on_ws_open;
@@ -1168,7 +1168,7 @@ int64_t ms_client_next_deadline(const ms_client *c) {
     if (c->state == MS_CLIENT_READY) {
       int64_t hb = heartbeat(c);
       int64_t next = (c->last_rx > c->last_ping ? c->last_rx : c->last_ping) + hb;
-      int64_t dead = c->last_rx + 3 * hb;
+      int64_t dead = c->last_rx + MS_HEARTBEAT_MISSES * hb;
       if (next < d)
         d = next;
       if (dead < d)
@@ -1191,7 +1191,7 @@ int ms_client_tick(ms_client *c, int64_t now) {
         conn_lost(c, now, MS_ERR_TIMEOUT);
       } else if (c->state == MS_CLIENT_READY) {
         int64_t hb = heartbeat(c);
-        if (now - c->last_rx >= 3 * hb) {
+        if (now - c->last_rx >= MS_HEARTBEAT_MISSES * hb) {
           /* Three intervals of silence: the hub is gone. Abandon the
            * stream; the transport closes it and we reconnect. */
           c->conn_dead = 1;

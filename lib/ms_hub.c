@@ -1132,7 +1132,7 @@ static int64_t live_deadline(const ms_hub *h, const ms_hub_conn *hc) {
   switch (hc->state) {
   case HC_HTTP:
   case HC_AWAIT_HELLO:
-    d = hc->accepted_at + 3 * hb;
+    d = hc->accepted_at + MS_HEARTBEAT_MISSES * hb;
     break;
   case HC_WAIT_REPLACE:
     d = hc->live.idx ? hc->live.deadline : hc->last_rx + hb;
@@ -1185,7 +1185,7 @@ static void live_check(ms_hub *h, ms_hub_conn *hc, int64_t now) {
   switch (hc->state) {
   case HC_HTTP:
   case HC_AWAIT_HELLO:
-    if (now >= hc->accepted_at + 3 * hb) {
+    if (now >= hc->accepted_at + MS_HEARTBEAT_MISSES * hb) {
       if (hc->state == HC_AWAIT_HELLO)
         fail_session(h, hc, "BAD_REQUEST", "no HELLO in time",
                      MS_CLOSE_PROTOCOL, now);
@@ -1211,7 +1211,7 @@ static void live_check(ms_hub *h, ms_hub_conn *hc, int64_t now) {
       /* Another hub's newcomer waits for this name: stale, replaced. */
       close_conn(h, hc, MS_CLOSE_DUPLICATE, "replaced by a new connection",
                  "replaced", now);
-    } else if (silent >= 3 * hb) {
+    } else if (silent >= MS_HEARTBEAT_MISSES * hb) {
       if (!ms_conn_want_read(hc->ws) || hc->reading_paused) {
         /* We stopped reading it: not silence but a slow consumer. */
         close_conn(h, hc, MS_CLOSE_SLOW_CONSUMER, "slow consumer",
@@ -1287,7 +1287,7 @@ int ms_hub_accept_peer(ms_hub *h, ms_hub_conn **pc, void *tdata,
   cc.max_message = h->cfg.max_message;
   cc.out_high_water = h->cfg.out_high_water;
   cc.out_low_water = h->cfg.out_high_water / 4;
-  cc.handshake_timeout_ms = 3 * h->cfg.heartbeat_ms;
+  cc.handshake_timeout_ms = MS_HEARTBEAT_MISSES * h->cfg.heartbeat_ms;
   ms_conn_callbacks cb;
   memset(&cb, 0, sizeof cb);
   cb.on_upgrade = on_ws_upgrade;

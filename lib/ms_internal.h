@@ -56,6 +56,10 @@ static inline int ms_life_del(ms_life *l) {
 static inline int ms_life_dead(const ms_life *l) { return l->dead; }
 static inline int ms_life_inside(const ms_life *l) { return l->depth > 0; }
 
+/* Liveness (PROTOCOL.md): a peer silent for this many heartbeat intervals
+ * is gone, and a handshake (upgrade, HELLO/WELCOME) gets as long. */
+#define MS_HEARTBEAT_MISSES 3
+
 /* NUL-terminated copy (n bytes of s); NULL on allocation failure. */
 char *ms_strndup(const ms_allocator *m, const char *s, size_t n);
 

@@ -24,7 +24,11 @@
 extern "C" {
 #endif
 
+/* Declared by ms_client.h and ms_log.h alike; once, for C99. */
+#ifndef MS_CLIENT_TYPEDEF_
+#define MS_CLIENT_TYPEDEF_
 typedef struct ms_client ms_client;
+#endif
 typedef struct ms_reply ms_reply;
 
 typedef enum ms_client_state {

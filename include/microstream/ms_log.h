@@ -20,7 +20,11 @@
 extern "C" {
 #endif
 
+/* Declared by ms_client.h and ms_log.h alike; once, for C99. */
+#ifndef MS_CLIENT_TYPEDEF_
+#define MS_CLIENT_TYPEDEF_
 typedef struct ms_client ms_client;
+#endif
 
 /* Parse "debug", "info", "warn", "error", "silent" (or a number). -1 if
  * unknown. */
