@@ -292,6 +292,11 @@ static void hub_free(ms_hub *h) {
     if (h->routes.keys && h->routes.keys[i])
       ms_free(h->mem, h->routes.vals[i]);
   ms_u64map_free(&h->routes);
+  while (h->route_pool) {
+    route *r = h->route_pool;
+    h->route_pool = r->pool_next;
+    ms_free(h->mem, r);
+  }
   ms_hub_conn *hc = h->all;
   while (hc) {
     ms_hub_conn *next = hc->all_next;
@@ -395,16 +400,116 @@ void ms_hub_route_drop(ms_hub *h, route *r) {
   route_free(h, r);
 }
 
-static void route_free(ms_hub *h, route *r) { ms_free(h->mem, r); }
+static size_t route_room(size_t event_len, size_t tname_len) {
+  return event_len + tname_len + 2;
+}
 
-/* Payloads are routed as the bytes that came in: no decode/re-encode of
- * the application's data on the hub's hot path. */
-static void pack_passthrough(ms_hub *h, const ms_raw *raw,
-                             const msgpack_object *obj) {
-  if (raw->ptr)
-    ms_mpbuf_write(&h->out, (const char *)raw->ptr, raw->len);
-  else
-    msgpack_pack_object(&h->pk, *obj);
+/* A zeroed route with room for its event and target name. */
+static route *route_alloc(ms_hub *h, size_t event_len, size_t tname_len) {
+  size_t room = route_room(event_len, tname_len);
+  route *r;
+  if (room <= MS_ROUTE_SMALL && h->route_pool) {
+    r = h->route_pool;
+    h->route_pool = r->pool_next;
+    h->route_pool_n--;
+    memset(r, 0, sizeof *r);
+  } else {
+    r = ms_calloc(h->mem, 1,
+                  sizeof *r + (room <= MS_ROUTE_SMALL ? MS_ROUTE_SMALL : room));
+    if (!r)
+      return NULL;
+  }
+  r->event_len = event_len;
+  r->tname_len = tname_len;
+  return r;
+}
+
+static void route_free(ms_hub *h, route *r) {
+  if (route_room(r->event_len, r->tname_len) <= MS_ROUTE_SMALL &&
+      h->route_pool_n < MS_ROUTE_POOL_MAX) {
+    r->pool_next = h->route_pool;
+    h->route_pool = r;
+    h->route_pool_n++;
+    return;
+  }
+  ms_free(h->mem, r);
+}
+
+/* Routed messages are framed on the stack and reach h->out in a few
+ * writes instead of one per field (the bytes msgpack-c's packer would
+ * pick). Payloads go on as the bytes that came in: no decode/re-encode
+ * of the application's data on the hub's hot path. */
+typedef struct fwd {
+  ms_hub *h;
+  size_t n;
+  uint8_t b[512];
+} fwd;
+
+static void fwd_flush(fwd *w) {
+  if (w->n)
+    ms_mpbuf_write(&w->h->out, (const char *)w->b, w->n);
+  w->n = 0;
+}
+
+static void fwd_bytes(fwd *w, const void *p, size_t n) {
+  if (n > sizeof w->b - w->n) {
+    fwd_flush(w);
+    if (n > sizeof w->b) {
+      ms_mpbuf_write(&w->h->out, p, n);
+      return;
+    }
+  }
+  memcpy(w->b + w->n, p, n);
+  w->n += n;
+}
+
+static void fwd_be(fwd *w, uint8_t tag, uint64_t v, unsigned bytes) {
+  uint8_t t[9];
+  t[0] = tag;
+  for (unsigned i = 0; i < bytes; i++)
+    t[1 + i] = (uint8_t)(v >> (8 * (bytes - 1 - i)));
+  fwd_bytes(w, t, 1 + bytes);
+}
+
+static void fwd_uint(fwd *w, uint64_t v) {
+  if (v < 128) {
+    uint8_t b = (uint8_t)v;
+    fwd_bytes(w, &b, 1);
+  } else if (v < 256) {
+    fwd_be(w, 0xcc, v, 1);
+  } else if (v < 65536) {
+    fwd_be(w, 0xcd, v, 2);
+  } else if (v <= UINT32_MAX) {
+    fwd_be(w, 0xce, v, 4);
+  } else {
+    fwd_be(w, 0xcf, v, 8);
+  }
+}
+
+static void fwd_str(fwd *w, const char *s, size_t n) {
+  if (n < 32) {
+    uint8_t b = (uint8_t)(0xa0 | n);
+    fwd_bytes(w, &b, 1);
+  } else if (n < 256) {
+    fwd_be(w, 0xd9, n, 1);
+  } else if (n < 65536) {
+    fwd_be(w, 0xda, n, 2);
+  } else {
+    fwd_be(w, 0xdb, n, 4);
+  }
+  if (n)
+    fwd_bytes(w, s, n);
+}
+
+/* The bytes of an object as they came in, or the object re-packed. */
+static void fwd_data(fwd *w, const uint8_t *raw, size_t raw_len,
+                     const msgpack_object *obj) {
+  if (raw) {
+    fwd_bytes(w, raw, raw_len);
+  } else {
+    fwd_flush(w);
+    msgpack_pack_object(&w->h->pk, *obj);
+  }
 }
 
 static void send_cancel(ms_hub *h, ms_hub_conn *hc, uint64_t id) {
@@ -433,22 +538,25 @@ void ms_hub_pack_forward(ms_hub *h, route *r, const char *source,
                          size_t data_len, const msgpack_object *data_obj) {
   /* Forwarded REQUEST: [3, hid, source, event, data, remaining, opts]. */
   msgpack_packer *pk = ms_hub_packer(h);
-  msgpack_pack_array(pk, 7);
-  msgpack_pack_uint8(pk, MS_MSG_REQUEST);
-  msgpack_pack_uint64(pk, r->hid);
-  msgpack_pack_str_with_body(pk, source, source_len);
-  msgpack_pack_str_with_body(pk, r->event, r->event_len);
-  if (data)
-    ms_mpbuf_write(&h->out, (const char *)data, data_len);
-  else
-    msgpack_pack_object(pk, *data_obj);
-  msgpack_pack_uint64(pk, (uint64_t)r->timeout_ms);
+  fwd w;
+  w.h = h;
+  w.n = 0;
+  static const uint8_t head[2] = {0x97, MS_MSG_REQUEST};
+  fwd_bytes(&w, head, 2);
+  fwd_uint(&w, r->hid);
+  fwd_str(&w, source, source_len);
+  fwd_str(&w, r->event, r->event_len);
+  fwd_data(&w, data, data_len, data_obj);
+  fwd_uint(&w, (uint64_t)r->timeout_ms);
   if (r->late_ms > 0) {
+    fwd_flush(&w);
     msgpack_pack_map(pk, 1);
     msgpack_pack_str_with_body(pk, "late_ms", 7);
     msgpack_pack_int64(pk, r->late_ms);
   } else {
-    msgpack_pack_map(pk, 0);
+    static const uint8_t empty_map = 0x80;
+    fwd_bytes(&w, &empty_map, 1);
+    fwd_flush(&w);
   }
 }
 
@@ -459,19 +567,19 @@ route *ms_hub_route_add(ms_hub *h, ms_hub_conn *origin, hub_peer *opeer,
   uint64_t hid = h->next_hid++;
   if (h->next_hid > MS_MAX_ID)
     h->next_hid = 1;
-  route *r = ms_calloc(h->mem, 1, sizeof *r + event.len + tname.len + 2);
+  route *r = route_alloc(h, event.len, tname.len);
   if (!r)
     return NULL;
   ms_u64map *ids = origin ? &origin->origin_ids : &opeer->in_ids;
   if (ms_u64map_put(&h->routes, hid, r)) {
-    ms_free(h->mem, r);
+    route_free(h, r);
     return NULL;
   }
   if (ms_u64map_put(ids, origin_id, r) ||
       ms_heap_push(&h->timers, &r->hn, now + timeout)) {
     ms_u64map_del(&h->routes, hid);
     ms_u64map_del(ids, origin_id);
-    ms_free(h->mem, r);
+    route_free(h, r);
     return NULL;
   }
   r->hid = hid;
@@ -626,21 +734,24 @@ void ms_hub_route_answered(ms_hub *h, route *r, const ms_msg *m) {
     h->stats.late_dropped++;
     return;
   }
-  msgpack_packer *pk = ms_hub_packer(h);
+  ms_hub_packer(h);
+  fwd w;
+  w.h = h;
+  w.n = 0;
   if (m->type == MS_MSG_RESPONSE) {
-    msgpack_pack_array(pk, 3);
-    msgpack_pack_uint8(pk, MS_MSG_RESPONSE);
-    msgpack_pack_uint64(pk, oid);
-    pack_passthrough(h, &m->data_raw, &m->data);
+    static const uint8_t head[2] = {0x93, MS_MSG_RESPONSE};
+    fwd_bytes(&w, head, 2);
+    fwd_uint(&w, oid);
+    fwd_data(&w, m->data_raw.ptr, m->data_raw.len, &m->data);
   } else {
-    msgpack_pack_array(pk, 5);
-    msgpack_pack_uint8(pk, MS_MSG_ERROR);
-    msgpack_pack_uint64(pk, oid);
-    msgpack_pack_str_with_body(pk, m->code.ptr, m->code.len);
-    msgpack_pack_str_with_body(pk, m->message.ptr ? m->message.ptr : "",
-                               m->message.len);
-    pack_passthrough(h, &m->extra_raw, &m->extra);
+    static const uint8_t head[2] = {0x95, MS_MSG_ERROR};
+    fwd_bytes(&w, head, 2);
+    fwd_uint(&w, oid);
+    fwd_str(&w, m->code.ptr, m->code.len);
+    fwd_str(&w, m->message.ptr, m->message.len);
+    fwd_data(&w, m->extra_raw.ptr, m->extra_raw.len, &m->extra);
   }
+  fwd_flush(&w);
   if (h->out.sb.size > h->cfg.max_message) {
     ms_hub_send_error(h, o, oid, "PAYLOAD_TOO_LARGE",
                       "response larger than max_message", NULL);

@@ -115,8 +115,15 @@ struct route {
   hub_route_stats *rs; /* where its outcome is counted */
   int64_t started;
   size_t event_len, tname_len;
+  route *pool_next; /* in ms_hub.route_pool */
   char event[]; /* event NUL, then the target's name NUL */
 };
+
+/* Routes whose event and target name fit this many bytes (NULs included)
+ * come in one size and are kept for reuse: a request then costs no
+ * allocation. */
+#define MS_ROUTE_SMALL 64
+#define MS_ROUTE_POOL_MAX 256
 
 /* Another hub of the cluster, as seen by this one. */
 struct hub_peer {
@@ -144,6 +151,8 @@ struct ms_hub {
   ms_strmap registry;   /* name -> conn */
   ms_u64map routes;     /* hub id -> route */
   ms_heap timers;       /* routes' deadlines (and late-window ends) */
+  route *route_pool;    /* freed small routes, at most MS_ROUTE_POOL_MAX */
+  size_t route_pool_n;
   ms_heap live;         /* connections' liveness and handshake checks */
   ms_hub_conn *all;     /* every connection */
   ms_hub_conn *dirty_head, *dirty_tail;
