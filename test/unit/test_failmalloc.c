@@ -13,6 +13,8 @@
 #include "fakehub.h"
 #include "hubsim.h"
 
+#include <microstream/ms_posix.h>
+
 extern void *__interceptor_malloc(size_t) __attribute__((weak));
 extern void *__interceptor_calloc(size_t, size_t) __attribute__((weak));
 extern void *__interceptor_realloc(void *, size_t) __attribute__((weak));
@@ -300,6 +302,59 @@ static void scenario_hub(void) {
   sim_free(&s);
 }
 
+/* The driver core and the POSIX loop over 127.0.0.1: a hub and a client
+ * on one loop, a request the client answers itself, then everything
+ * deleted. Bounded: each run stops after a few hundred milliseconds at
+ * most, ready or not. */
+static void state_ready(ms_client *c, const ms_client_state_arg *a,
+                        void *ud) {
+  (void)c;
+  if (a->state == MS_CLIENT_READY)
+    ++*(int *)ud;
+}
+
+static void scenario_driver(void) {
+  ms_loop *loop = NULL;
+  if (ms_loop_new(&loop, NULL) != 0)
+    return;
+  ms_hub_config hc;
+  ms_hub_config_init(&hc);
+  ms_hub *hub = NULL;
+  ms_posix_hub *ph = NULL;
+  ms_client *c = NULL;
+  ms_posix_client *pc = NULL;
+  int ready = 0;
+  if (ms_hub_new(&hub, &hc, NULL, NULL) == 0 &&
+      ms_posix_hub_new(&ph, loop, hub, "127.0.0.1", 0) == 0) {
+    char url[64];
+    snprintf(url, sizeof url, "ws://127.0.0.1:%d/ws", ms_posix_hub_port(ph));
+    ms_client_config cfg;
+    ms_client_config_init(&cfg);
+    cfg.service = "drv";
+    cfg.seed = 9;
+    cfg.backoff_min_ms = 2;
+    cfg.backoff_max_ms = 5;
+    cfg.on_state = state_ready;
+    if (ms_client_new(&c, &cfg, &ready, NULL) == 0) {
+      ms_client_on(c, "work", handler, NULL);
+      if (ms_posix_client_new(&pc, loop, c, url) == 0) {
+        int64_t end = ms_now_ms() + 300;
+        while (!ready && ms_now_ms() < end)
+          ms_loop_run_once(loop, 5);
+        request(c, "drv", 1000, 0);
+        int64_t end2 = ms_now_ms() + (ready ? 200 : 0);
+        while (g_reqs.calls[g_reqs.n - 1] == 0 && ms_now_ms() < end2)
+          ms_loop_run_once(loop, 5);
+      }
+    }
+  }
+  ms_posix_client_del(pc);
+  ms_client_del(c);
+  ms_posix_hub_del(ph);
+  ms_hub_del(hub);
+  ms_loop_del(loop);
+}
+
 typedef struct scenario {
   const char *name;
   void (*fn)(void);
@@ -354,10 +409,16 @@ static void hub_session_survives_every_allocation_failure(void) {
   run_all_failures(&s);
 }
 
+static void driver_survives_every_allocation_failure(void) {
+  scenario s = {"driver", scenario_driver};
+  run_all_failures(&s);
+}
+
 static const ms_test_case tests[] = {
     TEST(client_new_survives_every_allocation_failure),
     TEST(client_session_survives_every_allocation_failure),
     TEST(hub_session_survives_every_allocation_failure),
+    TEST(driver_survives_every_allocation_failure),
 };
 
 MS_TEST_MAIN(tests)
