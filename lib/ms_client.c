@@ -495,6 +495,8 @@ int ms_client_request(ms_client *c, const char *target, const char *event,
   size_t tl = strlen(target), el = strlen(event);
   if (el > 256)
     return MS_ERR_INVALID_ARG;
+  if (ms_life_dead(&c->life))
+    return MS_ERR_STATE; /* deleted from a callback still running */
   if (c->reqs.n >= c->cfg.max_pending) {
     /* Not silently queued: the caller learns at once. */
     return MS_ERR_TOO_MANY_PENDING;

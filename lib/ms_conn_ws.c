@@ -351,14 +351,22 @@ static int frame_direct(ms_conn *c, int opcode, const uint8_t *data,
   return 0;
 }
 
-int ms_conn_send(ms_conn *c, int binary, const uint8_t *data, size_t len) {
-  if (!c || (!data && len))
-    return MS_ERR_INVALID_ARG;
+/* 0 when c may queue a data or ping message now, else why not. */
+static int can_send(const ms_conn *c) {
   if (c->fatal)
     return c->fatal;
   if (c->state != ST_OPEN || c->user_closed || c->life.dead ||
       (!c->ws && !c->asleep))
     return MS_ERR_STATE;
+  return 0;
+}
+
+int ms_conn_send(ms_conn *c, int binary, const uint8_t *data, size_t len) {
+  if (!c || (!data && len))
+    return MS_ERR_INVALID_ARG;
+  int st = can_send(c);
+  if (st)
+    return st;
   if (len > c->cfg.max_message)
     return MS_ERR_TOO_BIG;
   /* The peer would fail the connection with 1007: refuse it here. */
@@ -395,11 +403,9 @@ int ms_conn_send(ms_conn *c, int binary, const uint8_t *data, size_t len) {
 int ms_conn_ping(ms_conn *c, const uint8_t *data, size_t len) {
   if (!c || (!data && len) || len > 125)
     return MS_ERR_INVALID_ARG;
-  if (c->fatal)
-    return c->fatal;
-  if (c->state != ST_OPEN || c->user_closed || c->life.dead ||
-      (!c->ws && !c->asleep))
-    return MS_ERR_STATE;
+  int st = can_send(c);
+  if (st)
+    return st;
   if (c->asleep && ms_conn_wake(c) != 0)
     return MS_ERR_NOMEM;
   struct wslay_event_msg msg = {WSLAY_PING, data, len};

@@ -33,6 +33,10 @@ static void on_answer(ms_client *c, const ms_response_arg *a, void *ud) {
   if (x->del_client) {
     x->del_client = 0;
     ms_client_del(c);
+    /* Still inside the callback: calls are refused, not crashes. */
+    if (ms_client_request(c, "t", "x", NULL, 0, NULL, on_answer, x, NULL) !=
+        MS_ERR_STATE)
+      x->n += 100;
     if (x->f)
       x->f->c = NULL;
   }
@@ -119,16 +123,21 @@ static void request_error_from_the_hub_is_its_one_callback(void) {
   done(&f);
 }
 
+static void late_opts(ms_request_opts *o, int64_t timeout, int64_t late,
+                      answers *late_answers) {
+  memset(o, 0, sizeof *o);
+  o->timeout_ms = timeout;
+  o->late_ms = late;
+  o->on_late = on_answer;
+  o->late_user_data = late_answers;
+}
+
 static void request_times_out_then_late_answer_goes_to_on_late(void) {
   fakehub f;
   CHECK(ready(&f, "caller") == 0);
   answers x = {0}, late = {0};
   ms_request_opts o;
-  memset(&o, 0, sizeof o);
-  o.timeout_ms = 100;
-  o.late_ms = 1000;
-  o.on_late = on_answer;
-  o.late_user_data = &late;
+  late_opts(&o, 100, 1000, &late);
   uint64_t id = 0;
   CHECK_EQ_INT(ms_client_request(f.c, "slow", "work", NULL, 0, &o, on_answer,
                                  &x, &id),
@@ -158,11 +167,7 @@ static void late_answer_after_the_window_is_dropped(void) {
   CHECK(ready(&f, "caller") == 0);
   answers x = {0}, late = {0};
   ms_request_opts o;
-  memset(&o, 0, sizeof o);
-  o.timeout_ms = 100;
-  o.late_ms = 200;
-  o.on_late = on_answer;
-  o.late_user_data = &late;
+  late_opts(&o, 100, 200, &late);
   uint64_t id = 0;
   CHECK_EQ_INT(ms_client_request(f.c, "slow", "work", NULL, 0, &o, on_answer,
                                  &x, &id),
