@@ -326,6 +326,26 @@ def redis_metric(port, name):
     return 0.0
 
 
+def stop_cluster(sysobj, servers):
+    """Stop a cluster system's echo service, then its servers (SIGTERM)."""
+    if sysobj.echo:
+        sysobj.echo.stdin.close()
+        try:
+            sysobj.echo.wait(10)
+        except subprocess.TimeoutExpired:
+            sysobj.echo.kill()
+        sysobj.echo = None
+    for p in servers:
+        p.send_signal(signal.SIGTERM)
+    for p in servers:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    sysobj.hub = None
+
+
 class MsCluster(Microstream):
     """Two clustered hubs on a redis-server of their own; the echo service
     on hub B, the requester on hub A (cross-hub)."""
@@ -378,23 +398,8 @@ class MsCluster(Microstream):
         return res
 
     def stop(self):
-        if self.echo:
-            self.echo.stdin.close()
-            try:
-                self.echo.wait(10)
-            except subprocess.TimeoutExpired:
-                self.echo.kill()
-            self.echo = None
-        for h in self.hubs:
-            h.send_signal(signal.SIGTERM)
-        for h in self.hubs:
-            try:
-                h.wait(30)
-            except subprocess.TimeoutExpired:
-                h.kill()
-                h.wait()
+        stop_cluster(self, self.hubs)
         self.hubs = []
-        self.hub = None
         self.redis.kill()
         self.redis.wait()
 
@@ -433,22 +438,7 @@ class NatsCluster(Nats):
         time.sleep(0.5)  # the subscription has reached node A
 
     def stop(self):
-        if self.echo:
-            self.echo.stdin.close()
-            try:
-                self.echo.wait(10)
-            except subprocess.TimeoutExpired:
-                self.echo.kill()
-            self.echo = None
-        for n in self.nodes:
-            n.send_signal(signal.SIGTERM)
-        for n in self.nodes:
-            try:
-                n.wait(30)
-            except subprocess.TimeoutExpired:
-                n.kill()
-                n.wait()
-        self.hub = None
+        stop_cluster(self, self.nodes)
 
 
 def which(prog):

@@ -107,19 +107,23 @@ static uint64_t oldest_seq(const stream *s) {
   return s->n ? ring_at(s, 0)->seq : s->seq + 1;
 }
 
+/* A record's fields (or a presence detail) as a MessagePack map into eb:
+ * 0, or nonzero when out of memory. */
+static int pack_fields(msgpack_sbuffer *eb, const msgpack_object *extra) {
+  msgpack_packer epk;
+  msgpack_packer_init(&epk, eb, msgpack_sbuffer_write);
+  if (extra && extra->type == MSGPACK_OBJECT_MAP)
+    return msgpack_pack_object(&epk, *extra);
+  return msgpack_pack_map(&epk, 0);
+}
+
 static rec *keep(ms_hub *h, stream *s, int64_t ts_us, int64_t level,
                  int kind, const char *service, size_t service_len,
                  const char *message, size_t message_len,
                  const msgpack_object *extra) {
   msgpack_sbuffer eb;
   msgpack_sbuffer_init(&eb);
-  msgpack_packer epk;
-  msgpack_packer_init(&epk, &eb, msgpack_sbuffer_write);
-  int prv;
-  if (extra && extra->type == MSGPACK_OBJECT_MAP)
-    prv = msgpack_pack_object(&epk, *extra);
-  else
-    prv = msgpack_pack_map(&epk, 0);
+  int prv = pack_fields(&eb, extra);
   if (service_len > 65535)
     service_len = 65535;
   /* A record without its fields is not kept half. */
@@ -334,12 +338,10 @@ static void cluster_publish(ms_hub *h, int stream_id, int64_t ts_us,
                             const msgpack_object *extra) {
   msgpack_sbuffer eb;
   msgpack_sbuffer_init(&eb);
-  msgpack_packer epk;
-  msgpack_packer_init(&epk, &eb, msgpack_sbuffer_write);
-  if (extra && extra->type == MSGPACK_OBJECT_MAP)
-    msgpack_pack_object(&epk, *extra);
-  else
-    msgpack_pack_map(&epk, 0);
+  if (pack_fields(&eb, extra) != 0) {
+    msgpack_sbuffer_destroy(&eb);
+    return; /* out of memory: the record is lost, not half sent */
+  }
   msgpack_packer *pk = ms_hub_packer(h);
   msgpack_pack_array(pk, stream_id == STREAM_LOGS ? 5 : 4);
   msgpack_pack_int64(pk, ts_us);
