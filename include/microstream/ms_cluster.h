@@ -57,16 +57,16 @@ typedef struct ms_cluster_stats {
 /* A hub on the built-in loop joins a cluster. Before the first
  * connection. Returns 0, MS_ERR_INVALID_ARG (bad URL), MS_ERR_STATE (no
  * cluster in this build, or already joined), MS_ERR_NOMEM. */
-typedef struct ms_posix_hub ms_posix_hub;
-MS_EXTERN int ms_posix_hub_cluster(ms_posix_hub *p,
+struct ms_posix_hub; /* ms_posix.h */
+MS_EXTERN int ms_posix_hub_cluster(struct ms_posix_hub *p,
                                    const ms_cluster_config *cfg);
 /* Say goodbye to the cluster (other hubs fail requests to this one at
  * once and forget its names) and flush: call after ms_hub_shutdown(),
  * then run the loop until ms_posix_hub_cluster_pending() is 0 (or a
  * deadline). */
-MS_EXTERN void ms_posix_hub_cluster_leave(ms_posix_hub *p);
-MS_EXTERN size_t ms_posix_hub_cluster_pending(const ms_posix_hub *p);
-MS_EXTERN int ms_posix_hub_cluster_stats(const ms_posix_hub *p,
+MS_EXTERN void ms_posix_hub_cluster_leave(struct ms_posix_hub *p);
+MS_EXTERN size_t ms_posix_hub_cluster_pending(const struct ms_posix_hub *p);
+MS_EXTERN int ms_posix_hub_cluster_stats(const struct ms_posix_hub *p,
                                          ms_cluster_stats *st);
 
 #ifdef __cplusplus
