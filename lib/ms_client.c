@@ -446,6 +446,10 @@ void *ms_client_user_data(const ms_client *c) { return c->ud; }
 ms_client_state ms_client_get_state(const ms_client *c) { return c->state; }
 const char *ms_client_service(const ms_client *c) { return c->service; }
 
+const ms_stream_wrap *ms_client_tls(const ms_client *c) {
+  return c ? c->cfg.tls : NULL;
+}
+
 void ms_client_set_wakeup(ms_client *c, ms_wakeup_fn fn, void *ud) {
   c->wakeup = fn;
   c->wakeup_ud = ud;
@@ -1089,6 +1093,12 @@ int ms_client_connected(ms_client *c, int64_t now) {
   rv = ms_conn_start(c->conn, now);
   leave(c);
   return rv;
+}
+
+void ms_client_disconnected_err(ms_client *c, int64_t now, int err) {
+  if (err && !c->session_err && c->conn)
+    c->session_err = err;
+  ms_client_disconnected(c, now);
 }
 
 void ms_client_disconnected(ms_client *c, int64_t now) {

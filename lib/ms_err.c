@@ -89,6 +89,8 @@ const char *ms_strerror(int err) {
   case MS_ERR_TIMEOUT: return "timed out";
   case MS_ERR_ADDRESS: return "bad or unresolvable address";
   case MS_ERR_RANDOM: return "random source failed";
+  case MS_ERR_TLS: return "TLS handshake or certificate verification failed";
+  case MS_ERR_TLS_TIMEOUT: return "TLS handshake timed out";
   case MS_ERR_NOMEM: return "out of memory";
   case MS_ERR_INTERNAL: return "internal error";
   default: return "unknown error";

@@ -1449,6 +1449,18 @@ int ms_hub_conn_feed(ms_hub_conn *hc, const uint8_t *data, size_t len,
     h->stats.bytes_in += len;
     ms_hub_conn_alive(h, hc, now);
   }
+  if (len && hc->state == HC_HTTP && !hc->secure && !hc->got_bytes &&
+      data[0] == 0x16) {
+    /* A TLS handshake on a plain port: no HTTP answer can reach it, so
+     * end the stream at once rather than let it wait out the deadline. */
+    ms_hub_auth_event_tls_on_plain(h, hc);
+    ms_conn_eof(hc->ws, now);
+    hc->state = HC_GONE;
+    ms_hub_mark_dirty(h, hc);
+    leave(h);
+    return 0;
+  }
+  hc->got_bytes = 1;
   int rv = ms_conn_feed(hc->ws, data, len, now);
   if (!hc->released) {
     update_live(h, hc);

@@ -262,6 +262,12 @@ int ms_hub_auth_hello(ms_hub *h, ms_hub_conn *hc, const ms_msg *m, int watch,
   return rv;
 }
 
+void ms_hub_auth_event_tls_on_plain(ms_hub *h, const ms_hub_conn *hc) {
+  hub_auth_event(h, MS_LEVEL_WARN,
+                 "closed a TLS handshake from %s on a plain port",
+                 hc->peer ? hc->peer : "unknown address");
+}
+
 int ms_hub_may(const ms_hub *h, const ms_hub_conn *hc, unsigned scope) {
   if (!ms_hub_auth_required(h))
     return 1;

@@ -89,7 +89,7 @@ struct ms_hub_conn {
   unsigned scopes;    /* granted by the HELLO token */
   int64_t expires_at; /* the token's exp on the hub's clock */
   char *peer;         /* the stream's address, or NULL */
-  unsigned peer_counted : 1, secure : 1;
+  unsigned peer_counted : 1, secure : 1, got_bytes : 1;
   /* Socket.IO (ms_hub_sio.c). `sio`: this is a session's own connection,
    * with no stream (ws is NULL); the transport never sees it. For a
    * stream: `sio_carried` is the session it carries (a parked poll, a
@@ -299,6 +299,8 @@ void ms_hub_auth_del(ms_hub *h);
 int ms_hub_auth_hello(ms_hub *h, ms_hub_conn *hc, const ms_msg *m, int watch,
                       int64_t now, const char **code, char *msg,
                       size_t msg_cap);
+/* Logs a TLS ClientHello that arrived on a plain port. */
+void ms_hub_auth_event_tls_on_plain(ms_hub *h, const ms_hub_conn *hc);
 /* Whether hc's session may do what needs `scope` (always with no keys). */
 int ms_hub_may(const ms_hub *h, const ms_hub_conn *hc, unsigned scope);
 /* Per-peer count of streams without a session. */

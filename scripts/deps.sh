@@ -8,11 +8,11 @@ cd "$(dirname "$0")/.."
 
 pkgs=(gcc libc6-dev pkg-config meson ninja-build python3 libuv1-dev libev-dev libevent-dev
       libwslay-dev nettle-dev libmsgpack-dev libjansson-dev libsqlite3-dev
-      libhiredis-dev libc-ares-dev)
+      libhiredis-dev libc-ares-dev libgnutls28-dev ca-certificates)
 if [ "$mode" = test ]; then
   pkgs+=(clang libclang-rt-14-dev python3-websockets python3-msgpack
          nodejs npm chromium curl prometheus
-         redis-server)
+         redis-server gnutls-bin openssl)
 fi
 
 missing=()

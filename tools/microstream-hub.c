@@ -38,6 +38,7 @@ typedef struct app {
   ms_store *store; /* NULL with --no-store */
   struct hub_args *args;
   struct key_set *keys;
+  ms_tls *tls;
   int store_failing; /* the last flush failed: log once, not every tick */
   const char *store_path;
   hub_store_timing store_timing; /* for /metrics */
@@ -324,7 +325,7 @@ enum {
   O_LEGACY, O_REPLACE, O_LEVEL, O_TOKEN, O_SCOPE, O_TTL, O_ORIGIN, O_HOST,
   O_METRICS_TOKEN, O_INSECURE, O_UNAUTH, O_STORE, O_NOSTORE, O_RDAYS,
   O_RROWS, O_VERSION, O_CONFIG, O_CLUSTER, O_CPREFIX, O_CPASS, O_CLEASE,
-  O_SIOMAX
+  O_SIOMAX, O_TLS_CERT, O_TLS_KEY, O_TLS_CA, O_TLS_HS
 };
 
 typedef struct hub_opt {
@@ -336,9 +337,18 @@ typedef struct hub_opt {
 } hub_opt;
 
 static const hub_opt hub_opts[] = {
-    {"listen", 1, O_LISTEN, "HOST:PORT",
-     "address to listen on, repeatable (default 127.0.0.1:7400;\n"
-     "port 0 picks a free port)"},
+    {"listen", 1, O_LISTEN, "[tls://]HOST:PORT",
+     "address to listen on, repeatable; tls:// for TLS (https and\n"
+     "wss on one port); default 127.0.0.1:7400 (tls:// with\n"
+     "--tls-cert); port 0 picks a free port"},
+    {"tls-cert", 1, O_TLS_CERT, "FILE",
+     "certificate chain for tls:// listeners (PEM); SIGHUP reloads"},
+    {"tls-key", 1, O_TLS_KEY, "FILE", "its private key (PEM)"},
+    {"tls-client-ca", 1, O_TLS_CA, "FILE",
+     "require client certificates signed by this CA"},
+    {"tls-handshake-ms", 1, O_TLS_HS, "N",
+     "close a TLS connection whose handshake takes longer\n"
+     "(default 10000)"},
     {"heartbeat-ms", 1, O_HB, "N", "liveness interval (default 10000)"},
     {"max-message", 1, O_MAXMSG, "BYTES", "largest message (default 1048576)"},
     {"max-pending", 1, O_MAXPEND, "N",
@@ -455,6 +465,8 @@ typedef struct hub_args {
   const char *listen[MAX_LIST];
   size_t nlisten;
   const char *secret_file;
+  const char *tls_cert, *tls_key, *tls_ca;
+  long long tls_hs_ms;
   key_file keys[MAX_LIST];
   size_t nkeys;
   const char *print_token, *scope;
@@ -558,6 +570,14 @@ static int parse_args(int argc, char **argv, hub_args *ar, ms_hub_config *cfg,
       cfg->sio_max_sessions = (size_t)v;
       break;
     case O_SECRET: ar->secret_file = optarg; break;
+    case O_TLS_CERT: ar->tls_cert = optarg; break;
+    case O_TLS_KEY: ar->tls_key = optarg; break;
+    case O_TLS_CA: ar->tls_ca = optarg; break;
+    case O_TLS_HS:
+      if (num_opt("--tls-handshake-ms", 1, 3600000, &v))
+        return 2;
+      ar->tls_hs_ms = v;
+      break;
     case O_KEY: {
       list_from_cmdline(ar, LIST_KEY, &ar->nkeys);
       const char *colon = strchr(optarg, ':');
@@ -645,7 +665,12 @@ static int parse_args(int argc, char **argv, hub_args *ar, ms_hub_config *cfg,
     return 2;
   }
   if (!ar->nlisten)
-    ar->listen[ar->nlisten++] = "127.0.0.1:7400";
+    ar->listen[ar->nlisten++] =
+        ar->tls_cert ? "tls://127.0.0.1:7400" : "127.0.0.1:7400";
+  if (!ar->tls_cert != !ar->tls_key) {
+    fprintf(stderr, "microstream-hub: --tls-cert and --tls-key go together\n");
+    return 2;
+  }
   return -1;
 }
 
@@ -782,6 +807,14 @@ static void reload(app *a) {
   if (a->config_path)
     reload_config(a);
   key_set ks;
+  if (a->tls) {
+    char err[300] = "";
+    if (ms_tls_reload(a->tls, a->args->tls_cert, a->args->tls_key,
+                      a->args->tls_ca, err, sizeof err) == 0)
+      logf_(a, MS_LEVEL_INFO, "SIGHUP: TLS certificate reloaded");
+    else
+      logf_(a, MS_LEVEL_WARN, "SIGHUP: keeping the old certificate: %s", err);
+  }
   if (!a->keys->n) {
     logf_(a, MS_LEVEL_INFO, "SIGHUP: no keys to reload");
     return;
@@ -898,15 +931,24 @@ int main(int argc, char **argv) {
   a.started_s = (double)ms_wall_us() / 1e6;
 
   ms_url urls[MAX_LIST];
+  int tls_on[MAX_LIST], any_tls = 0;
   int all_loopback = 1;
   for (size_t i = 0; i < ar.nlisten; i++) {
-    if (ms_url_parse(ar.listen[i], &urls[i]) != 0) {
-      fprintf(stderr, "microstream-hub: bad --listen '%s'\n", ar.listen[i]);
+    const char *l = ar.listen[i];
+    tls_on[i] = strncmp(l, "tls://", 6) == 0;
+    if (ms_url_parse(tls_on[i] ? l + 6 : l, &urls[i]) != 0 || urls[i].tls) {
+      fprintf(stderr, "microstream-hub: bad --listen '%s'\n", l);
+      return 2;
+    }
+    any_tls |= tls_on[i];
+    if (tls_on[i] && !ar.tls_cert) {
+      fprintf(stderr, "microstream-hub: --listen %s needs --tls-cert and "
+                      "--tls-key\n", l);
       return 2;
     }
     if (!is_loopback(urls[i].host)) {
       all_loopback = 0;
-      if (!ar.insecure) {
+      if (!ar.insecure && !(tls_on[i] && ks.n)) {
         fprintf(stderr,
                 "microstream-hub: refusing to listen on %s without TLS and a "
                 "secret (anyone who can reach it could read every log and "
@@ -920,6 +962,25 @@ int main(int argc, char **argv) {
   /* Loopback only: a browser page on another site must not reach the hub
    * through a name that resolves to 127.0.0.1 (DNS rebinding). */
   cfg.check_host = all_loopback;
+  if (ar.tls_cert && !any_tls) {
+    fprintf(stderr, "microstream-hub: --tls-cert given but no tls:// "
+                    "listener\n");
+    return 2;
+  }
+  ms_tls *tls = NULL;
+  if (any_tls) {
+    char err[300] = "";
+    if (ms_tls_server_new(&tls, ar.tls_cert, ar.tls_key, ar.tls_ca, err,
+                          sizeof err) != 0) {
+      fprintf(stderr, "microstream-hub: %s\n", err[0] ? err : "TLS setup failed");
+      return 2;
+    }
+  }
+  a.tls = tls;
+#ifdef MS_HAVE_TLS
+  if (tls && ar.tls_hs_ms > 0)
+    ms_tls_set_handshake_timeout(tls, ar.tls_hs_ms);
+#endif
   if (!no_store) {
     ms_store_options so;
     ms_store_options_init(&so);
@@ -941,7 +1002,10 @@ int main(int argc, char **argv) {
     rv = ms_posix_hub_new(&a.ph, a.loop, a.hub, NULL, 0);
   int ports[MAX_LIST];
   for (size_t i = 0; rv == 0 && i < ar.nlisten; i++) {
-    rv = ms_posix_hub_listen(a.ph, urls[i].host, urls[i].port, &ports[i]);
+    rv = tls_on[i] ? ms_posix_hub_listen_tls(a.ph, urls[i].host, urls[i].port,
+                                             ms_tls_wrap(tls), &ports[i])
+                   : ms_posix_hub_listen(a.ph, urls[i].host, urls[i].port,
+                                         &ports[i]);
     if (rv != 0)
       explain_listen_failure(urls[i].host, urls[i].port, rv);
   }
@@ -977,12 +1041,13 @@ int main(int argc, char **argv) {
   ms_loop_timer_start(a.loop, 2000, 2000, on_trim_timer, &a, &trim_timer);
   for (size_t i = 0; i < ar.nlisten; i++) {
     int v6 = strchr(urls[i].host, ':') != NULL;
-    logf_(&a, MS_LEVEL_INFO, "listening on %s%s%s:%d (hub id %s)%s",
-          v6 ? "[" : "", urls[i].host, v6 ? "]" : "", ports[i],
-          ms_hub_id(a.hub), ks.n ? "" : ", no tokens required");
+    logf_(&a, MS_LEVEL_INFO, "listening on %s%s%s%s:%d (hub id %s)%s",
+          tls_on[i] ? "tls://" : "", v6 ? "[" : "", urls[i].host,
+          v6 ? "]" : "", ports[i], ms_hub_id(a.hub),
+          ks.n ? "" : ", no tokens required");
     /* Machine-readable line for scripts that start the hub on port 0. */
-    printf("listening on %s%s%s:%d\n", v6 ? "[" : "", urls[i].host,
-           v6 ? "]" : "", ports[i]);
+    printf("listening on %s%s%s%s:%d\n", tls_on[i] ? "tls://" : "",
+           v6 ? "[" : "", urls[i].host, v6 ? "]" : "", ports[i]);
   }
   fflush(stdout);
 
@@ -1007,6 +1072,7 @@ int main(int argc, char **argv) {
   ms_posix_hub_del(a.ph);
   ms_hub_del(a.hub);
   ms_loop_del(a.loop);
+  ms_tls_del(tls);
   key_set_free(&ks);
   if (a.reloaded) {
     free(a.reloaded);

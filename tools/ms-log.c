@@ -272,6 +272,8 @@ static void usage(FILE *f) {
           "  --hub URL      default $MS_HUB, else " TOOL_DEFAULT_HUB "\n"
           "  --token T      a token with scope service for NAME (default\n"
           "                 $MS_TOKEN)\n"
+          "  --ca FILE      for wss://: trust only this CA (default: the\n"
+          "                 system's)\n"
           "  --quiet        do not echo COMMAND's output\n"
           "  --queue N      records waiting for the hub (default 10000); when\n"
           "                 full, input is paused (nothing is lost)\n"
@@ -285,7 +287,8 @@ int main(int argc, char **argv) {
   app a;
   memset(&a, 0, sizeof a);
   g_app = &a;
-  const char *hub = tool_env_hub(), *token = tool_env_token();
+  const char *hub = tool_env_hub(), *token = tool_env_token(), *ca = NULL;
+  void *tls = NULL;
   const char *service = NULL;
   int level = MS_LEVEL_INFO;
   long long flush_ms = 3000, queue_max = 10000;
@@ -296,13 +299,14 @@ int main(int argc, char **argv) {
       {"quiet", no_argument, NULL, 'q'},
       {"flush-ms", required_argument, NULL, 'F'},
       {"token", required_argument, NULL, 'k'},
+      {"ca", required_argument, NULL, 'C'},
       {"drop", no_argument, NULL, 'D'},
       {"queue", required_argument, NULL, 'Q'},
       {"version", no_argument, NULL, 'V'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   int ch;
-  while ((ch = getopt_long(argc, argv, "+H:s:l:qF:k:DQ:Vh", opts, NULL)) != -1) {
+  while ((ch = getopt_long(argc, argv, "+H:s:l:qF:k:C:DQ:Vh", opts, NULL)) != -1) {
     switch (ch) {
     case 'H': hub = optarg; break;
     case 's': service = optarg; break;
@@ -327,6 +331,7 @@ int main(int argc, char **argv) {
       }
       break;
     case 'k': token = optarg; break;
+    case 'C': ca = optarg; break;
     case 'D': a.drop = 1; break;
     case 'V': printf("ms-log %s\n", MS_VERSION_STRING); return 0;
     case 'h': usage(stdout); return 0;
@@ -391,6 +396,8 @@ int main(int argc, char **argv) {
   cfg.service = service;
   cfg.token = token;
   cfg.on_state = on_state;
+  if (tool_client_tls("ms-log", hub, ca, &tls, &cfg) != 0)
+    return 2;
   cfg.watch = 1; /* a log shipper: the name need not be unique */
   cfg.backoff_max_ms = 2000;
   if (ms_loop_new(&a.loop, NULL) || ms_client_new(&a.c, &cfg, &a, NULL)) {
@@ -433,6 +440,7 @@ int main(int argc, char **argv) {
   close(sfd);
   ms_posix_client_del(pc);
   ms_client_del(a.c);
+  tool_client_tls_free(tls);
   ms_loop_del(a.loop);
   if (!a.child)
     return a.refused ? TOOL_EXIT_REFUSED

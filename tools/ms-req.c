@@ -94,6 +94,7 @@ static void usage(FILE *f) {
              "  JSON             the request's data; - reads it from standard input\n"
              "  --hub URL        default $MS_HUB, else " TOOL_DEFAULT_HUB "\n"
              "  --token T        token with scope service (default $MS_TOKEN)\n"
+             "  --ca FILE        for wss://: trust only this CA (default: the system's)\n"
              "  --timeout-ms N   request deadline (default: the hub's)\n"
              "  --service NAME   name shown as the request's source (default ms-req);\n"
              "                   with a token, the token's sub\n"
@@ -143,7 +144,8 @@ int main(int argc, char **argv) {
   memset(&a, 0, sizeof a);
   a.exit_code = 3;
   const char *hub = tool_env_hub(), *service = "ms-req",
-             *token = tool_env_token();
+             *token = tool_env_token(), *ca = NULL;
+  void *tls = NULL;
   long long timeout_ms;
   int json_wire = 0;
   static const struct option opts[] = {
@@ -151,13 +153,14 @@ int main(int argc, char **argv) {
       {"timeout-ms", required_argument, NULL, 't'},
       {"service", required_argument, NULL, 's'},
       {"token", required_argument, NULL, 'k'},
+      {"ca", required_argument, NULL, 'C'},
       {"json-wire", no_argument, NULL, 'j'},
       {"time", no_argument, NULL, 'T'},
       {"version", no_argument, NULL, 'V'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   int ch;
-  while ((ch = getopt_long(argc, argv, "H:t:s:k:jTVh", opts, NULL)) != -1) {
+  while ((ch = getopt_long(argc, argv, "H:t:s:k:C:jTVh", opts, NULL)) != -1) {
     switch (ch) {
     case 'H': hub = optarg; break;
     case 't':
@@ -172,6 +175,7 @@ int main(int argc, char **argv) {
     case 'V': printf("ms-req %s\n", MS_VERSION_STRING); return 0;
     case 's': service = optarg; break;
     case 'k': token = optarg; break;
+    case 'C': ca = optarg; break;
     case 'j': json_wire = 1; break;
     case 'h': usage(stdout); return 0;
     default: usage(stderr); return 2;
@@ -219,6 +223,8 @@ int main(int argc, char **argv) {
   cfg.reconnect = 0;
   cfg.encoding = json_wire ? MS_ENC_JSON : MS_ENC_MSGPACK;
   cfg.on_state = on_state;
+  if (tool_client_tls("ms-req", hub, ca, &tls, &cfg) != 0)
+    return 2;
   ms_client *c = NULL;
   int rv = ms_loop_new(&a.loop, NULL);
   if (rv == 0)
@@ -236,6 +242,7 @@ int main(int argc, char **argv) {
   ms_loop_run(a.loop);
   ms_posix_client_del(pc);
   ms_client_del(c);
+  tool_client_tls_free(tls);
   ms_loop_del(a.loop);
   msgpack_sbuffer_destroy(&a.data);
   return a.exit_code;

@@ -263,6 +263,7 @@ static void usage(FILE *f) {
           "  --hub URL       default $MS_HUB, else " TOOL_DEFAULT_HUB "\n"
           "  --token T       a token with scope watch (default $MS_TOKEN)\n"
           "  --name NAME     the name to connect as, the token's sub (ms-tail)\n"
+          "  --ca FILE       for wss://: trust only this CA (default: the system's)\n"
           "  --service S     only these services: repeat it or separate names\n"
           "                  with commas; shell globs allowed ('api-*')\n"
           "  --min-level L   debug, info, warn or error\n"
@@ -301,7 +302,8 @@ int main(int argc, char **argv) {
   tail t;
   memset(&t, 0, sizeof t);
   msgpack_sbuffer_init(&t.js);
-  const char *hub = tool_env_hub(), *token = tool_env_token();
+  const char *hub = tool_env_hub(), *token = tool_env_token(), *ca = NULL;
+  void *tls = NULL;
   const char *name = "ms-tail";
   ms_subscribe_opts so;
   memset(&so, 0, sizeof so);
@@ -313,6 +315,7 @@ int main(int argc, char **argv) {
   static const struct option opts[] = {
       {"hub", required_argument, NULL, 'H'},
       {"token", required_argument, NULL, 'k'},
+      {"ca", required_argument, NULL, 'C'},
       {"name", required_argument, NULL, 'N'},
       {"service", required_argument, NULL, 's'},
       {"min-level", required_argument, NULL, 'l'},
@@ -327,10 +330,11 @@ int main(int argc, char **argv) {
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   int ch;
-  while ((ch = getopt_long(argc, argv, "H:k:N:s:l:c:n:fjph", opts, NULL)) != -1) {
+  while ((ch = getopt_long(argc, argv, "H:k:N:C:s:l:c:n:fjph", opts, NULL)) != -1) {
     switch (ch) {
     case 'H': hub = optarg; break;
     case 'k': token = optarg; break;
+    case 'C': ca = optarg; break;
     case 'N': name = optarg; break;
     case 's':
       if (add_services(&t, optarg) != 0) {
@@ -433,6 +437,8 @@ int main(int argc, char **argv) {
   cfg.reconnect = t.follow;
   cfg.backoff_max_ms = 5000;
   cfg.on_state = on_state;
+  if (tool_client_tls("ms-tail", hub, ca, &tls, &cfg) != 0)
+    return 2;
   ms_client *c;
   ms_loop_new(&t.loop, NULL);
   if (ms_client_new(&c, &cfg, &t, NULL) != 0)
@@ -456,6 +462,7 @@ int main(int argc, char **argv) {
   close(sfd);
   ms_posix_client_del(pc);
   ms_client_del(c);
+  tool_client_tls_free(tls);
   ms_loop_del(t.loop);
   msgpack_sbuffer_destroy(&t.js);
   if (t.exit_code)

@@ -6,7 +6,34 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/signalfd.h>
+
+#include <microstream/ms_client.h>
+#ifdef MS_HAVE_TLS
+#include <microstream/ms_tls.h>
+#else
+/* Built without the TLS layer: tls:// listeners are refused. */
+typedef struct ms_tls ms_tls;
+static inline int ms_tls_server_new(ms_tls **out, const char *cert,
+                                    const char *key, const char *ca,
+                                    char *err, size_t cap) {
+  (void)out, (void)cert, (void)key, (void)ca;
+  snprintf(err, cap, "built without TLS (GnuTLS)");
+  return MS_ERR_INVALID_ARG;
+}
+static inline int ms_tls_reload(ms_tls *t, const char *cert, const char *key,
+                                const char *ca, char *err, size_t cap) {
+  (void)t, (void)cert, (void)key, (void)ca;
+  snprintf(err, cap, "built without TLS (GnuTLS)");
+  return MS_ERR_INVALID_ARG;
+}
+static inline const ms_stream_wrap *ms_tls_wrap(ms_tls *t) {
+  (void)t;
+  return NULL;
+}
+static inline void ms_tls_del(ms_tls *t) { (void)t; }
+#endif
 
 /* Exit codes shared by ms-req, ms-log and ms-tail (listed in each --help
  * and in the README). ms-log run with a command exits with its status. */
@@ -82,6 +109,44 @@ static inline void tool_unblock_signals(void) {
   sigaddset(&mask, SIGCHLD);
   sigprocmask(SIG_UNBLOCK, &mask, NULL);
   signal(SIGPIPE, SIG_DFL);
+}
+
+/* For a wss:// URL: a TLS client layer trusting ca_file (NULL: the
+ * system store) into cfg->tls, kept in *tls_out (tool_client_tls_free
+ * after the client). A ws:// URL needs nothing. Returns 0, or -1 after
+ * saying why. */
+static inline int tool_client_tls(const char *prog, const char *url,
+                                  const char *ca_file, void **tls_out,
+                                  ms_client_config *cfg) {
+  *tls_out = NULL;
+  if (strncmp(url, "wss://", 6) != 0) {
+    if (ca_file)
+      fprintf(stderr, "%s: --ca is for wss:// URLs\n", prog);
+    return ca_file ? -1 : 0;
+  }
+#ifdef MS_HAVE_TLS
+  ms_tls *t;
+  char err[256] = "";
+  if (ms_tls_client_new(&t, ca_file, NULL, NULL, err, sizeof err) != 0) {
+    fprintf(stderr, "%s: %s\n", prog, err[0] ? err : "cannot set up TLS");
+    return -1;
+  }
+  cfg->tls = ms_tls_wrap(t);
+  *tls_out = t;
+  return 0;
+#else
+  (void)cfg;
+  fprintf(stderr, "%s: built without TLS: cannot connect to %s\n", prog, url);
+  return -1;
+#endif
+}
+
+static inline void tool_client_tls_free(void *tls) {
+#ifdef MS_HAVE_TLS
+  ms_tls_del(tls);
+#else
+  (void)tls;
+#endif
 }
 
 #endif

@@ -78,9 +78,16 @@ typedef struct ms_client_config {
   uint64_t seed;             /* jitter / id seed; 0 = from getrandom */
   void (*on_state)(ms_client *c, const ms_client_state_arg *arg,
                    void *user_data);
+  /* For wss:// URLs: the TLS layer the drivers put under the connection
+   * (ms_tls_wrap() from microstream-tls, or your own). A wss:// URL
+   * without one is refused (MS_ERR_INVALID_ARG): never plaintext. Must
+   * outlive the client's drivers. */
+  const ms_stream_wrap *tls;
 } ms_client_config;
 
 MS_EXTERN void ms_client_config_init(ms_client_config *cfg);
+/* The TLS layer from the config (NULL if none). */
+MS_EXTERN const ms_stream_wrap *ms_client_tls(const ms_client *c);
 
 MS_EXTERN int ms_client_new(ms_client **pc, const ms_client_config *cfg,
                             void *user_data, const ms_allocator *mem);
@@ -231,6 +238,8 @@ MS_EXTERN int ms_client_connected(ms_client *c, int64_t now);
 /* The stream ended or could not be opened. Requests in flight end with
  * MS_ERR_HUB_UNAVAILABLE; a reconnect is scheduled with backoff. */
 MS_EXTERN void ms_client_disconnected(ms_client *c, int64_t now);
+/* The same, saying why (e.g. MS_ERR_TLS); on_state reports err. */
+MS_EXTERN void ms_client_disconnected_err(ms_client *c, int64_t now, int err);
 
 MS_EXTERN int ms_client_feed(ms_client *c, const uint8_t *data, size_t len,
                              int64_t now);

@@ -104,6 +104,8 @@ typedef enum ms_err {
   MS_ERR_TIMEOUT = -603,
   MS_ERR_ADDRESS = -604,
   MS_ERR_RANDOM = -605, /* the random source failed */
+  MS_ERR_TLS = -610,          /* TLS handshake or certificate check failed */
+  MS_ERR_TLS_TIMEOUT = -611,  /* TLS handshake not done in time */
 
   MS_ERR_NOMEM = -901,
   MS_ERR_INTERNAL = -902

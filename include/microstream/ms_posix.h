@@ -79,7 +79,8 @@ MS_EXTERN int ms_loop_defer(ms_loop *loop, void (*fn)(void *user_data),
 
 /* ---- Sockets ----------------------------------------------------------- */
 
-/* Parse "ws://host:port/path" (or "host:port"); IPv6 hosts in brackets.
+/* Parse "ws://host:port/path", "wss://..." (or "host:port"); IPv6 hosts
+ * in brackets.
  * host gets the name without brackets; path defaults to "/ws". */
 typedef struct ms_url {
   char host[256];
@@ -128,6 +129,12 @@ MS_EXTERN int ms_posix_hub_new(ms_posix_hub **pp, ms_loop *loop, ms_hub *h,
  * NULL) gets its port. Returns 0, MS_ERR_ADDRESS, MS_ERR_IO, MS_ERR_LIMIT. */
 MS_EXTERN int ms_posix_hub_listen(ms_posix_hub *p, const char *host, int port,
                                   int *bound_port);
+/* The same for a TLS listener (https:// and wss:// on one port): every
+ * stream goes through `tls` (ms_tls_wrap() from microstream-tls), which
+ * must outlive the hub driver. */
+MS_EXTERN int ms_posix_hub_listen_tls(ms_posix_hub *p, const char *host,
+                                      int port, const ms_stream_wrap *tls,
+                                      int *bound_port);
 /* The first listener's port. */
 MS_EXTERN int ms_posix_hub_port(const ms_posix_hub *p);
 /* Stop accepting; connections stay until they finish. */

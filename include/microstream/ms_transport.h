@@ -57,6 +57,38 @@ typedef struct ms_engine_ops {
   int (*release)(void *engine);
 } ms_engine_ops;
 
+/*
+ * A stream wrapper: a byte-in/byte-out layer (TLS) that a transport puts
+ * between its stream and an engine. open() wraps one engine and returns
+ * another (driven with wrap->ops), which shows the transport the wrapped
+ * bytes and feeds the inner engine the plain ones. The driver core uses
+ * it for wss:// and for TLS listeners; a custom transport can too.
+ */
+typedef struct ms_stream_wrap_vtable {
+  /* Wrap inner/inner_engine for one stream. server: the accepting side.
+   * peer_name (client side): the host name to verify the peer's
+   * certificate against and to send as SNI. Returns 0 and *wrapped, or
+   * an ms_err. */
+  int (*open)(void *self, int server, const char *peer_name,
+              const ms_engine_ops *inner, void *inner_engine,
+              void **wrapped);
+  /* Free one wrapped stream (never touches the inner engine). */
+  void (*close)(void *wrapped);
+  /* Non-zero once the wrapper's own handshake is complete. */
+  int (*established)(const void *wrapped);
+  /* Why the stream failed (for logs), or NULL. */
+  const char *(*error)(const void *wrapped);
+} ms_stream_wrap_vtable;
+
+typedef struct ms_stream_wrap {
+  const ms_stream_wrap_vtable *vt;
+  const ms_engine_ops *ops; /* the wrapped engine's ops */
+  void *self;
+  /* A stream not established this long after it opened is closed
+   * (0: no limit from the driver). */
+  int64_t handshake_timeout_ms;
+} ms_stream_wrap;
+
 /* ms_conn as an engine. ms_client and hub connections have their own
  * (ms_client_engine_ops, ms_hub_conn_engine_ops). */
 MS_EXTERN extern const ms_engine_ops ms_conn_engine_ops;

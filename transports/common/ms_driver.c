@@ -98,12 +98,21 @@ typedef struct drv_stream {
   ms_transport t;
   int eof;
   struct drv_stream *prev, *next;
+  /* What the pump drives: the hub connection, or a wrapper (TLS) over it
+   * while its handshake is checked against hs_deadline. */
+  const ms_engine_ops *ops;
+  void *eng;
+  const ms_stream_wrap *wrap;
+  void *wrapped;
+  int64_t hs_deadline;
+  struct drv_stream *hs_prev, *hs_next; /* in handshake, oldest first */
 } drv_stream;
 
 /* One listening socket; io comes first (the ready callback casts). */
 typedef struct drv_listener {
   ms_drv_io io;
   int port;
+  const ms_stream_wrap *wrap; /* NULL: plain */
 } drv_listener;
 
 struct ms_drv {
@@ -130,12 +139,18 @@ struct ms_drv {
   int resolved;           /* the lookup's callback ran (status below) */
   int resolve_status;
   int eof; /* the stream ended or failed during this pump */
+  const ms_stream_wrap *tls; /* wss:// */
+  void *wrapped;             /* this connection's TLS stream */
+  const ms_engine_ops *ops;  /* cl_ops, or the wrapper's */
+  void *eng;
+  int64_t hs_deadline;       /* TLS handshake, while not established */
   /* hub */
   ms_hub *hub; /* NULL once detached */
   drv_listener ls[MS_DRV_MAX_LISTENERS];
   size_t nls;
   int spare_fd; /* held back for when the process runs out of fds */
   drv_stream *streams;
+  drv_stream *hs_head, *hs_tail; /* TLS streams still in handshake */
   size_t nstreams;
   struct ms_rcl *cl; /* the hub's cluster (Redis), or NULL */
 };
@@ -181,6 +196,8 @@ static void stream_free(drv_stream *s, int release);
 static void finish(ms_drv *d) {
   while (d->streams)
     stream_free(d->streams, 0);
+  if (d->wrapped)
+    d->tls->vt->close(d->wrapped);
   if (d->spare_fd >= 0)
     close(d->spare_fd);
 #ifdef MS_HAVE_CLUSTER
@@ -198,6 +215,7 @@ static void leave(ms_drv *d) {
 }
 
 static void hub_drain(ms_drv *d);
+static void hub_handshakes_due(ms_drv *d, int64_t now);
 static void client_drive(ms_drv *d, unsigned events);
 static void resolver_free(ms_drv *d);
 
@@ -256,6 +274,8 @@ void ms_drv_timer_fired(ms_drv *d) {
 #endif
     if (d->hub)
       ms_hub_tick(d->hub, now_of(d));
+    if (d->hub)
+      hub_handshakes_due(d, now_of(d));
     if (d->hub)
       hub_drain(d);
   }
@@ -353,16 +373,34 @@ static void client_close_fd(ms_drv *d) {
     io_unwatch(d, &d->cio);
     d->t.vt->close(d->t.self);
   }
+  if (d->wrapped) {
+    d->tls->vt->close(d->wrapped);
+    d->wrapped = NULL;
+  }
+  d->ops = &cl_ops;
+  d->eng = d;
   d->s.fd = -1;
   d->phase = PHASE_NONE;
   d->eof = 0;
 }
 
-static void drop_stream(ms_drv *d, int64_t now) {
+/* err: why, when the TLS layer knows (the client reports it). */
+static void drop_stream_err(ms_drv *d, int64_t now, int err) {
+  if (d->wrapped && d->c) {
+    const char *why = d->tls->vt->error(d->wrapped);
+    if (why) {
+      ms_log(d->c, MS_LEVEL_ERROR, "%s (%s:%d)", why, d->url.host,
+             d->url.port);
+      if (!err)
+        err = MS_ERR_TLS;
+    }
+  }
   client_close_fd(d);
   if (d->c)
-    ms_client_disconnected(d->c, now);
+    ms_client_disconnected_err(d->c, now, err);
 }
+
+static void drop_stream(ms_drv *d, int64_t now) { drop_stream_err(d, now, 0); }
 
 static void client_ready(ms_drv_io *io, unsigned events) {
   client_drive(io->d, events);
@@ -601,8 +639,19 @@ static void client_drive(ms_drv *d, unsigned events) {
   if (d->c && d->phase == PHASE_CONNECTING && events) {
     if (ms_tcp_connect_result(d->s.fd) < 0) {
       connect_failed(d, now); /* the next address, or give up */
+    } else if (d->tls && d->tls->vt->open(d->tls->self, 0, d->url.host,
+                                          &cl_ops, d, &d->wrapped) != 0) {
+      d->wrapped = NULL;
+      drop_stream_err(d, now, MS_ERR_TLS);
     } else {
       d->phase = PHASE_OPEN;
+      if (d->wrapped) {
+        d->ops = d->tls->ops;
+        d->eng = d->wrapped;
+        d->hs_deadline = d->tls->handshake_timeout_ms > 0
+                             ? now + d->tls->handshake_timeout_ms
+                             : MS_NO_DEADLINE;
+      }
       ms_client_connected(d->c, now);
       events = MS_DRV_WRITE; /* the upgrade request is queued */
     }
@@ -614,11 +663,18 @@ static void client_drive(ms_drv *d, unsigned events) {
     int mask;
     d->k.drained = 0;
     if (events & MS_DRV_READ)
-      mask = ms_pump(&cl_ops, d, &d->t, 0, now);
+      mask = ms_pump(d->ops, d->eng, &d->t, 0, now);
     else
-      mask = ms_pump_write(&cl_ops, d, &d->t, now);
+      mask = ms_pump_write(d->ops, d->eng, &d->t, now);
     if (d->c && (d->eof || mask < 0 || (mask & MS_PUMP_DONE)))
       drop_stream(d, now);
+    else if (d->c && d->wrapped && !d->tls->vt->established(d->wrapped) &&
+             now >= d->hs_deadline) {
+      ms_log(d->c, MS_LEVEL_ERROR, "TLS handshake with %s:%d timed out",
+             d->url.host, d->url.port);
+      client_close_fd(d);
+      ms_client_disconnected_err(d->c, now, MS_ERR_TLS_TIMEOUT);
+    }
   }
   if (d->c && d->phase == PHASE_NONE && ms_client_want_connect(d->c, now)) {
     start_connect(d, now);
@@ -633,8 +689,8 @@ static void client_drive(ms_drv *d, unsigned events) {
     ev = MS_DRV_WRITE;
   } else if (d->phase == PHASE_OPEN) {
     size_t pending = 0;
-    ms_client_peek(d->c, &pending);
-    if (ms_client_want_read(d->c))
+    d->ops->peek(d->eng, &pending);
+    if (d->ops->want_read(d->eng))
       ev |= MS_DRV_READ;
     if (pending > 0)
       ev |= MS_DRV_WRITE;
@@ -649,6 +705,9 @@ static void client_drive(ms_drv *d, unsigned events) {
     if (r < at)
       at = r;
   }
+  if (d->phase == PHASE_OPEN && d->wrapped &&
+      !d->tls->vt->established(d->wrapped) && d->hs_deadline < at)
+    at = d->hs_deadline;
   timer_set(d, at);
 }
 
@@ -666,8 +725,9 @@ int ms_drv_client_new(ms_drv **out, ms_client *c, const char *url,
   int rv = ms_url_parse(url, &u);
   if (rv < 0)
     return rv;
-  if (u.tls)
-    return MS_ERR_INVALID_ARG; /* wss:// needs the TLS transport */
+  /* wss:// needs a TLS layer from the client's config: never plain. */
+  if (u.tls && !ms_client_tls(c))
+    return MS_ERR_INVALID_ARG;
   /* The URL is where we connect: the Host header and path follow it. */
   char hostport[300];
   snprintf(hostport, sizeof hostport,
@@ -680,6 +740,9 @@ int ms_drv_client_new(ms_drv **out, ms_client *c, const char *url,
     return MS_ERR_NOMEM;
   d->c = c;
   d->url = u;
+  d->tls = u.tls ? ms_client_tls(c) : NULL;
+  d->ops = &cl_ops;
+  d->eng = d;
   /* The first connect happens from the loop, once the caller holds the
    * handle. */
   rv = hooks->defer(ctx);
@@ -771,12 +834,30 @@ static const ms_engine_ops hs_ops = {hs_feed,       hs_peek, hs_consume,
                                      hs_want_read,  hs_want_write, hs_eof,
                                      NULL,          NULL};
 
+static void hs_unlink(ms_drv *d, drv_stream *s) {
+  if (!s->hs_deadline)
+    return;
+  if (s->hs_prev)
+    s->hs_prev->hs_next = s->hs_next;
+  else
+    d->hs_head = s->hs_next;
+  if (s->hs_next)
+    s->hs_next->hs_prev = s->hs_prev;
+  else
+    d->hs_tail = s->hs_prev;
+  s->hs_prev = s->hs_next = NULL;
+  s->hs_deadline = 0;
+}
+
 static void stream_free(drv_stream *s, int release) {
   ms_drv *d = s->io.d;
   if (s->io.fd >= 0) {
     io_unwatch(d, &s->io);
     s->t.vt->close(s->t.self);
   }
+  hs_unlink(d, s);
+  if (s->wrapped)
+    s->wrap->vt->close(s->wrapped);
   if (s->prev)
     s->prev->next = s->next;
   else
@@ -795,14 +876,16 @@ static void stream_free(drv_stream *s, int release) {
 static void stream_update(drv_stream *s) {
   if (!s->io.d->hub)
     return; /* detached: the stream goes with the driver */
-  int r = hs_want_read(s);
-  int w = ms_hub_conn_want_write(s->hc);
+  int r = s->ops->want_read(s->eng);
+  int w = s->ops->want_write(s->eng);
   if (!r && !w) {
     stream_free(s, 1);
     return;
   }
+  if (s->hs_deadline && s->wrap->vt->established(s->wrapped))
+    hs_unlink(s->io.d, s);
   size_t pending = 0;
-  ms_hub_conn_peek(s->hc, &pending);
+  s->ops->peek(s->eng, &pending);
   io_set(s->io.d, &s->io,
          (r ? MS_DRV_READ : 0u) | (pending ? MS_DRV_WRITE : 0u));
 }
@@ -819,6 +902,27 @@ static int64_t hub_deadline(ms_drv *d) {
   return at;
 }
 
+/* The hub's next deadline, or the oldest TLS handshake's if earlier. */
+static void hub_timer(ms_drv *d) {
+  if (!d->hub)
+    return;
+  int64_t at = hub_deadline(d);
+  if (d->hs_head && d->hs_head->hs_deadline < at)
+    at = d->hs_head->hs_deadline;
+  timer_set(d, at);
+}
+
+/* Streams whose TLS handshake is overdue are closed (oldest first: they
+ * all got the same time). */
+static void hub_handshakes_due(ms_drv *d, int64_t now) {
+  while (d->hub && d->hs_head && d->hs_head->hs_deadline <= now) {
+    drv_stream *s = d->hs_head;
+    hs_unlink(d, s);
+    if (!s->wrap->vt->established(s->wrapped))
+      stream_free(s, 1);
+  }
+}
+
 static void hub_drain(ms_drv *d) {
   ms_hub_conn *hc;
 #ifdef MS_HAVE_CLUSTER
@@ -830,11 +934,10 @@ static void hub_drain(ms_drv *d) {
     drv_stream *s = ms_hub_conn_transport_data(hc);
     if (!s)
       continue;
-    ms_pump_write(&hs_ops, s, &s->t, now_of(d));
+    ms_pump_write(s->ops, s->eng, &s->t, now_of(d));
     stream_update(s);
   }
-  if (d->hub)
-    timer_set(d, hub_deadline(d));
+  hub_timer(d);
 }
 
 static void stream_ready(ms_drv_io *io, unsigned events) {
@@ -843,9 +946,9 @@ static void stream_ready(ms_drv_io *io, unsigned events) {
   int64_t now = now_of(d);
   s->k.drained = 0;
   if (events & MS_DRV_READ)
-    ms_pump(&hs_ops, s, &s->t, 0, now);
+    ms_pump(s->ops, s->eng, &s->t, 0, now);
   else
-    ms_pump_write(&hs_ops, s, &s->t, now);
+    ms_pump_write(s->ops, s->eng, &s->t, now);
   stream_update(s); /* may free s */
   /* Routing put output on other connections: flush them all at the end
    * of this iteration, once per connection. */
@@ -901,11 +1004,34 @@ static void listen_ready(ms_drv_io *io, unsigned events) {
     io_init(&s->io, d, cfd, stream_ready);
     char peer[INET6_ADDRSTRLEN];
     peer_name(&sa, peer, sizeof peer);
-    if (ms_hub_accept_peer(d->hub, &s->hc, s, peer[0] ? peer : NULL, 0,
-                           now_of(d)) < 0) {
+    if (ms_hub_accept_peer(d->hub, &s->hc, s, peer[0] ? peer : NULL,
+                           l->wrap != NULL, now_of(d)) < 0) {
       close(cfd); /* MS_ERR_LIMIT or out of memory */
       ms_free(ms_default_allocator(), s);
       continue;
+    }
+    s->ops = &hs_ops;
+    s->eng = s;
+    if (l->wrap) {
+      if (l->wrap->vt->open(l->wrap->self, 1, NULL, &hs_ops, s,
+                            &s->wrapped) != 0) {
+        close(cfd);
+        ms_hub_conn_release(s->hc);
+        ms_free(ms_default_allocator(), s);
+        continue;
+      }
+      s->wrap = l->wrap;
+      s->ops = l->wrap->ops;
+      s->eng = s->wrapped;
+      if (l->wrap->handshake_timeout_ms > 0) {
+        s->hs_deadline = now_of(d) + l->wrap->handshake_timeout_ms;
+        s->hs_prev = d->hs_tail;
+        if (d->hs_tail)
+          d->hs_tail->hs_next = s;
+        else
+          d->hs_head = s;
+        d->hs_tail = s;
+      }
     }
     s->next = d->streams;
     if (d->streams)
@@ -917,7 +1043,8 @@ static void listen_ready(ms_drv_io *io, unsigned events) {
   want_flush(d);
 }
 
-int ms_drv_hub_listen(ms_drv *d, const char *host, int port, int *bound) {
+int ms_drv_hub_listen(ms_drv *d, const char *host, int port,
+                      const ms_stream_wrap *tls, int *bound) {
   if (!d || d->kind != KIND_HUB || !d->hub)
     return MS_ERR_INVALID_ARG;
   if (d->nls >= MS_DRV_MAX_LISTENERS)
@@ -928,6 +1055,7 @@ int ms_drv_hub_listen(ms_drv *d, const char *host, int port, int *bound) {
   if (rv < 0)
     return rv;
   io_init(&l->io, d, fd, listen_ready);
+  l->wrap = tls;
   rv = d->hk->io_watch(d->ctx, &l->io, MS_DRV_READ);
   if (rv < 0) {
     d->hk->io_close(d->ctx, &l->io);
@@ -951,14 +1079,14 @@ int ms_drv_hub_new(ms_drv **out, ms_hub *h, const char *host, int port,
   if (!d)
     return MS_ERR_NOMEM;
   d->hub = h;
-  int rv = host ? ms_drv_hub_listen(d, host, port, NULL) : 0;
+  int rv = host ? ms_drv_hub_listen(d, host, port, NULL, NULL) : 0;
   if (rv < 0) {
     ms_free(ms_default_allocator(), d);
     return rv;
   }
   d->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   ms_hub_set_wallclock(h, wall_clock, d);
-  timer_set(d, ms_hub_next_deadline(h));
+  hub_timer(d);
   ms_hub_set_wakeup(h, on_wakeup, d);
   *out = d;
   return 0;
@@ -1010,7 +1138,7 @@ int ms_drv_hub_cluster(ms_drv *d, const ms_cluster_config *cfg) {
     return MS_ERR_STATE;
   int rv = ms_rcl_new(&d->cl, d, d->hub, cfg);
   if (rv == 0)
-    timer_set(d, hub_deadline(d));
+    hub_timer(d);
   return rv;
 }
 

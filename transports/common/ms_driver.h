@@ -76,10 +76,12 @@ void ms_drv_default_random(void);
  * no listener yet (add them with ms_drv_hub_listen). */
 int ms_drv_hub_new(ms_drv **out, ms_hub *h, const char *host, int port,
                    const ms_drv_hooks *hooks, void *ctx);
-/* Another listener on the same hub (at most MS_DRV_MAX_LISTENERS).
- * *bound (may be NULL) gets the port. */
+/* Another listener on the same hub (at most MS_DRV_MAX_LISTENERS); tls
+ * (may be NULL: plain) wraps every stream it accepts. *bound (may be
+ * NULL) gets the port. */
 #define MS_DRV_MAX_LISTENERS 8
-int ms_drv_hub_listen(ms_drv *d, const char *host, int port, int *bound);
+int ms_drv_hub_listen(ms_drv *d, const char *host, int port,
+                      const ms_stream_wrap *tls, int *bound);
 /* The first listener's port, -1 if none. */
 int ms_drv_hub_port(const ms_drv *d);
 void ms_drv_hub_stop_listening(ms_drv *d);

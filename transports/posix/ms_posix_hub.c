@@ -31,7 +31,14 @@ int ms_posix_hub_listen(ms_posix_hub *p, const char *host, int port,
                         int *bound_port) {
   if (!p || !host)
     return MS_ERR_INVALID_ARG;
-  return ms_drv_hub_listen(p->x.d, host, port, bound_port);
+  return ms_drv_hub_listen(p->x.d, host, port, NULL, bound_port);
+}
+
+int ms_posix_hub_listen_tls(ms_posix_hub *p, const char *host, int port,
+                            const ms_stream_wrap *tls, int *bound_port) {
+  if (!p || !host || !tls)
+    return MS_ERR_INVALID_ARG;
+  return ms_drv_hub_listen(p->x.d, host, port, tls, bound_port);
 }
 
 int ms_posix_hub_port(const ms_posix_hub *p) {
