@@ -25,7 +25,7 @@ typedef struct ms_libevent_client ms_libevent_client;
 typedef struct ms_libevent_hub ms_libevent_hub;
 
 /* Connect c to url ("ws://host:port/path") from the loop, reconnecting as
- * the client says. Returns 0, MS_ERR_INVALID_ARG (also for wss://),
+ * the client says. Returns 0, MS_ERR_INVALID_ARG (wss:// without ms_client_config.tls),
  * MS_ERR_ADDRESS, MS_ERR_NOMEM. */
 MS_EXTERN int ms_libevent_client_attach(ms_libevent_client **out,
                                         struct event_base *base,
@@ -50,6 +50,12 @@ MS_EXTERN int ms_libevent_hub_port(const ms_libevent_hub *a);
  * first connection). Returns 0, MS_ERR_INVALID_ARG, MS_ERR_STATE (a build
  * without hiredis, or joined already), MS_ERR_NOMEM. */
 MS_EXTERN int ms_libevent_hub_cluster(ms_libevent_hub *a, const ms_cluster_config *cfg);
+/* One more listener for the same hub, plain (tls NULL) or TLS (every
+ * stream through tls, e.g. ms_tls_wrap() from microstream-tls, which must
+ * outlive the adapter). *bound_port (may be NULL) gets its port. Returns
+ * 0, MS_ERR_ADDRESS, MS_ERR_IO, MS_ERR_LIMIT, MS_ERR_INVALID_ARG. */
+MS_EXTERN int ms_libevent_hub_listen(ms_libevent_hub *a, const char *host, int port,
+                                     const ms_stream_wrap *tls, int *bound_port);
 /* Stop listening and close every stream (ms_hub_del() frees the hub's
  * connections). NULL is a no-op. */
 MS_EXTERN void ms_libevent_hub_detach(ms_libevent_hub *a);

@@ -25,7 +25,12 @@ static int client_flush(void *a, int64_t timeout_ms) {
   return ms_posix_client_flush(a, timeout_ms);
 }
 
+static int hub_listen(void *a, const char *host, int port,
+                      const ms_stream_wrap *tls, int *bound) {
+  return ms_posix_hub_listen_tls((ms_posix_hub *)a, host, port, tls, bound);
+}
+
 const conf_backend conf_backend_impl = {
     "posix",       loop_new,   loop_free, run_once,  client_attach,
     client_detach, hub_attach, hub_port,  hub_detach,
-    client_flush};
+    client_flush, hub_listen};

@@ -7,7 +7,16 @@
 #include "ms_test.h"
 #include "conformance.h"
 
+#ifdef MS_CONF_TLS
+#include <microstream/ms_tls.h>
+#endif
+
 #define B conf_backend_impl
+
+/* With MS_CONF_TLS_DIR set (a directory with ca.pem, server.pem and
+ * server.key), the whole suite runs over TLS: the hub listens with TLS,
+ * the clients connect to wss:// and verify the certificate. */
+static const ms_stream_wrap *g_server_tls, *g_client_tls;
 
 typedef struct fx {
   void *loop;
@@ -57,6 +66,14 @@ static void hub_up(fx *f, int port) {
   f->hub = NULL;
   f->ha = NULL;
   CHECK_EQ_INT(ms_hub_new(&f->hub, &cfg, NULL, NULL), 0);
+  if (g_server_tls) {
+    /* A plain listener on a free port nobody uses, and the TLS one. */
+    CHECK_EQ_INT(B.hub_attach(&f->ha, f->loop, f->hub, "127.0.0.1", 0), 0);
+    CHECK_EQ_INT(B.hub_listen(f->ha, "127.0.0.1", port, g_server_tls,
+                              &f->port), 0);
+    snprintf(f->url, sizeof f->url, "wss://127.0.0.1:%d/ws", f->port);
+    return;
+  }
   CHECK_EQ_INT(B.hub_attach(&f->ha, f->loop, f->hub, "127.0.0.1", port), 0);
   f->port = B.hub_port(f->ha);
   snprintf(f->url, sizeof f->url, "ws://127.0.0.1:%d/ws", f->port);
@@ -137,6 +154,7 @@ static void svc_up(svc *s, fx *f, const char *name) {
   cfg.on_state = on_state;
   cfg.backoff_min_ms = 20;
   cfg.backoff_max_ms = 200;
+  cfg.tls = g_client_tls;
   CHECK_EQ_INT(ms_client_new(&s->c, &cfg, s, NULL), 0);
   ms_log_set_level(s->c, MS_LEVEL_SILENT);
   ms_client_on(s->c, "echo", h_echo, s);
@@ -479,6 +497,33 @@ static const ms_test_case tests[] = {
 };
 
 int main(int argc, char **argv) {
-  printf("# backend: %s\n", B.name);
-  return ms_test_run(tests, sizeof tests / sizeof tests[0], argc, argv);
+  const char *dir = getenv("MS_CONF_TLS_DIR");
+#ifdef MS_CONF_TLS
+  ms_tls *srv = NULL, *cli = NULL;
+  if (dir && *dir) {
+    char cert[512], key[512], ca[512], err[256] = "";
+    snprintf(cert, sizeof cert, "%s/server.pem", dir);
+    snprintf(key, sizeof key, "%s/server.key", dir);
+    snprintf(ca, sizeof ca, "%s/ca.pem", dir);
+    if (ms_tls_server_new(&srv, cert, key, NULL, err, sizeof err) != 0 ||
+        ms_tls_client_new(&cli, ca, NULL, NULL, err, sizeof err) != 0) {
+      printf("Bail out! %s\n", err);
+      return 1;
+    }
+    g_server_tls = ms_tls_wrap(srv);
+    g_client_tls = ms_tls_wrap(cli);
+  }
+#else
+  if (dir && *dir) {
+    printf("1..0 # SKIP built without TLS\n");
+    return 77;
+  }
+#endif
+  printf("# backend: %s%s\n", B.name, g_server_tls ? " over TLS" : "");
+  int rv = ms_test_run(tests, sizeof tests / sizeof tests[0], argc, argv);
+#ifdef MS_CONF_TLS
+  ms_tls_del(srv);
+  ms_tls_del(cli);
+#endif
+  return rv;
 }

@@ -22,6 +22,9 @@ typedef struct conf_backend {
   void (*hub_detach)(void *a);
   /* The adapter's bounded flush (ms_*_client_flush). */
   int (*client_flush)(void *a, int64_t timeout_ms);
+  /* Another listener, TLS when tls is given. */
+  int (*hub_listen)(void *a, const char *host, int port,
+                    const ms_stream_wrap *tls, int *bound);
 } conf_backend;
 
 extern const conf_backend conf_backend_impl;

@@ -191,6 +191,13 @@ int ms_libev_hub_attach(ms_libev_hub **out, struct ev_loop *loop, ms_hub *h,
   return 0;
 }
 
+int ms_libev_hub_listen(ms_libev_hub *a, const char *host, int port,
+                        const ms_stream_wrap *tls, int *bound_port) {
+  if (!a || !host)
+    return MS_ERR_INVALID_ARG;
+  return ms_drv_hub_listen(a->x.d, host, port, tls, bound_port);
+}
+
 int ms_libev_hub_port(const ms_libev_hub *a) {
   return a ? ms_drv_hub_port(a->x.d) : -1;
 }

@@ -194,6 +194,13 @@ int ms_libevent_hub_attach(ms_libevent_hub **out, struct event_base *base,
   return 0;
 }
 
+int ms_libevent_hub_listen(ms_libevent_hub *a, const char *host, int port,
+                           const ms_stream_wrap *tls, int *bound_port) {
+  if (!a || !host)
+    return MS_ERR_INVALID_ARG;
+  return ms_drv_hub_listen(a->x.d, host, port, tls, bound_port);
+}
+
 int ms_libevent_hub_port(const ms_libevent_hub *a) {
   return a ? ms_drv_hub_port(a->x.d) : -1;
 }

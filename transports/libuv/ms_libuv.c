@@ -189,6 +189,13 @@ int ms_libuv_hub_attach(ms_libuv_hub **out, uv_loop_t *loop, ms_hub *h,
   return 0;
 }
 
+int ms_libuv_hub_listen(ms_libuv_hub *a, const char *host, int port,
+                        const ms_stream_wrap *tls, int *bound_port) {
+  if (!a || !host)
+    return MS_ERR_INVALID_ARG;
+  return ms_drv_hub_listen(a->x.d, host, port, tls, bound_port);
+}
+
 int ms_libuv_hub_port(const ms_libuv_hub *a) {
   return a ? ms_drv_hub_port(a->x.d) : -1;
 }
