@@ -8,78 +8,22 @@ usage: cli_test.py BUILD_ROOT
 import json
 import os
 import signal
-import socket
 import sqlite3
+import tempfile
 import subprocess
 import sys
-import tempfile
 import time
 
-BUILD = sys.argv[1]
-HUB = os.path.join(BUILD, "tools", "microstream-hub")
-REQ = os.path.join(BUILD, "tools", "ms-req")
-LOG = os.path.join(BUILD, "tools", "ms-log")
-TAIL = os.path.join(BUILD, "tools", "ms-tail")
-JWT = os.path.join(BUILD, "examples", "jwt_service")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tap import (check, free_port, procs, run, stop, wait_for,  # noqa: E402
+                 finish, programs)
+import tap  # noqa: E402
 
-results = []
-procs = []
-
-
-def check(name, cond, detail=""):
-    results.append(bool(cond))
-    print("%s %d - %s%s" % ("ok" if cond else "not ok", len(results), name,
-                            "" if cond else " # " + str(detail)[:400]))
-    sys.stdout.flush()
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+HUB, REQ, LOG, TAIL, JWT = programs(sys.argv[1])
 
 
 def start_hub(port, db, *extra):
-    p = subprocess.Popen([HUB, "--listen", "127.0.0.1:%d" % port,
-                          "--log-level", "warn", "--store", db] + list(extra),
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                         text=True)
-    procs.append(p)
-    line = p.stdout.readline()
-    if "listening on" not in line:
-        raise RuntimeError("hub did not start: %r" % line)
-    return p
-
-
-def stop(p):
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
-def run(args, input=None, timeout=60, env=None):
-    e = dict(os.environ)
-    e.pop("MS_HUB", None)
-    e.pop("MS_TOKEN", None)
-    if env:
-        e.update(env)
-    return subprocess.run(args, input=input, capture_output=True, text=True,
-                          timeout=timeout, env=e)
-
-
-def wait_for(pred, timeout=10.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
+    return tap.start_hub(HUB, port, db, *extra)
 
 
 def tail_json(url, *extra):
@@ -327,14 +271,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as e:  # a crash is a failure, not a hang
-        check("no exception", False, repr(e))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    print("1..%d" % len(results))
-    sys.exit(0 if all(results) else 1)
+    finish(main)

@@ -11,43 +11,18 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 
-BUILD = sys.argv[1]
-HUB = os.path.join(BUILD, "tools", "microstream-hub")
-REQ = os.path.join(BUILD, "tools", "ms-req")
-LOG = os.path.join(BUILD, "tools", "ms-log")
-TAIL = os.path.join(BUILD, "tools", "ms-tail")
-JWT = os.path.join(BUILD, "examples", "jwt_service")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tap import check, free_port, procs, run, finish, programs  # noqa: E402
+import tap  # noqa: E402
+
+HUB, REQ, LOG, TAIL, JWT = programs(sys.argv[1])
 PROMTOOL = shutil.which("promtool")
-
-results = []
-procs = []
-
-
-def check(name, cond, detail=""):
-    results.append(bool(cond))
-    print("%s %d - %s%s" % ("ok" if cond else "not ok", len(results), name,
-                            "" if cond else " # " + str(detail)[:600]))
-    sys.stdout.flush()
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def run(args, input=None, timeout=60):
-    return subprocess.run(args, input=input, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def get(port, path):
@@ -71,15 +46,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="ms-metrics-")
     port = free_port()
     url = "ws://127.0.0.1:%d/ws" % port
-    hub = subprocess.Popen([HUB, "--listen", "127.0.0.1:%d" % port,
-                            "--log-level", "warn",
-                            "--store", os.path.join(tmp, "logs.db")],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                           text=True)
-    procs.append(hub)
-    line = hub.stdout.readline()
-    if "listening on" not in line:
-        raise RuntimeError("hub did not start: %r" % line)
+    hub = tap.start_hub(HUB, port, os.path.join(tmp, "logs.db"))
     jwt = subprocess.Popen([JWT, "--hub", url], stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
     procs.append(jwt)
@@ -188,14 +155,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as e:
-        check("no exception", False, repr(e))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    print("1..%d" % len(results))
-    sys.exit(0 if all(results) else 1)
+    finish(main)
