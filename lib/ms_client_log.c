@@ -153,48 +153,49 @@ static int can_ship(const ms_client *c) {
 static int ship(ms_client *c, ms_client_logs *l, int64_t ts, int64_t level,
                 const char *msg, size_t msg_len, const uint8_t *fields,
                 size_t fields_len) {
-  ms_mpbuf sb;
-  ms_mpbuf_init(&sb);
-  msgpack_packer pk;
-  msgpack_packer_init(&pk, &sb, ms_mpbuf_write);
-  msgpack_pack_array(&pk, 5);
-  msgpack_pack_uint8(&pk, MS_MSG_LOG);
-  msgpack_pack_int64(&pk, ts);
-  msgpack_pack_int64(&pk, level);
-  msgpack_pack_str_with_body(&pk, msg, msg_len);
+  /* After drops, the fields carry their count: one more key. */
+  ms_mpbuf fb;
+  ms_mpbuf_init(&fb);
   if (l->dropped_unreported) {
+    msgpack_packer fpk;
+    msgpack_packer_init(&fpk, &fb, ms_mpbuf_write);
     msgpack_zone z;
     int zok = msgpack_zone_init(&z, 1024);
     msgpack_object fo;
     fo.type = MSGPACK_OBJECT_NIL;
     size_t off = 0;
     if (!zok)
-      sb.failed = 1; /* the fields cannot be read back: not sent half */
+      fb.failed = 1; /* the fields cannot be read back: not sent half */
     else if (fields_len &&
              msgpack_unpack((const char *)fields, fields_len, &off, &z,
                             &fo) != MSGPACK_UNPACK_SUCCESS)
-      sb.failed = 1;
+      fb.failed = 1;
     uint32_t n = fo.type == MSGPACK_OBJECT_MAP ? fo.via.map.size : 0;
-    msgpack_pack_map(&pk, n + 1);
+    msgpack_pack_map(&fpk, n + 1);
     for (uint32_t i = 0; i < n; i++) {
-      msgpack_pack_object(&pk, fo.via.map.ptr[i].key);
-      msgpack_pack_object(&pk, fo.via.map.ptr[i].val);
+      msgpack_pack_object(&fpk, fo.via.map.ptr[i].key);
+      msgpack_pack_object(&fpk, fo.via.map.ptr[i].val);
     }
-    msgpack_pack_str_with_body(&pk, "_dropped", 8);
-    msgpack_pack_uint64(&pk, l->dropped_unreported);
+    msgpack_pack_str_with_body(&fpk, "_dropped", 8);
+    msgpack_pack_uint64(&fpk, l->dropped_unreported);
     if (zok)
       msgpack_zone_destroy(&z);
-  } else if (fields_len) {
-    ms_mpbuf_write(&sb, (const char *)fields, fields_len);
-  } else {
-    msgpack_pack_map(&pk, 0);
+    fields = (const uint8_t *)fb.sb.data;
+    fields_len = fb.sb.size;
   }
-  int rv = sb.failed ? MS_ERR_NOMEM
-                     : ms_client_send_mp(c, (const uint8_t *)sb.sb.data,
-                                         sb.sb.size);
+  ms_mpbuf sb;
+  ms_mpbuf_init(&sb);
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &sb, ms_mpbuf_write);
+  int rv = MS_ERR_NOMEM;
+  if (!fb.failed && ms_enc_log_raw(&pk, ts, level, (ms_str){msg, msg_len},
+                                   fields, fields_len) == 0 &&
+      !sb.failed)
+    rv = ms_client_send_mp(c, (const uint8_t *)sb.sb.data, sb.sb.size);
   if (rv == 0)
     l->dropped_unreported = 0;
   ms_mpbuf_destroy(&sb);
+  ms_mpbuf_destroy(&fb);
   return rv;
 }
 

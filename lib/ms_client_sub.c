@@ -6,18 +6,14 @@
 #include <stdio.h>
 
 static int send_subscribe(ms_client *c, csub *s) {
-  ms_mpbuf sb;
-  ms_mpbuf_init(&sb);
+  /* The filter map, then the message around it (ms_enc_subscribe_raw). */
+  ms_mpbuf fb;
+  ms_mpbuf_init(&fb);
   msgpack_packer pk;
-  msgpack_packer_init(&pk, &sb, ms_mpbuf_write);
+  msgpack_packer_init(&pk, &fb, ms_mpbuf_write);
   int resume = s->last_seq > 0 && strcmp(s->hub_id, c->hub_id) == 0;
   size_t n = (s->n_services > 0) + (s->min_level > 0) + (s->contains != NULL) +
              (resume || s->history > 0);
-  msgpack_pack_array(&pk, 4);
-  msgpack_pack_uint8(&pk, MS_MSG_SUBSCRIBE);
-  msgpack_pack_uint64(&pk, s->sub_id);
-  const char *stream = s->presence ? "presence" : "logs";
-  msgpack_pack_str_with_body(&pk, stream, strlen(stream));
   msgpack_pack_map(&pk, n);
   if (s->n_services) {
     msgpack_pack_str_with_body(&pk, "services", 8);
@@ -44,10 +40,20 @@ static int send_subscribe(ms_client *c, csub *s) {
     s->last_seq = 0;
     snprintf(s->hub_id, sizeof s->hub_id, "%s", c->hub_id);
   }
+  ms_mpbuf sb;
+  ms_mpbuf_init(&sb);
+  msgpack_packer mpk;
+  msgpack_packer_init(&mpk, &sb, ms_mpbuf_write);
+  const char *stream = s->presence ? "presence" : "logs";
   int rv = MS_ERR_NOMEM;
-  if (!sb.failed) /* never a SUBSCRIBE without its whole filter */
+  /* Never a SUBSCRIBE without its whole filter. */
+  if (!fb.failed &&
+      ms_enc_subscribe_raw(&mpk, s->sub_id, ms_str_c(stream),
+                           (const uint8_t *)fb.sb.data, fb.sb.size) == 0 &&
+      !sb.failed)
     rv = ms_client_send_mp(c, (const uint8_t *)sb.sb.data, sb.sb.size);
   ms_mpbuf_destroy(&sb);
+  ms_mpbuf_destroy(&fb);
   return rv;
 }
 

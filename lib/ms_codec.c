@@ -810,6 +810,16 @@ int ms_enc_log(msgpack_packer *pk, int64_t ts_us, int64_t level,
   return put_map(pk, fields);
 }
 
+int ms_enc_log_raw(msgpack_packer *pk, int64_t ts_us, int64_t level,
+                   ms_str message, const uint8_t *fields, size_t fields_len) {
+  TRY(msgpack_pack_array(pk, 5));
+  TRY(msgpack_pack_uint64(pk, MS_MSG_LOG));
+  TRY(msgpack_pack_int64(pk, ts_us));
+  TRY(msgpack_pack_int64(pk, level));
+  PUT(put_str(pk, message));
+  return put_raw(pk, fields, fields_len, 1);
+}
+
 int ms_enc_record(msgpack_packer *pk, uint64_t sub_id, uint64_t seq,
                   int64_t ts_us, int64_t level, ms_str service,
                   ms_str message, const msgpack_object *fields) {
@@ -831,6 +841,15 @@ int ms_enc_subscribe(msgpack_packer *pk, uint64_t sub_id, ms_str stream,
   TRY(msgpack_pack_uint64(pk, sub_id));
   PUT(put_str(pk, stream));
   return put_map(pk, filter);
+}
+
+int ms_enc_subscribe_raw(msgpack_packer *pk, uint64_t sub_id, ms_str stream,
+                         const uint8_t *filter, size_t filter_len) {
+  TRY(msgpack_pack_array(pk, 4));
+  TRY(msgpack_pack_uint64(pk, MS_MSG_SUBSCRIBE));
+  TRY(msgpack_pack_uint64(pk, sub_id));
+  PUT(put_str(pk, stream));
+  return put_raw(pk, filter, filter_len, 1);
 }
 
 int ms_enc_unsubscribe(msgpack_packer *pk, uint64_t sub_id) {

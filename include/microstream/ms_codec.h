@@ -161,12 +161,21 @@ MS_EXTERN int ms_enc_error_raw(msgpack_packer *pk, uint64_t id, ms_str code,
 MS_EXTERN int ms_enc_cancel(msgpack_packer *pk, uint64_t id);
 MS_EXTERN int ms_enc_log(msgpack_packer *pk, int64_t ts_us, int64_t level,
                          ms_str message, const msgpack_object *fields);
+/* LOG with its fields already encoded (a MessagePack map; NULL or 0
+ * bytes: an empty map), copied verbatim. */
+MS_EXTERN int ms_enc_log_raw(msgpack_packer *pk, int64_t ts_us,
+                             int64_t level, ms_str message,
+                             const uint8_t *fields, size_t fields_len);
 MS_EXTERN int ms_enc_record(msgpack_packer *pk, uint64_t sub_id,
                             uint64_t seq, int64_t ts_us, int64_t level,
                             ms_str service, ms_str message,
                             const msgpack_object *fields);
 MS_EXTERN int ms_enc_subscribe(msgpack_packer *pk, uint64_t sub_id,
                                ms_str stream, const msgpack_object *filter);
+/* SUBSCRIBE with its filter already encoded (a map; NULL/0: empty). */
+MS_EXTERN int ms_enc_subscribe_raw(msgpack_packer *pk, uint64_t sub_id,
+                                   ms_str stream, const uint8_t *filter,
+                                   size_t filter_len);
 MS_EXTERN int ms_enc_unsubscribe(msgpack_packer *pk, uint64_t sub_id);
 MS_EXTERN int ms_enc_presence(msgpack_packer *pk, uint64_t sub_id,
                               uint64_t seq, int64_t ts_us, ms_str kind,
