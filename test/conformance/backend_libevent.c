@@ -68,7 +68,11 @@ static int hub_listen(void *a, const char *host, int port,
   return ms_libevent_hub_listen((ms_libevent_hub *)a, host, port, tls, bound);
 }
 
+static int hub_cluster(void *a, const ms_cluster_config *cfg) {
+  return ms_libevent_hub_cluster(a, cfg);
+}
+
 const conf_backend conf_backend_impl = {
     "libevent",    loop_new,   loop_free, run_once,  client_attach,
     client_detach, hub_attach, hub_port,  hub_detach,
-    client_flush, hub_listen};
+    client_flush, hub_listen, hub_cluster};

@@ -4,6 +4,7 @@
 #ifndef MS_CONFORMANCE_H
 #define MS_CONFORMANCE_H
 
+#include <microstream/ms_cluster.h>
 #include <microstream/ms_posix.h>
 
 typedef struct conf_backend {
@@ -25,6 +26,8 @@ typedef struct conf_backend {
   /* Another listener, TLS when tls is given. */
   int (*hub_listen)(void *a, const char *host, int port,
                     const ms_stream_wrap *tls, int *bound);
+  /* The adapter's ms_*_hub_cluster. */
+  int (*hub_cluster)(void *a, const ms_cluster_config *cfg);
 } conf_backend;
 
 extern const conf_backend conf_backend_impl;
