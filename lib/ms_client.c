@@ -551,23 +551,28 @@ int ms_client_request(ms_client *c, const char *target, const char *event,
     err = MS_ERR_HUB_UNAVAILABLE;
   } else {
     msgpack_packer *pk = packer(c);
+    /* opts: {} needs no buffer of its own (one allocation less per
+     * request). */
+    static const uint8_t no_opts = 0x80;
+    const uint8_t *wire_opts = &no_opts;
+    size_t wire_opts_len = 1;
     ms_mpbuf ob;
     ms_mpbuf_init(&ob);
-    msgpack_packer opk;
-    msgpack_packer_init(&opk, &ob, ms_mpbuf_write);
     if (r->late_ms > 0) {
+      msgpack_packer opk;
+      msgpack_packer_init(&opk, &ob, ms_mpbuf_write);
       msgpack_pack_map(&opk, 1);
       msgpack_pack_str_with_body(&opk, "late_ms", 7);
       msgpack_pack_int64(&opk, r->late_ms);
-    } else {
-      msgpack_pack_map(&opk, 0);
+      wire_opts = (const uint8_t *)ob.sb.data;
+      wire_opts_len = ob.sb.size;
     }
     if (ob.failed)
       c->out.failed = 1;
     else
       ms_enc_request_raw(pk, r->id, ms_str_c(target), ms_str_c(event), data,
-                         len, (uint64_t)r->timeout_ms,
-                         (const uint8_t *)ob.sb.data, ob.sb.size);
+                         len, (uint64_t)r->timeout_ms, wire_opts,
+                         wire_opts_len);
     ms_mpbuf_destroy(&ob);
     int rv;
     if (c->out.failed)
