@@ -321,7 +321,12 @@ void ms_conn_consume(ms_conn *c, size_t n) {
   n = MS_MIN(n, conn_out_buffered(c));
   c->out_off += n;
   if (c->out_off == c->out.len) {
-    ms_buf_reset(&c->out);
+    /* Asleep, what it sent (a frame read and answered without waking)
+     * leaves no buffer behind. */
+    if (c->asleep)
+      ms_buf_free(&c->out);
+    else
+      ms_buf_reset(&c->out);
     c->out_off = 0;
   } else if (c->out_off > MS_CONN_OUT_CHUNK && c->out_off > c->out.len / 2) {
     /* Keep the buffer from creeping forward forever. */

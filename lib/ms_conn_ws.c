@@ -88,8 +88,10 @@ static void ws_on_msg(wslay_event_context_ptr ctx,
                       const struct wslay_event_on_msg_recv_arg *arg,
                       void *user_data) {
   ms_conn *c = user_data;
+  /* (ctx is NULL for a frame read directly while asleep.) */
   if (c->life.dead) {
-    wslay_event_shutdown_read(ctx);
+    if (ctx)
+      wslay_event_shutdown_read(ctx);
     return;
   }
   switch (arg->opcode) {
@@ -141,14 +143,14 @@ static void ws_on_msg(wslay_event_context_ptr ctx,
   default:
     break; /* pings are answered by wslay */
   }
-  if (c->life.dead)
+  if (c->life.dead && ctx)
     wslay_event_shutdown_read(ctx);
 }
 
 /* After wslay_event_recv(): once wslay stops reading, the close handshake
  * finished or the connection failed; report it. */
 static void after_recv(ms_conn *c) {
-  if (c->life.dead || c->close_reported || c->fatal)
+  if (c->life.dead || c->close_reported || c->fatal || !c->ws)
     return;
   if (wslay_event_get_read_enabled(c->ws))
     return;
@@ -246,6 +248,10 @@ static size_t read_direct(ms_conn *c, const uint8_t *p, size_t n) {
     ms_ws_mask(dst, payload, (size_t)plen, p + h);
     payload = dst;
   }
+  if (!c->ws && op == WSLAY_TEXT_FRAME && !ms_utf8_valid(payload, (size_t)plen)) {
+    ms_free(c->mem, heap); /* asleep: wake, and wslay fails it */
+    return 0;
+  }
   struct wslay_event_on_msg_recv_arg arg = {0, (uint8_t)op, payload,
                                             (size_t)plen, 0};
   ws_on_msg(c->ws, &arg, c);
@@ -256,22 +262,24 @@ static size_t read_direct(ms_conn *c, const uint8_t *p, size_t n) {
 int ms_conn_feed_ws(ms_conn *c, const uint8_t *data, size_t len) {
   if (len == 0)
     return 0;
-  if (c->asleep && ms_conn_wake(c) != 0)
-    return MS_ERR_NOMEM;
-  if (!c->ws || !wslay_event_get_read_enabled(c->ws))
+  if (!c->asleep && (!c->ws || !wslay_event_get_read_enabled(c->ws)))
     return 0;
-  /* Whole frames first, while wslay holds nothing half-read. */
+  /* Whole frames first, while wslay holds nothing half-read (always the
+   * case asleep): a sleeping connection stays asleep for them. */
   while (len > 0 && c->in_framed == c->in_total && !c->in_frag) {
     size_t used = read_direct(c, data, len);
     if (used == 0)
       break;
     data += used;
     len -= used;
-    if (c->life.dead || c->fatal || !wslay_event_get_read_enabled(c->ws)) {
+    if (c->life.dead || c->fatal ||
+        (c->ws && !wslay_event_get_read_enabled(c->ws))) {
       len = 0; /* nothing more is read, as wslay would stop */
       break;
     }
   }
+  if (len > 0 && c->asleep && ms_conn_wake(c) != 0)
+    return MS_ERR_NOMEM;
   if (len > 0) {
     c->in_total += len;
     c->in_ptr = data;

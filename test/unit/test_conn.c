@@ -1258,25 +1258,37 @@ static void hibernate_releases_state_and_resumes(void) {
   take_all(s, &o);
   CHECK_MEM(o.data, o.len, "\x82\x02zz", 4);
   out_free(&o);
+  /* A whole frame is read and answered without waking it, and leaves no
+   * buffer behind once the answer is taken. */
+  r.echo = 1;
+  n = frame(f, 1, 2, 1, "asleep", 6);
+  ms_conn_feed(s, f, n, 2);
+  CHECK(ms_conn_is_hibernating(s));
+  CHECK_EQ_STR(r.log, "T:one|B:asleep|");
+  take_all(s, &o);
+  CHECK_MEM(o.data, o.len, "\x82\x06" "asleep", 8);
+  out_free(&o);
+  CHECK(ms_conn_is_hibernating(s));
+  r.echo = 0;
   /* Input wakes it, byte by byte across the boundary. */
   n = frame(f, 1, 1, 1, "two", 3);
   for (size_t i = 0; i < n; i++)
     ms_conn_feed(s, f + i, 1, 2);
   CHECK(!ms_conn_is_hibernating(s));
-  CHECK_EQ_STR(r.log, "T:one|T:two|");
+  CHECK_EQ_STR(r.log, "T:one|B:asleep|T:two|");
   /* Half a frame inside: it must not sleep. */
   n = frame(f, 1, 2, 1, "three", 5);
   ms_conn_feed(s, f, 4, 3);
   CHECK_EQ_INT(ms_conn_hibernate(s), MS_ERR_STATE);
   ms_conn_feed(s, f + 4, n - 4, 3);
-  CHECK_EQ_INT(r.nmsg, 3);
+  CHECK_EQ_INT(r.nmsg, 4);
   /* Inside a fragmented message: it must not sleep either. */
   n = frame(f, 0, 1, 1, "fr", 2);
   ms_conn_feed(s, f, n, 4);
   CHECK_EQ_INT(ms_conn_hibernate(s), MS_ERR_STATE);
   n = frame(f, 1, 0, 1, "ag", 2);
   ms_conn_feed(s, f, n, 4);
-  CHECK_EQ_INT(r.nmsg, 4);
+  CHECK_EQ_INT(r.nmsg, 5);
   CHECK_EQ_INT(ms_conn_hibernate(s), 0);
   /* A ping from the peer wakes it and is answered. */
   n = frame(f, 1, 9, 1, "pi", 2);
@@ -1294,6 +1306,28 @@ static void hibernate_releases_state_and_resumes(void) {
   CHECK_EQ_INT(ms_conn_close(s, 4050, "bye"), 0);
   take_all(s, &o);
   CHECK(o.len >= 2 && (uint8_t)o.data[0] == 0x88);
+  out_free(&o);
+  ms_conn_del(s);
+}
+
+/* Invalid UTF-8 in a whole text frame that reaches a sleeping connection:
+ * it wakes and fails the connection with 1007, as when awake. */
+static void invalid_utf8_while_asleep_closes_1007(void) {
+  rec r;
+  out o = {0};
+  ms_conn *s = open_server(&r, NULL, &o);
+  CHECK(s);
+  out_free(&o);
+  CHECK_EQ_INT(ms_conn_hibernate(s), 0);
+  uint8_t f[64];
+  size_t n = frame(f, 1, 1, 1, "a\xed\xa0\x80", 4);
+  ms_conn_feed(s, f, n, 1);
+  CHECK_EQ_INT(r.nmsg, 0);
+  CHECK_EQ_INT(r.closed, 1);
+  CHECK_EQ_INT(r.close.err, MS_ERR_UTF8);
+  CHECK_EQ_INT(r.close.code, 1007);
+  take_all(s, &o);
+  CHECK(o.len >= 4 && o.data[0] == 0x88);
   out_free(&o);
   ms_conn_del(s);
 }
@@ -1341,6 +1375,7 @@ static void close_codes_and_reasons_we_send_are_valid(void) {
 
 static const ms_test_case tests[] = {
     TEST(hibernate_releases_state_and_resumes),
+    TEST(invalid_utf8_while_asleep_closes_1007),
     TEST(close_reason_is_checked_whole),
     TEST(close_codes_and_reasons_we_send_are_valid),
     TEST(accept_key_matches_rfc6455_example),

@@ -277,7 +277,8 @@ static void quiet_connections_release_buffers_and_still_work(void) {
   ms_hub_stats st;
   ms_hub_get_stats(s.hub, &st);
   CHECK_EQ_INT(st.hibernations, 2);
-  /* Requests both ways wake them as needed. */
+  /* Requests both ways work while they sleep: whole frames are read and
+   * answered without waking them. */
   for (int i = 0; i < 3; i++) {
     res r = {0, 0, ""};
     ms_client_request(a, "b", "small", NULL, 0, NULL, on_res, &r, NULL);
@@ -287,7 +288,7 @@ static void quiet_connections_release_buffers_and_still_work(void) {
     sim_advance(&s, 700); /* and quiet again */
   }
   ms_hub_get_stats(s.hub, &st);
-  CHECK(st.hibernations >= 6);
+  CHECK_EQ_INT(st.hibernations, 2); /* never woken, so never put back */
   /* Heartbeats keep working across sleep: nobody is dropped. */
   sim_advance(&s, 60000);
   CHECK_EQ_INT(ms_client_get_state(a), MS_CLIENT_READY);
