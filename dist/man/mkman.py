@@ -19,8 +19,10 @@ def roff(s):
 
 items = []
 for line in text.splitlines():
-    m = re.match(r"^  ((?:-\w, )?--?[\w-]+(?:, --[\w-]+)*"
-                 r"(?: [A-Z][\w:\[\]|.-]*)?)(?:\s{2,}(.*))?$", line)
+    # "  --name ARG  description": the argument follows one space, the
+    # description any run of spaces.
+    m = re.match(r"^  ((?:-\w, )?--?[\w-]+(?:, --[\w-]+)*(?: (?! )\S+)?)"
+                 r"(?:\s+(.*))?$", line)
     if m:
         items.append([m.group(1), m.group(2) or ""])
     elif items and re.match(r"^\s{4,}\S", line):
