@@ -597,8 +597,9 @@ route *ms_hub_route_add(ms_hub *h, ms_hub_conn *origin, hub_peer *opeer,
   r->tname_len = tname.len;
   memcpy(r->event + event.len + 1, tname.ptr, tname.len);
   r->event[event.len + 1 + tname.len] = '\0';
-  r->rs = target ? ms_hub_route_stats(h, target->name, target->name_len,
-                                      r->event, r->event_len)
+  r->rs = target ? ms_hub_route_stats_cached(h, &target->rs_cache,
+                                             target->name, target->name_len,
+                                             r->event, r->event_len)
                  : ms_hub_route_stats(h, tname.ptr, tname.len, r->event,
                                       r->event_len);
   r->started = now;

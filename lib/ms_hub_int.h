@@ -84,6 +84,9 @@ struct ms_hub_conn {
   ms_hub_conn *replace_target; /* on the newcomer */
 
   hub_sub *subs; /* this connection's subscriptions */
+  /* The figures of the last event requested of it (ms_hub_metrics.c):
+   * a service asked the same event again costs no hash lookup. */
+  struct hub_route_stats *rs_cache;
 
   /* Access control (ms_hub_auth.c). */
   unsigned scopes;    /* granted by the HELLO token */
@@ -318,6 +321,10 @@ void ms_hub_metrics_del(ms_hub *h);
 hub_route_stats *ms_hub_route_stats(ms_hub *h, const char *target,
                                     size_t tlen, const char *event,
                                     size_t elen);
+/* The same, through a one-entry cache kept by the target connection. */
+hub_route_stats *ms_hub_route_stats_cached(ms_hub *h, hub_route_stats **cache,
+                                           const char *target, size_t tlen,
+                                           const char *event, size_t elen);
 void ms_hub_route_done(hub_route_stats *rs, int outcome, int64_t started,
                        int64_t now);
 int ms_hub_metrics_routes_text(const ms_hub *h, ms_buf *b);

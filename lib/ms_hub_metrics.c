@@ -105,6 +105,20 @@ hub_route_stats *ms_hub_route_stats(ms_hub *h, const char *target,
   return rs;
 }
 
+hub_route_stats *ms_hub_route_stats_cached(ms_hub *h, hub_route_stats **cache,
+                                           const char *target, size_t tlen,
+                                           const char *event, size_t elen) {
+  hub_route_stats *c = *cache;
+  /* Entries live as long as the hub, so the cache never dangles. */
+  if (c && c->target_len == tlen && c->event_len == elen &&
+      memcmp(c->key + tlen + 1, event, elen) == 0 &&
+      memcmp(c->key, target, tlen) == 0)
+    return c;
+  c = ms_hub_route_stats(h, target, tlen, event, elen);
+  *cache = c;
+  return c;
+}
+
 void ms_hub_route_done(hub_route_stats *rs, int outcome, int64_t started,
                        int64_t now) {
   if (!rs || outcome < 0 || outcome >= MS_OUTCOME_COUNT)
