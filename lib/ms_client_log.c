@@ -292,6 +292,9 @@ int ms_log_raw(ms_client *c, int level, const char *message, size_t msg_len,
 }
 
 static int log_fields_v(ms_client *c, int level, const ms_log_field *f,
+                        size_t n, const char *fmt, va_list ap)
+    __attribute__((format(printf, 5, 0)));
+static int log_fields_v(ms_client *c, int level, const ms_log_field *f,
                         size_t n, const char *fmt, va_list ap) {
   ms_client_logs *l = ms_client_logs_of(c);
   if (!l)

@@ -89,7 +89,8 @@ typedef struct ms_log_field {
  * (nothing done). The message is cut at 64 KiB. */
 MS_EXTERN int ms_log(ms_client *c, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-MS_EXTERN int ms_logv(ms_client *c, int level, const char *fmt, va_list ap);
+MS_EXTERN int ms_logv(ms_client *c, int level, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 /* With key/value fields. */
 MS_EXTERN int ms_log_fields(ms_client *c, int level, const ms_log_field *f,
                             size_t n, const char *fmt, ...)
