@@ -20,6 +20,33 @@
 
 #include "bench_common.h"
 
+#ifdef MS_HAVE_TLS
+#include <microstream/ms_tls.h>
+#include <stdlib.h>
+#include <string.h>
+/* wss:// URLs: trust the CA in $MS_BENCH_CA (or the system's store). */
+static const ms_stream_wrap *bench_tls(const char *url) {
+  static ms_tls *t;
+  if (strncmp(url, "wss://", 6) != 0)
+    return NULL;
+  if (!t) {
+    char err[256] = "";
+    if (ms_tls_client_new(&t, getenv("MS_BENCH_CA"), NULL, NULL, err,
+                          sizeof err) != 0) {
+      fprintf(stderr, "ms-bench: %s\n", err);
+      exit(1);
+    }
+  }
+  return ms_tls_wrap(t);
+}
+#else
+static const ms_stream_wrap *bench_tls(const char *url) {
+  (void)url;
+  return NULL;
+}
+#endif
+static const char *g_url;
+
 /* ---- echo ---------------------------------------------------------------- */
 
 static msgpack_sbuffer echo_buf;
@@ -121,6 +148,7 @@ static ms_client *new_client(const char *name, void (*on_state)(
   cfg.on_state = on_state;
   cfg.max_pending = BENCH_MAX_CONC * 2;
   cfg.default_timeout_ms = 10000;
+  cfg.tls = bench_tls(g_url);
   if (ms_client_new(&c, &cfg, ud, NULL) != 0) return NULL;
   ms_log_set_level(c, MS_LEVEL_WARN);
   return c;
@@ -134,7 +162,8 @@ int main(int argc, char **argv) {
   if (bench_parse(argc, argv, &o) != 0) {
     fprintf(stderr, BENCH_USAGE, argv[0]);
     return 2;
-  }
+  }  g_url = o.url;
+
   bench_raise_nofile();
   if (ms_loop_new(&loop, NULL) != 0) return 1;
 

@@ -41,6 +41,15 @@ static natsConnection *connect_nats(const char *url) {
   natsOptions_SetURL(opts, url);
   natsOptions_SetSendAsap(opts, true);
   natsOptions_SetNoEcho(opts, true);
+  if (strncmp(url, "tls://", 6) == 0) {
+    /* The same check as the microstream client: chain from the CA file,
+     * host name. */
+    const char *ca = getenv("MS_BENCH_CA");
+    natsOptions_SetSecure(opts, true);
+    if (ca)
+      natsOptions_LoadCATrustedCertificates(opts, ca);
+    natsOptions_SetExpectedHostname(opts, "localhost");
+  }
   if (natsConnection_Connect(&nc, opts) != NATS_OK) nc = NULL;
   natsOptions_Destroy(opts);
   return nc;

@@ -41,7 +41,11 @@ IDLE_SETTLE_S = 5.0
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYSTEMS = ["microstream", "nats", "node", "relay", "socketio", "node-ms",
-           "ms-cluster-same", "ms-cluster", "nats-cluster"]
+           "ms-cluster-same", "ms-cluster", "nats-cluster", "ms-tls", "nats-tls"]
+# TLS systems: microstream-hub with a tls:// listener and nats-server with
+# --tls, the same certificate (a test CA made with certtool), clients
+# verifying chain and host name.
+TLS_SYSTEMS = ("ms-tls", "nats-tls")
 # Cluster systems: two microstream hubs on one redis-server (requester and
 # echo service on the same hub, or on different hubs), and two nats-server
 # nodes in a cluster (requester on one, responder on the other).
@@ -245,6 +249,55 @@ class Nats(System):
 
     def url(self):
         return "nats://127.0.0.1:%d" % self.port
+
+
+def tls_certs(args):
+    """The test CA and server certificate (test/tls/make_certs.py), made once
+    per run; None without certtool."""
+    d = os.path.join(args.tmp, "certs")
+    if not os.path.exists(os.path.join(d, "server.pem")):
+        r = subprocess.run([sys.executable, os.path.join(ROOT, "test", "tls", "make_certs.py"), d],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if r.returncode != 0:
+            return None
+    os.environ["MS_BENCH_CA"] = os.path.join(d, "ca.pem")
+    return d
+
+
+class MicrostreamTls(Microstream):
+    name = "ms-tls"
+
+    def missing(self):
+        if not tls_certs(self.args):
+            return "certtool is not installed (gnutls-bin): no test certificate"
+        return None
+
+    def hub_cmd(self, port):
+        d = tls_certs(self.args)
+        return [os.path.join(self.args.build_dir, "tools", "microstream-hub"),
+                "--listen", "tls://127.0.0.1:%d" % port, "--no-store",
+                "--tls-cert", os.path.join(d, "server.pem"),
+                "--tls-key", os.path.join(d, "server.key"),
+                "--log-level", "warn", "--max-pending", "4096"]
+
+    def url(self):
+        return "wss://127.0.0.1:%d/ws" % self.port
+
+
+class NatsTls(Nats):
+    name = "nats-tls"
+
+    def missing(self):
+        return Nats.missing(self) or MicrostreamTls.missing(self)
+
+    def hub_cmd(self, port):
+        d = tls_certs(self.args)
+        return [which("nats-server"), "-a", "127.0.0.1", "-p", str(port), "--tls",
+                "--tlscert", os.path.join(d, "server.pem"),
+                "--tlskey", os.path.join(d, "server.key")]
+
+    def url(self):
+        return "tls://127.0.0.1:%d" % self.port
 
 
 class Node(System):
@@ -549,7 +602,7 @@ def callgrind(sysobj, args):
 def run_system(sysobj, args, phases):
     """The phases that are not alternated (idle, idle64, callgrind)."""
     r = {}
-    if (sysobj.name not in ("relay", "socketio", "node-ms") + CLUSTER_SYSTEMS
+    if (sysobj.name not in ("relay", "socketio", "node-ms") + CLUSTER_SYSTEMS + TLS_SYSTEMS
             and ("idle" in phases or "idle64" in phases)):
         r["idle"] = {}
         for n in args.idle:
@@ -852,7 +905,8 @@ def main():
 
     classes = {"microstream": Microstream, "nats": Nats, "node": Node, "relay": Relay,
                "socketio": SocketIO, "node-ms": NodeMS, "ms-cluster": MsCluster,
-               "ms-cluster-same": MsClusterSame, "nats-cluster": NatsCluster}
+               "ms-cluster-same": MsClusterSame, "nats-cluster": NatsCluster,
+               "ms-tls": MicrostreamTls, "nats-tls": NatsTls}
     results = {}
     skipped = {}
     t0 = time.time()
