@@ -411,7 +411,9 @@ static void on_peer_probe(ms_hub *h, hub_peer *p, const msgpack_object *a,
   hc->probe_tag = tag;
   hc->probe_deadline = now + h->cfg.heartbeat_ms;
   hc->last_rx = MS_MIN(hc->last_rx, now - 1);
-  if (!hc->sio)
+  if (hc->sio)
+    ms_hub_sio_ping(h, hc); /* its own liveness closes it if silent */
+  else
     ms_conn_ping(hc->ws, (const uint8_t *)"replace", 7);
   ms_hub_mark_dirty(h, hc);
   ms_heap_update(&h->live, &hc->live, hc->probe_deadline);
