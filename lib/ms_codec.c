@@ -263,11 +263,22 @@ static int get_str(dec *d, uint32_t i, const char *field, size_t min_len,
   return 0;
 }
 
-static int service_char(unsigned char c) {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-         (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':' ||
-         c == '-';
-}
+/* [A-Za-z0-9._:-], one lookup per byte. */
+static const uint8_t service_chars[256] = {
+    ['-'] = 1, ['.'] = 1, ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1,
+    ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
+    [':'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1,
+    ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1,
+    ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1,
+    ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1,
+    ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['_'] = 1, ['a'] = 1, ['b'] = 1,
+    ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
+    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1,
+    ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1,
+    ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
+
+static int service_char(unsigned char c) { return service_chars[c]; }
 
 static int get_service(dec *d, uint32_t i, const char *field, ms_str *out) {
   const msgpack_object *o = el(d, i);
@@ -622,8 +633,12 @@ int ms_msg_decode(ms_msg *msg, msgpack_zone *zone, const uint8_t *buf,
                                  ? "is not sent to a hub"
                                  : "is not sent to a client");
   int rv = decode_fields(&d, msg, dir);
-  if (rv == 0 && err)
-    memset(err, 0, sizeof *err);
+  if (rv == 0 && err) {
+    /* What decoding wrote (the rest is still zero). */
+    err->id_readable = 0;
+    err->id = 0;
+    err->type = 0;
+  }
   if (rv == 0) {
     /* The encoded bytes of data / error_data, for passing on as they are. */
     unsigned di = 0, ei = 0;

@@ -33,7 +33,8 @@ int ms_wire_decode(ms_encoding enc, const ms_conn_message_arg *arg,
                    ms_msg *msg, ms_decode_error *err) {
   const uint8_t *buf = arg->data;
   size_t len = arg->len;
-  memset(err, 0, sizeof *err);
+  if (enc == MS_ENC_JSON || !arg->binary)
+    memset(err, 0, sizeof *err); /* (ms_msg_decode() clears it itself) */
   if (enc == MS_ENC_JSON) {
     if (arg->binary) {
       snprintf(err->what, sizeof err->what,
