@@ -58,9 +58,7 @@ void ms_hub_mark_dirty(ms_hub *h, ms_hub_conn *hc) {
     h->wakeup(h->wakeup_ud);
 }
 
-static void hub_event(ms_hub *h, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void hub_event(ms_hub *h, int level, const char *fmt, ...) {
+void ms_hub_event(ms_hub *h, int level, const char *fmt, ...) {
   if (!h->cfg.on_event || ms_life_dead(&h->life))
     return;
   char buf[512];
@@ -133,7 +131,7 @@ static void close_doomed(ms_hub *h) {
     hc->doom_next = NULL;
     if (hc->released)
       continue;
-    hub_event(h, MS_LEVEL_WARN, "closing slow consumer %s (%zu bytes queued)",
+    ms_hub_event(h, MS_LEVEL_WARN, "closing slow consumer %s (%zu bytes queued)",
               hc->name ? hc->name : "connection", ms_hub_conn_out_pending(hc));
     close_conn(h, hc, MS_CLOSE_SLOW_CONSUMER, "slow consumer", "closed",
                h->last_now);
@@ -160,7 +158,7 @@ static void fail_session(ms_hub *h, ms_hub_conn *hc, const char *code,
 void ms_hub_fail_session(ms_hub *h, ms_hub_conn *hc, const char *code,
                          const char *message, uint16_t close_code,
                          int64_t now) {
-  hub_event(h, MS_LEVEL_INFO, "closing %s: %s (%s)",
+  ms_hub_event(h, MS_LEVEL_INFO, "closing %s: %s (%s)",
             hc->name ? hc->name : "connection", code, message);
   ms_hub_send_error(h, hc, 0, code, message, NULL);
   close_conn(h, hc, close_code, message, "closed", now);
@@ -890,7 +888,7 @@ static int do_register(ms_hub *h, ms_hub_conn *hc, int64_t now) {
   hc->ready_at = now;
   h->stats.services++;
   send_welcome(h, hc);
-  hub_event(h, MS_LEVEL_INFO, "service %s registered", hc->name);
+  ms_hub_event(h, MS_LEVEL_INFO, "service %s registered", hc->name);
   ms_hub_presence(h, "up", hc, NULL, now);
   return 0;
 }
@@ -982,7 +980,7 @@ static void replace_now(ms_hub *h, ms_hub_conn *nw, int64_t now) {
   nw->replace_target = NULL;
   if (old) {
     old->replace_waiter = NULL;
-    hub_event(h, MS_LEVEL_INFO, "service %s replaced by a new connection",
+    ms_hub_event(h, MS_LEVEL_INFO, "service %s replaced by a new connection",
               old->name);
     close_conn(h, old, MS_CLOSE_DUPLICATE, "replaced by a new connection",
                "replaced", now);
@@ -1022,7 +1020,7 @@ static void conn_down(ms_hub *h, ms_hub_conn *hc, const char *reason,
     ms_strmap_del(&h->registry, hc->name, hc->name_len);
     hc->registered = 0;
     h->stats.services--;
-    hub_event(h, MS_LEVEL_INFO, "service %s down (%s)", hc->name, reason);
+    ms_hub_event(h, MS_LEVEL_INFO, "service %s down (%s)", hc->name, reason);
     ms_hub_presence(h, "down", hc, reason, now);
   }
   /* Requests it was serving: the requesters learn at once. */
@@ -1315,7 +1313,7 @@ static void live_check(ms_hub *h, ms_hub_conn *hc, int64_t now) {
   case HC_READY: {
     int64_t silent = now - hc->last_rx;
     if (now >= hc->expires_at) {
-      hub_event(h, MS_LEVEL_INFO, "%s: token expired",
+      ms_hub_event(h, MS_LEVEL_INFO, "%s: token expired",
                 hc->name ? hc->name : "connection");
       fail_session(h, hc, "TOKEN_EXPIRED", "the session's token expired",
                    MS_CLOSE_TOKEN_EXPIRED, now);
@@ -1329,7 +1327,7 @@ static void live_check(ms_hub *h, ms_hub_conn *hc, int64_t now) {
         close_conn(h, hc, MS_CLOSE_SLOW_CONSUMER, "slow consumer",
                    "closed", now);
       } else {
-        hub_event(h, MS_LEVEL_INFO, "%s missed heartbeats",
+        ms_hub_event(h, MS_LEVEL_INFO, "%s missed heartbeats",
                   hc->name ? hc->name : "connection");
         close_conn(h, hc, MS_CLOSE_HEARTBEAT, "heartbeat missed",
                    "heartbeat", now);

@@ -24,19 +24,6 @@ struct hub_auth {
   ms_strmap peers; /* address -> peer_ent */
 };
 
-static void hub_auth_event(ms_hub *h, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void hub_auth_event(ms_hub *h, int level, const char *fmt, ...) {
-  if (!h->cfg.on_event)
-    return;
-  char buf[512];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(buf, sizeof buf, fmt, ap);
-  va_end(ap);
-  h->cfg.on_event(h, level, buf, h->ud);
-}
-
 static void free_keys(const ms_allocator *mem, ms_token_key *k, size_t n) {
   for (size_t i = 0; i < n; i++) {
     ms_free(mem, (void *)k[i].kid);
@@ -199,7 +186,7 @@ int ms_hub_authorize(ms_hub *h, const char *token, size_t len,
            name ? name : "-");
   if (!token || !len) {
     out->why = "missing";
-    hub_auth_event(h, MS_LEVEL_WARN, "auth failed from %s for %s: no token",
+    ms_hub_event(h, MS_LEVEL_WARN, "auth failed from %s for %s: no token",
                    who, nm);
     return MS_ERR_UNAUTHORIZED;
   }
@@ -214,7 +201,7 @@ int ms_hub_authorize(ms_hub *h, const char *token, size_t len,
     int rv = ms_token_verify(token, len, h->auth->keys, h->auth->nkeys,
                              wall_ms / 1000, skew, &cl, &out->why);
     if (rv) {
-      hub_auth_event(h, MS_LEVEL_WARN, "auth failed from %s for %s: %s", who,
+      ms_hub_event(h, MS_LEVEL_WARN, "auth failed from %s for %s: %s", who,
                      nm, out->why);
       return rv;
     }
@@ -232,7 +219,7 @@ int ms_hub_authorize(ms_hub *h, const char *token, size_t len,
   } else {
     return 0;
   }
-  hub_auth_event(h, MS_LEVEL_WARN, "auth failed from %s for %s: %s (token for %s)",
+  ms_hub_event(h, MS_LEVEL_WARN, "auth failed from %s for %s: %s (token for %s)",
                  who, nm, out->why, out->sub);
   return MS_ERR_FORBIDDEN;
 }
@@ -263,7 +250,7 @@ int ms_hub_auth_hello(ms_hub *h, ms_hub_conn *hc, const ms_msg *m, int watch,
 }
 
 void ms_hub_auth_event_tls_on_plain(ms_hub *h, const ms_hub_conn *hc) {
-  hub_auth_event(h, MS_LEVEL_WARN,
+  ms_hub_event(h, MS_LEVEL_WARN,
                  "closed a TLS handshake from %s on a plain port",
                  hc->peer ? hc->peer : "unknown address");
 }
@@ -284,7 +271,7 @@ int ms_hub_peer_add(ms_hub *h, ms_hub_conn *hc, const char *peer) {
   peer_ent *e = ms_strmap_get(&a->peers, peer, len);
   if (e && h->cfg.max_unauth_per_peer &&
       e->count >= h->cfg.max_unauth_per_peer) {
-    hub_auth_event(h, MS_LEVEL_WARN,
+    ms_hub_event(h, MS_LEVEL_WARN,
                    "refusing a connection from %s: %zu without a session",
                    e->addr, e->count);
     return MS_ERR_LIMIT;
@@ -394,14 +381,14 @@ static int browser_checks(ms_hub *h, const ms_http_request *req, int secure,
   const char *origin = ms_http_header_get(req, "Origin", &ol);
   if (h->cfg.check_host && (!host || !host_allowed(h, host, hl))) {
     *why = "host not allowed";
-    hub_auth_event(h, MS_LEVEL_WARN, "refused a request from %s: Host %.*s",
+    ms_hub_event(h, MS_LEVEL_WARN, "refused a request from %s: Host %.*s",
                    peer ? peer : "unknown address", (int)MS_MIN(hl, 200),
                    host ? host : "");
     return 403;
   }
   if (origin && !origin_allowed(h, origin, ol, host, hl, secure)) {
     *why = "origin not allowed";
-    hub_auth_event(h, MS_LEVEL_WARN, "refused a request from %s: Origin %.*s",
+    ms_hub_event(h, MS_LEVEL_WARN, "refused a request from %s: Origin %.*s",
                    peer ? peer : "unknown address", (int)MS_MIN(ol, 200),
                    origin);
     return 403;

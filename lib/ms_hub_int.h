@@ -191,6 +191,9 @@ struct ms_hub {
 };
 
 /* ms_hub.c */
+/* The hub's own events, to cfg.on_event (a formatted line). */
+void ms_hub_event(ms_hub *h, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 int64_t ms_hub_wall_us(ms_hub *h, int64_t now);
 /* Encode into h->out with a fresh packer state. */
 msgpack_packer *ms_hub_packer(ms_hub *h);
