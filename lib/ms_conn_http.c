@@ -356,7 +356,14 @@ int ms_conn_feed_head(ms_conn *c, const uint8_t *data, size_t len) {
   memcpy(c->head + c->head_len, data, take);
   c->head_len += take;
   size_t hl;
-  if (ms_http_find_end(c->head, c->head_len, &c->head_scan, &hl) != 0) {
+  int end = ms_http_find_end(c->head, c->head_len, &c->head_scan, &hl);
+  if (end == MS_ERR_HTTP) {
+    if (c->cfg.role == MS_CONN_SERVER)
+      return refuse(c, 400, "malformed HTTP request (lines must end with CRLF)",
+                    NULL);
+    return client_fail(c, 0, "malformed HTTP response");
+  }
+  if (end != 0) {
     if (c->head_len < max)
       return 0;
     if (c->cfg.role == MS_CONN_SERVER)

@@ -9,6 +9,7 @@ static const char *const wire_codes[] = {
     "TOO_MANY_PENDING",         "BAD_REQUEST",
     "UNSUPPORTED_VERSION",      "CANCELLED",
     "SLOW_CONSUMER",            "HUB_UNAVAILABLE",
+    "TOO_MANY_SUBSCRIPTIONS",
 };
 
 /* Access control codes, -417 and on. */
@@ -20,7 +21,7 @@ const char *ms_err_to_wire(int err) {
   if (err <= MS_ERR_CLUSTER_UNAVAILABLE &&
       err > MS_ERR_CLUSTER_UNAVAILABLE - (int)MS_ARRAY_LEN(cluster_codes))
     return cluster_codes[MS_ERR_CLUSTER_UNAVAILABLE - err];
-  if (err <= MS_ERR_TARGET_SERVICE_NOT_FOUND && err >= MS_ERR_HUB_UNAVAILABLE)
+  if (err <= MS_ERR_TARGET_SERVICE_NOT_FOUND && err >= MS_ERR_TOO_MANY_SUBSCRIPTIONS)
     return wire_codes[-err - 401];
   if (err <= MS_ERR_TOKEN_EXPIRED && err >= MS_ERR_FORBIDDEN)
     return auth_codes[-err - 417];
@@ -78,6 +79,7 @@ const char *ms_strerror(int err) {
   case MS_ERR_UNSUPPORTED_VERSION: return "unsupported protocol version";
   case MS_ERR_CANCELLED: return "cancelled";
   case MS_ERR_SLOW_CONSUMER: return "slow consumer";
+  case MS_ERR_TOO_MANY_SUBSCRIPTIONS: return "too many subscriptions";
   case MS_ERR_HUB_UNAVAILABLE: return "hub unavailable";
   case MS_ERR_TOKEN_EXPIRED: return "token expired";
   case MS_ERR_FORBIDDEN: return "forbidden";

@@ -39,9 +39,15 @@ int ms_http_find_end(const char *buf, size_t len, size_t *scan,
                      size_t *head_len) {
   /* Restart three bytes back so a terminator split across calls is seen. */
   size_t i = *scan > 3 ? *scan - 3 : 0;
-  for (; i + 4 <= len; i++) {
-    if (buf[i] == '\r' && buf[i + 1] == '\n' && buf[i + 2] == '\r' &&
-        buf[i + 3] == '\n') {
+  for (; i < len; i++) {
+    /* Lines end with CRLF only: a bare LF (or CR) is refused at once
+     * rather than waiting for a CRLFCRLF that will never come. */
+    if (buf[i] == '\n' && (i == 0 || buf[i - 1] != '\r'))
+      return MS_ERR_HTTP;
+    if (buf[i] == '\r' && i + 1 < len && buf[i + 1] != '\n')
+      return MS_ERR_HTTP;
+    if (i + 4 <= len && buf[i] == '\r' && buf[i + 1] == '\n' &&
+        buf[i + 2] == '\r' && buf[i + 3] == '\n') {
       *head_len = i + 4;
       *scan = len;
       return 0;
@@ -56,8 +62,9 @@ static int head_bounds(const char *buf, size_t len, size_t max_bytes,
                        size_t *head_len) {
   size_t scan = 0;
   size_t window = MS_MIN(len, max_bytes);
-  if (ms_http_find_end(buf, window, &scan, head_len) == 0)
-    return 0;
+  int rv = ms_http_find_end(buf, window, &scan, head_len);
+  if (rv == 0 || rv == MS_ERR_HTTP)
+    return rv;
   return len >= max_bytes ? MS_ERR_TOO_BIG : MS_ERR_NEED_MORE;
 }
 

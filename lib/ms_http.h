@@ -27,7 +27,8 @@ typedef struct ms_http_response {
 /* Look for the blank line ending a head in buf[0..len). *scan is where the
  * previous call stopped (start at 0); it is advanced so that feeding a byte
  * at a time stays linear. Returns 0 and *head_len (including the final
- * CRLFCRLF), or MS_ERR_NEED_MORE. */
+ * CRLFCRLF), MS_ERR_NEED_MORE, or MS_ERR_HTTP at a bare LF or CR (no
+ * CRLF head can follow: the caller refuses at once). */
 int ms_http_find_end(const char *buf, size_t len, size_t *scan,
                      size_t *head_len);
 

@@ -25,6 +25,21 @@ int64_t ms_hub_wall_us(ms_hub *h, int64_t now) {
   return now * 1000;
 }
 
+const char *ms_hub_source(ms_hub *h, const ms_hub_conn *hc, char *buf,
+                          size_t *len) {
+  *len = hc->name_len;
+  if (!hc->watch || hc->name_len > 128)
+    return hc->name;
+  const ms_hub_conn *owner =
+      ms_strmap_get(&h->registry, hc->name, hc->name_len);
+  if (!owner || owner == hc)
+    return hc->name;
+  memcpy(buf, hc->name, hc->name_len);
+  memcpy(buf + hc->name_len, MS_WATCHER_MARK, sizeof MS_WATCHER_MARK);
+  *len = hc->name_len + sizeof MS_WATCHER_MARK - 1;
+  return buf;
+}
+
 msgpack_packer *ms_hub_packer(ms_hub *h) {
   ms_mpbuf_reset(&h->out);
   return &h->pk;
@@ -142,7 +157,7 @@ void ms_hub_send_error(ms_hub *h, ms_hub_conn *hc, uint64_t id,
                        const char *code, const char *message,
                        const msgpack_object *data) {
   int e = ms_err_from_wire(code, strlen(code));
-  if (e <= -401 && e >= -414)
+  if (e <= -401 && e >= MS_ERR_TOO_MANY_SUBSCRIPTIONS)
     h->stats.errors_by_code[-e - 401]++;
   ms_enc_error(ms_hub_packer(h), id, ms_str_c(code), ms_str_c(message), data);
   ms_hub_send_out(h, hc);
@@ -185,6 +200,8 @@ void ms_hub_config_init(ms_hub_config *cfg) {
   cfg->token_skew_s = 60;
   cfg->max_unauth_per_peer = 64;
   cfg->sio_max_sessions = 10000;
+  cfg->max_subscriptions = 64;
+  cfg->max_filter_bytes = 64 * 1024;
 }
 
 int ms_hub_new(ms_hub **ph, const ms_hub_config *cfg, void *user_data,
@@ -218,6 +235,8 @@ int ms_hub_new(ms_hub **ph, const ms_hub_config *cfg, void *user_data,
   if (!c->sub_queue) c->sub_queue = 4096;
   if (c->token_skew_s <= 0) c->token_skew_s = 60;
   if (!c->sio_max_sessions) c->sio_max_sessions = 10000;
+  if (!c->max_subscriptions) c->max_subscriptions = 64;
+  if (!c->max_filter_bytes) c->max_filter_bytes = 64 * 1024;
   if (cfg->secret_len) {
     h->secret = ms_malloc(mem, cfg->secret_len);
     if (!h->secret) {
@@ -270,6 +289,7 @@ static void free_conn(ms_hub *h, ms_hub_conn *hc) {
     ms_hub_sio_free(h, hc);
   ms_conn_del(hc->ws);
   ms_u64map_free(&hc->origin_ids);
+  ms_u64map_free(&hc->sub_ids);
   ms_free(h->mem, hc->name);
   ms_free(h->mem, hc->instance);
   ms_free(h->mem, hc);
@@ -678,8 +698,11 @@ static void on_request(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
     return;
   }
   /* The data object is passed on as the bytes that came in. */
-  ms_hub_pack_forward(h, r, hc->name, hc->name_len, m->data_raw.ptr,
-                      m->data_raw.len, &m->data);
+  char srcbuf[MS_SOURCE_MAX];
+  size_t src_len;
+  const char *src = ms_hub_source(h, hc, srcbuf, &src_len);
+  ms_hub_pack_forward(h, r, src, src_len, m->data_raw.ptr, m->data_raw.len,
+                      &m->data);
   if (h->out.sb.size > h->cfg.max_message) {
     route_unlink(h, r);
     route_free(h, r);
@@ -1251,6 +1274,8 @@ static int64_t live_deadline(const ms_hub *h, const ms_hub_conn *hc) {
     d = hc->last_rx + (int64_t)(hc->pings_sent + 1) * hb;
     if (hc->expires_at < d)
       d = hc->expires_at;
+    if (hc->subs_more && h->last_now + 1 < d)
+      d = h->last_now + 1; /* replay work left: continue next tick */
     if (h->cfg.idle_release_ms > 0 && !ms_conn_is_hibernating(hc->ws) &&
         hc->idle_tried_rx != hc->last_rx &&
         hc->last_rx + h->cfg.idle_release_ms < d)
@@ -1311,6 +1336,8 @@ static void live_check(ms_hub *h, ms_hub_conn *hc, int64_t now) {
     }
     break;
   case HC_READY: {
+    if (hc->subs_more)
+      ms_hub_subs_drained(h, hc);
     int64_t silent = now - hc->last_rx;
     if (now >= hc->expires_at) {
       ms_hub_event(h, MS_LEVEL_INFO, "%s: token expired",
@@ -1392,6 +1419,7 @@ int ms_hub_accept_peer(ms_hub *h, ms_hub_conn **pc, void *tdata,
     return prv;
   }
   ms_u64map_init(&hc->origin_ids, h->mem);
+  ms_u64map_init(&hc->sub_ids, h->mem);
   ms_conn_config cc;
   ms_conn_config_init(&cc, MS_CONN_SERVER);
   cc.max_message = h->cfg.max_message;
@@ -1476,11 +1504,23 @@ const uint8_t *ms_hub_conn_peek(ms_hub_conn *hc, size_t *len) {
 
 void ms_hub_conn_consume(ms_hub_conn *hc, size_t n) {
   ms_hub *h = hc->hub;
+  size_t avail = 0;
+  ms_conn_peek(hc->ws, &avail);
+  /* A write after one that found the socket buffer full means the peer
+   * acknowledged data: it is reading, so it is alive even if it has had
+   * nothing to say (a subscriber busy with a flood). Writes into a buffer
+   * with room prove nothing: a dead peer's socket takes those too. */
+  if (n && hc->tx_blocked && !hc->released) {
+    hc->last_rx = h->last_now;
+    hc->pings_sent = 0;
+  }
+  hc->tx_blocked = n < avail;
   ms_conn_consume(hc->ws, n);
   if (n && hc->subs && !hc->released &&
       ms_conn_out_pending(hc->ws) < h->cfg.out_high_water / 4) {
     enter(h);
     ms_hub_subs_drained(h, hc);
+    update_live(h, hc);
     leave(h);
   }
 }

@@ -88,7 +88,7 @@ int ms_hub_metrics_text(const ms_hub *h, ms_buf *b) {
   if (rv == 0)
     rv = ms_buf_appendf(b, "# HELP microstream_errors_total Errors sent, by "
                            "code.\n# TYPE microstream_errors_total counter\n");
-  for (int i = 0; rv == 0 && i < 14; i++)
+  for (int i = 0; rv == 0 && i < -MS_ERR_TOO_MANY_SUBSCRIPTIONS - 400; i++)
     rv = ms_buf_appendf(b, "microstream_errors_total{code=\"%s\"} %llu\n",
                         ms_err_to_wire(-401 - i),
                         (unsigned long long)s->errors_by_code[i]);

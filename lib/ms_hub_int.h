@@ -100,6 +100,12 @@ struct ms_hub_conn {
   ms_hub_sio *sio;
   ms_hub_sio *sio_carried;
   unsigned eio_ws : 1;
+  ms_u64map sub_ids;   /* sub_id + 1 -> hub_sub */
+  size_t n_subs;
+  size_t sub_bytes;    /* what their filters hold, against max_filter_bytes */
+  int subs_more;       /* replay work left for the next tick */
+  /* Writes that found the socket full and then drained: the peer reads. */
+  unsigned tx_blocked : 1;
 };
 
 /* A request in flight. Its requester is a local connection (origin) or
@@ -195,6 +201,14 @@ struct ms_hub {
 void ms_hub_event(ms_hub *h, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int64_t ms_hub_wall_us(ms_hub *h, int64_t now);
+/* The name hc's REQUESTs and LOGs carry as their source: its HELLO name,
+ * or, for a watcher whose name a registered service holds, the name with
+ * MS_WATCHER_MARK appended (no service can register that). buf holds at
+ * least MS_SOURCE_MAX bytes. */
+#define MS_WATCHER_MARK " (watcher)"
+#define MS_SOURCE_MAX (128 + sizeof MS_WATCHER_MARK)
+const char *ms_hub_source(ms_hub *h, const ms_hub_conn *hc, char *buf,
+                          size_t *len);
 /* Encode into h->out with a fresh packer state. */
 msgpack_packer *ms_hub_packer(ms_hub *h);
 /* Send h->out to hc (converted for its encoding). */
@@ -293,7 +307,8 @@ void ms_hub_on_subscribe(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
                          int64_t now);
 void ms_hub_on_unsubscribe(ms_hub *h, ms_hub_conn *hc, const ms_msg *m);
 void ms_hub_drop_subs(ms_hub *h, ms_hub_conn *hc);
-/* After hc's output drained: deliver held gap markers. */
+/* After hc's output drained, or at a tick when replay work was left:
+ * continue its subscriptions' replays (a bounded amount per call). */
 void ms_hub_subs_drained(ms_hub *h, ms_hub_conn *hc);
 
 /* ms_hub_auth.c: tokens, scopes, the Origin and Host checks, per-peer

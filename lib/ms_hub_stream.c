@@ -39,7 +39,21 @@ struct hub_sub {
   /* Replaying history: the live marker is still to come, and fan-out
    * leaves the subscriber to catch_up() until it is sent. */
   int replaying;
+  /* `history` N: still looking back (from walk_seq down) for the start of
+   * the last N matching records; walk_left matches still to find. */
+  uint64_t walk_left, walk_seq;
+  size_t bytes; /* filter bytes, counted against max_filter_bytes */
 };
+
+/* Ring entries one connection's subscriptions examine per call (a
+ * SUBSCRIBE, a drained write, a tick): replaying or searching a 10,000
+ * record history is spread over a few loop turns instead of stalling
+ * every other connection. */
+#define STEP_RECORDS 1024
+/* Filter limits of one subscription (past them: BAD_REQUEST). */
+#define MAX_FILTER_SERVICES 64
+#define MAX_FILTER_CONTAINS 1024
+#define MS_MAX_NAME 128
 
 typedef struct stream {
   rec **ring;
@@ -289,12 +303,40 @@ static void fan_out(ms_hub *h, int stream_id, const rec *r) {
   }
 }
 
+/* Look back for where `history` N starts, within *budget entries. */
+static void walk_back(ms_hub *h, hub_sub *sub, long *budget) {
+  stream *s = &h->streams->s[sub->stream];
+  uint64_t lo = oldest_seq(s);
+  while (sub->walk_left > 0) {
+    if (sub->walk_seq < lo || sub->walk_seq == 0) {
+      sub->cursor = lo; /* fewer than N kept: all of them */
+      sub->walk_left = 0;
+      break;
+    }
+    if (*budget <= 0)
+      return;
+    (*budget)--;
+    if (matches(sub, ring_at(s, (size_t)(sub->walk_seq - lo))) &&
+        --sub->walk_left == 0) {
+      sub->cursor = sub->walk_seq;
+      break;
+    }
+    sub->walk_seq--;
+  }
+}
+
 /* Bring a subscriber up to date from the ring, as far as its
- * connection's output allows: history after SUBSCRIBE (then the live
- * marker), or what it fell behind while backed up. */
-static void catch_up(ms_hub *h, hub_sub *sub, int64_t now) {
+ * connection's output and *budget (ring entries examined) allow: history
+ * after SUBSCRIBE (then the live marker), or what it fell behind while
+ * backed up. Returns 1 if it stopped on the budget with work left. */
+static int catch_up(ms_hub *h, hub_sub *sub, int64_t now, long *budget) {
   ms_hub_streams *st = h->streams;
   stream *s = &st->s[sub->stream];
+  if (sub->walk_left > 0) {
+    walk_back(h, sub, budget);
+    if (sub->walk_left > 0)
+      return 1;
+  }
   uint64_t lo = oldest_seq(s);
   if (!sub->replaying && s->seq >= h->cfg.sub_queue &&
       s->seq - h->cfg.sub_queue + 1 > lo)
@@ -306,6 +348,9 @@ static void catch_up(ms_hub *h, hub_sub *sub, int64_t now) {
   }
   while (sub->cursor <= s->seq && !backed_up(h, sub) &&
          sub->hc->state == HC_READY) {
+    if (*budget <= 0)
+      return 1;
+    (*budget)--;
     const rec *r = ring_at(s, (size_t)(sub->cursor - oldest_seq(s)));
     sub->cursor++;
     if (!matches(sub, r))
@@ -318,13 +363,16 @@ static void catch_up(ms_hub *h, hub_sub *sub, int64_t now) {
     sub->replaying = 0;
     send_marker(h, sub, s->seq, "live", 0, now);
   }
+  return 0;
 }
 
 void ms_hub_subs_drained(ms_hub *h, ms_hub_conn *hc) {
+  long budget = STEP_RECORDS;
+  hc->subs_more = 0;
   for (hub_sub *sub = hc->subs; sub; sub = sub->conn_next) {
     if ((sub->replaying || sub->cursor <= h->streams->s[sub->stream].seq) &&
-        !backed_up(h, sub))
-      catch_up(h, sub, h->last_now);
+        !backed_up(h, sub) && catch_up(h, sub, h->last_now, &budget))
+      hc->subs_more = 1;
   }
 }
 
@@ -405,12 +453,15 @@ void ms_hub_on_log(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
                    int64_t now) {
   stream *s = &h->streams->s[STREAM_LOGS];
   int64_t ts = m->ts_us > 0 ? m->ts_us : ms_hub_wall_us(h, now);
+  char srcbuf[MS_SOURCE_MAX];
+  size_t src_len;
+  const char *src = ms_hub_source(h, hc, srcbuf, &src_len);
   if (h->clustered) {
-    cluster_publish(h, STREAM_LOGS, ts, m->level, NULL, hc->name,
-                    hc->name_len, m->message.ptr, m->message.len, &m->extra);
+    cluster_publish(h, STREAM_LOGS, ts, m->level, NULL, src, src_len,
+                    m->message.ptr, m->message.len, &m->extra);
     return;
   }
-  rec *r = keep(h, s, ts, m->level, 0, hc->name, hc->name_len, m->message.ptr,
+  rec *r = keep(h, s, ts, m->level, 0, src, src_len, m->message.ptr,
                 m->message.len, &m->extra);
   if (!r)
     return;
@@ -519,8 +570,13 @@ int ms_hub_cluster_record(ms_hub *h, int stream_id, uint64_t seq,
   if (r) {
     if (jumped)
       for (hub_sub *sub = s->subs; sub; sub = sub->s_next)
-        if (sub->cursor < r->seq && !backed_up(h, sub))
-          catch_up(h, sub, now);
+        if (sub->cursor < r->seq && !backed_up(h, sub)) {
+          long budget = STEP_RECORDS;
+          if (catch_up(h, sub, now, &budget)) {
+            sub->hc->subs_more = 1;
+            ms_hub_update_live(h, sub->hc);
+          }
+        }
     if (sid == STREAM_LOGS)
       kept_log(h, r);
     else
@@ -549,11 +605,64 @@ void ms_hub_on_subscribe(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
     sub_error(h, hc, m->id, "SUBSCRIBE: stream must be \"logs\" or \"presence\"");
     return;
   }
-  for (hub_sub *it = hc->subs; it; it = it->conn_next)
-    if (it->sub_id == m->id) {
-      sub_error(h, hc, m->id, "SUBSCRIBE: sub_id already in use");
+  if (m->id == UINT64_MAX || ms_u64map_get(&hc->sub_ids, m->id + 1)) {
+    sub_error(h, hc, m->id, "SUBSCRIBE: sub_id already in use");
+    return;
+  }
+  if (hc->n_subs >= h->cfg.max_subscriptions) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "at most %zu subscriptions per connection",
+             h->cfg.max_subscriptions);
+    ms_hub_send_error(h, hc, m->id, "TOO_MANY_SUBSCRIPTIONS", msg, NULL);
+    return;
+  }
+  /* Sizes first, from the message alone: nothing is allocated for a
+   * filter that will be refused. */
+  const msgpack_object *f = &m->extra;
+  const msgpack_object *svcs = ms_map_get(f, "services");
+  size_t bytes = sizeof(hub_sub);
+  if (svcs && svcs->type != MSGPACK_OBJECT_NIL) {
+    if (svcs->type != MSGPACK_OBJECT_ARRAY) {
+      sub_error(h, hc, m->id, "filter.services must be an array of names");
       return;
     }
+    if (svcs->via.array.size > MAX_FILTER_SERVICES) {
+      sub_error(h, hc, m->id, "filter.services: at most 64 names");
+      return;
+    }
+    for (uint32_t i = 0; i < svcs->via.array.size; i++) {
+      const msgpack_object *o = &svcs->via.array.ptr[i];
+      if (o->type != MSGPACK_OBJECT_STR || o->via.str.size > MS_MAX_NAME) {
+        sub_error(h, hc, m->id,
+                  "filter.services must be an array of names (at most 128 "
+                  "bytes each)");
+        return;
+      }
+      bytes += o->via.str.size + 1 + sizeof(char *);
+    }
+  }
+  ms_str contains;
+  int rv = ms_map_get_str(f, "contains", &contains);
+  if (rv != 0 && rv != MS_ERR_BAD_MESSAGE)
+    contains.ptr = NULL, contains.len = 0;
+  if (rv == MS_ERR_BAD_MESSAGE) {
+    sub_error(h, hc, m->id, "filter.contains must be a string");
+    return;
+  }
+  if (rv == 0 && contains.len > MAX_FILTER_CONTAINS) {
+    sub_error(h, hc, m->id, "filter.contains: at most 1024 bytes");
+    return;
+  }
+  if (rv == 0)
+    bytes += contains.len + 1;
+  if (hc->sub_bytes + bytes > h->cfg.max_filter_bytes) {
+    char msg[96];
+    snprintf(msg, sizeof msg,
+             "filters of one connection hold at most %zu bytes",
+             h->cfg.max_filter_bytes);
+    ms_hub_send_error(h, hc, m->id, "TOO_MANY_SUBSCRIPTIONS", msg, NULL);
+    return;
+  }
   hub_sub *sub = ms_calloc(h->mem, 1, sizeof *sub);
   if (!sub) {
     ms_hub_send_error(h, hc, m->id, "INTERNAL_SERVER_ERROR", "out of memory",
@@ -563,46 +672,33 @@ void ms_hub_on_subscribe(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
   sub->hc = hc;
   sub->sub_id = m->id;
   sub->stream = sid;
-  const msgpack_object *f = &m->extra;
+  sub->bytes = bytes;
   const char *bad = NULL;
-  int nomem = 0; /* a filter that could not be kept is refused, not widened */
-  const msgpack_object *svcs = ms_map_get(f, "services");
-  if (svcs && svcs->type != MSGPACK_OBJECT_NIL) {
-    if (svcs->type != MSGPACK_OBJECT_ARRAY || svcs->via.array.size > 1024) {
-      bad = "filter.services must be an array of names";
-    } else {
-      sub->services = ms_calloc(h->mem, svcs->via.array.size + 1,
-                                sizeof(char *));
-      nomem = !sub->services;
-      for (uint32_t i = 0; sub->services && i < svcs->via.array.size; i++) {
-        const msgpack_object *o = &svcs->via.array.ptr[i];
-        if (o->type != MSGPACK_OBJECT_STR) {
-          bad = "filter.services must be an array of names";
-          break;
-        }
-        sub->services[sub->n_services] =
-            ms_strndup(h->mem, o->via.str.ptr, o->via.str.size);
-        if (!sub->services[sub->n_services]) {
-          nomem = 1;
-          break;
-        }
-        sub->n_services++;
+  int nomem = 0;
+  if (svcs && svcs->type == MSGPACK_OBJECT_ARRAY) {
+    sub->services = ms_calloc(h->mem, svcs->via.array.size + 1,
+                              sizeof(char *));
+    nomem = !sub->services;
+    for (uint32_t i = 0; sub->services && i < svcs->via.array.size; i++) {
+      const msgpack_object *o = &svcs->via.array.ptr[i];
+      sub->services[sub->n_services] =
+          ms_strndup(h->mem, o->via.str.ptr, o->via.str.size);
+      if (!sub->services[sub->n_services]) {
+        nomem = 1;
+        break;
       }
+      sub->n_services++;
     }
   }
   int64_t min_level = 0;
-  int rv = ms_map_get_i64(f, "min_level", &min_level);
+  rv = ms_map_get_i64(f, "min_level", &min_level);
   if (rv == MS_ERR_BAD_MESSAGE)
     bad = "filter.min_level must be an integer";
   sub->min_level = min_level;
-  ms_str contains;
-  rv = ms_map_get_str(f, "contains", &contains);
-  if (rv == MS_ERR_BAD_MESSAGE)
-    bad = "filter.contains must be a string";
-  else if (rv == 0 && contains.len) {
+  if (contains.ptr && contains.len && !nomem) {
     sub->contains = ms_strndup(h->mem, contains.ptr, contains.len);
+    nomem = !sub->contains;
     sub->contains_len = sub->contains ? contains.len : 0;
-    nomem |= !sub->contains;
   }
   uint64_t history = 0, since = 0;
   int has_since = 0;
@@ -613,42 +709,47 @@ void ms_hub_on_subscribe(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
   if (rv == MS_ERR_BAD_MESSAGE)
     bad = "filter.since_seq must be a non-negative integer";
   has_since = rv == 0;
+  if (!bad && !nomem && ms_u64map_put(&hc->sub_ids, m->id + 1, sub))
+    nomem = 1;
   if (bad || nomem) {
     sub_free(h, sub);
-    if (bad)
-      sub_error(h, hc, m->id, bad);
-    else
+    if (nomem)
       ms_hub_send_error(h, hc, m->id, "INTERNAL_SERVER_ERROR",
                         "out of memory", NULL);
+    else
+      sub_error(h, hc, m->id, bad);
     return;
   }
   stream *s = &h->streams->s[sid];
-  /* Where the replay starts; catch_up() sends it under backpressure,
-   * then the live marker, then live records. */
+  /* Where the replay starts; catch_up() sends it under backpressure and
+   * a bounded amount per call, then the live marker, then live
+   * records. */
   if (has_since) {
     sub->cursor = since < s->seq ? since + 1 : s->seq + 1;
-  } else if (history > 0) {
-    /* The last N matching: walk back to find where to start. */
-    size_t start = s->n, found = 0;
-    while (start > 0 && found < history) {
-      if (matches(sub, ring_at(s, start - 1)))
-        found++;
-      start--;
-    }
-    sub->cursor = start < s->n ? ring_at(s, start)->seq : s->seq + 1;
+  } else if (history > 0 && s->n > 0) {
+    /* The last N matching: catch_up() walks back to find the start. */
+    sub->cursor = s->seq + 1;
+    sub->walk_left = history;
+    sub->walk_seq = s->seq;
   } else {
     sub->cursor = s->seq + 1;
   }
   sub->replaying = 1;
   sub->conn_next = hc->subs;
   hc->subs = sub;
+  hc->n_subs++;
+  hc->sub_bytes += sub->bytes;
   sub->s_next = s->subs;
   if (s->subs)
     s->subs->s_prev = sub;
   s->subs = sub;
-  catch_up(h, sub, now);
+  long budget = STEP_RECORDS;
+  if (catch_up(h, sub, now, &budget))
+    hc->subs_more = 1;
 }
 
+/* Out of the stream's list, the connection's map and counters (not out
+ * of the connection's own list: the callers walk it). */
 static void sub_unlink(ms_hub *h, hub_sub *sub) {
   stream *s = &h->streams->s[sub->stream];
   if (sub->s_prev)
@@ -657,9 +758,15 @@ static void sub_unlink(ms_hub *h, hub_sub *sub) {
     s->subs = sub->s_next;
   if (sub->s_next)
     sub->s_next->s_prev = sub->s_prev;
+  ms_hub_conn *hc = sub->hc;
+  ms_u64map_del(&hc->sub_ids, sub->sub_id + 1);
+  hc->n_subs--;
+  hc->sub_bytes -= sub->bytes;
 }
 
 void ms_hub_on_unsubscribe(ms_hub *h, ms_hub_conn *hc, const ms_msg *m) {
+  if (m->id == UINT64_MAX || !ms_u64map_get(&hc->sub_ids, m->id + 1))
+    return;
   hub_sub **pp = &hc->subs;
   while (*pp) {
     hub_sub *sub = *pp;

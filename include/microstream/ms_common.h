@@ -92,6 +92,7 @@ typedef enum ms_err {
   MS_ERR_CANCELLED = -412,
   MS_ERR_SLOW_CONSUMER = -413,
   MS_ERR_HUB_UNAVAILABLE = -414,
+  MS_ERR_TOO_MANY_SUBSCRIPTIONS = -415,
   MS_ERR_TOKEN_EXPIRED = -417, /* the token's exp has passed */
   MS_ERR_FORBIDDEN = -418,     /* valid token, but not for this */
   MS_ERR_CLUSTER_UNAVAILABLE = -422, /* the hub cannot reach its cluster */

@@ -119,6 +119,11 @@ typedef struct ms_hub_config {
   /* Optional: append the program's own figures (Prometheus text) to
    * /metrics. Return 0 or MS_ERR_NOMEM. */
   int (*on_metrics)(ms_hub *h, struct ms_buf *out, void *user_data);
+  /* Subscriptions per connection (default 64) and the bytes their filters
+   * may hold in all (default 64 KiB): past either, SUBSCRIBE gets
+   * TOO_MANY_SUBSCRIPTIONS. */
+  size_t max_subscriptions;
+  size_t max_filter_bytes;
 } ms_hub_config;
 
 MS_EXTERN void ms_hub_config_init(ms_hub_config *cfg);
@@ -191,7 +196,7 @@ typedef struct ms_hub_stats {
   uint64_t late_dropped;     /* answers after the window, or unknown ids */
   uint64_t bytes_in, bytes_out;
   uint64_t log_records;
-  uint64_t errors_by_code[16]; /* index: -(err) - 401, for -401..-414 */
+  uint64_t errors_by_code[16]; /* index: -(err) - 401, for -401..-415 */
   uint64_t pending;          /* requests in flight now */
   uint64_t hibernations;     /* quiet connections that released buffers */
   uint64_t sio_sessions;     /* Socket.IO sessions open now */

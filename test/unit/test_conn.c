@@ -962,6 +962,22 @@ static void header_limits_give_431(void) {
   out_free(&o);
 }
 
+static void bare_lf_head_gets_400_at_once(void) {
+  rec r;
+  out o = {0};
+  ms_conn *s = new_conn(MS_CONN_SERVER, &r, NULL);
+  CHECK(s);
+  /* No blank CRLF line will ever come: answered at the first bare LF,
+   * not at the handshake deadline. */
+  feed_str(s, "GET /healthz HTTP/1.1\nHost: a\n", 1);
+  take_all(s, &o);
+  CHECK(contains(&o, "HTTP/1.1 400 "));
+  CHECK_EQ_INT(r.close.http_status, 400);
+  CHECK(!ms_conn_want_read(s));
+  out_free(&o);
+  ms_conn_del(s);
+}
+
 static void plain_get_goes_to_on_http_request(void) {
   rec r;
   ms_conn *s = new_conn(MS_CONN_SERVER, &r, NULL);
@@ -1392,6 +1408,7 @@ static const ms_test_case tests[] = {
     TEST(client_without_offer_sends_no_protocol_header),
     TEST(bad_upgrades_get_http_errors),
     TEST(header_limits_give_431),
+    TEST(bare_lf_head_gets_400_at_once),
     TEST(plain_get_goes_to_on_http_request),
     TEST(handshake_timeout_finishes),
     TEST(close_timeout_finishes_without_peer),

@@ -76,6 +76,18 @@ static void find_end_is_incremental(void) {
   CHECK_EQ_INT(hl, sizeof r - 1 - 3);
 }
 
+static void find_end_refuses_bare_lf_and_cr(void) {
+  size_t scan = 0, hl = 0;
+  CHECK_EQ_INT(ms_http_find_end("GET / HTTP/1.1\n", 15, &scan, &hl),
+               MS_ERR_HTTP);
+  scan = 0;
+  CHECK_EQ_INT(ms_http_find_end("GET / HTTP/1.1\rX", 16, &scan, &hl),
+               MS_ERR_HTTP);
+  scan = 0; /* a CR at the end may still be followed by LF */
+  CHECK_EQ_INT(ms_http_find_end("GET / HTTP/1.1\r", 15, &scan, &hl),
+               MS_ERR_NEED_MORE);
+}
+
 static void malformed_requests_are_rejected(void) {
   static const char *bad[] = {
       "GET / HTTP/1.1\nHost: a\r\n\r\n",          /* bare LF */
@@ -222,6 +234,7 @@ static const ms_test_case tests[] = {
     TEST(path_without_query_has_empty_query),
     TEST(incomplete_head_needs_more_at_every_length),
     TEST(find_end_is_incremental),
+    TEST(find_end_refuses_bare_lf_and_cr),
     TEST(malformed_requests_are_rejected),
     TEST(limits_give_too_big),
     TEST(response_status_line_is_parsed),

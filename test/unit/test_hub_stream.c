@@ -406,6 +406,154 @@ static void log_below_level_is_dropped_at_once(void) {
   ms_client_del(a);
 }
 
+
+static uint64_t errors_with(ms_hub *h, int code) {
+  ms_hub_stats st;
+  ms_hub_get_stats(h, &st);
+  return st.errors_by_code[-code - 401];
+}
+
+static void subscriptions_past_the_cap_get_too_many_subscriptions(void) {
+  sim s;
+  ms_hub_config cfg;
+  base_cfg(&cfg);
+  cfg.max_subscriptions = 8;
+  sim_init(&s, &cfg);
+  ms_client *a = sim_client_new("svc-a", 0), *w = sim_client_new("w", 1);
+  sim_add(&s, a);
+  sim_add(&s, w);
+  got *g = calloc(1, sizeof *g);
+  for (int i = 0; i < 12; i++)
+    ms_client_subscribe(w, "logs", NULL, collect, g, NULL);
+  sim_pump(&s);
+  CHECK_EQ_INT(g->live, 8);
+  CHECK(errors_with(s.hub, MS_ERR_TOO_MANY_SUBSCRIPTIONS) == 4);
+  /* The eight that were accepted work, and the connection stays. */
+  int before = g->n; /* the refusals were logged by w's library */
+  ms_info(a, "one");
+  sim_pump(&s);
+  CHECK_EQ_INT(g->n - before, 8);
+  CHECK_EQ_STR(g->msg[g->n - 1], "one");
+  CHECK_EQ_INT(ms_client_get_state(w), MS_CLIENT_READY);
+  free(g);
+  sim_free(&s);
+}
+
+static void oversized_filters_are_refused_before_allocation(void) {
+  sim s;
+  ms_hub_config cfg;
+  base_cfg(&cfg);
+  cfg.max_filter_bytes = 4096;
+  sim_init(&s, &cfg);
+  ms_client *w = sim_client_new("w", 1);
+  sim_add(&s, w);
+  got *g = calloc(1, sizeof *g);
+  /* 65 names: over the per-filter limit (BAD_REQUEST). */
+  static char names[65][129];
+  const char *ptrs[65];
+  for (int i = 0; i < 65; i++) {
+    snprintf(names[i], sizeof names[i], "svc-%03d", i);
+    ptrs[i] = names[i];
+  }
+  ms_subscribe_opts o = {0};
+  o.services = ptrs;
+  o.n_services = 65;
+  ms_client_subscribe(w, "logs", &o, collect, g, NULL);
+  sim_pump(&s);
+  CHECK(errors_with(s.hub, MS_ERR_BAD_REQUEST) == 1);
+  /* 40 names of 128 bytes: within the filter limit, over the bytes one
+   * connection may hold (TOO_MANY_SUBSCRIPTIONS). */
+  for (int i = 0; i < 40; i++) {
+    memset(names[i], 'a' + i % 26, 128);
+    names[i][0] = (char)('A' + i % 26);
+    names[i][1] = (char)('A' + i / 26);
+    names[i][128] = '\0';
+  }
+  o.n_services = 40;
+  ms_client_subscribe(w, "logs", &o, collect, g, NULL);
+  sim_pump(&s);
+  CHECK(errors_with(s.hub, MS_ERR_TOO_MANY_SUBSCRIPTIONS) == 1);
+  /* A long contains: BAD_REQUEST. */
+  char *big = malloc(2000);
+  memset(big, 'x', 1999);
+  big[1999] = '\0';
+  ms_subscribe_opts o2 = {0};
+  o2.contains = big;
+  ms_client_subscribe(w, "logs", &o2, collect, g, NULL);
+  sim_pump(&s);
+  CHECK(errors_with(s.hub, MS_ERR_BAD_REQUEST) == 2);
+  CHECK_EQ_INT(g->live, 0);
+  CHECK_EQ_INT(ms_client_get_state(w), MS_CLIENT_READY);
+  free(big);
+  free(g);
+  sim_free(&s);
+}
+
+static void history_search_is_spread_over_ticks(void) {
+  sim s;
+  ms_hub_config cfg;
+  base_cfg(&cfg);
+  sim_init(&s, &cfg);
+  ms_client *a = sim_client_new("svc-a", 0), *w = sim_client_new("w", 1);
+  ms_log_set_queue(a, 20000);
+  sim_add(&s, a);
+  sim_add(&s, w);
+  sim_pump(&s);
+  /* 5000 records, only the first 3 say "needle": finding them means
+   * looking back over the whole ring, more than one step allows. */
+  for (int i = 0; i < 5000; i++) {
+    ms_info(a, i < 3 ? "needle %d" : "hay %d", i);
+    if (i % 500 == 499)
+      sim_pump(&s);
+  }
+  sim_pump(&s);
+  got *g = calloc(1, sizeof *g);
+  ms_subscribe_opts o = {0};
+  o.contains = "needle";
+  o.history = 3;
+  ms_client_subscribe(w, "logs", &o, collect, g, NULL);
+  sim_pump(&s);
+  CHECK_EQ_INT(g->live, 0); /* not found yet: the rest waits for ticks */
+  sim_advance(&s, 50);
+  CHECK_EQ_INT(g->live, 1);
+  CHECK_EQ_INT(g->n, 3);
+  CHECK_EQ_STR(g->msg[0], "needle 0");
+  CHECK_EQ_STR(g->msg[2], "needle 2");
+  free(g);
+  sim_free(&s);
+}
+
+static void a_watcher_cannot_log_under_a_registered_name(void) {
+  sim s;
+  ms_hub_config cfg;
+  base_cfg(&cfg);
+  sim_init(&s, &cfg);
+  ms_client *a = sim_client_new("payments", 0);
+  ms_client *fake = sim_client_new("payments", 1);
+  ms_client *shipper = sim_client_new("build", 1);
+  ms_client *w = sim_client_new("w", 1);
+  sim_add(&s, a);
+  sim_add(&s, fake);
+  sim_add(&s, shipper);
+  sim_add(&s, w);
+  got *g = calloc(1, sizeof *g);
+  ms_client_subscribe(w, "logs", NULL, collect, g, NULL);
+  sim_pump(&s);
+  CHECK(all_ready(&s));
+  ms_info(a, "real");
+  sim_pump(&s);
+  ms_info(fake, "forged");
+  sim_pump(&s);
+  ms_info(shipper, "line");
+  sim_pump(&s);
+  CHECK_EQ_INT(g->n, 3);
+  CHECK_EQ_STR(g->svc[0], "payments");
+  CHECK_EQ_STR(g->svc[1], "payments (watch"); /* svc[] keeps 15 bytes */
+  CHECK_EQ_STR(g->svc[2], "build"); /* a name no service holds: as is */
+  free(g);
+  sim_free(&s);
+}
+
 static const ms_test_case tests[] = {
     TEST(records_reach_subscribers_with_filters_in_order),
     TEST(contains_filter_is_a_case_sensitive_substring),
@@ -417,6 +565,10 @@ static const ms_test_case tests[] = {
     TEST(presence_history_replays_up_and_down),
     TEST(log_records_wait_in_ring_until_connected),
     TEST(log_below_level_is_dropped_at_once),
+    TEST(subscriptions_past_the_cap_get_too_many_subscriptions),
+    TEST(oversized_filters_are_refused_before_allocation),
+    TEST(history_search_is_spread_over_ticks),
+    TEST(a_watcher_cannot_log_under_a_registered_name),
 };
 
 MS_TEST_MAIN(tests)
