@@ -77,6 +77,8 @@ void ms_conn_config_init(ms_conn_config *cfg, ms_conn_role role) {
   cfg->out_low_water = 256 * 1024;
   cfg->handshake_timeout_ms = 10000;
   cfg->close_timeout_ms = 5000;
+  cfg->message_timeout_ms = 30000;
+  cfg->max_fragments = 1024;
   cfg->path = "/ws";
   cfg->offer[0] = MS_ENC_MSGPACK;
   cfg->offer[1] = MS_ENC_NONE;
@@ -120,6 +122,10 @@ int ms_conn_new(ms_conn **pconn, const ms_conn_config *cfg,
     c->cfg.max_header_bytes = def.max_header_bytes;
   if (!c->cfg.max_headers)
     c->cfg.max_headers = def.max_headers;
+  if (!c->cfg.message_timeout_ms)
+    c->cfg.message_timeout_ms = def.message_timeout_ms;
+  if (!c->cfg.max_fragments)
+    c->cfg.max_fragments = def.max_fragments;
   if (!c->cfg.out_high_water)
     c->cfg.out_high_water = def.out_high_water;
   if (c->cfg.out_low_water > c->cfg.out_high_water)
@@ -407,6 +413,13 @@ int ms_conn_tick(ms_conn *c, int64_t now) {
     ms_conn_report_close(c, MS_ERR_TIMEOUT, MS_CLOSE_ABNORMAL, NULL, 0, 0, 0);
   } else if (now >= c->linger_deadline && c->state == ST_DONE) {
     ms_conn_discard_output(c);
+  } else if (c->msg_open && now >= c->msg_deadline && c->ws &&
+             (c->state == ST_OPEN || c->state == ST_CLOSING) &&
+             !c->fail_err) {
+    /* A message started long ago and still not finished. */
+    c->msg_open = 0;
+    ms_conn_ws_fail(c, MS_ERR_TIMEOUT, MS_CLOSE_POLICY);
+    ms_conn_after_recv(c);
   }
   c->now_depth--;
   ms_conn_leave(c);
@@ -418,7 +431,10 @@ int64_t ms_conn_next_deadline(const ms_conn *c) {
     return MS_NO_DEADLINE;
   if (c->state == ST_DONE)
     return ms_conn_want_write(c) ? c->linger_deadline : MS_NO_DEADLINE;
-  return MS_MIN(c->hs_deadline, c->close_deadline);
+  int64_t d = MS_MIN(c->hs_deadline, c->close_deadline);
+  if (c->msg_open && c->msg_deadline < d)
+    d = c->msg_deadline;
+  return d;
 }
 
 int ms_conn_is_open(const ms_conn *c) {

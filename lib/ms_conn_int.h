@@ -65,6 +65,10 @@ struct ms_conn {
   uint64_t in_framed;   /* bytes of the frames it has finished */
   uint64_t frame_size;  /* header + payload of the frame being read */
   int in_frag;          /* inside a fragmented message */
+  int msg_open;         /* a data message has started and not ended */
+  int msg_last;         /* the frame being read is its final one */
+  size_t msg_frags;     /* frames of it so far */
+  int64_t msg_deadline; /* it must be complete by then */
   const uint8_t *in_ptr; /* slice borrowed from ms_conn_feed() */
   size_t in_len;
   ms_encoding enc;
@@ -126,6 +130,10 @@ void ms_ws_mask(uint8_t *dst, const uint8_t *src, size_t n,
 
 /* ---- ms_conn_sleep.c ---- */
 int ms_conn_wake(ms_conn *c);
+/* Fail the WebSocket connection ourselves with code (RFC 6455 7.1.7). */
+void ms_conn_ws_fail(ms_conn *c, int err, uint16_t code);
+/* Report the close once wslay stopped reading (after a failure). */
+void ms_conn_after_recv(ms_conn *c);
 void ms_conn_frame_start(wslay_event_context_ptr ctx,
                          const struct wslay_event_on_frame_recv_start_arg *a,
                          void *user_data);

@@ -38,6 +38,21 @@ void ms_conn_frame_start(wslay_event_context_ptr ctx,
     c->in_frag = !a->fin;
   else if (a->opcode == WSLAY_CONTINUATION_FRAME && a->fin)
     c->in_frag = 0;
+  if (a->opcode == WSLAY_TEXT_FRAME || a->opcode == WSLAY_BINARY_FRAME ||
+      a->opcode == WSLAY_CONTINUATION_FRAME) {
+    /* wslay keeps every fragment as its own allocation until the last:
+     * bound their number and the time the message may take. */
+    if (!c->msg_open) {
+      c->msg_open = 1;
+      c->msg_frags = 0;
+      c->msg_deadline = c->cfg.message_timeout_ms > 0
+                            ? c->now + c->cfg.message_timeout_ms
+                            : MS_NO_DEADLINE;
+    }
+    c->msg_last = a->fin;
+    if (++c->msg_frags > c->cfg.max_fragments && !c->fail_err)
+      ms_conn_ws_fail(c, MS_ERR_TOO_BIG, MS_CLOSE_TOO_BIG);
+  }
 }
 
 void ms_conn_frame_end(wslay_event_context_ptr ctx, void *user_data) {
@@ -45,6 +60,10 @@ void ms_conn_frame_end(wslay_event_context_ptr ctx, void *user_data) {
   MS_UNUSED(ctx);
   c->in_framed += c->frame_size;
   c->frame_size = 0;
+  if (c->msg_open && c->msg_last) {
+    c->msg_open = 0;
+    c->msg_last = 0;
+  }
 }
 
 int ms_conn_hibernate(ms_conn *c) {

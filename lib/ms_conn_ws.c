@@ -75,7 +75,7 @@ static int ws_genmask(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
 }
 
 /* Fail the WebSocket connection ourselves (RFC 6455 7.1.7). */
-static void ws_fail(ms_conn *c, int err, uint16_t code) {
+void ms_conn_ws_fail(ms_conn *c, int err, uint16_t code) {
   if (!c->fail_err) {
     c->fail_err = err;
     c->fail_code = code;
@@ -102,7 +102,7 @@ static void ws_on_msg(wslay_event_context_ptr ctx,
     int binary = arg->opcode == WSLAY_BINARY_FRAME;
     /* wslay checks UTF-8 too; this keeps the guarantee ours. */
     if (!binary && !ms_utf8_valid(arg->msg, arg->msg_length)) {
-      ws_fail(c, MS_ERR_UTF8, MS_CLOSE_INVALID_UTF8);
+      ms_conn_ws_fail(c, MS_ERR_UTF8, MS_CLOSE_INVALID_UTF8);
       return;
     }
     if (c->cb.on_message) {
@@ -149,7 +149,7 @@ static void ws_on_msg(wslay_event_context_ptr ctx,
 
 /* After wslay_event_recv(): once wslay stops reading, the close handshake
  * finished or the connection failed; report it. */
-static void after_recv(ms_conn *c) {
+void ms_conn_after_recv(ms_conn *c) {
   if (c->life.dead || c->close_reported || c->fatal || !c->ws)
     return;
   if (wslay_event_get_read_enabled(c->ws))
@@ -294,7 +294,7 @@ int ms_conn_feed_ws(ms_conn *c, const uint8_t *data, size_t len) {
     /* Any other failure is a framing error for which wslay has already
      * queued a close (our recv callback never fails). */
   }
-  after_recv(c);
+  ms_conn_after_recv(c);
   return c->fatal;
 }
 
@@ -305,6 +305,7 @@ int ms_conn_ws_create(ms_conn *c) {
                                       ws_on_msg};
   c->in_total = c->in_framed = c->frame_size = 0;
   c->in_frag = 0;
+  c->msg_open = c->msg_last = 0;
   int r = c->cfg.role == MS_CONN_SERVER
               ? wslay_event_context_server_init(&c->ws, &cbs, c)
               : wslay_event_context_client_init(&c->ws, &cbs, c);

@@ -1426,6 +1426,7 @@ int ms_hub_accept_peer(ms_hub *h, ms_hub_conn **pc, void *tdata,
   cc.out_high_water = h->cfg.out_high_water;
   cc.out_low_water = h->cfg.out_high_water / 4;
   cc.handshake_timeout_ms = MS_HEARTBEAT_MISSES * h->cfg.heartbeat_ms;
+  cc.message_timeout_ms = MS_HEARTBEAT_MISSES * h->cfg.heartbeat_ms;
   ms_conn_callbacks cb;
   memset(&cb, 0, sizeof cb);
   cb.on_upgrade = on_ws_upgrade;

@@ -73,6 +73,13 @@ typedef struct ms_conn_config {
   size_t out_low_water;      /* default 256 KiB: reading resumes below */
   int64_t handshake_timeout_ms; /* default 10000: upgrade must finish */
   int64_t close_timeout_ms;  /* default 5000: wait for the peer's close */
+  /* A message (all its fragments) must arrive within this many
+   * milliseconds of its first frame, else close 1008; default 30000, -1
+   * none. And in at most max_fragments frames, else close 1009; default
+   * 1024. So a half-sent message holds at most max_message plus a small
+   * constant, and not for ever. */
+  int64_t message_timeout_ms;
+  size_t max_fragments;
 
   /* Client role. */
   const char *host; /* Host header value, e.g. "127.0.0.1:7400" */

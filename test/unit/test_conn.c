@@ -643,6 +643,79 @@ static void oversized_message_closes_1009(void) {
   ms_conn_del(s);
 }
 
+static void too_many_fragments_close_1009(void) {
+  rec r;
+  out o = {0};
+  ms_conn_config cfg;
+  ms_conn_config_init(&cfg, MS_CONN_SERVER);
+  cfg.max_fragments = 8;
+  ms_conn *s = open_server(&r, &cfg, &o);
+  CHECK(s);
+  uint8_t in[16];
+  /* Eight frames make a message; a ninth of the next one is too many. */
+  size_t n = frame(in, 0, 2, 1, "a", 1);
+  ms_conn_feed(s, in, n, 2);
+  for (int i = 0; i < 6; i++) {
+    n = frame(in, 0, 0, 1, "b", 1);
+    ms_conn_feed(s, in, n, 2);
+  }
+  n = frame(in, 1, 0, 1, "c", 1);
+  ms_conn_feed(s, in, n, 2);
+  CHECK_EQ_INT(r.nmsg, 1);
+  CHECK_EQ_INT(r.closed, 0);
+  n = frame(in, 0, 2, 1, "a", 1);
+  ms_conn_feed(s, in, n, 3);
+  for (int i = 0; i < 20 && !r.closed; i++) {
+    n = frame(in, 0, 0, 1, "b", 1);
+    ms_conn_feed(s, in, n, 3);
+  }
+  CHECK_EQ_INT(r.closed, 1);
+  CHECK_EQ_INT(r.close.code, 1009);
+  CHECK_EQ_INT(r.nmsg, 1);
+  CHECK(!ms_conn_want_read(s));
+  take_all(s, &o);
+  CHECK_MEM(o.data, o.len, "\x88\x02\x03\xf1", 4);
+  out_free(&o);
+  ms_conn_del(s);
+}
+
+static void unfinished_message_closes_1008_at_its_deadline(void) {
+  rec r;
+  out o = {0};
+  ms_conn_config cfg;
+  ms_conn_config_init(&cfg, MS_CONN_SERVER);
+  cfg.message_timeout_ms = 1000;
+  ms_conn *s = open_server(&r, &cfg, &o);
+  CHECK(s);
+  uint8_t in[16];
+  size_t n = frame(in, 0, 2, 1, "a", 1);
+  ms_conn_feed(s, in, n, 100);
+  CHECK_EQ_INT(ms_conn_next_deadline(s), 1100);
+  /* More fragments do not move the deadline. */
+  n = frame(in, 0, 0, 1, "b", 1);
+  ms_conn_feed(s, in, n, 900);
+  ms_conn_tick(s, 1099);
+  CHECK_EQ_INT(r.closed, 0);
+  ms_conn_tick(s, 1100);
+  CHECK_EQ_INT(r.closed, 1);
+  CHECK_EQ_INT(r.close.code, 1008);
+  CHECK_EQ_INT(r.close.err, MS_ERR_TIMEOUT);
+  CHECK(!ms_conn_want_read(s));
+  take_all(s, &o);
+  CHECK_MEM(o.data, o.len, "\x88\x02\x03\xf0", 4);
+  out_free(&o);
+  ms_conn_del(s);
+  /* A message that completes in time leaves no deadline behind. */
+  s = open_server(&r, &cfg, &o);
+  CHECK(s);
+  n = frame(in, 0, 2, 1, "a", 1);
+  ms_conn_feed(s, in, n, 100);
+  n = frame(in, 1, 0, 1, "b", 1);
+  ms_conn_feed(s, in, n, 200);
+  CHECK_EQ_INT(ms_conn_next_deadline(s), MS_NO_DEADLINE);
+  ms_conn_del(s);
+}
+
 static void invalid_utf8_text_closes_1007(void) {
   rec r;
   out o = {0};
@@ -1400,6 +1473,8 @@ static const ms_test_case tests[] = {
     TEST(byte_at_a_time_gives_identical_results),
     TEST(whole_frames_read_directly_match_wslay),
     TEST(fragmented_message_with_interleaved_ping),
+    TEST(too_many_fragments_close_1009),
+    TEST(unfinished_message_closes_1008_at_its_deadline),
     TEST(oversized_message_closes_1009),
     TEST(invalid_utf8_text_closes_1007),
     TEST(unmasked_client_frame_is_protocol_error_1002),
