@@ -74,10 +74,16 @@ static int key_valid(const char *key, size_t len) {
 static int write_response(ms_conn *c, int status, const char *content_type,
                           const char *extra, const void *body,
                           size_t body_len, int with_body) {
-  int rv = ms_buf_appendf(&c->out,
-                          "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n"
-                          "Connection: close\r\n",
-                          status, ms_http_reason(status), body_len);
+  /* body NULL with body_len SIZE_MAX: a streamed body (chunked). */
+  int rv = body_len == SIZE_MAX && !body
+               ? ms_buf_appendf(&c->out,
+                                "HTTP/1.1 %d %s\r\nTransfer-Encoding: chunked\r\n"
+                                "Connection: close\r\n",
+                                status, ms_http_reason(status))
+               : ms_buf_appendf(&c->out,
+                                "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n"
+                                "Connection: close\r\n",
+                                status, ms_http_reason(status), body_len);
   if (!rv && content_type)
     rv = ms_buf_appendf(&c->out, "Content-Type: %s\r\n", content_type);
   if (!rv && extra && extra[0]) {
@@ -88,7 +94,7 @@ static int write_response(ms_conn *c, int status, const char *content_type,
   }
   if (!rv)
     rv = ms_buf_append(&c->out, "\r\n", 2);
-  if (!rv && with_body && body_len)
+  if (!rv && with_body && body_len && body)
     rv = ms_buf_append(&c->out, body, body_len);
   return rv;
 }
@@ -408,6 +414,69 @@ int ms_conn_http_respond(ms_conn *c, int status, const char *content_type,
   }
   conn_enter(c);
   ms_conn_report_close(c, 0, 0, NULL, 0, 0, status);
+  ms_conn_leave(c);
+  return 0;
+}
+
+int ms_conn_http_begin(ms_conn *c, int status, const char *content_type,
+                       const char *extra_headers) {
+  if (!c || status < 100 || status > 999)
+    return MS_ERR_INVALID_ARG;
+  if (c->fatal)
+    return c->fatal;
+  if (c->cfg.role != MS_CONN_SERVER || c->state != ST_HTTP_WAIT ||
+      c->http_streaming)
+    return MS_ERR_STATE;
+  int rv = write_response(c, status, content_type, extra_headers, NULL,
+                          SIZE_MAX, 0);
+  if (rv) {
+    ms_conn_set_fatal(c, rv);
+    return rv;
+  }
+  c->http_streaming = 1;
+  c->http_status = status;
+  /* The answer has started: the request deadline no longer applies (the
+   * application bounds a stalled reader itself). */
+  c->hs_deadline = MS_NO_DEADLINE;
+  return 0;
+}
+
+int ms_conn_http_write(ms_conn *c, const void *data, size_t len) {
+  if (!c || (!data && len))
+    return MS_ERR_INVALID_ARG;
+  if (c->fatal)
+    return c->fatal;
+  if (c->state != ST_HTTP_WAIT || !c->http_streaming)
+    return MS_ERR_STATE;
+  if (len == 0 || c->head_method)
+    return 0;
+  int rv = ms_buf_appendf(&c->out, "%zx\r\n", len);
+  if (!rv)
+    rv = ms_buf_append(&c->out, data, len);
+  if (!rv)
+    rv = ms_buf_append(&c->out, "\r\n", 2);
+  if (rv)
+    ms_conn_set_fatal(c, rv);
+  return rv;
+}
+
+int ms_conn_http_end(ms_conn *c, int complete) {
+  if (!c)
+    return MS_ERR_INVALID_ARG;
+  if (c->fatal)
+    return c->fatal;
+  if (c->state != ST_HTTP_WAIT || !c->http_streaming)
+    return MS_ERR_STATE;
+  /* Without the last chunk the body is visibly cut: a reader of chunked
+   * coding knows it did not get the whole answer. */
+  if (complete && !c->head_method &&
+      ms_buf_append(&c->out, "0\r\n\r\n", 5) != 0) {
+    ms_conn_set_fatal(c, MS_ERR_NOMEM);
+    return MS_ERR_NOMEM;
+  }
+  conn_enter(c);
+  ms_conn_report_close(c, complete ? 0 : MS_ERR_CLOSED, 0, NULL, 0, 0,
+                       c->http_status);
   ms_conn_leave(c);
   return 0;
 }

@@ -44,6 +44,8 @@ struct ms_conn {
   int throttled;   /* output above the high-water mark: stop reading */
   int force_drain; /* ws_send() takes everything regardless of OUT_CHUNK */
   int head_method; /* server: the plain request was HEAD (no body) */
+  int http_streaming; /* server: a chunked answer has begun */
+  int http_status;
   int fatal;       /* a fatal ms_err, or 0 */
   int fail_err;    /* our own protocol failure (e.g. UTF-8), or 0 */
   uint16_t fail_code;

@@ -282,7 +282,48 @@ int ms_hub_new(ms_hub **ph, const ms_hub_config *cfg, void *user_data,
   return 0;
 }
 
+/* Output below this asks a streamed HTTP answer for more. */
+#define HTTP_LOW_WATER (64 * 1024)
+
+/* The streamed answer is over: its producer frees its state. */
+static void http_done(ms_hub *h, ms_hub_conn *hc) {
+  if (!hc->http_more)
+    return;
+  if (hc->http_in_more) {
+    hc->http_finished = 1; /* told when more() returns */
+    return;
+  }
+  ms_hub_http_more_fn fn = hc->http_more;
+  hc->http_more = NULL;
+  fn(h, hc->ws, 1, hc->http_ud);
+}
+
+static void http_step(ms_hub *h, ms_hub_conn *hc) {
+  hc->http_in_more = 1;
+  hc->http_more(h, hc->ws, 0, hc->http_ud);
+  hc->http_in_more = 0;
+  if (hc->http_finished)
+    http_done(h, hc);
+  ms_hub_mark_dirty(h, hc);
+}
+
+int ms_hub_http_stream(ms_hub *h, ms_conn *c, ms_hub_http_more_fn more,
+                       void *stream_data) {
+  ms_hub_conn *hc = c ? ms_conn_user_data(c) : NULL;
+  if (!h || !more || !hc || hc->hub != h || hc->ws != c ||
+      hc->state != HC_HTTP || hc->http_more || hc->released)
+    return MS_ERR_STATE;
+  hc->http_more = more;
+  hc->http_ud = stream_data;
+  hc->http_finished = 0;
+  hc->last_rx = h->last_now; /* write progress from here on */
+  ms_heap_update(&h->live, &hc->live, h->last_now + 1);
+  ms_hub_mark_dirty(h, hc);
+  return 0;
+}
+
 static void free_conn(ms_hub *h, ms_hub_conn *hc) {
+  http_done(h, hc);
   ms_hub_peer_done(h, hc);
   ms_free(h->mem, hc->peer);
   if (hc->sio)
@@ -1252,6 +1293,7 @@ static void on_ws_close(ms_conn *ws, const ms_conn_close_arg *arg, void *ud) {
   (void)arg;
   conn_down(h, hc, reason, h->last_now);
   hc->state = HC_GONE;
+  http_done(h, hc);
   ms_hub_mark_dirty(h, hc);
 }
 
@@ -1266,6 +1308,10 @@ static int64_t live_deadline(const ms_hub *h, const ms_hub_conn *hc) {
   case HC_HTTP:
   case HC_AWAIT_HELLO:
     d = hc->accepted_at + MS_HEARTBEAT_MISSES * hb;
+    if (hc->http_more)
+      d = ms_conn_out_pending(hc->ws) < HTTP_LOW_WATER
+              ? h->last_now + 1
+              : hc->last_rx + MS_HEARTBEAT_MISSES * hb;
     break;
   case HC_WAIT_REPLACE:
     d = hc->live.idx ? hc->live.deadline : hc->last_rx + hb;
@@ -1319,6 +1365,19 @@ static void live_check(ms_hub *h, ms_hub_conn *hc, int64_t now) {
   ms_conn_tick(hc->ws, now);
   switch (hc->state) {
   case HC_HTTP:
+    if (hc->http_more) {
+      if (ms_conn_out_pending(hc->ws) < HTTP_LOW_WATER) {
+        http_step(h, hc);
+      } else if (now - hc->last_rx >= MS_HEARTBEAT_MISSES * hb) {
+        /* The reader stopped reading: end it, visibly cut. */
+        hub_event(h, MS_LEVEL_INFO, "HTTP answer stalled: closing");
+        ms_conn_eof(hc->ws, now);
+        hc->state = HC_GONE;
+        http_done(h, hc);
+      }
+      break;
+    }
+    /* fall through */
   case HC_AWAIT_HELLO:
     if (now >= hc->accepted_at + MS_HEARTBEAT_MISSES * hb) {
       if (hc->state == HC_AWAIT_HELLO)
@@ -1517,6 +1576,11 @@ void ms_hub_conn_consume(ms_hub_conn *hc, size_t n) {
   }
   hc->tx_blocked = n < avail;
   ms_conn_consume(hc->ws, n);
+  if (n && hc->http_more && !hc->released) {
+    hc->last_rx = h->last_now;
+    if (ms_conn_out_pending(hc->ws) < HTTP_LOW_WATER)
+      update_live(h, hc);
+  }
   if (n && hc->subs && !hc->released &&
       ms_conn_out_pending(hc->ws) < h->cfg.out_high_water / 4) {
     enter(h);

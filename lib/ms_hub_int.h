@@ -106,6 +106,10 @@ struct ms_hub_conn {
   int subs_more;       /* replay work left for the next tick */
   /* Writes that found the socket full and then drained: the peer reads. */
   unsigned tx_blocked : 1;
+  /* A streamed HTTP answer (ms_hub_http_stream). */
+  ms_hub_http_more_fn http_more;
+  void *http_ud;
+  unsigned http_in_more : 1, http_finished : 1;
 };
 
 /* A request in flight. Its requester is a local connection (origin) or

@@ -49,6 +49,7 @@ typedef struct app {
   char **argv;
   struct hub_args *reloaded; /* owned when not the first */
   hub_config_args reloaded_file;
+  int log_streams;   /* /api/logs answers in progress */
 } app;
 
 static const char *level_name(int level) {
@@ -117,6 +118,16 @@ static int64_t wallclock(void *ud) {
  * rate costs routing a memcpy per record, not a disk write. */
 #define STORE_FLUSH_MS 200
 #define STORE_FLUSH_BATCH 1000
+/* ... or as soon as this many bytes wait: a burst of large records is
+ * written as it comes (the loop stops reading while it writes, which is
+ * the backpressure), instead of filling the batch and dropping. */
+#define STORE_FLUSH_BYTES (8u << 20)
+
+/* /api/logs answers at once (more get 503 and Retry-After); each examines
+ * at most SCAN_ROWS rows and adds at most SCAN_BYTES per loop turn. */
+#define MAX_LOG_STREAMS 8
+#define SCAN_ROWS 4096
+#define SCAN_BYTES (256 * 1024)
 
 static double mono_s(void) {
   struct timespec ts;
@@ -147,8 +158,16 @@ static void on_store_timer(ms_loop *loop, ms_timer *t, void *ud) {
 static int on_hub_metrics(ms_hub *h, ms_buf *b, void *ud) {
   app *a = ud;
   (void)h;
-  return hub_metrics_text(b, a->store, a->store_path, &a->store_timing,
-                          a->started_s);
+  int rv = hub_metrics_text(b, a->store, a->store_path, &a->store_timing,
+                            a->started_s);
+  if (rv == 0 && a->store)
+    rv = ms_buf_appendf(b,
+                        "# HELP microstream_api_logs_streams Answers of "
+                        "/api/logs in progress.\n"
+                        "# TYPE microstream_api_logs_streams gauge\n"
+                        "microstream_api_logs_streams %d\n",
+                        a->log_streams);
+  return rv;
 }
 
 static void on_hub_record(ms_hub *h, const ms_hub_record *rec, void *ud) {
@@ -158,8 +177,36 @@ static void on_hub_record(ms_hub *h, const ms_hub_record *rec, void *ud) {
   ms_store_add(a->store, ms_hub_id(h), rec);
   /* While the file is failing (locked, disk full) only the timer retries:
    * a retry per record would stall routing on the busy wait. */
-  if (ms_store_pending(a->store) >= STORE_FLUSH_BATCH && !a->store_failing)
+  if ((ms_store_pending(a->store) >= STORE_FLUSH_BATCH ||
+       ms_store_pending_bytes(a->store) >= STORE_FLUSH_BYTES) &&
+      !a->store_failing)
     store_flush(a);
+}
+
+typedef struct log_stream {
+  app *a;
+  ms_store_scan *scan;
+} log_stream;
+
+/* One bounded step of an /api/logs answer per loop turn (the hub calls
+ * it while the reader keeps up). */
+static void on_log_stream(ms_hub *h, ms_conn *c, int done, void *ud) {
+  log_stream *ls = ud;
+  (void)h;
+  if (done) {
+    ls->a->log_streams--;
+    ms_store_scan_free(ls->scan);
+    free(ls);
+    return;
+  }
+  ms_buf out;
+  memset(&out, 0, sizeof out);
+  int rv = ms_store_scan_step(ls->scan, SCAN_ROWS, SCAN_BYTES, &out);
+  if (out.len && ms_conn_http_write(c, out.data, out.len) != 0)
+    rv = -1;
+  ms_buf_free(&out);
+  if (rv != 0)
+    ms_conn_http_end(c, rv == 1); /* an error: the body is visibly cut */
 }
 
 static void respond_json_error(ms_conn *c, int status, const char *msg) {
@@ -209,20 +256,37 @@ static int on_hub_http(ms_hub *h, ms_conn *c, const ms_http_request *req,
     free(scratch);
     return 0;
   }
+  if (a->log_streams >= MAX_LOG_STREAMS) {
+    free(scratch);
+    ms_conn_http_respond(c, 503, "application/json", "Retry-After: 1\r\n",
+                         "{\"error\":\"busy: too many /api/logs answers "
+                         "in progress\"}",
+                         strlen("{\"error\":\"busy: too many /api/logs "
+                                "answers in progress\"}"));
+    return 0;
+  }
   /* Let a query see what was logged a moment ago. */
   store_flush(a);
-  ms_buf out;
-  memset(&out, 0, sizeof out);
-  int rv = ms_store_query_json(a->store, &q, &out);
+  log_stream *ls = calloc(1, sizeof *ls);
+  int rv = ls ? ms_store_scan_new(a->store, &q, &ls->scan) : MS_ERR_NOMEM;
+  free(scratch);
   if (rv == 0)
-    ms_conn_http_respond(c, 200, "application/json",
-                         "Cache-Control: no-cache\r\n", out.data, out.len);
-  else
+    rv = ms_conn_http_begin(c, 200, "application/json",
+                            "Cache-Control: no-cache\r\n");
+  if (rv == 0) {
+    ls->a = a;
+    a->log_streams++;
+    if (ms_hub_http_stream(h, c, on_log_stream, ls) != 0)
+      ms_conn_http_end(c, 0); /* cannot happen: c is this request's */
+    return 0;
+  }
+  if (ls)
+    ms_store_scan_free(ls->scan);
+  free(ls);
+  if (!ms_conn_is_open(c))
     respond_json_error(c, rv == MS_ERR_NOMEM ? 500 : 503,
                        rv == MS_ERR_NOMEM ? "out of memory"
                                           : "store query failed");
-  ms_buf_free(&out);
-  free(scratch);
   return 0;
 }
 

@@ -37,6 +37,8 @@ struct ms_store {
   size_t nbatch;
   size_t batch_bytes;
   uint64_t rows, written, dropped, deleted, flush_errors;
+  uint64_t unmarked;      /* dropped since the last gap marker row */
+  int has_fts;            /* records_fts (trigram index for contains) */
   int64_t last_retain_ms; /* monotonic; 0: never ran */
   int retain_more;        /* the last pass stopped with rows left to trim */
 };
@@ -54,6 +56,41 @@ static const char schema_sql[] =
     "CREATE INDEX IF NOT EXISTS records_ts ON records(ts_us);"
     "CREATE INDEX IF NOT EXISTS records_service_ts ON records(service, ts_us);"
     "CREATE INDEX IF NOT EXISTS records_level_ts ON records(level, ts_us);";
+
+/* A trigram index of the messages, kept by triggers: `contains` looks up
+ * candidates in it instead of reading every row. */
+static const char fts_sql[] =
+    "CREATE VIRTUAL TABLE records_fts USING fts5(message, content='records',"
+    " content_rowid='id', tokenize='trigram');"
+    "CREATE TRIGGER IF NOT EXISTS records_fts_ins AFTER INSERT ON records BEGIN"
+    " INSERT INTO records_fts(rowid, message) VALUES (new.id, new.message);"
+    " END;"
+    "CREATE TRIGGER IF NOT EXISTS records_fts_del AFTER DELETE ON records BEGIN"
+    " INSERT INTO records_fts(records_fts, rowid, message)"
+    " VALUES ('delete', old.id, old.message); END;"
+    "INSERT INTO records_fts(records_fts) VALUES ('rebuild');";
+
+/* FTS5 with the trigram tokenizer, if this SQLite has it (Debian's does):
+ * created on first open (indexing what is there), used when present. */
+static int setup_fts(sqlite3 *db) {
+  sqlite3_stmt *s = NULL;
+  int have = 0;
+  if (sqlite3_prepare_v2(db,
+                         "SELECT 1 FROM sqlite_master WHERE name='records_fts'",
+                         -1, &s, NULL) == SQLITE_OK) {
+    have = sqlite3_step(s) == SQLITE_ROW;
+    sqlite3_finalize(s);
+  }
+  if (have)
+    return 1;
+  if (sqlite3_exec(db, "SAVEPOINT fts", NULL, NULL, NULL) != SQLITE_OK)
+    return 0;
+  if (sqlite3_exec(db, fts_sql, NULL, NULL, NULL) != SQLITE_OK) {
+    sqlite3_exec(db, "ROLLBACK TO fts; RELEASE fts", NULL, NULL, NULL);
+    return 0;
+  }
+  return sqlite3_exec(db, "RELEASE fts", NULL, NULL, NULL) == SQLITE_OK;
+}
 
 static int64_t mono_ms(void) {
   struct timespec ts;
@@ -141,6 +178,7 @@ int ms_store_open(ms_store **pst, const char *path, const ms_store_options *opt,
     rc = sqlite3_exec(st->db, schema_sql, NULL, NULL, NULL);
   if (rc != SQLITE_OK)
     goto fail;
+  st->has_fts = setup_fts(st->db);
   what = "prepare";
   rc = sqlite3_prepare_v3(st->db,
                           "INSERT INTO records (hub_id, seq, ts_us, level, "
@@ -221,11 +259,13 @@ int ms_store_add(ms_store *st, const char *hub_id, const ms_hub_record *rec) {
   if (st->nbatch >= st->opt.batch_max ||
       st->batch_bytes + n > st->opt.batch_max_bytes) {
     st->dropped++;
+    st->unmarked++;
     return MS_ERR_LIMIT;
   }
   pending_rec *p = malloc(sizeof *p + n);
   if (!p) {
     st->dropped++;
+    st->unmarked++;
     return MS_ERR_NOMEM;
   }
   p->seq = rec->seq;
@@ -252,6 +292,29 @@ int ms_store_add(ms_store *st, const char *hub_id, const ms_hub_record *rec) {
 }
 
 size_t ms_store_pending(const ms_store *st) { return st->nbatch; }
+
+size_t ms_store_pending_bytes(const ms_store *st) { return st->batch_bytes; }
+
+/* Records that could not be kept leave a marker row where they would have
+ * been, so a reader of the store sees the gap. */
+static int insert_marker(ms_store *st) {
+  char fields[64];
+  int n = snprintf(fields, sizeof fields, "{\"missed\":%llu}",
+                   (unsigned long long)st->unmarked);
+  sqlite3_stmt *s = st->ins;
+  sqlite3_reset(s);
+  sqlite3_bind_text(s, 1, "", 0, SQLITE_STATIC);
+  sqlite3_bind_int64(s, 2, 0);
+  sqlite3_bind_int64(s, 3, wall_us(st));
+  sqlite3_bind_int64(s, 4, 0);
+  sqlite3_bind_text(s, 5, "", 0, SQLITE_STATIC);
+  sqlite3_bind_text(s, 6, "gap", 3, SQLITE_STATIC);
+  sqlite3_bind_text(s, 7, fields, n, SQLITE_STATIC);
+  int rc = sqlite3_step(s);
+  sqlite3_reset(s);
+  sqlite3_clear_bindings(s);
+  return rc == SQLITE_DONE ? 0 : MS_ERR_IO;
+}
 
 static int insert_one(ms_store *st, const pending_rec *p, msgpack_sbuffer *js) {
   const char *d = p->data;
@@ -337,7 +400,7 @@ int ms_store_retain(ms_store *st) {
 
 int ms_store_flush(ms_store *st) {
   int rv = 0;
-  if (st->nbatch > 0) {
+  if (st->nbatch > 0 || st->unmarked > 0) {
     if (sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) !=
         SQLITE_OK) {
       st->flush_errors++;
@@ -345,8 +408,13 @@ int ms_store_flush(ms_store *st) {
     }
     msgpack_sbuffer js;
     msgpack_sbuffer_init(&js);
+    /* The marker goes after the batch: the records it stands for were
+     * dropped because this batch was full, so they came after it. */
+    int marked = st->unmarked > 0;
     for (size_t i = 0; i < st->nbatch && rv == 0; i++)
       rv = insert_one(st, st->batch[i], &js);
+    if (marked && rv == 0)
+      rv = insert_marker(st);
     msgpack_sbuffer_destroy(&js);
     if (rv == 0 &&
         sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
@@ -358,7 +426,9 @@ int ms_store_flush(ms_store *st) {
       return rv;
     }
     st->written += st->nbatch;
-    st->rows += st->nbatch;
+    st->rows += st->nbatch + (size_t)marked;
+    if (marked)
+      st->unmarked = 0;
     batch_clear(st);
   }
   if (st->opt.max_age_s > 0 || st->opt.max_rows > 0) {
@@ -589,16 +659,59 @@ int ms_store_query_parse(ms_store_query *q, const char *qs, size_t len,
     scratch[o++] = '\0';
     i = end + 1;
     size_t n = (size_t)nl, v = (size_t)vl;
+    static const char *const known[] = {"service", "services", "min_level",
+                                        "contains", "since", "until",
+                                        "limit", "after", "before"};
+    int is_known = n == 0; /* empty pairs ("a=1&&b=2") are nothing */
+    for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
+      is_known |= name_is(name, n, known[k]);
+    if (!is_known) {
+      set_err(err, err_size,
+              "unknown parameter '%.*s' (service, services, min_level, "
+              "contains, since, until, after, before, limit)",
+              (int)(n > 40 ? 40 : n), name);
+      return MS_ERR_INVALID_ARG;
+    }
     /* An empty value means "no filter": forms send every field. */
     if (v == 0)
       continue;
-    if (name_is(name, n, "service")) {
-      if (q->nservices == MS_STORE_MAX_SERVICES) {
-        set_err(err, err_size, "at most %d services", MS_STORE_MAX_SERVICES);
+    if (name_is(name, n, "service") || name_is(name, n, "services")) {
+      /* services=a,b,c; service= may repeat. */
+      size_t a = 0;
+      while (a <= v) {
+        size_t b = a;
+        while (b < v && (name_is(name, n, "service") || val[b] != ','))
+          b++;
+        if (b > a) {
+          if (q->nservices == MS_STORE_MAX_SERVICES) {
+            set_err(err, err_size, "at most %d services",
+                    MS_STORE_MAX_SERVICES);
+            return MS_ERR_INVALID_ARG;
+          }
+          q->services[q->nservices] = val + a;
+          q->service_lens[q->nservices++] = b - a;
+        }
+        a = b + 1;
+      }
+    } else if (name_is(name, n, "after") || name_is(name, n, "before")) {
+      int64_t id;
+      if (parse_int(val, v, &id) != 0 || id < 0) {
+        set_err(err, err_size,
+                "bad %.*s: a record id (a non-negative integer) expected",
+                (int)n, name);
         return MS_ERR_INVALID_ARG;
       }
-      q->services[q->nservices] = val;
-      q->service_lens[q->nservices++] = v;
+      if (name[0] == 'a') {
+        q->has_after = 1;
+        q->after_id = id;
+      } else {
+        q->has_before = 1;
+        q->before_id = id;
+      }
+      if (q->has_after && q->has_before) {
+        set_err(err, err_size, "after and before cannot be combined");
+        return MS_ERR_INVALID_ARG;
+      }
     } else if (name_is(name, n, "min_level")) {
       if (parse_level_value(val, v, &q->min_level) != 0) {
         set_err(err, err_size, "bad min_level");
@@ -778,104 +891,400 @@ static int buf_time(ms_buf *b, int64_t ts_us) {
 
 /* ---- query ------------------------------------------------------------- */
 
-int ms_store_query_json(ms_store *st, const ms_store_query *q, ms_buf *out) {
-  /* Only fixed fragments go into the SQL text; every value is bound. */
-  char sql[1024];
+/* Rows (ids) one step examines: a few milliseconds of work at most, so a
+ * query over the whole table is spread over many loop turns. */
+#define SCAN_WINDOW 4096
+
+enum { PH_FIND = 0, PH_EMIT = 1, PH_DONE = 2 };
+
+struct ms_store_scan {
+  ms_store *st;
+  ms_store_query q;
+  char *strings;          /* copies of q's strings */
+  sqlite3_stmt *find;     /* ids only, newest first (finding the start) */
+  sqlite3_stmt *emit;     /* rows, oldest first */
+  int phase;
+  int backward;           /* no cursor or before: the newest `limit` */
+  int64_t lo_id, hi_id;   /* the ids the answer may come from */
+  int64_t pos;            /* FIND: next window ends here; EMIT: after it */
+  size_t want;            /* FIND: matches still to find */
+  size_t limit, count;
+  int exhausted;          /* FIND reached lo_id: nothing older */
+  int64_t start_id;       /* EMIT starts here (backward) */
+  int64_t last_id;        /* last row emitted or passed over (forward) */
+  int started;            /* the answer's head is written */
+};
+
+/* The WHERE clause of both statements: an id window, then the filter
+ * (marker rows pass whatever the filter says). Values are bound. */
+static int build_sql(const ms_store_scan *sc, int ids_only, int desc,
+                     char *sql, size_t size) {
+  const ms_store_query *q = &sc->q;
   size_t sl = 0;
 #define SQL_ADD(lit)                                  \
   do {                                                \
     size_t l_ = strlen(lit);                          \
-    if (sl + l_ >= sizeof sql)                        \
+    if (sl + l_ >= size)                              \
       return MS_ERR_INTERNAL;                         \
     memcpy(sql + sl, lit, l_);                        \
     sl += l_;                                         \
   } while (0)
-  SQL_ADD("SELECT hub_id, seq, ts_us, level, service, message, fields FROM "
-          "(SELECT id, hub_id, seq, ts_us, level, service, message, fields "
-          "FROM records WHERE 1");
-  size_t nsvc = q->nservices > MS_STORE_MAX_SERVICES ? MS_STORE_MAX_SERVICES
-                                                     : q->nservices;
-  if (nsvc > 0) {
-    SQL_ADD(" AND service IN (?");
-    for (size_t k = 1; k < nsvc; k++)
-      SQL_ADD(",?");
+  SQL_ADD(ids_only ? "SELECT id FROM records"
+                   : "SELECT id, hub_id, seq, ts_us, level, service, "
+                     "message, fields FROM records");
+  SQL_ADD(" WHERE id >= ?1 AND id <= ?2 AND (level = 0 OR (1");
+  if (q->nservices > 0) {
+    SQL_ADD(" AND service IN (?3");
+    for (size_t k = 1; k < q->nservices; k++)
+      SQL_ADD(",?3");
     SQL_ADD(")");
   }
   if (q->has_min_level)
-    SQL_ADD(" AND level >= ?");
-  if (q->contains && q->contains_len > 0)
-    SQL_ADD(" AND instr(message, ?) > 0");
+    SQL_ADD(" AND level >= ?4");
+  if (q->contains && q->contains_len > 0) {
+    /* ASCII case-insensitive substring, exactly; the trigram index (which
+     * folds case too) narrows the rows to look at when the text is long
+     * enough to have trigrams. */
+    SQL_ADD(" AND instr(lower(message), lower(?5)) > 0");
+    if (sc->st->has_fts && q->contains_len >= 3)
+      SQL_ADD(" AND id IN (SELECT rowid FROM records_fts WHERE records_fts"
+              " MATCH ?6 AND rowid >= ?1 AND rowid <= ?2)");
+  }
   if (q->has_since)
-    SQL_ADD(" AND ts_us >= ?");
+    SQL_ADD(" AND ts_us >= ?7");
   if (q->has_until)
-    SQL_ADD(" AND ts_us <= ?");
-  SQL_ADD(" ORDER BY ts_us DESC, id DESC LIMIT ?) ORDER BY ts_us, id");
+    SQL_ADD(" AND ts_us <= ?8");
+  SQL_ADD(desc ? ")) ORDER BY id DESC" : ")) ORDER BY id");
 #undef SQL_ADD
   sql[sl] = '\0';
+  return 0;
+}
 
-  sqlite3_stmt *s = NULL;
-  if (sqlite3_prepare_v2(st->db, sql, (int)sl, &s, NULL) != SQLITE_OK)
-    return MS_ERR_IO;
-  int p = 1;
-  for (size_t k = 0; k < nsvc; k++)
-    sqlite3_bind_text(s, p++, q->services[k], (int)q->service_lens[k],
-                      SQLITE_STATIC);
-  if (q->has_min_level)
-    sqlite3_bind_int64(s, p++, q->min_level);
-  if (q->contains && q->contains_len > 0)
-    sqlite3_bind_text(s, p++, q->contains, (int)q->contains_len,
-                      SQLITE_STATIC);
-  if (q->has_since)
-    sqlite3_bind_int64(s, p++, q->since_us);
-  if (q->has_until)
-    sqlite3_bind_int64(s, p++, q->until_us);
-  size_t limit = q->limit == 0 ? MS_STORE_DEFAULT_LIMIT : q->limit;
-  if (limit > MS_STORE_MAX_LIMIT)
-    limit = MS_STORE_MAX_LIMIT;
-  sqlite3_bind_int64(s, p++, (sqlite3_int64)limit);
-
-  int rv = buf_str(out, "{\"records\":[");
-  long long count = 0;
-  int rc = SQLITE_DONE;
-  while (rv == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-    if (count > 0)
-      rv = buf_add(out, ",", 1);
-    int64_t ts = sqlite3_column_int64(s, 2);
-    const char *hub = (const char *)sqlite3_column_text(s, 0);
-    size_t hub_len = (size_t)sqlite3_column_bytes(s, 0);
-    if (rv == 0) rv = buf_str(out, "{\"seq\":");
-    if (rv == 0) rv = buf_int(out, sqlite3_column_int64(s, 1));
-    if (rv == 0) rv = buf_str(out, ",\"hub_id\":");
-    if (rv == 0) rv = buf_json_str(out, hub ? hub : "", hub ? hub_len : 0);
-    if (rv == 0) rv = buf_str(out, ",\"ts_us\":");
-    if (rv == 0) rv = buf_int(out, ts);
-    if (rv == 0) rv = buf_str(out, ",\"time\":");
-    if (rv == 0) rv = buf_time(out, ts);
-    if (rv == 0) rv = buf_str(out, ",\"level\":");
-    if (rv == 0) rv = buf_int(out, sqlite3_column_int64(s, 3));
-    const char *svc = (const char *)sqlite3_column_text(s, 4);
-    size_t svc_len = (size_t)sqlite3_column_bytes(s, 4);
-    if (rv == 0) rv = buf_str(out, ",\"service\":");
-    if (rv == 0) rv = buf_json_str(out, svc ? svc : "", svc ? svc_len : 0);
-    const char *msg = (const char *)sqlite3_column_text(s, 5);
-    size_t msg_len = (size_t)sqlite3_column_bytes(s, 5);
-    if (rv == 0) rv = buf_str(out, ",\"message\":");
-    if (rv == 0) rv = buf_json_str(out, msg ? msg : "", msg ? msg_len : 0);
-    /* fields was written by us as JSON text from the converter. */
-    const char *f = (const char *)sqlite3_column_text(s, 6);
-    size_t f_len = (size_t)sqlite3_column_bytes(s, 6);
-    if (rv == 0) rv = buf_str(out, ",\"fields\":");
-    if (rv == 0)
-      rv = f && f_len > 0 && f[0] == '{' ? buf_add(out, f, f_len)
-                                         : buf_str(out, "{}");
-    if (rv == 0) rv = buf_add(out, "}", 1);
-    count++;
+/* Numbered parameters: ?3 repeats would bind one value, so services are
+ * bound by position after the fixed ones. */
+static int prepare(ms_store_scan *sc, int ids_only, int desc,
+                   sqlite3_stmt **out) {
+  char sql[2048];
+  int rv = build_sql(sc, ids_only, desc, sql, sizeof sql);
+  if (rv)
+    return rv;
+  /* Give each service its own parameter number: ?3 ... */
+  char sql2[4096];
+  size_t o = 0;
+  int next = 9;
+  for (const char *p = sql; *p; p++) {
+    if (p[0] == '?' && p[1] == '3' && (p[2] < '0' || p[2] > '9')) {
+      o += (size_t)snprintf(sql2 + o, sizeof sql2 - o, "?%d", next++);
+      p++;
+    } else if (o + 1 < sizeof sql2) {
+      sql2[o++] = *p;
+    }
   }
-  if (rv == 0 && rc != SQLITE_DONE)
-    rv = MS_ERR_IO;
+  sql2[o] = '\0';
+  if (sqlite3_prepare_v2(sc->st->db, sql2, -1, out, NULL) != SQLITE_OK)
+    return MS_ERR_IO;
+  const ms_store_query *q = &sc->q;
+  for (size_t k = 0; k < q->nservices; k++)
+    sqlite3_bind_text(*out, 9 + (int)k, q->services[k],
+                      (int)q->service_lens[k], SQLITE_STATIC);
+  if (q->has_min_level)
+    sqlite3_bind_int64(*out, 4, q->min_level);
+  if (q->contains && q->contains_len > 0) {
+    sqlite3_bind_text(*out, 5, q->contains, (int)q->contains_len,
+                      SQLITE_STATIC);
+    if (sc->st->has_fts && q->contains_len >= 3) {
+      /* One FTS5 phrase: the text in double quotes, quotes doubled. */
+      char *ph = sc->strings + sc->q.contains_len + 1;
+      size_t n = 0;
+      ph[n++] = '"';
+      for (size_t i = 0; i < q->contains_len; i++) {
+        if (q->contains[i] == '"')
+          ph[n++] = '"';
+        ph[n++] = q->contains[i];
+      }
+      ph[n++] = '"';
+      sqlite3_bind_text(*out, 6, ph, (int)n, SQLITE_STATIC);
+    }
+  }
+  if (q->has_since)
+    sqlite3_bind_int64(*out, 7, q->since_us);
+  if (q->has_until)
+    sqlite3_bind_int64(*out, 8, q->until_us);
+  return 0;
+}
+
+static int id_bound(ms_store *st, const char *sql, int64_t *out) {
+  sqlite3_stmt *s = NULL;
+  if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK)
+    return MS_ERR_IO;
+  int rc = sqlite3_step(s);
+  *out = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
   sqlite3_finalize(s);
-  if (rv == 0) rv = buf_str(out, "],\"count\":");
-  if (rv == 0) rv = buf_int(out, count);
+  return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : MS_ERR_IO;
+}
+
+void ms_store_scan_free(ms_store_scan *sc) {
+  if (!sc)
+    return;
+  sqlite3_finalize(sc->find);
+  sqlite3_finalize(sc->emit);
+  free(sc->strings);
+  free(sc);
+}
+
+int ms_store_scan_new(ms_store *st, const ms_store_query *q,
+                      ms_store_scan **out) {
+  *out = NULL;
+  ms_store_scan *sc = calloc(1, sizeof *sc);
+  if (!sc)
+    return MS_ERR_NOMEM;
+  sc->st = st;
+  sc->q = *q;
+  /* Copies: the contains text, room for its FTS phrase, the services. */
+  size_t need = 2 * q->contains_len + 4;
+  for (size_t k = 0; k < q->nservices; k++)
+    need += q->service_lens[k] + 1;
+  sc->strings = malloc(q->contains_len + 1 + need);
+  if (!sc->strings) {
+    free(sc);
+    return MS_ERR_NOMEM;
+  }
+  char *w = sc->strings;
+  if (q->contains && q->contains_len)
+    memcpy(w, q->contains, q->contains_len);
+  sc->q.contains = q->contains ? w : NULL;
+  w += q->contains_len + 1 + 2 * q->contains_len + 4;
+  for (size_t k = 0; k < q->nservices; k++) {
+    memcpy(w, q->services[k], q->service_lens[k]);
+    sc->q.services[k] = w;
+    w += q->service_lens[k] + 1;
+  }
+  sc->limit = q->limit == 0 ? MS_STORE_DEFAULT_LIMIT : q->limit;
+  if (sc->limit > MS_STORE_MAX_LIMIT)
+    sc->limit = MS_STORE_MAX_LIMIT;
+  /* The answer covers the rows there are now: later ones wait for the
+   * next page. */
+  int rv = id_bound(st, "SELECT MIN(id) FROM records", &sc->lo_id);
+  if (rv == 0)
+    rv = id_bound(st, "SELECT MAX(id) FROM records", &sc->hi_id);
+  if (rv == 0 && q->has_after && q->after_id + 1 > sc->lo_id)
+    sc->lo_id = q->after_id + 1;
+  if (rv == 0 && q->has_before && q->before_id - 1 < sc->hi_id)
+    sc->hi_id = q->before_id - 1;
+  if (rv == 0)
+    rv = prepare(sc, 1, 1, &sc->find);
+  if (rv == 0)
+    rv = prepare(sc, 0, 0, &sc->emit);
+  if (rv) {
+    ms_store_scan_free(sc);
+    return rv;
+  }
+  sc->backward = !q->has_after;
+  sc->last_id = q->has_after ? q->after_id : 0;
+  if (sc->lo_id > sc->hi_id || sc->hi_id <= 0) {
+    sc->phase = PH_DONE; /* nothing to look at */
+    sc->exhausted = 1;
+  } else if (sc->backward) {
+    sc->phase = PH_FIND;
+    sc->pos = sc->hi_id;
+    sc->want = sc->limit;
+  } else {
+    sc->phase = PH_EMIT;
+    sc->start_id = sc->lo_id;
+    sc->pos = sc->lo_id;
+  }
+  *out = sc;
+  return 0;
+}
+
+static int emit_row(ms_buf *out, sqlite3_stmt *s, size_t count) {
+  int rv = 0;
+  if (count > 0)
+    rv = buf_add(out, ",", 1);
+  int64_t ts = sqlite3_column_int64(s, 3);
+  const char *hub = (const char *)sqlite3_column_text(s, 1);
+  size_t hub_len = (size_t)sqlite3_column_bytes(s, 1);
+  if (rv == 0) rv = buf_str(out, "{\"id\":");
+  if (rv == 0) rv = buf_int(out, sqlite3_column_int64(s, 0));
+  if (rv == 0) rv = buf_str(out, ",\"seq\":");
+  if (rv == 0) rv = buf_int(out, sqlite3_column_int64(s, 2));
+  if (rv == 0) rv = buf_str(out, ",\"hub_id\":");
+  if (rv == 0) rv = buf_json_str(out, hub ? hub : "", hub ? hub_len : 0);
+  if (rv == 0) rv = buf_str(out, ",\"ts_us\":");
+  if (rv == 0) rv = buf_int(out, ts);
+  if (rv == 0) rv = buf_str(out, ",\"time\":");
+  if (rv == 0) rv = buf_time(out, ts);
+  if (rv == 0) rv = buf_str(out, ",\"level\":");
+  if (rv == 0) rv = buf_int(out, sqlite3_column_int64(s, 4));
+  const char *svc = (const char *)sqlite3_column_text(s, 5);
+  size_t svc_len = (size_t)sqlite3_column_bytes(s, 5);
+  if (rv == 0) rv = buf_str(out, ",\"service\":");
+  if (rv == 0) rv = buf_json_str(out, svc ? svc : "", svc ? svc_len : 0);
+  const char *msg = (const char *)sqlite3_column_text(s, 6);
+  size_t msg_len = (size_t)sqlite3_column_bytes(s, 6);
+  if (rv == 0) rv = buf_str(out, ",\"message\":");
+  if (rv == 0) rv = buf_json_str(out, msg ? msg : "", msg ? msg_len : 0);
+  /* fields was written by us as JSON text from the converter. */
+  const char *f = (const char *)sqlite3_column_text(s, 7);
+  size_t f_len = (size_t)sqlite3_column_bytes(s, 7);
+  if (rv == 0) rv = buf_str(out, ",\"fields\":");
+  if (rv == 0)
+    rv = f && f_len > 0 && f[0] == '{' ? buf_add(out, f, f_len)
+                                       : buf_str(out, "{}");
   if (rv == 0) rv = buf_add(out, "}", 1);
   return rv;
+}
+
+/* FIND: one window back from pos, counting matches. */
+static int find_step(ms_store_scan *sc, size_t rows) {
+  int64_t hi = sc->pos;
+  int64_t lo = hi - (int64_t)rows + 1;
+  if (lo < sc->lo_id)
+    lo = sc->lo_id;
+  sqlite3_stmt *s = sc->find;
+  sqlite3_reset(s);
+  sqlite3_bind_int64(s, 1, lo);
+  sqlite3_bind_int64(s, 2, hi);
+  int rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    if (--sc->want == 0) {
+      sc->start_id = sqlite3_column_int64(s, 0);
+      sc->exhausted = 0;
+      break;
+    }
+  }
+  sqlite3_reset(s);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+    return MS_ERR_IO;
+  if (sc->want > 0) {
+    if (lo <= sc->lo_id) {
+      sc->start_id = sc->lo_id; /* fewer than limit: all of them */
+      sc->exhausted = 1;
+    } else {
+      sc->pos = lo - 1;
+      return 0;
+    }
+  }
+  /* Whether anything older matches is not known: the next page says. */
+  sc->phase = PH_EMIT;
+  sc->pos = sc->start_id;
+  return 0;
+}
+
+/* EMIT: one window forward from pos, until limit or `bytes`. */
+static int emit_step(ms_store_scan *sc, size_t rows, size_t bytes,
+                     ms_buf *out) {
+  int64_t lo = sc->pos;
+  int64_t hi = lo + (int64_t)rows - 1;
+  if (hi > sc->hi_id)
+    hi = sc->hi_id;
+  sqlite3_stmt *s = sc->emit;
+  sqlite3_reset(s);
+  sqlite3_bind_int64(s, 1, lo);
+  sqlite3_bind_int64(s, 2, hi);
+  int rc, rv = 0;
+  int stopped = 0;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    int64_t id = sqlite3_column_int64(s, 0);
+    rv = emit_row(out, s, sc->count);
+    if (rv)
+      break;
+    sc->count++;
+    sc->last_id = id;
+    sc->pos = id + 1;
+    if (sc->count >= sc->limit || out->len >= bytes) {
+      stopped = 1;
+      break;
+    }
+  }
+  sqlite3_reset(s);
+  if (rv)
+    return rv;
+  if (!stopped && rc != SQLITE_DONE)
+    return MS_ERR_IO;
+  if (sc->count >= sc->limit) {
+    sc->phase = PH_DONE;
+    if (!sc->backward)
+      sc->exhausted = sc->last_id >= sc->hi_id;
+    return 0;
+  }
+  if (!stopped) {
+    sc->pos = hi + 1;
+    if (!sc->backward)
+      sc->last_id = hi; /* passed over: the next page starts after it */
+    if (hi >= sc->hi_id) {
+      sc->phase = PH_DONE;
+      if (!sc->backward)
+        sc->exhausted = 1;
+    }
+  }
+  return 0;
+}
+
+static int write_tail(ms_store_scan *sc, ms_buf *out, const char *error) {
+  int rv = buf_str(out, "],\"count\":");
+  if (rv == 0) rv = buf_int(out, (long long)sc->count);
+  if (rv == 0) rv = buf_str(out, ",\"next\":");
+  if (rv == 0) {
+    if (sc->backward && sc->exhausted) {
+      rv = buf_str(out, "null");
+    } else if (sc->backward) {
+      rv = buf_str(out, "{\"before\":");
+      if (rv == 0) rv = buf_int(out, sc->start_id);
+      if (rv == 0) rv = buf_str(out, "}");
+    } else {
+      /* Forward: where to go on from, at the end too (to follow). */
+      int64_t after = sc->last_id;
+      if (sc->q.has_after && after < sc->q.after_id)
+        after = sc->q.after_id;
+      rv = buf_str(out, "{\"after\":");
+      if (rv == 0) rv = buf_int(out, after);
+      if (rv == 0) rv = buf_str(out, "}");
+    }
+  }
+  if (rv == 0 && error) {
+    rv = buf_str(out, ",\"error\":");
+    if (rv == 0) rv = buf_json_str(out, error, strlen(error));
+  }
+  if (rv == 0)
+    rv = buf_str(out, error ? ",\"complete\":false}" : ",\"complete\":true}");
+  return rv;
+}
+
+int ms_store_scan_step(ms_store_scan *sc, size_t rows, size_t bytes,
+                       ms_buf *out) {
+  if (rows == 0)
+    rows = SCAN_WINDOW;
+  int rv = 0;
+  if (!sc->started) {
+    rv = buf_str(out, "{\"records\":[");
+    if (rv)
+      return rv;
+    sc->started = 1;
+  }
+  if (sc->phase == PH_FIND)
+    rv = find_step(sc, rows);
+  else if (sc->phase == PH_EMIT)
+    rv = emit_step(sc, rows, bytes, out);
+  if (rv) {
+    sc->phase = PH_DONE;
+    write_tail(sc, out, rv == MS_ERR_NOMEM ? "out of memory"
+                                           : "store query failed");
+    return rv;
+  }
+  if (sc->phase != PH_DONE)
+    return 0;
+  rv = write_tail(sc, out, NULL);
+  return rv ? rv : 1;
+}
+
+int ms_store_query_json(ms_store *st, const ms_store_query *q, ms_buf *out) {
+  ms_store_scan *sc;
+  int rv = ms_store_scan_new(st, q, &sc);
+  if (rv)
+    return rv;
+  while ((rv = ms_store_scan_step(sc, 0, SIZE_MAX, out)) == 0)
+    ;
+  ms_store_scan_free(sc);
+  return rv < 0 ? rv : 0;
 }

@@ -50,6 +50,8 @@ void ms_store_close(ms_store *st);
 int ms_store_add(ms_store *st, const char *hub_id, const ms_hub_record *rec);
 /* Records waiting for the next flush. */
 size_t ms_store_pending(const ms_store *st);
+/* Bytes those records hold. */
+size_t ms_store_pending_bytes(const ms_store *st);
 /* Writes the batch in one transaction, then runs retention if it has not
  * run in the last second. Returns 0 or MS_ERR_IO (the batch is kept for
  * the next try; new records are dropped once it is full). */
@@ -67,7 +69,7 @@ typedef struct ms_store_stats {
 } ms_store_stats;
 void ms_store_get_stats(const ms_store *st, ms_store_stats *s);
 
-#define MS_STORE_MAX_SERVICES 32
+#define MS_STORE_MAX_SERVICES 64
 #define MS_STORE_DEFAULT_LIMIT 100
 #define MS_STORE_MAX_LIMIT 10000
 
@@ -83,14 +85,20 @@ typedef struct ms_store_query {
   int has_since, has_until;
   int64_t since_us, until_us; /* inclusive bounds on ts_us */
   size_t limit;               /* 0: default (100); capped at 10000 */
+  /* Cursors (record ids): only records with id > after_id (the oldest
+   * first), or with id < before_id (the newest `limit` of them). */
+  int has_after, has_before;
+  int64_t after_id, before_id;
 } ms_store_query;
 
 void ms_store_query_init(ms_store_query *q);
 
-/* Parses a URL query string (service=&min_level=&contains=&since=&until=
- * &limit=, percent-decoded, '+' is a space). Decoded strings are written to
- * `scratch`, which needs at least len + 1 bytes and must outlive q. Unknown
- * names are ignored. Returns 0, or MS_ERR_INVALID_ARG with a reason in `err`. */
+/* Parses a URL query string (service= (repeatable), services= (comma
+ * separated), min_level=, contains=, since=, until=, after=, before=,
+ * limit=; percent-decoded, '+' is a space; an empty value is no filter).
+ * Decoded strings are written to `scratch`, which needs at least len + 1
+ * bytes and must outlive q. An unknown name, a bad value, or both after
+ * and before: MS_ERR_INVALID_ARG with a reason in `err`. */
 int ms_store_query_parse(ms_store_query *q, const char *qs, size_t len,
                          char *scratch, char *err, size_t err_size);
 
@@ -99,8 +107,34 @@ int ms_store_query_parse(ms_store_query *q, const char *qs, size_t len,
  * Returns 0 or MS_ERR_INVALID_ARG. */
 int ms_store_parse_time(const char *s, size_t len, int64_t *out_us);
 
-/* Appends {"records":[...],"count":N} to out: the newest `limit` matching
- * records, oldest first. Returns 0, MS_ERR_IO or MS_ERR_NOMEM. */
+/* An answer to a query, produced a bounded amount at a time so that a
+ * query over millions of rows never holds the caller (an event loop) for
+ * long nor memory for the whole answer. Rows are in id (store) order,
+ * oldest first. Without a cursor or with before: the newest `limit`
+ * matching records (older than before_id); with after: the oldest `limit`
+ * newer than after_id. Records the store could not keep appear as marker
+ * rows (level 0, message "gap", fields {"missed": N}) whatever the filter.
+ * The answer is the JSON text
+ *   {"records":[{"id":..,"seq":..,"hub_id":..,"ts_us":..,"time":..,
+ *     "level":..,"service":..,"message":..,"fields":{..}},...],
+ *    "count":N,"next":{"after":ID}|{"before":ID}|null,"complete":true}
+ * `next` continues in the same direction (null: nothing older). An error
+ * midway ends it with "error":"...","complete":false. */
+typedef struct ms_store_scan ms_store_scan;
+/* Starts a query (q's strings are copied). Returns 0, MS_ERR_IO or
+ * MS_ERR_NOMEM. */
+int ms_store_scan_new(ms_store *st, const ms_store_query *q,
+                      ms_store_scan **out);
+/* Examines at most `rows` rows (at least one window) and appends what it
+ * produced to out, stopping early once out holds `bytes`. Returns 0 (call
+ * again), 1 (the answer is complete), or a negative error (the error tail
+ * was appended). */
+int ms_store_scan_step(ms_store_scan *sc, size_t rows, size_t bytes,
+                       ms_buf *out);
+void ms_store_scan_free(ms_store_scan *sc);
+
+/* The whole answer at once (tests and tools; same text as the scan).
+ * Returns 0, MS_ERR_IO or MS_ERR_NOMEM. */
 int ms_store_query_json(ms_store *st, const ms_store_query *q, ms_buf *out);
 
 #endif

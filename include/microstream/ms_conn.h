@@ -195,6 +195,21 @@ MS_EXTERN int ms_conn_ping(ms_conn *c, const uint8_t *data, size_t len);
  * bytes, truncated). No more messages are delivered after this call. */
 MS_EXTERN int ms_conn_close(ms_conn *c, uint16_t code, const char *reason);
 
+/* Server role, from on_http_request (now or later): a streamed answer.
+ * ms_conn_http_begin() queues the head (Transfer-Encoding: chunked,
+ * Connection: close) and lifts the request deadline; each
+ * ms_conn_http_write() queues one chunk (nothing for HEAD); watch
+ * ms_conn_out_pending() to write only as fast as the peer reads.
+ * ms_conn_http_end(c, 1) adds the last chunk; ms_conn_http_end(c, 0) ends
+ * without it, so the peer sees an incomplete body (an error midway). The
+ * connection is finished when its output is flushed. Return 0,
+ * MS_ERR_STATE, MS_ERR_NOMEM (the connection is then failed). */
+MS_EXTERN int ms_conn_http_begin(ms_conn *c, int status,
+                                 const char *content_type,
+                                 const char *extra_headers);
+MS_EXTERN int ms_conn_http_write(ms_conn *c, const void *data, size_t len);
+MS_EXTERN int ms_conn_http_end(ms_conn *c, int complete);
+
 /* Server role, from on_http_request (now or later): send a complete HTTP/1.1
  * response with Content-Length and "Connection: close"; the connection is
  * finished when it is flushed. `extra_headers` is NULL or "Name: value\r\n"

@@ -166,6 +166,21 @@ MS_EXTERN void *ms_hub_conn_transport_data(const ms_hub_conn *hc);
 /* The service name registered on hc, or NULL. */
 MS_EXTERN const char *ms_hub_conn_service(const ms_hub_conn *hc);
 
+/* Streamed HTTP answers, for on_http: after ms_conn_http_begin(c, ...),
+ * the hub paces the rest. `more` is called with done 0 at most once per
+ * tick (about once a millisecond) while c's output holds less than 64 KiB,
+ * to add a bounded piece with ms_conn_http_write() and, at the end,
+ * ms_conn_http_end(). It is called once with done 1 when the answer is
+ * over (ended by it, the connection lost, the hub deleted, or no write
+ * progress for three heartbeat intervals: then the hub ends the connection,
+ * the body visibly cut): free what it holds, and do not use c again. When
+ * more() itself ends the answer, the done call follows its return.
+ * Returns 0, MS_ERR_STATE (c is not a plain HTTP request of this hub). */
+typedef void (*ms_hub_http_more_fn)(ms_hub *h, ms_conn *c, int done,
+                                    void *stream_data);
+MS_EXTERN int ms_hub_http_stream(ms_hub *h, ms_conn *c,
+                                 ms_hub_http_more_fn more, void *stream_data);
+
 /* Next connection with new output or a new state since the last call, or
  * NULL. Each connection appears at most once until it is returned. */
 MS_EXTERN ms_hub_conn *ms_hub_next_dirty(ms_hub *h);

@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import socket
+import urllib.request
 import subprocess
 import sys
 import tempfile
@@ -231,16 +232,10 @@ def main():
 
 
 def urlget(port, path):
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    s.sendall(("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % path).encode())
-    data = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    s.close()
-    return data.split(b"\r\n\r\n", 1)[1].decode()
+    # /api/logs streams its answer (chunked): an HTTP client decodes it.
+    url = "http://127.0.0.1:%d%s" % (port, path)
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return r.read().decode()
 
 
 if __name__ == "__main__":
