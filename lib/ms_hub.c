@@ -273,6 +273,7 @@ int ms_hub_new(ms_hub **ph, const ms_hub_config *cfg, void *user_data,
     ms_hub_del(h);
     return arv;
   }
+  h->resumed_at = INT64_MIN / 2;
   ms_hub_cl_init(h);
   if (ms_hub_streams_new(h) || ms_hub_metrics_new(h)) {
     ms_hub_del(h);
@@ -1320,6 +1321,8 @@ static int64_t live_deadline(const ms_hub *h, const ms_hub_conn *hc) {
     d = hc->last_rx + (int64_t)(hc->pings_sent + 1) * hb;
     if (hc->expires_at < d)
       d = hc->expires_at;
+    if (hc->pings_sent >= 2 && d < h->resumed_at + hb)
+      d = h->resumed_at + hb;
     if (hc->subs_more && h->last_now + 1 < d)
       d = h->last_now + 1; /* replay work left: continue next tick */
     if (h->cfg.idle_release_ms > 0 && !ms_conn_is_hibernating(hc->ws) &&
@@ -1407,6 +1410,9 @@ static void live_check(ms_hub *h, ms_hub_conn *hc, int64_t now) {
       /* Another hub's newcomer waits for this name: stale, replaced. */
       close_conn(h, hc, MS_CLOSE_DUPLICATE, "replaced by a new connection",
                  "replaced", now);
+    } else if (silent >= MS_HEARTBEAT_MISSES * hb &&
+               now - h->resumed_at < hb) {
+      /* The hub itself was held up: its answers may be unread. */
     } else if (silent >= MS_HEARTBEAT_MISSES * hb) {
       if (!ms_conn_want_read(hc->ws) || hc->reading_paused) {
         /* We stopped reading it: not silence but a slow consumer. */
@@ -1666,6 +1672,10 @@ int64_t ms_hub_next_deadline(const ms_hub *h) {
 
 int ms_hub_tick(ms_hub *h, int64_t now) {
   enter(h);
+  int64_t due = ms_hub_next_deadline(h);
+  int64_t late = MS_MAX(h->cfg.heartbeat_ms / 4, (int64_t)250);
+  if (due != MS_NO_DEADLINE && now - due > late)
+    h->resumed_at = now;
   h->last_now = now;
   if (h->started_at == INT64_MIN)
     h->started_at = now;

@@ -160,6 +160,10 @@ struct ms_hub {
   uint64_t next_hid;
   int64_t started_at;
   int64_t last_now;
+  /* When the hub last ran late (a tick well after its deadline: the loop
+   * was held up). Peers' answers may then wait unread in the sockets, so
+   * nobody is closed for silence until an interval after that. */
+  int64_t resumed_at;
 
   ms_strmap registry;   /* name -> conn */
   ms_u64map routes;     /* hub id -> route */

@@ -177,6 +177,30 @@ static rec *keep(ms_hub *h, stream *s, int64_t ts_us, int64_t level,
   return r;
 }
 
+static unsigned char ascii_lower(unsigned char ch) {
+  return ch >= 'A' && ch <= 'Z' ? (unsigned char)(ch + 32) : ch;
+}
+
+/* `contains`: an ASCII case-insensitive substring (the same rule as the
+ * store's /api/logs and the viewer's search). */
+static int contains_icase(const char *hay, size_t n, const char *needle,
+                          size_t k) {
+  if (k > n)
+    return 0;
+  unsigned char first = ascii_lower((unsigned char)needle[0]);
+  for (size_t i = 0; i + k <= n; i++) {
+    if (ascii_lower((unsigned char)hay[i]) != first)
+      continue;
+    size_t j = 1;
+    while (j < k && ascii_lower((unsigned char)hay[i + j]) ==
+                        ascii_lower((unsigned char)needle[j]))
+      j++;
+    if (j == k)
+      return 1;
+  }
+  return 0;
+}
+
 static int matches(const hub_sub *sub, const rec *r) {
   const char *svc = r->data;
   if (sub->n_services) {
@@ -191,17 +215,10 @@ static int matches(const hub_sub *sub, const rec *r) {
   if (sub->stream == STREAM_LOGS) {
     if (r->level < sub->min_level)
       return 0;
-    if (sub->contains_len) {
-      const char *msg = r->data + r->service_len;
-      size_t n = r->message_len, k = sub->contains_len;
-      if (k > n)
-        return 0;
-      int found = 0;
-      for (size_t i = 0; i + k <= n && !found; i++)
-        found = memcmp(msg + i, sub->contains, k) == 0;
-      if (!found)
-        return 0;
-    }
+    if (sub->contains_len &&
+        !contains_icase(r->data + r->service_len, r->message_len,
+                        sub->contains, sub->contains_len))
+      return 0;
   }
   return 1;
 }

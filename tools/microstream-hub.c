@@ -121,7 +121,7 @@ static int64_t wallclock(void *ud) {
 /* ... or as soon as this many bytes wait: a burst of large records is
  * written as it comes (the loop stops reading while it writes, which is
  * the backpressure), instead of filling the batch and dropping. */
-#define STORE_FLUSH_BYTES (8u << 20)
+#define STORE_FLUSH_BYTES (2u << 20)
 
 /* /api/logs answers at once (more get 503 and Retry-After); each examines
  * at most SCAN_ROWS rows and adds at most SCAN_BYTES per loop turn. */

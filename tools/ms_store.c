@@ -57,18 +57,22 @@ static const char schema_sql[] =
     "CREATE INDEX IF NOT EXISTS records_service_ts ON records(service, ts_us);"
     "CREATE INDEX IF NOT EXISTS records_level_ts ON records(level, ts_us);";
 
-/* A trigram index of the messages, kept by triggers: `contains` looks up
- * candidates in it instead of reading every row. */
+/* A trigram index of the messages' first FTS_CHARS characters, kept by
+ * triggers: `contains` looks up candidates in it instead of reading every
+ * row (longer messages are read as they are). Indexing whole large
+ * messages would make every store write, which runs on the loop, slow. */
+#define FTS_CHARS "1024"
 static const char fts_sql[] =
-    "CREATE VIRTUAL TABLE records_fts USING fts5(message, content='records',"
-    " content_rowid='id', tokenize='trigram');"
+    "CREATE VIRTUAL TABLE records_fts USING fts5(message, content='',"
+    " tokenize='trigram');"
     "CREATE TRIGGER IF NOT EXISTS records_fts_ins AFTER INSERT ON records BEGIN"
-    " INSERT INTO records_fts(rowid, message) VALUES (new.id, new.message);"
-    " END;"
+    " INSERT INTO records_fts(rowid, message)"
+    " VALUES (new.id, substr(new.message, 1, " FTS_CHARS ")); END;"
     "CREATE TRIGGER IF NOT EXISTS records_fts_del AFTER DELETE ON records BEGIN"
     " INSERT INTO records_fts(records_fts, rowid, message)"
-    " VALUES ('delete', old.id, old.message); END;"
-    "INSERT INTO records_fts(records_fts) VALUES ('rebuild');";
+    " VALUES ('delete', old.id, substr(old.message, 1, " FTS_CHARS ")); END;"
+    "INSERT INTO records_fts(rowid, message)"
+    " SELECT id, substr(message, 1, " FTS_CHARS ") FROM records;";
 
 /* FTS5 with the trigram tokenizer, if this SQLite has it (Debian's does):
  * created on first open (indexing what is there), used when present. */
@@ -916,7 +920,9 @@ struct ms_store_scan {
 };
 
 /* The WHERE clause of both statements: an id window, then the filter
- * (marker rows pass whatever the filter says). Values are bound. */
+ * (marker rows pass whatever the filter says). Values are bound. The unary
+ * + keeps the planner on the id range: an index on service or time would
+ * make each window read every row of that service. */
 static int build_sql(const ms_store_scan *sc, int ids_only, int desc,
                      char *sql, size_t size) {
   const ms_store_query *q = &sc->q;
@@ -934,26 +940,27 @@ static int build_sql(const ms_store_scan *sc, int ids_only, int desc,
                      "message, fields FROM records");
   SQL_ADD(" WHERE id >= ?1 AND id <= ?2 AND (level = 0 OR (1");
   if (q->nservices > 0) {
-    SQL_ADD(" AND service IN (?3");
+    SQL_ADD(" AND +service IN (?3");
     for (size_t k = 1; k < q->nservices; k++)
       SQL_ADD(",?3");
     SQL_ADD(")");
   }
   if (q->has_min_level)
-    SQL_ADD(" AND level >= ?4");
+    SQL_ADD(" AND +level >= ?4");
   if (q->contains && q->contains_len > 0) {
     /* ASCII case-insensitive substring, exactly; the trigram index (which
      * folds case too) narrows the rows to look at when the text is long
      * enough to have trigrams. */
     SQL_ADD(" AND instr(lower(message), lower(?5)) > 0");
     if (sc->st->has_fts && q->contains_len >= 3)
-      SQL_ADD(" AND id IN (SELECT rowid FROM records_fts WHERE records_fts"
-              " MATCH ?6 AND rowid >= ?1 AND rowid <= ?2)");
+      SQL_ADD(" AND (id IN (SELECT rowid FROM records_fts WHERE records_fts"
+              " MATCH ?6 AND rowid >= ?1 AND rowid <= ?2) OR length(message) > "
+              FTS_CHARS ")");
   }
   if (q->has_since)
-    SQL_ADD(" AND ts_us >= ?7");
+    SQL_ADD(" AND +ts_us >= ?7");
   if (q->has_until)
-    SQL_ADD(" AND ts_us <= ?8");
+    SQL_ADD(" AND +ts_us <= ?8");
   SQL_ADD(desc ? ")) ORDER BY id DESC" : ")) ORDER BY id");
 #undef SQL_ADD
   sql[sl] = '\0';

@@ -636,6 +636,26 @@ static void cursors_page_back_and_forth(void) {
   rm_tmp();
 }
 
+static void contains_finds_text_past_the_indexed_part(void) {
+  CHECK(make_tmp() == 0);
+  ms_store *st = open_store(NULL);
+  CHECK(st);
+  static char longmsg[3001];
+  memset(longmsg, 'a', 3000);
+  memcpy(longmsg + 2990, "NeedleEnd", 9);
+  longmsg[3000] = '\0';
+  CHECK_EQ_INT(add(st, 1, T0, 20, "s", longmsg, 0), 0);
+  CHECK_EQ_INT(add(st, 2, T0, 20, "s", "short needleend", 0), 0);
+  CHECK_EQ_INT(add(st, 3, T0, 20, "s", "nothing", 0), 0);
+  CHECK_EQ_INT(ms_store_flush(st), 0);
+  json_t *j = query(st, "contains=needleend");
+  CHECK_EQ_INT(count_of(j), 2);
+  CHECK_EQ_STR(rec_str(j, 1, "message"), "short needleend");
+  json_decref(j);
+  ms_store_close(st);
+  rm_tmp();
+}
+
 static void scan_is_bounded_per_step(void) {
   CHECK(make_tmp() == 0);
   ms_store *st = open_store(NULL);
@@ -758,6 +778,7 @@ static const ms_test_case tests[] = {
     TEST(injection_is_literal), TEST(query_parse),
     TEST(parse_time),           TEST(json_escaping),
     TEST(cursors_page_back_and_forth), TEST(scan_is_bounded_per_step),
+    TEST(contains_finds_text_past_the_indexed_part),
     TEST(open_fails_cleanly),
 };
 
