@@ -149,10 +149,18 @@ static void store_flush(app *a) {
   a->store_failing = rv != 0;
 }
 
+/* Rows added to the `contains` index per store timer tick (at most 5000 a
+ * second, a few milliseconds each time): off the write path, so a flood is
+ * not slowed by indexing; the index catches up when it calms down. */
+#define STORE_INDEX_ROWS 1000
+
 static void on_store_timer(ms_loop *loop, ms_timer *t, void *ud) {
+  app *a = ud;
   (void)loop;
   (void)t;
-  store_flush(ud);
+  store_flush(a);
+  if (!a->store_failing)
+    ms_store_index(a->store, STORE_INDEX_ROWS);
 }
 
 static int on_hub_metrics(ms_hub *h, ms_buf *b, void *ud) {

@@ -39,6 +39,7 @@ struct ms_store {
   uint64_t rows, written, dropped, deleted, flush_errors;
   uint64_t unmarked;      /* dropped since the last gap marker row */
   int has_fts;            /* records_fts (trigram index for contains) */
+  int64_t fts_upto;       /* ids up to this one are in it */
   int64_t last_retain_ms; /* monotonic; 0: never ran */
   int retain_more;        /* the last pass stopped with rows left to trim */
 };
@@ -57,22 +58,22 @@ static const char schema_sql[] =
     "CREATE INDEX IF NOT EXISTS records_service_ts ON records(service, ts_us);"
     "CREATE INDEX IF NOT EXISTS records_level_ts ON records(level, ts_us);";
 
-/* A trigram index of the messages' first FTS_CHARS characters, kept by
- * triggers: `contains` looks up candidates in it instead of reading every
- * row (longer messages are read as they are). Indexing whole large
- * messages would make every store write, which runs on the loop, slow. */
+/* A trigram index of the messages' first FTS_CHARS characters: `contains`
+ * looks up candidates in it instead of reading every row (longer messages,
+ * and rows not indexed yet, are read as they are). Rows are indexed in
+ * the background, a bounded number at a time (ms_store_index), never on
+ * the write path: indexing costs as much as writing, and a flood must not
+ * be slowed by it. records_fts_state.upto: every id up to it is indexed. */
 #define FTS_CHARS "1024"
 static const char fts_sql[] =
     "CREATE VIRTUAL TABLE records_fts USING fts5(message, content='',"
     " tokenize='trigram');"
-    "CREATE TRIGGER IF NOT EXISTS records_fts_ins AFTER INSERT ON records BEGIN"
-    " INSERT INTO records_fts(rowid, message)"
-    " VALUES (new.id, substr(new.message, 1, " FTS_CHARS ")); END;"
-    "CREATE TRIGGER IF NOT EXISTS records_fts_del AFTER DELETE ON records BEGIN"
+    "CREATE TABLE records_fts_state (upto INTEGER NOT NULL);"
+    "INSERT INTO records_fts_state VALUES (0);"
+    "CREATE TRIGGER IF NOT EXISTS records_fts_del AFTER DELETE ON records"
+    " WHEN old.id <= (SELECT upto FROM records_fts_state) BEGIN"
     " INSERT INTO records_fts(records_fts, rowid, message)"
-    " VALUES ('delete', old.id, substr(old.message, 1, " FTS_CHARS ")); END;"
-    "INSERT INTO records_fts(rowid, message)"
-    " SELECT id, substr(message, 1, " FTS_CHARS ") FROM records;";
+    " VALUES ('delete', old.id, substr(old.message, 1, " FTS_CHARS ")); END;";
 
 /* FTS5 with the trigram tokenizer, if this SQLite has it (Debian's does):
  * created on first open (indexing what is there), used when present. */
@@ -183,6 +184,16 @@ int ms_store_open(ms_store **pst, const char *path, const ms_store_options *opt,
   if (rc != SQLITE_OK)
     goto fail;
   st->has_fts = setup_fts(st->db);
+  if (st->has_fts) {
+    rc = sqlite3_prepare_v2(st->db, "SELECT upto FROM records_fts_state", -1,
+                            &s, NULL);
+    if (rc == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+      st->fts_upto = sqlite3_column_int64(s, 0);
+    else
+      st->has_fts = 0;
+    sqlite3_finalize(s);
+    rc = SQLITE_OK;
+  }
   what = "prepare";
   rc = sqlite3_prepare_v3(st->db,
                           "INSERT INTO records (hub_id, seq, ts_us, level, "
@@ -444,6 +455,50 @@ int ms_store_flush(ms_store *st) {
     }
   }
   return rv;
+}
+
+int ms_store_index(ms_store *st, int rows) {
+  if (!st->has_fts || rows <= 0)
+    return 0;
+  if (sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+    return MS_ERR_IO;
+  sqlite3_stmt *s = NULL;
+  int64_t upto = st->fts_upto;
+  int rc = sqlite3_prepare_v2(
+      st->db,
+      "INSERT INTO records_fts(rowid, message) SELECT id, substr(message, 1, "
+      FTS_CHARS ") FROM records WHERE id > ?1 ORDER BY id LIMIT ?2",
+      -1, &s, NULL);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_int64(s, 1, upto);
+    sqlite3_bind_int64(s, 2, rows);
+    rc = sqlite3_step(s) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+  }
+  sqlite3_finalize(s);
+  s = NULL;
+  if (rc == SQLITE_OK)
+    rc = sqlite3_prepare_v2(
+        st->db,
+        "UPDATE records_fts_state SET upto = (SELECT COALESCE(MAX(id), ?1) "
+        "FROM (SELECT id FROM records WHERE id > ?1 ORDER BY id LIMIT ?2))"
+        " RETURNING upto",
+        -1, &s, NULL);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_int64(s, 1, upto);
+    sqlite3_bind_int64(s, 2, rows);
+    if (sqlite3_step(s) == SQLITE_ROW)
+      upto = sqlite3_column_int64(s, 0);
+    else
+      rc = SQLITE_ERROR;
+  }
+  sqlite3_finalize(s);
+  if (rc == SQLITE_OK &&
+      sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK) {
+    st->fts_upto = upto;
+    return 0;
+  }
+  sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+  return MS_ERR_IO;
 }
 
 void ms_store_get_stats(const ms_store *st, ms_store_stats *s) {
@@ -954,8 +1009,8 @@ static int build_sql(const ms_store_scan *sc, int ids_only, int desc,
     SQL_ADD(" AND instr(lower(message), lower(?5)) > 0");
     if (sc->st->has_fts && q->contains_len >= 3)
       SQL_ADD(" AND (id IN (SELECT rowid FROM records_fts WHERE records_fts"
-              " MATCH ?6 AND rowid >= ?1 AND rowid <= ?2) OR length(message) > "
-              FTS_CHARS ")");
+              " MATCH ?6 AND rowid >= ?1 AND rowid <= ?2) OR id > ?100 OR"
+              " length(message) > " FTS_CHARS ")");
   }
   if (q->has_since)
     SQL_ADD(" AND +ts_us >= ?7");
@@ -1011,6 +1066,7 @@ static int prepare(ms_store_scan *sc, int ids_only, int desc,
       }
       ph[n++] = '"';
       sqlite3_bind_text(*out, 6, ph, (int)n, SQLITE_STATIC);
+      sqlite3_bind_int64(*out, 100, sc->st->fts_upto); /* not indexed yet */
     }
   }
   if (q->has_since)

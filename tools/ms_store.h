@@ -56,6 +56,10 @@ size_t ms_store_pending_bytes(const ms_store *st);
  * run in the last second. Returns 0 or MS_ERR_IO (the batch is kept for
  * the next try; new records are dropped once it is full). */
 int ms_store_flush(ms_store *st);
+/* Adds up to `rows` stored records to the `contains` index (records not
+ * indexed yet are searched row by row, so this only makes searches
+ * faster). 0 or MS_ERR_IO. */
+int ms_store_index(ms_store *st, int rows);
 /* Runs retention now, to completion (all chunks). For tests and tools. */
 int ms_store_retain(ms_store *st);
 

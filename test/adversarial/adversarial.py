@@ -427,7 +427,7 @@ def api_logs_big(hub):
     rss0 = hub.rss_kib()
     by = Bystander(hub.port)
     c = socket.create_connection(("127.0.0.1", hub.port), timeout=30)
-    c.sendall(b"GET /api/logs?service=big&limit=10000 HTTP/1.1\r\nHost: x\r\n\r\n")
+    c.sendall(b"GET /api/logs?service=big&limit=10000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     raw = b""
     peak = 0
     reads = 0
@@ -456,7 +456,7 @@ def api_logs_big(hub):
     c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     c.settimeout(30)
     c.connect(("127.0.0.1", hub.port))
-    c.sendall(b"GET /api/logs?service=big&limit=10000 HTTP/1.1\r\nHost: x\r\n\r\n")
+    c.sendall(b"GET /api/logs?service=big&limit=10000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     time.sleep(3 * HEARTBEAT_MS / 1000 + 4)
     raw = b""
     while True:
@@ -507,7 +507,7 @@ def api_logs_contains(hub):
     for _ in range(12):
         c = socket.create_connection(("127.0.0.1", hub.port), timeout=10)
         c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        c.sendall(b"GET /api/logs?limit=10000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        c.sendall(b"GET /api/logs?limit=10000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         socks.append(c)
     time.sleep(0.5)
     statuses = []
