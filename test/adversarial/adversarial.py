@@ -530,7 +530,7 @@ def big_burst(hub):
     ans = json.loads(body)
     check(ans.get("count") == 300 and ans.get("complete"),
           "burst of 300 x 200 KB: all 300 stored", ans.get("count"))
-    check(hub.metric("microstream_store_records_dropped_total") == 0,
+    check(hub.metric("microstream_log_records_dropped_total") == 0,
           "burst: the store dropped nothing (/metrics)")
     grow = hub.rss_kib() - rss0
     check(grow < 160 * 1024, "burst: RSS grew %d KiB (< 160 MiB: the ring "
