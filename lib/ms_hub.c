@@ -1373,7 +1373,7 @@ static void live_check(ms_hub *h, ms_hub_conn *hc, int64_t now) {
         http_step(h, hc);
       } else if (now - hc->last_rx >= MS_HEARTBEAT_MISSES * hb) {
         /* The reader stopped reading: end it, visibly cut. */
-        hub_event(h, MS_LEVEL_INFO, "HTTP answer stalled: closing");
+        ms_hub_event(h, MS_LEVEL_INFO, "HTTP answer stalled: closing");
         ms_conn_eof(hc->ws, now);
         hc->state = HC_GONE;
         http_done(h, hc);
