@@ -157,7 +157,10 @@ void ms_hub_cl_forward(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
   msgpack_pack_array(pk, 8);
   msgpack_pack_uint8(pk, HM_REQUEST);
   msgpack_pack_uint64(pk, r->hid);
-  msgpack_pack_str_with_body(pk, hc->name, hc->name_len);
+  char srcbuf[MS_SOURCE_MAX];
+  size_t src_len;
+  const char *src = ms_hub_source(h, hc, srcbuf, &src_len);
+  msgpack_pack_str_with_body(pk, src, src_len);
   msgpack_pack_str_with_body(pk, m->name.ptr, m->name.len);
   msgpack_pack_str_with_body(pk, m->event.ptr, m->event.len);
   pack_bin(h, pk, &m->data_raw, &m->data);
