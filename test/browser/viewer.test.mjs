@@ -46,8 +46,10 @@ const hubs = new Set();
 
 function startHub(port = 0) {
   return new Promise((resolve, reject) => {
+    // No store: this test follows the hub's memory (history, resume, gaps);
+    // the stored history has its own test (store.test.mjs).
     const proc = spawn(HUB, ['--listen', `127.0.0.1:${port}`, '--heartbeat-ms', '1000',
-                             '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] });
+                             '--no-store', '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] });
     hubs.add(proc);
     let out = '';
     const timer = setTimeout(() => { proc.kill('SIGKILL'); reject(new Error('hub did not start')); }, 5000);
