@@ -7,45 +7,9 @@
 // Environment: MS_BUILD_ROOT (where tools/microstream-hub is).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import path from 'node:path';
-
-const BUILD = process.env.MS_BUILD_ROOT;
-const HUB = path.join(BUILD || '.', 'tools', 'microstream-hub');
-const WAIT = 15000;
-
-function skip(why) {
-  console.log(`1..0 # SKIP ${why}`);
-  process.exit(77);
-}
-const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
-if (!BUILD || !existsSync(HUB)) skip('no hub program (MS_BUILD_ROOT)');
-if (!CHROMIUM) skip('no chromium');
-let chromium, Feeder, WebSocket;
-try {
-  ({ chromium } = await import('playwright-core'));
-  ({ Feeder } = await import('./feeder.mjs'));
-  WebSocket = (await import('ws')).default;
-} catch (e) {
-  skip('node modules missing (npm ci): ' + e.message);
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function startHub() {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(HUB, ['--listen', '127.0.0.1:0', '--heartbeat-ms', '1000', '--no-store',
-                             '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    const timer = setTimeout(() => { proc.kill('SIGKILL'); reject(new Error('hub did not start')); }, 10000);
-    proc.stdout.on('data', (d) => {
-      out += d;
-      const m = /listening on 127\.0\.0\.1:(\d+)/.exec(out);
-      if (m) { clearTimeout(timer); resolve({ proc, port: Number(m[1]) }); }
-    });
-  });
-}
+import { BUILD, Feeder, WAIT, WebSocket, launchBrowser, sleep, startHub, waitForMessage }
+  from './harness.mjs';
 
 // A service that answers requests over the JSON subprotocol: "ok" with a
 // result, "fail" with an error of its own.
@@ -89,11 +53,6 @@ function visibleMessages(page) {
   }));
 }
 
-function waitForMessage(page, message) {
-  return page.waitForFunction((m) => Array.from(document.querySelectorAll('#lines .line .msg'))
-    .some((e) => e.firstChild && e.firstChild.textContent === m), message, { timeout: WAIT });
-}
-
 describe('live page views', { timeout: 170000 }, () => {
   let hub, browser, page;
   const feeders = ['alpha', 'beta', 'gamma'].map((n) => new Feeder(n));
@@ -101,13 +60,9 @@ describe('live page views', { timeout: 170000 }, () => {
   const sockets = [];
 
   before(async () => {
-    hub = await startHub();
+    hub = await startHub(['--no-store']);
     for (const f of feeders) await f.connect(url());
-    browser = await chromium.launch({
-      executablePath: CHROMIUM, timeout: 30000,
-      args: ['--headless=new', '--no-sandbox', '--disable-gpu', '--no-first-run',
-             '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    browser = await launchBrowser();
     const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
     await context.route((u) => u.hostname !== '127.0.0.1', (route) => route.abort());
     page = await context.newPage();

@@ -8,46 +8,11 @@
 // Environment: MS_BUILD_ROOT (where tools/microstream-hub is).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-
-const BUILD = process.env.MS_BUILD_ROOT;
-const HUB = path.join(BUILD || '.', 'tools', 'microstream-hub');
-const WAIT = 15000;
-
-function skip(why) {
-  console.log(`1..0 # SKIP ${why}`);
-  process.exit(77);
-}
-const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
-if (!BUILD || !existsSync(HUB)) skip('no hub program (MS_BUILD_ROOT)');
-if (!CHROMIUM) skip('no chromium');
-let chromium, Feeder;
-try {
-  ({ chromium } = await import('playwright-core'));
-  ({ Feeder } = await import('./feeder.mjs'));
-} catch (e) {
-  skip('node modules missing (npm ci): ' + e.message);
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function startHub(storeArgs, port = 0) {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(HUB, ['--listen', `127.0.0.1:${port}`, '--heartbeat-ms', '1000', ...storeArgs,
-                             '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    const timer = setTimeout(() => { proc.kill('SIGKILL'); reject(new Error('hub did not start')); }, 10000);
-    proc.stdout.on('data', (d) => {
-      out += d;
-      const m = /listening on 127\.0\.0\.1:(\d+)/.exec(out);
-      if (m) { clearTimeout(timer); resolve({ proc, port: Number(m[1]) }); }
-    });
-    proc.on('exit', (code) => { clearTimeout(timer); reject(new Error(`hub exited with ${code}`)); });
-  });
-}
+import { Feeder, WAIT, launchBrowser, restartHubOnPort, sleep, startHub, waitForMessage }
+  from './harness.mjs';
 
 function stopHub(h) {
   return new Promise((resolve) => {
@@ -56,16 +21,6 @@ function stopHub(h) {
     h.proc.once('exit', () => { clearTimeout(t); resolve(); });
     h.proc.kill('SIGTERM');
   });
-}
-
-// The old port may be briefly unavailable after a stop: try a few times.
-async function restartHubOnPort(storeArgs, port) {
-  let last;
-  for (let i = 0; i < 20; i++) {
-    try { return await startHub(storeArgs, port); } catch (e) { last = e; }
-    await sleep(100);
-  }
-  throw last;
 }
 
 // Waits until the hub's store holds `n` records (it writes in batches).
@@ -86,11 +41,6 @@ function lines(page) {
   }));
 }
 
-function waitForMessage(page, message) {
-  return page.waitForFunction((m) => Array.from(document.querySelectorAll('#lines .line .msg'))
-    .some((e) => e.firstChild && e.firstChild.textContent === m), message, { timeout: WAIT });
-}
-
 describe('stored history on the live page', { timeout: 170000 }, () => {
   let browser, dir;
   const hubs = [];
@@ -98,11 +48,7 @@ describe('stored history on the live page', { timeout: 170000 }, () => {
 
   before(async () => {
     dir = mkdtempSync(path.join(os.tmpdir(), 'ms-page-store-'));
-    browser = await chromium.launch({
-      executablePath: CHROMIUM, timeout: 30000,
-      args: ['--headless=new', '--no-sandbox', '--disable-gpu', '--no-first-run',
-             '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    browser = await launchBrowser();
   });
 
   after(async () => {
