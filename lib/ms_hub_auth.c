@@ -144,6 +144,41 @@ int ms_hub_set_keys(ms_hub *h, const ms_token_key *keys, size_t nkeys) {
   return 0;
 }
 
+int ms_hub_set_access_lists(ms_hub *h, const char *const *origins,
+                            size_t norigins, const char *const *hosts,
+                            size_t nhosts) {
+  if (!h || (norigins && !origins) || (nhosts && !hosts))
+    return MS_ERR_INVALID_ARG;
+  for (size_t i = 0; i < norigins; i++)
+    if (!origins[i])
+      return MS_ERR_INVALID_ARG;
+  for (size_t i = 0; i < nhosts; i++)
+    if (!hosts[i])
+      return MS_ERR_INVALID_ARG;
+  char **o, **ho;
+  int rv = copy_list(h->mem, origins, norigins, &o);
+  if (rv)
+    return rv;
+  rv = copy_list(h->mem, hosts, nhosts, &ho);
+  if (rv) {
+    free_list(h->mem, o, norigins);
+    return rv;
+  }
+  hub_auth *a = h->auth;
+  free_list(h->mem, a->origins, a->norigins);
+  free_list(h->mem, a->hosts, a->nhosts);
+  a->origins = o;
+  a->norigins = norigins;
+  a->hosts = ho;
+  a->nhosts = nhosts;
+  /* The hub holds its own copies: the caller's strings may go. */
+  h->cfg.allow_origins = NULL;
+  h->cfg.nallow_origins = 0;
+  h->cfg.allow_hosts = NULL;
+  h->cfg.nallow_hosts = 0;
+  return 0;
+}
+
 void ms_hub_set_wallclock(ms_hub *h, int64_t (*fn)(void *), void *ud) {
   if (h->cfg.wallclock_us && h->cfg.wallclock_us != fn)
     return; /* the configured one wins */

@@ -449,10 +449,10 @@ static const hub_opt hub_opts[] = {
      "(default 30d)"},
     {"allow-origin", 1, O_ORIGIN, "ORIGIN",
      "a browser origin allowed besides the hub's own,\n"
-     "repeatable (\"*\": any)"},
+     "repeatable (\"*\": any; SIGHUP reloads)"},
     {"allow-host", 1, O_HOST, "NAME",
      "a Host name accepted on a loopback listener besides\n"
-     "localhost and IP literals, repeatable"},
+     "localhost and IP literals, repeatable (SIGHUP reloads)"},
     {"metrics-token", 0, O_METRICS_TOKEN, NULL,
      "/metrics needs a token too (default open)"},
     {"insecure", 0, O_INSECURE, NULL,
@@ -469,9 +469,11 @@ static const hub_opt hub_opts[] = {
     {"no-store", 0, O_NOSTORE, NULL,
      "keep no log store (/api/logs answers 503)"},
     {"retention-days", 1, O_RDAYS, "N",
-     "delete stored records older than N days (7; 0 keeps)"},
+     "delete stored records older than N days (7; 0 keeps;\n"
+     "SIGHUP reloads)"},
     {"retention-rows", 1, O_RROWS, "N",
-     "keep at most N stored records (1000000; 0: no limit)"},
+     "keep at most N stored records (1000000; 0: no limit;\n"
+     "SIGHUP reloads)"},
     {"cluster", 1, O_CLUSTER, "URL",
      "act as one hub with the others on this Redis:\n"
      "redis://[:PASSWORD@]HOST:PORT[/DB] (README \"Cluster\")"},
@@ -839,8 +841,9 @@ static int is_loopback(const char *host) {
 }
 
 /* SIGHUP, with a configuration file: read it (and the command line) again
- * and take what can change while running: the log level and the key
- * files. A file that does not parse changes nothing. */
+ * and take what can change while running: the log level, the key files,
+ * the allowed origins and hosts and the store retention. A file that does
+ * not parse changes nothing. */
 static void reload_config(app *a) {
   hub_args *ar = malloc(sizeof *ar);
   if (!ar)
@@ -860,6 +863,18 @@ static void reload_config(app *a) {
     hub_config_free(&fa);
     return;
   }
+  if (ms_hub_set_access_lists(a->hub, ar->origins, ar->norigins, ar->hosts,
+                              ar->nhosts) != 0) {
+    a->log_level = level;
+    logf_(a, MS_LEVEL_WARN, "SIGHUP: out of memory; keeping the running "
+                            "configuration");
+    free(ar);
+    hub_config_free(&fa);
+    return;
+  }
+  if (a->store)
+    ms_store_set_retention(a->store, (int64_t)ar->retention_days * 86400,
+                           ar->retention_rows);
   if (a->reloaded) {
     free(a->reloaded);
     hub_config_free(&a->reloaded_file);
@@ -868,9 +883,12 @@ static void reload_config(app *a) {
   a->reloaded_file = fa;
   a->args = ar;
   logf_(a, MS_LEVEL_INFO,
-        "SIGHUP: %s read again; log level %s (listen, store, limits and "
-        "access rules take effect at the next start)",
-        a->config_path, level_name(a->log_level));
+        "SIGHUP: %s read again; log level %s, %zu allowed origin(s), %zu "
+        "allowed host(s), retention %lld day(s) %lld row(s) (listen, store "
+        "path, TLS options other than the files and limits take effect at "
+        "the next start)",
+        a->config_path, level_name(a->log_level), ar->norigins, ar->nhosts,
+        ar->retention_days, ar->retention_rows);
 }
 
 /* SIGHUP: read the key files again (secret rotation). Sessions keep

@@ -413,6 +413,13 @@ int ms_store_retain(ms_store *st) {
   return retain(st, 0);
 }
 
+void ms_store_set_retention(ms_store *st, int64_t max_age_s,
+                            int64_t max_rows) {
+  st->opt.max_age_s = max_age_s > 0 ? max_age_s : 0;
+  st->opt.max_rows = max_rows > 0 ? max_rows : 0;
+  st->last_retain_ms = 0; /* the next flush applies it */
+}
+
 int ms_store_flush(ms_store *st) {
   int rv = 0;
   if (st->nbatch > 0 || st->unmarked > 0) {

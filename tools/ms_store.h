@@ -60,6 +60,10 @@ int ms_store_flush(ms_store *st);
  * indexed yet are searched row by row, so this only makes searches
  * faster). 0 or MS_ERR_IO. */
 int ms_store_index(ms_store *st, int rows);
+/* Changes the retention limits (as max_age_s, max_rows of the options;
+ * 0: no limit) while open; the next flush applies them. */
+void ms_store_set_retention(ms_store *st, int64_t max_age_s,
+                            int64_t max_rows);
 /* Runs retention now, to completion (all chunks). For tests and tools. */
 int ms_store_retain(ms_store *st);
 

@@ -290,6 +290,14 @@ MS_EXTERN int ms_hub_http_guard(ms_hub *h, const ms_http_request *req,
 MS_EXTERN int ms_hub_set_keys(ms_hub *h, const ms_token_key *keys,
                               size_t nkeys);
 
+/* Replace the allowed origins and hosts (allow_origins, allow_hosts of
+ * ms_hub_config) while running; the hub keeps copies, so the caller's
+ * strings may be freed. Requests already accepted are not affected.
+ * Returns 0, MS_ERR_INVALID_ARG or MS_ERR_NOMEM (the old lists stay). */
+MS_EXTERN int ms_hub_set_access_lists(ms_hub *h, const char *const *origins,
+                                      size_t norigins,
+                                      const char *const *hosts, size_t nhosts);
+
 /* The earlier static token (accepted only with legacy_tokens): lowercase
  * hex HMAC-SHA256(secret, service). out gets 64 chars + NUL. */
 MS_EXTERN void ms_service_token(const uint8_t *secret, size_t secret_len,

@@ -10,6 +10,8 @@ import os
 import signal
 import sqlite3
 import tempfile
+import urllib.error
+import urllib.request
 import subprocess
 import sys
 import time
@@ -160,10 +162,26 @@ def main():
     # ---- the hub's configuration file and SIGHUP ----
     conf = os.path.join(tmp, "hub.conf")
     cport, oport = free_port(), free_port()
-    with open(conf, "w") as f:
-        f.write("# a comment\nlisten = 127.0.0.1:%d\nlog-level = warn\n"
-                "store = %s\nreplace-stale = true\nretention-days = 3\n"
-                % (cport, os.path.join(tmp, "conf.db")))
+    conf_db = os.path.join(tmp, "conf.db")
+
+    def write_conf(level, origin, rows):
+        with open(conf, "w") as f:
+            f.write("# a comment\nlisten = 127.0.0.1:%d\nlog-level = %s\n"
+                    "store = %s\nreplace-stale = true\nretention-days = 3\n"
+                    "allow-origin = %s\nretention-rows = %d\n"
+                    % (cport, level, conf_db, origin, rows))
+
+    def origin_status(origin):
+        req = urllib.request.Request(
+            "http://127.0.0.1:%d/api/services" % oport,
+            headers={"Origin": origin})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    write_conf("warn", "http://old.example", 0)
     errlog = open(os.path.join(tmp, "hub-conf.err"), "w+")
     ch = subprocess.Popen([HUB, "--config", conf, "--listen",
                            "127.0.0.1:%d" % oport], stdout=subprocess.PIPE,
@@ -172,13 +190,38 @@ def main():
     line = ch.stdout.readline()
     check("the command line wins over the configuration file",
           line.strip() == "listening on 127.0.0.1:%d" % oport, line)
-    with open(conf, "a") as f:
-        f.write("log-level = debug\n")
+    st = (origin_status("http://old.example"),
+          origin_status("http://new.example"))
+    check("the file's allowed origin is taken, another is refused",
+          st == (200, 403), st)
+    write_conf("debug", "http://new.example", 5)
     ch.send_signal(signal.SIGHUP)
     ok = wait_for(lambda: "read again; log level debug" in
                   open(errlog.name).read())
     check("SIGHUP reads the file again and takes the new log level", ok,
           open(errlog.name).read())
+    check("and reports the new access lists and retention",
+          "1 allowed origin(s), 0 allowed host(s), retention 3 day(s) "
+          "5 row(s)" in open(errlog.name).read(), open(errlog.name).read())
+    st = (origin_status("http://new.example"),
+          origin_status("http://old.example"))
+    check("after SIGHUP the new origin is allowed and the removed one "
+          "refused with 403", st == (200, 403), st)
+    run([LOG, "--hub", "ws://127.0.0.1:%d/ws" % oport, "--service", "ret"],
+        input="".join("r-%d\n" % i for i in range(1, 11)))
+
+    def stored():
+        con = sqlite3.connect(conf_db, timeout=10)
+        try:
+            return [m for (m,) in con.execute(
+                "SELECT message FROM records WHERE service='ret' "
+                "ORDER BY seq")]
+        finally:
+            con.close()
+    ok = wait_for(lambda: stored() == ["r-%d" % i for i in range(6, 11)],
+                  timeout=30)
+    check("after SIGHUP the store keeps only the new retention-rows",
+          ok, stored())
     with open(conf, "a") as f:
         f.write("no-such-option = 1\n")
     ch.send_signal(signal.SIGHUP)
@@ -189,7 +232,7 @@ def main():
     check("and the hub still stops cleanly", ch.returncode == 0, ch.returncode)
     r = run([HUB, "--config", conf], timeout=20)
     check("an unknown key stops the hub with the file and line",
-          r.returncode == 2 and "hub.conf:8: unknown key 'no-such-option'"
+          r.returncode == 2 and "hub.conf:9: unknown key 'no-such-option'"
           in r.stderr, (r.returncode, r.stderr))
     with open(conf, "w") as f:
         f.write("heartbeat-ms = soon\n")

@@ -591,6 +591,49 @@ static void host_check_stops_dns_rebinding(void) {
   sim_free(&s);
 }
 
+static void access_lists_change_while_running(void) {
+  sim s;
+  ms_hub_config cfg;
+  ms_hub_config_init(&cfg);
+  cfg.check_host = 1;
+  const char *allow[] = {"https://old.example"};
+  cfg.allow_origins = allow;
+  cfg.nallow_origins = 1;
+  sim_init(&s, &cfg);
+  CHECK_EQ_INT(http_status(s.hub, UPGRADE("Origin: https://old.example\r\n"),
+                           s.now, NULL, NULL, 0), 101);
+  CHECK_EQ_INT(http_status(s.hub, UPGRADE("Origin: https://new.example\r\n"),
+                           s.now, NULL, NULL, 0), 403);
+  /* Copied: the caller's strings may be gone by the next request. */
+  char o[32] = "https://new.example", h[32] = "hub.internal";
+  const char *origins[] = {o}, *hosts[] = {h};
+  CHECK_EQ_INT(ms_hub_set_access_lists(s.hub, origins, 1, hosts, 1), 0);
+  memset(o, 'x', sizeof o - 1);
+  memset(h, 'x', sizeof h - 1);
+  CHECK_EQ_INT(http_status(s.hub, UPGRADE("Origin: https://new.example\r\n"),
+                           s.now, NULL, NULL, 0), 101);
+  CHECK_EQ_INT(http_status(s.hub, UPGRADE("Origin: https://old.example\r\n"),
+                           s.now, NULL, NULL, 0), 403);
+  CHECK_EQ_INT(http_status(s.hub,
+                           "GET /healthz HTTP/1.1\r\nHost: hub.internal\r\n"
+                           "\r\n", s.now, NULL, NULL, 0), 200);
+  CHECK_EQ_INT(ms_hub_set_access_lists(s.hub, NULL, 1, NULL, 0),
+               MS_ERR_INVALID_ARG);
+  const char *nul[] = {NULL};
+  CHECK_EQ_INT(ms_hub_set_access_lists(s.hub, nul, 1, NULL, 0),
+               MS_ERR_INVALID_ARG);
+  /* Empty lists: only the hub's own origin and loopback names. */
+  CHECK_EQ_INT(ms_hub_set_access_lists(s.hub, NULL, 0, NULL, 0), 0);
+  CHECK_EQ_INT(http_status(s.hub, UPGRADE("Origin: https://new.example\r\n"),
+                           s.now, NULL, NULL, 0), 403);
+  CHECK_EQ_INT(http_status(s.hub,
+                           "GET /healthz HTTP/1.1\r\nHost: hub.internal\r\n"
+                           "\r\n", s.now, NULL, NULL, 0), 403);
+  CHECK_EQ_INT(http_status(s.hub, UPGRADE("Origin: http://127.0.0.1:7400\r\n"),
+                           s.now, NULL, NULL, 0), 101);
+  sim_free(&s);
+}
+
 static void unauthenticated_connections_are_limited_per_peer(void) {
   sim s;
   ms_hub_config cfg;
@@ -667,6 +710,7 @@ static const ms_test_case tests[] = {
     TEST(http_api_needs_a_watch_token),
     TEST(foreign_origin_is_403_and_no_origin_is_fine),
     TEST(host_check_stops_dns_rebinding),
+    TEST(access_lists_change_while_running),
     TEST(unauthenticated_connections_are_limited_per_peer),
     TEST(authorize_is_usable_by_other_session_kinds),
 };
