@@ -33,7 +33,7 @@ try:
     import msgpack
 except ImportError:  # scripts/deps.sh installs python3-msgpack
     print("1..0 # SKIP python3-msgpack missing")
-    sys.exit(77)
+    sys.exit(0)  # TAP: the plan "1..0 # SKIP" makes meson report a skip
 
 HELLO, WELCOME, REQUEST, RESPONSE, ERROR, CANCEL = 1, 2, 3, 4, 5, 6
 LOG, RECORD, SUBSCRIBE, UNSUBSCRIBE, PRESENCE, PING, PONG = 7, 8, 9, 10, 11, 12, 13

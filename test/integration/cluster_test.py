@@ -5,7 +5,7 @@ Each scenario starts its own redis-server (free 127.0.0.1 port, no
 persistence) and several hubs with --cluster, and drives them with the
 black-box clients of hub_blackbox.py (written from PROTOCOL.md).
 
-Usage: cluster_test.py BUILD_ROOT     (output: TAP; exit 77 without
+Usage: cluster_test.py BUILD_ROOT     (output: TAP; a skip plan without
 redis-server or a hub built without the cluster)
 """
 import asyncio
@@ -544,12 +544,12 @@ if __name__ == "__main__":
     bb.HUB_EXE = os.path.join(bb.BUILD, "tools", "microstream-hub")
     if not shutil.which("redis-server"):
         print("1..0 # SKIP redis-server not installed")
-        sys.exit(77)
+        sys.exit(0)  # TAP: the plan "1..0 # SKIP" makes meson report a skip
     out = subprocess.run([bb.HUB_EXE, "--cluster", "redis://127.0.0.1:1", "--print-token", "x"],
                          capture_output=True, text=True).stderr
     if "no cluster support" in out:
         print("1..0 # SKIP hub built without the cluster")
-        sys.exit(77)
+        sys.exit(0)  # TAP: the plan "1..0 # SKIP" makes meson report a skip
     asyncio.run(main())
     print("1..%d" % bb._count, flush=True)
     sys.exit(1 if bb._failed else 0)

@@ -12,7 +12,7 @@ Usage: hub_blackbox.py BUILD_ROOT [--cluster]     (output: TAP)
 --cluster: every hub of a scenario is two hub processes joined through a
 redis-server of the script's own, and clients connect to them in turn, so
 a requester and its target sit on different hubs: the contract must hold
-across hubs. (Exit 77 if redis-server or the cluster build is missing.)
+across hubs. (A skip plan if redis-server or the cluster build is missing.)
 """
 import asyncio
 import base64
@@ -1413,7 +1413,7 @@ if __name__ == "__main__":
                              capture_output=True, text=True).stderr
         if not shutil.which("redis-server") or "no cluster support" in out:
             print("1..0 # SKIP needs redis-server and a hub built with the cluster")
-            sys.exit(77)
+            sys.exit(0)  # TAP: the plan "1..0 # SKIP" makes meson report a skip
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
         rport = s.getsockname()[1]

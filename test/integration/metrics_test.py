@@ -42,7 +42,7 @@ def value(text, series):
 def main():
     if not PROMTOOL:
         print("1..0 # SKIP promtool not installed (Debian package prometheus)")
-        sys.exit(77)
+        sys.exit(0)  # TAP: the plan "1..0 # SKIP" makes meson report a skip
     tmp = tempfile.mkdtemp(prefix="ms-metrics-")
     port = free_port()
     url = "ws://127.0.0.1:%d/ws" % port

@@ -33,11 +33,11 @@ try:
     import websockets
 except ImportError as e:
     print("1..0 # SKIP python modules missing: %s" % e)
-    sys.exit(77)
+    sys.exit(0)  # TAP: the plan "1..0 # SKIP" makes meson report a skip
 for tool in ("certtool", "curl", "openssl"):
     if not shutil.which(tool):
         print("1..0 # SKIP %s not found" % tool)
-        sys.exit(77)
+        sys.exit(0)  # TAP: the plan "1..0 # SKIP" makes meson report a skip
 
 results = []
 procs = []
