@@ -6,14 +6,14 @@ usage: tools_test.py BUILD_ROOT
 """
 import json
 import os
-import re
-import signal
-import socket
-import urllib.request
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tap import check, finish, free_port, procs, run, start_hub as tap_start_hub, stop, wait_for  # noqa: E402
 
 BUILD = sys.argv[1]
 HUB = os.path.join(BUILD, "tools", "microstream-hub")
@@ -22,51 +22,10 @@ LOG = os.path.join(BUILD, "tools", "ms-log")
 TAIL = os.path.join(BUILD, "tools", "ms-tail")
 JWT = os.path.join(BUILD, "examples", "jwt_service")
 
-results = []
-procs = []
-
-
-def check(name, cond, detail=""):
-    results.append((name, bool(cond), detail))
-    print("%s %d - %s%s" % ("ok" if cond else "not ok", len(results), name,
-                            "" if cond else " # " + str(detail)[:300]))
-    sys.stdout.flush()
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
 
 def start_hub(port, store_dir):
-    p = subprocess.Popen([HUB, "--listen", "127.0.0.1:%d" % port,
-                          "--heartbeat-ms", "1000", "--log-level", "warn",
-                          "--store", os.path.join(store_dir, "logs.db")],
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                         text=True)
-    procs.append(p)
-    line = p.stdout.readline()
-    if "listening on" not in line:
-        raise RuntimeError("hub did not start: %r" % line)
-    return p
-
-
-def stop(p):
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
-def run(args, input=None, timeout=15):
-    return subprocess.run(args, input=input, capture_output=True, text=True,
-                          timeout=timeout)
+    return tap_start_hub(HUB, port, os.path.join(store_dir, "logs.db"),
+                         "--heartbeat-ms", "1000")
 
 
 def tail_json(url, *extra):
@@ -78,15 +37,6 @@ def tail_json(url, *extra):
         except ValueError:
             pass
     return r, out
-
-
-def wait_for(pred, timeout=5.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def main():
@@ -137,7 +87,6 @@ def main():
     stop(jwt)
 
     # ---- ms-log: a command's output, its exit status ----
-    t0 = time.time()
     r = run([LOG, "--hub", url, "--service", "build", "--quiet", "--",
              "sh", "-c", "echo one; echo two >&2; printf 'bin\\001\\377\\n'; exit 7"])
     check("ms-log exits with the command's status", r.returncode == 7,
@@ -182,7 +131,7 @@ def main():
              "--", "echo", "hi"])
     took = time.time() - t0
     check("ms-log without a hub still runs the command and exits",
-          r.returncode == 0 and "hi" in r.stdout and took < 5,
+          r.returncode == 0 and "hi" in r.stdout and took < 20,  # it exits on its own: bounded, not a speed figure
           (r.returncode, took, r.stderr))
     check("ms-log reports what it could not deliver",
           "not delivered" in r.stderr, r.stderr)
@@ -239,14 +188,4 @@ def urlget(port, path):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as e:  # a crash is a failure, not a silent pass
-        check("test ran to the end", False, repr(e))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    print("1..%d" % len(results))
-    sys.exit(0 if results and all(ok for _, ok, _ in results) else 1)
+    finish(main)
