@@ -284,6 +284,24 @@ int ms_hub_auth_hello(ms_hub *h, ms_hub_conn *hc, const ms_msg *m, int watch,
   return rv;
 }
 
+int ms_hub_auth_watch_sub(ms_hub *h, const char *tok, size_t len, int64_t now,
+                          char sub[129]) {
+  sub[0] = '\0';
+  if (!ms_hub_auth_required(h) || !tok || !len)
+    return MS_ERR_UNAUTHORIZED;
+  ms_token_claims cl;
+  int64_t wall_ms = ms_hub_wall_us(h, now) / 1000;
+  int64_t skew = h->cfg.token_skew_s > 0 ? h->cfg.token_skew_s : 0;
+  int rv = ms_token_verify(tok, len, h->auth->keys, h->auth->nkeys,
+                           wall_ms / 1000, skew, &cl, NULL);
+  if (rv)
+    return rv;
+  if (!(cl.scopes & (MS_SCOPE_WATCH | MS_SCOPE_ADMIN)))
+    return MS_ERR_FORBIDDEN;
+  memcpy(sub, cl.sub, sizeof cl.sub);
+  return 0;
+}
+
 void ms_hub_auth_event_tls_on_plain(ms_hub *h, const ms_hub_conn *hc) {
   ms_hub_event(h, MS_LEVEL_WARN,
                  "closed a TLS handshake from %s on a plain port",

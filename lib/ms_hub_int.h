@@ -253,6 +253,8 @@ void ms_hub_sio_ws_message(ms_hub *h, ms_hub_conn *hc,
 void ms_hub_sio_carrier_gone(ms_hub *h, ms_hub_conn *hc);
 int ms_hub_sio_send(ms_hub *h, ms_hub_conn *vc);
 size_t ms_hub_sio_pending(const ms_hub_conn *vc);
+/* Whether the session's transport is its WebSocket (upgraded, open). */
+int ms_hub_sio_on_ws(const ms_hub_conn *vc);
 void ms_hub_sio_close(ms_hub *h, ms_hub_conn *vc, uint16_t code,
                       const char *reason);
 int64_t ms_hub_sio_deadline(const ms_hub *h, const ms_hub_conn *vc);
@@ -328,6 +330,10 @@ void ms_hub_auth_del(ms_hub *h);
 int ms_hub_auth_hello(ms_hub *h, ms_hub_conn *hc, const ms_msg *m, int watch,
                       int64_t now, const char **code, char *msg,
                       size_t msg_cap);
+/* The subject of a token that verifies and grants `watch` (or admin),
+ * without logging anything: 0 with sub[] filled, else an ms_err. */
+int ms_hub_auth_watch_sub(ms_hub *h, const char *tok, size_t len, int64_t now,
+                          char sub[129]);
 /* Logs a TLS ClientHello that arrived on a plain port. */
 void ms_hub_auth_event_tls_on_plain(ms_hub *h, const ms_hub_conn *hc);
 /* Whether hc's session may do what needs `scope` (always with no keys). */

@@ -240,12 +240,19 @@ int ms_hub_metrics_routes_text(const ms_hub *h, ms_buf *b) {
     }
   }
   /* Open connections by what they speak. */
-  /* http, msgpack, json, closing, socket.io */
+  /* http, msgpack, json, closing, socket.io. A Socket.IO session counts
+   * once: as its WebSocket once upgraded (a WebSocket at /socket.io/ speaks
+   * Engine.IO, not msgpack), else as the polling session (its parked GET
+   * is plain HTTP). */
   uint64_t by[5] = {0, 0, 0, 0, 0};
   for (const ms_hub_conn *hc = h->all; hc; hc = hc->all_next) {
-    if (hc->sio)
+    if (hc->sio) {
+      if (!ms_hub_sio_on_ws(hc))
+        by[4]++;
+    } else if (hc->eio_ws && hc->state != HC_HTTP && hc->state != HC_CLOSING &&
+               hc->state != HC_GONE) {
       by[4]++;
-    else if (hc->state == HC_HTTP)
+    } else if (hc->state == HC_HTTP)
       by[0]++;
     else if (hc->state == HC_CLOSING || hc->state == HC_GONE)
       by[3]++;

@@ -284,6 +284,11 @@ size_t ms_hub_sio_pending(const ms_hub_conn *vc) {
   return n;
 }
 
+int ms_hub_sio_on_ws(const ms_hub_conn *vc) {
+  const ms_hub_sio *s = vc->sio;
+  return s->upgraded && s->ws_hc != NULL;
+}
+
 /* The JSON of st->tx, after `prefix`, as one packet; then emitted. */
 static int emit_tx(ms_hub *h, ms_hub_sio *s, const char *prefix) {
   ms_hub_sio_state *st = h->sio;
@@ -913,7 +918,14 @@ static void on_connect(ms_hub *h, ms_hub_sio *s, const msgpack_object *auth,
     token = t;
   else if (s->token)
     token = ms_str_c(s->token);
+  /* A watcher is named by its token's subject when it has one that may
+   * watch (any name: the token says who watches), else "watcher". */
+  char sub[129];
   const char *name = s->name ? s->name : WATCHER_NAME;
+  if (!s->name && token.ptr &&
+      ms_hub_auth_watch_sub(h, token.ptr, token.len, now, sub) == 0 &&
+      ms_valid_service_name(sub, strlen(sub)))
+    name = sub;
   if (!ms_valid_service_name(name, strlen(name))) {
     ms_msg m;
     memset(&m, 0, sizeof m);

@@ -295,6 +295,31 @@ async function main() {
     assert.ok(sessions && Number(sessions[1]) >= 3, m);
   });
 
+  await test('/metrics counts a Socket.IO session\'s WebSocket as socket.io, once', async () => {
+    const byProto = async () => {
+      const m = (await get(hub.port, '/metrics')).body;
+      const v = (p) => Number((new RegExp(`microstream_connections_by_protocol\\{protocol="${p}"\\} (\\d+)`)).exec(m)[1]);
+      return { sio: v('socket.io'), mp: v('microstream.v1'), sessions: Number(/microstream_socketio_sessions (\d+)/.exec(m)[1]) };
+    };
+    const before = await byProto();
+    // every open session counts once under socket.io (upgraded or not)
+    assert.strictEqual(before.sio, before.sessions, JSON.stringify(before));
+    const w = client(hub, 'node-metrics-ws', { ioOptions: { transports: ['websocket'] } });
+    const p = client(hub, 'node-metrics-up'); // polling, then upgraded
+    await connected(w);
+    await connected(p);
+    await until(() => p.socket.io.engine.transport.name === 'websocket', 10000, 'upgrade');
+    const after = await until(async () => {
+      const a = await byProto();
+      return a.sio === before.sio + 2 ? a : null;
+    }, 10000, 'two more socket.io connections');
+    assert.strictEqual(after.mp, before.mp, JSON.stringify({ before, after }));
+    assert.strictEqual(after.sessions, before.sessions + 2);
+    w.close();
+    p.close();
+    await until(async () => (await byProto()).sio === before.sio, 10000, 'back to before');
+  });
+
   // ---- logs ----
   await test('a watcher gets log events from a C and a Socket.IO service; a filtered one only its own', async () => {
     const all = watcher(hub);
@@ -521,6 +546,24 @@ async function main() {
     await until(() => err2, 10000, 'wrong-name refusal');
     assert.strictEqual(err2.message, 'FORBIDDEN');
     assert.strictEqual(err2.data.code, 'FORBIDDEN');
+    // a watcher (no serviceName) with a watch-scoped token for any subject
+    const wtok = await new Promise((res, rej) => execFile(HUB, ['--secret-file', sf,
+      '--print-token', 'ops-dashboard', '--scope', 'watch'], (e, out) => (e ? rej(e) : res(out.trim()))));
+    const wa = watcher(sh, { auth: { token: wtok } });
+    const wq = watcher(sh, { query: { token: wtok } });
+    await within(10000, Promise.all([wa, wq].map((w) => new Promise((res, rej) => {
+      w.s.once('connect', res);
+      w.s.once('connect_error', rej);
+    }))), 'token watchers connect');
+    viaAuth.socket.emit('log', { level: 'warn', message: 'seen by a token watcher' });
+    await until(() => wa.logs.some((r) => r.message === 'seen by a token watcher') &&
+      wq.logs.some((r) => r.message === 'seen by a token watcher'), 10000, 'log at token watchers');
+    // a service token (no watch scope) does not make a watcher
+    const nw = watcher(sh, { auth: { token: tok } });
+    const werr = await within(10000, new Promise((res) => nw.s.once('connect_error', res)),
+      'service-token watcher refused');
+    assert.strictEqual(werr.message, 'FORBIDDEN');
+    nw.s.close();
     fs.rmSync(dir, { recursive: true });
   });
 }
