@@ -280,6 +280,10 @@ int ms_conn_feed(ms_conn *c, const uint8_t *data, size_t len, int64_t now) {
   case ST_HTTP_BODY:
     rv = ms_conn_feed_body(c, data, len);
     break;
+  case ST_HTTP_WAIT:
+    if (len)
+      c->http_keep = 0; /* pipelined: dropped, so the answer closes */
+    break;
   case ST_OPEN:
   case ST_CLOSING:
     rv = ms_conn_feed_ws(c, data, len);
@@ -396,6 +400,11 @@ int ms_conn_tick(ms_conn *c, int64_t now) {
   if (c->rearm_close) {
     c->rearm_close = 0;
     c->close_deadline = add_ms(now, c->cfg.close_timeout_ms);
+  }
+  if (c->rearm_hs) {
+    c->rearm_hs = 0;
+    if (c->state == ST_HEAD)
+      c->hs_deadline = add_ms(now, c->cfg.handshake_timeout_ms);
   }
   if (c->rearm_linger) {
     c->rearm_linger = 0;

@@ -71,9 +71,9 @@ static int key_valid(const char *key, size_t len) {
 }
 
 /* A complete HTTP response with a plain body (errors and the user's). */
-static int write_response(ms_conn *c, int status, const char *content_type,
-                          const char *extra, const void *body,
-                          size_t body_len, int with_body) {
+static int write_response_k(ms_conn *c, int status, const char *content_type,
+                            const char *extra, const void *body,
+                            size_t body_len, int with_body, int keep) {
   /* body NULL with body_len SIZE_MAX: a streamed body (chunked). */
   int rv = body_len == SIZE_MAX && !body
                ? ms_buf_appendf(&c->out,
@@ -81,9 +81,9 @@ static int write_response(ms_conn *c, int status, const char *content_type,
                                 "Connection: close\r\n",
                                 status, ms_http_reason(status))
                : ms_buf_appendf(&c->out,
-                                "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n"
-                                "Connection: close\r\n",
-                                status, ms_http_reason(status), body_len);
+                                "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n%s",
+                                status, ms_http_reason(status), body_len,
+                                keep ? "" : "Connection: close\r\n");
   if (!rv && content_type)
     rv = ms_buf_appendf(&c->out, "Content-Type: %s\r\n", content_type);
   if (!rv && extra && extra[0]) {
@@ -97,6 +97,13 @@ static int write_response(ms_conn *c, int status, const char *content_type,
   if (!rv && with_body && body_len && body)
     rv = ms_buf_append(&c->out, body, body_len);
   return rv;
+}
+
+static int write_response(ms_conn *c, int status, const char *content_type,
+                          const char *extra, const void *body,
+                          size_t body_len, int with_body) {
+  return write_response_k(c, status, content_type, extra, body, body_len,
+                          with_body, 0);
 }
 
 /* Server: refuse the upgrade with status and a one-line reason. */
@@ -169,6 +176,8 @@ int ms_conn_feed_body(ms_conn *c, const uint8_t *data, size_t len) {
   if (c->state != ST_HTTP_BODY)
     return 0; /* anything after the body is dropped */
   size_t take = MS_MIN(len, c->body_need - c->body.len);
+  if (take < len)
+    c->http_keep = 0; /* pipelined: dropped, so the answer closes */
   if (take && ms_buf_append(&c->body, data, take)) {
     ms_conn_set_fatal(c, MS_ERR_NOMEM);
     return MS_ERR_NOMEM;
@@ -198,6 +207,13 @@ static int server_head(ms_conn *c, size_t head_len) {
     /* A plain request: the application answers it, once its body (if
      * any) is in. */
     c->head_method = ms_http_ieq(req.method, req.method_len, "HEAD");
+    /* Persistent only when nothing was sent after this request (pipelined
+     * bytes would be lost: such a request is answered with a close). */
+    c->http_keep =
+        req.minor_version >= 1 &&
+        !ms_http_headers_have_token(req.headers, req.nheaders, "Connection",
+                                    "close") &&
+        c->http_served + 1 < MS_CONN_HTTP_MAX_KEEP;
     if (ms_http_find_header(req.headers, req.nheaders, "Transfer-Encoding",
                             NULL))
       return refuse(c, 411, "a body needs Content-Length", NULL);
@@ -217,6 +233,8 @@ static int server_head(ms_conn *c, size_t head_len) {
       }
       if (n > c->cfg.max_message)
         return refuse(c, 413, "request body too large", NULL);
+      if (c->http_extra > n)
+        c->http_keep = 0;
       if (n > 0) {
         c->state = ST_HTTP_BODY;
         c->body_req = req;
@@ -224,6 +242,8 @@ static int server_head(ms_conn *c, size_t head_len) {
         return 0;
       }
     }
+    if (c->http_extra > 0)
+      c->http_keep = 0; /* a request without a body, and more after it */
     return http_deliver(c, &req);
   }
   if (!ms_http_ieq(req.method, req.method_len, "GET"))
@@ -350,6 +370,8 @@ static int client_head(ms_conn *c, size_t head_len) {
 
 int ms_conn_feed_head(ms_conn *c, const uint8_t *data, size_t len) {
   size_t max = c->cfg.max_header_bytes;
+  if (c->head_len == 0 && c->body.cap) /* the previous request's body */
+    ms_buf_free(&c->body);
   if (!c->head) {
     c->head = ms_malloc(c->mem, max);
     c->hdrs = ms_calloc(c->mem, c->cfg.max_headers, sizeof *c->hdrs);
@@ -376,6 +398,7 @@ int ms_conn_feed_head(ms_conn *c, const uint8_t *data, size_t len) {
       return refuse(c, 431, "request head too large", NULL);
     return client_fail(c, 0, "response head too large");
   }
+  c->http_extra = (c->head_len - hl) + (len - take);
   int rv = c->cfg.role == MS_CONN_SERVER ? server_head(c, hl)
                                          : client_head(c, hl);
   if (rv || c->life.dead)
@@ -416,6 +439,38 @@ int ms_conn_http_respond(ms_conn *c, int status, const char *content_type,
   ms_conn_report_close(c, 0, 0, NULL, 0, 0, status);
   ms_conn_leave(c);
   return 0;
+}
+
+int ms_conn_http_respond_keep(ms_conn *c, int status,
+                              const char *content_type,
+                              const char *extra_headers, const void *body,
+                              size_t body_len) {
+  if (!c || (!body && body_len) || status < 100 || status > 999)
+    return MS_ERR_INVALID_ARG;
+  if (c->fatal)
+    return c->fatal;
+  if (c->cfg.role != MS_CONN_SERVER || c->state != ST_HTTP_WAIT)
+    return MS_ERR_STATE;
+  if (!c->http_keep)
+    return ms_conn_http_respond(c, status, content_type, extra_headers, body,
+                                body_len);
+  int rv = write_response_k(c, status, content_type, extra_headers, body,
+                            body_len, !c->head_method, 1);
+  if (rv) {
+    ms_conn_set_fatal(c, rv);
+    return rv;
+  }
+  /* Back to reading a head. The buffers are kept (not freed): the caller
+   * may still read the request it is answering; the next feed reuses them
+   * (and lets go of a body). */
+  c->http_served++;
+  c->http_keep = 0;
+  c->head_len = c->head_scan = 0;
+  c->head_method = 0;
+  c->body_need = 0;
+  c->state = ST_HEAD;
+  c->hs_deadline = ms_conn_arm(c, c->cfg.handshake_timeout_ms, &c->rearm_hs);
+  return 1;
 }
 
 int ms_conn_http_begin(ms_conn *c, int status, const char *content_type,

@@ -46,6 +46,9 @@ struct ms_conn {
   int head_method; /* server: the plain request was HEAD (no body) */
   int http_streaming; /* server: a chunked answer has begun */
   int http_status;
+  int http_keep;   /* server: this request may be answered keep-alive */
+  size_t http_extra; /* bytes that came after the head in its feed */
+  unsigned http_served; /* requests answered on this connection */
   int fatal;       /* a fatal ms_err, or 0 */
   int fail_err;    /* our own protocol failure (e.g. UTF-8), or 0 */
   uint16_t fail_code;
@@ -88,6 +91,7 @@ struct ms_conn {
   int now_depth;       /* inside a call that brought `now` */
   int rearm_close;     /* close/linger timers set outside such a call: */
   int rearm_linger;    /* re-armed from the next real time (ms_conn_tick) */
+  int rearm_hs;
   int64_t hs_deadline;
   int64_t close_deadline;
   int64_t linger_deadline; /* ST_DONE: give up flushing the last output */

@@ -239,6 +239,17 @@ static void cors_headers(const ms_http_request *req, char *out, size_t cap) {
 
 static void sio_finish(ms_hub *h, ms_hub_sio *s);
 
+/* A 200 to a polling request: the connection stays open for the client's
+ * next request when it allows (bounded by the idle and request limits of
+ * ms_conn_http_respond_keep). */
+static void poll_reply(ms_hub *h, ms_hub_conn *hc, const char *ctype,
+                       const char *extra, const char *body, size_t len) {
+  if (ms_conn_http_respond_keep(hc->ws, 200, ctype, extra, body, len) == 1) {
+    hc->accepted_at = h->last_now; /* the next request's time starts */
+    ms_hub_update_live(h, hc);
+  }
+}
+
 /* Answer the parked GET with what is queued (or a NOOP). */
 static void poll_answer(ms_hub *h, ms_hub_sio *s, const char *fallback) {
   ms_hub_conn *hc = s->poll_hc;
@@ -248,8 +259,7 @@ static void poll_answer(ms_hub *h, ms_hub_sio *s, const char *fallback) {
   hc->sio_carried = NULL;
   const char *body = s->pollq.len ? s->pollq.data : fallback;
   size_t len = s->pollq.len ? s->pollq.len : strlen(fallback);
-  ms_conn_http_respond(hc->ws, 200, "text/plain; charset=UTF-8", s->cors,
-                       body, len);
+  poll_reply(h, hc, "text/plain; charset=UTF-8", s->cors, body, len);
   ms_buf_reset(&s->pollq);
   mark(h, hc);
 }
@@ -1365,8 +1375,8 @@ void ms_hub_sio_http(ms_hub *h, ms_hub_conn *hc, const ms_http_request *req) {
     }
     char buf[256];
     int n = open_packet(h, s, 1, buf, sizeof buf);
-    ms_conn_http_respond(c, 200, "text/plain; charset=UTF-8",
-                         cors[0] ? cors : NULL, buf, (size_t)n);
+    poll_reply(h, hc, "text/plain; charset=UTF-8", cors[0] ? cors : NULL,
+               buf, (size_t)n);
     return;
   }
   ms_hub_sio *s = find(h, v, vn);
@@ -1400,7 +1410,7 @@ void ms_hub_sio_http(ms_hub *h, ms_hub_conn *hc, const ms_http_request *req) {
     return;
   }
   /* Answer first: handling the packets may end the session. */
-  ms_conn_http_respond(c, 200, "text/html", cors[0] ? cors : NULL, "ok", 2);
+  poll_reply(h, hc, "text/html", cors[0] ? cors : NULL, "ok", 2);
   ms_hub_sio_state *st = h->sio;
   size_t pos = 0;
   for (;;) {

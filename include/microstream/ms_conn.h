@@ -219,6 +219,20 @@ MS_EXTERN int ms_conn_http_respond(ms_conn *c, int status,
                                    const char *extra_headers,
                                    const void *body, size_t body_len);
 
+/* Server role: as ms_conn_http_respond(), but a request that allows it
+ * (HTTP/1.1, no "Connection: close", nothing sent after it) is answered
+ * without "Connection: close" and the connection then waits for the next
+ * request instead of finishing: no on_close, the handshake timeout is the
+ * idle limit, at most MS_CONN_HTTP_MAX_KEEP requests. Otherwise exactly
+ * ms_conn_http_respond(). Returns 1 (kept open), 0 (finishing),
+ * MS_ERR_STATE, MS_ERR_NOMEM. The request's strings stay valid until the
+ * next byte is fed. */
+#define MS_CONN_HTTP_MAX_KEEP 1000
+MS_EXTERN int ms_conn_http_respond_keep(ms_conn *c, int status,
+                                        const char *content_type,
+                                        const char *extra_headers,
+                                        const void *body, size_t body_len);
+
 /* Release the per-connection WebSocket state (wslay's contexts, about
  * 8 KiB, and the output buffer) while the connection is idle: open, no
  * output pending, no frame or fragmented message half-received. Any later

@@ -1108,6 +1108,116 @@ static void plain_get_goes_to_on_http_request(void) {
   ms_conn_del(s);
 }
 
+static void keep_alive_answers_serve_the_next_request(void) {
+  rec r;
+  out o = {0};
+  ms_conn *s = new_conn(MS_CONN_SERVER, &r, NULL);
+  CHECK(s);
+  ms_conn_start(s, 0);
+  feed_str(s, "GET /a HTTP/1.1\r\nHost: a\r\n\r\n", 10);
+  CHECK_EQ_INT(r.http_requests, 1);
+  CHECK_EQ_INT(ms_conn_http_respond_keep(s, 200, "text/plain", NULL, "1", 1),
+               1);
+  CHECK_EQ_INT(r.closed, 0);
+  take_all(s, &o);
+  CHECK_EQ_STR((const char *)o.data,
+               "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n"
+               "Content-Type: text/plain\r\n\r\n1");
+  out_free(&o);
+  /* Idle limit: the handshake timeout, from the answer (answered outside
+   * a call that brought the time: due at once, set from the next tick). */
+  CHECK(ms_conn_want_read(s));
+  CHECK(ms_conn_next_deadline(s) <= 10);
+  ms_conn_tick(s, 20);
+  CHECK_EQ_INT(r.closed, 0);
+  CHECK_EQ_INT(ms_conn_next_deadline(s), 20 + 10000);
+  /* The next request, with a body, on the same connection. */
+  feed_str(s, "POST /b?x=1 HTTP/1.1\r\nContent-Length: 3\r\n\r\nab", 500);
+  CHECK_EQ_INT(r.http_requests, 1);
+  feed_str(s, "c", 600);
+  CHECK_EQ_INT(r.http_requests, 2);
+  CHECK_EQ_STR(r.http_path, "/b");
+  CHECK_EQ_INT(ms_conn_http_respond_keep(s, 200, NULL, NULL, "ok", 2), 1);
+  take_all(s, &o);
+  CHECK(contains(&o, "HTTP/1.1 200 OK\r\n"));
+  CHECK(!contains(&o, "Connection: close"));
+  out_free(&o);
+  /* Idle past the limit: finished (no answer to nothing). */
+  ms_conn_tick(s, 600);
+  ms_conn_tick(s, 600 + 9999);
+  CHECK_EQ_INT(r.closed, 0);
+  ms_conn_tick(s, 600 + 10000);
+  CHECK_EQ_INT(r.closed, 1);
+  CHECK_EQ_INT(r.close.err, MS_ERR_TIMEOUT);
+  CHECK(!ms_conn_want_read(s));
+  ms_conn_del(s);
+
+  /* "Connection: close", HTTP/1.0, or a pipelined request after it: the
+   * answer closes (pipelined bytes are not read). */
+  static const char *const closing[] = {
+      "GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+      "GET / HTTP/1.0\r\n\r\n",
+      "GET / HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n",
+      "POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\nxGET / HTTP/1.1\r\n\r\n",
+  };
+  for (size_t i = 0; i < MS_ARRAY_LEN(closing); i++) {
+    s = new_conn(MS_CONN_SERVER, &r, NULL);
+    CHECK(s);
+    ms_conn_start(s, 0);
+    feed_str(s, closing[i], 1);
+    CHECK_EQ_INT(r.http_requests, 1);
+    CHECK_EQ_INT(ms_conn_http_respond_keep(s, 200, NULL, NULL, "ok", 2), 0);
+    CHECK_EQ_INT(r.closed, 1);
+    CHECK_EQ_INT(r.close.http_status, 200);
+    take_all(s, &o);
+    CHECK(contains(&o, "Connection: close\r\n"));
+    CHECK(!ms_conn_want_read(s));
+    out_free(&o);
+    ms_conn_del(s);
+  }
+  /* Bytes while the answer is owed: pipelined too. */
+  s = new_conn(MS_CONN_SERVER, &r, NULL);
+  CHECK(s);
+  ms_conn_start(s, 0);
+  feed_str(s, "GET / HTTP/1.1\r\n\r\n", 1);
+  feed_str(s, "GET /2 HTTP/1.1\r\n\r\n", 2);
+  CHECK_EQ_INT(ms_conn_http_respond_keep(s, 200, NULL, NULL, "ok", 2), 0);
+  CHECK_EQ_INT(r.closed, 1);
+  ms_conn_del(s);
+
+  /* At most MS_CONN_HTTP_MAX_KEEP requests on one connection. */
+  s = new_conn(MS_CONN_SERVER, &r, NULL);
+  CHECK(s);
+  ms_conn_start(s, 0);
+  int kept = 0;
+  for (int i = 0; i < MS_CONN_HTTP_MAX_KEEP + 5 && !r.closed; i++) {
+    feed_str(s, "GET / HTTP/1.1\r\n\r\n", 1);
+    if (ms_conn_http_respond_keep(s, 204, NULL, NULL, NULL, 0) == 1)
+      kept++;
+    take_all(s, &o);
+    out_free(&o);
+  }
+  CHECK_EQ_INT(kept, MS_CONN_HTTP_MAX_KEEP - 1);
+  CHECK_EQ_INT(r.http_requests, MS_CONN_HTTP_MAX_KEEP);
+  CHECK_EQ_INT(r.closed, 1);
+  ms_conn_del(s);
+
+  /* A WebSocket upgrade after a kept-alive answer. */
+  s = new_conn(MS_CONN_SERVER, &r, NULL);
+  CHECK(s);
+  ms_conn_start(s, 0);
+  feed_str(s, "GET /x HTTP/1.1\r\n\r\n", 1);
+  CHECK_EQ_INT(ms_conn_http_respond_keep(s, 200, NULL, NULL, "ok", 2), 1);
+  take_all(s, &o);
+  out_free(&o);
+  feed_str(s, UPGRADE_HEAD(""), 2);
+  take_all(s, &o);
+  CHECK(contains(&o, "HTTP/1.1 101 "));
+  CHECK_EQ_INT(r.opened, 1);
+  out_free(&o);
+  ms_conn_del(s);
+}
+
 static void handshake_timeout_finishes(void) {
   rec r;
   ms_conn *s = new_conn(MS_CONN_SERVER, &r, NULL);
@@ -1485,6 +1595,7 @@ static const ms_test_case tests[] = {
     TEST(header_limits_give_431),
     TEST(bare_lf_head_gets_400_at_once),
     TEST(plain_get_goes_to_on_http_request),
+    TEST(keep_alive_answers_serve_the_next_request),
     TEST(handshake_timeout_finishes),
     TEST(close_timeout_finishes_without_peer),
     TEST(output_high_water_stops_reading),

@@ -366,6 +366,45 @@ async function main() {
     assert.deepStrictEqual(await w.request('node-poll', 'echo', 5), 5);
   });
 
+  await test('polling keeps its connections alive (stock client with a keep-alive agent; curl)', async () => {
+    // The stock client in Node asks "Connection: close" unless given an
+    // agent; with a keep-alive agent it reuses its sockets.
+    let sockets = 0;
+    const agent = new http.Agent({ keepAlive: true });
+    const create = agent.createConnection.bind(agent);
+    agent.createConnection = (...a) => { sockets++; return create(...a); };
+    const p = client(hub, 'node-keep', { ioOptions: { transports: ['polling'], agent } });
+    p.on('echo', (d) => d);
+    await connected(p);
+    for (let i = 0; i < 20; i++)
+      assert.deepStrictEqual(await p.request('c-echo', 'echo', { i }), { i });
+    await sleep(HB * 2.5); // several ping/pong rounds on polling
+    assert.deepStrictEqual(await svcB.request('node-keep', 'echo', 'back'), 'back');
+    // ~50 HTTP requests, on two sockets (the parked GET and the POSTs)
+    console.log(`# ${sockets} sockets for the polling session`);
+    assert.ok(sockets >= 1 && sockets <= 3, `sockets: ${sockets}`);
+    p.close();
+    agent.destroy();
+    // curl: two requests, one connection
+    const out = await new Promise((res) => execFile('curl', ['-sv',
+      `http://127.0.0.1:${hub.port}/socket.io/?EIO=4&transport=polling`,
+      `http://127.0.0.1:${hub.port}/socket.io/?EIO=4&transport=polling`], { timeout: 10000 },
+    (err, stdout, stderr) => res({ err, stdout, stderr })));
+    if (out.err && out.err.code === 'ENOENT') {
+      console.log('# curl not installed: its half skipped');
+    } else {
+      assert.ok(!out.err, String(out.err));
+      assert.strictEqual((out.stdout.match(/^0\{"sid"|\}0\{"sid"/g) || []).length, 2, out.stdout);
+      assert.match(out.stderr, /Re-using existing connection/);
+      assert.doesNotMatch(out.stderr, /< Connection: close/i);
+    }
+    // a request that asks for the close gets it
+    const r = await httpReq(hub.port, 'GET', '/socket.io/?EIO=4&transport=polling', undefined,
+      { Connection: 'close' });
+    assert.strictEqual(r.status, 200);
+    assert.strictEqual(r.headers.connection, 'close');
+  });
+
   const base = '/socket.io/?EIO=4&transport=polling';
   async function rawOpen(q) {
     const r = await httpReq(hub.port, 'GET', base + q);
