@@ -11,6 +11,7 @@
 typedef struct fz {
   int respond; /* answer plain requests from the callback */
   int refuse;
+  int keep;    /* ... keeping the connection for the next request */
 } fz;
 
 static int f_upgrade(ms_conn *c, const ms_http_request *req, void *ud) {
@@ -31,8 +32,19 @@ static void f_http(ms_conn *c, const ms_http_request *req, void *ud) {
   for (size_t i = 0; i < req->query_len; i++)
     sink ^= req->query[i];
   (void)sink;
-  if (f->respond)
+  if (f->respond && f->keep) {
+    /* The request's strings stay readable after a kept answer. */
+    int rv = ms_conn_http_respond_keep(c, 200, "text/plain", NULL, "ok", 2);
+    if (rv != 0 && rv != 1)
+      abort();
+    for (size_t i = 0; i < req->path_len; i++)
+      sink ^= req->path[i];
+    for (size_t i = 0; i < req->body_len; i++)
+      sink ^= (char)req->body[i];
+    (void)sink;
+  } else if (f->respond) {
     ms_conn_http_respond(c, 200, "text/plain", NULL, "ok", 2);
+  }
 }
 
 static void f_message(ms_conn *c, const ms_conn_message_arg *a, void *ud) {
@@ -63,7 +75,7 @@ static void run_conn(ms_conn_role role, const uint8_t *data, size_t size,
   cfg.max_header_bytes = 1024 + (seed & 1023);
   cfg.max_headers = 1 + (seed >> 10) % 40;
   cfg.max_message = 4096;
-  fz f = {(int)(seed >> 16) & 1, (seed >> 17 & 7) == 0};
+  fz f = {(int)(seed >> 16) & 1, (seed >> 17 & 7) == 0, (seed >> 20 & 1)};
   ms_conn *c = NULL;
   if (ms_conn_new(&c, &cfg, &cbs, &f, NULL) != 0)
     return;
