@@ -353,7 +353,9 @@ int ms_client_new(ms_client **pc, const ms_client_config *cfg,
     c->cfg.encoding = MS_ENC_MSGPACK;
   c->rng = cfg->seed;
   int rrv = 0;
-  if (!c->rng)
+  /* Request ids are not secret: without a source they start from a fixed
+   * point; the connections (masks) need the source and fail without. */
+  if (!c->rng && ms_random_is_set())
     rrv = ms_random(&c->rng, sizeof c->rng);
   if (!c->rng)
     c->rng = 0x9e3779b97f4a7c15u;

@@ -115,9 +115,8 @@ static ms_hub_sio_state *state(ms_hub *h) {
   ms_hub_sio_state *st = ms_calloc(h->mem, 1, sizeof *st);
   if (!st)
     return NULL;
-  /* Session ids are the keys to sessions: a failing random source means
-   * no sessions. (With no source installed at all, the library's
-   * fallback is used, as for everything else.) */
+  /* Session ids are the keys to sessions: a failing (or missing) random
+   * source means no sessions. */
   int rrv = ms_rand_init(&st->rng);
   ms_strmap_init(&st->sids, h->mem, ms_rand_u64(&st->rng));
   ms_mpbuf_init(&st->rx);

@@ -73,8 +73,8 @@ int ms_buf_append_json_str(ms_buf *b, const char *s, size_t len);
 void ms_buf_reset(ms_buf *b);
 
 /* Fill buf with len bytes from the installed random source (see
- * ms_set_random); 0 or MS_ERR_RANDOM. Without a source: repeatable bytes
- * from a fixed key and a counter. */
+ * ms_set_random); 0 or MS_ERR_RANDOM (also when no source is set: then
+ * buf is zeroed). */
 int ms_random(void *buf, size_t len);
 
 #endif

@@ -2,12 +2,10 @@
 #include "ms_rand.h"
 #include "ms_internal.h"
 
-#include <stdatomic.h>
 #include <string.h>
 
 static ms_random_fn source;
 static void *source_ud;
-static _Atomic uint64_t fallback_counter;
 
 void ms_set_random(ms_random_fn fn, void *user_data) {
   source = fn;
@@ -16,25 +14,12 @@ void ms_set_random(ms_random_fn fn, void *user_data) {
 
 int ms_random_is_set(void) { return source != NULL; }
 
-/* No source: a ChaCha stream under a fixed key, a fresh nonce each call. */
-static void fallback(void *buf, size_t len) {
-  static const uint8_t key[CHACHA_KEY_SIZE] = {0x6d, 0x73};
-  uint8_t nonce[CHACHA_NONCE_SIZE] = {0};
-  uint64_t n = atomic_fetch_add(&fallback_counter, 1) + 1;
-  for (size_t i = 0; i < sizeof nonce && i < 8; i++)
-    nonce[i] = (uint8_t)(n >> (8 * i));
-  struct chacha_ctx ctx;
-  chacha_set_key(&ctx, key);
-  chacha_set_nonce(&ctx, nonce);
-  memset(buf, 0, len);
-  chacha_crypt(&ctx, len, buf, buf);
-}
-
+/* No source, no randomness: a fixed key would give every hub the same
+ * id and every session id away. The caller fails with MS_ERR_RANDOM. */
 int ms_random(void *buf, size_t len) {
-  if (!source) {
-    fallback(buf, len);
-    return 0;
-  }
+  memset(buf, 0, len);
+  if (!source)
+    return MS_ERR_RANDOM;
   return source(buf, len, source_ud) == 0 ? 0 : MS_ERR_RANDOM;
 }
 

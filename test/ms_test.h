@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ms_test_random.h"
+
 static int ms_test_failed_;
 
 #define CHECK(cond)                                                       \

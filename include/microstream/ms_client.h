@@ -233,7 +233,9 @@ MS_EXTERN void ms_client_start(ms_client *c, int64_t now);
 MS_EXTERN int ms_client_want_connect(const ms_client *c, int64_t now);
 /* The transport is about to connect (state CONNECTING). */
 MS_EXTERN void ms_client_connecting(ms_client *c, int64_t now);
-/* The stream is established: the upgrade request is queued. */
+/* The stream is established: the upgrade request is queued. Returns 0,
+ * MS_ERR_STATE, MS_ERR_NOMEM or MS_ERR_RANDOM (no random source installed,
+ * or it failed; see ms_set_random): then report the stream as ended. */
 MS_EXTERN int ms_client_connected(ms_client *c, int64_t now);
 /* The stream ended or could not be opened. Requests in flight end with
  * MS_ERR_HUB_UNAVAILABLE; a reconnect is scheduled with backoff. */

@@ -148,10 +148,14 @@ MS_EXTERN const ms_allocator *ms_default_allocator(void);
  * the drivers and the programs install one (ms_posix_random, getrandom)
  * when none is set yet, so set yours before those if you have one. It
  * keys each object's generator (WebSocket masks and keys, hub ids, hash
- * seeds) when the object is created or connects; a failure there is
- * MS_ERR_RANDOM from that call. Without any source (sans-IO tests, fuzz
- * targets) the generators are keyed from a fixed key and a counter:
- * repeatable, not secret. Process-wide; set it before creating objects.
+ * seeds, Socket.IO session ids) when the object is created or connects.
+ * A failing source, or none at all, is MS_ERR_RANDOM from that call:
+ * ms_hub_new, ms_conn_new for a client-role connection, and
+ * ms_client_connected. There is no built-in fallback. ms_client_new
+ * alone works without a source (request ids start from a fixed point; a
+ * failing source is still MS_ERR_RANDOM there); a server-role ms_conn
+ * needs none. Sans-IO tests and fuzz targets install a repeatable source
+ * of their own. Process-wide; set it before creating objects.
  */
 typedef int (*ms_random_fn)(void *buf, size_t len, void *user_data);
 MS_EXTERN void ms_set_random(ms_random_fn fn, void *user_data);

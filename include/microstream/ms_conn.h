@@ -144,7 +144,9 @@ typedef struct ms_conn_callbacks {
 } ms_conn_callbacks;
 
 /* Create a connection. cfg and cb are copied (strings in cfg are copied).
- * Returns 0, MS_ERR_INVALID_ARG or MS_ERR_NOMEM. */
+ * Returns 0, MS_ERR_INVALID_ARG, MS_ERR_NOMEM, or for a client-role
+ * connection MS_ERR_RANDOM (no random source installed, or it failed:
+ * masks need one; see ms_set_random). */
 MS_EXTERN int ms_conn_new(ms_conn **pconn, const ms_conn_config *cfg,
                           const ms_conn_callbacks *cb, void *user_data,
                           const ms_allocator *mem);

@@ -128,6 +128,9 @@ typedef struct ms_hub_config {
 
 MS_EXTERN void ms_hub_config_init(ms_hub_config *cfg);
 
+/* Returns 0, MS_ERR_NOMEM, or MS_ERR_RANDOM when no random source is
+ * installed or it fails (the hub id and hash seeds need one: see
+ * ms_set_random). */
 MS_EXTERN int ms_hub_new(ms_hub **ph, const ms_hub_config *cfg,
                          void *user_data, const ms_allocator *mem);
 /* Frees every connection (the transport must have closed their streams or

@@ -7,6 +7,7 @@
  * the rest from hub-peer or from another hub, a log or presence record,
  * a request from svc to a remote name, time passing, hub-peer vanishing,
  * a claim answer). */
+#include "../ms_test_random.h"
 #include "ms_hub_int.h"
 
 #include "../unit/hubsim.h"

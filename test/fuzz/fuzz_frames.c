@@ -2,6 +2,7 @@
  * client conn past a valid 101, each fed the input as frames in chunks
  * whose sizes derive from the input. Callbacks answer, ping, close and
  * (rarely) free the conn, to exercise the re-entrant paths too. */
+#include "../ms_test_random.h"
 #include <microstream/ms_conn.h>
 
 #include "ms_internal.h"

@@ -1,6 +1,7 @@
 /* Fuzz the HTTP side: the head parser directly, then a server-role and a
  * client-role ms_conn fed the input in chunks whose sizes derive from the
  * input itself (so a crash reproduces from the file alone). */
+#include "../ms_test_random.h"
 #include <microstream/ms_conn.h>
 
 #include "ms_http.h"

@@ -4,6 +4,7 @@
  * payload to fa or fb, poll, let time pass, or send the rest as a
  * /socket.io/ query), so requests, responses, logs and malformed packets
  * meet the router, the translation and the session timers. */
+#include "../ms_test_random.h"
 #include "ms_hub_int.h"
 
 #include <stdio.h>
