@@ -203,7 +203,7 @@ static void reply_unref(ms_reply *r) {
 }
 
 static int reply_live(const ms_reply *r) {
-  return r->c && !r->cancelled && r->c->epoch == r->epoch && r->c->conn &&
+  return r->c && !ms_life_dead(&r->c->life) && !r->cancelled && r->c->epoch == r->epoch && r->c->conn &&
          !r->c->conn_dead && r->c->state == MS_CLIENT_READY;
 }
 
@@ -453,11 +453,15 @@ const ms_stream_wrap *ms_client_tls(const ms_client *c) {
 }
 
 void ms_client_set_wakeup(ms_client *c, ms_wakeup_fn fn, void *ud) {
+  if (ms_life_dead(&c->life))
+    return;
   c->wakeup = fn;
   c->wakeup_ud = ud;
 }
 
 void ms_client_on_message(ms_client *c, ms_client_msg_fn fn, void *ud) {
+  if (ms_life_dead(&c->life))
+    return;
   c->on_msg = fn;
   c->on_msg_ud = ud;
 }
@@ -466,6 +470,8 @@ int ms_client_on(ms_client *c, const char *event, ms_handler_fn fn,
                  void *user_data) {
   if (!c || !event || !*event)
     return MS_ERR_INVALID_ARG;
+  if (ms_life_dead(&c->life))
+    return MS_ERR_STATE;
   size_t len = strlen(event);
   handler *old = ms_strmap_get(&c->handlers, event, len);
   if (old) {
@@ -611,6 +617,8 @@ int ms_client_request(ms_client *c, const char *target, const char *event,
 }
 
 int ms_client_cancel(ms_client *c, uint64_t id) {
+  if (ms_life_dead(&c->life))
+    return MS_ERR_STATE; /* the delete answers it */
   creq *r = ms_u64map_get(&c->reqs, id);
   if (!r)
     return MS_ERR_NOT_FOUND;
@@ -647,7 +655,7 @@ void ms_client_get_stats(const ms_client *c, ms_client_stats *st) {
 }
 
 int ms_client_send_raw(ms_client *c, const uint8_t *msg, size_t len) {
-  if (c->state != MS_CLIENT_READY || !c->conn || c->conn_dead)
+  if (ms_life_dead(&c->life) || c->state != MS_CLIENT_READY || !c->conn || c->conn_dead)
     return MS_ERR_STATE;
   int rv = ms_wire_send(c->conn, c->enc, msg, len, &c->scratch,
                         c->hub_max_message);
@@ -1017,6 +1025,8 @@ static void conn_lost(ms_client *c, int64_t now, int err) {
 int ms_client_set_endpoint(ms_client *c, const char *host, const char *path) {
   if (!c || !host || !*host)
     return MS_ERR_INVALID_ARG;
+  if (ms_life_dead(&c->life))
+    return MS_ERR_STATE;
   char *h = ms_strndup(c->mem, host, strlen(host));
   char *p = path && *path ? ms_strndup(c->mem, path, strlen(path)) : NULL;
   if (!h || (path && *path && !p)) {
@@ -1034,6 +1044,8 @@ int ms_client_set_endpoint(ms_client *c, const char *host, const char *path) {
 }
 
 void ms_client_stop(ms_client *c, int64_t now) {
+  if (ms_life_dead(&c->life))
+    return;
   enter(c);
   c->last_now = now;
   c->state = MS_CLIENT_STOPPED;
@@ -1045,7 +1057,7 @@ void ms_client_stop(ms_client *c, int64_t now) {
 }
 
 void ms_client_start(ms_client *c, int64_t now) {
-  if (c->state == MS_CLIENT_STOPPED && !c->conn) {
+  if (!ms_life_dead(&c->life) && c->state == MS_CLIENT_STOPPED && !c->conn) {
     c->state = MS_CLIENT_IDLE;
     c->reconnect_at = now;
     c->attempts = 0;
@@ -1054,17 +1066,20 @@ void ms_client_start(ms_client *c, int64_t now) {
 }
 
 int ms_client_want_connect(const ms_client *c, int64_t now) {
-  return c->state == MS_CLIENT_IDLE && !c->conn && now >= c->reconnect_at;
+  return !ms_life_dead(&c->life) && c->state == MS_CLIENT_IDLE && !c->conn &&
+         now >= c->reconnect_at;
 }
 
 void ms_client_connecting(ms_client *c, int64_t now) {
+  if (ms_life_dead(&c->life))
+    return;
   c->last_now = now;
   if (c->state == MS_CLIENT_IDLE)
     c->state = MS_CLIENT_CONNECTING;
 }
 
 int ms_client_connected(ms_client *c, int64_t now) {
-  if (c->conn || c->state == MS_CLIENT_STOPPED)
+  if (c->conn || c->state == MS_CLIENT_STOPPED || ms_life_dead(&c->life))
     return MS_ERR_STATE;
   c->last_now = now;
   ms_conn_config cc;
@@ -1103,12 +1118,16 @@ int ms_client_connected(ms_client *c, int64_t now) {
 }
 
 void ms_client_disconnected_err(ms_client *c, int64_t now, int err) {
+  if (ms_life_dead(&c->life))
+    return;
   if (err && !c->session_err && c->conn)
     c->session_err = err;
   ms_client_disconnected(c, now);
 }
 
 void ms_client_disconnected(ms_client *c, int64_t now) {
+  if (ms_life_dead(&c->life))
+    return; /* the delete ends the connection */
   enter(c);
   c->last_now = now;
   if (c->conn) {
@@ -1128,6 +1147,8 @@ void ms_client_disconnected(ms_client *c, int64_t now) {
 
 int ms_client_feed(ms_client *c, const uint8_t *data, size_t len,
                    int64_t now) {
+  if (ms_life_dead(&c->life))
+    return MS_ERR_STATE;
   if (!c->conn || c->conn_dead)
     return 0;
   enter(c);
@@ -1141,7 +1162,7 @@ int ms_client_feed(ms_client *c, const uint8_t *data, size_t len,
 }
 
 const uint8_t *ms_client_peek(ms_client *c, size_t *len) {
-  if (!c->conn || c->conn_dead) {
+  if (!c->conn || c->conn_dead || ms_life_dead(&c->life)) {
     *len = 0;
     return NULL;
   }
@@ -1149,7 +1170,7 @@ const uint8_t *ms_client_peek(ms_client *c, size_t *len) {
 }
 
 void ms_client_consume(ms_client *c, size_t n) {
-  if (c->conn && !c->conn_dead) {
+  if (c->conn && !c->conn_dead && !ms_life_dead(&c->life)) {
     ms_conn_consume(c->conn, n);
     if (c->logs && c->state == MS_CLIENT_READY && !ms_client_out_backed_up(c))
       ms_client_logs_drain(c);
@@ -1157,16 +1178,18 @@ void ms_client_consume(ms_client *c, size_t n) {
 }
 
 int ms_client_want_read(const ms_client *c) {
-  return c->conn && !c->conn_dead && ms_conn_want_read(c->conn);
+  return c->conn && !c->conn_dead && !ms_life_dead(&c->life) &&
+         ms_conn_want_read(c->conn);
 }
 
 int ms_client_want_write(const ms_client *c) {
-  return c->conn && !c->conn_dead && ms_conn_want_write(c->conn);
+  return c->conn && !c->conn_dead && !ms_life_dead(&c->life) &&
+         ms_conn_want_write(c->conn);
 }
 
 static void client_eof(void *e, int64_t now) {
   ms_client *c = e;
-  if (c->conn && !c->conn_dead) {
+  if (c->conn && !c->conn_dead && !ms_life_dead(&c->life)) {
     enter(c);
     c->last_now = now;
     ms_conn_eof(c->conn, now);
@@ -1175,6 +1198,8 @@ static void client_eof(void *e, int64_t now) {
 }
 
 int64_t ms_client_next_deadline(const ms_client *c) {
+  if (ms_life_dead(&c->life))
+    return MS_NO_DEADLINE;
   int64_t d = ms_heap_next(&c->timers);
   if (c->state == MS_CLIENT_IDLE && !c->conn && c->reconnect_at < d)
     d = c->reconnect_at;
@@ -1198,6 +1223,8 @@ int64_t ms_client_next_deadline(const ms_client *c) {
 }
 
 int ms_client_tick(ms_client *c, int64_t now) {
+  if (ms_life_dead(&c->life))
+    return MS_ERR_STATE;
   enter(c);
   c->last_now = now;
   int rv = 0;

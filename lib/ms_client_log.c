@@ -10,6 +10,8 @@
 #define RING_MAX_BYTES (8u << 20)
 
 ms_client_logs *ms_client_logs_of(ms_client *c) {
+  if (ms_life_dead(&c->life))
+    return NULL; /* deleted from a callback still running */
   if (c->logs)
     return c->logs;
   ms_client_logs *l = ms_calloc(c->mem, 1, sizeof *l);
@@ -222,6 +224,8 @@ static void drain(ms_client *c, ms_client_logs *l) {
 
 int ms_log_raw(ms_client *c, int level, const char *message, size_t msg_len,
                const uint8_t *fields, size_t fields_len) {
+  if (ms_life_dead(&c->life))
+    return MS_ERR_STATE;
   ms_client_logs *l = ms_client_logs_of(c);
   if (!l)
     return MS_ERR_NOMEM;
@@ -296,6 +300,8 @@ static int log_fields_v(ms_client *c, int level, const ms_log_field *f,
     __attribute__((format(printf, 5, 0)));
 static int log_fields_v(ms_client *c, int level, const ms_log_field *f,
                         size_t n, const char *fmt, va_list ap) {
+  if (ms_life_dead(&c->life))
+    return MS_ERR_STATE;
   ms_client_logs *l = ms_client_logs_of(c);
   if (!l)
     return MS_ERR_NOMEM;

@@ -70,6 +70,8 @@ int ms_client_subscribe(ms_client *c, const char *stream,
                         uint64_t *sub_id) {
   if (!c || !stream || !fn)
     return MS_ERR_INVALID_ARG;
+  if (ms_life_dead(&c->life))
+    return MS_ERR_STATE;
   int presence;
   if (!strcmp(stream, "logs"))
     presence = 0;
@@ -124,6 +126,8 @@ int ms_client_subscribe(ms_client *c, const char *stream,
 }
 
 int ms_client_unsubscribe(ms_client *c, uint64_t sub_id) {
+  if (ms_life_dead(&c->life))
+    return MS_ERR_STATE;
   ms_client_logs *l = c->logs;
   if (!l)
     return MS_ERR_NOT_FOUND;

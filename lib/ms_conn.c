@@ -239,6 +239,8 @@ void ms_conn_set_fatal(ms_conn *c, int err) {
 int ms_conn_start(ms_conn *c, int64_t now) {
   if (!c)
     return MS_ERR_INVALID_ARG;
+  if (c->life.dead)
+    return MS_ERR_STATE;
   if (c->fatal)
     return c->fatal;
   if (c->started)
@@ -262,10 +264,10 @@ int ms_conn_start(ms_conn *c, int64_t now) {
 int ms_conn_feed(ms_conn *c, const uint8_t *data, size_t len, int64_t now) {
   if (!c || (!data && len))
     return MS_ERR_INVALID_ARG;
+  if (c->life.dead)
+    return MS_ERR_STATE; /* deleted from a callback still running */
   if (c->fatal)
     return c->fatal;
-  if (c->life.dead)
-    return 0;
   c->now = now;
   conn_enter(c);
   c->now_depth++;
@@ -326,7 +328,7 @@ const uint8_t *ms_conn_peek(ms_conn *c, size_t *len) {
 }
 
 void ms_conn_consume(ms_conn *c, size_t n) {
-  if (!c)
+  if (!c || c->life.dead)
     return;
   n = MS_MIN(n, conn_out_buffered(c));
   c->out_off += n;
@@ -390,10 +392,10 @@ size_t ms_conn_out_pending(const ms_conn *c) {
 int ms_conn_tick(ms_conn *c, int64_t now) {
   if (!c)
     return MS_ERR_INVALID_ARG;
+  if (c->life.dead)
+    return MS_ERR_STATE;
   if (c->fatal)
     return c->fatal;
-  if (c->life.dead)
-    return 0;
   c->now = now;
   conn_enter(c);
   c->now_depth++;
@@ -436,7 +438,7 @@ int ms_conn_tick(ms_conn *c, int64_t now) {
 }
 
 int64_t ms_conn_next_deadline(const ms_conn *c) {
-  if (!c || c->fatal)
+  if (!c || c->fatal || c->life.dead)
     return MS_NO_DEADLINE;
   if (c->state == ST_DONE)
     return ms_conn_want_write(c) ? c->linger_deadline : MS_NO_DEADLINE;
@@ -447,7 +449,8 @@ int64_t ms_conn_next_deadline(const ms_conn *c) {
 }
 
 int ms_conn_is_open(const ms_conn *c) {
-  return c && !c->fatal && c->state == ST_OPEN && !c->user_closed;
+  return c && !c->fatal && !c->life.dead && c->state == ST_OPEN &&
+         !c->user_closed;
 }
 
 ms_encoding ms_conn_encoding(const ms_conn *c) {
@@ -461,6 +464,6 @@ ms_conn_role ms_conn_get_role(const ms_conn *c) {
 void *ms_conn_user_data(const ms_conn *c) { return c ? c->user_data : NULL; }
 
 void ms_conn_set_user_data(ms_conn *c, void *user_data) {
-  if (c)
+  if (c && !c->life.dead)
     c->user_data = user_data;
 }

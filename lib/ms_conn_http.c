@@ -425,6 +425,8 @@ int ms_conn_http_respond(ms_conn *c, int status, const char *content_type,
                          size_t body_len) {
   if (!c || (!body && body_len) || status < 100 || status > 999)
     return MS_ERR_INVALID_ARG;
+  if (c->life.dead)
+    return MS_ERR_STATE;
   if (c->fatal)
     return c->fatal;
   if (c->cfg.role != MS_CONN_SERVER || c->state != ST_HTTP_WAIT)
@@ -477,6 +479,8 @@ int ms_conn_http_begin(ms_conn *c, int status, const char *content_type,
                        const char *extra_headers) {
   if (!c || status < 100 || status > 999)
     return MS_ERR_INVALID_ARG;
+  if (c->life.dead)
+    return MS_ERR_STATE;
   if (c->fatal)
     return c->fatal;
   if (c->cfg.role != MS_CONN_SERVER || c->state != ST_HTTP_WAIT ||
@@ -499,6 +503,8 @@ int ms_conn_http_begin(ms_conn *c, int status, const char *content_type,
 int ms_conn_http_write(ms_conn *c, const void *data, size_t len) {
   if (!c || (!data && len))
     return MS_ERR_INVALID_ARG;
+  if (c->life.dead)
+    return MS_ERR_STATE;
   if (c->fatal)
     return c->fatal;
   if (c->state != ST_HTTP_WAIT || !c->http_streaming)
@@ -518,6 +524,8 @@ int ms_conn_http_write(ms_conn *c, const void *data, size_t len) {
 int ms_conn_http_end(ms_conn *c, int complete) {
   if (!c)
     return MS_ERR_INVALID_ARG;
+  if (c->life.dead)
+    return MS_ERR_STATE;
   if (c->fatal)
     return c->fatal;
   if (c->state != ST_HTTP_WAIT || !c->http_streaming)

@@ -434,6 +434,8 @@ static int close_code_valid(uint16_t code) {
 int ms_conn_close(ms_conn *c, uint16_t code, const char *reason) {
   if (!c)
     return MS_ERR_INVALID_ARG;
+  if (c->life.dead)
+    return MS_ERR_STATE;
   if (c->fatal)
     return c->fatal;
   if (c->state == ST_IDLE || c->state == ST_HEAD ||

@@ -311,8 +311,8 @@ static void http_step(ms_hub *h, ms_hub_conn *hc) {
 int ms_hub_http_stream(ms_hub *h, ms_conn *c, ms_hub_http_more_fn more,
                        void *stream_data) {
   ms_hub_conn *hc = c ? ms_conn_user_data(c) : NULL;
-  if (!h || !more || !hc || hc->hub != h || hc->ws != c ||
-      hc->state != HC_HTTP || hc->http_more || hc->released)
+  if (!h || ms_life_dead(&h->life) || !more || !hc || hc->hub != h ||
+      hc->ws != c || hc->state != HC_HTTP || hc->http_more || hc->released)
     return MS_ERR_STATE;
   hc->http_more = more;
   hc->http_ud = stream_data;
@@ -391,6 +391,8 @@ void *ms_hub_user_data(const ms_hub *h) { return h->ud; }
 const char *ms_hub_id(const ms_hub *h) { return h->hub_id; }
 
 void ms_hub_set_wakeup(ms_hub *h, ms_hub_wakeup_fn fn, void *ud) {
+  if (ms_life_dead(&h->life))
+    return;
   h->wakeup = fn;
   h->wakeup_ud = ud;
 }
@@ -1460,7 +1462,7 @@ int ms_hub_accept(ms_hub *h, ms_hub_conn **pc, void *tdata, int64_t now) {
 
 int ms_hub_accept_peer(ms_hub *h, ms_hub_conn **pc, void *tdata,
                        const char *peer, int secure, int64_t now) {
-  if (h->shutting_down)
+  if (h->shutting_down || ms_life_dead(&h->life))
     return MS_ERR_STATE;
   if (h->stats.connections >= h->cfg.max_connections)
     return MS_ERR_LIMIT;
@@ -1534,7 +1536,7 @@ void ms_hub_conn_alive(ms_hub *h, ms_hub_conn *hc, int64_t now) {
 int ms_hub_conn_feed(ms_hub_conn *hc, const uint8_t *data, size_t len,
                      int64_t now) {
   ms_hub *h = hc->hub;
-  if (hc->released)
+  if (hc->released || ms_life_dead(&h->life))
     return MS_ERR_STATE;
   enter(h);
   h->last_now = now;
@@ -1565,11 +1567,17 @@ int ms_hub_conn_feed(ms_hub_conn *hc, const uint8_t *data, size_t len,
 }
 
 const uint8_t *ms_hub_conn_peek(ms_hub_conn *hc, size_t *len) {
+  if (ms_life_dead(&hc->hub->life)) {
+    *len = 0;
+    return NULL;
+  }
   return ms_conn_peek(hc->ws, len);
 }
 
 void ms_hub_conn_consume(ms_hub_conn *hc, size_t n) {
   ms_hub *h = hc->hub;
+  if (ms_life_dead(&h->life))
+    return;
   size_t avail = 0;
   ms_conn_peek(hc->ws, &avail);
   /* A write after one that found the socket buffer full means the peer
@@ -1597,15 +1605,17 @@ void ms_hub_conn_consume(ms_hub_conn *hc, size_t n) {
 }
 
 int ms_hub_conn_want_read(const ms_hub_conn *hc) {
-  return ms_conn_want_read(hc->ws);
+  return !ms_life_dead(&hc->hub->life) && ms_conn_want_read(hc->ws);
 }
 
 int ms_hub_conn_want_write(const ms_hub_conn *hc) {
-  return ms_conn_want_write(hc->ws);
+  return !ms_life_dead(&hc->hub->life) && ms_conn_want_write(hc->ws);
 }
 
 void ms_hub_conn_eof(ms_hub_conn *hc, int64_t now) {
   ms_hub *h = hc->hub;
+  if (ms_life_dead(&h->life))
+    return;
   enter(h);
   h->last_now = now;
   ms_conn_eof(hc->ws, now);
@@ -1619,7 +1629,8 @@ void ms_hub_conn_eof(ms_hub_conn *hc, int64_t now) {
 
 void ms_hub_conn_release(ms_hub_conn *hc) {
   ms_hub *h = hc->hub;
-  if (hc->released)
+  /* A deleted hub frees every connection itself. */
+  if (hc->released || ms_life_dead(&h->life))
     return;
   enter(h);
   if (hc->state != HC_GONE) {
@@ -1659,6 +1670,8 @@ const char *ms_hub_conn_service(const ms_hub_conn *hc) {
 }
 
 ms_hub_conn *ms_hub_next_dirty(ms_hub *h) {
+  if (ms_life_dead(&h->life))
+    return NULL;
   ms_hub_conn *hc = h->dirty_head;
   if (hc)
     dirty_unlink(h, hc);
@@ -1666,11 +1679,15 @@ ms_hub_conn *ms_hub_next_dirty(ms_hub *h) {
 }
 
 int64_t ms_hub_next_deadline(const ms_hub *h) {
+  if (ms_life_dead(&h->life))
+    return MS_NO_DEADLINE;
   int64_t a = ms_heap_next(&h->timers), b = ms_heap_next(&h->live);
   return a < b ? a : b;
 }
 
 int ms_hub_tick(ms_hub *h, int64_t now) {
+  if (ms_life_dead(&h->life))
+    return MS_ERR_STATE;
   enter(h);
   int64_t due = ms_hub_next_deadline(h);
   int64_t late = MS_MAX(h->cfg.heartbeat_ms / 4, (int64_t)250);
@@ -1696,6 +1713,8 @@ int ms_hub_tick(ms_hub *h, int64_t now) {
 }
 
 void ms_hub_shutdown(ms_hub *h, int64_t now) {
+  if (ms_life_dead(&h->life))
+    return;
   enter(h);
   h->last_now = now;
   h->shutting_down = 1;

@@ -133,6 +133,8 @@ void ms_hub_auth_del(ms_hub *h) {
 int ms_hub_set_keys(ms_hub *h, const ms_token_key *keys, size_t nkeys) {
   if (!h || (nkeys && !keys))
     return MS_ERR_INVALID_ARG;
+  if (ms_life_dead(&h->life))
+    return MS_ERR_STATE;
   ms_token_key *k;
   size_t n;
   int rv = copy_keys(h->mem, keys, nkeys, NULL, 0, &k, &n);
@@ -149,6 +151,8 @@ int ms_hub_set_access_lists(ms_hub *h, const char *const *origins,
                             size_t nhosts) {
   if (!h || (norigins && !origins) || (nhosts && !hosts))
     return MS_ERR_INVALID_ARG;
+  if (ms_life_dead(&h->life))
+    return MS_ERR_STATE;
   for (size_t i = 0; i < norigins; i++)
     if (!origins[i])
       return MS_ERR_INVALID_ARG;
@@ -180,6 +184,8 @@ int ms_hub_set_access_lists(ms_hub *h, const char *const *origins,
 }
 
 void ms_hub_set_wallclock(ms_hub *h, int64_t (*fn)(void *), void *ud) {
+  if (ms_life_dead(&h->life))
+    return;
   if (h->cfg.wallclock_us && h->cfg.wallclock_us != fn)
     return; /* the configured one wins */
   h->cfg.wallclock_us = fn;
@@ -211,6 +217,10 @@ int ms_hub_authorize(ms_hub *h, const char *token, size_t len,
   memset(out, 0, sizeof *out);
   out->expires_at = MS_NO_DEADLINE;
   out->why = "ok";
+  if (ms_life_dead(&h->life)) {
+    out->why = "hub deleted";
+    return MS_ERR_STATE;
+  }
   if (!ms_hub_auth_required(h)) {
     out->scopes = MS_SCOPE_SERVICE | MS_SCOPE_WATCH | MS_SCOPE_ADMIN;
     return 0;
@@ -491,6 +501,10 @@ int ms_hub_http_guard(ms_hub *h, const ms_http_request *req, unsigned need,
   if (!why)
     why = &dummy;
   *why = "ok";
+  if (ms_life_dead(&h->life)) {
+    *why = "hub deleted";
+    return 503;
+  }
   int st = browser_checks(h, req, secure, peer, why);
   if (st || !need || !ms_hub_auth_required(h))
     return st;

@@ -56,6 +56,8 @@ void ms_hub_cl_free(ms_hub *h) {
 }
 
 int ms_hub_set_cluster(ms_hub *h, const ms_hub_cluster_ops *ops, void *ctx) {
+  if (h && ms_life_dead(&h->life))
+    return MS_ERR_STATE;
   if (h && !ops) { /* detach: a hub on its own from now on */
     h->clustered = 0;
     memset(&h->cl, 0, sizeof h->cl);
@@ -189,6 +191,8 @@ void ms_hub_cl_forward(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
 
 int ms_hub_cluster_resolved(ms_hub *h, uint64_t hid, const char *hub_id,
                             int err, int64_t now) {
+  if (ms_life_dead(&h->life))
+    return MS_ERR_STATE;
   route *r = ms_u64map_get(&h->routes, hid);
   if (!r || r->tpeer || r->target || !r->origin)
     return MS_ERR_NOT_FOUND; /* ended meanwhile (timeout, cancel ...) */
@@ -443,6 +447,8 @@ static void on_peer_probed(ms_hub *h, const msgpack_object *a, uint32_t n,
 
 int ms_hub_cluster_claimed(ms_hub *h, uint64_t tag, int result,
                            const char *holder, int64_t now) {
+  if (ms_life_dead(&h->life))
+    return MS_ERR_STATE;
   ms_hub_conn *hc = ms_u64map_get(&h->claims, tag);
   if (!hc || !hc->claiming)
     return MS_ERR_NOT_FOUND;
@@ -489,6 +495,8 @@ void ms_hub_cl_conn_down(ms_hub *h, ms_hub_conn *hc) {
 
 void ms_hub_cluster_lost(ms_hub *h, const char *name, size_t len,
                          int64_t now) {
+  if (ms_life_dead(&h->life))
+    return;
   ms_hub_conn *hc = ms_strmap_get(&h->registry, name, len);
   if (!hc || !hc->registered)
     return;
@@ -535,6 +543,8 @@ static void peer_down(ms_hub *h, hub_peer *p, int err) {
 
 void ms_hub_cluster_hub_down(ms_hub *h, const char *hub_id, int err,
                              int64_t now) {
+  if (ms_life_dead(&h->life))
+    return;
   ms_hub_enter(h);
   h->last_now = now;
   h->cstats.hubs_down++;
@@ -712,7 +722,7 @@ static void on_peer_cancel(ms_hub *h, hub_peer *p, const msgpack_object *a,
 
 int ms_hub_cluster_deliver(ms_hub *h, const char *from, const uint8_t *msg,
                            size_t len, int64_t now) {
-  if (!h->clustered || !from)
+  if (!h->clustered || !from || ms_life_dead(&h->life))
     return MS_ERR_STATE;
   if (ms_msgpack_check(msg, len) != 0) {
     h->cstats.bad_messages++;

@@ -52,6 +52,8 @@ static int cluster_metrics(const ms_hub *h, ms_buf *b) {
 }
 
 int ms_hub_metrics_text(const ms_hub *h, ms_buf *b) {
+  if (ms_life_dead(&h->life))
+    return MS_ERR_STATE;
   const ms_hub_stats *s = &h->stats;
   int rv = 0;
 #define METRIC(name, type, help, val)                                      \
@@ -102,6 +104,8 @@ int ms_hub_metrics_text(const ms_hub *h, ms_buf *b) {
 }
 
 int ms_hub_services_json(const ms_hub *h, ms_buf *b) {
+  if (ms_life_dead(&h->life))
+    return MS_ERR_STATE;
   int rv = ms_buf_append(b, "[", 1);
   size_t pos = 0;
   const ms_strmap_ent *e;

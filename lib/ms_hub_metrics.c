@@ -295,6 +295,8 @@ int ms_hub_metrics_routes_text(const ms_hub *h, ms_buf *b) {
 }
 
 int ms_hub_stats_json(const ms_hub *h, ms_buf *b) {
+  if (ms_life_dead(&h->life))
+    return MS_ERR_STATE;
   const hub_metrics *m = h->metrics;
   int rv = ms_buf_appendf(
       b, "{\"hub_id\":\"%s\",\"uptime_ms\":%lld,\"connections\":%llu,"

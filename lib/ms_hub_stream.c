@@ -526,6 +526,8 @@ int ms_hub_cluster_record(ms_hub *h, int stream_id, uint64_t seq,
                           const uint8_t *buf, size_t len, int64_t now) {
   if (stream_id != MS_CLUSTER_LOGS && stream_id != MS_CLUSTER_PRESENCE)
     return MS_ERR_INVALID_ARG;
+  if (ms_life_dead(&h->life))
+    return MS_ERR_STATE;
   int sid = stream_id == MS_CLUSTER_LOGS ? STREAM_LOGS : STREAM_PRESENCE;
   stream *s = &h->streams->s[sid];
   if (seq <= s->seq || seq > MS_MAX_ID)

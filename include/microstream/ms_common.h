@@ -33,6 +33,12 @@ extern "C" {
  *  - One exception to "stops calling back": a request's callback always
  *    runs exactly once, so requests still pending at a delete get
  *    MS_ERR_CANCELLED (or the error already on its way) then.
+ *  - Between such a delete and the return of that outermost call, every
+ *    public call on the deleted object (and, for a hub, on its
+ *    connections) is refused: functions returning an error code return
+ *    MS_ERR_STATE (ms_hub_http_guard: 503), queries answer empty (0, NULL,
+ *    MS_NO_DEADLINE), the rest do nothing. Simple getters (user data, ids,
+ *    stats) still answer. A second *_del is a no-op.
  *  - Outside callbacks a delete frees at once. Every *_del(NULL) is a
  *    no-op.
  *  - Sends never call back: a send from a callback only queues output.

@@ -281,7 +281,8 @@ MS_EXTERN int ms_hub_authorize(ms_hub *h, const char *token, size_t len,
  * with keys a token with a scope in `need` (0: none needed) from
  * "Authorization: Bearer" or the query parameter access_token. `secure`:
  * the request came over TLS. Returns 0 or the HTTP status to answer (401,
- * 403), with a short reason in *why.
+ * 403; 503 on a hub deleted from a callback still running), with a short
+ * reason in *why.
  */
 MS_EXTERN int ms_hub_http_guard(ms_hub *h, const ms_http_request *req,
                                 unsigned need, int secure, const char *peer,
