@@ -378,13 +378,16 @@ int ms_client_new(ms_client **pc, const ms_client_config *cfg,
   c->token = dup_opt(mem, cfg->token);
   c->host = dup_opt(mem, cfg->host ? cfg->host : "localhost");
   c->path = dup_opt(mem, cfg->path ? cfg->path : "/ws");
+  c->dns_servers = dup_opt(mem, cfg->dns_servers);
+  c->cfg.dns_servers = c->dns_servers;
   c->instance = dup_opt(mem, cfg->instance);
   if (rrv) {
     really_free(c);
     return rrv;
   }
   if (!c->zone_ready || !c->service || !c->host || !c->path ||
-      (cfg->token && !c->token) || (cfg->instance && !c->instance)) {
+      (cfg->token && !c->token) || (cfg->instance && !c->instance) ||
+      (cfg->dns_servers && !c->dns_servers)) {
     really_free(c);
     return MS_ERR_NOMEM;
   }
@@ -434,6 +437,7 @@ static void really_free(ms_client *c) {
   ms_free(m, c->host);
   ms_free(m, c->path);
   ms_free(m, c->instance);
+  ms_free(m, c->dns_servers);
   ms_free(m, c);
 }
 
@@ -450,6 +454,10 @@ const char *ms_client_service(const ms_client *c) { return c->service; }
 
 const ms_stream_wrap *ms_client_tls(const ms_client *c) {
   return c ? c->cfg.tls : NULL;
+}
+
+const char *ms_client_dns_servers(const ms_client *c) {
+  return c ? c->cfg.dns_servers : NULL;
 }
 
 void ms_client_set_wakeup(ms_client *c, ms_wakeup_fn fn, void *ud) {

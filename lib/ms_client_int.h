@@ -51,6 +51,7 @@ struct ms_client {
   void *ud;
   ms_client_config cfg;
   char *service, *token, *host, *path, *instance;
+  char *dns_servers; /* copy of cfg.dns_servers */
 
   ms_client_state state;
   ms_conn *conn;

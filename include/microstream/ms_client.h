@@ -83,11 +83,17 @@ typedef struct ms_client_config {
    * without one is refused (MS_ERR_INVALID_ARG): never plaintext. Must
    * outlive the client's drivers. */
   const ms_stream_wrap *tls;
+  /* The DNS servers the drivers ask for host names, as c-ares takes them:
+   * "ip[:port],..." ("[ipv6]:port" with a port). NULL: the system's
+   * (/etc/resolv.conf). The hosts file is read first either way. Copied. */
+  const char *dns_servers;
 } ms_client_config;
 
 MS_EXTERN void ms_client_config_init(ms_client_config *cfg);
 /* The TLS layer from the config (NULL if none). */
 MS_EXTERN const ms_stream_wrap *ms_client_tls(const ms_client *c);
+/* dns_servers from the config (NULL if none). */
+MS_EXTERN const char *ms_client_dns_servers(const ms_client *c);
 
 MS_EXTERN int ms_client_new(ms_client **pc, const ms_client_config *cfg,
                             void *user_data, const ms_allocator *mem);

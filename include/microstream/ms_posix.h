@@ -92,11 +92,16 @@ MS_EXTERN int ms_url_parse(const char *url, ms_url *out);
 
 /* Start a non-blocking connect; *fd_out is ready for writing when the
  * connection completes (check with ms_tcp_connect_result). Sets
- * TCP_NODELAY. Returns 0, MS_ERR_ADDRESS, MS_ERR_IO. */
+ * TCP_NODELAY. Returns 0, MS_ERR_ADDRESS, MS_ERR_IO. An address literal
+ * never blocks; a name is looked up with the system's getaddrinfo, which
+ * blocks (the client drivers resolve names with c-ares instead). */
 MS_EXTERN int ms_tcp_connect(const char *host, int port, int *fd_out);
 MS_EXTERN int ms_tcp_connect_result(int fd); /* 0 or MS_ERR_IO */
 /* Listen on host:port (port 0 = any free port; *bound_port gets it).
- * SO_REUSEADDR, non-blocking. */
+ * SO_REUSEADDR, non-blocking. host NULL, "" or "*": every address. An
+ * address literal never blocks; a name (e.g. "localhost") is looked up
+ * once with the system's getaddrinfo, which may block: call it at start,
+ * not from a loop that serves others. */
 MS_EXTERN int ms_tcp_listen(const char *host, int port, int *fd_out,
                             int *bound_port);
 

@@ -3,6 +3,8 @@
  * Each wait is bounded; nothing here sleeps for a fixed time to pass. */
 #include "ms_test.h"
 
+#include "fakedns.h"
+
 #include <microstream/ms_posix.h>
 
 #include <signal.h>
@@ -670,6 +672,140 @@ static void client_reaches_hub_by_name_trying_every_address(void) {
   CHECK(ok);
 }
 
+/* Several addresses from a real DNS lookup (a fake server on 127.0.0.1,
+ * named through dns_servers): the client tries them in the resolver's
+ * order until one takes the connection. `hub_on` is where the hub listens;
+ * the other addresses refuse. c-ares sorts the answer (RFC 6724: ::1
+ * before 127.0.0.1), so the mixed cases try ::1 first; the IPv4-only
+ * cases keep the server's order, one with the refusing address first. */
+static int reach_by_dns(const char *hub_on, const char *const *answers,
+                        size_t n, int *asked) {
+  fakedns dns;
+  memset(&dns, 0, sizeof dns);
+  for (size_t i = 0; i < n; i++)
+    if (fakedns_add(&dns, answers[i]) != 0)
+      return -1;
+  if (fakedns_start(&dns, "hub.ms-test.example") != 0)
+    return -2;
+  hubfx f;
+  memset(&f, 0, sizeof f);
+  f.loop = g_loop;
+  ms_hub_config hcfg;
+  ms_hub_config_init(&hcfg);
+  int rv = -3;
+  if (ms_hub_new(&f.hub, &hcfg, NULL, NULL) == 0 &&
+      ms_posix_hub_new(&f.ph, g_loop, f.hub, hub_on, 0) == 0) {
+    f.port = ms_posix_hub_port(f.ph);
+    snprintf(f.url, sizeof f.url, "ws://hub.ms-test.example:%d/ws", f.port);
+    char servers[64];
+    snprintf(servers, sizeof servers, "127.0.0.1:%d", dns.port);
+    svc s;
+    memset(&s, 0, sizeof s);
+    ms_client_config cfg;
+    ms_client_config_init(&cfg);
+    cfg.service = "by-dns";
+    cfg.on_state = svc_state;
+    cfg.backoff_min_ms = 20;
+    cfg.backoff_max_ms = 200;
+    cfg.dns_servers = servers;
+    rv = -4;
+    if (ms_client_new(&s.c, &cfg, &s, NULL) == 0 &&
+        ms_posix_client_new(&s.pc, g_loop, s.c, f.url) == 0) {
+      svc *v[] = {&s};
+      rv = run_until_ready(g_loop, v, 1, 10000) ? 0 : -5;
+      /* Reached at the first attempt: no address refused it for good. */
+      if (rv == 0 && s.last_err != 0)
+        rv = -6;
+    }
+    svc_stop(&s);
+  }
+  hub_stop(&f);
+  fakedns_stop(&dns);
+  *asked = atomic_load(&dns.a_queries) + atomic_load(&dns.aaaa_queries);
+  return rv;
+}
+
+static void client_tries_every_dns_address_ipv4_refusing_first(void) {
+  const char *ans[] = {"127.0.0.2", "127.0.0.1"};
+  int asked = 0;
+  CHECK_EQ_INT(reach_by_dns("127.0.0.1", ans, 2, &asked), 0);
+  CHECK(asked >= 1);
+}
+
+static void client_tries_every_dns_address_ipv4_working_first(void) {
+  const char *ans[] = {"127.0.0.1", "127.0.0.2"};
+  int asked = 0;
+  CHECK_EQ_INT(reach_by_dns("127.0.0.1", ans, 2, &asked), 0);
+  CHECK(asked >= 1);
+}
+
+static int ipv6_loopback(void);
+
+static void client_tries_every_dns_address_ipv6_refusing(void) {
+  if (!ipv6_loopback()) {
+    printf("# SKIP no IPv6 loopback on this machine\n");
+    return;
+  }
+  const char *ans[] = {"127.0.0.1", "::1"};
+  int asked = 0;
+  CHECK_EQ_INT(reach_by_dns("127.0.0.1", ans, 2, &asked), 0);
+  CHECK(asked >= 2); /* A and AAAA */
+}
+
+static void client_takes_the_first_dns_address_when_it_answers(void) {
+  if (!ipv6_loopback()) {
+    printf("# SKIP no IPv6 loopback on this machine\n");
+    return;
+  }
+  const char *ans[] = {"127.0.0.1", "::1"};
+  int asked = 0;
+  CHECK_EQ_INT(reach_by_dns("::1", ans, 2, &asked), 0);
+  CHECK(asked >= 2);
+}
+
+static void unknown_dns_name_fails_the_attempt(void) {
+  fakedns dns;
+  memset(&dns, 0, sizeof dns);
+  CHECK_EQ_INT(fakedns_start(&dns, "other.ms-test.example"), 0);
+  char servers[64], url[96];
+  snprintf(servers, sizeof servers, "127.0.0.1:%d", dns.port);
+  snprintf(url, sizeof url, "ws://hub.ms-test.example:1/ws");
+  svc s;
+  memset(&s, 0, sizeof s);
+  ms_client_config cfg;
+  ms_client_config_init(&cfg);
+  cfg.service = "by-dns";
+  cfg.on_state = svc_state;
+  cfg.backoff_min_ms = 20;
+  cfg.backoff_max_ms = 200;
+  cfg.dns_servers = servers;
+  int ok = ms_client_new(&s.c, &cfg, &s, NULL) == 0 &&
+           ms_posix_client_new(&s.pc, g_loop, s.c, url) == 0;
+  int64_t end = ms_now_ms() + 10000;
+  while (ok && s.last_err == 0 && ms_now_ms() < end)
+    ms_loop_run_once(g_loop, 10);
+  int err = s.last_err;
+  svc_stop(&s);
+  fakedns_stop(&dns);
+  CHECK(ok);
+  CHECK_EQ_INT(err, MS_ERR_HUB_UNAVAILABLE);
+  CHECK(atomic_load(&dns.a_queries) + atomic_load(&dns.aaaa_queries) >= 1);
+}
+
+static void bad_dns_server_list_is_refused(void) {
+  ms_client_config cfg;
+  ms_client_config_init(&cfg);
+  cfg.service = "by-dns";
+  cfg.dns_servers = "not an address";
+  ms_client *c = NULL;
+  CHECK_EQ_INT(ms_client_new(&c, &cfg, NULL, NULL), 0);
+  ms_posix_client *pc = NULL;
+  int rv = ms_posix_client_new(&pc, g_loop, c, "ws://hub.ms-test.example:1/ws");
+  ms_posix_client_del(pc);
+  ms_client_del(c);
+  CHECK_EQ_INT(rv, MS_ERR_INVALID_ARG);
+}
+
 static int ipv6_loopback(void) {
   int fd = socket(AF_INET6, SOCK_STREAM, 0);
   if (fd < 0)
@@ -853,6 +989,12 @@ static const ms_test_case tests[] = {
     TEST(connect_that_never_completes_is_abandoned),
     TEST(client_reaches_hub_by_name_trying_every_address),
     TEST(client_and_hub_over_ipv6_loopback),
+    TEST(client_tries_every_dns_address_ipv4_refusing_first),
+    TEST(client_tries_every_dns_address_ipv4_working_first),
+    TEST(client_tries_every_dns_address_ipv6_refusing),
+    TEST(client_takes_the_first_dns_address_when_it_answers),
+    TEST(unknown_dns_name_fails_the_attempt),
+    TEST(bad_dns_server_list_is_refused),
 };
 
 int main(int argc, char **argv) {

@@ -452,6 +452,15 @@ static int resolver_init(ms_drv *d) {
     d->ares = NULL;
     return st == ARES_ENOMEM ? MS_ERR_NOMEM : MS_ERR_ADDRESS;
   }
+  const char *servers = d->c ? ms_client_dns_servers(d->c) : NULL;
+  if (servers && *servers) {
+    st = ares_set_servers_ports_csv(d->ares, servers);
+    if (st != ARES_SUCCESS) {
+      ares_destroy(d->ares);
+      d->ares = NULL;
+      return st == ARES_ENOMEM ? MS_ERR_NOMEM : MS_ERR_ADDRESS;
+    }
+  }
   return 0;
 }
 
@@ -743,10 +752,17 @@ int ms_drv_client_new(ms_drv **out, ms_client *c, const char *url,
   d->tls = u.tls ? ms_client_tls(c) : NULL;
   d->ops = &cl_ops;
   d->eng = d;
+  /* A server list c-ares does not take is refused here, not at the first
+   * lookup. */
+  if (ms_client_dns_servers(c) && (rv = resolver_init(d)) < 0) {
+    ms_free(ms_default_allocator(), d);
+    return rv == MS_ERR_NOMEM ? rv : MS_ERR_INVALID_ARG;
+  }
   /* The first connect happens from the loop, once the caller holds the
    * handle. */
   rv = hooks->defer(ctx);
   if (rv < 0) {
+    resolver_free(d);
     ms_free(ms_default_allocator(), d);
     return rv;
   }

@@ -79,18 +79,32 @@ int ms_url_parse(const char *url, ms_url *out) {
   return 0;
 }
 
+/* getaddrinfo for an address literal first (AI_NUMERICHOST: never a
+ * lookup, never blocking); only a name goes to the system resolver, which
+ * may block. */
+static int lookup(const char *host, const char *service, int flags,
+                  struct addrinfo **res) {
+  struct addrinfo hints;
+  memset(&hints, 0, sizeof(hints));
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = flags | AI_NUMERICSERV | AI_NUMERICHOST;
+  *res = NULL;
+  int gai = getaddrinfo(host, service, &hints, res);
+  if (gai == EAI_NONAME && host) {
+    hints.ai_flags &= ~AI_NUMERICHOST;
+    gai = getaddrinfo(host, service, &hints, res);
+  }
+  return gai == 0 && *res ? 0 : MS_ERR_ADDRESS;
+}
+
 int ms_tcp_connect(const char *host, int port, int *fd_out) {
   if (!host || !fd_out || port <= 0 || port > 65535)
     return MS_ERR_INVALID_ARG;
   char service[16];
   snprintf(service, sizeof(service), "%d", port);
-  struct addrinfo hints, *res = NULL;
-  memset(&hints, 0, sizeof(hints));
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG;
-  int gai = getaddrinfo(host, service, &hints, &res);
-  if (gai != 0 || !res)
+  struct addrinfo *res = NULL;
+  if (lookup(host, service, AI_ADDRCONFIG, &res) != 0)
     return MS_ERR_ADDRESS;
 
   int rv = MS_ERR_IO;
@@ -125,14 +139,10 @@ int ms_tcp_listen(const char *host, int port, int *fd_out, int *bound_port) {
     return MS_ERR_INVALID_ARG;
   char service[16];
   snprintf(service, sizeof(service), "%d", port);
-  struct addrinfo hints, *res = NULL;
-  memset(&hints, 0, sizeof(hints));
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV | AI_PASSIVE;
+  struct addrinfo *res = NULL;
   if (host && (*host == '\0' || strcmp(host, "*") == 0))
     host = NULL;
-  if (getaddrinfo(host, service, &hints, &res) != 0 || !res)
+  if (lookup(host, service, AI_PASSIVE, &res) != 0)
     return MS_ERR_ADDRESS;
 
   int rv = MS_ERR_IO;
