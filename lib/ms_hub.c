@@ -73,15 +73,55 @@ void ms_hub_mark_dirty(ms_hub *h, ms_hub_conn *hc) {
     h->wakeup(h->wakeup_ud);
 }
 
+static void event_v(ms_hub *h, int level, const char *fmt, va_list ap) {
+  char buf[512];
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  h->cfg.on_event(h, level, buf, h->ud);
+}
+
 void ms_hub_event(ms_hub *h, int level, const char *fmt, ...) {
   if (!h->cfg.on_event || ms_life_dead(&h->life))
     return;
-  char buf[512];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(buf, sizeof buf, fmt, ap);
+  event_v(h, level, fmt, ap);
   va_end(ap);
-  h->cfg.on_event(h, level, buf, h->ud);
+}
+
+static const char *const evk_name[MS_HUB_EVK_COUNT] = {
+    "refused connection", "failed authentication", "TLS failure"};
+
+/* Close kind's window once it is over: say how many lines it held back. */
+static void event_window_end(ms_hub *h, int kind, int64_t now) {
+  if (!h->evlim[kind].n || now - h->evlim[kind].start < MS_HUB_EV_WINDOW_MS)
+    return;
+  uint64_t held = h->evlim[kind].held;
+  h->evlim[kind].n = 0;
+  h->evlim[kind].held = 0;
+  if (held)
+    ms_hub_event(h, MS_LEVEL_WARN,
+                 "%llu more %s line(s) not logged in the last %d s",
+                 (unsigned long long)held, evk_name[kind],
+                 MS_HUB_EV_WINDOW_MS / 1000);
+}
+
+void ms_hub_event_limited(ms_hub *h, int kind, int level, const char *fmt,
+                          ...) {
+  if (!h->cfg.on_event || ms_life_dead(&h->life))
+    return;
+  int64_t now = h->last_now;
+  event_window_end(h, kind, now);
+  if (h->evlim[kind].n >= MS_HUB_EV_LINES) {
+    h->evlim[kind].held++;
+    h->stats.events_suppressed++;
+    return;
+  }
+  if (h->evlim[kind].n++ == 0)
+    h->evlim[kind].start = now;
+  va_list ap;
+  va_start(ap, fmt);
+  event_v(h, level, fmt, ap);
+  va_end(ap);
 }
 
 static void close_conn(ms_hub *h, ms_hub_conn *hc, uint16_t code,
@@ -199,6 +239,8 @@ void ms_hub_config_init(ms_hub_config *cfg) {
   cfg->idle_release_ms = 1000;
   cfg->token_skew_s = 60;
   cfg->max_unauth_per_peer = 64;
+  cfg->conn_rate = 50;
+  cfg->conn_burst = 200;
   cfg->sio_max_sessions = 10000;
   cfg->max_subscriptions = 64;
   cfg->max_filter_bytes = 64 * 1024;
@@ -237,6 +279,7 @@ int ms_hub_new(ms_hub **ph, const ms_hub_config *cfg, void *user_data,
   if (!c->sio_max_sessions) c->sio_max_sessions = 10000;
   if (!c->max_subscriptions) c->max_subscriptions = 64;
   if (!c->max_filter_bytes) c->max_filter_bytes = 64 * 1024;
+  if (c->conn_rate && !c->conn_burst) c->conn_burst = c->conn_rate;
   if (cfg->secret_len) {
     h->secret = ms_malloc(mem, cfg->secret_len);
     if (!h->secret) {
@@ -1464,11 +1507,17 @@ int ms_hub_accept_peer(ms_hub *h, ms_hub_conn **pc, void *tdata,
                        const char *peer, int secure, int64_t now) {
   if (h->shutting_down || ms_life_dead(&h->life))
     return MS_ERR_STATE;
-  if (h->stats.connections >= h->cfg.max_connections)
-    return MS_ERR_LIMIT;
   if (h->started_at == INT64_MIN)
     h->started_at = now;
   h->last_now = now;
+  if (h->stats.connections >= h->cfg.max_connections) {
+    h->stats.refused_full++;
+    ms_hub_event_limited(h, MS_HUB_EVK_REFUSED, MS_LEVEL_WARN,
+                         "refusing a connection from %s: %zu open "
+                         "(max-connections)", peer ? peer : "unknown address",
+                         h->cfg.max_connections);
+    return MS_ERR_LIMIT;
+  }
   ms_hub_conn *hc = ms_calloc(h->mem, 1, sizeof *hc);
   if (!hc)
     return MS_ERR_NOMEM;
@@ -1479,7 +1528,7 @@ int ms_hub_accept_peer(ms_hub *h, ms_hub_conn **pc, void *tdata,
   hc->expires_at = MS_NO_DEADLINE;
   hc->secure = secure ? 1 : 0;
   hc->enc = MS_ENC_MSGPACK;
-  int prv = ms_hub_peer_add(h, hc, peer);
+  int prv = ms_hub_peer_add(h, hc, peer, now);
   if (prv) {
     ms_free(h->mem, hc->peer);
     ms_free(h->mem, hc);
@@ -1612,6 +1661,17 @@ int ms_hub_conn_want_write(const ms_hub_conn *hc) {
   return !ms_life_dead(&hc->hub->life) && ms_conn_want_write(hc->ws);
 }
 
+void ms_hub_conn_stream_failed(ms_hub_conn *hc, const char *why) {
+  if (!hc || hc->released || ms_life_dead(&hc->hub->life))
+    return;
+  ms_hub *h = hc->hub;
+  h->stats.tls_failures++;
+  ms_hub_event_limited(h, MS_HUB_EVK_TLS, MS_LEVEL_WARN,
+                       "TLS stream from %s failed: %s",
+                       hc->peer ? hc->peer : "unknown address",
+                       why ? why : "unknown reason");
+}
+
 void ms_hub_conn_eof(ms_hub_conn *hc, int64_t now) {
   ms_hub *h = hc->hub;
   if (ms_life_dead(&h->life))
@@ -1682,7 +1742,13 @@ int64_t ms_hub_next_deadline(const ms_hub *h) {
   if (ms_life_dead(&h->life))
     return MS_NO_DEADLINE;
   int64_t a = ms_heap_next(&h->timers), b = ms_heap_next(&h->live);
-  return a < b ? a : b;
+  if (b < a)
+    a = b;
+  /* The line that reports held-back events at the end of their window. */
+  for (int k = 0; k < MS_HUB_EVK_COUNT; k++)
+    if (h->evlim[k].held && h->evlim[k].start + MS_HUB_EV_WINDOW_MS < a)
+      a = h->evlim[k].start + MS_HUB_EV_WINDOW_MS;
+  return a;
 }
 
 int ms_hub_tick(ms_hub *h, int64_t now) {
@@ -1708,6 +1774,8 @@ int ms_hub_tick(ms_hub *h, int64_t now) {
       break;
     live_check(h, from_live(n), now);
   }
+  for (int k = 0; k < MS_HUB_EVK_COUNT; k++)
+    event_window_end(h, k, now);
   leave(h);
   return 0;
 }

@@ -8,11 +8,24 @@
 #include <stdio.h>
 #include <strings.h>
 
+/* One source address: its streams without a session, and its bucket of
+ * new streams (conn_rate). An entry outlives its streams while its
+ * bucket is not full again, else a client that reconnects at once would
+ * find a full bucket each time. */
 typedef struct peer_ent {
-  size_t count; /* streams from this address without a session */
+  size_t count;   /* streams from this address without a session */
+  int64_t tokens; /* in the bucket, in thousandths of a stream */
+  int64_t at;     /* when tokens was last brought up to date */
   size_t len;
   char addr[];
 } peer_ent;
+
+/* The table of addresses is swept of entries that no longer matter (no
+ * stream, bucket full) when it reaches sweep_at, at most once a second;
+ * past PEER_MAX an address that is not in it is let through untracked,
+ * so that memory stays bounded whatever the number of addresses. */
+#define PEER_SWEEP_MIN 1024
+#define PEER_MAX 65536
 
 struct hub_auth {
   ms_token_key *keys;
@@ -22,6 +35,8 @@ struct hub_auth {
   char **hosts;
   size_t nhosts;
   ms_strmap peers; /* address -> peer_ent */
+  size_t sweep_at;
+  int64_t next_sweep;
 };
 
 static void free_keys(const ms_allocator *mem, ms_token_key *k, size_t n) {
@@ -95,6 +110,7 @@ int ms_hub_auth_new(ms_hub *h) {
   if (!a)
     return MS_ERR_NOMEM;
   h->auth = a;
+  a->sweep_at = PEER_SWEEP_MIN;
   uint64_t seed = 0;
   int srv = ms_random(&seed, sizeof seed);
   ms_strmap_init(&a->peers, h->mem, seed);
@@ -196,15 +212,27 @@ int ms_hub_auth_required(const ms_hub *h) {
   return h->auth->nkeys > 0;
 }
 
+/* The legacy secret: the last key without kid (cfg.secret at first,
+ * replaced with the keys by ms_hub_set_keys), or NULL. */
+static const ms_token_key *legacy_key(const ms_hub *h) {
+  const hub_auth *a = h->auth;
+  for (size_t i = a->nkeys; i-- > 0;)
+    if (!a->keys[i].kid[0] && a->keys[i].secret_len)
+      return &a->keys[i];
+  return NULL;
+}
+
 static int legacy_ok(const ms_hub *h, const char *tok, size_t len,
                      const char *name, size_t name_len) {
-  if (!h->cfg.legacy_tokens || !h->cfg.secret_len || !name || len != 64 ||
-      name_len > 128)
+  if (!h->cfg.legacy_tokens || !name || len != 64 || name_len > 128)
+    return 0;
+  const ms_token_key *k = legacy_key(h);
+  if (!k)
     return 0;
   char n[129], want[65];
   memcpy(n, name, name_len);
   n[name_len] = '\0';
-  ms_service_token(h->cfg.secret, h->cfg.secret_len, n, want);
+  ms_service_token(k->secret, k->secret_len, n, want);
   return memeql_sec(want, tok, 64);
 }
 
@@ -231,8 +259,8 @@ int ms_hub_authorize(ms_hub *h, const char *token, size_t len,
            name ? name : "-");
   if (!token || !len) {
     out->why = "missing";
-    ms_hub_event(h, MS_LEVEL_WARN, "auth failed from %s for %s: no token",
-                   who, nm);
+    ms_hub_event_limited(h, MS_HUB_EVK_AUTH, MS_LEVEL_WARN,
+                         "auth failed from %s for %s: no token", who, nm);
     return MS_ERR_UNAUTHORIZED;
   }
   if (legacy_ok(h, token, len, name, name_len)) {
@@ -246,8 +274,9 @@ int ms_hub_authorize(ms_hub *h, const char *token, size_t len,
     int rv = ms_token_verify(token, len, h->auth->keys, h->auth->nkeys,
                              wall_ms / 1000, skew, &cl, &out->why);
     if (rv) {
-      ms_hub_event(h, MS_LEVEL_WARN, "auth failed from %s for %s: %s", who,
-                     nm, out->why);
+      ms_hub_event_limited(h, MS_HUB_EVK_AUTH, MS_LEVEL_WARN,
+                           "auth failed from %s for %s: %s", who, nm,
+                           out->why);
       return rv;
     }
     out->scopes = cl.scopes;
@@ -264,8 +293,9 @@ int ms_hub_authorize(ms_hub *h, const char *token, size_t len,
   } else {
     return 0;
   }
-  ms_hub_event(h, MS_LEVEL_WARN, "auth failed from %s for %s: %s (token for %s)",
-                 who, nm, out->why, out->sub);
+  ms_hub_event_limited(h, MS_HUB_EVK_AUTH, MS_LEVEL_WARN,
+                       "auth failed from %s for %s: %s (token for %s)", who,
+                       nm, out->why, out->sub);
   return MS_ERR_FORBIDDEN;
 }
 
@@ -313,9 +343,10 @@ int ms_hub_auth_watch_sub(ms_hub *h, const char *tok, size_t len, int64_t now,
 }
 
 void ms_hub_auth_event_tls_on_plain(ms_hub *h, const ms_hub_conn *hc) {
-  ms_hub_event(h, MS_LEVEL_WARN,
-                 "closed a TLS handshake from %s on a plain port",
-                 hc->peer ? hc->peer : "unknown address");
+  h->stats.tls_failures++;
+  ms_hub_event_limited(h, MS_HUB_EVK_TLS, MS_LEVEL_WARN,
+                       "closed a TLS handshake from %s on a plain port",
+                       hc->peer ? hc->peer : "unknown address");
 }
 
 int ms_hub_may(const ms_hub *h, const ms_hub_conn *hc, unsigned scope) {
@@ -324,29 +355,98 @@ int ms_hub_may(const ms_hub *h, const ms_hub_conn *hc, unsigned scope) {
   return (hc->scopes & (scope | MS_SCOPE_ADMIN)) != 0;
 }
 
-/* ---- per-peer limit ---- */
+/* ---- per-peer limits ---- */
 
-int ms_hub_peer_add(ms_hub *h, ms_hub_conn *hc, const char *peer) {
+static int is_loopback(const char *a) {
+  return !strncmp(a, "127.", 4) || !strcmp(a, "::1") ||
+         !strncmp(a, "::ffff:127.", 11);
+}
+
+static int rate_applies(const ms_hub *h, const char *addr) {
+  return h->cfg.conn_rate &&
+         (h->cfg.conn_rate_loopback || !is_loopback(addr));
+}
+
+static int64_t bucket_cap(const ms_hub *h) {
+  return (int64_t)h->cfg.conn_burst * 1000;
+}
+
+/* Refill e's bucket up to now (conn_rate streams a second is conn_rate
+ * thousandths a millisecond). */
+static void refill(const ms_hub *h, peer_ent *e, int64_t now) {
+  if (now > e->at) {
+    int64_t dt = MS_MIN(now - e->at, (int64_t)100000000);
+    e->tokens = MS_MIN(bucket_cap(h), e->tokens + dt * h->cfg.conn_rate);
+  }
+  e->at = now;
+}
+
+/* Whether e no longer matters: no stream, and a full bucket (or none). */
+static int peer_spent(const ms_hub *h, peer_ent *e, int64_t now) {
+  if (e->count)
+    return 0;
+  if (!rate_applies(h, e->addr))
+    return 1;
+  refill(h, e, now);
+  return e->tokens >= bucket_cap(h);
+}
+
+static void peer_sweep(ms_hub *h, int64_t now) {
+  hub_auth *a = h->auth;
+  size_t pos = 0;
+  const ms_strmap_ent *me;
+  while ((me = ms_strmap_next(&a->peers, &pos)) != NULL) {
+    peer_ent *e = me->val;
+    if (!peer_spent(h, e, now))
+      continue;
+    ms_strmap_del(&a->peers, e->addr, e->len);
+    ms_free(h->mem, e);
+    pos--; /* deleting may have moved the next entry into this slot */
+  }
+  a->sweep_at = MS_MAX((size_t)PEER_SWEEP_MIN, 2 * a->peers.n);
+  a->next_sweep = now + 1000;
+}
+
+int ms_hub_peer_add(ms_hub *h, ms_hub_conn *hc, const char *peer,
+                    int64_t now) {
   if (!peer || !*peer)
     return 0;
   size_t len = strnlen(peer, 255);
   hub_auth *a = h->auth;
   peer_ent *e = ms_strmap_get(&a->peers, peer, len);
+  int rate = rate_applies(h, peer);
+  if (e && rate)
+    refill(h, e, now);
   if (e && h->cfg.max_unauth_per_peer &&
       e->count >= h->cfg.max_unauth_per_peer) {
-    ms_hub_event(h, MS_LEVEL_WARN,
-                   "refusing a connection from %s: %zu without a session",
-                   e->addr, e->count);
+    h->stats.refused_unauth++;
+    ms_hub_event_limited(h, MS_HUB_EVK_REFUSED, MS_LEVEL_WARN,
+                         "refusing a connection from %s: %zu without a "
+                         "session", e->addr, e->count);
+    return MS_ERR_LIMIT;
+  }
+  if (e && rate && e->tokens < 1000) {
+    h->stats.refused_rate++;
+    ms_hub_event_limited(h, MS_HUB_EVK_REFUSED, MS_LEVEL_WARN,
+                         "refusing a connection from %s: more than %u new "
+                         "connections a second (burst %u)", e->addr,
+                         h->cfg.conn_rate, h->cfg.conn_burst);
     return MS_ERR_LIMIT;
   }
   hc->peer = ms_strndup(h->mem, peer, len);
   if (!hc->peer)
     return MS_ERR_NOMEM;
   if (!e) {
+    if (a->peers.n >= a->sweep_at && now >= a->next_sweep)
+      peer_sweep(h, now);
+    if (a->peers.n >= PEER_MAX)
+      return 0; /* untracked (see PEER_MAX) */
     e = ms_malloc(h->mem, sizeof *e + len + 1);
     if (!e)
       return MS_ERR_NOMEM;
     e->count = 0;
+    e->tokens = bucket_cap(h);
+    e->at = now;
     e->len = len;
     memcpy(e->addr, peer, len);
     e->addr[len] = '\0';
@@ -355,6 +455,8 @@ int ms_hub_peer_add(ms_hub *h, ms_hub_conn *hc, const char *peer) {
       return MS_ERR_NOMEM;
     }
   }
+  if (rate)
+    e->tokens -= 1000;
   e->count++;
   hc->peer_counted = 1;
   return 0;
@@ -367,7 +469,10 @@ void ms_hub_peer_done(ms_hub *h, ms_hub_conn *hc) {
   hub_auth *a = h->auth;
   size_t len = strlen(hc->peer);
   peer_ent *e = ms_strmap_get(&a->peers, hc->peer, len);
-  if (e && --e->count == 0) {
+  if (!e)
+    return;
+  e->count--;
+  if (peer_spent(h, e, h->last_now)) {
     ms_strmap_del(&a->peers, hc->peer, len);
     ms_free(h->mem, e);
   }

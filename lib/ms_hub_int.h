@@ -147,6 +147,17 @@ struct hub_peer {
   route *out_head;  /* requests to it (route.t_*) */
 };
 
+/* Kinds of events a flood from the network could repeat without end;
+ * each is limited to MS_HUB_EV_LINES lines per MS_HUB_EV_WINDOW_MS. */
+enum {
+  MS_HUB_EVK_REFUSED = 0, /* streams refused at accept */
+  MS_HUB_EVK_AUTH,        /* failed authentications */
+  MS_HUB_EVK_TLS,         /* TLS failures */
+  MS_HUB_EVK_COUNT
+};
+#define MS_HUB_EV_LINES 10
+#define MS_HUB_EV_WINDOW_MS 10000
+
 typedef struct ms_hub_streams ms_hub_streams;
 typedef struct hub_auth hub_auth;
 
@@ -202,12 +213,24 @@ struct ms_hub {
   ms_life life; /* the lifetime rule of ms_common.h */
   int shutting_down;
   ms_hub_stats stats;
+  /* Events a flood could repeat (ms_hub_event_limited): lines logged in
+   * the window that began at `start`, and those held back. */
+  struct {
+    int64_t start;
+    uint32_t n;
+    uint64_t held;
+  } evlim[MS_HUB_EVK_COUNT];
 };
 
 /* ms_hub.c */
 /* The hub's own events, to cfg.on_event (a formatted line). */
 void ms_hub_event(ms_hub *h, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The same for an event of a kind a flood could repeat: past
+ * MS_HUB_EV_LINES in a window the lines are counted, not logged, and one
+ * line at the window's end says how many were held back. */
+void ms_hub_event_limited(ms_hub *h, int kind, int level, const char *fmt,
+                          ...) __attribute__((format(printf, 4, 5)));
 int64_t ms_hub_wall_us(ms_hub *h, int64_t now);
 /* The name hc's REQUESTs and LOGs carry as their source: its HELLO name,
  * or, for a watcher whose name a registered service holds, the name with
@@ -339,7 +362,8 @@ void ms_hub_auth_event_tls_on_plain(ms_hub *h, const ms_hub_conn *hc);
 /* Whether hc's session may do what needs `scope` (always with no keys). */
 int ms_hub_may(const ms_hub *h, const ms_hub_conn *hc, unsigned scope);
 /* Per-peer count of streams without a session. */
-int ms_hub_peer_add(ms_hub *h, ms_hub_conn *hc, const char *peer);
+int ms_hub_peer_add(ms_hub *h, ms_hub_conn *hc, const char *peer,
+                    int64_t now);
 void ms_hub_peer_done(ms_hub *h, ms_hub_conn *hc);
 /* The WebSocket upgrade's Origin/Host checks: 0 or an HTTP status. */
 int ms_hub_upgrade_check(ms_hub *h, ms_hub_conn *hc,

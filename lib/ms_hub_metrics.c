@@ -286,11 +286,35 @@ int ms_hub_metrics_routes_text(const ms_hub *h, ms_buf *b) {
         "missed (reported to them as gaps).\n"
         "# TYPE microstream_log_records_missed_total counter\n"
         "microstream_log_records_missed_total %llu\n"
+        "# HELP microstream_connections_refused_total Connections closed "
+        "as they were accepted: over the per-address rate (rate), over the "
+        "per-address count without a session (unauthenticated), over "
+        "max-connections (full).\n"
+        "# TYPE microstream_connections_refused_total counter\n"
+        "microstream_connections_refused_total{reason=\"rate\"} %llu\n"
+        "microstream_connections_refused_total{reason=\"unauthenticated\"} "
+        "%llu\n"
+        "microstream_connections_refused_total{reason=\"full\"} %llu\n"
+        "# HELP microstream_tls_failures_total TLS streams that failed "
+        "(handshake failed or timed out, alert, plaintext on a TLS port, "
+        "TLS on a plain port).\n"
+        "# TYPE microstream_tls_failures_total counter\n"
+        "microstream_tls_failures_total %llu\n"
+        "# HELP microstream_events_suppressed_total Event log lines held "
+        "back during a flood (refusals, failed authentications, TLS "
+        "failures).\n"
+        "# TYPE microstream_events_suppressed_total counter\n"
+        "microstream_events_suppressed_total %llu\n"
         "# HELP microstream_build_info The hub's version.\n"
         "# TYPE microstream_build_info gauge\n"
         "microstream_build_info{version=\"%s\"} 1\n",
         (unsigned long long)h->stats.log_records_out,
-        (unsigned long long)h->stats.log_records_missed, MS_VERSION_STRING);
+        (unsigned long long)h->stats.log_records_missed,
+        (unsigned long long)h->stats.refused_rate,
+        (unsigned long long)h->stats.refused_unauth,
+        (unsigned long long)h->stats.refused_full,
+        (unsigned long long)h->stats.tls_failures,
+        (unsigned long long)h->stats.events_suppressed, MS_VERSION_STRING);
   return rv;
 }
 

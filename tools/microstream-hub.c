@@ -397,7 +397,8 @@ enum {
   O_LEGACY, O_REPLACE, O_LEVEL, O_TOKEN, O_SCOPE, O_TTL, O_ORIGIN, O_HOST,
   O_METRICS_TOKEN, O_INSECURE, O_UNAUTH, O_STORE, O_NOSTORE, O_RDAYS,
   O_RROWS, O_VERSION, O_CONFIG, O_CLUSTER, O_CPREFIX, O_CPASS, O_CLEASE,
-  O_SIOMAX, O_TLS_CERT, O_TLS_KEY, O_TLS_CA, O_TLS_HS
+  O_SIOMAX, O_TLS_CERT, O_TLS_KEY, O_TLS_CA, O_TLS_HS, O_CRATE, O_CBURST,
+  O_CRATE_LO
 };
 
 typedef struct hub_opt {
@@ -460,6 +461,16 @@ static const hub_opt hub_opts[] = {
     {"max-unauth-per-peer", 1, O_UNAUTH, "N",
      "connections one address may hold before HELLO\n"
      "(default 64; 0: no limit)"},
+    {"conn-rate", 1, O_CRATE, "N",
+     "new connections per second one address may open,\n"
+     "beyond its burst; the rest are closed at once, before\n"
+     "any TLS handshake (default 50; 0: no limit)"},
+    {"conn-burst", 1, O_CBURST, "N",
+     "new connections one address may open at once\n"
+     "(default 200)"},
+    {"conn-rate-loopback", 0, O_CRATE_LO, NULL,
+     "apply --conn-rate to loopback addresses too (exempt\n"
+     "by default: a local proxy's clients share its address)"},
     {"replace-stale", 0, O_REPLACE, NULL,
      "a new connection may take the name of a stale one"},
     {"log-level", 1, O_LEVEL, "LEVEL",
@@ -695,6 +706,17 @@ static int parse_args(int argc, char **argv, hub_args *ar, ms_hub_config *cfg,
         return 2;
       cfg->max_unauth_per_peer = (size_t)v;
       break;
+    case O_CRATE:
+      if (num_opt("--conn-rate", 0, 1000000, &v))
+        return 2;
+      cfg->conn_rate = (uint32_t)v;
+      break;
+    case O_CBURST:
+      if (num_opt("--conn-burst", 1, 1000000, &v))
+        return 2;
+      cfg->conn_burst = (uint32_t)v;
+      break;
+    case O_CRATE_LO: cfg->conn_rate_loopback = 1; break;
     case O_STORE: ar->store_path = optarg; break;
     case O_NOSTORE: ar->no_store = 1; break;
     case O_RDAYS:

@@ -124,6 +124,16 @@ typedef struct ms_hub_config {
    * TOO_MANY_SUBSCRIPTIONS. */
   size_t max_subscriptions;
   size_t max_filter_bytes;
+  /* New streams from one address (ms_hub_accept_peer) are rate limited
+   * by a token bucket that holds conn_burst streams and refills
+   * conn_rate a second (defaults 50 and 200; conn_rate 0: no limit).
+   * Past it a stream is refused with MS_ERR_LIMIT before anything else
+   * happens on it (no TLS handshake is started). Loopback addresses
+   * (127.0.0.0/8, ::1) are exempt unless conn_rate_loopback is set: all
+   * the clients of a proxy on the same machine share its address. */
+  uint32_t conn_rate;
+  uint32_t conn_burst;
+  int conn_rate_loopback;
 } ms_hub_config;
 
 MS_EXTERN void ms_hub_config_init(ms_hub_config *cfg);
@@ -160,6 +170,13 @@ MS_EXTERN const uint8_t *ms_hub_conn_peek(ms_hub_conn *hc, size_t *len);
 MS_EXTERN void ms_hub_conn_consume(ms_hub_conn *hc, size_t n);
 MS_EXTERN int ms_hub_conn_want_read(const ms_hub_conn *hc);
 MS_EXTERN int ms_hub_conn_want_write(const ms_hub_conn *hc);
+/* The transport's own layer under hc (TLS) failed: a handshake that
+ * failed or timed out, an alert, plaintext on a TLS port. `why` goes to
+ * on_event with the peer's address (a few lines per 10 s at most: a
+ * flood cannot flood the log; the lines held back are counted and
+ * reported) and is counted in /metrics. Call it before the stream is
+ * closed and hc released. */
+MS_EXTERN void ms_hub_conn_stream_failed(ms_hub_conn *hc, const char *why);
 /* The stream ended or failed. */
 MS_EXTERN void ms_hub_conn_eof(ms_hub_conn *hc, int64_t now);
 /* The transport closed the stream; the hub frees hc (now or, if inside a
@@ -220,6 +237,12 @@ typedef struct ms_hub_stats {
   uint64_t sio_sessions;     /* Socket.IO sessions open now */
   uint64_t log_records_out;    /* log records sent to subscribers */
   uint64_t log_records_missed; /* reported to subscribers as gaps */
+  /* Streams refused at accept: over conn_rate, over max_unauth_per_peer,
+   * over max_connections. */
+  uint64_t refused_rate, refused_unauth, refused_full;
+  uint64_t tls_failures;      /* ms_hub_conn_stream_failed, and TLS
+                                 handshakes on a plain port */
+  uint64_t events_suppressed; /* event lines held back (flood) */
 } ms_hub_stats;
 MS_EXTERN void ms_hub_get_stats(const ms_hub *h, ms_hub_stats *st);
 
@@ -289,8 +312,11 @@ MS_EXTERN int ms_hub_http_guard(ms_hub *h, const ms_http_request *req,
                                 int64_t now, const char **why);
 
 /* Replace the keys (secret rotation while running). Sessions already
- * accepted keep their grant until their token's exp. Returns 0 or
- * MS_ERR_NOMEM (the old keys stay). */
+ * accepted keep their grant until their token's exp. A key without kid
+ * (NULL or "") is also the secret of legacy_tokens from then on (the
+ * last one given, as ms_hub_new appends cfg.secret last); without one,
+ * legacy tokens are refused. Returns 0 or MS_ERR_NOMEM (the old keys
+ * stay). */
 MS_EXTERN int ms_hub_set_keys(ms_hub *h, const ms_token_key *keys,
                               size_t nkeys);
 

@@ -12,7 +12,10 @@ usage: tls_test.py BUILD_ROOT
 """
 import asyncio
 import json
+import hashlib
+import hmac
 import os
+import re
 import shutil
 import signal
 import socket
@@ -150,6 +153,8 @@ async def main(d):
         check("hub exits 0 on SIGTERM", rc == 0, rc)
     await client_certificates(c, ca)
     refuse_insecure_listeners(c)
+    conn_rate_limit(c, ca)
+    await legacy_secret_reload(d)
 
 
 async def scenarios(hub, c, ca, cur, secret, svc_tok, req_tok, watch_tok):
@@ -213,6 +218,16 @@ async def scenarios(hub, c, ca, cur, secret, svc_tok, req_tok, watch_tok):
     silent = socket.create_connection(("127.0.0.1", P))
     partial = socket.create_connection(("127.0.0.1", P))
     partial.sendall(b"\x16\x03\x01\x02\x00\x01")  # a ClientHello that stops
+    # A TLS 1.2 client that does not trust the hub's CA: its alert is
+    # plaintext, so the hub can name it.
+    old_ctx = ssl.create_default_context()
+    old_ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        old_ctx.wrap_socket(socket.create_connection(("127.0.0.1", P), timeout=10),
+                            server_hostname="localhost").close()
+        check("a TLS 1.2 client without the CA refuses the hub", False)
+    except ssl.SSLCertVerificationError:
+        pass
     for s_, what in ((silent, "sends nothing"), (partial, "stops half way")):
         s_.settimeout(15)
         try:
@@ -224,6 +239,20 @@ async def scenarios(hub, c, ca, cur, secret, svc_tok, req_tok, watch_tok):
               (what, took), got == b"" and 0.9 <= took < 12, (got, took))
         s_.close()
     check("after every refusal the hub still serves https", healthz(hub, ca))
+    # Each of those TLS failures is in the hub's log with the peer address.
+    log = hub.log()
+    for what, text in (("plaintext to the TLS port", "plaintext sent to a TLS port"),
+                       ("a handshake that never completes", "not complete after 1000 ms"),
+                       ("a handshake cut half way", "the peer closed the connection"),
+                       ("a client that refuses the certificate (its alert)",
+                        "the peer sent alert")):
+        check("hub logs the TLS failure with the address: " + what,
+              "TLS stream from 127.0.0.1 failed: " in log and any(
+                  "TLS stream from 127.0.0.1 failed: " in l and text in l
+                  for l in log.splitlines()), log[-800:])
+    r = run(["curl", "-sS", "--cacert", ca, "https://127.0.0.1:%d/metrics" % P])
+    m = re.search(r"^microstream_tls_failures_total (\d+)$", r.stdout, re.M)
+    check("/metrics counts the TLS failures", m and int(m.group(1)) >= 6, r.stdout[-300:])
 
     # --- certificate swapped on SIGHUP; the open connection stays -----------
     def swap(name):
@@ -293,6 +322,101 @@ def refuse_insecure_listeners(c):
              c("server.pem"), "--tls-key", c("server.key")])
     check("TLS non-loopback listener without a secret: refused",
           r.returncode == 2 and "secret" in r.stderr, r.stderr)
+
+
+def conn_rate_limit(c, ca):
+    """--conn-rate: past the burst, new connections from one address are
+    closed before any TLS handshake, counted in /metrics and logged (a
+    few lines, not one per connection)."""
+    hub = Hub("--listen", "tls://127.0.0.1:0", "--tls-cert", c("server.pem"),
+              "--tls-key", c("server.key"), "--conn-rate", "1", "--conn-burst", "5",
+              "--conn-rate-loopback")
+    sslctx = ctx(ca)
+    held, outcome = [], []
+    try:
+        for _ in range(40):
+            raw = None
+            try:
+                # (A refusal may reset the connection before connect returns.)
+                raw = socket.create_connection(("127.0.0.1", hub.tls_port), timeout=10)
+                tls = sslctx.wrap_socket(raw, server_hostname="localhost")
+                held.append(tls)  # kept open: the hub accepted and shook hands
+                outcome.append("ok")
+            except (ConnectionResetError, ssl.SSLEOFError, BrokenPipeError):
+                # Closed with a reset before a byte of the handshake came.
+                if raw:
+                    raw.close()
+                outcome.append("refused")
+        check("--conn-rate: the burst of 5 is accepted (TLS handshakes complete)",
+              outcome[:5] == ["ok"] * 5, outcome)
+        check("--conn-rate: connections past the burst are refused before the handshake",
+              outcome.count("refused") >= 20, outcome)
+        for t in held:
+            t.close()
+        # The bucket refills (1 a second): the address gets in again.
+        got = None
+        for _ in range(60):
+            r = run(["curl", "-sS", "--cacert", ca, "https://127.0.0.1:%d/metrics" % hub.tls_port])
+            if r.returncode == 0:
+                got = r.stdout
+                break
+            time.sleep(0.5)
+        check("--conn-rate: the address is served again once its bucket refills", got)
+        m = re.search(r'^microstream_connections_refused_total\{reason="rate"\} (\d+)$',
+                      got or "", re.M)
+        check("/metrics counts the refusals by rate",
+              m and int(m.group(1)) >= outcome.count("refused"),
+              (got or "")[-600:])
+        m = re.search(r"^microstream_events_suppressed_total (\d+)$", got or "", re.M)
+        check("/metrics counts the refusal lines held back", m and int(m.group(1)) >= 10,
+              (got or "")[-600:])
+        lines = [l for l in hub.log().splitlines()
+                 if "refusing a connection from 127.0.0.1: more than 1 new" in l]
+        check("refusals are logged with the address, at most 10 lines a window",
+              1 <= len(lines) <= 10, hub.log()[-600:])
+    finally:
+        for t in held:
+            t.close()
+        hub.stop()
+
+
+async def legacy_secret_reload(d):
+    """--legacy-tokens: the static HMAC token follows the secret file
+    across SIGHUP, as the JWT keys do."""
+    secret = os.path.join(d, "legacy-secret")
+    with open(secret, "w") as f:
+        f.write("old-legacy-secret\n")
+    hub = Hub("--listen", "127.0.0.1:0", "--secret-file", secret, "--legacy-tokens")
+
+    def legacy(key, name):
+        return hmac.new(key, name.encode(), hashlib.sha256).hexdigest()
+
+    async def hello(name, tok):
+        ws = await websockets.connect("ws://127.0.0.1:%d/ws" % hub.plain_port,
+                                      subprotocols=["microstream.v1"], open_timeout=10)
+        try:
+            await ws.send(msgpack.packb([1, 1, name, tok, {}]))
+            return msgpack.unpackb(await asyncio.wait_for(ws.recv(), 10))
+        except websockets.exceptions.ConnectionClosed as e:
+            return ["closed", e.code]
+        finally:
+            await ws.close()
+    try:
+        w = await hello("legacy1", legacy(b"old-legacy-secret", "legacy1"))
+        check("legacy token of the secret file is welcomed", w[0] == 2, w)
+        with open(secret, "w") as f:
+            f.write("new-legacy-secret\n")
+        hub.p.send_signal(signal.SIGHUP)
+        for _ in range(100):
+            if "key(s) reloaded" in hub.log():
+                break
+            await asyncio.sleep(0.1)
+        w = await hello("legacy2", legacy(b"old-legacy-secret", "legacy2"))
+        check("after SIGHUP the old secret's legacy token is refused", w[0] != 2, w)
+        w = await hello("legacy3", legacy(b"new-legacy-secret", "legacy3"))
+        check("after SIGHUP the new secret's legacy token is welcomed", w[0] == 2, w)
+    finally:
+        hub.stop()
 
 
 if __name__ == "__main__":

@@ -82,6 +82,7 @@ static int hub_on_http(ms_hub *h, ms_conn *c, const ms_http_request *req,
     ms_hub_conn_consume(k, 0);
     EXPECT(ms_hub_conn_want_read(k) == 0);
     EXPECT(ms_hub_conn_want_write(k) == 0);
+    ms_hub_conn_stream_failed(k, "TLS handshake: test");
     ms_hub_conn_eof(k, T0);
     ms_hub_conn_release(k);
     EXPECT(ms_hub_conn_transport_data(k) == NULL);

@@ -472,6 +472,34 @@ static void legacy_tokens_only_when_enabled(void) {
   }
 }
 
+static void legacy_secret_follows_the_keys(void) {
+  sim s;
+  ms_hub_config cfg;
+  ms_hub_config_init(&cfg);
+  cfg.secret = (const uint8_t *)"old-secret";
+  cfg.secret_len = 10;
+  cfg.legacy_tokens = 1;
+  sim_init(&s, &cfg);
+  char old_t[65], new_t[65];
+  ms_service_token((const uint8_t *)"old-secret", 10, "svc", old_t);
+  ms_service_token((const uint8_t *)"new-secret", 10, "svc", new_t);
+  CHECK_EQ_INT(ms_hub_authorize(s.hub, old_t, 64, "svc", 3, MS_SCOPE_SERVICE,
+                                NULL, s.now, NULL), 0);
+  /* The secret rotated (SIGHUP): the key without kid is the new secret. */
+  ms_token_key nk[2] = {{"k1", (const uint8_t *)"kid-secret", 10},
+                        {NULL, (const uint8_t *)"new-secret", 10}};
+  CHECK_EQ_INT(ms_hub_set_keys(s.hub, nk, 2), 0);
+  CHECK_EQ_INT(ms_hub_authorize(s.hub, old_t, 64, "svc", 3, MS_SCOPE_SERVICE,
+                                NULL, s.now, NULL), MS_ERR_UNAUTHORIZED);
+  CHECK_EQ_INT(ms_hub_authorize(s.hub, new_t, 64, "svc", 3, MS_SCOPE_SERVICE,
+                                NULL, s.now, NULL), 0);
+  /* No key without kid any more: no legacy secret either. */
+  CHECK_EQ_INT(ms_hub_set_keys(s.hub, nk, 1), 0);
+  CHECK_EQ_INT(ms_hub_authorize(s.hub, new_t, 64, "svc", 3, MS_SCOPE_SERVICE,
+                                NULL, s.now, NULL), MS_ERR_UNAUTHORIZED);
+  sim_free(&s);
+}
+
 /* ---- HTTP and upgrades: raw bytes to one hub connection ---- */
 
 static int http_status(ms_hub *h, const char *req, int64_t now,
@@ -662,6 +690,111 @@ static void unauthenticated_connections_are_limited_per_peer(void) {
   sim_free(&s);
 }
 
+typedef struct ev_lines {
+  int refusing, held_back;
+} ev_lines;
+
+static void count_events(ms_hub *h, int level, const char *text, void *ud) {
+  ev_lines *l = ud;
+  (void)h;
+  (void)level;
+  if (strstr(text, "refusing a connection from 192.0.2.9: more than 2 new"))
+    l->refusing++;
+  if (strstr(text, "more refused connection line(s) not logged"))
+    l->held_back++;
+}
+
+/* Accept one stream from addr and end it at once; the accept's result. */
+static int accept_once(sim *s, const char *addr) {
+  ms_hub_conn *hc;
+  int rv = ms_hub_accept_peer(s->hub, &hc, NULL, addr, 1, s->now);
+  if (rv == 0) {
+    ms_hub_conn_eof(hc, s->now);
+    ms_hub_conn_release(hc);
+    while (ms_hub_next_dirty(s->hub))
+      ;
+  }
+  return rv;
+}
+
+static void new_connections_are_rate_limited_per_peer(void) {
+  ev_lines lines = {0, 0};
+  sim s;
+  ms_hub_config cfg;
+  ms_hub_config_init(&cfg);
+  CHECK_EQ_INT(cfg.conn_rate, 50);
+  CHECK_EQ_INT(cfg.conn_burst, 200);
+  cfg.conn_rate = 2;
+  cfg.conn_burst = 3;
+  cfg.on_event = count_events;
+  memset(&s, 0, sizeof s);
+  s.now = 1000000;
+  CHECK_EQ_INT(ms_hub_new(&s.hub, &cfg, &lines, NULL), 0);
+  /* The burst, even though each stream ends at once, then a refusal. */
+  for (int i = 0; i < 3; i++)
+    CHECK_EQ_INT(accept_once(&s, "192.0.2.9"), 0);
+  CHECK_EQ_INT(accept_once(&s, "192.0.2.9"), MS_ERR_LIMIT);
+  ms_hub_stats st;
+  ms_hub_get_stats(s.hub, &st);
+  CHECK_EQ_INT(st.refused_rate, 1);
+  CHECK_EQ_INT(st.accepted_total, 3);
+  /* Other addresses have their own bucket; loopback is exempt. */
+  CHECK_EQ_INT(accept_once(&s, "192.0.2.10"), 0);
+  for (int i = 0; i < 20; i++)
+    CHECK_EQ_INT(accept_once(&s, "127.0.0.1"), 0);
+  CHECK_EQ_INT(accept_once(&s, "::1"), 0);
+  /* Half a second refills one (2 a second). */
+  s.now += 500;
+  CHECK_EQ_INT(accept_once(&s, "192.0.2.9"), 0);
+  CHECK_EQ_INT(accept_once(&s, "192.0.2.9"), MS_ERR_LIMIT);
+  /* A flood: a few lines, the rest counted, one line at the window's end
+   * (the hub asks for the time to write it). */
+  for (int i = 0; i < 100; i++)
+    CHECK_EQ_INT(accept_once(&s, "192.0.2.9"), MS_ERR_LIMIT);
+  CHECK_EQ_INT(lines.refusing, 10);
+  ms_hub_get_stats(s.hub, &st);
+  CHECK_EQ_INT(st.refused_rate, 102);
+  CHECK_EQ_INT(st.events_suppressed, 92);
+  int64_t at = ms_hub_next_deadline(s.hub);
+  CHECK(at <= s.now + 10000 && at > s.now);
+  CHECK_EQ_INT(lines.held_back, 0);
+  s.now = at;
+  ms_hub_tick(s.hub, s.now);
+  CHECK_EQ_INT(lines.held_back, 1);
+  /* A long pause fills the bucket again, up to the burst. */
+  s.now += 60000;
+  for (int i = 0; i < 3; i++)
+    CHECK_EQ_INT(accept_once(&s, "192.0.2.9"), 0);
+  CHECK_EQ_INT(accept_once(&s, "192.0.2.9"), MS_ERR_LIMIT);
+  /* Many addresses: the table is swept of the spent ones (ASan checks
+   * that nothing leaks or is used after being freed). */
+  char addr[64];
+  for (int i = 0; i < 5000; i++) {
+    snprintf(addr, sizeof addr, "10.%d.%d.1", i / 256, i % 256);
+    CHECK_EQ_INT(accept_once(&s, addr), 0);
+    if (i % 1000 == 999)
+      s.now += 2000;
+  }
+  CHECK_EQ_INT(accept_once(&s, "192.0.2.9"), 0);
+  sim_free(&s);
+
+  /* Loopback too when asked; rate 0 is no limit. */
+  ms_hub_config_init(&cfg);
+  cfg.conn_rate = 1;
+  cfg.conn_burst = 1;
+  cfg.conn_rate_loopback = 1;
+  sim_init(&s, &cfg);
+  CHECK_EQ_INT(accept_once(&s, "127.0.0.1"), 0);
+  CHECK_EQ_INT(accept_once(&s, "127.0.0.1"), MS_ERR_LIMIT);
+  sim_free(&s);
+  ms_hub_config_init(&cfg);
+  cfg.conn_rate = 0;
+  sim_init(&s, &cfg);
+  for (int i = 0; i < 500; i++)
+    CHECK_EQ_INT(accept_once(&s, "192.0.2.9"), 0);
+  sim_free(&s);
+}
+
 static void authorize_is_usable_by_other_session_kinds(void) {
   sim s;
   secured_hub(&s);
@@ -712,6 +845,8 @@ static const ms_test_case tests[] = {
     TEST(host_check_stops_dns_rebinding),
     TEST(access_lists_change_while_running),
     TEST(unauthenticated_connections_are_limited_per_peer),
+    TEST(new_connections_are_rate_limited_per_peer),
+    TEST(legacy_secret_follows_the_keys),
     TEST(authorize_is_usable_by_other_session_kinds),
 };
 

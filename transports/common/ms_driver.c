@@ -895,6 +895,9 @@ static void stream_update(drv_stream *s) {
   int r = s->ops->want_read(s->eng);
   int w = s->ops->want_write(s->eng);
   if (!r && !w) {
+    const char *why = s->wrapped ? s->wrap->vt->error(s->wrapped) : NULL;
+    if (why)
+      ms_hub_conn_stream_failed(s->hc, why);
     stream_free(s, 1);
     return;
   }
@@ -934,8 +937,13 @@ static void hub_handshakes_due(ms_drv *d, int64_t now) {
   while (d->hub && d->hs_head && d->hs_head->hs_deadline <= now) {
     drv_stream *s = d->hs_head;
     hs_unlink(d, s);
-    if (!s->wrap->vt->established(s->wrapped))
+    if (!s->wrap->vt->established(s->wrapped)) {
+      char why[80];
+      snprintf(why, sizeof why, "TLS handshake not complete after %lld ms",
+               (long long)s->wrap->handshake_timeout_ms);
+      ms_hub_conn_stream_failed(s->hc, why);
       stream_free(s, 1);
+    }
   }
 }
 
@@ -1020,8 +1028,15 @@ static void listen_ready(ms_drv_io *io, unsigned events) {
     io_init(&s->io, d, cfd, stream_ready);
     char peer[INET6_ADDRSTRLEN];
     peer_name(&sa, peer, sizeof peer);
-    if (ms_hub_accept_peer(d->hub, &s->hc, s, peer[0] ? peer : NULL,
-                           l->wrap != NULL, now_of(d)) < 0) {
+    int arv = ms_hub_accept_peer(d->hub, &s->hc, s, peer[0] ? peer : NULL,
+                                 l->wrap != NULL, now_of(d));
+    if (arv < 0) {
+      if (arv == MS_ERR_LIMIT) {
+        /* Refused (a flood, most likely): a reset leaves no TIME_WAIT
+         * behind on our side. */
+        struct linger lg = {1, 0};
+        setsockopt(cfd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+      }
       close(cfd); /* MS_ERR_LIMIT or out of memory */
       ms_free(ms_default_allocator(), s);
       continue;

@@ -45,7 +45,8 @@ typedef struct tls_eng {
   void *ie;
   int server;
   int state;
-  unsigned peer_eof : 1, dead : 1, inner_eof : 1, bye : 1, sniffed : 1;
+  unsigned peer_eof : 1, dead : 1, inner_eof : 1, bye : 1, sniffed : 1,
+      got_bytes : 1;
   int64_t now;
   uint8_t *ib;
   size_t ib_off, ib_len, ib_cap;
@@ -146,6 +147,10 @@ static void fail(tls_eng *e, const char *what, int rv) {
     snprintf(e->err, sizeof e->err,
              "%s: the peer does not speak TLS (%s)", what,
              gnutls_strerror(rv));
+  } else if (rv == GNUTLS_E_FATAL_ALERT_RECEIVED ||
+             rv == GNUTLS_E_WARNING_ALERT_RECEIVED) {
+    snprintf(e->err, sizeof e->err, "%s: the peer sent alert '%s'", what,
+             gnutls_alert_get_name(gnutls_alert_get(e->s)));
   } else {
     snprintf(e->err, sizeof e->err, "%s: %s", what, gnutls_strerror(rv));
   }
@@ -275,6 +280,7 @@ static int w_feed(void *p, const uint8_t *d, size_t n, int64_t now) {
   }
   memcpy(e->ib + e->ib_len, d, n);
   e->ib_len += n;
+  e->got_bytes = 1;
   advance(e);
   return 0;
 }
@@ -324,8 +330,11 @@ static void w_eof(void *p, int64_t now) {
   if (e->state == ST_OPEN) {
     advance(e); /* records still buffered */
   } else if (e->state == ST_HANDSHAKE) {
-    snprintf(e->err, sizeof e->err,
-             "TLS handshake: the peer closed the connection");
+    /* A server's peer that closes before sending a byte (a port probe, a
+     * health check) is no TLS failure. */
+    if (!e->server || e->got_bytes)
+      snprintf(e->err, sizeof e->err,
+               "TLS handshake: the peer closed the connection");
     e->state = ST_FAILED;
   }
   inner_eof(e);
