@@ -134,7 +134,7 @@ static void deliver(ms_client *c, creq *r, ms_response_fn fn, void *ud,
 static void timeout_error(ms_client *c, creq *r, int64_t now,
                           const char *message) {
   ms_mpbuf sb;
-  ms_mpbuf_init(&sb);
+  ms_mpbuf_init(&sb, c->mem);
   msgpack_packer pk;
   msgpack_packer_init(&pk, &sb, ms_mpbuf_write);
   msgpack_pack_map(&pk, 4);
@@ -262,7 +262,7 @@ int ms_reply_send(ms_reply *r, const uint8_t *data, size_t len) {
 
 int ms_reply_send_str(ms_reply *r, const char *s) {
   ms_mpbuf sb;
-  ms_mpbuf_init(&sb);
+  ms_mpbuf_init(&sb, r->mem);
   msgpack_packer pk;
   msgpack_packer_init(&pk, &sb, ms_mpbuf_write);
   size_t n = s ? strlen(s) : 0;
@@ -370,7 +370,7 @@ int ms_client_new(ms_client **pc, const ms_client_config *cfg,
   ms_u64map_init(&c->replies, mem);
   ms_heap_init(&c->timers, mem);
   ms_strmap_init(&c->handlers, mem, rng_next(c));
-  ms_mpbuf_init(&c->out);
+  ms_mpbuf_init(&c->out, mem);
   msgpack_packer_init(&c->pk, &c->out, ms_mpbuf_write);
   msgpack_sbuffer_init(&c->scratch);
   c->zone_ready = msgpack_zone_init(&c->zone, 4096);
@@ -454,6 +454,10 @@ const char *ms_client_service(const ms_client *c) { return c->service; }
 
 const ms_stream_wrap *ms_client_tls(const ms_client *c) {
   return c ? c->cfg.tls : NULL;
+}
+
+const ms_allocator *ms_client_allocator(const ms_client *c) {
+  return c ? c->mem : ms_default_allocator();
 }
 
 const char *ms_client_dns_servers(const ms_client *c) {
@@ -573,7 +577,7 @@ int ms_client_request(ms_client *c, const char *target, const char *event,
     const uint8_t *wire_opts = &no_opts;
     size_t wire_opts_len = 1;
     ms_mpbuf ob;
-    ms_mpbuf_init(&ob);
+    ms_mpbuf_init(&ob, c->mem);
     if (r->late_ms > 0) {
       msgpack_packer opk;
       msgpack_packer_init(&opk, &ob, ms_mpbuf_write);
@@ -879,7 +883,7 @@ static void on_ws_open(ms_conn *conn, const ms_conn_open_arg *arg, void *ud) {
   c->enc = arg->encoding;
   /* HELLO: [1, version, service, token, opts] */
   ms_mpbuf ob;
-  ms_mpbuf_init(&ob);
+  ms_mpbuf_init(&ob, c->mem);
   msgpack_packer opk;
   msgpack_packer_init(&opk, &ob, ms_mpbuf_write);
   msgpack_pack_map(&opk, 1 + (c->instance != NULL) + (c->cfg.watch != 0));

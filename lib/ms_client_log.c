@@ -157,7 +157,7 @@ static int ship(ms_client *c, ms_client_logs *l, int64_t ts, int64_t level,
                 size_t fields_len) {
   /* After drops, the fields carry their count: one more key. */
   ms_mpbuf fb;
-  ms_mpbuf_init(&fb);
+  ms_mpbuf_init(&fb, c->mem);
   if (l->dropped_unreported) {
     msgpack_packer fpk;
     msgpack_packer_init(&fpk, &fb, ms_mpbuf_write);
@@ -186,7 +186,7 @@ static int ship(ms_client *c, ms_client_logs *l, int64_t ts, int64_t level,
     fields_len = fb.sb.size;
   }
   ms_mpbuf sb;
-  ms_mpbuf_init(&sb);
+  ms_mpbuf_init(&sb, c->mem);
   msgpack_packer pk;
   msgpack_packer_init(&pk, &sb, ms_mpbuf_write);
   int rv = MS_ERR_NOMEM;
@@ -324,7 +324,7 @@ static int log_fields_v(ms_client *c, int level, const ms_log_field *f,
     len = (int)want;
   }
   ms_mpbuf sb;
-  ms_mpbuf_init(&sb);
+  ms_mpbuf_init(&sb, c->mem);
   if (n) {
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, ms_mpbuf_write);

@@ -8,7 +8,7 @@
 static int send_subscribe(ms_client *c, csub *s) {
   /* The filter map, then the message around it (ms_enc_subscribe_raw). */
   ms_mpbuf fb;
-  ms_mpbuf_init(&fb);
+  ms_mpbuf_init(&fb, c->mem);
   msgpack_packer pk;
   msgpack_packer_init(&pk, &fb, ms_mpbuf_write);
   int resume = s->last_seq > 0 && strcmp(s->hub_id, c->hub_id) == 0;
@@ -41,7 +41,7 @@ static int send_subscribe(ms_client *c, csub *s) {
     snprintf(s->hub_id, sizeof s->hub_id, "%s", c->hub_id);
   }
   ms_mpbuf sb;
-  ms_mpbuf_init(&sb);
+  ms_mpbuf_init(&sb, c->mem);
   msgpack_packer mpk;
   msgpack_packer_init(&mpk, &sb, ms_mpbuf_write);
   const char *stream = s->presence ? "presence" : "logs";
@@ -138,7 +138,7 @@ int ms_client_unsubscribe(ms_client *c, uint64_t sub_id) {
     *pp = s->next;
     if (c->state == MS_CLIENT_READY) {
       ms_mpbuf sb;
-      ms_mpbuf_init(&sb);
+      ms_mpbuf_init(&sb, c->mem);
       msgpack_packer pk;
       msgpack_packer_init(&pk, &sb, ms_mpbuf_write);
       if (ms_enc_unsubscribe(&pk, sub_id) == 0 && !sb.failed)

@@ -302,7 +302,7 @@ int ms_hub_new(ms_hub **ph, const ms_hub_config *cfg, void *user_data,
   ms_u64map_init(&h->routes, mem);
   ms_heap_init(&h->timers, mem);
   ms_heap_init(&h->live, mem);
-  ms_mpbuf_init(&h->out);
+  ms_mpbuf_init(&h->out, mem);
   msgpack_packer_init(&h->pk, &h->out, ms_mpbuf_write);
   msgpack_sbuffer_init(&h->scratch);
   h->zone_ready = msgpack_zone_init(&h->zone, 4096);
@@ -431,6 +431,9 @@ static void hub_free(ms_hub *h) {
 }
 
 void *ms_hub_user_data(const ms_hub *h) { return h->ud; }
+const ms_allocator *ms_hub_allocator(const ms_hub *h) {
+  return h ? h->mem : ms_default_allocator();
+}
 const char *ms_hub_id(const ms_hub *h) { return h->hub_id; }
 
 void ms_hub_set_wakeup(ms_hub *h, ms_hub_wakeup_fn fn, void *ud) {
@@ -902,7 +905,7 @@ static void route_deadline(ms_hub *h, route *r, int64_t now) {
     ms_hub_route_done(r->rs, MS_OUTCOME_TIMEOUT, r->started, now);
     /* REQUEST_TIMEOUT to the requester, with what was applied. */
     ms_mpbuf sb;
-    ms_mpbuf_init(&sb);
+    ms_mpbuf_init(&sb, h->mem);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, ms_mpbuf_write);
     msgpack_pack_map(&pk, 3);

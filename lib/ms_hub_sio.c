@@ -119,9 +119,9 @@ static ms_hub_sio_state *state(ms_hub *h) {
    * source means no sessions. */
   int rrv = ms_rand_init(&st->rng);
   ms_strmap_init(&st->sids, h->mem, ms_rand_u64(&st->rng));
-  ms_mpbuf_init(&st->rx);
+  ms_mpbuf_init(&st->rx, h->mem);
   msgpack_sbuffer_init(&st->arg);
-  ms_mpbuf_init(&st->tx);
+  ms_mpbuf_init(&st->tx, h->mem);
   msgpack_sbuffer_init(&st->js);
   ms_buf_init(&st->b64, h->mem);
   ms_buf_init(&st->pkt, h->mem);
@@ -984,29 +984,32 @@ static void on_sio_request(ms_hub *h, ms_hub_sio *s, const msgpack_object *a,
   if (!id || id->type == MSGPACK_OBJECT_NIL)
     return; /* nowhere to answer: dropped */
   /* The requester's id, kept as JSON to be echoed as it came. */
-  msgpack_sbuffer *idb = &st->tx.sb;
-  idb->size = 0;
-  if (ms_msgpack_to_json(id, idb))
-    return;
+  msgpack_sbuffer idb_buf;
+  msgpack_sbuffer_init(&idb_buf);
+  msgpack_sbuffer *idb = &idb_buf;
   const char *tp = "";
   size_t tl = 0;
   if (target && target->type == MSGPACK_OBJECT_STR) {
     tp = target->via.str.ptr;
     tl = target->via.str.size;
   }
-  if (idb->size > 1024 || tl > 1024)
+  sio_req *q = NULL;
+  if (ms_msgpack_to_json(id, idb) == 0 && idb->size <= 1024 && tl <= 1024)
+    q = ms_malloc(h->mem, sizeof *q + idb->size + tl);
+  if (!q) {
+    msgpack_sbuffer_destroy(idb);
     return;
-  sio_req *q = ms_malloc(h->mem, sizeof *q + idb->size + tl);
-  if (!q)
-    return;
+  }
   memset(q, 0, sizeof *q);
   q->lid = s->next_lid++;
   q->expires = now + h->cfg.default_timeout_ms + h->cfg.max_late_ms + 1000;
   q->id_len = idb->size;
   q->target_len = tl;
-  memcpy(q->bytes, idb->data, idb->size);
+  if (idb->size)
+    memcpy(q->bytes, idb->data, idb->size);
+  msgpack_sbuffer_destroy(idb);
   if (tl)
-    memcpy(q->bytes + idb->size, tp, tl);
+    memcpy(q->bytes + q->id_len, tp, tl);
   if (ms_u64map_put(&s->reqs, q->lid, q)) {
     ms_free(h->mem, q);
     return;

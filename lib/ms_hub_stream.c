@@ -84,7 +84,7 @@ int ms_hub_streams_new(ms_hub *h) {
       return MS_ERR_NOMEM;
     }
   }
-  ms_mpbuf_init(&st->body);
+  ms_mpbuf_init(&st->body, h->mem);
   msgpack_packer_init(&st->bpk, &st->body, ms_mpbuf_write);
   h->streams = st;
   return 0;
@@ -431,7 +431,7 @@ void ms_hub_presence(ms_hub *h, const char *kind, const ms_hub_conn *hc,
                      const char *reason, int64_t now) {
   stream *s = &h->streams->s[STREAM_PRESENCE];
   ms_mpbuf db;
-  ms_mpbuf_init(&db);
+  ms_mpbuf_init(&db, h->mem);
   msgpack_packer pk;
   msgpack_packer_init(&pk, &db, ms_mpbuf_write);
   int n = (reason != NULL) + (hc->instance != NULL);

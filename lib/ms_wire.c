@@ -5,10 +5,28 @@
 
 int ms_mpbuf_write(void *data, const char *buf, size_t len) {
   ms_mpbuf *b = data;
-  if (b->failed || msgpack_sbuffer_write(&b->sb, buf, len) != 0) {
-    b->failed = 1;
+  if (b->failed)
     return -1;
+  if (len > b->sb.alloc - b->sb.size) {
+    size_t need = b->sb.size + len;
+    if (need < b->sb.size) {
+      b->failed = 1;
+      return -1;
+    }
+    size_t cap = b->sb.alloc ? b->sb.alloc : 256;
+    while (cap < need)
+      cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    char *p = ms_realloc(b->mem, b->sb.data, cap);
+    if (!p) {
+      b->failed = 1;
+      return -1;
+    }
+    b->sb.data = p;
+    b->sb.alloc = cap;
   }
+  if (len)
+    memcpy(b->sb.data + b->sb.size, buf, len);
+  b->sb.size += len;
   return 0;
 }
 

@@ -26,20 +26,25 @@ int ms_wire_decode(ms_encoding enc, const ms_conn_message_arg *arg,
                    ms_msg *msg, ms_decode_error *err);
 
 /*
- * A msgpack_sbuffer for building messages whose first failed write (out
- * of memory) makes every later write fail too: a message is then known to
- * be broken instead of going out truncated. Pack with
+ * A packing buffer for building messages, on the object's allocator (not
+ * msgpack-c's sbuffer, which would take libc memory): the first failed
+ * write (out of memory) makes every later write fail too, so a message is
+ * known to be broken instead of going out truncated. Pack with
  * msgpack_packer_init(&pk, &b, ms_mpbuf_write); check b.failed before
- * using b.sb.
+ * using b.sb.data / b.sb.size. Never hand b.sb to msgpack_sbuffer_*.
  */
 typedef struct ms_mpbuf {
-  msgpack_sbuffer sb;
+  msgpack_sbuffer sb; /* data, size, alloc: memory from mem */
   int failed;
+  const ms_allocator *mem;
 } ms_mpbuf;
 
-static inline void ms_mpbuf_init(ms_mpbuf *b) {
-  msgpack_sbuffer_init(&b->sb);
+static inline void ms_mpbuf_init(ms_mpbuf *b, const ms_allocator *mem) {
+  b->sb.data = NULL;
+  b->sb.size = 0;
+  b->sb.alloc = 0;
   b->failed = 0;
+  b->mem = ms_mem_or_default(mem);
 }
 /* Empty it for the next message (keeps the memory). */
 static inline void ms_mpbuf_reset(ms_mpbuf *b) {
@@ -47,7 +52,10 @@ static inline void ms_mpbuf_reset(ms_mpbuf *b) {
   b->failed = 0;
 }
 static inline void ms_mpbuf_destroy(ms_mpbuf *b) {
-  msgpack_sbuffer_destroy(&b->sb);
+  ms_free(b->mem, b->sb.data);
+  b->sb.data = NULL;
+  b->sb.size = 0;
+  b->sb.alloc = 0;
 }
 int ms_mpbuf_write(void *data, const char *buf, size_t len);
 

@@ -92,6 +92,9 @@ typedef struct ms_client_config {
 MS_EXTERN void ms_client_config_init(ms_client_config *cfg);
 /* The TLS layer from the config (NULL if none). */
 MS_EXTERN const ms_stream_wrap *ms_client_tls(const ms_client *c);
+/* The allocator given to ms_client_new (the libc one for NULL): the
+ * drivers take their memory for this client from it too. */
+MS_EXTERN const ms_allocator *ms_client_allocator(const ms_client *c);
 /* dns_servers from the config (NULL if none). */
 MS_EXTERN const char *ms_client_dns_servers(const ms_client *c);
 

@@ -147,6 +147,9 @@ MS_EXTERN int ms_hub_new(ms_hub **ph, const ms_hub_config *cfg,
  * stop using them). NULL is a no-op. */
 MS_EXTERN void ms_hub_del(ms_hub *h);
 MS_EXTERN void *ms_hub_user_data(const ms_hub *h);
+/* The allocator given to ms_hub_new (the libc one for NULL): the drivers
+ * take their memory for this hub (its accepted streams) from it too. */
+MS_EXTERN const ms_allocator *ms_hub_allocator(const ms_hub *h);
 MS_EXTERN const char *ms_hub_id(const ms_hub *h);
 
 /* ---- Transport side ---------------------------------------------------- */

@@ -355,6 +355,99 @@ static void scenario_driver(void) {
   ms_loop_del(loop);
 }
 
+/* The allocator hook's reach: with a counting ms_allocator given to the
+ * hub and the client, the drivers' own memory (the driver, each accepted
+ * stream) and the packing buffers come from it, and all of it is given
+ * back. */
+typedef struct counting {
+  long live, total;
+} counting;
+static void *cnt_malloc(size_t n, void *ud) {
+  counting *k = ud;
+  void *p = malloc(n);
+  if (p) {
+    k->live++;
+    k->total++;
+  }
+  return p;
+}
+static void cnt_free(void *p, void *ud) {
+  counting *k = ud;
+  if (p)
+    k->live--;
+  free(p);
+}
+static void *cnt_calloc(size_t a, size_t b, void *ud) {
+  counting *k = ud;
+  void *p = calloc(a, b);
+  if (p) {
+    k->live++;
+    k->total++;
+  }
+  return p;
+}
+static void *cnt_realloc(void *p, size_t n, void *ud) {
+  counting *k = ud;
+  void *q = realloc(p, n);
+  if (q && !p) {
+    k->live++;
+    k->total++;
+  }
+  return q;
+}
+
+static void allocator_hook_reaches_drivers_and_packing_buffers(void) {
+  counting hk = {0, 0}, ck = {0, 0};
+  ms_allocator hmem = {cnt_malloc, cnt_free, cnt_calloc, cnt_realloc, &hk};
+  ms_allocator cmem = {cnt_malloc, cnt_free, cnt_calloc, cnt_realloc, &ck};
+  ms_loop *loop = NULL;
+  CHECK_EQ_INT(ms_loop_new(&loop, NULL), 0);
+  ms_hub_config hc;
+  ms_hub_config_init(&hc);
+  ms_hub *hub = NULL;
+  ms_posix_hub *ph = NULL;
+  CHECK_EQ_INT(ms_hub_new(&hub, &hc, NULL, &hmem), 0);
+  CHECK(ms_hub_allocator(hub) == &hmem);
+  long before = hk.live;
+  CHECK_EQ_INT(ms_posix_hub_new(&ph, loop, hub, "127.0.0.1", 0), 0);
+  long hub_driver = hk.live - before;
+  char url[64];
+  snprintf(url, sizeof url, "ws://127.0.0.1:%d/ws", ms_posix_hub_port(ph));
+  ms_client_config cfg;
+  ms_client_config_init(&cfg);
+  cfg.service = "counted";
+  cfg.on_state = state_ready;
+  int ready = 0;
+  ms_client *c = NULL;
+  ms_posix_client *pc = NULL;
+  CHECK_EQ_INT(ms_client_new(&c, &cfg, &ready, &cmem), 0);
+  CHECK(ms_client_allocator(c) == &cmem);
+  ms_log_set_sink(c, NULL, NULL);
+  before = ck.live;
+  CHECK_EQ_INT(ms_posix_client_new(&pc, loop, c, url), 0);
+  long client_driver = ck.live - before;
+  long hub_before_accept = hk.live;
+  int64_t end = ms_now_ms() + 5000;
+  while (!ready && ms_now_ms() < end)
+    ms_loop_run_once(loop, 5);
+  long hub_session = hk.live - hub_before_accept;
+  long client_total = ck.total;
+  ms_log(c, MS_LEVEL_INFO, "one record, packed on the hook");
+  long log_total = ck.total - client_total;
+  ms_posix_client_del(pc);
+  ms_client_del(c);
+  ms_posix_hub_del(ph);
+  ms_hub_del(hub);
+  ms_loop_del(loop);
+  CHECK_EQ_INT(ready, 1);
+  CHECK(hub_driver >= 1);     /* the hub's driver */
+  CHECK(client_driver >= 1);  /* the client's driver */
+  CHECK(hub_session >= 2);    /* the accepted stream and its session */
+  CHECK(log_total >= 1);      /* the record's queue slot and packing */
+  CHECK_EQ_INT(hk.live, 0);
+  CHECK_EQ_INT(ck.live, 0);
+}
+
 typedef struct scenario {
   const char *name;
   void (*fn)(void);
@@ -419,6 +512,7 @@ static const ms_test_case tests[] = {
     TEST(client_session_survives_every_allocation_failure),
     TEST(hub_session_survives_every_allocation_failure),
     TEST(driver_survives_every_allocation_failure),
+    TEST(allocator_hook_reaches_drivers_and_packing_buffers),
 };
 
 MS_TEST_MAIN(tests)

@@ -120,6 +120,7 @@ struct ms_drv {
   void *ctx;
   int kind;
   ms_life life; /* the lifetime rule of ms_common.h */
+  const ms_allocator *mem; /* the engine's */
   int defer_queued; /* wakeups coalesce into one deferred flush */
   int64_t timer_at; /* what the adapter's timer is armed at */
   /* client */
@@ -204,7 +205,7 @@ static void finish(ms_drv *d) {
   ms_rcl_del(d->cl); /* not earlier: a hiredis callback may be running */
 #endif
   d->hk->release(d->ctx);
-  ms_free(ms_default_allocator(), d);
+  ms_free(d->mem, d);
 }
 
 static void enter(ms_drv *d) { ms_life_enter(&d->life); }
@@ -233,10 +234,15 @@ static void want_flush(ms_drv *d) {
 
 static void on_wakeup(void *ud) { want_flush(ud); }
 
-static ms_drv *drv_alloc(int kind, const ms_drv_hooks *hooks, void *ctx) {
-  ms_drv *d = ms_calloc(ms_default_allocator(), 1, sizeof(*d));
+/* The driver's memory comes from its engine's allocator (the one given to
+ * ms_client_new / ms_hub_new). */
+static ms_drv *drv_alloc(int kind, const ms_drv_hooks *hooks, void *ctx,
+                         const ms_allocator *mem) {
+  mem = ms_mem_or_default(mem);
+  ms_drv *d = ms_calloc(mem, 1, sizeof(*d));
   if (!d)
     return NULL;
+  d->mem = mem;
   d->hk = hooks;
   d->ctx = ctx;
   d->kind = kind;
@@ -744,7 +750,7 @@ int ms_drv_client_new(ms_drv **out, ms_client *c, const char *url,
   rv = ms_client_set_endpoint(c, hostport, u.path);
   if (rv < 0)
     return rv;
-  ms_drv *d = drv_alloc(KIND_CLIENT, hooks, ctx);
+  ms_drv *d = drv_alloc(KIND_CLIENT, hooks, ctx, ms_client_allocator(c));
   if (!d)
     return MS_ERR_NOMEM;
   d->c = c;
@@ -755,7 +761,7 @@ int ms_drv_client_new(ms_drv **out, ms_client *c, const char *url,
   /* A server list c-ares does not take is refused here, not at the first
    * lookup. */
   if (ms_client_dns_servers(c) && (rv = resolver_init(d)) < 0) {
-    ms_free(ms_default_allocator(), d);
+    ms_free(d->mem, d);
     return rv == MS_ERR_NOMEM ? rv : MS_ERR_INVALID_ARG;
   }
   /* The first connect happens from the loop, once the caller holds the
@@ -763,7 +769,7 @@ int ms_drv_client_new(ms_drv **out, ms_client *c, const char *url,
   rv = hooks->defer(ctx);
   if (rv < 0) {
     resolver_free(d);
-    ms_free(ms_default_allocator(), d);
+    ms_free(d->mem, d);
     return rv;
   }
   d->defer_queued = 1;
@@ -883,7 +889,7 @@ static void stream_free(drv_stream *s, int release) {
   d->nstreams--;
   if (release)
     ms_hub_conn_release(s->hc);
-  ms_free(ms_default_allocator(), s);
+  ms_free(d->mem, s);
 }
 
 /* Close a finished stream, or watch what it waits for: reading only while
@@ -1019,7 +1025,7 @@ static void listen_ready(ms_drv_io *io, unsigned events) {
     }
     int one = 1;
     setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    drv_stream *s = ms_calloc(ms_default_allocator(), 1, sizeof(*s));
+    drv_stream *s = ms_calloc(d->mem, 1, sizeof(*s));
     if (!s) {
       close(cfd);
       continue;
@@ -1038,7 +1044,7 @@ static void listen_ready(ms_drv_io *io, unsigned events) {
         setsockopt(cfd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
       }
       close(cfd); /* MS_ERR_LIMIT or out of memory */
-      ms_free(ms_default_allocator(), s);
+      ms_free(d->mem, s);
       continue;
     }
     s->ops = &hs_ops;
@@ -1048,7 +1054,7 @@ static void listen_ready(ms_drv_io *io, unsigned events) {
                             &s->wrapped) != 0) {
         close(cfd);
         ms_hub_conn_release(s->hc);
-        ms_free(ms_default_allocator(), s);
+        ms_free(d->mem, s);
         continue;
       }
       s->wrap = l->wrap;
@@ -1106,13 +1112,13 @@ int ms_drv_hub_new(ms_drv **out, ms_hub *h, const char *host, int port,
   if (!out || !h || !hooks)
     return MS_ERR_INVALID_ARG;
   ms_drv_default_random();
-  ms_drv *d = drv_alloc(KIND_HUB, hooks, ctx);
+  ms_drv *d = drv_alloc(KIND_HUB, hooks, ctx, ms_hub_allocator(h));
   if (!d)
     return MS_ERR_NOMEM;
   d->hub = h;
   int rv = host ? ms_drv_hub_listen(d, host, port, NULL, NULL) : 0;
   if (rv < 0) {
-    ms_free(ms_default_allocator(), d);
+    ms_free(d->mem, d);
     return rv;
   }
   d->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
