@@ -31,6 +31,11 @@ typedef struct tls_creds {
 struct ms_tls {
   int server;
   tls_creds *creds;
+  /* The default priorities, parsed once and shared by every stream
+   * (GnuTLS counts the references): a session given them as a string
+   * keeps a parsed copy of its own, KiBs per idle connection. NULL if
+   * they could not be parsed ahead (each session then parses its own). */
+  gnutls_priority_t prio;
   ms_stream_wrap wrap;
   size_t streams;
 };
@@ -221,8 +226,11 @@ static void advance(tls_eng *e) {
       inner_eof(e);
       break;
     }
-    if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) {
-      if (e->peer_eof) /* the stream ended without close_notify */
+    if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED ||
+        n == GNUTLS_E_PREMATURE_TERMINATION) {
+      /* The stream ended without close_notify (browsers do that): an
+       * end like any other, not a failure. */
+      if (e->peer_eof || n == GNUTLS_E_PREMATURE_TERMINATION)
         inner_eof(e);
       break;
     }
@@ -260,6 +268,15 @@ static void produce(tls_eng *e) {
 
 /* ---- engine ops over ciphertext ---- */
 
+/* A sleeping session holds no buffer of ours: each is given back once
+ * drained (GnuTLS allocates per record anyway; one more malloc per flush
+ * is lost in the cost of the cipher). */
+static void drop_ib(tls_eng *e) {
+  free(e->ib);
+  e->ib = NULL;
+  e->ib_off = e->ib_len = e->ib_cap = 0;
+}
+
 static int w_feed(void *p, const uint8_t *d, size_t n, int64_t now) {
   tls_eng *e = p;
   e->now = now;
@@ -282,6 +299,8 @@ static int w_feed(void *p, const uint8_t *d, size_t n, int64_t now) {
   e->ib_len += n;
   e->got_bytes = 1;
   advance(e);
+  if (e->ib && e->ib_len == e->ib_off)
+    drop_ib(e);
   return 0;
 }
 
@@ -289,6 +308,8 @@ static const uint8_t *w_peek(void *p, size_t *len) {
   tls_eng *e = p;
   if (e->state == ST_OPEN && e->ib_len > e->ib_off)
     advance(e); /* input the inner engine can take now */
+  if (e->ib && e->ib_len == e->ib_off)
+    drop_ib(e);
   produce(e);
   *len = e->dead ? 0 : e->ob_len - e->ob_off;
   return *len ? e->ob + e->ob_off : NULL;
@@ -297,8 +318,11 @@ static const uint8_t *w_peek(void *p, size_t *len) {
 static void w_consume(void *p, size_t n) {
   tls_eng *e = p;
   e->ob_off += MS_MIN(n, e->ob_len - e->ob_off);
-  if (e->ob_off == e->ob_len)
-    e->ob_off = e->ob_len = 0;
+  if (e->ob_off == e->ob_len) {
+    free(e->ob);
+    e->ob = NULL;
+    e->ob_off = e->ob_len = e->ob_cap = 0;
+  }
 }
 
 static int w_want_read(const void *p) {
@@ -387,7 +411,8 @@ static int w_open(void *self, int server, const char *peer_name,
     return MS_ERR_NOMEM;
   }
   static const gnutls_datum_t alpn = {(unsigned char *)"http/1.1", 8};
-  rv = gnutls_set_default_priority(e->s);
+  rv = t->prio ? gnutls_priority_set(e->s, t->prio)
+               : gnutls_set_default_priority(e->s);
   if (!rv)
     rv = gnutls_credentials_set(e->s, GNUTLS_CRD_CERTIFICATE, t->creds->c);
   if (!rv)
@@ -511,6 +536,8 @@ static int tls_new(ms_tls **out, int server, const char *cert,
     free(t);
     return rv;
   }
+  if (gnutls_priority_init2(&t->prio, NULL, NULL, 0) < 0)
+    t->prio = NULL;
   t->wrap.vt = &tls_vt;
   t->wrap.ops = &tls_ops;
   t->wrap.self = t;
@@ -558,6 +585,8 @@ size_t ms_tls_streams(const ms_tls *t) { return t ? t->streams : 0; }
 void ms_tls_del(ms_tls *t) {
   if (!t)
     return;
+  if (t->prio)
+    gnutls_priority_deinit(t->prio);
   creds_unref(t->creds);
   free(t);
 }
