@@ -278,7 +278,11 @@ class MicrostreamTls(Microstream):
                 "--listen", "tls://127.0.0.1:%d" % port, "--no-store",
                 "--tls-cert", os.path.join(d, "server.pem"),
                 "--tls-key", os.path.join(d, "server.key"),
-                "--log-level", "warn", "--max-pending", "4096"]
+                "--log-level", "warn", "--max-pending", "4096",
+                # The idle phase opens thousands of TLS streams from one
+                # address: more than the default per-address limit of
+                # streams still in their handshake.
+                "--max-unauth-per-peer", "0"]
 
     def url(self):
         return "wss://127.0.0.1:%d/ws" % self.port
@@ -602,7 +606,9 @@ def callgrind(sysobj, args):
 def run_system(sysobj, args, phases):
     """The phases that are not alternated (idle, idle64, callgrind)."""
     r = {}
-    if (sysobj.name not in ("relay", "socketio", "node-ms") + CLUSTER_SYSTEMS + TLS_SYSTEMS
+    # Idle phases: the plain hubs, and microstream-hub over TLS (the idle
+    # memory of a TLS session; nats-bench's idle mode is plain text only).
+    if (sysobj.name not in ("relay", "socketio", "node-ms", "nats-tls") + CLUSTER_SYSTEMS
             and ("idle" in phases or "idle64" in phases)):
         r["idle"] = {}
         for n in args.idle:
@@ -640,7 +646,7 @@ def run_system(sysobj, args, phases):
         # Valgrind aborts on the Go runtime (checked with valgrind 3.19 and
         # nats-server 2.9): no instruction count for nats-server.
         r["callgrind"] = {"error": "valgrind cannot run nats-server (Go runtime)"}
-    if "callgrind" in phases and which("valgrind") and sysobj.name == "microstream":
+    if "callgrind" in phases and which("valgrind") and sysobj.name in ("microstream", "ms-tls"):
         try:
             r["callgrind"] = callgrind(sysobj, args)
             log("  %s callgrind: %s instructions per request" %
@@ -780,6 +786,27 @@ def goals(results):
         drop = 1 - ms["idle64"]["rps"] / c64["rps"]
         add("C=64 with %d idle within 10%% of without" % ms["idle64"]["n"],
             drop <= 0.10, "%+.1f%%" % (-100 * drop))
+    tls, ntls = (results.get(k, {}) for k in ("ms-tls", "nats-tls"))
+    if tls.get("c64") and ntls.get("c64"):
+        ratio = paired_ratio(tls["c64"], ntls["c64"], "rps")
+        add("TLS: requests/s at C=64 >= 3x nats-server over TLS (paired median)",
+            ratio >= 3.0, "%.2fx" % ratio)
+    if tls.get("c64") and c64:
+        ratio = paired_ratio(tls["c64"], c64, "cpu")
+        if ratio is not None:
+            add("TLS: hub CPU per request at C=64 <= 2x plaintext (paired median)",
+                ratio <= 2.0, "%.2fx; %.2f us vs %.2f us" % (
+                    ratio, tls["c64"]["cpu_us_per_req"], c64["cpu_us_per_req"]))
+    tcg, mcg = tls.get("callgrind", {}), ms.get("callgrind", {})
+    if tcg.get("instr_per_req") and mcg.get("instr_per_req"):
+        add("TLS: hub instructions per request at C=64 vs plaintext (callgrind, info)", True,
+            "%.0f vs %.0f (%.2fx)" % (tcg["instr_per_req"], mcg["instr_per_req"],
+                                      tcg["instr_per_req"] / mcg["instr_per_req"]))
+    for n, e in sorted(tls.get("idle", {}).items(), key=lambda kv: int(kv[0])):
+        plain = ms.get("idle", {}).get(n)
+        add("TLS: RSS per idle TLS connection at %s (info)" % n, True,
+            "%.2f KiB%s" % (e["kib_per_conn"], "; plaintext %.2f KiB" % plain["kib_per_conn"]
+                            if plain else ""))
     mc, mcs, nc = (results.get(k, {}).get("c64", {})
                    for k in ("ms-cluster", "ms-cluster-same", "nats-cluster"))
     if mc and nc:
