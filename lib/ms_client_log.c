@@ -9,6 +9,9 @@
 #define MAX_FIELDS (256 * 1024)
 #define RING_MAX_BYTES (8u << 20)
 
+static size_t qrec_size(const void *p);
+static void qrec_dropped(void *p, void *ud);
+
 ms_client_logs *ms_client_logs_of(ms_client *c) {
   if (ms_life_dead(&c->life))
     return NULL; /* deleted from a callback still running */
@@ -19,7 +22,8 @@ ms_client_logs *ms_client_logs_of(ms_client *c) {
     return NULL;
   l->level = MS_LEVEL_INFO;
   l->sink = NULL; /* no output of our own: see ms_log_set_defaults */
-  l->max_records = 1000;
+  ms_ring_init(&l->ring, c->mem, 1000, RING_MAX_BYTES, MS_RING_DROP_OLDEST,
+               qrec_size, qrec_dropped, c);
   l->next_sub = SUB_ID_BASE;
   c->logs = l;
   return l;
@@ -72,7 +76,7 @@ void ms_log_set_sink(ms_client *c, ms_log_sink_fn fn, void *ud) {
 void ms_log_set_queue(ms_client *c, size_t max_records) {
   ms_client_logs *l = ms_client_logs_of(c);
   if (l)
-    l->max_records = max_records ? max_records : 1;
+    ms_ring_set_max(&l->ring, max_records ? max_records : 1);
 }
 
 void ms_log_set_clock(ms_client *c, int64_t (*wall)(void *), void *ud) {
@@ -99,7 +103,9 @@ void ms_log_set_defaults(ms_client *c, ms_log_sink_fn sink, void *sink_ud,
   }
 }
 
-size_t ms_log_queued(const ms_client *c) { return c->logs ? c->logs->n : 0; }
+size_t ms_log_queued(const ms_client *c) {
+  return c->logs ? ms_ring_len(&c->logs->ring) : 0;
+}
 uint64_t ms_log_dropped(const ms_client *c) {
   return c->logs ? c->logs->dropped_total : 0;
 }
@@ -108,42 +114,28 @@ uint64_t ms_log_dropped(const ms_client *c) {
 
 static void qrec_free(ms_client *c, qrec *q) { ms_free(c->mem, q); }
 
-static int ring_push(ms_client *c, ms_client_logs *l, qrec *q) {
-  if (l->n == l->cap && l->cap < l->max_records) {
-    size_t ncap = l->cap ? l->cap * 2 : 16;
-    if (ncap > l->max_records)
-      ncap = l->max_records;
-    qrec **nr = ms_calloc(c->mem, ncap, sizeof *nr);
-    if (!nr)
-      return MS_ERR_NOMEM;
-    for (size_t i = 0; i < l->n; i++)
-      nr[i] = l->ring[(l->head + i) % l->cap];
-    ms_free(c->mem, l->ring);
-    l->ring = nr;
-    l->cap = ncap;
-    l->head = 0;
-  }
-  size_t sz = q->message_len + q->fields_len;
-  /* Oldest out when full (by count or by bytes): counted, reported. */
-  while (l->n > 0 && (l->n >= l->max_records || l->bytes + sz > RING_MAX_BYTES)) {
-    qrec *old = l->ring[l->head];
-    l->ring[l->head] = NULL;
-    l->head = (l->head + 1) % l->cap;
-    l->n--;
-    l->bytes -= old->message_len + old->fields_len;
-    qrec_free(c, old);
+static size_t qrec_size(const void *p) {
+  const qrec *q = p;
+  return q->message_len + q->fields_len;
+}
+
+/* The oldest record left a full queue (by count or by bytes): counted,
+ * reported with the next record shipped. */
+static void qrec_dropped(void *p, void *ud) {
+  ms_client *c = ud;
+  c->logs->dropped_total++;
+  c->logs->dropped_unreported++;
+  qrec_free(c, p);
+}
+
+/* Queue q; a record the queue cannot take (no memory for its slot) is
+ * dropped and counted like the others. */
+static void ring_push(ms_client *c, ms_client_logs *l, qrec *q) {
+  if (ms_ring_push(&l->ring, q) != 0) {
     l->dropped_total++;
     l->dropped_unreported++;
+    qrec_free(c, q);
   }
-  if (l->cap == 0) {
-    l->dropped_total++;
-    l->dropped_unreported++;
-    return MS_ERR_LIMIT;
-  }
-  l->ring[(l->head + l->n) % l->cap] = q;
-  l->n++;
-  l->bytes += sz;
-  return 0;
 }
 
 static int can_ship(const ms_client *c) {
@@ -202,8 +194,8 @@ static int ship(ms_client *c, ms_client_logs *l, int64_t ts, int64_t level,
 }
 
 static void drain(ms_client *c, ms_client_logs *l) {
-  while (l->n > 0 && can_ship(c)) {
-    qrec *q = l->ring[l->head];
+  while (ms_ring_len(&l->ring) > 0 && can_ship(c)) {
+    qrec *q = ms_ring_at(&l->ring, 0);
     int rv = ship(c, l, q->ts_us, q->level, q->data, q->message_len,
                   (const uint8_t *)q->data + q->message_len, q->fields_len);
     if (rv == MS_ERR_STATE)
@@ -214,10 +206,7 @@ static void drain(ms_client *c, ms_client_logs *l) {
       l->dropped_total++;
       l->dropped_unreported++;
     }
-    l->ring[l->head] = NULL;
-    l->head = (l->head + 1) % l->cap;
-    l->n--;
-    l->bytes -= q->message_len + q->fields_len;
+    ms_ring_pop(&l->ring);
     qrec_free(c, q);
   }
 }
@@ -266,7 +255,7 @@ int ms_log_raw(ms_client *c, int level, const char *message, size_t msg_len,
       msgpack_zone_destroy(&z);
     ms_free(c->mem, m);
   }
-  if (l->n == 0 && can_ship(c)) {
+  if (ms_ring_len(&l->ring) == 0 && can_ship(c)) {
     int rv = ship(c, l, ts, level, message, msg_len, fields, fields_len);
     if (rv == 0)
       return 0;
@@ -289,8 +278,7 @@ int ms_log_raw(ms_client *c, int level, const char *message, size_t msg_len,
   memcpy(q->data, message, msg_len);
   if (fields_len)
     memcpy(q->data + msg_len, fields, fields_len);
-  if (ring_push(c, l, q) != 0)
-    qrec_free(c, q);
+  ring_push(c, l, q);
   drain(c, l);
   return 0;
 }
@@ -415,7 +403,7 @@ void ms_client_logs_ready(ms_client *c, int64_t now) {
 }
 
 void ms_client_logs_drain(ms_client *c) {
-  if (c->logs && c->logs->n)
+  if (c->logs && ms_ring_len(&c->logs->ring))
     drain(c, c->logs);
 }
 
@@ -425,9 +413,11 @@ void ms_client_logs_free(ms_client *c) {
   ms_client_logs *l = c->logs;
   if (!l)
     return;
-  for (size_t i = 0; i < l->n; i++)
-    qrec_free(c, l->ring[(l->head + i) % l->cap]);
-  ms_free(c->mem, l->ring);
+  /* (What is still queued is not counted as dropped: the client goes.) */
+  l->ring.drop = NULL;
+  while (ms_ring_len(&l->ring))
+    qrec_free(c, ms_ring_pop(&l->ring));
+  ms_ring_free(&l->ring);
   ms_client_subs_free(c, l);
   ms_free(c->mem, l);
   c->logs = NULL;

@@ -4,6 +4,7 @@
 #ifndef MS_CLIENT_LOG_INT_H
 #define MS_CLIENT_LOG_INT_H
 
+#include "ms_ring.h"
 #include "ms_client_int.h"
 
 #define SUB_ID_BASE (UINT64_C(1) << 52) /* kept apart from request ids */
@@ -36,9 +37,9 @@ struct ms_client_logs {
   void *sink_ud;
   int64_t (*wall)(void *);
   void *wall_ud;
-  /* ring of records waiting to be shipped */
-  qrec **ring;
-  size_t cap, head, n, bytes, max_records;
+  /* qrec *, waiting to be shipped: at most ms_log_set_queue records and
+   * RING_MAX_BYTES bytes, the oldest leave (counted below) */
+  ms_ring ring;
   uint64_t dropped_total;
   uint64_t dropped_unreported;
   csub *subs;

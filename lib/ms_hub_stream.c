@@ -2,6 +2,7 @@
  * per stream (history), subscribers with filters, live fan-out, gap and
  * live markers (PROTOCOL.md "Logs and presence"). */
 #include "ms_hub_int.h"
+#include "ms_ring.h"
 
 #include <stdio.h>
 
@@ -56,9 +57,8 @@ struct hub_sub {
 #define MS_MAX_NAME 128
 
 typedef struct stream {
-  rec **ring;
-  size_t cap, n, head; /* head: index of the oldest */
-  size_t bytes;        /* kept, bounded by cfg.log_ring_bytes */
+  ms_ring ring;        /* rec *, oldest first; bounded by cfg.log_ring
+                          and cfg.log_ring_bytes, the oldest leave */
   uint64_t seq;        /* newest seq kept, 0 if none */
   hub_sub *subs;
 } stream;
@@ -69,17 +69,30 @@ struct ms_hub_streams {
   msgpack_packer bpk;
 };
 
+static size_t rec_size(const void *p) {
+  const rec *r = p;
+  return sizeof *r + r->service_len + r->message_len + r->extra_len;
+}
+
+static void rec_drop(void *p, void *ud) {
+  ms_hub *h = ud;
+  ms_free(h->mem, p);
+}
+
 int ms_hub_streams_new(ms_hub *h) {
   ms_hub_streams *st = ms_calloc(h->mem, 1, sizeof *st);
   if (!st)
     return MS_ERR_NOMEM;
-  st->s[STREAM_LOGS].cap = h->cfg.log_ring;
-  st->s[STREAM_PRESENCE].cap = MS_MAX(h->cfg.log_ring / 10, (size_t)1000);
+  size_t cap[N_STREAMS];
+  cap[STREAM_LOGS] = h->cfg.log_ring;
+  cap[STREAM_PRESENCE] = MS_MAX(h->cfg.log_ring / 10, (size_t)1000);
   for (int i = 0; i < N_STREAMS; i++) {
-    st->s[i].ring = ms_calloc(h->mem, st->s[i].cap, sizeof(rec *));
-    if (!st->s[i].ring) {
+    ms_ring_init(&st->s[i].ring, h->mem, cap[i], h->cfg.log_ring_bytes,
+                 MS_RING_DROP_OLDEST, rec_size, rec_drop, h);
+    /* Every slot now: keeping a record never fails for want of one. */
+    if (ms_ring_reserve(&st->s[i].ring) != 0) {
       for (int j = 0; j < i; j++)
-        ms_free(h->mem, st->s[j].ring);
+        ms_ring_free(&st->s[j].ring);
       ms_free(h->mem, st);
       return MS_ERR_NOMEM;
     }
@@ -103,10 +116,7 @@ void ms_hub_streams_del(ms_hub *h) {
   if (!st)
     return;
   for (int i = 0; i < N_STREAMS; i++) {
-    stream *s = &st->s[i];
-    for (size_t k = 0; k < s->n; k++)
-      ms_free(h->mem, s->ring[(s->head + k) % s->cap]);
-    ms_free(h->mem, s->ring);
+    ms_ring_free(&st->s[i].ring);
   }
   ms_mpbuf_destroy(&st->body);
   ms_free(h->mem, st);
@@ -114,11 +124,11 @@ void ms_hub_streams_del(ms_hub *h) {
 }
 
 static rec *ring_at(const stream *s, size_t k) {
-  return s->ring[(s->head + k) % s->cap];
+  return ms_ring_at(&s->ring, k);
 }
 
 static uint64_t oldest_seq(const stream *s) {
-  return s->n ? ring_at(s, 0)->seq : s->seq + 1;
+  return ms_ring_len(&s->ring) ? ring_at(s, 0)->seq : s->seq + 1;
 }
 
 /* A record's fields (or a presence detail) as a MessagePack map into eb:
@@ -160,20 +170,12 @@ static rec *keep(ms_hub *h, stream *s, int64_t ts_us, int64_t level,
     memcpy(r->data + service_len, message, message_len);
   memcpy(r->data + service_len + message_len, eb.data, eb.size);
   msgpack_sbuffer_destroy(&eb);
-  size_t sz = sizeof *r + service_len + message_len + r->extra_len;
-  /* Oldest out while over the count or the byte budget. */
-  while (s->n > 0 && (s->n == s->cap || s->bytes + sz > h->cfg.log_ring_bytes)) {
-    rec *old = s->ring[s->head];
-    s->bytes -= sizeof *old + old->service_len + old->message_len +
-                old->extra_len;
-    ms_free(h->mem, old);
-    s->ring[s->head] = NULL;
-    s->head = (s->head + 1) % s->cap;
-    s->n--;
+  /* Oldest out while over the count or the byte budget (every slot is
+   * reserved: this cannot fail). */
+  if (ms_ring_push(&s->ring, r) != 0) {
+    ms_free(h->mem, r);
+    return NULL;
   }
-  s->ring[(s->head + s->n) % s->cap] = r;
-  s->n++;
-  s->bytes += sz;
   return r;
 }
 
@@ -512,14 +514,8 @@ uint64_t ms_hub_cluster_last_seq(const ms_hub *h, int which) {
 }
 
 static void ring_clear(ms_hub *h, stream *s) {
-  for (size_t k = 0; k < s->n; k++) {
-    size_t i = (s->head + k) % s->cap;
-    ms_free(h->mem, s->ring[i]);
-    s->ring[i] = NULL;
-  }
-  s->n = 0;
-  s->head = 0;
-  s->bytes = 0;
+  (void)h;
+  ms_ring_clear(&s->ring);
 }
 
 int ms_hub_cluster_record(ms_hub *h, int stream_id, uint64_t seq,
@@ -745,7 +741,7 @@ void ms_hub_on_subscribe(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
    * records. */
   if (has_since) {
     sub->cursor = since < s->seq ? since + 1 : s->seq + 1;
-  } else if (history > 0 && s->n > 0) {
+  } else if (history > 0 && ms_ring_len(&s->ring) > 0) {
     /* The last N matching: catch_up() walks back to find the start. */
     sub->cursor = s->seq + 1;
     sub->walk_left = history;
