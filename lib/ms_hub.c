@@ -73,6 +73,8 @@ void ms_hub_mark_dirty(ms_hub *h, ms_hub_conn *hc) {
     h->wakeup(h->wakeup_ud);
 }
 
+static void event_v(ms_hub *h, int level, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 static void event_v(ms_hub *h, int level, const char *fmt, va_list ap) {
   char buf[512];
   vsnprintf(buf, sizeof buf, fmt, ap);

@@ -228,6 +228,14 @@ async def scenarios(hub, c, ca, cur, secret, svc_tok, req_tok, watch_tok):
         check("a TLS 1.2 client without the CA refuses the hub", False)
     except ssl.SSLCertVerificationError:
         pass
+    # A TLS 1.3 client that trusts the CA but not the name: its alert is
+    # plaintext too, sent after the hub's encrypted flight.
+    try:
+        ctx(ca).wrap_socket(socket.create_connection(("127.0.0.1", P), timeout=10),
+                            server_hostname="wrong.example").close()
+        check("a TLS 1.3 client with the wrong host name refuses the hub", False)
+    except ssl.SSLCertVerificationError:
+        pass
     for s_, what in ((silent, "sends nothing"), (partial, "stops half way")):
         s_.settimeout(15)
         try:
@@ -244,8 +252,10 @@ async def scenarios(hub, c, ca, cur, secret, svc_tok, req_tok, watch_tok):
     for what, text in (("plaintext to the TLS port", "plaintext sent to a TLS port"),
                        ("a handshake that never completes", "not complete after 1000 ms"),
                        ("a handshake cut half way", "the peer closed the connection"),
-                       ("a client that refuses the certificate (its alert)",
-                        "the peer sent alert")):
+                       ("a TLS 1.2 client that refuses the CA (its alert)",
+                        "the peer sent alert 'CA is unknown'"),
+                       ("a TLS 1.3 client that refuses the host name (its plaintext alert)",
+                        "the peer sent alert 'Certificate is bad'")):
         check("hub logs the TLS failure with the address: " + what,
               "TLS stream from 127.0.0.1 failed: " in log and any(
                   "TLS stream from 127.0.0.1 failed: " in l and text in l

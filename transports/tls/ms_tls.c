@@ -57,6 +57,11 @@ typedef struct tls_eng {
   size_t ib_off, ib_len, ib_cap;
   uint8_t *ob;
   size_t ob_off, ob_len, ob_cap;
+  /* The record headers of what a server's peer sends during the
+   * handshake (scan_records), so that a plaintext alert GnuTLS cannot
+   * read (it expects encrypted records by then) is still named. */
+  uint8_t hdr[5], hdr_len, rec_type, alert[2], alert_len;
+  size_t rec_left;
   char err[200];
 } tls_eng;
 
@@ -131,6 +136,36 @@ static void inner_eof(tls_eng *e) {
   e->in->eof(e->ie, e->now);
 }
 
+/* A TLS 1.3 client that refuses our certificate sends its alert in
+ * plaintext after our encrypted flight; GnuTLS then reports only that a
+ * record could not be decrypted. Follow the record headers while the
+ * handshake runs and keep the last plaintext alert's two bytes. */
+static void scan_records(tls_eng *e, const uint8_t *d, size_t n) {
+  while (n) {
+    if (e->hdr_len < 5) {
+      e->hdr[e->hdr_len++] = *d++;
+      n--;
+      if (e->hdr_len == 5) {
+        e->rec_type = e->hdr[0];
+        e->rec_left = (size_t)e->hdr[3] << 8 | e->hdr[4];
+        if (e->rec_type == 21 && e->rec_left == 2)
+          e->alert_len = 0;
+        if (!e->rec_left)
+          e->hdr_len = 0;
+      }
+      continue;
+    }
+    size_t k = MS_MIN(n, e->rec_left);
+    for (size_t i = 0; i < k && e->rec_type == 21 && e->alert_len < 2; i++)
+      e->alert[e->alert_len++] = d[i];
+    d += k;
+    n -= k;
+    e->rec_left -= k;
+    if (!e->rec_left)
+      e->hdr_len = 0;
+  }
+}
+
 static void fail(tls_eng *e, const char *what, int rv) {
   if (e->state == ST_FAILED)
     return;
@@ -156,6 +191,10 @@ static void fail(tls_eng *e, const char *what, int rv) {
              rv == GNUTLS_E_WARNING_ALERT_RECEIVED) {
     snprintf(e->err, sizeof e->err, "%s: the peer sent alert '%s'", what,
              gnutls_alert_get_name(gnutls_alert_get(e->s)));
+  } else if (rv == GNUTLS_E_DECRYPTION_FAILED && e->alert_len == 2 &&
+             gnutls_alert_get_name(e->alert[1])) {
+    snprintf(e->err, sizeof e->err, "%s: the peer sent alert '%s'", what,
+             gnutls_alert_get_name(e->alert[1]));
   } else {
     snprintf(e->err, sizeof e->err, "%s: %s", what, gnutls_strerror(rv));
   }
@@ -298,6 +337,8 @@ static int w_feed(void *p, const uint8_t *d, size_t n, int64_t now) {
   memcpy(e->ib + e->ib_len, d, n);
   e->ib_len += n;
   e->got_bytes = 1;
+  if (e->server && e->state == ST_HANDSHAKE)
+    scan_records(e, d, n);
   advance(e);
   if (e->ib && e->ib_len == e->ib_off)
     drop_ib(e);
