@@ -104,7 +104,14 @@ int ms_conn_new(ms_conn **pconn, const ms_conn_config *cfg,
       return MS_ERR_INVALID_ARG;
 
   mem = ms_mem_or_default(mem);
-  ms_conn *c = ms_calloc(mem, 1, sizeof *c);
+  ms_conn_config def;
+  ms_conn_config_init(&def, cfg->role);
+  /* The strings live at the end of the struct: one allocation. */
+  const char *host = cfg->host ? cfg->host : "localhost";
+  const char *path = cfg->path ? cfg->path : def.path;
+  size_t hl = strlen(host) + 1, pl = strlen(path) + 1;
+  size_t ol = cfg->origin ? strlen(cfg->origin) + 1 : 0;
+  ms_conn *c = ms_calloc(mem, 1, sizeof *c + hl + pl + ol);
   if (!c)
     return MS_ERR_NOMEM;
   c->mem = mem;
@@ -114,8 +121,6 @@ int ms_conn_new(ms_conn **pconn, const ms_conn_config *cfg,
   c->user_data = user_data;
 
   /* Zero means "default" so a partly filled config still works. */
-  ms_conn_config def;
-  ms_conn_config_init(&def, cfg->role);
   if (!c->cfg.max_message)
     c->cfg.max_message = def.max_message;
   if (!c->cfg.max_header_bytes)
@@ -133,33 +138,26 @@ int ms_conn_new(ms_conn **pconn, const ms_conn_config *cfg,
   if (!c->cfg.accept_mask)
     c->cfg.accept_mask = def.accept_mask;
 
-  const char *host = cfg->host ? cfg->host : "localhost";
-  const char *path = cfg->path ? cfg->path : def.path;
-  c->host = ms_strndup(mem, host, strlen(host));
-  c->path = ms_strndup(mem, path, strlen(path));
-  if (cfg->origin)
-    c->origin = ms_strndup(mem, cfg->origin, strlen(cfg->origin));
-  if (!c->host || !c->path || (cfg->origin && !c->origin)) {
-    destroy(c);
-    return MS_ERR_NOMEM;
+  memcpy(c->strs, host, hl);
+  memcpy(c->strs + hl, path, pl);
+  c->cfg.host = c->strs;
+  c->cfg.path = c->strs + hl;
+  c->cfg.origin = NULL;
+  if (ol) {
+    memcpy(c->strs + hl + pl, cfg->origin, ol);
+    c->cfg.origin = c->strs + hl + pl;
   }
-  c->cfg.host = c->host;
-  c->cfg.path = c->path;
-  c->cfg.origin = c->origin;
 
   ms_buf_init(&c->out, mem);
-  ms_buf_init(&c->body, mem);
   if (cfg->role == MS_CONN_CLIENT) {
     /* Masks and the handshake key: a client needs unpredictable bytes.
-     * A server sends neither and never asks the source. */
-    int rrv = ms_rand_init(&c->rng);
+     * A server sends neither, never asks the source and has no rng. */
+    c->rng = ms_malloc(mem, sizeof *c->rng);
+    int rrv = c->rng ? ms_rand_init(c->rng) : MS_ERR_NOMEM;
     if (rrv) {
       destroy(c);
       return rrv;
     }
-  } else {
-    static const uint8_t zero[32];
-    ms_rand_init_seed(&c->rng, zero);
   }
   c->state = cfg->role == MS_CONN_SERVER ? ST_HEAD : ST_IDLE;
   c->hs_deadline = MS_NO_DEADLINE;
@@ -175,9 +173,8 @@ static void destroy(ms_conn *c) {
     wslay_event_context_free(c->ws);
   ms_conn_free_head(c);
   ms_buf_free(&c->out);
-  ms_free(c->mem, c->host);
-  ms_free(c->mem, c->path);
-  ms_free(c->mem, c->origin);
+  ms_free(c->mem, c->rng);
+  ms_free(c->mem, c->recv_reason);
   ms_free(c->mem, c);
 }
 
@@ -207,7 +204,9 @@ void ms_conn_report_close(ms_conn *c, int err, uint16_t code,
   c->hs_deadline = MS_NO_DEADLINE;
   c->close_deadline = MS_NO_DEADLINE;
   /* A peer that never reads must not keep a finished connection alive. */
-  c->linger_deadline = ms_conn_arm(c, c->cfg.close_timeout_ms, &c->rearm_linger);
+  int rearm;
+  c->linger_deadline = ms_conn_arm(c, c->cfg.close_timeout_ms, &rearm);
+  c->rearm_linger = rearm != 0;
   if (c->ws)
     wslay_event_shutdown_read(c->ws);
   if (!c->cb.on_close || c->life.dead)
@@ -284,7 +283,7 @@ int ms_conn_feed(ms_conn *c, const uint8_t *data, size_t len, int64_t now) {
     break;
   case ST_HTTP_WAIT:
     if (len)
-      c->http_keep = 0; /* pipelined: dropped, so the answer closes */
+      c->http->http_keep = 0; /* pipelined: dropped, so the answer closes */
     break;
   case ST_OPEN:
   case ST_CLOSING:
@@ -333,9 +332,9 @@ void ms_conn_consume(ms_conn *c, size_t n) {
   n = MS_MIN(n, conn_out_buffered(c));
   c->out_off += n;
   if (c->out_off == c->out.len) {
-    /* Asleep, what it sent (a frame read and answered without waking)
-     * leaves no buffer behind. */
-    if (c->asleep)
+    /* Hibernating, what it sent (a frame read and answered without
+     * waking) leaves no buffer behind. */
+    if (c->hibernated)
       ms_buf_free(&c->out);
     else
       ms_buf_reset(&c->out);

@@ -30,13 +30,24 @@ ms_encoding ms_conn_enc_from_name(const char *s, size_t len) {
   return MS_ENC_NONE;
 }
 
+/* The HTTP state, made on first use. */
+static struct conn_http *http_state(ms_conn *c) {
+  if (!c->http) {
+    c->http = ms_calloc(c->mem, 1, sizeof *c->http);
+    if (c->http)
+      ms_buf_init(&c->http->body, c->mem);
+  }
+  return c->http;
+}
+
 void ms_conn_free_head(ms_conn *c) {
-  ms_buf_free(&c->body);
-  ms_free(c->mem, c->head);
-  ms_free(c->mem, c->hdrs);
-  c->head = NULL;
-  c->hdrs = NULL;
-  c->head_len = c->head_scan = 0;
+  if (!c->http)
+    return;
+  ms_buf_free(&c->http->body);
+  ms_free(c->mem, c->http->head);
+  ms_free(c->mem, c->http->hdrs);
+  ms_free(c->mem, c->http);
+  c->http = NULL;
 }
 
 void ms_ws_accept_key(const char *key, size_t key_len, char out[29]) {
@@ -175,26 +186,26 @@ static int http_deliver(ms_conn *c, const ms_http_request *req) {
 int ms_conn_feed_body(ms_conn *c, const uint8_t *data, size_t len) {
   if (c->state != ST_HTTP_BODY)
     return 0; /* anything after the body is dropped */
-  size_t take = MS_MIN(len, c->body_need - c->body.len);
+  size_t take = MS_MIN(len, c->http->body_need - c->http->body.len);
   if (take < len)
-    c->http_keep = 0; /* pipelined: dropped, so the answer closes */
-  if (take && ms_buf_append(&c->body, data, take)) {
+    c->http->http_keep = 0; /* pipelined: dropped, so the answer closes */
+  if (take && ms_buf_append(&c->http->body, data, take)) {
     ms_conn_set_fatal(c, MS_ERR_NOMEM);
     return MS_ERR_NOMEM;
   }
-  if (c->body.len < c->body_need)
+  if (c->http->body.len < c->http->body_need)
     return 0;
-  ms_http_request req = c->body_req;
-  req.body = (const uint8_t *)c->body.data;
-  req.body_len = c->body.len;
+  ms_http_request req = c->http->body_req;
+  req.body = (const uint8_t *)c->http->body.data;
+  req.body_len = c->http->body.len;
   return http_deliver(c, &req);
 }
 
 static int server_head(ms_conn *c, size_t head_len) {
   ms_http_request req;
   size_t hl;
-  int rv = ms_http_parse_request(c->head, head_len, c->cfg.max_header_bytes,
-                                 c->hdrs, c->cfg.max_headers, &req, &hl);
+  int rv = ms_http_parse_request(c->http->head, head_len, c->cfg.max_header_bytes,
+                                 c->http->hdrs, c->cfg.max_headers, &req, &hl);
   if (rv == MS_ERR_TOO_BIG)
     return refuse(c, 431, "too many header fields", NULL);
   if (rv)
@@ -209,11 +220,11 @@ static int server_head(ms_conn *c, size_t head_len) {
     c->head_method = ms_http_ieq(req.method, req.method_len, "HEAD");
     /* Persistent only when nothing was sent after this request (pipelined
      * bytes would be lost: such a request is answered with a close). */
-    c->http_keep =
+    c->http->http_keep =
         req.minor_version >= 1 &&
         !ms_http_headers_have_token(req.headers, req.nheaders, "Connection",
                                     "close") &&
-        c->http_served + 1 < MS_CONN_HTTP_MAX_KEEP;
+        c->http->http_served + 1 < MS_CONN_HTTP_MAX_KEEP;
     if (ms_http_find_header(req.headers, req.nheaders, "Transfer-Encoding",
                             NULL))
       return refuse(c, 411, "a body needs Content-Length", NULL);
@@ -233,17 +244,17 @@ static int server_head(ms_conn *c, size_t head_len) {
       }
       if (n > c->cfg.max_message)
         return refuse(c, 413, "request body too large", NULL);
-      if (c->http_extra > n)
-        c->http_keep = 0;
+      if (c->http->http_extra > n)
+        c->http->http_keep = 0;
       if (n > 0) {
         c->state = ST_HTTP_BODY;
-        c->body_req = req;
-        c->body_need = (size_t)n;
+        c->http->body_req = req;
+        c->http->body_need = (size_t)n;
         return 0;
       }
     }
-    if (c->http_extra > 0)
-      c->http_keep = 0; /* a request without a body, and more after it */
+    if (c->http->http_extra > 0)
+      c->http->http_keep = 0; /* a request without a body, and more after it */
     return http_deliver(c, &req);
   }
   if (!ms_http_ieq(req.method, req.method_len, "GET"))
@@ -303,12 +314,13 @@ static int server_head(ms_conn *c, size_t head_len) {
                         ms_conn_enc_name(enc));
   if (!rv)
     rv = ms_buf_append(&c->out, "\r\n", 2);
-  if (!rv)
-    rv = ms_conn_ws_create(c);
   if (rv) {
     ms_conn_set_fatal(c, rv);
     return rv;
   }
+  /* wslay's context (some KiB) waits until something needs it: whole
+   * data frames both ways do not (ms_conn_ws.c). */
+  c->asleep = 1;
   return open_ws(c, enc, enc != MS_ENC_NONE, &req);
 }
 
@@ -320,8 +332,8 @@ static int client_fail(ms_conn *c, int status, const char *why) {
 static int client_head(ms_conn *c, size_t head_len) {
   ms_http_response res;
   size_t hl;
-  int rv = ms_http_parse_response(c->head, head_len, c->cfg.max_header_bytes,
-                                  c->hdrs, c->cfg.max_headers, &res, &hl);
+  int rv = ms_http_parse_response(c->http->head, head_len, c->cfg.max_header_bytes,
+                                  c->http->hdrs, c->cfg.max_headers, &res, &hl);
   if (rv)
     return client_fail(c, 0, "malformed HTTP response");
   if (res.status != 101)
@@ -334,7 +346,7 @@ static int client_head(ms_conn *c, size_t head_len) {
     return client_fail(c, 101, "response lacks Upgrade/Connection");
   v = ms_http_find_header(res.headers, res.nheaders, "Sec-WebSocket-Accept",
                           &n);
-  if (!v || n != 28 || memcmp(v, c->key_accept, 28) != 0 ||
+  if (!v || n != 28 || memcmp(v, c->http->key_accept, 28) != 0 ||
       ms_http_count_header(res.headers, res.nheaders,
                            "Sec-WebSocket-Accept") != 1)
     return client_fail(c, 101, "bad Sec-WebSocket-Accept");
@@ -368,23 +380,43 @@ static int client_head(ms_conn *c, size_t head_len) {
   return open_ws(c, enc, enc != MS_ENC_NONE, NULL);
 }
 
+/* Heads start in this much and grow (doubling) up to max_header_bytes:
+ * an upgrade request is a few hundred bytes. */
+#define HEAD_FIRST 1024
+
 int ms_conn_feed_head(ms_conn *c, const uint8_t *data, size_t len) {
   size_t max = c->cfg.max_header_bytes;
-  if (c->head_len == 0 && c->body.cap) /* the previous request's body */
-    ms_buf_free(&c->body);
-  if (!c->head) {
-    c->head = ms_malloc(c->mem, max);
-    c->hdrs = ms_calloc(c->mem, c->cfg.max_headers, sizeof *c->hdrs);
-    if (!c->head || !c->hdrs) {
+  if (!http_state(c)) {
+    ms_conn_set_fatal(c, MS_ERR_NOMEM);
+    return MS_ERR_NOMEM;
+  }
+  if (c->http->head_len == 0 && c->http->body.cap) /* the previous request's body */
+    ms_buf_free(&c->http->body);
+  size_t take = MS_MIN(len, max - c->http->head_len);
+  if (c->http->head_len + take > c->http->head_cap) {
+    size_t cap = c->http->head_cap ? c->http->head_cap : MS_MIN(max, HEAD_FIRST);
+    while (cap < c->http->head_len + take)
+      cap = MS_MIN(max, cap * 2);
+    char *p = ms_realloc(c->mem, c->http->head, cap);
+    if (!p) {
+      ms_conn_set_fatal(c, MS_ERR_NOMEM);
+      return MS_ERR_NOMEM;
+    }
+    c->http->head = p;
+    c->http->head_cap = cap;
+  }
+  if (!c->http->hdrs) {
+    c->http->hdrs = ms_calloc(c->mem, c->cfg.max_headers, sizeof *c->http->hdrs);
+    if (!c->http->hdrs) {
       ms_conn_set_fatal(c, MS_ERR_NOMEM);
       return MS_ERR_NOMEM;
     }
   }
-  size_t take = MS_MIN(len, max - c->head_len);
-  memcpy(c->head + c->head_len, data, take);
-  c->head_len += take;
+  if (take)
+    memcpy(c->http->head + c->http->head_len, data, take);
+  c->http->head_len += take;
   size_t hl;
-  int end = ms_http_find_end(c->head, c->head_len, &c->head_scan, &hl);
+  int end = ms_http_find_end(c->http->head, c->http->head_len, &c->http->head_scan, &hl);
   if (end == MS_ERR_HTTP) {
     if (c->cfg.role == MS_CONN_SERVER)
       return refuse(c, 400, "malformed HTTP request (lines must end with CRLF)",
@@ -392,19 +424,19 @@ int ms_conn_feed_head(ms_conn *c, const uint8_t *data, size_t len) {
     return client_fail(c, 0, "malformed HTTP response");
   }
   if (end != 0) {
-    if (c->head_len < max)
+    if (c->http->head_len < max)
       return 0;
     if (c->cfg.role == MS_CONN_SERVER)
       return refuse(c, 431, "request head too large", NULL);
     return client_fail(c, 0, "response head too large");
   }
-  c->http_extra = (c->head_len - hl) + (len - take);
+  c->http->http_extra = (c->http->head_len - hl) + (len - take);
   int rv = c->cfg.role == MS_CONN_SERVER ? server_head(c, hl)
                                          : client_head(c, hl);
   if (rv || c->life.dead)
     return rv;
   if (c->state == ST_HTTP_BODY) {
-    rv = ms_conn_feed_body(c, (const uint8_t *)c->head + hl, c->head_len - hl);
+    rv = ms_conn_feed_body(c, (const uint8_t *)c->http->head + hl, c->http->head_len - hl);
     if (!rv && !c->life.dead)
       rv = ms_conn_feed_body(c, data + take, len - take);
     return rv;
@@ -412,7 +444,7 @@ int ms_conn_feed_head(ms_conn *c, const uint8_t *data, size_t len) {
   if (c->state == ST_OPEN || c->state == ST_CLOSING) {
     /* Bytes after the head belong to the WebSocket: first what was copied
      * into the head buffer, then the rest of this feed. */
-    rv = ms_conn_feed_ws(c, (const uint8_t *)c->head + hl, c->head_len - hl);
+    rv = ms_conn_feed_ws(c, (const uint8_t *)c->http->head + hl, c->http->head_len - hl);
     if (!rv && !c->life.dead)
       rv = ms_conn_feed_ws(c, data + take, len - take);
     ms_conn_free_head(c);
@@ -453,7 +485,7 @@ int ms_conn_http_respond_keep(ms_conn *c, int status,
     return c->fatal;
   if (c->cfg.role != MS_CONN_SERVER || c->state != ST_HTTP_WAIT)
     return MS_ERR_STATE;
-  if (!c->http_keep)
+  if (!c->http->http_keep)
     return ms_conn_http_respond(c, status, content_type, extra_headers, body,
                                 body_len);
   int rv = write_response_k(c, status, content_type, extra_headers, body,
@@ -465,13 +497,15 @@ int ms_conn_http_respond_keep(ms_conn *c, int status,
   /* Back to reading a head. The buffers are kept (not freed): the caller
    * may still read the request it is answering; the next feed reuses them
    * (and lets go of a body). */
-  c->http_served++;
-  c->http_keep = 0;
-  c->head_len = c->head_scan = 0;
+  c->http->http_served++;
+  c->http->http_keep = 0;
+  c->http->head_len = c->http->head_scan = 0;
   c->head_method = 0;
-  c->body_need = 0;
+  c->http->body_need = 0;
   c->state = ST_HEAD;
-  c->hs_deadline = ms_conn_arm(c, c->cfg.handshake_timeout_ms, &c->rearm_hs);
+  int rearm;
+  c->hs_deadline = ms_conn_arm(c, c->cfg.handshake_timeout_ms, &rearm);
+  c->rearm_hs = rearm != 0;
   return 1;
 }
 
@@ -549,16 +583,18 @@ int ms_conn_http_end(ms_conn *c, int complete) {
 int ms_conn_write_upgrade_request(ms_conn *c) {
   uint8_t raw[16];
   char key[25];
-  ms_rand_bytes(&c->rng, raw, sizeof raw);
+  if (!http_state(c))
+    return MS_ERR_NOMEM;
+  ms_rand_bytes(c->rng, raw, sizeof raw);
   base64_encode_raw(key, sizeof raw, raw);
   key[24] = '\0';
-  ms_ws_accept_key(key, 24, c->key_accept);
+  ms_ws_accept_key(key, 24, c->http->key_accept);
   int rv = ms_buf_appendf(&c->out,
                           "GET %s HTTP/1.1\r\nHost: %s\r\n"
                           "Upgrade: websocket\r\nConnection: Upgrade\r\n"
                           "Sec-WebSocket-Key: %s\r\n"
                           "Sec-WebSocket-Version: 13\r\n",
-                          c->path, c->host, key);
+                          c->cfg.path, c->cfg.host, key);
   if (!rv && c->cfg.offer[0] != MS_ENC_NONE) {
     rv = ms_buf_append(&c->out, "Sec-WebSocket-Protocol: ", 24);
     for (size_t i = 0; !rv && i < MS_ARRAY_LEN(c->cfg.offer); i++) {
@@ -570,8 +606,8 @@ int ms_conn_write_upgrade_request(ms_conn *c) {
     if (!rv)
       rv = ms_buf_append(&c->out, "\r\n", 2);
   }
-  if (!rv && c->origin)
-    rv = ms_buf_appendf(&c->out, "Origin: %s\r\n", c->origin);
+  if (!rv && c->cfg.origin)
+    rv = ms_buf_appendf(&c->out, "Origin: %s\r\n", c->cfg.origin);
   if (!rv)
     rv = ms_buf_append(&c->out, "\r\n", 2);
   return rv;

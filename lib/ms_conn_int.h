@@ -28,59 +28,71 @@ enum conn_state {
   ST_DONE       /* over; output may still be flushing */
 };
 
-struct ms_conn {
-  const ms_allocator *mem;
-  ms_conn_config cfg; /* strings point at our own copies below */
-  char *host, *path, *origin;
-  ms_conn_callbacks cb;
-  void *user_data;
-  ms_rand rng;
-
-  enum conn_state state;
-  int started;
-  ms_life life; /* the lifetime rule of ms_common.h */
-  int close_reported;
-  int user_closed; /* ms_conn_close() was called while open */
-  int throttled;   /* output above the high-water mark: stop reading */
-  int force_drain; /* ws_send() takes everything regardless of OUT_CHUNK */
-  int head_method; /* server: the plain request was HEAD (no body) */
-  int http_streaming; /* server: a chunked answer has begun */
-  int http_status;
+/* The HTTP side (ms_conn_http.c): from the first byte of the head until
+ * the WebSocket opens, or for the whole of a plain request (and the
+ * keep-alive ones after it). */
+struct conn_http {
+  char *head; /* grows up to max_header_bytes */
+  size_t head_len, head_cap, head_scan;
+  ms_http_header *hdrs;
+  char key_accept[29]; /* client: the Sec-WebSocket-Accept we expect */
   int http_keep;   /* server: this request may be answered keep-alive */
   size_t http_extra; /* bytes that came after the head in its feed */
   unsigned http_served; /* requests answered on this connection */
-  int fatal;       /* a fatal ms_err, or 0 */
-  int fail_err;    /* our own protocol failure (e.g. UTF-8), or 0 */
-  uint16_t fail_code;
-
-  /* HTTP head, until the upgrade completes. */
-  char *head;
-  size_t head_len, head_scan;
-  ms_http_header *hdrs;
-  char key_accept[29]; /* client: the Sec-WebSocket-Accept we expect */
   /* Server: a plain request whose body is still arriving. */
   ms_http_request body_req; /* points into head */
   ms_buf body;
   size_t body_need;
+};
+
+/* An open connection that has been quiet long enough keeps only this
+ * struct (plus what the application put on it): everything used by the
+ * upgrade, by masking or by wslay is allocated apart, when needed. */
+struct ms_conn {
+  const ms_allocator *mem;
+  ms_conn_config cfg; /* host, path, origin point into strs[] */
+  ms_conn_callbacks cb;
+  void *user_data;
+  ms_rand *rng; /* client only: masks and the handshake key */
+  struct conn_http *http;
+
+  enum conn_state state;
+  ms_life life; /* the lifetime rule of ms_common.h */
+  unsigned started : 1, close_reported : 1,
+      user_closed : 1, /* ms_conn_close() was called while open */
+      throttled : 1,   /* output above the high-water mark: stop reading */
+      force_drain : 1, /* ws_send() takes everything regardless of OUT_CHUNK */
+      head_method : 1, /* server: the plain request was HEAD (no body) */
+      http_streaming : 1, /* server: a chunked answer has begun */
+      /* Open without wslay's context: a server connection gets one only
+       * when it first needs it (anything but whole data, ping and pong
+       * frames), and ms_conn_hibernate() gives it back. */
+      asleep : 1,
+      hibernated : 1, /* ms_conn_hibernate() succeeded, nothing woke it */
+      in_frag : 1,    /* inside a fragmented message */
+      msg_open : 1,   /* a data message has started and not ended */
+      msg_last : 1,   /* the frame being read is its final one */
+      /* Timers set outside a call that brought `now`: re-armed from the
+       * next real time (ms_conn_tick). */
+      rearm_close : 1, rearm_linger : 1, rearm_hs : 1;
+  int http_status;
+  int fatal;       /* a fatal ms_err, or 0 */
+  int fail_err;    /* our own protocol failure (e.g. UTF-8), or 0 */
+  uint16_t fail_code;
+  uint16_t recv_code; /* the peer's close frame */
+  ms_encoding enc;
+  int now_depth;   /* inside a call that brought `now` */
 
   /* WebSocket. */
   wslay_event_context_ptr ws; /* NULL while asleep */
-  int asleep;           /* ms_conn_hibernate() released the contexts */
   uint64_t in_total;    /* bytes given to wslay since it was created */
   uint64_t in_framed;   /* bytes of the frames it has finished */
   uint64_t frame_size;  /* header + payload of the frame being read */
-  int in_frag;          /* inside a fragmented message */
-  int msg_open;         /* a data message has started and not ended */
-  int msg_last;         /* the frame being read is its final one */
   size_t msg_frags;     /* frames of it so far */
   int64_t msg_deadline; /* it must be complete by then */
   const uint8_t *in_ptr; /* slice borrowed from ms_conn_feed() */
   size_t in_len;
-  ms_encoding enc;
-
-  /* The peer's close frame. */
-  uint16_t recv_code;
-  char recv_reason[124];
+  char *recv_reason;    /* the peer's close reason (allocated), or NULL */
   size_t recv_reason_len;
 
   /* Output. */
@@ -88,13 +100,10 @@ struct ms_conn {
   size_t out_off;
 
   int64_t now; /* last time given to us; starts the close timer */
-  int now_depth;       /* inside a call that brought `now` */
-  int rearm_close;     /* close/linger timers set outside such a call: */
-  int rearm_linger;    /* re-armed from the next real time (ms_conn_tick) */
-  int rearm_hs;
   int64_t hs_deadline;
   int64_t close_deadline;
   int64_t linger_deadline; /* ST_DONE: give up flushing the last output */
+  char strs[]; /* host, path, origin, each NUL-terminated */
 };
 
 static inline size_t conn_out_buffered(const ms_conn *c) {

@@ -4,9 +4,10 @@
  */
 #include "ms_conn_int.h"
 
-/* Recreate wslay's contexts for a connection ms_conn_hibernate() put to
- * sleep. Between whole frames, with nothing queued, wslay's state is its
- * configuration alone, so a fresh context continues the stream. */
+/* Create wslay's context for a connection that is open without one (not
+ * made yet, or given back by ms_conn_hibernate). Between whole frames,
+ * with nothing queued, wslay's state is its configuration alone, so a
+ * fresh context continues the stream. */
 int ms_conn_wake(ms_conn *c) {
   if (!c->asleep)
     return 0;
@@ -15,6 +16,7 @@ int ms_conn_wake(ms_conn *c) {
     return MS_ERR_NOMEM;
   }
   c->asleep = 0;
+  c->hibernated = 0;
   return 0;
 }
 
@@ -69,8 +71,18 @@ void ms_conn_frame_end(wslay_event_context_ptr ctx, void *user_data) {
 int ms_conn_hibernate(ms_conn *c) {
   if (!c || ms_life_inside(&c->life) || c->life.dead || c->fatal)
     return MS_ERR_STATE;
-  if (c->asleep)
+  if (c->hibernated)
     return 0;
+  if (c->asleep) {
+    /* Never needed wslay: only the output buffer to give back. */
+    if (c->state != ST_OPEN || c->user_closed || c->fail_err ||
+        conn_out_buffered(c) > 0)
+      return MS_ERR_STATE;
+    ms_buf_free(&c->out);
+    c->out_off = 0;
+    c->hibernated = 1;
+    return 0;
+  }
   if (c->state != ST_OPEN || c->user_closed || !c->ws || c->fail_err)
     return MS_ERR_STATE;
   if (conn_out_buffered(c) > 0 || wslay_event_want_write(c->ws) ||
@@ -86,7 +98,8 @@ int ms_conn_hibernate(ms_conn *c) {
   ms_buf_free(&c->out);
   c->out_off = 0;
   c->asleep = 1;
+  c->hibernated = 1;
   return 0;
 }
 
-int ms_conn_is_hibernating(const ms_conn *c) { return c && c->asleep; }
+int ms_conn_is_hibernating(const ms_conn *c) { return c && c->hibernated; }

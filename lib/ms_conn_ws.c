@@ -70,7 +70,9 @@ static int ws_genmask(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
                       void *user_data) {
   ms_conn *c = user_data;
   MS_UNUSED(ctx);
-  ms_rand_bytes(&c->rng, buf, len);
+  if (!c->rng)
+    return -1; /* a server never masks */
+  ms_rand_bytes(c->rng, buf, len);
   return 0;
 }
 
@@ -135,9 +137,16 @@ static void ws_on_msg(wslay_event_context_ptr ctx,
       break;
     }
     if (arg->msg_length > 2) {
-      c->recv_reason_len = MS_MIN(arg->msg_length - 2,
-                                  sizeof c->recv_reason - 1);
-      memcpy(c->recv_reason, arg->msg + 2, c->recv_reason_len);
+      /* (A control frame's body is at most 125 bytes.) */
+      size_t n = MS_MIN(arg->msg_length - 2, 123);
+      if (!c->recv_reason)
+        c->recv_reason = ms_malloc(c->mem, 123);
+      if (!c->recv_reason) {
+        ms_conn_set_fatal(c, MS_ERR_NOMEM);
+        break;
+      }
+      memcpy(c->recv_reason, arg->msg + 2, n);
+      c->recv_reason_len = n;
     }
     break;
   default:
@@ -342,7 +351,7 @@ static int frame_direct(ms_conn *c, int opcode, const uint8_t *data,
   }
   uint8_t mask[4] = {0, 0, 0, 0};
   if (masked) {
-    ms_rand_bytes(&c->rng, mask, sizeof mask);
+    ms_rand_bytes(c->rng, mask, sizeof mask);
     memcpy(hdr + h, mask, 4);
     h += 4;
   }
@@ -381,9 +390,12 @@ int ms_conn_send(ms_conn *c, int binary, const uint8_t *data, size_t len) {
   /* The peer would fail the connection with 1007: refuse it here. */
   if (!binary && !ms_utf8_valid(data, len))
     return MS_ERR_INVALID_ARG;
-  if (c->asleep && c->cfg.role == MS_CONN_SERVER) {
+  if (c->asleep && c->cfg.role == MS_CONN_SERVER &&
+      (c->hibernated || conn_out_buffered(c) < MS_CONN_OUT_CHUNK)) {
     /* Nothing queued, nothing half-read: a server frame needs no wslay
-     * state, so a sleeping connection can send without waking. */
+     * state, so a sleeping connection can send without waking. (Above
+     * MS_CONN_OUT_CHUNK an open one queues in wslay, as when awake, so
+     * that control frames keep their priority.) */
     int rv = frame_direct(c, binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME,
                           data, len);
     ms_conn_update_throttle(c);
@@ -475,7 +487,9 @@ int ms_conn_close(ms_conn *c, uint16_t code, const char *reason) {
     return MS_ERR_STATE; /* wslay is already closing (failure) */
   c->user_closed = 1;
   c->state = ST_CLOSING;
-  c->close_deadline = ms_conn_arm(c, c->cfg.close_timeout_ms, &c->rearm_close);
+  int rearm;
+  c->close_deadline = ms_conn_arm(c, c->cfg.close_timeout_ms, &rearm);
+  c->rearm_close = rearm != 0;
   ms_conn_pull(c, 1);
   return c->fatal;
 }
