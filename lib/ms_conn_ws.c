@@ -200,6 +200,9 @@ void ms_ws_mask(uint8_t *dst, const uint8_t *src, size_t n,
     dst[i] = src[i] ^ key[i & 3];
 }
 
+static int frame_direct(ms_conn *c, int opcode, const uint8_t *data,
+                        size_t len);
+
 /* Masked payloads up to this size are unmasked on the stack. */
 #define DIRECT_STACK 4096
 
@@ -215,12 +218,18 @@ static size_t read_direct(ms_conn *c, const uint8_t *p, size_t n) {
   if (n < 2)
     return 0;
   unsigned op = p[0] & 0x0f;
+  /* A server without wslay's context also answers pings and takes pongs
+   * here (the heartbeats of idle peers), so that they do not wake it. */
+  int ctl = (op == WSLAY_PING || op == WSLAY_PONG) && !c->ws &&
+            c->cfg.role == MS_CONN_SERVER;
   if ((p[0] & 0xf0) != 0x80 ||
-      (op != WSLAY_TEXT_FRAME && op != WSLAY_BINARY_FRAME))
+      (op != WSLAY_TEXT_FRAME && op != WSLAY_BINARY_FRAME && !ctl))
     return 0;
   int masked = (p[1] & 0x80) != 0;
   if (masked != (c->cfg.role == MS_CONN_SERVER))
     return 0;
+  if (ctl && (p[1] & 0x7f) > 125)
+    return 0; /* wslay fails it */
   uint64_t plen = p[1] & 0x7f;
   size_t h = 2;
   if (plen == 126) {
@@ -260,6 +269,13 @@ static size_t read_direct(ms_conn *c, const uint8_t *p, size_t n) {
   if (!c->ws && op == WSLAY_TEXT_FRAME && !ms_utf8_valid(payload, (size_t)plen)) {
     ms_free(c->mem, heap); /* asleep: wake, and wslay fails it */
     return 0;
+  }
+  if (op == WSLAY_PING) {
+    /* As wslay would: a pong with the same body, after what is already
+     * in our buffer (asleep, nothing else is queued). */
+    if (frame_direct(c, WSLAY_PONG, payload, (size_t)plen) != 0)
+      ms_conn_set_fatal(c, MS_ERR_NOMEM);
+    return h + mh + (size_t)plen;
   }
   struct wslay_event_on_msg_recv_arg arg = {0, (uint8_t)op, payload,
                                             (size_t)plen, 0};
@@ -427,6 +443,9 @@ int ms_conn_ping(ms_conn *c, const uint8_t *data, size_t len) {
   int st = can_send(c);
   if (st)
     return st;
+  if (c->asleep && c->cfg.role == MS_CONN_SERVER &&
+      (c->hibernated || conn_out_buffered(c) < MS_CONN_OUT_CHUNK))
+    return frame_direct(c, WSLAY_PING, data, len); /* as in ms_conn_send */
   if (c->asleep && ms_conn_wake(c) != 0)
     return MS_ERR_NOMEM;
   struct wslay_event_msg msg = {WSLAY_PING, data, len};

@@ -376,7 +376,10 @@ static void free_conn(ms_hub *h, ms_hub_conn *hc) {
     ms_hub_sio_free(h, hc);
   ms_conn_del(hc->ws);
   ms_u64map_free(&hc->origin_ids);
-  ms_u64map_free(&hc->sub_ids);
+  if (hc->sx) {
+    ms_u64map_free(&hc->sx->ids);
+    ms_free(h->mem, hc->sx);
+  }
   ms_free(h->mem, hc->name);
   ms_free(h->mem, hc->instance);
   ms_free(h->mem, hc);
@@ -1540,7 +1543,6 @@ int ms_hub_accept_peer(ms_hub *h, ms_hub_conn **pc, void *tdata,
     return prv;
   }
   ms_u64map_init(&hc->origin_ids, h->mem);
-  ms_u64map_init(&hc->sub_ids, h->mem);
   ms_conn_config cc;
   ms_conn_config_init(&cc, MS_CONN_SERVER);
   cc.max_message = h->cfg.max_message;

@@ -45,6 +45,16 @@ typedef struct hub_route_stats {
 } hub_route_stats;
 typedef struct hub_metrics hub_metrics;
 
+/* A connection's subscriptions by id, made with its first SUBSCRIBE
+ * (ms_hub_stream.c). */
+typedef struct hub_conn_subs {
+  ms_u64map ids;   /* sub_id + 1 -> hub_sub */
+  size_t n;
+  size_t bytes;    /* what their filters hold, against max_filter_bytes */
+} hub_conn_subs;
+
+/* Kept small: idle connections cost what this struct and its ms_conn
+ * cost (see test_idle_memory.c); state few connections use lives apart. */
 struct ms_hub_conn {
   ms_hub *hub;
   ms_conn *ws;
@@ -59,14 +69,23 @@ struct ms_hub_conn {
       reading_paused : 1, doomed : 1,
       claiming : 1, /* cluster: waiting for the claim's answer */
       probing : 1,  /* cluster: asked the holder's hub if it is stale */
-      probed : 1;   /* (once per HELLO) */
+      probed : 1,   /* (once per HELLO) */
+      peer_counted : 1, secure : 1, got_bytes : 1,
+      /* Socket.IO: a WebSocket opened at /socket.io/ (see sio below). */
+      eio_ws : 1,
+      /* Writes that found the socket full and then drained: the peer
+       * reads. */
+      tx_blocked : 1,
+      http_in_more : 1, http_finished : 1; /* ms_hub_http_stream */
+  int pings_sent;
+  unsigned scopes; /* granted by the HELLO token (ms_hub_auth.c) */
+  int subs_more;   /* replay work left for the next tick */
   /* Cluster: another hub's newcomer wants this connection's name (the
    * replace-stale check, run here for that hub). */
   hub_peer *probe_peer;
   uint64_t probe_tag;
   int64_t probe_deadline;
   ms_hub_conn *doom_next; /* slow consumers to close at the outermost call */
-  int pings_sent;
   int64_t accepted_at, last_rx, ready_at;
   int64_t idle_tried_rx; /* last_rx when releasing buffers was last tried */
   ms_hnode live; /* liveness / handshake / conn deadlines */
@@ -89,27 +108,18 @@ struct ms_hub_conn {
   struct hub_route_stats *rs_cache;
 
   /* Access control (ms_hub_auth.c). */
-  unsigned scopes;    /* granted by the HELLO token */
   int64_t expires_at; /* the token's exp on the hub's clock */
   char *peer;         /* the stream's address, or NULL */
-  unsigned peer_counted : 1, secure : 1, got_bytes : 1;
   /* Socket.IO (ms_hub_sio.c). `sio`: this is a session's own connection,
    * with no stream (ws is NULL); the transport never sees it. For a
    * stream: `sio_carried` is the session it carries (a parked poll, a
    * WebSocket), `eio_ws` marks a WebSocket opened at /socket.io/. */
   ms_hub_sio *sio;
   ms_hub_sio *sio_carried;
-  unsigned eio_ws : 1;
-  ms_u64map sub_ids;   /* sub_id + 1 -> hub_sub */
-  size_t n_subs;
-  size_t sub_bytes;    /* what their filters hold, against max_filter_bytes */
-  int subs_more;       /* replay work left for the next tick */
-  /* Writes that found the socket full and then drained: the peer reads. */
-  unsigned tx_blocked : 1;
+  hub_conn_subs *sx; /* NULL until the first SUBSCRIBE */
   /* A streamed HTTP answer (ms_hub_http_stream). */
   ms_hub_http_more_fn http_more;
   void *http_ud;
-  unsigned http_in_more : 1, http_finished : 1;
 };
 
 /* A request in flight. Its requester is a local connection (origin) or

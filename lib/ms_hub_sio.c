@@ -712,7 +712,6 @@ static ms_hub_sio *session_new(ms_hub *h, ms_hub_conn *carrier,
   if (carrier->peer) /* for the hub's messages; not counted per peer */
     vc->peer = ms_strndup(h->mem, carrier->peer, strlen(carrier->peer));
   ms_u64map_init(&vc->origin_ids, h->mem);
-  ms_u64map_init(&vc->sub_ids, h->mem);
   vc->all_next = h->all;
   if (h->all)
     h->all->all_prev = vc;

@@ -620,11 +620,20 @@ void ms_hub_on_subscribe(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
     sub_error(h, hc, m->id, "SUBSCRIBE: stream must be \"logs\" or \"presence\"");
     return;
   }
-  if (m->id == UINT64_MAX || ms_u64map_get(&hc->sub_ids, m->id + 1)) {
+  if (!hc->sx) {
+    hc->sx = ms_calloc(h->mem, 1, sizeof *hc->sx);
+    if (!hc->sx) {
+      ms_hub_send_error(h, hc, m->id, "INTERNAL_SERVER_ERROR",
+                        "out of memory", NULL);
+      return;
+    }
+    ms_u64map_init(&hc->sx->ids, h->mem);
+  }
+  if (m->id == UINT64_MAX || ms_u64map_get(&hc->sx->ids, m->id + 1)) {
     sub_error(h, hc, m->id, "SUBSCRIBE: sub_id already in use");
     return;
   }
-  if (hc->n_subs >= h->cfg.max_subscriptions) {
+  if (hc->sx->n >= h->cfg.max_subscriptions) {
     char msg[96];
     snprintf(msg, sizeof msg, "at most %zu subscriptions per connection",
              h->cfg.max_subscriptions);
@@ -670,7 +679,7 @@ void ms_hub_on_subscribe(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
   }
   if (rv == 0)
     bytes += contains.len + 1;
-  if (hc->sub_bytes + bytes > h->cfg.max_filter_bytes) {
+  if (hc->sx->bytes + bytes > h->cfg.max_filter_bytes) {
     char msg[96];
     snprintf(msg, sizeof msg,
              "filters of one connection hold at most %zu bytes",
@@ -724,7 +733,7 @@ void ms_hub_on_subscribe(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
   if (rv == MS_ERR_BAD_MESSAGE)
     bad = "filter.since_seq must be a non-negative integer";
   has_since = rv == 0;
-  if (!bad && !nomem && ms_u64map_put(&hc->sub_ids, m->id + 1, sub))
+  if (!bad && !nomem && ms_u64map_put(&hc->sx->ids, m->id + 1, sub))
     nomem = 1;
   if (bad || nomem) {
     sub_free(h, sub);
@@ -752,8 +761,8 @@ void ms_hub_on_subscribe(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
   sub->replaying = 1;
   sub->conn_next = hc->subs;
   hc->subs = sub;
-  hc->n_subs++;
-  hc->sub_bytes += sub->bytes;
+  hc->sx->n++;
+  hc->sx->bytes += sub->bytes;
   sub->s_next = s->subs;
   if (s->subs)
     s->subs->s_prev = sub;
@@ -774,13 +783,13 @@ static void sub_unlink(ms_hub *h, hub_sub *sub) {
   if (sub->s_next)
     sub->s_next->s_prev = sub->s_prev;
   ms_hub_conn *hc = sub->hc;
-  ms_u64map_del(&hc->sub_ids, sub->sub_id + 1);
-  hc->n_subs--;
-  hc->sub_bytes -= sub->bytes;
+  ms_u64map_del(&hc->sx->ids, sub->sub_id + 1);
+  hc->sx->n--;
+  hc->sx->bytes -= sub->bytes;
 }
 
 void ms_hub_on_unsubscribe(ms_hub *h, ms_hub_conn *hc, const ms_msg *m) {
-  if (m->id == UINT64_MAX || !ms_u64map_get(&hc->sub_ids, m->id + 1))
+  if (m->id == UINT64_MAX || !hc->sx || !ms_u64map_get(&hc->sx->ids, m->id + 1))
     return;
   hub_sub **pp = &hc->subs;
   while (*pp) {

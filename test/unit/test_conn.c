@@ -1489,11 +1489,31 @@ static void hibernate_releases_state_and_resumes(void) {
   ms_conn_feed(s, f, n, 4);
   CHECK_EQ_INT(r.nmsg, 5);
   CHECK_EQ_INT(ms_conn_hibernate(s), 0);
-  /* A ping from the peer wakes it and is answered. */
+  /* A ping from the peer (an idle client's heartbeat) is answered
+   * without waking it, and so is a pong to our own ping. */
   n = frame(f, 1, 9, 1, "pi", 2);
   ms_conn_feed(s, f, n, 5);
+  CHECK(ms_conn_is_hibernating(s));
   take_all(s, &o);
   CHECK_MEM(o.data, o.len, "\x8a\x02pi", 4);
+  out_free(&o);
+  CHECK_EQ_INT(ms_conn_ping(s, (const uint8_t *)"hb", 2), 0);
+  CHECK(ms_conn_is_hibernating(s));
+  take_all(s, &o);
+  CHECK_MEM(o.data, o.len, "\x89\x02hb", 4);
+  out_free(&o);
+  int pongs = r.npong;
+  n = frame(f, 1, 10, 1, "hb", 2);
+  ms_conn_feed(s, f, n, 5);
+  CHECK(ms_conn_is_hibernating(s));
+  CHECK_EQ_INT(r.npong, pongs + 1);
+  /* A ping split across reads wakes it and is answered as usual. */
+  n = frame(f, 1, 9, 1, "pj", 2);
+  ms_conn_feed(s, f, 3, 6);
+  ms_conn_feed(s, f + 3, n - 3, 6);
+  CHECK(!ms_conn_is_hibernating(s));
+  take_all(s, &o);
+  CHECK_MEM(o.data, o.len, "\x8a\x02pj", 4);
   out_free(&o);
   /* Output pending: it keeps its state. */
   ms_conn_send(s, 0, (const uint8_t *)"q", 1);
