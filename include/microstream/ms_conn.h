@@ -235,11 +235,13 @@ MS_EXTERN int ms_conn_http_respond_keep(ms_conn *c, int status,
                                         const char *extra_headers,
                                         const void *body, size_t body_len);
 
-/* Release the per-connection WebSocket state (wslay's contexts, about
- * 8 KiB, and the output buffer) while the connection is idle: open, no
+/* Release the per-connection WebSocket state (wslay's contexts, several
+ * KiB, and the output buffer) while the connection is idle: open, no
  * output pending, no frame or fragmented message half-received. Any later
- * call that needs it (feed, send, ping, close) recreates it; a server may
- * send without waking. For servers holding many quiet connections.
+ * call that needs it recreates it. A server connection needs it only for
+ * what is not a whole data, ping or pong frame (and for close): it reads
+ * and sends those, and answers pings, without waking; it is not even made
+ * before the first such need. For servers holding many quiet connections.
  * Returns 0 (asleep) or MS_ERR_STATE (busy: nothing done). */
 MS_EXTERN int ms_conn_hibernate(ms_conn *c);
 MS_EXTERN int ms_conn_is_hibernating(const ms_conn *c);

@@ -10,7 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifndef SIM_MAX
 #define SIM_MAX 32
+#endif
 
 typedef struct sim_client {
   ms_client *c;
