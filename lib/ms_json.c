@@ -148,6 +148,18 @@ static int fj_hex4(const unsigned char *p, const unsigned char *end,
   return 0;
 }
 
+/* Whether any of the eight bytes in w is a quote, a backslash, below
+ * 0x20 or from 0x80 (the bytes a JSON string scan must look at). */
+static int fj_special(uint64_t w) {
+  const uint64_t ones = UINT64_C(0x0101010101010101);
+  const uint64_t high = UINT64_C(0x8080808080808080);
+  uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+  uint64_t zero_q = (q - ones) & ~q & high;
+  uint64_t zero_b = (b - ones) & ~b & high;
+  uint64_t ctl = (w - ones * 0x20) & ~w & high;
+  return ((w & high) | zero_q | zero_b | ctl) != 0;
+}
+
 /* A string at f->p (the opening quote); body and len: where its bytes are
  * in the output. */
 static int fj_string(fj *f, size_t *body, size_t *len) {
@@ -163,6 +175,15 @@ static int fj_string(fj *f, size_t *body, size_t *len) {
       break;
     if (c >= 0x20 && c < 0x80 && c != '\\') {
       p++;
+      /* Eight plain bytes at a time (no quote, backslash, control or
+       * non-ASCII byte among them). */
+      while (end - p >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        if (fj_special(w))
+          break;
+        p += 8;
+      }
       continue;
     }
     if (c >= 0x80) {
@@ -634,6 +655,17 @@ static int put_json_str(msgpack_sbuffer *out, const char *str, size_t n) {
     return -1;
   while (i < n) {
     unsigned char c = s[i];
+    if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+      i++;
+      while (n - i >= 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        if (fj_special(w))
+          break;
+        i += 8;
+      }
+      continue;
+    }
     char esc[8];
     const char *rep = NULL;
     size_t rlen = 0, adv = 1;

@@ -4,6 +4,8 @@
  * surrogates and values above U+10FFFF. */
 #include "ms_utf8.h"
 
+#include <string.h>
+
 void ms_utf8_init(ms_utf8_state *s) {
   s->need = 0;
   s->lo = 0x80;
@@ -18,9 +20,16 @@ int ms_utf8_feed(ms_utf8_state *s, const uint8_t *p, size_t len) {
   while (i < len) {
     uint8_t b = p[i];
     if (s->need == 0) {
-      /* Fast path over ASCII runs. */
+      /* Fast path over ASCII runs: eight bytes at a time. */
       if (b < 0x80) {
         i++;
+        while (len - i >= 8) {
+          uint64_t w;
+          memcpy(&w, p + i, 8);
+          if (w & UINT64_C(0x8080808080808080))
+            break;
+          i += 8;
+        }
         continue;
       }
       if (b >= 0xC2 && b <= 0xDF) {

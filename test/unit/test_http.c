@@ -196,6 +196,23 @@ static void utf8_validator_follows_rfc3629(void) {
   CHECK(ms_utf8_complete(&s));
   CHECK_EQ_INT(ms_utf8_feed(&s, (const uint8_t *)"\xff", 1), -1);
   CHECK_EQ_INT(ms_utf8_feed(&s, (const uint8_t *)"a", 1), -1); /* sticky */
+  /* Long ASCII runs (read eight bytes at a time) with a sequence or a
+   * bad byte at every offset, and ending at every offset. */
+  for (size_t at = 0; at < 40; at++) {
+    uint8_t buf[64];
+    memset(buf, 'a', sizeof buf);
+    memcpy(buf + at, "\xe2\x82\xac", 3);
+    CHECK(ms_utf8_valid(buf, sizeof buf));
+    CHECK(ms_utf8_valid(buf, at + 3));
+    CHECK(!ms_utf8_valid(buf, at + 2)); /* cut inside the sequence */
+    buf[at + 1] = 'x';                  /* E2 then ASCII */
+    CHECK(!ms_utf8_valid(buf, sizeof buf));
+    buf[at] = 0x80; /* a lone continuation byte */
+    CHECK(!ms_utf8_valid(buf, sizeof buf));
+    buf[at] = 0xff;
+    CHECK(!ms_utf8_valid(buf, sizeof buf));
+    CHECK(ms_utf8_valid(buf, at));
+  }
 }
 
 static void rand_seeded_is_deterministic_and_chunking_free(void) {

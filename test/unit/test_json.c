@@ -221,6 +221,60 @@ static void invalid_json_is_refused(void) {
   CHECK(json_refused("[1]\0", 4));      /* NUL after the text */
 }
 
+static void long_strings_with_special_bytes_at_every_offset(void) {
+  /* The string scans read eight bytes at a time: a quote, backslash,
+   * control or non-ASCII byte at any offset is still seen, both ways. */
+  for (size_t at = 0; at < 24; at++) {
+    static const char *const specials[] = {"\\\"", "\\\\", "\\n", "\\u00e9",
+                                           "\xc3\xa9", "\\u0001"};
+    static const char *const decoded[] = {"\"", "\\", "\n", "\xc3\xa9",
+                                          "\xc3\xa9", "\x01"};
+    for (size_t k = 0; k < sizeof specials / sizeof specials[0]; k++) {
+      char json[128], want[64];
+      int n = snprintf(json, sizeof json, "\"%.*s%s%.*s\"", (int)at,
+                       "abcdefghijklmnopqrstuvwxyz", specials[k], 9,
+                       "012345678");
+      int wn = snprintf(want, sizeof want, "%.*s%s012345678", (int)at,
+                        "abcdefghijklmnopqrstuvwxyz", decoded[k]);
+      msgpack_sbuffer mp, js;
+      msgpack_sbuffer_init(&mp);
+      msgpack_sbuffer_init(&js);
+      CHECK_EQ_INT(ms_json_to_msgpack(json, (size_t)n, &mp, NULL, 0), 0);
+      msgpack_zone z;
+      msgpack_zone_init(&z, 256);
+      msgpack_object o;
+      size_t off = 0;
+      CHECK_EQ_INT(msgpack_unpack(mp.data, mp.size, &off, &z, &o),
+                   MSGPACK_UNPACK_SUCCESS);
+      CHECK_EQ_INT(o.type, MSGPACK_OBJECT_STR);
+      CHECK_MEM(o.via.str.ptr, o.via.str.size, want, (size_t)wn);
+      /* And back: the same text as the escapes the writer uses. */
+      CHECK_EQ_INT(ms_msgpack_to_json(&o, &js), 0);
+      msgpack_sbuffer mp2;
+      msgpack_sbuffer_init(&mp2);
+      CHECK_EQ_INT(ms_json_to_msgpack(js.data, js.size, &mp2, NULL, 0), 0);
+      CHECK_MEM(mp2.data, mp2.size, mp.data, mp.size);
+      msgpack_sbuffer_destroy(&mp2);
+      msgpack_zone_destroy(&z);
+      msgpack_sbuffer_destroy(&mp);
+      msgpack_sbuffer_destroy(&js);
+    }
+    /* A raw control byte or a bad UTF-8 byte at that offset: refused. */
+    char bad[64];
+    int n = snprintf(bad, sizeof bad, "\"%.*sX0123456789\"", (int)at,
+                     "abcdefghijklmnopqrstuvwxyz");
+    msgpack_sbuffer mp;
+    msgpack_sbuffer_init(&mp);
+    bad[1 + at] = '\t';
+    CHECK_EQ_INT(ms_json_to_msgpack(bad, (size_t)n, &mp, NULL, 0),
+                 MS_ERR_BAD_MESSAGE);
+    bad[1 + at] = (char)0xff;
+    CHECK_EQ_INT(ms_json_to_msgpack(bad, (size_t)n, &mp, NULL, 0),
+                 MS_ERR_BAD_MESSAGE);
+    msgpack_sbuffer_destroy(&mp);
+  }
+}
+
 static void invalid_utf8_json_is_refused(void) {
   CHECK(json_refused("\"\xff\"", 3));
   CHECK(json_refused("\"\xc3\"", 3));
@@ -302,6 +356,7 @@ static const ms_test_case tests[] = {
     TEST(json_strings_with_nul_and_escapes),
     TEST(invalid_json_is_refused),
     TEST(invalid_utf8_json_is_refused),
+    TEST(long_strings_with_special_bytes_at_every_offset),
     TEST(json_deeper_than_64_is_refused),
     TEST(msgpack_input_must_be_one_object),
     TEST(object_api_appends_to_existing_output),
