@@ -34,6 +34,8 @@ struct sio_req {
   uint64_t lid;          /* the id the session used toward the router */
   int64_t expires;       /* the route is gone by then */
   sio_req *prev, *next;  /* by expiry (all live equally long) */
+  int has_ack;           /* answered by ACK ack_id, not a `response` */
+  uint64_t ack_id;
   size_t id_len;         /* the requester's own id, as JSON text */
   size_t target_len;
   uint8_t bytes[];       /* id, then target name */
@@ -441,6 +443,10 @@ static int js_lit(ms_hub_sio_state *st, const char *lit) {
   return msgpack_sbuffer_write(&st->js, lit, strlen(lit)) ? MS_ERR_NOMEM : 0;
 }
 
+static int js_raw_sb(msgpack_sbuffer *b, const char *p, size_t n) {
+  return msgpack_sbuffer_write(b, p, n) ? MS_ERR_NOMEM : 0;
+}
+
 static int js_raw(ms_hub_sio_state *st, const void *p, size_t n) {
   return msgpack_sbuffer_write(&st->js, p, n) ? MS_ERR_NOMEM : 0;
 }
@@ -589,16 +595,25 @@ int ms_hub_sio_send(ms_hub *h, ms_hub_conn *vc) {
         ms_http_ieq(m.code.ptr, m.code.len, "REQUEST_TIMEOUT"))
       return 0; /* the client keeps its own time; the route lives on */
     st->js.size = 0;
-    int rv = js_lit(st, "42[\"response\",{\"id\":");
-    if (!rv)
-      rv = js_raw(st, q->bytes, q->id_len);
-    if (!rv)
-      rv = js_lit(st, ",\"response\":");
+    int rv;
+    if (q->has_ack) {
+      /* An ACK carries what `response` would: the data, or {error}. */
+      char pre[32];
+      int pn = snprintf(pre, sizeof pre, "43%llu[",
+                        (unsigned long long)q->ack_id);
+      rv = js_raw(st, pre, (size_t)pn);
+    } else {
+      rv = js_lit(st, "42[\"response\",{\"id\":");
+      if (!rv)
+        rv = js_raw(st, q->bytes, q->id_len);
+      if (!rv)
+        rv = js_lit(st, ",\"response\":");
+    }
     if (!rv)
       rv = m.type == MS_MSG_RESPONSE ? ms_msgpack_to_json(&m.data, &st->js)
                                      : js_error_obj(st, &m, q);
     if (!rv)
-      rv = js_lit(st, "}]");
+      rv = js_lit(st, q->has_ack ? "]" : "}]");
     if (!rv)
       rv = js_emit(h, s);
     /* Too large or out of memory: the router answers with an error
@@ -973,14 +988,14 @@ static void on_connect(ms_hub *h, ms_hub_sio *s, const msgpack_object *auth,
 
 /* `request` {targetService, payload: {id, event, data}}. */
 static void on_sio_request(ms_hub *h, ms_hub_sio *s, const msgpack_object *a,
-                           int64_t now) {
+                           const ms_sio_packet *sp, int64_t now) {
   ms_hub_sio_state *st = h->sio;
   const msgpack_object *target = ms_map_get(a, "targetService");
   const msgpack_object *payload = ms_map_get(a, "payload");
   const msgpack_object *id = payload ? ms_map_get(payload, "id") : NULL;
   const msgpack_object *ev = payload ? ms_map_get(payload, "event") : NULL;
   const msgpack_object *data = payload ? ms_map_get(payload, "data") : NULL;
-  if (!id || id->type == MSGPACK_OBJECT_NIL)
+  if ((!id || id->type == MSGPACK_OBJECT_NIL) && !sp->has_ack)
     return; /* nowhere to answer: dropped */
   /* The requester's id, kept as JSON to be echoed as it came. */
   msgpack_sbuffer idb_buf;
@@ -993,7 +1008,8 @@ static void on_sio_request(ms_hub *h, ms_hub_sio *s, const msgpack_object *a,
     tl = target->via.str.size;
   }
   sio_req *q = NULL;
-  if (ms_msgpack_to_json(id, idb) == 0 && idb->size <= 1024 && tl <= 1024)
+  if ((id ? ms_msgpack_to_json(id, idb) : js_raw_sb(idb, "null", 4)) == 0 &&
+      idb->size <= 1024 && tl <= 1024)
     q = ms_malloc(h->mem, sizeof *q + idb->size + tl);
   if (!q) {
     msgpack_sbuffer_destroy(idb);
@@ -1003,6 +1019,8 @@ static void on_sio_request(ms_hub *h, ms_hub_sio *s, const msgpack_object *a,
   q->lid = s->next_lid++;
   q->expires = now + h->cfg.default_timeout_ms + h->cfg.max_late_ms + 1000;
   q->id_len = idb->size;
+  q->has_ack = sp->has_ack;
+  q->ack_id = sp->ack_id;
   q->target_len = tl;
   if (idb->size)
     memcpy(q->bytes, idb->data, idb->size);
@@ -1196,6 +1214,36 @@ static void on_sio_subscribe(ms_hub *h, ms_hub_sio *s,
   dispatch_rx(h, s, now);
 }
 
+/* The ACK of an event the client emitted with an ack id: no arguments
+ * once handled; for an event the hub does not know, an EVENT_NOT_FOUND
+ * error in the shape MicroStream clients reject with. */
+static void emit_event_ack(ms_hub *h, ms_hub_sio *s, uint64_t ack_id,
+                           const msgpack_object_str *unknown) {
+  ms_hub_sio_state *st = h->sio;
+  char pre[32];
+  int pn = snprintf(pre, sizeof pre, "43%llu[", (unsigned long long)ack_id);
+  st->js.size = 0;
+  int rv = js_raw(st, pre, (size_t)pn);
+  if (!rv && unknown) {
+    char msg[300];
+    int mn = snprintf(msg, sizeof msg, "Event \"%.*s\" not found",
+                      (int)MS_MIN(unknown->size, 256), unknown->ptr);
+    rv = js_lit(st, "{\"error\":{\"code\":\"EVENT_NOT_FOUND\",\"message\":");
+    if (!rv)
+      rv = js_str(st, msg, (size_t)mn < sizeof msg ? (size_t)mn : sizeof msg - 1);
+    if (!rv)
+      rv = js_lit(st, ",\"errorData\":{\"event\":");
+    if (!rv)
+      rv = js_str(st, unknown->ptr, unknown->size);
+    if (!rv)
+      rv = js_lit(st, "}}}");
+  }
+  if (!rv)
+    rv = js_lit(st, "]");
+  if (!rv)
+    js_emit(h, s);
+}
+
 static void sio_fail(ms_hub *h, ms_hub_sio *s, int64_t now) {
   ms_hub_close_conn(h, s->vc, MS_CLOSE_PROTOCOL, "bad Socket.IO packet",
                     "closed", now);
@@ -1256,15 +1304,19 @@ static void on_sio_packet(ms_hub *h, ms_hub_sio *s, const char *p, size_t n,
       arg.via.array.size > 1 ? &arg.via.array.ptr[1] : &nil;
 #define EV_IS(lit)                                                         \
   (ev->size == sizeof lit - 1 && memcmp(ev->ptr, lit, sizeof lit - 1) == 0)
+  int known = 1;
   if (EV_IS("request"))
-    on_sio_request(h, s, a1, now);
+    on_sio_request(h, s, a1, &sp, now); /* its ACK is the answer */
   else if (EV_IS("response"))
     on_sio_response(h, s, a1, now);
   else if (EV_IS("log"))
     on_sio_log(h, s, a1, now);
   else if (EV_IS("subscribe") && !s->name)
     on_sio_subscribe(h, s, a1, now);
-  /* `heartbeat` and anything else: life, nothing more. */
+  else if (!EV_IS("heartbeat"))
+    known = 0; /* life, nothing more */
+  if (sp.has_ack && !EV_IS("request") && !s->dead)
+    emit_event_ack(h, s, sp.ack_id, known ? NULL : ev);
 #undef EV_IS
 }
 

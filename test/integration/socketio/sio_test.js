@@ -261,6 +261,34 @@ async function main() {
     const e2 = await svcB.request('c-echo', 'nope', 1).then(() => null, (err) => err);
     assert.strictEqual(e2.code, 'EVENT_NOT_FOUND');
   });
+  await test('acks: a request emitted with an ack is answered by the ACK; other events are acked', async () => {
+    const s = svcB.socket.timeout(10000);
+    // to a C service and to a Socket.IO service, with and without payload.id
+    assert.deepStrictEqual(await s.emitWithAck('request', { targetService: 'c-echo',
+      payload: { event: 'echo', data: PAYLOADS.unicode } }), PAYLOADS.unicode);
+    assert.deepStrictEqual(await s.emitWithAck('request', { targetService: 'node-a',
+      payload: { id: 'ack-1', event: 'add', data: { a: 2, b: 3 } } }), { sum: 5 });
+    // errors come inside the ACK, as inside `response`
+    const miss = await s.emitWithAck('request', { targetService: 'nobody-here',
+      payload: { event: 'x', data: 1 } });
+    assert.strictEqual(miss.error.code, 'TARGET_SERVICE_NOT_FOUND');
+    assert.strictEqual(miss.error.message, 'Service "nobody-here" not found');
+    const nf = await s.emitWithAck('request', { targetService: 'node-a',
+      payload: { id: 'ack-2', event: 'nope', data: 1 } });
+    assert.strictEqual(nf.error.code, 'EVENT_NOT_FOUND');
+    // no `response` event besides the ACK
+    assert.ok(!svcB.lateLog.some((r) => r.id === 'ack-1' || r.id === 'ack-2'),
+      JSON.stringify(svcB.lateLog));
+    // known events are acked without arguments, unknown ones with an error
+    assert.strictEqual(await s.emitWithAck('heartbeat', { serviceName: 'node-b' }), undefined);
+    assert.strictEqual(await s.emitWithAck('log', { level: 'info', message: 'acked log' }), undefined);
+    const unk = await s.emitWithAck('no-such-event', { x: 1 });
+    assert.deepStrictEqual(unk, { error: { code: 'EVENT_NOT_FOUND',
+      message: 'Event "no-such-event" not found', errorData: { event: 'no-such-event' } } });
+    // ACK packets from a client (the hub asks for none) are ignored
+    svcB.socket.io.engine.send('3999[]');
+    assert.deepStrictEqual(await svcB.request('c-echo', 'echo', 7), 7);
+  });
   await test('ms-req calls a Socket.IO service: payloads survive', async () => {
     for (const [k, v] of Object.entries(PAYLOADS)) {
       const r = await msReq(hub, 'node-b', 'echo', JSON.stringify(v));
