@@ -478,6 +478,7 @@ int ms_json_to_msgpack_direct(const char *json, size_t len,
                               msgpack_sbuffer *out) {
   fj f;
   size_t mark = out->size;
+  int had = out->data != NULL;
   f.p = (const unsigned char *)(json ? json : "");
   f.end = f.p + (json ? len : 0);
   f.out = out;
@@ -488,8 +489,16 @@ int ms_json_to_msgpack_direct(const char *json, size_t len,
     if (f.p != f.end)
       rv = MS_ERR_BAD_MESSAGE;
   }
-  if (rv)
+  if (rv) {
     out->size = mark;
+    if (!had && out->data) {
+      /* A refused text leaves a buffer it found empty as it was (callers
+       * may skip msgpack_sbuffer_destroy after a failure). */
+      free(out->data);
+      out->data = NULL;
+      out->alloc = 0;
+    }
+  }
   return rv;
 }
 

@@ -206,6 +206,7 @@ int main(int argc, char **argv) {
     free(in);
     if (bad) {
       fprintf(stderr, "ms-req: bad JSON %s: %s\n", from, what);
+      msgpack_sbuffer_destroy(&a.data);
       return TOOL_EXIT_USAGE;
     }
   }

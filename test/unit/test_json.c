@@ -221,6 +221,19 @@ static void invalid_json_is_refused(void) {
   CHECK(json_refused("[1]\0", 4));      /* NUL after the text */
 }
 
+static void refused_text_leaves_an_empty_buffer_unallocated(void) {
+  /* Callers may skip msgpack_sbuffer_destroy after a refusal. */
+  static const char *const bad[] = {"[1,", "{\"a\":", "\"\\x\"", "[[[[[[[[[[[{"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    msgpack_sbuffer e;
+    msgpack_sbuffer_init(&e);
+    CHECK_EQ_INT(ms_json_to_msgpack(bad[i], strlen(bad[i]), &e, NULL, 0),
+                 MS_ERR_BAD_MESSAGE);
+    CHECK(e.data == NULL);
+    CHECK_EQ_INT(e.size, 0);
+  }
+}
+
 static void long_strings_with_special_bytes_at_every_offset(void) {
   /* The string scans read eight bytes at a time: a quote, backslash,
    * control or non-ASCII byte at any offset is still seen, both ways. */
@@ -357,6 +370,7 @@ static const ms_test_case tests[] = {
     TEST(invalid_json_is_refused),
     TEST(invalid_utf8_json_is_refused),
     TEST(long_strings_with_special_bytes_at_every_offset),
+    TEST(refused_text_leaves_an_empty_buffer_unallocated),
     TEST(json_deeper_than_64_is_refused),
     TEST(msgpack_input_must_be_one_object),
     TEST(object_api_appends_to_existing_output),
