@@ -101,7 +101,7 @@ function readLines(page, onlyVisible = false) {
   }), onlyVisible);
 }
 
-function waitForMessage(page, message, count = 1) {
+function waitForMessage(page, message, count = 1, timeout = WAIT) {
   return page.waitForFunction(([m, n]) => {
     let seen = 0;
     for (const e of document.querySelectorAll('#lines .line .msg')) {
@@ -110,7 +110,7 @@ function waitForMessage(page, message, count = 1) {
       if (t === m) seen++;
     }
     return seen >= n;
-  }, [message, count], { timeout: WAIT });
+  }, [message, count], { timeout });
 }
 
 async function logAndWait(page, feeder, level, message, fields = {}) {
@@ -384,9 +384,12 @@ describe('viewer page', { timeout: 170000 }, () => {
       for (let i = 0; i < 10100; i++) alpha.log(20, `burst ${i}`, { i });
       alpha.log(20, 'after gap');
       await alpha.drain();
-      await waitForMessage(page, 'after gap');  // the first page is still live
+      // the first page is still live; it lays out 10101 new lines first
+      await waitForMessage(page, 'after gap', 1, 3 * WAIT);
       mode = 'pass';
-      await waitStatus(page2, 'connected', 25000);
+      // the next attempt comes within the page's longest backoff (15 s,
+      // +15% jitter); then the handshake, on a machine that may be busy
+      await waitStatus(page2, 'connected', 45000);
       // 10000 lines arrive with it: give the page time to lay them out
       await page2.waitForSelector('.notice[data-kind="gap"]',
                                   { state: 'attached', timeout: 3 * WAIT });
