@@ -25,6 +25,7 @@
  * - RECORD ts_us is a required integer >= 0; LOG ts_us may also be nil.
  */
 #include "ms_internal.h"
+#include "ms_wire.h"
 
 #include <microstream/ms_codec.h>
 
@@ -683,14 +684,6 @@ static int put_str(msgpack_packer *pk, ms_str s) {
   return 0;
 }
 
-static int put_obj(msgpack_packer *pk, const msgpack_object *o) {
-  if (!o)
-    TRY(msgpack_pack_nil(pk));
-  else
-    TRY(msgpack_pack_object(pk, *o));
-  return 0;
-}
-
 static int put_map(msgpack_packer *pk, const msgpack_object *o) {
   if (!o || o->type == MSGPACK_OBJECT_NIL)
     TRY(msgpack_pack_map(pk, 0));
@@ -738,70 +731,200 @@ int ms_enc_welcome(msgpack_packer *pk, ms_str hub_id,
   return put_map(pk, opts);
 }
 
-static int request_head(msgpack_packer *pk, uint64_t id, ms_str name,
-                        ms_str event) {
-  TRY(msgpack_pack_array(pk, 7));
-  TRY(msgpack_pack_uint64(pk, MS_MSG_REQUEST));
-  TRY(msgpack_pack_uint64(pk, id));
-  PUT(put_str(pk, name));
-  return put_str(pk, event);
+/*
+ * REQUEST, RESPONSE and ERROR: the messages a hub routes, on its hot path.
+ * Each has one encoder (ms_enc_*_any below; the public ms_enc_* and
+ * ms_enc_*_raw are it with the data given one way or the other). The head
+ * is framed on the stack and reaches the packer's sink in a few writes
+ * instead of one per field, in the bytes msgpack-c's packer picks (the
+ * smallest form of each integer and string length); payloads given as
+ * bytes go on as they are, with no decode and re-encode.
+ */
+#if defined(__GNUC__)
+#define MS_HOT_INLINE static inline __attribute__((always_inline))
+#else
+#define MS_HOT_INLINE static inline
+#endif
+
+typedef struct frame {
+  msgpack_packer *pk;
+  size_t n;
+  int err;
+  uint8_t b[256];
+} frame;
+
+MS_HOT_INLINE void fr_flush(frame *f) {
+  if (f->n && !f->err)
+    f->err = f->pk->callback(f->pk->data, (const char *)f->b, f->n);
+  f->n = 0;
+}
+
+MS_HOT_INLINE void fr_bytes(frame *f, const void *p, size_t n) {
+  if (n > sizeof f->b - f->n) {
+    fr_flush(f);
+    if (n > sizeof f->b) {
+      if (!f->err)
+        f->err = f->pk->callback(f->pk->data, p, n);
+      return;
+    }
+  }
+  memcpy(f->b + f->n, p, n);
+  f->n += n;
+}
+
+MS_HOT_INLINE void fr_be(frame *f, uint8_t tag, uint64_t v, unsigned bytes) {
+  uint8_t t[9];
+  t[0] = tag;
+  for (unsigned i = 0; i < bytes; i++)
+    t[1 + i] = (uint8_t)(v >> (8 * (bytes - 1 - i)));
+  fr_bytes(f, t, 1 + bytes);
+}
+
+MS_HOT_INLINE void fr_uint(frame *f, uint64_t v) {
+  if (v < 128) {
+    uint8_t b = (uint8_t)v;
+    fr_bytes(f, &b, 1);
+  } else if (v < 256) {
+    fr_be(f, 0xcc, v, 1);
+  } else if (v < 65536) {
+    fr_be(f, 0xcd, v, 2);
+  } else if (v <= UINT32_MAX) {
+    fr_be(f, 0xce, v, 4);
+  } else {
+    fr_be(f, 0xcf, v, 8);
+  }
+}
+
+/* NULL ptr encodes as "" (as put_str). */
+MS_HOT_INLINE void fr_str(frame *f, ms_str s) {
+  size_t n = s.ptr ? s.len : 0;
+  if (n < 32) {
+    uint8_t b = (uint8_t)(0xa0 | n);
+    fr_bytes(f, &b, 1);
+  } else if (n < 256) {
+    fr_be(f, 0xd9, n, 1);
+  } else if (n < 65536) {
+    fr_be(f, 0xda, n, 2);
+  } else {
+    fr_be(f, 0xdb, n, 4);
+  }
+  if (n)
+    fr_bytes(f, s.ptr, n);
+}
+
+/* A value as the bytes that came in (raw), else the object re-packed,
+ * else nil (as_map: an empty map, also for a nil object). */
+MS_HOT_INLINE void fr_value(frame *f, const uint8_t *raw, size_t len,
+                     const msgpack_object *obj, int as_map) {
+  if (raw && len) {
+    fr_bytes(f, raw, len);
+  } else if (obj && !(as_map && obj->type == MSGPACK_OBJECT_NIL)) {
+    fr_flush(f);
+    if (!f->err && msgpack_pack_object(f->pk, *obj) != 0)
+      f->err = -1;
+  } else {
+    uint8_t b = as_map ? 0x80 : 0xc0;
+    fr_bytes(f, &b, 1);
+  }
+}
+
+static int fr_done(frame *f, int invalid) {
+  fr_flush(f);
+  if (invalid)
+    return MS_ERR_INVALID_ARG;
+  return f->err ? MS_ERR_NOMEM : 0;
+}
+
+static int str_ok(ms_str s) { return !s.ptr || s.len <= UINT32_MAX; }
+
+int ms_enc_request_any(msgpack_packer *pk, uint64_t id, ms_str name,
+                       ms_str event, const uint8_t *data, size_t data_len,
+                       const msgpack_object *data_obj, uint64_t timeout_ms,
+                       const uint8_t *opts, size_t opts_len,
+                       const msgpack_object *opts_obj) {
+  if (!str_ok(name) || !str_ok(event))
+    return MS_ERR_INVALID_ARG;
+  frame f;
+  f.pk = pk;
+  f.n = 0;
+  f.err = 0;
+  static const uint8_t head[2] = {0x97, MS_MSG_REQUEST};
+  fr_bytes(&f, head, 2);
+  fr_uint(&f, id);
+  fr_str(&f, name);
+  fr_str(&f, event);
+  fr_value(&f, data, data_len, data_obj, 0);
+  fr_uint(&f, timeout_ms);
+  fr_value(&f, opts, opts_len, opts_obj, 1);
+  return fr_done(&f, 0);
+}
+
+int ms_enc_response_any(msgpack_packer *pk, uint64_t id, const uint8_t *data,
+                        size_t data_len, const msgpack_object *data_obj) {
+  frame f;
+  f.pk = pk;
+  f.n = 0;
+  f.err = 0;
+  static const uint8_t head[2] = {0x93, MS_MSG_RESPONSE};
+  fr_bytes(&f, head, 2);
+  fr_uint(&f, id);
+  fr_value(&f, data, data_len, data_obj, 0);
+  return fr_done(&f, 0);
+}
+
+int ms_enc_error_any(msgpack_packer *pk, uint64_t id, ms_str code,
+                     ms_str message, const uint8_t *data, size_t data_len,
+                     const msgpack_object *data_obj) {
+  if (!str_ok(code) || !str_ok(message))
+    return MS_ERR_INVALID_ARG;
+  frame f;
+  f.pk = pk;
+  f.n = 0;
+  f.err = 0;
+  static const uint8_t head[2] = {0x95, MS_MSG_ERROR};
+  fr_bytes(&f, head, 2);
+  fr_uint(&f, id);
+  fr_str(&f, code);
+  fr_str(&f, message);
+  fr_value(&f, data, data_len, data_obj, 0);
+  return fr_done(&f, 0);
 }
 
 int ms_enc_request(msgpack_packer *pk, uint64_t id, ms_str name,
                    ms_str event, const msgpack_object *data,
                    uint64_t timeout_ms, const msgpack_object *opts) {
-  PUT(request_head(pk, id, name, event));
-  PUT(put_obj(pk, data));
-  TRY(msgpack_pack_uint64(pk, timeout_ms));
-  return put_map(pk, opts);
+  return ms_enc_request_any(pk, id, name, event, NULL, 0, data, timeout_ms,
+                            NULL, 0, opts);
 }
 
 int ms_enc_request_raw(msgpack_packer *pk, uint64_t id, ms_str name,
                        ms_str event, const uint8_t *data, size_t data_len,
                        uint64_t timeout_ms, const uint8_t *opts,
                        size_t opts_len) {
-  PUT(request_head(pk, id, name, event));
-  PUT(put_raw(pk, data, data_len, 0));
-  TRY(msgpack_pack_uint64(pk, timeout_ms));
-  return put_raw(pk, opts, opts_len, 1);
+  return ms_enc_request_any(pk, id, name, event, data, data_len, NULL,
+                            timeout_ms, opts, opts_len, NULL);
 }
 
 int ms_enc_response(msgpack_packer *pk, uint64_t id,
                     const msgpack_object *data) {
-  TRY(msgpack_pack_array(pk, 3));
-  TRY(msgpack_pack_uint64(pk, MS_MSG_RESPONSE));
-  TRY(msgpack_pack_uint64(pk, id));
-  return put_obj(pk, data);
+  return ms_enc_response_any(pk, id, NULL, 0, data);
 }
 
 int ms_enc_response_raw(msgpack_packer *pk, uint64_t id, const uint8_t *data,
                         size_t data_len) {
-  TRY(msgpack_pack_array(pk, 3));
-  TRY(msgpack_pack_uint64(pk, MS_MSG_RESPONSE));
-  TRY(msgpack_pack_uint64(pk, id));
-  return put_raw(pk, data, data_len, 0);
-}
-
-static int error_head(msgpack_packer *pk, uint64_t id, ms_str code,
-                      ms_str message) {
-  TRY(msgpack_pack_array(pk, 5));
-  TRY(msgpack_pack_uint64(pk, MS_MSG_ERROR));
-  TRY(msgpack_pack_uint64(pk, id));
-  PUT(put_str(pk, code));
-  return put_str(pk, message);
+  return ms_enc_response_any(pk, id, data, data_len, NULL);
 }
 
 int ms_enc_error(msgpack_packer *pk, uint64_t id, ms_str code,
                  ms_str message, const msgpack_object *error_data) {
-  PUT(error_head(pk, id, code, message));
-  return put_obj(pk, error_data);
+  return ms_enc_error_any(pk, id, code, message, NULL, 0, error_data);
 }
 
 int ms_enc_error_raw(msgpack_packer *pk, uint64_t id, ms_str code,
                      ms_str message, const uint8_t *error_data,
                      size_t error_data_len) {
-  PUT(error_head(pk, id, code, message));
-  return put_raw(pk, error_data, error_data_len, 0);
+  return ms_enc_error_any(pk, id, code, message, error_data, error_data_len,
+                          NULL);
 }
 
 static int two(msgpack_packer *pk, ms_msg_type t, uint64_t v) {
@@ -835,18 +958,50 @@ int ms_enc_log_raw(msgpack_packer *pk, int64_t ts_us, int64_t level,
   return put_raw(pk, fields, fields_len, 1);
 }
 
-int ms_enc_record(msgpack_packer *pk, uint64_t sub_id, uint64_t seq,
-                  int64_t ts_us, int64_t level, ms_str service,
-                  ms_str message, const msgpack_object *fields) {
-  TRY(msgpack_pack_array(pk, 8));
-  TRY(msgpack_pack_uint64(pk, MS_MSG_RECORD));
+/* RECORD and PRESENCE in two parts, [type, sub_id] and the rest, so a
+ * hub encodes a record's rest once for all its subscribers; the whole
+ * message is the two parts in a row. */
+int ms_enc_stream_head(msgpack_packer *pk, ms_msg_type type,
+                       uint64_t sub_id) {
+  TRY(msgpack_pack_array(pk, type == MS_MSG_RECORD ? 8 : 7));
+  TRY(msgpack_pack_uint64(pk, (uint64_t)type));
   TRY(msgpack_pack_uint64(pk, sub_id));
+  return 0;
+}
+
+int ms_enc_record_rest(msgpack_packer *pk, uint64_t seq, int64_t ts_us,
+                       int64_t level, ms_str service, ms_str message,
+                       const uint8_t *fields, size_t fields_len,
+                       const msgpack_object *fields_obj) {
   TRY(msgpack_pack_uint64(pk, seq));
   TRY(msgpack_pack_int64(pk, ts_us));
   TRY(msgpack_pack_int64(pk, level));
   PUT(put_str(pk, service));
   PUT(put_str(pk, message));
-  return put_map(pk, fields);
+  if (fields && fields_len)
+    return put_raw(pk, fields, fields_len, 1);
+  return put_map(pk, fields_obj);
+}
+
+int ms_enc_presence_rest(msgpack_packer *pk, uint64_t seq, int64_t ts_us,
+                         ms_str kind, ms_str service, const uint8_t *detail,
+                         size_t detail_len,
+                         const msgpack_object *detail_obj) {
+  TRY(msgpack_pack_uint64(pk, seq));
+  TRY(msgpack_pack_int64(pk, ts_us));
+  PUT(put_str(pk, kind));
+  PUT(put_str(pk, service));
+  if (detail && detail_len)
+    return put_raw(pk, detail, detail_len, 1);
+  return put_map(pk, detail_obj);
+}
+
+int ms_enc_record(msgpack_packer *pk, uint64_t sub_id, uint64_t seq,
+                  int64_t ts_us, int64_t level, ms_str service,
+                  ms_str message, const msgpack_object *fields) {
+  PUT(ms_enc_stream_head(pk, MS_MSG_RECORD, sub_id));
+  return ms_enc_record_rest(pk, seq, ts_us, level, service, message, NULL, 0,
+                            fields);
 }
 
 int ms_enc_subscribe(msgpack_packer *pk, uint64_t sub_id, ms_str stream,
@@ -874,14 +1029,9 @@ int ms_enc_unsubscribe(msgpack_packer *pk, uint64_t sub_id) {
 int ms_enc_presence(msgpack_packer *pk, uint64_t sub_id, uint64_t seq,
                     int64_t ts_us, ms_str kind, ms_str service,
                     const msgpack_object *detail) {
-  TRY(msgpack_pack_array(pk, 7));
-  TRY(msgpack_pack_uint64(pk, MS_MSG_PRESENCE));
-  TRY(msgpack_pack_uint64(pk, sub_id));
-  TRY(msgpack_pack_uint64(pk, seq));
-  TRY(msgpack_pack_int64(pk, ts_us));
-  PUT(put_str(pk, kind));
-  PUT(put_str(pk, service));
-  return put_map(pk, detail);
+  PUT(ms_enc_stream_head(pk, MS_MSG_PRESENCE, sub_id));
+  return ms_enc_presence_rest(pk, seq, ts_us, kind, service, NULL, 0,
+                              detail);
 }
 
 int ms_enc_ping(msgpack_packer *pk, uint64_t n) {

@@ -548,83 +548,6 @@ static void route_free(ms_hub *h, route *r) {
   ms_free(h->mem, r);
 }
 
-/* Routed messages are framed on the stack and reach h->out in a few
- * writes instead of one per field (the bytes msgpack-c's packer would
- * pick). Payloads go on as the bytes that came in: no decode/re-encode
- * of the application's data on the hub's hot path. */
-typedef struct fwd {
-  ms_hub *h;
-  size_t n;
-  uint8_t b[512];
-} fwd;
-
-static void fwd_flush(fwd *w) {
-  if (w->n)
-    ms_mpbuf_write(&w->h->out, (const char *)w->b, w->n);
-  w->n = 0;
-}
-
-static void fwd_bytes(fwd *w, const void *p, size_t n) {
-  if (n > sizeof w->b - w->n) {
-    fwd_flush(w);
-    if (n > sizeof w->b) {
-      ms_mpbuf_write(&w->h->out, p, n);
-      return;
-    }
-  }
-  memcpy(w->b + w->n, p, n);
-  w->n += n;
-}
-
-static void fwd_be(fwd *w, uint8_t tag, uint64_t v, unsigned bytes) {
-  uint8_t t[9];
-  t[0] = tag;
-  for (unsigned i = 0; i < bytes; i++)
-    t[1 + i] = (uint8_t)(v >> (8 * (bytes - 1 - i)));
-  fwd_bytes(w, t, 1 + bytes);
-}
-
-static void fwd_uint(fwd *w, uint64_t v) {
-  if (v < 128) {
-    uint8_t b = (uint8_t)v;
-    fwd_bytes(w, &b, 1);
-  } else if (v < 256) {
-    fwd_be(w, 0xcc, v, 1);
-  } else if (v < 65536) {
-    fwd_be(w, 0xcd, v, 2);
-  } else if (v <= UINT32_MAX) {
-    fwd_be(w, 0xce, v, 4);
-  } else {
-    fwd_be(w, 0xcf, v, 8);
-  }
-}
-
-static void fwd_str(fwd *w, const char *s, size_t n) {
-  if (n < 32) {
-    uint8_t b = (uint8_t)(0xa0 | n);
-    fwd_bytes(w, &b, 1);
-  } else if (n < 256) {
-    fwd_be(w, 0xd9, n, 1);
-  } else if (n < 65536) {
-    fwd_be(w, 0xda, n, 2);
-  } else {
-    fwd_be(w, 0xdb, n, 4);
-  }
-  if (n)
-    fwd_bytes(w, s, n);
-}
-
-/* The bytes of an object as they came in, or the object re-packed. */
-static void fwd_data(fwd *w, const uint8_t *raw, size_t raw_len,
-                     const msgpack_object *obj) {
-  if (raw) {
-    fwd_bytes(w, raw, raw_len);
-  } else {
-    fwd_flush(w);
-    msgpack_pack_object(&w->h->pk, *obj);
-  }
-}
-
 static void send_cancel(ms_hub *h, ms_hub_conn *hc, uint64_t id) {
   if (!hc || hc->state != HC_READY)
     return;
@@ -649,28 +572,25 @@ static void cancel_target(ms_hub *h, ms_hub_conn *t, hub_peer *tp,
 void ms_hub_pack_forward(ms_hub *h, route *r, const char *source,
                          size_t source_len, const uint8_t *data,
                          size_t data_len, const msgpack_object *data_obj) {
-  /* Forwarded REQUEST: [3, hid, source, event, data, remaining, opts]. */
-  msgpack_packer *pk = ms_hub_packer(h);
-  fwd w;
-  w.h = h;
-  w.n = 0;
-  static const uint8_t head[2] = {0x97, MS_MSG_REQUEST};
-  fwd_bytes(&w, head, 2);
-  fwd_uint(&w, r->hid);
-  fwd_str(&w, source, source_len);
-  fwd_str(&w, r->event, r->event_len);
-  fwd_data(&w, data, data_len, data_obj);
-  fwd_uint(&w, (uint64_t)r->timeout_ms);
+  /* Forwarded REQUEST: [3, hid, source, event, data, remaining, opts],
+   * the data as the bytes that came in (the codec's one REQUEST
+   * encoder). */
+  msgpack_object opts, *po = NULL;
+  msgpack_object_kv late;
   if (r->late_ms > 0) {
-    fwd_flush(&w);
-    msgpack_pack_map(pk, 1);
-    msgpack_pack_str_with_body(pk, "late_ms", 7);
-    msgpack_pack_int64(pk, r->late_ms);
-  } else {
-    static const uint8_t empty_map = 0x80;
-    fwd_bytes(&w, &empty_map, 1);
-    fwd_flush(&w);
+    late.key.type = MSGPACK_OBJECT_STR;
+    late.key.via.str.ptr = "late_ms";
+    late.key.via.str.size = 7;
+    late.val.type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+    late.val.via.u64 = (uint64_t)r->late_ms;
+    opts.type = MSGPACK_OBJECT_MAP;
+    opts.via.map.size = 1;
+    opts.via.map.ptr = &late;
+    po = &opts;
   }
+  ms_enc_request_any(ms_hub_packer(h), r->hid, (ms_str){source, source_len},
+                     (ms_str){r->event, r->event_len}, data, data_len,
+                     data_obj, (uint64_t)r->timeout_ms, NULL, 0, po);
 }
 
 route *ms_hub_route_add(ms_hub *h, ms_hub_conn *origin, hub_peer *opeer,
@@ -851,24 +771,14 @@ void ms_hub_route_answered(ms_hub *h, route *r, const ms_msg *m) {
     h->stats.late_dropped++;
     return;
   }
-  ms_hub_packer(h);
-  fwd w;
-  w.h = h;
-  w.n = 0;
-  if (m->type == MS_MSG_RESPONSE) {
-    static const uint8_t head[2] = {0x93, MS_MSG_RESPONSE};
-    fwd_bytes(&w, head, 2);
-    fwd_uint(&w, oid);
-    fwd_data(&w, m->data_raw.ptr, m->data_raw.len, &m->data);
-  } else {
-    static const uint8_t head[2] = {0x95, MS_MSG_ERROR};
-    fwd_bytes(&w, head, 2);
-    fwd_uint(&w, oid);
-    fwd_str(&w, m->code.ptr, m->code.len);
-    fwd_str(&w, m->message.ptr, m->message.len);
-    fwd_data(&w, m->extra_raw.ptr, m->extra_raw.len, &m->extra);
-  }
-  fwd_flush(&w);
+  /* Passed on with the codec's one encoder of each, the data as the
+   * bytes that came in. */
+  if (m->type == MS_MSG_RESPONSE)
+    ms_enc_response_any(ms_hub_packer(h), oid, m->data_raw.ptr,
+                        m->data_raw.len, &m->data);
+  else
+    ms_enc_error_any(ms_hub_packer(h), oid, m->code, m->message,
+                     m->extra_raw.ptr, m->extra_raw.len, &m->extra);
   if (h->out.sb.size > h->cfg.max_message) {
     ms_hub_send_error(h, o, oid, "PAYLOAD_TOO_LARGE",
                       "response larger than max_message", NULL);

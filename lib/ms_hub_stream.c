@@ -229,33 +229,27 @@ static int matches(const hub_sub *sub, const rec *r) {
 static void encode_body(ms_hub_streams *st, int stream_id, const rec *r) {
   msgpack_packer *pk = &st->bpk;
   ms_mpbuf_reset(&st->body);
-  msgpack_pack_uint64(pk, r->seq);
-  msgpack_pack_int64(pk, r->ts_us);
-  if (stream_id == STREAM_LOGS) {
-    msgpack_pack_int64(pk, r->level);
-    msgpack_pack_str_with_body(pk, r->data, r->service_len);
-    msgpack_pack_str_with_body(pk, r->data + r->service_len, r->message_len);
-  } else {
-    const char *kind = r->kind == 1 ? "up" : "down";
-    msgpack_pack_str_with_body(pk, kind, strlen(kind));
-    msgpack_pack_str_with_body(pk, r->data, r->service_len);
-  }
-  ms_mpbuf_write(&st->body,
-                        r->data + r->service_len + r->message_len,
-                        r->extra_len);
+  const uint8_t *extra =
+      (const uint8_t *)r->data + r->service_len + r->message_len;
+  if (stream_id == STREAM_LOGS)
+    ms_enc_record_rest(pk, r->seq, r->ts_us, r->level,
+                       (ms_str){r->data, r->service_len},
+                       (ms_str){r->data + r->service_len, r->message_len},
+                       extra, r->extra_len, NULL);
+  else
+    ms_enc_presence_rest(pk, r->seq, r->ts_us,
+                         ms_str_c(r->kind == 1 ? "up" : "down"),
+                         (ms_str){r->data, r->service_len}, extra,
+                         r->extra_len, NULL);
 }
 
 static int send_body(ms_hub *h, hub_sub *sub) {
   ms_hub_streams *st = h->streams;
   msgpack_packer *pk = ms_hub_packer(h);
-  if (sub->stream == STREAM_LOGS) {
-    msgpack_pack_array(pk, 8);
-    msgpack_pack_uint8(pk, MS_MSG_RECORD);
-  } else {
-    msgpack_pack_array(pk, 7);
-    msgpack_pack_uint8(pk, MS_MSG_PRESENCE);
-  }
-  msgpack_pack_uint64(pk, sub->sub_id);
+  ms_enc_stream_head(pk,
+                     sub->stream == STREAM_LOGS ? MS_MSG_RECORD
+                                                : MS_MSG_PRESENCE,
+                     sub->sub_id);
   if (st->body.failed)
     return MS_ERR_NOMEM; /* never a record cut short */
   ms_mpbuf_write(&h->out, st->body.sb.data, st->body.sb.size);
@@ -267,24 +261,21 @@ static int send_body(ms_hub *h, hub_sub *sub) {
 
 static void send_marker(ms_hub *h, hub_sub *sub, uint64_t seq,
                         const char *what, uint64_t missed, int64_t now) {
-  msgpack_packer *pk = ms_hub_packer(h);
-  msgpack_pack_array(pk, 8);
-  msgpack_pack_uint8(pk, MS_MSG_RECORD);
-  msgpack_pack_uint64(pk, sub->sub_id);
-  msgpack_pack_uint64(pk, seq);
-  msgpack_pack_int64(pk, ms_hub_wall_us(h, now));
-  msgpack_pack_uint8(pk, 0);
-  msgpack_pack_str_with_body(pk, "", 0);
-  msgpack_pack_str_with_body(pk, what, strlen(what));
   if (missed && sub->stream == STREAM_LOGS)
     h->stats.log_records_missed += missed;
-  if (missed) {
-    msgpack_pack_map(pk, 1);
-    msgpack_pack_str_with_body(pk, "missed", 6);
-    msgpack_pack_uint64(pk, missed);
-  } else {
-    msgpack_pack_map(pk, 0);
-  }
+  /* A marker is a RECORD of level 0 and no service: {missed: n}. */
+  msgpack_object_kv kv;
+  msgpack_object fields;
+  kv.key.type = MSGPACK_OBJECT_STR;
+  kv.key.via.str.ptr = "missed";
+  kv.key.via.str.size = 6;
+  kv.val.type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+  kv.val.via.u64 = missed;
+  fields.type = MSGPACK_OBJECT_MAP;
+  fields.via.map.size = missed ? 1 : 0;
+  fields.via.map.ptr = &kv;
+  ms_enc_record(ms_hub_packer(h), sub->sub_id, seq, ms_hub_wall_us(h, now),
+                0, ms_str_c(""), ms_str_c(what), &fields);
   ms_hub_send_out(h, sub->hc);
 }
 

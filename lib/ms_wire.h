@@ -59,6 +59,36 @@ static inline void ms_mpbuf_destroy(ms_mpbuf *b) {
 }
 int ms_mpbuf_write(void *data, const char *buf, size_t len);
 
+/* The one encoder of each routed message type (ms_codec.c): the data as
+ * bytes that came in (data, data_len) when given, else as an object
+ * (data_obj), else nil; opts likewise, else an empty map. The public
+ * ms_enc_request / ms_enc_request_raw etc. are these. 0, MS_ERR_NOMEM or
+ * MS_ERR_INVALID_ARG. */
+int ms_enc_request_any(msgpack_packer *pk, uint64_t id, ms_str name,
+                       ms_str event, const uint8_t *data, size_t data_len,
+                       const msgpack_object *data_obj, uint64_t timeout_ms,
+                       const uint8_t *opts, size_t opts_len,
+                       const msgpack_object *opts_obj);
+int ms_enc_response_any(msgpack_packer *pk, uint64_t id, const uint8_t *data,
+                        size_t data_len, const msgpack_object *data_obj);
+int ms_enc_error_any(msgpack_packer *pk, uint64_t id, ms_str code,
+                     ms_str message, const uint8_t *data, size_t data_len,
+                     const msgpack_object *data_obj);
+
+/* RECORD and PRESENCE (ms_codec.c): [type, sub_id] and the rest, as two
+ * parts (a hub encodes the rest once per record); ms_enc_record and
+ * ms_enc_presence are the two in a row. The map last (fields, detail) as
+ * bytes when given, else as an object, else empty. */
+int ms_enc_stream_head(msgpack_packer *pk, ms_msg_type type, uint64_t sub_id);
+int ms_enc_record_rest(msgpack_packer *pk, uint64_t seq, int64_t ts_us,
+                       int64_t level, ms_str service, ms_str message,
+                       const uint8_t *fields, size_t fields_len,
+                       const msgpack_object *fields_obj);
+int ms_enc_presence_rest(msgpack_packer *pk, uint64_t seq, int64_t ts_us,
+                         ms_str kind, ms_str service, const uint8_t *detail,
+                         size_t detail_len,
+                         const msgpack_object *detail_obj);
+
 /* Service-name rule of PROTOCOL.md: 1..128 bytes of [A-Za-z0-9._:-]. */
 int ms_valid_service_name(const char *s, size_t len);
 
