@@ -22,12 +22,15 @@
 #include "ms_http.h"
 #include "ms_rand.h"
 
+#include <nettle/base64.h>
 #include <stdio.h>
 
 #define SIO_PATH "/socket.io/"
 #define SIO_MAX_NAME 128
 #define SIO_MAX_TOKEN 4096
 #define WATCHER_NAME "watcher"
+/* Binary attachments of one Socket.IO packet, either way. */
+#define SIO_MAX_ATTACHMENTS 64
 
 typedef struct sio_req sio_req;
 struct sio_req {
@@ -70,6 +73,11 @@ struct ms_hub_sio {
   uint64_t sub_id;      /* a watcher's current subscription */
   ms_u64map tids;       /* hub id -> sio_tid (requests it serves) */
   ms_strmap tid_names;  /* the id it was shown -> sio_tid */
+  /* A BINARY_EVENT / BINARY_ACK waiting for its attachments. */
+  ms_buf bin_pkt;       /* its text */
+  ms_buf bin_data;      /* the attachments so far, back to back */
+  size_t bin_off[SIO_MAX_ATTACHMENTS + 1];
+  unsigned bin_need, bin_have;
 };
 
 struct ms_hub_sio_state {
@@ -83,6 +91,12 @@ struct ms_hub_sio_state {
   int zones;            /* how many of them were initialised */
   ms_buf b64;           /* a decoded binary packet */
   ms_buf pkt;           /* one outgoing packet */
+  msgpack_sbuffer subst; /* an event's arguments with attachments in */
+  msgpack_zone zsub;
+  ms_buf atts;          /* an outgoing packet's attachments, back to back */
+  size_t att_off[SIO_MAX_ATTACHMENTS + 1];
+  size_t natt;
+  int batching;         /* several packets: answer the poll after all */
 };
 
 static int64_t hb(const ms_hub *h) { return h->cfg.heartbeat_ms; }
@@ -106,6 +120,10 @@ static void state_free(ms_hub *h, ms_hub_sio_state *st) {
     msgpack_zone_destroy(&st->ztx);
   if (st->zones > 2)
     msgpack_zone_destroy(&st->zarg);
+  if (st->zones > 3)
+    msgpack_zone_destroy(&st->zsub);
+  msgpack_sbuffer_destroy(&st->subst);
+  ms_buf_free(&st->atts);
   ms_buf_free(&st->b64);
   ms_buf_free(&st->pkt);
   ms_free(h->mem, st);
@@ -127,15 +145,20 @@ static ms_hub_sio_state *state(ms_hub *h) {
   msgpack_sbuffer_init(&st->js);
   ms_buf_init(&st->b64, h->mem);
   ms_buf_init(&st->pkt, h->mem);
+  ms_buf_init(&st->atts, h->mem);
+  msgpack_sbuffer_init(&st->subst);
   if (msgpack_zone_init(&st->zrx, 1024)) {
     st->zones = 1;
     if (msgpack_zone_init(&st->ztx, 1024)) {
       st->zones = 2;
-      if (msgpack_zone_init(&st->zarg, 1024))
+      if (msgpack_zone_init(&st->zarg, 1024)) {
         st->zones = 3;
+        if (msgpack_zone_init(&st->zsub, 1024))
+          st->zones = 4;
+      }
     }
   }
-  if (rrv || st->zones < 3) {
+  if (rrv || st->zones < 4) {
     state_free(h, st);
     return NULL;
   }
@@ -279,12 +302,106 @@ static int emit(ms_hub *h, ms_hub_sio *s, const char *p, size_t n) {
   if ((s->pollq.len && ms_buf_append(&s->pollq, "\x1e", 1)) ||
       ms_buf_append(&s->pollq, p, n))
     return MS_ERR_NOMEM;
-  if (s->poll_hc) {
+  if (s->poll_hc && !h->sio->batching) {
     poll_answer(h, s, "6");
     if (s->closing)
       sio_finish(h, s);
   }
   return 0;
+}
+
+/* Queue one binary Engine.IO message (an attachment): a binary frame on
+ * the WebSocket, "b" + base64 on polling. */
+static int emit_bin(ms_hub *h, ms_hub_sio *s, const char *p, size_t n) {
+  if (s->dead)
+    return MS_ERR_CLOSED;
+  if (s->upgraded) {
+    if (!s->ws_hc)
+      return MS_ERR_CLOSED;
+    int rv = ms_conn_send(s->ws_hc->ws, 1, (const uint8_t *)p, n);
+    mark(h, s->ws_hc);
+    return rv;
+  }
+  size_t el = BASE64_ENCODE_RAW_LENGTH(n);
+  if (ms_buf_reserve(&s->pollq, el + 2))
+    return MS_ERR_NOMEM;
+  if (s->pollq.len)
+    s->pollq.data[s->pollq.len++] = '\x1e';
+  s->pollq.data[s->pollq.len++] = 'b';
+  base64_encode_raw(s->pollq.data + s->pollq.len, n, (const uint8_t *)p);
+  s->pollq.len += el;
+  if (s->poll_hc && !h->sio->batching) {
+    poll_answer(h, s, "6");
+    if (s->closing)
+      sio_finish(h, s);
+  }
+  return 0;
+}
+
+/* Collects the attachments of an outgoing packet (ms_msgpack_to_json_bins). */
+static int att_cb(void *ud, const char *p, size_t n) {
+  ms_hub_sio_state *st = ud;
+  if (st->natt >= SIO_MAX_ATTACHMENTS || ms_buf_append(&st->atts, p, n))
+    return -1;
+  st->natt++;
+  st->att_off[st->natt] = st->atts.len;
+  return 0;
+}
+
+static void atts_reset(ms_hub_sio_state *st) {
+  ms_buf_reset(&st->atts);
+  st->natt = 0;
+  st->att_off[0] = 0;
+}
+
+/* Bin values (not keys) in o: whether there are any. */
+static int has_bin(const msgpack_object *o) {
+  switch (o->type) {
+  case MSGPACK_OBJECT_BIN:
+    return 1;
+  case MSGPACK_OBJECT_ARRAY:
+    for (uint32_t i = 0; i < o->via.array.size; i++)
+      if (has_bin(&o->via.array.ptr[i]))
+        return 1;
+    return 0;
+  case MSGPACK_OBJECT_MAP:
+    for (uint32_t i = 0; i < o->via.map.size; i++)
+      if (has_bin(&o->via.map.ptr[i].val))
+        return 1;
+    return 0;
+  default:
+    return 0;
+  }
+}
+
+/* st->js (a JSON array, the event or ack arguments) with st->natt
+ * attachments: "45<n>-" + it (BINARY_EVENT) or "46<n>-<ack>" + it
+ * (BINARY_ACK), then the attachments; the poll is answered once. */
+static int emit_with_atts(ms_hub *h, ms_hub_sio *s, int ack,
+                          uint64_t ack_id) {
+  ms_hub_sio_state *st = h->sio;
+  char pre[48];
+  int pn = ack ? snprintf(pre, sizeof pre, "46%zu-%llu", st->natt,
+                          (unsigned long long)ack_id)
+               : snprintf(pre, sizeof pre, "45%zu-", st->natt);
+  if (st->js.size + st->atts.len + (size_t)pn > h->cfg.max_message)
+    return MS_ERR_TOO_BIG;
+  ms_buf_reset(&st->pkt);
+  if (ms_buf_append(&st->pkt, pre, (size_t)pn) ||
+      ms_buf_append(&st->pkt, st->js.data, st->js.size))
+    return MS_ERR_NOMEM;
+  st->batching = 1;
+  int rv = emit(h, s, st->pkt.data, st->pkt.len);
+  for (size_t i = 0; rv == 0 && i < st->natt; i++)
+    rv = emit_bin(h, s, st->atts.data + st->att_off[i],
+                  st->att_off[i + 1] - st->att_off[i]);
+  st->batching = 0;
+  if (s->poll_hc && s->pollq.len && !s->dead) {
+    poll_answer(h, s, "6");
+    if (s->closing)
+      sio_finish(h, s);
+  }
+  return rv;
 }
 
 size_t ms_hub_sio_pending(const ms_hub_conn *vc) {
@@ -561,8 +678,12 @@ int ms_hub_sio_send(ms_hub *h, ms_hub_conn *vc) {
     const sio_tid *t = tid_for(h, s, m.id);
     if (!t)
       return MS_ERR_NOMEM;
+    /* Bin in the data: a BINARY_EVENT with the bins as attachments. */
+    int bins = has_bin(&m.data);
     st->js.size = 0;
-    int rv = js_lit(st, "42[\"request\",{\"id\":");
+    atts_reset(st);
+    int rv = js_lit(st, bins ? "[\"request\",{\"id\":"
+                             : "42[\"request\",{\"id\":");
     if (!rv)
       rv = js_str(st, t->s, t->len);
     if (!rv)
@@ -572,11 +693,14 @@ int ms_hub_sio_send(ms_hub *h, ms_hub_conn *vc) {
     if (!rv)
       rv = js_lit(st, ",\"data\":");
     if (!rv)
-      rv = ms_msgpack_to_json(&m.data, &st->js);
+      rv = bins ? ms_msgpack_to_json_bins(&m.data, &st->js, att_cb, st)
+                : ms_msgpack_to_json(&m.data, &st->js);
+    if (rv == MS_ERR_NOMEM && st->natt >= SIO_MAX_ATTACHMENTS)
+      rv = MS_ERR_TOO_BIG;
     if (!rv)
       rv = js_lit(st, "}]");
     if (!rv)
-      rv = js_emit(h, s);
+      rv = bins ? emit_with_atts(h, s, 0, 0) : js_emit(h, s);
     if (rv)
       tid_drop(s, (sio_tid *)t); /* not sent: the router answers for it */
     return rv;
@@ -595,27 +719,33 @@ int ms_hub_sio_send(ms_hub *h, ms_hub_conn *vc) {
         ms_http_ieq(m.code.ptr, m.code.len, "REQUEST_TIMEOUT"))
       return 0; /* the client keeps its own time; the route lives on */
     st->js.size = 0;
+    atts_reset(st);
+    int bins = m.type == MS_MSG_RESPONSE && has_bin(&m.data);
     int rv;
     if (q->has_ack) {
       /* An ACK carries what `response` would: the data, or {error}. */
       char pre[32];
       int pn = snprintf(pre, sizeof pre, "43%llu[",
                         (unsigned long long)q->ack_id);
-      rv = js_raw(st, pre, (size_t)pn);
+      rv = bins ? js_lit(st, "[") : js_raw(st, pre, (size_t)pn);
     } else {
-      rv = js_lit(st, "42[\"response\",{\"id\":");
+      rv = js_lit(st, bins ? "[\"response\",{\"id\":"
+                           : "42[\"response\",{\"id\":");
       if (!rv)
         rv = js_raw(st, q->bytes, q->id_len);
       if (!rv)
         rv = js_lit(st, ",\"response\":");
     }
     if (!rv)
-      rv = m.type == MS_MSG_RESPONSE ? ms_msgpack_to_json(&m.data, &st->js)
-                                     : js_error_obj(st, &m, q);
+      rv = m.type != MS_MSG_RESPONSE ? js_error_obj(st, &m, q)
+           : bins ? ms_msgpack_to_json_bins(&m.data, &st->js, att_cb, st)
+                  : ms_msgpack_to_json(&m.data, &st->js);
+    if (rv == MS_ERR_NOMEM && st->natt >= SIO_MAX_ATTACHMENTS)
+      rv = MS_ERR_TOO_BIG;
     if (!rv)
       rv = js_lit(st, q->has_ack ? "]" : "}]");
     if (!rv)
-      rv = js_emit(h, s);
+      rv = bins ? emit_with_atts(h, s, q->has_ack, q->ack_id) : js_emit(h, s);
     /* Too large or out of memory: the router answers with an error
      * instead, under the same id. */
     if (rv != MS_ERR_TOO_BIG && rv != MS_ERR_NOMEM)
@@ -713,6 +843,8 @@ static ms_hub_sio *session_new(ms_hub *h, ms_hub_conn *carrier,
   s->next_ping = now + hb(h);
   s->next_lid = (uint64_t)1 << 40; /* apart from a watcher's sub ids */
   ms_buf_init(&s->pollq, h->mem);
+  ms_buf_init(&s->bin_pkt, h->mem);
+  ms_buf_init(&s->bin_data, h->mem);
   ms_u64map_init(&s->reqs, h->mem);
   ms_u64map_init(&s->tids, h->mem);
   ms_strmap_init(&s->tid_names, h->mem, ms_rand_u64(&st->rng));
@@ -813,6 +945,8 @@ void ms_hub_sio_free(ms_hub *h, ms_hub_conn *vc) {
   ms_u64map_free(&s->tids);
   ms_strmap_free(&s->tid_names);
   ms_buf_free(&s->pollq);
+  ms_buf_free(&s->bin_pkt);
+  ms_buf_free(&s->bin_data);
   ms_free(h->mem, s->name);
   ms_free(h->mem, s->token);
   ms_free(h->mem, s->cors);
@@ -1249,15 +1383,121 @@ static void sio_fail(ms_hub *h, ms_hub_sio *s, int64_t now) {
                     "closed", now);
 }
 
+/* The value o with each attachment placeholder {"_placeholder":true,
+ * "num":k} replaced by attachment k as bin. -1 for a placeholder that
+ * names no attachment. */
+static int pack_subst(msgpack_packer *pk, const msgpack_object *o,
+                      const ms_hub_sio *s, int depth) {
+  if (depth > 64)
+    return -1;
+  if (o->type == MSGPACK_OBJECT_MAP && o->via.map.size == 2) {
+    const msgpack_object *ph = ms_map_get(o, "_placeholder");
+    const msgpack_object *num = ms_map_get(o, "num");
+    if (ph && num && ph->type == MSGPACK_OBJECT_BOOLEAN && ph->via.boolean) {
+      if (num->type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+          num->via.u64 >= s->bin_need)
+        return -1;
+      size_t k = (size_t)num->via.u64;
+      size_t b = s->bin_off[k], e = s->bin_off[k + 1];
+      return msgpack_pack_bin_with_body(pk, s->bin_data.data + b, e - b) ? -1
+                                                                          : 0;
+    }
+  }
+  if (o->type == MSGPACK_OBJECT_ARRAY) {
+    if (msgpack_pack_array(pk, o->via.array.size))
+      return -1;
+    for (uint32_t i = 0; i < o->via.array.size; i++)
+      if (pack_subst(pk, &o->via.array.ptr[i], s, depth + 1))
+        return -1;
+    return 0;
+  }
+  if (o->type == MSGPACK_OBJECT_MAP) {
+    if (msgpack_pack_map(pk, o->via.map.size))
+      return -1;
+    for (uint32_t i = 0; i < o->via.map.size; i++)
+      if (msgpack_pack_object(pk, o->via.map.ptr[i].key) ||
+          pack_subst(pk, &o->via.map.ptr[i].val, s, depth + 1))
+        return -1;
+    return 0;
+  }
+  return msgpack_pack_object(pk, *o) ? -1 : 0;
+}
+
+static void on_sio_packet_parsed(ms_hub *h, ms_hub_sio *s,
+                                 ms_sio_packet sp, int with_atts,
+                                 int64_t now);
+
 static void on_sio_packet(ms_hub *h, ms_hub_sio *s, const char *p, size_t n,
                           int64_t now) {
-  ms_hub_sio_state *st = h->sio;
   ms_sio_packet sp;
-  if (ms_sio_parse(p, n, &sp) || sp.type == MS_SIO_BINARY_EVENT ||
-      sp.type == MS_SIO_BINARY_ACK) {
+  if (s->bin_need || ms_sio_parse(p, n, &sp)) {
+    sio_fail(h, s, now); /* (a text packet while attachments were due) */
+    return;
+  }
+  if ((sp.type == MS_SIO_BINARY_EVENT || sp.type == MS_SIO_BINARY_ACK) &&
+      sp.attachments > 0) {
+    /* Keep it until its attachments are in (bounded: count and bytes). */
+    if (sp.attachments > SIO_MAX_ATTACHMENTS || n > h->cfg.max_message) {
+      ms_hub_close_conn(h, s->vc, MS_CLOSE_TOO_BIG, "too many attachments",
+                        "closed", now);
+      return;
+    }
+    ms_buf_reset(&s->bin_pkt);
+    ms_buf_reset(&s->bin_data);
+    if (ms_buf_append(&s->bin_pkt, p, n)) {
+      ms_hub_close_conn(h, s->vc, MS_CLOSE_INTERNAL, "out of memory",
+                        "closed", now);
+      return;
+    }
+    s->bin_need = (unsigned)sp.attachments;
+    s->bin_have = 0;
+    s->bin_off[0] = 0;
+    return;
+  }
+  on_sio_packet_parsed(h, s, sp, 0, now);
+}
+
+/* One attachment of the packet in s->bin_pkt; the last one completes it. */
+static void on_attachment(ms_hub *h, ms_hub_sio *s, const uint8_t *p,
+                          size_t n, int64_t now) {
+  if (!s->bin_need) {
+    sio_fail(h, s, now); /* binary data nobody announced */
+    return;
+  }
+  if (s->bin_pkt.len + s->bin_data.len + n > h->cfg.max_message) {
+    ms_hub_close_conn(h, s->vc, MS_CLOSE_TOO_BIG, "attachments too large",
+                      "closed", now);
+    return;
+  }
+  if (ms_buf_append(&s->bin_data, p, n)) {
+    ms_hub_close_conn(h, s->vc, MS_CLOSE_INTERNAL, "out of memory", "closed",
+                      now);
+    return;
+  }
+  s->bin_off[++s->bin_have] = s->bin_data.len;
+  if (s->bin_have < s->bin_need)
+    return;
+  ms_sio_packet sp;
+  if (ms_sio_parse(s->bin_pkt.data, s->bin_pkt.len, &sp)) {
     sio_fail(h, s, now);
     return;
   }
+  on_sio_packet_parsed(h, s, sp, 1, now);
+  s->bin_need = s->bin_have = 0;
+  if (!s->dead) {
+    ms_buf_reset(&s->bin_pkt);
+    ms_buf_reset(&s->bin_data);
+  }
+}
+
+static void on_sio_packet_parsed(ms_hub *h, ms_hub_sio *s,
+                                 ms_sio_packet sp, int with_atts,
+                                 int64_t now) {
+  ms_hub_sio_state *st = h->sio;
+  if (sp.type == MS_SIO_BINARY_EVENT)
+    sp.type = MS_SIO_EVENT;
+  else if (sp.type == MS_SIO_BINARY_ACK)
+    sp.type = MS_SIO_ACK;
   if (!(sp.nsp_len == 1 && sp.nsp[0] == '/')) {
     if (sp.type == MS_SIO_CONNECT) {
       static const char e[] = "44{\"message\":\"Invalid namespace\"}";
@@ -1276,6 +1516,20 @@ static void on_sio_packet(ms_hub *h, ms_hub_sio *s, const char *p, size_t n,
             MSGPACK_UNPACK_SUCCESS) {
       sio_fail(h, s, now);
       return;
+    }
+    if (with_atts) {
+      /* The placeholders become the attachments, as MessagePack bin. */
+      msgpack_packer pk;
+      st->subst.size = 0;
+      msgpack_zone_clear(&st->zsub);
+      msgpack_packer_init(&pk, &st->subst, msgpack_sbuffer_write);
+      off = 0;
+      if (pack_subst(&pk, &arg, s, 0) ||
+          msgpack_unpack(st->subst.data, st->subst.size, &off, &st->zsub,
+                         &arg) != MSGPACK_UNPACK_SUCCESS) {
+        sio_fail(h, s, now);
+        return;
+      }
     }
   }
   switch (sp.type) {
@@ -1345,7 +1599,7 @@ static void on_eio_packet(ms_hub *h, ms_hub_sio *s, const ms_eio_packet *pk,
     return;
   case MS_EIO_MESSAGE:
     if (pk->binary) {
-      sio_fail(h, s, now); /* attachments: not part of this mapping */
+      on_attachment(h, s, pk->data, pk->len, now);
       return;
     }
     on_sio_packet(h, s, (const char *)pk->data, pk->len, now);
@@ -1580,6 +1834,10 @@ void ms_hub_sio_ws_message(ms_hub *h, ms_hub_conn *hc,
         if (ms_eio_payload_next((const uint8_t *)q.data, q.len, &pos,
                                 &h->sio->b64, &op))
           break;
+        if (op.binary) { /* an attachment */
+          ms_conn_send(hc->ws, 1, op.data, op.len);
+          continue;
+        }
         char t = (char)('0' + op.type);
         ms_buf_reset(&h->sio->pkt);
         if (ms_buf_append(&h->sio->pkt, &t, 1) ||

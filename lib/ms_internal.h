@@ -83,6 +83,14 @@ int ms_random(void *buf, size_t len);
 struct msgpack_sbuffer;
 int ms_json_to_msgpack_direct(const char *json, size_t len,
                               struct msgpack_sbuffer *out);
+struct msgpack_object;
+/* ms_msgpack_to_json, but each bin value is written as a Socket.IO
+ * placeholder {"_placeholder":true,"num":N} (N counting from 0) and handed
+ * to cb in order (cb returns nonzero to fail: MS_ERR_NOMEM). */
+int ms_msgpack_to_json_bins(const struct msgpack_object *obj,
+                            struct msgpack_sbuffer *out,
+                            int (*cb)(void *ud, const char *p, size_t n),
+                            void *ud);
 int ms_json_to_msgpack_jansson(const char *json, size_t len,
                                struct msgpack_sbuffer *out, char *what,
                                size_t what_size);

@@ -762,8 +762,24 @@ static int put_float(msgpack_sbuffer *out, double v, int is_f32) {
   return put_c(out, b);
 }
 
+/* Socket.IO attachments: bin values (not keys) written as placeholders
+ * and handed over in order. */
+typedef struct ms_json_bins {
+  int (*cb)(void *ud, const char *p, size_t n);
+  void *ud;
+  size_t n;
+} ms_json_bins;
+
+static int to_json_b(const msgpack_object *o, msgpack_sbuffer *out,
+                     int kdepth, ms_json_bins *bins);
+
 static int to_json(const msgpack_object *o, msgpack_sbuffer *out,
                    int kdepth) {
+  return to_json_b(o, out, kdepth, NULL);
+}
+
+static int to_json_b(const msgpack_object *o, msgpack_sbuffer *out,
+                     int kdepth, ms_json_bins *bins) {
   char b[32];
   switch (o->type) {
   case MSGPACK_OBJECT_NIL:
@@ -789,6 +805,13 @@ static int to_json(const msgpack_object *o, msgpack_sbuffer *out,
   case MSGPACK_OBJECT_STR:
     return put_json_str(out, o->via.str.ptr, o->via.str.size);
   case MSGPACK_OBJECT_BIN:
+    if (bins) {
+      snprintf(b, sizeof b, "{\"_placeholder\":true,\"num\":%zu}", bins->n);
+      if (bins->cb(bins->ud, o->via.bin.ptr, o->via.bin.size))
+        return -1;
+      bins->n++;
+      return put_c(out, b);
+    }
     return put_base64(out, o->via.bin.ptr, o->via.bin.size);
   case MSGPACK_OBJECT_EXT:
     return put_base64(out, o->via.ext.ptr, o->via.ext.size);
@@ -797,7 +820,7 @@ static int to_json(const msgpack_object *o, msgpack_sbuffer *out,
       return -1;
     for (uint32_t i = 0; i < o->via.array.size; i++)
       if ((i && put(out, ",", 1)) ||
-          to_json(&o->via.array.ptr[i], out, kdepth))
+          to_json_b(&o->via.array.ptr[i], out, kdepth, bins))
         return -1;
     return put(out, "]", 1);
   case MSGPACK_OBJECT_MAP:
@@ -844,7 +867,7 @@ static int to_json(const msgpack_object *o, msgpack_sbuffer *out,
         if (rv)
           return -1;
       }
-      if (put(out, ":", 1) || to_json(&kv->val, out, kdepth))
+      if (put(out, ":", 1) || to_json_b(&kv->val, out, kdepth, bins))
         return -1;
     }
     return put(out, "}", 1);
@@ -855,6 +878,18 @@ static int to_json(const msgpack_object *o, msgpack_sbuffer *out,
 int ms_msgpack_to_json(const msgpack_object *obj, msgpack_sbuffer *out) {
   size_t mark = out->size;
   if (to_json(obj, out, 0) != 0) {
+    out->size = mark;
+    return MS_ERR_NOMEM;
+  }
+  return 0;
+}
+
+int ms_msgpack_to_json_bins(const msgpack_object *obj, msgpack_sbuffer *out,
+                            int (*cb)(void *ud, const char *p, size_t n),
+                            void *ud) {
+  ms_json_bins bins = {cb, ud, 0};
+  size_t mark = out->size;
+  if (to_json_b(obj, out, 0, &bins) != 0) {
     out->size = mark;
     return MS_ERR_NOMEM;
   }

@@ -9,6 +9,13 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+static int count_bin(void *ud, const char *p, size_t n) {
+  (void)p;
+  (void)n;
+  (*(size_t *)ud)++;
+  return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   msgpack_sbuffer mp, js;
   char what[96];
@@ -31,6 +38,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       if (ms_msgpack_bytes_to_json((const uint8_t *)mp.data, mp.size, &js) !=
           0)
         abort();
+      /* The Socket.IO form: JSON came in, so there is no bin to hand over
+       * and the text is the same. */
+      msgpack_zone z;
+      msgpack_object o;
+      size_t off = 0, nbin = 0;
+      msgpack_sbuffer js2;
+      msgpack_sbuffer_init(&js2);
+      msgpack_zone_init(&z, 1024);
+      if (msgpack_unpack(mp.data, mp.size, &off, &z, &o) ==
+              MSGPACK_UNPACK_SUCCESS &&
+          (ms_msgpack_to_json_bins(&o, &js2, count_bin, &nbin) != 0 ||
+           nbin != 0 || js2.size != js.size ||
+           (js.size && memcmp(js.data, js2.data, js.size) != 0)))
+        abort();
+      msgpack_zone_destroy(&z);
+      msgpack_sbuffer_destroy(&js2);
     }
   } else if (rv != MS_ERR_BAD_MESSAGE || mp.size != 0 ||
              memchr(what, 0, sizeof what) == NULL) {
