@@ -77,12 +77,7 @@ void ms_buf_reset(ms_buf *b);
  * buf is zeroed). */
 int ms_random(void *buf, size_t len);
 
-/* ms_json.c: the two ways of ms_json_to_msgpack (for its fuzz target).
- * _direct: one pass, no tree; 0, MS_ERR_BAD_MESSAGE, MS_ERR_NOMEM, or 1
- * when it leaves the text to _jansson (a key twice, a long real). */
 struct msgpack_sbuffer;
-int ms_json_to_msgpack_direct(const char *json, size_t len,
-                              struct msgpack_sbuffer *out);
 struct msgpack_object;
 /* ms_msgpack_to_json, but each bin value is written as a Socket.IO
  * placeholder {"_placeholder":true,"num":N} (N counting from 0) and handed
@@ -91,8 +86,5 @@ int ms_msgpack_to_json_bins(const struct msgpack_object *obj,
                             struct msgpack_sbuffer *out,
                             int (*cb)(void *ud, const char *p, size_t n),
                             void *ud);
-int ms_json_to_msgpack_jansson(const char *json, size_t len,
-                               struct msgpack_sbuffer *out, char *what,
-                               size_t what_size);
 
 #endif

@@ -31,9 +31,7 @@
 
 #include <microstream/ms_codec.h>
 
-#include <errno.h>
 #include <jansson.h>
-#include <locale.h>
 #include <math.h>
 #include <nettle/base64.h>
 #include <stdio.h>
@@ -45,462 +43,6 @@
 #define MS_JSON_MAX_KEY_DEPTH 2
 
 /* ---- JSON -> MessagePack ----------------------------------------------- */
-
-static size_t utf8_seq(const unsigned char *s, size_t n);
-
-/*
- * The direct converter: one pass over the text, writing MessagePack as it
- * goes, no tree and no allocation beyond the output. It accepts exactly
- * what the jansson path below accepts and writes the same bytes (the
- * json fuzz target checks both on every input). Container and string
- * headers are reserved at their widest and narrowed when the count is
- * known. What it does not handle itself (an object with a key twice,
- * which jansson resolves "last value wins, first position", more keys
- * open at once than it tracks, a number too long for its buffer) goes to
- * the jansson path, as does every refusal (for its message).
- */
-#define FJ_FALLBACK 1
-#define FJ_MAX_KEYS 256
-#define FJ_MAX_NUM 64
-
-typedef struct fj {
-  const unsigned char *p, *end;
-  msgpack_sbuffer *out;
-  size_t nkeys;
-  struct {
-    size_t off;
-    size_t len;
-  } keys[FJ_MAX_KEYS];
-} fj;
-
-static int fj_put(fj *f, const void *d, size_t n) {
-  return msgpack_sbuffer_write(f->out, (const char *)d, n) ? MS_ERR_NOMEM : 0;
-}
-
-static void fj_ws(fj *f) {
-  while (f->p < f->end &&
-         (*f->p == ' ' || *f->p == '\t' || *f->p == '\n' || *f->p == '\r'))
-    f->p++;
-}
-
-/* A 5-byte header placeholder; returns its offset (or SIZE_MAX). */
-static size_t fj_reserve(fj *f) {
-  static const unsigned char z[5] = {0};
-  size_t off = f->out->size;
-  return fj_put(f, z, 5) ? SIZE_MAX : off;
-}
-
-/* Narrow the header at off: kind 0 str, 1 array, 2 map. */
-static void fj_finish(fj *f, size_t off, size_t n, int kind) {
-  static const unsigned char tags[3][4] = {
-      {0xa0, 0xd9, 0xda, 0xdb}, {0x90, 0, 0xdc, 0xdd}, {0x80, 0, 0xde, 0xdf}};
-  unsigned char h[5];
-  size_t hl;
-  size_t small = kind == 0 ? 32 : 16;
-  if (n < small) {
-    h[0] = (unsigned char)(tags[kind][0] | n);
-    hl = 1;
-  } else if (kind == 0 && n < 256) {
-    h[0] = tags[0][1];
-    h[1] = (unsigned char)n;
-    hl = 2;
-  } else if (n < 65536) {
-    h[0] = tags[kind][2];
-    h[1] = (unsigned char)(n >> 8);
-    h[2] = (unsigned char)n;
-    hl = 3;
-  } else {
-    h[0] = tags[kind][3];
-    h[1] = (unsigned char)(n >> 24);
-    h[2] = (unsigned char)(n >> 16);
-    h[3] = (unsigned char)(n >> 8);
-    h[4] = (unsigned char)n;
-    hl = 5;
-  }
-  char *d = f->out->data + off;
-  size_t body = f->out->size - off - 5;
-  memcpy(d, h, hl);
-  if (hl < 5) {
-    memmove(d + hl, d + 5, body);
-    f->out->size -= 5 - hl;
-  }
-}
-
-static int fj_hex4(const unsigned char *p, const unsigned char *end,
-                   uint32_t *v) {
-  if (end - p < 4)
-    return -1;
-  uint32_t r = 0;
-  for (int i = 0; i < 4; i++) {
-    unsigned char c = p[i];
-    uint32_t d;
-    if (c >= '0' && c <= '9')
-      d = (uint32_t)(c - '0');
-    else if (c >= 'a' && c <= 'f')
-      d = (uint32_t)(c - 'a' + 10);
-    else if (c >= 'A' && c <= 'F')
-      d = (uint32_t)(c - 'A' + 10);
-    else
-      return -1;
-    r = r << 4 | d;
-  }
-  *v = r;
-  return 0;
-}
-
-/* Whether any of the eight bytes in w is a quote, a backslash, below
- * 0x20 or from 0x80 (the bytes a JSON string scan must look at). */
-static int fj_special(uint64_t w) {
-  const uint64_t ones = UINT64_C(0x0101010101010101);
-  const uint64_t high = UINT64_C(0x8080808080808080);
-  uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
-  uint64_t zero_q = (q - ones) & ~q & high;
-  uint64_t zero_b = (b - ones) & ~b & high;
-  uint64_t ctl = (w - ones * 0x20) & ~w & high;
-  return ((w & high) | zero_q | zero_b | ctl) != 0;
-}
-
-/* A string at f->p (the opening quote); body and len: where its bytes are
- * in the output. */
-static int fj_string(fj *f, size_t *body, size_t *len) {
-  size_t off = fj_reserve(f);
-  if (off == SIZE_MAX)
-    return MS_ERR_NOMEM;
-  const unsigned char *p = f->p + 1, *end = f->end, *run = p;
-  for (;;) {
-    if (p >= end)
-      return MS_ERR_BAD_MESSAGE;
-    unsigned char c = *p;
-    if (c == '"')
-      break;
-    if (c >= 0x20 && c < 0x80 && c != '\\') {
-      p++;
-      /* Eight plain bytes at a time (no quote, backslash, control or
-       * non-ASCII byte among them). */
-      while (end - p >= 8) {
-        uint64_t w;
-        memcpy(&w, p, 8);
-        if (fj_special(w))
-          break;
-        p += 8;
-      }
-      continue;
-    }
-    if (c >= 0x80) {
-      size_t k = utf8_seq(p, (size_t)(end - p));
-      if (!k)
-        return MS_ERR_BAD_MESSAGE;
-      p += k;
-      continue;
-    }
-    if (c < 0x20)
-      return MS_ERR_BAD_MESSAGE;
-    /* An escape. */
-    if (fj_put(f, run, (size_t)(p - run)))
-      return MS_ERR_NOMEM;
-    if (end - p < 2)
-      return MS_ERR_BAD_MESSAGE;
-    unsigned char e = p[1], o[4];
-    size_t ol = 1;
-    p += 2;
-    switch (e) {
-    case '"': case '\\': case '/': o[0] = e; break;
-    case 'b': o[0] = '\b'; break;
-    case 'f': o[0] = '\f'; break;
-    case 'n': o[0] = '\n'; break;
-    case 'r': o[0] = '\r'; break;
-    case 't': o[0] = '\t'; break;
-    case 'u': {
-      uint32_t v, v2;
-      if (fj_hex4(p, end, &v))
-        return MS_ERR_BAD_MESSAGE;
-      p += 4;
-      if (v >= 0xd800 && v <= 0xdbff) {
-        if (end - p < 6 || p[0] != '\\' || p[1] != 'u' ||
-            fj_hex4(p + 2, end, &v2) || v2 < 0xdc00 || v2 > 0xdfff)
-          return MS_ERR_BAD_MESSAGE;
-        p += 6;
-        v = ((v - 0xd800) << 10) + (v2 - 0xdc00) + 0x10000;
-      } else if (v >= 0xdc00 && v <= 0xdfff) {
-        return MS_ERR_BAD_MESSAGE;
-      }
-      if (v < 0x80) {
-        o[0] = (unsigned char)v;
-      } else if (v < 0x800) {
-        o[0] = (unsigned char)(0xc0 | v >> 6);
-        o[1] = (unsigned char)(0x80 | (v & 0x3f));
-        ol = 2;
-      } else if (v < 0x10000) {
-        o[0] = (unsigned char)(0xe0 | v >> 12);
-        o[1] = (unsigned char)(0x80 | (v >> 6 & 0x3f));
-        o[2] = (unsigned char)(0x80 | (v & 0x3f));
-        ol = 3;
-      } else {
-        o[0] = (unsigned char)(0xf0 | v >> 18);
-        o[1] = (unsigned char)(0x80 | (v >> 12 & 0x3f));
-        o[2] = (unsigned char)(0x80 | (v >> 6 & 0x3f));
-        o[3] = (unsigned char)(0x80 | (v & 0x3f));
-        ol = 4;
-      }
-      break;
-    }
-    default:
-      return MS_ERR_BAD_MESSAGE;
-    }
-    if (fj_put(f, o, ol))
-      return MS_ERR_NOMEM;
-    run = p;
-  }
-  if (fj_put(f, run, (size_t)(p - run)))
-    return MS_ERR_NOMEM;
-  f->p = p + 1;
-  size_t n = f->out->size - off - 5;
-  if (n > UINT32_MAX)
-    return MS_ERR_BAD_MESSAGE;
-  fj_finish(f, off, n, 0);
-  *len = n;
-  *body = f->out->size - n;
-  return 0;
-}
-
-static int fj_number(fj *f) {
-  const unsigned char *s = f->p, *p = s, *end = f->end;
-  int neg = 0, real = 0;
-  if (*p == '-') {
-    neg = 1;
-    p++;
-  }
-  if (p >= end)
-    return MS_ERR_BAD_MESSAGE;
-  if (*p == '0') {
-    p++;
-    if (p < end && *p >= '0' && *p <= '9')
-      return MS_ERR_BAD_MESSAGE;
-  } else if (*p >= '1' && *p <= '9') {
-    while (p < end && *p >= '0' && *p <= '9')
-      p++;
-  } else {
-    return MS_ERR_BAD_MESSAGE;
-  }
-  if (p < end && *p == '.') {
-    real = 1;
-    p++;
-    if (p >= end || *p < '0' || *p > '9')
-      return MS_ERR_BAD_MESSAGE;
-    while (p < end && *p >= '0' && *p <= '9')
-      p++;
-  }
-  if (p < end && (*p == 'e' || *p == 'E')) {
-    real = 1;
-    p++;
-    if (p < end && (*p == '+' || *p == '-'))
-      p++;
-    if (p >= end || *p < '0' || *p > '9')
-      return MS_ERR_BAD_MESSAGE;
-    while (p < end && *p >= '0' && *p <= '9')
-      p++;
-  }
-  f->p = p;
-  msgpack_packer pk;
-  msgpack_packer_init(&pk, f->out, msgpack_sbuffer_write);
-  if (!real) {
-    /* As strtoll: beyond int64 is refused. */
-    uint64_t v = 0, lim = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
-    for (const unsigned char *d = s + neg; d < p; d++) {
-      uint64_t dig = (uint64_t)(*d - '0');
-      if (v > (lim - dig) / 10)
-        return MS_ERR_BAD_MESSAGE;
-      v = v * 10 + dig;
-    }
-    int rv;
-    if (!neg || v == 0)
-      rv = msgpack_pack_uint64(&pk, v);
-    else
-      rv = msgpack_pack_int64(&pk, v == (uint64_t)INT64_MAX + 1
-                                       ? INT64_MIN
-                                       : -(int64_t)v);
-    return rv ? MS_ERR_NOMEM : 0;
-  }
-  char buf[FJ_MAX_NUM + 1];
-  size_t n = (size_t)(p - s);
-  if (n > FJ_MAX_NUM)
-    return FJ_FALLBACK;
-  memcpy(buf, s, n);
-  buf[n] = '\0';
-  /* strtod reads the locale's decimal point, as jansson arranges too. */
-  const char *dp = localeconv()->decimal_point;
-  if (dp && dp[0] && dp[0] != '.' && !dp[1]) {
-    char *dot = strchr(buf, '.');
-    if (dot)
-      *dot = dp[0];
-  } else if (dp && dp[0] != '.') {
-    return FJ_FALLBACK;
-  }
-  errno = 0;
-  char *e;
-  double v = strtod(buf, &e);
-  if ((size_t)(e - buf) != n)
-    return FJ_FALLBACK;
-  if ((v == HUGE_VAL || v == -HUGE_VAL) && errno == ERANGE)
-    return MS_ERR_BAD_MESSAGE;
-  return msgpack_pack_double(&pk, v) ? MS_ERR_NOMEM : 0;
-}
-
-static int fj_lit(fj *f, const char *lit, size_t n, unsigned char byte) {
-  if ((size_t)(f->end - f->p) < n || memcmp(f->p, lit, n) != 0)
-    return MS_ERR_BAD_MESSAGE;
-  f->p += n;
-  return fj_put(f, &byte, 1);
-}
-
-static int fj_value(fj *f, int depth);
-
-static int fj_array(fj *f, int depth) {
-  size_t off = fj_reserve(f), n = 0;
-  if (off == SIZE_MAX)
-    return MS_ERR_NOMEM;
-  f->p++;
-  fj_ws(f);
-  if (f->p < f->end && *f->p == ']') {
-    f->p++;
-    fj_finish(f, off, 0, 1);
-    return 0;
-  }
-  for (;;) {
-    int rv = fj_value(f, depth + 1);
-    if (rv)
-      return rv;
-    n++;
-    fj_ws(f);
-    if (f->p >= f->end)
-      return MS_ERR_BAD_MESSAGE;
-    if (*f->p == ',') {
-      f->p++;
-      continue;
-    }
-    if (*f->p != ']')
-      return MS_ERR_BAD_MESSAGE;
-    f->p++;
-    break;
-  }
-  if (n > UINT32_MAX)
-    return MS_ERR_BAD_MESSAGE;
-  fj_finish(f, off, n, 1);
-  return 0;
-}
-
-static int fj_object(fj *f, int depth) {
-  size_t off = fj_reserve(f), n = 0, base = f->nkeys;
-  if (off == SIZE_MAX)
-    return MS_ERR_NOMEM;
-  f->p++;
-  fj_ws(f);
-  if (f->p < f->end && *f->p == '}') {
-    f->p++;
-    fj_finish(f, off, 0, 2);
-    return 0;
-  }
-  for (;;) {
-    fj_ws(f);
-    if (f->p >= f->end || *f->p != '"')
-      return MS_ERR_BAD_MESSAGE;
-    size_t kb, kl;
-    int rv = fj_string(f, &kb, &kl);
-    if (rv)
-      return rv;
-    const char *key = f->out->data + kb;
-    if (memchr(key, 0, kl))
-      return MS_ERR_BAD_MESSAGE; /* jansson keeps no NUL in a key */
-    for (size_t i = base; i < f->nkeys; i++)
-      if (f->keys[i].len == kl && memcmp(f->out->data + f->keys[i].off, key,
-                                         kl) == 0)
-        return FJ_FALLBACK; /* a key twice */
-    if (f->nkeys == FJ_MAX_KEYS)
-      return FJ_FALLBACK;
-    f->keys[f->nkeys].off = kb;
-    f->keys[f->nkeys].len = kl;
-    f->nkeys++;
-    fj_ws(f);
-    if (f->p >= f->end || *f->p != ':')
-      return MS_ERR_BAD_MESSAGE;
-    f->p++;
-    if ((rv = fj_value(f, depth + 1)) != 0)
-      return rv;
-    n++;
-    fj_ws(f);
-    if (f->p >= f->end)
-      return MS_ERR_BAD_MESSAGE;
-    if (*f->p == ',') {
-      f->p++;
-      continue;
-    }
-    if (*f->p != '}')
-      return MS_ERR_BAD_MESSAGE;
-    f->p++;
-    break;
-  }
-  f->nkeys = base;
-  if (n > UINT32_MAX)
-    return MS_ERR_BAD_MESSAGE;
-  fj_finish(f, off, n, 2);
-  return 0;
-}
-
-static int fj_value(fj *f, int depth) {
-  if (depth > MS_JSON_MAX_DEPTH)
-    return MS_ERR_BAD_MESSAGE;
-  fj_ws(f);
-  if (f->p >= f->end)
-    return MS_ERR_BAD_MESSAGE;
-  switch (*f->p) {
-  case '{':
-    return fj_object(f, depth);
-  case '[':
-    return fj_array(f, depth);
-  case '"': {
-    size_t b, l;
-    return fj_string(f, &b, &l);
-  }
-  case 't':
-    return fj_lit(f, "true", 4, 0xc3);
-  case 'f':
-    return fj_lit(f, "false", 5, 0xc2);
-  case 'n':
-    return fj_lit(f, "null", 4, 0xc0);
-  default:
-    if (*f->p == '-' || (*f->p >= '0' && *f->p <= '9'))
-      return fj_number(f);
-    return MS_ERR_BAD_MESSAGE;
-  }
-}
-
-int ms_json_to_msgpack_direct(const char *json, size_t len,
-                              msgpack_sbuffer *out) {
-  fj f;
-  size_t mark = out->size;
-  int had = out->data != NULL;
-  f.p = (const unsigned char *)(json ? json : "");
-  f.end = f.p + (json ? len : 0);
-  f.out = out;
-  f.nkeys = 0;
-  int rv = fj_value(&f, 1);
-  if (rv == 0) {
-    fj_ws(&f);
-    if (f.p != f.end)
-      rv = MS_ERR_BAD_MESSAGE;
-  }
-  if (rv) {
-    out->size = mark;
-    if (!had && out->data) {
-      /* A refused text leaves a buffer it found empty as it was (callers
-       * may skip msgpack_sbuffer_destroy after a failure). */
-      free(out->data);
-      out->data = NULL;
-      out->alloc = 0;
-    }
-  }
-  return rv;
-}
 
 static void set_what(char *what, size_t what_size, const char *s) {
   if (what && what_size)
@@ -574,21 +116,10 @@ static int pack_json(msgpack_packer *pk, const json_t *j, int depth,
 
 int ms_json_to_msgpack(const char *json, size_t len, msgpack_sbuffer *out,
                        char *what, size_t what_size) {
-  if (what && what_size)
-    what[0] = '\0';
-  int rv = ms_json_to_msgpack_direct(json, len, out);
-  if (rv == 0 || rv == MS_ERR_NOMEM)
-    return rv;
-  /* A key twice, or a refusal (jansson says why). */
-  return ms_json_to_msgpack_jansson(json, len, out, what, what_size);
-}
-
-int ms_json_to_msgpack_jansson(const char *json, size_t len,
-                               msgpack_sbuffer *out, char *what,
-                               size_t what_size) {
   json_error_t e;
   msgpack_packer pk;
   size_t mark = out->size;
+  int had = out->data != NULL;
 
   if (what && what_size)
     what[0] = '\0';
@@ -609,8 +140,16 @@ int ms_json_to_msgpack_jansson(const char *json, size_t len,
   msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
   int rv = pack_json(&pk, root, 1, what, what_size);
   json_decref(root);
-  if (rv != 0)
+  if (rv != 0) {
     out->size = mark; /* leave no half-written object behind */
+    if (!had && out->data) {
+      /* A refused text leaves a buffer it found empty as it was (callers
+       * may skip msgpack_sbuffer_destroy after a failure). */
+      free(out->data);
+      out->data = NULL;
+      out->alloc = 0;
+    }
+  }
   return rv;
 }
 
@@ -654,6 +193,18 @@ static size_t utf8_seq(const unsigned char *s, size_t n) {
   return k;
 }
 
+/* Whether any of the eight bytes in w is a quote, a backslash, below
+ * 0x20 or from 0x80 (the bytes a JSON string writer must look at). */
+static int json_special8(uint64_t w) {
+  const uint64_t ones = UINT64_C(0x0101010101010101);
+  const uint64_t high = UINT64_C(0x8080808080808080);
+  uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+  uint64_t zero_q = (q - ones) & ~q & high;
+  uint64_t zero_b = (b - ones) & ~b & high;
+  uint64_t ctl = (w - ones * 0x20) & ~w & high;
+  return ((w & high) | zero_q | zero_b | ctl) != 0;
+}
+
 static int put_json_str(msgpack_sbuffer *out, const char *str, size_t n) {
   static const char hex[] = "0123456789abcdef";
   const unsigned char *s = (const unsigned char *)str;
@@ -669,7 +220,7 @@ static int put_json_str(msgpack_sbuffer *out, const char *str, size_t n) {
       while (n - i >= 8) {
         uint64_t w;
         memcpy(&w, s + i, 8);
-        if (fj_special(w))
+        if (json_special8(w))
           break;
         i += 8;
       }
