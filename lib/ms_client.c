@@ -133,33 +133,16 @@ static void deliver(ms_client *c, creq *r, ms_response_fn fn, void *ud,
  * relays): target, event, timeout_ms, elapsed_ms. */
 static void timeout_error(ms_client *c, creq *r, int64_t now,
                           const char *message) {
-  ms_mpbuf sb;
-  ms_mpbuf_init(&sb, c->mem);
-  msgpack_packer pk;
-  msgpack_packer_init(&pk, &sb, ms_mpbuf_write);
-  msgpack_pack_map(&pk, 4);
-  msgpack_pack_str_with_body(&pk, "target", 6);
-  msgpack_pack_str_with_body(&pk, r->target, strlen(r->target));
-  msgpack_pack_str_with_body(&pk, "event", 5);
-  msgpack_pack_str_with_body(&pk, r->event, strlen(r->event));
-  msgpack_pack_str_with_body(&pk, "timeout_ms", 10);
-  msgpack_pack_int64(&pk, r->timeout_ms);
-  msgpack_pack_str_with_body(&pk, "elapsed_ms", 10);
-  msgpack_pack_int64(&pk, r->sent_at == UNSTAMPED ? 0 : now - r->sent_at);
-  /* Out of memory, the timeout still arrives, with nil data. */
-  msgpack_zone z;
-  msgpack_object obj;
-  obj.type = MSGPACK_OBJECT_NIL;
-  int zok = !sb.failed && msgpack_zone_init(&z, 512);
-  size_t off = 0;
-  if (zok && msgpack_unpack(sb.sb.data, sb.sb.size, &off, &z, &obj) !=
-                 MSGPACK_UNPACK_SUCCESS)
-    obj.type = MSGPACK_OBJECT_NIL;
-  deliver(c, r, r->cb, r->ud, MS_ERR_REQUEST_TIMEOUT, NULL, message, &obj, 0,
-          now);
-  if (zok)
-    msgpack_zone_destroy(&z);
-  ms_mpbuf_destroy(&sb);
+  /* Built on the stack: nothing to allocate, nothing to fail. */
+  ms_objmap o;
+  ms_objmap_init(&o);
+  ms_objmap_str(&o, "target", r->target, strlen(r->target));
+  ms_objmap_str(&o, "event", r->event, strlen(r->event));
+  ms_objmap_int(&o, "timeout_ms", r->timeout_ms);
+  ms_objmap_int(&o, "elapsed_ms",
+                r->sent_at == UNSTAMPED ? 0 : now - r->sent_at);
+  deliver(c, r, r->cb, r->ud, MS_ERR_REQUEST_TIMEOUT, NULL, message, &o.obj,
+          0, now);
 }
 
 /* The request's deadline passed (locally, or the hub said so first). */
@@ -882,28 +865,15 @@ static void on_ws_open(ms_conn *conn, const ms_conn_open_arg *arg, void *ud) {
     return;
   c->enc = arg->encoding;
   /* HELLO: [1, version, service, token, opts] */
-  ms_mpbuf ob;
-  ms_mpbuf_init(&ob, c->mem);
-  msgpack_packer opk;
-  msgpack_packer_init(&opk, &ob, ms_mpbuf_write);
-  msgpack_pack_map(&opk, 1 + (c->instance != NULL) + (c->cfg.watch != 0));
-  msgpack_pack_str_with_body(&opk, "heartbeat_ms", 12);
-  msgpack_pack_int64(&opk, c->cfg.heartbeat_ms);
-  if (c->instance) {
-    msgpack_pack_str_with_body(&opk, "instance", 8);
-    msgpack_pack_str_with_body(&opk, c->instance, strlen(c->instance));
-  }
-  if (c->cfg.watch) {
-    msgpack_pack_str_with_body(&opk, "watch", 5);
-    msgpack_pack_true(&opk);
-  }
-  msgpack_zone z;
-  int zok = !ob.failed && msgpack_zone_init(&z, 256);
-  msgpack_object opts;
-  size_t off = 0;
+  ms_objmap opts;
+  ms_objmap_init(&opts);
+  ms_objmap_int(&opts, "heartbeat_ms", c->cfg.heartbeat_ms);
+  if (c->instance)
+    ms_objmap_str(&opts, "instance", c->instance, strlen(c->instance));
+  if (c->cfg.watch)
+    ms_objmap_true(&opts, "watch");
   int rv = MS_ERR_NOMEM;
-  if (zok && msgpack_unpack(ob.sb.data, ob.sb.size, &off, &z, &opts) ==
-                 MSGPACK_UNPACK_SUCCESS) {
+  {
     ms_credentials cr;
     memset(&cr, 0, sizeof cr);
     const char *tok = c->token;
@@ -914,12 +884,9 @@ static void on_ws_open(ms_conn *conn, const ms_conn_open_arg *arg, void *ud) {
     if (ms_life_dead(&c->life))
       rv = 0; /* deleted from the credentials callback */
     else if (ms_enc_hello(packer(c), ms_str_c(c->service), ms_str_c(tok),
-                          &opts) == 0)
+                          &opts.obj) == 0)
       rv = send_out(c);
   }
-  if (zok)
-    msgpack_zone_destroy(&z);
-  ms_mpbuf_destroy(&ob);
   if (ms_life_dead(&c->life))
     return;
   if (rv == MS_ERR_NOMEM) {

@@ -575,18 +575,12 @@ void ms_hub_pack_forward(ms_hub *h, route *r, const char *source,
   /* Forwarded REQUEST: [3, hid, source, event, data, remaining, opts],
    * the data as the bytes that came in (the codec's one REQUEST
    * encoder). */
-  msgpack_object opts, *po = NULL;
-  msgpack_object_kv late;
+  ms_objmap opts;
+  const msgpack_object *po = NULL;
   if (r->late_ms > 0) {
-    late.key.type = MSGPACK_OBJECT_STR;
-    late.key.via.str.ptr = "late_ms";
-    late.key.via.str.size = 7;
-    late.val.type = MSGPACK_OBJECT_POSITIVE_INTEGER;
-    late.val.via.u64 = (uint64_t)r->late_ms;
-    opts.type = MSGPACK_OBJECT_MAP;
-    opts.via.map.size = 1;
-    opts.via.map.ptr = &late;
-    po = &opts;
+    ms_objmap_init(&opts);
+    ms_objmap_int(&opts, "late_ms", r->late_ms);
+    po = &opts.obj;
   }
   ms_enc_request_any(ms_hub_packer(h), r->hid, (ms_str){source, source_len},
                      (ms_str){r->event, r->event_len}, data, data_len,
@@ -819,37 +813,20 @@ static void route_deadline(ms_hub *h, route *r, int64_t now) {
   if (!r->timed_out) {
     ms_hub_route_done(r->rs, MS_OUTCOME_TIMEOUT, r->started, now);
     /* REQUEST_TIMEOUT to the requester, with what was applied. */
-    ms_mpbuf sb;
-    ms_mpbuf_init(&sb, h->mem);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, ms_mpbuf_write);
-    msgpack_pack_map(&pk, 3);
-    msgpack_pack_str_with_body(&pk, "target", 6);
     const char *tn = r->target && r->target->name ? r->target->name
                                                    : r->event + r->event_len + 1;
-    msgpack_pack_str_with_body(&pk, tn, strlen(tn));
-    msgpack_pack_str_with_body(&pk, "event", 5);
-    msgpack_pack_str_with_body(&pk, r->event, r->event_len);
-    msgpack_pack_str_with_body(&pk, "timeout_ms", 10);
-    msgpack_pack_int64(&pk, r->timeout_ms);
-    /* Out of memory, the timeout still goes out, without its data. */
-    msgpack_zone z;
-    int zok = !sb.failed && msgpack_zone_init(&z, 256);
-    msgpack_object obj;
-    obj.type = MSGPACK_OBJECT_NIL;
-    size_t off = 0;
-    if (zok && msgpack_unpack(sb.sb.data, sb.sb.size, &off, &z, &obj) !=
-                   MSGPACK_UNPACK_SUCCESS)
-      obj.type = MSGPACK_OBJECT_NIL;
+    ms_objmap o;
+    ms_objmap_init(&o);
+    ms_objmap_str(&o, "target", tn, strlen(tn));
+    ms_objmap_str(&o, "event", r->event, r->event_len);
+    ms_objmap_int(&o, "timeout_ms", r->timeout_ms);
+    const msgpack_object *obj = &o.obj;
     char msg[320];
     snprintf(msg, sizeof msg, "%s did not answer '%s' within %lld ms", tn,
              r->event, (long long)r->timeout_ms);
     if (r->origin)
       ms_hub_send_error(h, r->origin, r->origin_id, "REQUEST_TIMEOUT", msg,
-                        &obj);
-    if (zok)
-      msgpack_zone_destroy(&z);
-    ms_mpbuf_destroy(&sb);
+                        obj);
     /* (Sends never close a connection synchronously, so r is intact.) */
     if (r->late_ms > 0) {
       r->timed_out = 1;
@@ -883,23 +860,15 @@ void ms_service_token(const uint8_t *secret, size_t secret_len,
 }
 
 static void send_welcome(ms_hub *h, ms_hub_conn *hc) {
-  msgpack_packer *pk = ms_hub_packer(h);
-  msgpack_pack_array(pk, 3);
-  msgpack_pack_uint8(pk, MS_MSG_WELCOME);
-  msgpack_pack_str_with_body(pk, h->hub_id, strlen(h->hub_id));
-  msgpack_pack_map(pk, 6);
-  msgpack_pack_str_with_body(pk, "heartbeat_ms", 12);
-  msgpack_pack_int64(pk, h->cfg.heartbeat_ms);
-  msgpack_pack_str_with_body(pk, "max_message", 11);
-  msgpack_pack_uint64(pk, h->cfg.max_message);
-  msgpack_pack_str_with_body(pk, "max_pending", 11);
-  msgpack_pack_uint64(pk, h->cfg.max_pending);
-  msgpack_pack_str_with_body(pk, "default_timeout_ms", 18);
-  msgpack_pack_int64(pk, h->cfg.default_timeout_ms);
-  msgpack_pack_str_with_body(pk, "max_timeout_ms", 14);
-  msgpack_pack_int64(pk, h->cfg.max_timeout_ms);
-  msgpack_pack_str_with_body(pk, "max_late_ms", 11);
-  msgpack_pack_int64(pk, h->cfg.max_late_ms);
+  ms_objmap o;
+  ms_objmap_init(&o);
+  ms_objmap_int(&o, "heartbeat_ms", h->cfg.heartbeat_ms);
+  ms_objmap_int(&o, "max_message", (int64_t)h->cfg.max_message);
+  ms_objmap_int(&o, "max_pending", (int64_t)h->cfg.max_pending);
+  ms_objmap_int(&o, "default_timeout_ms", h->cfg.default_timeout_ms);
+  ms_objmap_int(&o, "max_timeout_ms", h->cfg.max_timeout_ms);
+  ms_objmap_int(&o, "max_late_ms", h->cfg.max_late_ms);
+  ms_enc_welcome(ms_hub_packer(h), ms_str_c(h->hub_id), &o.obj);
   ms_hub_send_out(h, hc);
 }
 

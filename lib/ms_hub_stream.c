@@ -264,18 +264,12 @@ static void send_marker(ms_hub *h, hub_sub *sub, uint64_t seq,
   if (missed && sub->stream == STREAM_LOGS)
     h->stats.log_records_missed += missed;
   /* A marker is a RECORD of level 0 and no service: {missed: n}. */
-  msgpack_object_kv kv;
-  msgpack_object fields;
-  kv.key.type = MSGPACK_OBJECT_STR;
-  kv.key.via.str.ptr = "missed";
-  kv.key.via.str.size = 6;
-  kv.val.type = MSGPACK_OBJECT_POSITIVE_INTEGER;
-  kv.val.via.u64 = missed;
-  fields.type = MSGPACK_OBJECT_MAP;
-  fields.via.map.size = missed ? 1 : 0;
-  fields.via.map.ptr = &kv;
+  ms_objmap fields;
+  ms_objmap_init(&fields);
+  if (missed)
+    ms_objmap_int(&fields, "missed", (int64_t)missed);
   ms_enc_record(ms_hub_packer(h), sub->sub_id, seq, ms_hub_wall_us(h, now),
-                0, ms_str_c(""), ms_str_c(what), &fields);
+                0, ms_str_c(""), ms_str_c(what), &fields.obj);
   ms_hub_send_out(h, sub->hc);
 }
 

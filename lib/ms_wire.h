@@ -89,6 +89,50 @@ int ms_enc_presence_rest(msgpack_packer *pk, uint64_t seq, int64_t ts_us,
                          size_t detail_len,
                          const msgpack_object *detail_obj);
 
+/* A small map of {string: value} built as a msgpack_object on the stack,
+ * for an encoder that takes an object (opts, error data): no packing
+ * and decoding again through a zone. Keys and strings are borrowed. */
+#define MS_OBJMAP_MAX 8
+typedef struct ms_objmap {
+  msgpack_object obj;
+  msgpack_object_kv kv[MS_OBJMAP_MAX];
+} ms_objmap;
+
+static inline void ms_objmap_init(ms_objmap *m) {
+  m->obj.type = MSGPACK_OBJECT_MAP;
+  m->obj.via.map.size = 0;
+  m->obj.via.map.ptr = m->kv;
+}
+static inline msgpack_object *ms_objmap_add(ms_objmap *m, const char *key) {
+  msgpack_object_kv *kv = &m->kv[m->obj.via.map.size++];
+  kv->key.type = MSGPACK_OBJECT_STR;
+  kv->key.via.str.ptr = key;
+  kv->key.via.str.size = (uint32_t)strlen(key);
+  return &kv->val;
+}
+static inline void ms_objmap_int(ms_objmap *m, const char *key, int64_t v) {
+  msgpack_object *o = ms_objmap_add(m, key);
+  if (v >= 0) {
+    o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+    o->via.u64 = (uint64_t)v;
+  } else {
+    o->type = MSGPACK_OBJECT_NEGATIVE_INTEGER;
+    o->via.i64 = v;
+  }
+}
+static inline void ms_objmap_str(ms_objmap *m, const char *key,
+                                 const char *s, size_t len) {
+  msgpack_object *o = ms_objmap_add(m, key);
+  o->type = MSGPACK_OBJECT_STR;
+  o->via.str.ptr = s;
+  o->via.str.size = (uint32_t)len;
+}
+static inline void ms_objmap_true(ms_objmap *m, const char *key) {
+  msgpack_object *o = ms_objmap_add(m, key);
+  o->type = MSGPACK_OBJECT_BOOLEAN;
+  o->via.boolean = true;
+}
+
 /* Service-name rule of PROTOCOL.md: 1..128 bytes of [A-Za-z0-9._:-]. */
 int ms_valid_service_name(const char *s, size_t len);
 
