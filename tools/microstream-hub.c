@@ -398,7 +398,7 @@ enum {
   O_METRICS_TOKEN, O_INSECURE, O_UNAUTH, O_STORE, O_NOSTORE, O_RDAYS,
   O_RROWS, O_VERSION, O_CONFIG, O_CLUSTER, O_CPREFIX, O_CPASS, O_CLEASE,
   O_SIOMAX, O_TLS_CERT, O_TLS_KEY, O_TLS_CA, O_TLS_HS, O_CRATE, O_CBURST,
-  O_CRATE_LO
+  O_CRATE_LO, O_CCA, O_CCERT, O_CKEY, O_CCLASSIC
 };
 
 typedef struct hub_opt {
@@ -487,7 +487,17 @@ static const hub_opt hub_opts[] = {
      "SIGHUP reloads)"},
     {"cluster", 1, O_CLUSTER, "URL",
      "act as one hub with the others on this Redis:\n"
-     "redis://[:PASSWORD@]HOST:PORT[/DB] (README \"Cluster\")"},
+     "redis://[:PASSWORD@]HOST:PORT[/DB], rediss:// for TLS\n"
+     "(README \"Cluster\")"},
+    {"cluster-ca", 1, O_CCA, "FILE",
+     "rediss://: trust only this CA (PEM; default: the\n"
+     "system's); the certificate must name HOST"},
+    {"cluster-cert", 1, O_CCERT, "FILE",
+     "rediss://: a client certificate (PEM) for Redis"},
+    {"cluster-key", 1, O_CKEY, "FILE", "its private key (PEM)"},
+    {"cluster-classic-pubsub", 0, O_CCLASSIC, NULL,
+     "plain PUBLISH/SUBSCRIBE between hubs even where Redis\n"
+     "has sharded pub/sub"},
     {"cluster-prefix", 1, O_CPREFIX, "NAME",
      "keys and channels of this cluster (microstream)"},
     {"cluster-password-file", 1, O_CPASS, "PATH",
@@ -570,6 +580,7 @@ typedef struct hub_args {
   unsigned replaced;
   ms_cluster_config cluster;
   const char *cluster_pass_file;
+  const char *cluster_ca, *cluster_cert, *cluster_key;
 } hub_args;
 
 enum { LIST_LISTEN = 1, LIST_KEY = 2, LIST_ORIGIN = 4, LIST_HOST = 8 };
@@ -730,6 +741,10 @@ static int parse_args(int argc, char **argv, hub_args *ar, ms_hub_config *cfg,
     case O_CLUSTER: ar->cluster.url = optarg; break;
     case O_CPREFIX: ar->cluster.prefix = optarg; break;
     case O_CPASS: ar->cluster_pass_file = optarg; break;
+    case O_CCA: ar->cluster_ca = optarg; break;
+    case O_CCERT: ar->cluster_cert = optarg; break;
+    case O_CKEY: ar->cluster_key = optarg; break;
+    case O_CCLASSIC: ar->cluster.classic_pubsub = 1; break;
     case O_CLEASE: {
       long long lease;
       if (num_opt("--cluster-lease-ms", 300, 3600000, &lease))
@@ -950,6 +965,15 @@ static void reload(app *a) {
 static hub_config_args g_file_args;
 static void free_file_args(void) { hub_config_free(&g_file_args); }
 
+/* The cluster joined or left (or an attempt failed, with its reason). */
+static void on_cluster_state(void *ud, int up, const char *why) {
+  app *a = ud;
+  if (up)
+    logf_(a, MS_LEVEL_INFO, "cluster: joined");
+  else
+    logf_(a, MS_LEVEL_WARN, "cluster: unavailable: %s", why ? why : "?");
+}
+
 int main(int argc, char **argv) {
   app a;
   memset(&a, 0, sizeof a);
@@ -1127,11 +1151,43 @@ int main(int argc, char **argv) {
     ms_store_close(a.store);
     return 1;
   }
+  ms_tls *ctls = NULL;
+  if (ar.cluster.url && strncmp(ar.cluster.url, "rediss://", 9) == 0) {
+    char err[300] = "";
+    if (!ar.cluster_cert != !ar.cluster_key) {
+      fprintf(stderr, "microstream-hub: --cluster-cert and --cluster-key go "
+                      "together\n");
+      rv = MS_ERR_INVALID_ARG;
+    } else if (ms_tls_client_new(&ctls, ar.cluster_ca, ar.cluster_cert,
+                                 ar.cluster_key, err, sizeof err) != 0) {
+      fprintf(stderr, "microstream-hub: --cluster: %s\n",
+              err[0] ? err : "TLS setup failed");
+      rv = MS_ERR_INVALID_ARG;
+    }
+    ar.cluster.tls = ms_tls_wrap(ctls);
+  } else if (ar.cluster.url &&
+             (ar.cluster_ca || ar.cluster_cert || ar.cluster_key)) {
+    fprintf(stderr, "microstream-hub: --cluster-ca, --cluster-cert and "
+                    "--cluster-key need a rediss:// URL\n");
+    rv = MS_ERR_INVALID_ARG;
+  }
+  if (ar.cluster.url && rv != 0) {
+    ms_tls_del(ctls);
+    ms_posix_hub_del(a.ph);
+    ms_hub_del(a.hub);
+    ms_loop_del(a.loop);
+    ms_store_close(a.store);
+    key_set_free(&ks);
+    return 2;
+  }
   if (ar.cluster.url) {
+    ar.cluster.on_state = on_cluster_state;
+    ar.cluster.state_ud = &a;
     rv = ms_posix_hub_cluster(a.ph, &ar.cluster);
     if (rv != 0) {
       fprintf(stderr, "microstream-hub: bad --cluster '%s': %s\n",
               ar.cluster.url, ms_strerror(rv));
+      ms_tls_del(ctls);
       ms_posix_hub_del(a.ph);
       ms_hub_del(a.hub);
       ms_loop_del(a.loop);
@@ -1140,8 +1196,10 @@ int main(int argc, char **argv) {
       return 2;
     }
     const char *at = strchr(ar.cluster.url, '@'); /* no password in logs */
-    logf_(&a, MS_LEVEL_INFO, "cluster: redis://%s (prefix %s)",
-          at ? at + 1 : ar.cluster.url + strlen("redis://"),
+    int tls_url = ctls != NULL;
+    logf_(&a, MS_LEVEL_INFO, "cluster: %s://%s (prefix %s)",
+          tls_url ? "rediss" : "redis",
+          at ? at + 1 : ar.cluster.url + (tls_url ? 9 : 8),
           ar.cluster.prefix);
   }
   ms_loop_watch(a.loop, sfd, MS_EV_READ, on_signal, &a);
@@ -1185,6 +1243,7 @@ int main(int argc, char **argv) {
   ms_hub_del(a.hub);
   ms_loop_del(a.loop);
   ms_tls_del(tls);
+  ms_tls_del(ctls);
   key_set_free(&ks);
   if (a.reloaded) {
     free(a.reloaded);

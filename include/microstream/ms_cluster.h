@@ -1,7 +1,8 @@
 /*
  * microstream: run a hub as one of several that act as one, coordinated
- * through Redis (hiredis async, driven by the hub's own loop through the
- * driver core, so every loop that runs a hub can run a clustered hub).
+ * through Redis (connections driven by the hub's own loop through the
+ * driver core, so every loop that runs a hub can run a clustered hub;
+ * hiredis parses and formats RESP; TLS for rediss://).
  * Built when hiredis is found (MS_HAVE_CLUSTER is then 1 in
  * ms_cluster_available()). What the cluster guarantees: PROTOCOL.md
  * "Cluster".
@@ -16,7 +17,9 @@ extern "C" {
 #endif
 
 typedef struct ms_cluster_config {
-  /* redis://[:PASSWORD@]HOST:PORT[/DB] (rediss:// is refused: no TLS). */
+  /* redis://[:PASSWORD@]HOST:PORT[/DB], or rediss://... for TLS (then
+   * `tls` is required). HOST may be a name (resolved on the loop), an
+   * IPv4 address or [IPv6]. */
   const char *url;
   /* Overrides a password in the URL (e.g. read from a file). */
   const char *password;
@@ -29,6 +32,19 @@ typedef struct ms_cluster_config {
   int64_t lease_ms;
   /* Records kept per stream in Redis (XADD MAXLEN ~). Default 10000. */
   size_t stream_max;
+  /* rediss://: the TLS layer (ms_tls_wrap() of an ms_tls_client_new()
+   * with the CA to trust); the server's certificate is checked against
+   * HOST, which is also sent as SNI. Ignored for redis://. */
+  const ms_stream_wrap *tls;
+  /* Non-zero: plain SUBSCRIBE/PUBLISH for the per-hub channels even on a
+   * server that has sharded pub/sub (Redis 7: SSUBSCRIBE/SPUBLISH). */
+  int classic_pubsub;
+  /* Optional: told when the hub joins the cluster (up 1, why NULL) and
+   * when it leaves it or an attempt fails (up 0, why: a reason for the
+   * log; each reason once until it changes). Called from the loop; must
+   * not call into the cluster or the hub. */
+  void (*on_state)(void *ud, int up, const char *why);
+  void *state_ud;
 } ms_cluster_config;
 
 MS_EXTERN void ms_cluster_config_init(ms_cluster_config *cfg);
@@ -46,12 +62,14 @@ typedef struct ms_cluster_stats {
   uint64_t connects, disconnects;
   uint64_t renewals;          /* lease renewal rounds */
   uint64_t batches;           /* hub-to-hub PUBLISH commands */
+  uint64_t sharded_batches;   /* of which SPUBLISH */
   uint64_t messages_out;      /* hub-to-hub messages in them */
   uint64_t messages_in;
   uint64_t records_out;       /* log and presence records appended */
   uint64_t records_dropped;   /* lost while Redis was unreachable */
   uint64_t hubs;              /* other hubs seen alive now */
   uint64_t services;          /* names in the cluster registry now */
+  int sharded;                /* this hub's channel is SSUBSCRIBEd now */
 } ms_cluster_stats;
 
 /* A hub on the built-in loop joins a cluster. Before the first

@@ -78,6 +78,62 @@ class Redis:
         return False
 
 
+class TLSRedis(Redis):
+    """A redis-server that speaks only TLS (its own --tls-port), with the
+    test CA's server certificate (localhost, 127.0.0.1) and a password."""
+
+    def __init__(self, certs, password):
+        super().__init__()
+        self.certs = certs
+        self.password = password
+
+    def start(self):
+        import ssl
+        c = lambda n: os.path.join(self.certs, n)
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", "0", "--tls-port", str(self.port),
+             "--bind", "127.0.0.1", "--tls-cert-file", c("server.pem"),
+             "--tls-key-file", c("server.key"), "--tls-ca-cert-file", c("ca.pem"),
+             "--tls-auth-clients", "no", "--requirepass", self.password,
+             "--save", "", "--appendonly", "no", "--protected-mode", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ctx = ssl.create_default_context(cafile=c("ca.pem"))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), 0.5) as s, \
+                        ctx.wrap_socket(s, server_hostname="localhost") as t:
+                    t.sendall(b"PING\r\n")
+                    if t.recv(64):
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("redis-server (TLS) did not start")
+
+
+def redis_cmd(port, *args):
+    """One command to a plain redis-server; the raw reply bytes."""
+    with socket.create_connection(("127.0.0.1", port), 2) as s:
+        out = b"*%d\r\n" % len(args)
+        for a in args:
+            a = a.encode() if isinstance(a, str) else a
+            out += b"$%d\r\n%s\r\n" % (len(a), a)
+        s.sendall(out)
+        s.settimeout(2)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            data += chunk
+            if not chunk or data.endswith(b"\r\n"):
+                return data
+
+
+def hub_log(h):
+    h.log.seek(0)
+    return h.log.read().decode(errors="replace")
+
+
 def CHub(redis, *args):
     return bb.Hub("--no-store", "--cluster", redis.url if isinstance(redis, Redis) else redis,
                   "--cluster-lease-ms", str(LEASE_MS), *args)
@@ -523,7 +579,97 @@ async def c6_no_redis():
         await w.close()
 
 
-SCENARIOS = [c1_calls, c2_registry, c3_logs, c4_sigkill, c5_redis_restart, c6_no_redis]
+async def c7_tls():
+    """rediss://: hubs reach a TLS-only Redis (CA given, host name and
+    SNI checked, password from the URL or a file); a hub that does not
+    trust the server's CA stays out with a clear reason."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as td:
+        certs = os.path.join(td, "certs")
+        mk = subprocess.run([sys.executable, os.path.join(
+            os.path.dirname(os.path.abspath(__file__)), "..", "tls", "make_certs.py"), certs])
+        if mk.returncode == 77:
+            note("c7: certtool missing: TLS scenario not run")
+            return
+        check(mk.returncode == 0, "c7: test certificates made")
+        pw = os.path.join(td, "pw")
+        with open(pw, "w") as f:
+            f.write("s3cret\n")
+        ca = os.path.join(certs, "ca.pem")
+        r = TLSRedis(certs, "s3cret").start()
+        try:
+            url_ip = "rediss://:s3cret@127.0.0.1:%d" % r.port
+            url_name = "rediss://localhost:%d" % r.port
+            async with CHub(url_ip, "--cluster-ca", ca) as ha, \
+                    CHub(url_name, "--cluster-ca", ca, "--cluster-password-file", pw) as hb:
+                check(await wait_up(ha, hb),
+                      "c7: hubs join over rediss:// (IP literal + URL password; "
+                      "host name + password file)")
+                a = await service(ha, "tlsA")
+                b = await service(hb, "tlsB")
+                check(await knows(ha, "tlsB"), "c7: the registry crosses over TLS")
+                await bb.round_trip(a, b, 1, "c7: a cross-hub request over rediss://")
+                await bb.round_trip(b, a, 2, "c7: ... and back")
+                async with CHub("rediss://127.0.0.1:%d" % r.port, "--cluster-ca",
+                                os.path.join(certs, "rogue-ca.pem"),
+                                "--cluster-password-file", pw) as hc:
+                    ok = await wait_for(
+                        lambda: asyncio.sleep(0, "certificate rejected" in hub_log(hc)), 10)
+                    check(ok, "c7: a hub that does not trust Redis's CA logs why "
+                          "(certificate rejected)", hub_log(hc)[-600:])
+                    check_eq(await metric(hc, "microstream_cluster_up"), 0.0,
+                             "c7: ... and stays out of the cluster")
+                    c = await WSClient.open(hc, MP)
+                    check_error(await c.hello("tlsC"), 0, "CLUSTER_UNAVAILABLE",
+                                "c7: ... so its registrations get CLUSTER_UNAVAILABLE")
+                async with CHub("rediss://127.0.0.1:%d" % r.port, "--cluster-ca", ca) as hd:
+                    ok = await wait_for(
+                        lambda: asyncio.sleep(0, "NOAUTH" in hub_log(hd) or
+                                              "AUTH" in hub_log(hd)), 10)
+                    check(ok and await metric(hd, "microstream_cluster_up") == 0,
+                          "c7: without the password Redis refuses, and the log says so",
+                          hub_log(hd)[-600:])
+                for x in (a, b):
+                    await x.close()
+        finally:
+            r.stop()
+
+
+async def c8_sharded():
+    """Per-hub channels: sharded pub/sub (SSUBSCRIBE/SPUBLISH) on Redis 7,
+    classic on request; hubs of both kinds in one cluster reach each
+    other."""
+    with Redis() as r:
+        async with CHub(r) as ha, CHub(r) as hb, \
+                CHub(r, "--cluster-classic-pubsub") as hc:
+            check(await wait_up(ha, hb, hc), "c8: three hubs join")
+            check_eq([await metric(h, "microstream_cluster_sharded_pubsub") for h in (ha, hb, hc)],
+                     [1.0, 1.0, 0.0],
+                     "c8: Redis 7 -> sharded channels; --cluster-classic-pubsub -> classic")
+            a = await service(ha, "shA")
+            b = await service(hb, "shB")
+            c = await service(hc, "shC")
+            for h in (ha, hb, hc):
+                await knows(h, "shA") and await knows(h, "shB") and await knows(h, "shC")
+            await asyncio.sleep(LEASE_MS / 1000)  # a heartbeat: who listens how
+            await bb.round_trip(a, b, 1, "c8: sharded hub -> sharded hub")
+            await bb.round_trip(b, a, 2, "c8: ... and back")
+            await bb.round_trip(a, c, 3, "c8: sharded hub -> classic hub")
+            await bb.round_trip(c, b, 4, "c8: classic hub -> sharded hub")
+            sa = await metric(ha, "microstream_cluster_sharded_batches_total")
+            sc = await metric(hc, "microstream_cluster_sharded_batches_total")
+            check(sa and sa > 0 and sc == 0,
+                  "c8: the sharded hub sent batches with SPUBLISH, the classic one none",
+                  "%r %r" % (sa, sc))
+            stats = redis_cmd(r.port, "INFO", "commandstats").decode(errors="replace")
+            check("cmdstat_spublish:calls=" in stats and "cmdstat_ssubscribe:calls=" in stats,
+                  "c8: Redis counted SPUBLISH and SSUBSCRIBE")
+            for x in (a, b, c):
+                await x.close()
+
+
+SCENARIOS = [c1_calls, c2_registry, c3_logs, c4_sigkill, c5_redis_restart, c6_no_redis,
+             c7_tls, c8_sharded]
 
 
 async def main():

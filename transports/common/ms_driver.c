@@ -202,7 +202,7 @@ static void finish(ms_drv *d) {
   if (d->spare_fd >= 0)
     close(d->spare_fd);
 #ifdef MS_HAVE_CLUSTER
-  ms_rcl_del(d->cl); /* not earlier: a hiredis callback may be running */
+  ms_rcl_del(d->cl); /* not earlier: a cluster callback may be running */
 #endif
   d->hk->release(d->ctx);
   ms_free(d->mem, d);

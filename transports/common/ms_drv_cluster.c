@@ -1,31 +1,43 @@
 /*
  * microstream: the Redis side of a clustered hub (see ms_cluster.h and
- * PROTOCOL.md "Cluster"). hiredis async contexts run on the hub's loop
- * through the driver core's watch hooks: this file is the hiredis adapter
- * and the cluster protocol over it.
+ * PROTOCOL.md "Cluster"). The connections to Redis are driven here, on
+ * the hub's loop through the driver core's watch hooks: names resolved
+ * with c-ares, an optional TLS layer (rediss://, the program's
+ * ms_stream_wrap), hiredis for what it is good at (the RESP reader and
+ * command formatting); then the cluster protocol over them.
  *
  * Redis layout (P = prefix):
  *   P:svc:NAME    hub id holding NAME, PX lease, renewed by that hub
  *   P:alive:HUB   set by each hub at every renewal, PX lease
  *   P:logs, P:presence      streams (XADD MAXLEN ~), ids 0-SEQ
  *   P:seq:logs, P:seq:presence   the streams' cluster-wide seq counters
- *   P:hub:HUB     pub/sub channel of one hub: messages for it
+ *   P:hub:HUB     pub/sub channel of one hub: messages for it (also
+ *                 sharded, SSUBSCRIBE, on Redis 7)
  *   P:all         pub/sub channel of every hub: claims, releases,
  *                 heartbeats, goodbyes, new records
  *
- * Two connections: one for commands (pipelined: hiredis writes all that
- * was queued during a loop iteration in one write), one subscribed.
+ * Two connections: one for commands (pipelined: what was queued during a
+ * loop iteration leaves in one write), one subscribed.
  * Hub-to-hub messages queued during an iteration leave in one PUBLISH per
  * destination hub at its end.
  */
 #include "ms_internal.h"
 
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <microstream/ms_posix.h>
+#include <microstream/ms_transport.h>
 
+#include <ares.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "ms_drv_cluster.h"
 
@@ -38,6 +50,10 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define CONNECT_TIMEOUT_MS 3000
+/* c-ares sockets watched at once. */
+#define RESOLVER_FDS 4
+/* Bytes read from one connection in one pump. */
+#define READ_MAX (256 * 1024)
 
 /* ---- a small string map (chained) ---- */
 
@@ -189,6 +205,7 @@ static int badd(bbuf *b, const void *d, size_t n) {
 /* Another hub, seen through its heartbeats. */
 typedef struct peer {
   int64_t last_seen;
+  int sharded; /* its channel is SSUBSCRIBEd (from its heartbeats) */
   bbuf out;    /* frames queued for it: [u32 len][message]... */
   int dirty;   /* in the flush list */
   struct peer *flush_next;
@@ -231,15 +248,44 @@ typedef struct early {
   int result;
 } early;
 
+/* A reply awaited on the command connection (FIFO). */
+typedef void (*reply_fn)(struct ms_rcl *c, redisReply *rep, void *priv);
+typedef struct cmd_ctx {
+  struct cmd_ctx *next;
+  reply_fn fn;
+  void *priv;
+} cmd_ctx;
+
+enum { RC_NONE = 0, RC_CONNECTING, RC_OPEN };
+
+/* One connection to Redis, driven here: a socket on the driver's watch
+ * hooks, an optional TLS layer (the program's ms_stream_wrap), hiredis's
+ * RESP reader for what comes in, and one output buffer that the loop
+ * writes once per iteration (pipelining). io comes first: the ready
+ * callback casts. */
 typedef struct rconn {
   ms_drv_io io;
-  redisAsyncContext *ac;
   struct ms_rcl *c;
-  unsigned ev;
-  int connected;
+  int phase;
+  ms_fd_stream s;
+  ms_transport t;
+  void *wrapped;              /* the TLS stream, or NULL */
+  const ms_engine_ops *ops;   /* what the pump drives: rc_ops or TLS */
+  void *eng;
+  redisReader *rd;            /* non-NULL while an attempt is alive */
+  bbuf out;
+  size_t out_off;
+  cmd_ctx *q_head, *q_tail;   /* replies awaited, oldest first */
+  int eof;
 } rconn;
 
 enum { ST_DOWN = 0, ST_CONNECTING, ST_UP };
+
+/* A c-ares socket (io first: the ready callback casts). */
+typedef struct ares_slot {
+  ms_drv_io io;
+  struct ms_rcl *c;
+} ares_slot;
 
 struct ms_rcl {
   ms_drv *d;
@@ -255,12 +301,27 @@ struct ms_rcl {
   char ch_me[PREFIX_MAX + HUB_ID_MAX + 8];
   char ch_all[PREFIX_MAX + 8];
 
+  int tls_url;           /* rediss:// */
   int state;
   unsigned gen;          /* connection generation: stale replies ignored */
   int closing;           /* being deleted: callbacks do nothing */
   int leaving;
   rconn cmd, sub;
-  int sub_ready, reg_ready;
+  int sub_acks;          /* subscriptions confirmed (2: ready) */
+  int sub_ready, reg_ready, info_ready;
+  int sharded;           /* this hub's channel is also SSUBSCRIBEd */
+  int classic_only;      /* configured: never sharded pub/sub */
+  const ms_stream_wrap *tls; /* rediss:// */
+  /* Name resolution (c-ares on the loop): one lookup per attempt. */
+  ares_channel ares;
+  ares_slot ares_io[RESOLVER_FDS];
+  int resolving;
+  unsigned resolve_gen;
+  struct ares_addrinfo *addrs;  /* of this attempt, and the next to try */
+  struct ares_addrinfo_node *next_addr;
+  char err[256];         /* why the last attempt or connection failed */
+  void (*on_state)(void *ud, int up, const char *why);
+  void *state_ud;
   int sync_pending[2];   /* history reads outstanding per stream */
   hrec *hold_head[2], *hold_tail[2];
   size_t hold_n[2];
@@ -308,14 +369,14 @@ static const char LUA_RELEASE[] =
     "end\n"
     "return 1\n";
 
-/* ARGV: hub, lease, prefix, channel, names... Renews the hub's liveness
+/* ARGV: hub, lease, prefix, channel, heartbeat, names... Renews the hub's liveness
  * and its names (re-asserting those Redis lost), announces the hub, and
  * returns the names now held by another hub. */
 static const char LUA_RENEW[] =
     "redis.call('SET', ARGV[3] .. 'alive:' .. ARGV[1], '1', 'PX', ARGV[2])\n"
-    "redis.call('PUBLISH', ARGV[4], 'H' .. ARGV[1])\n"
+    "redis.call('PUBLISH', ARGV[4], ARGV[5])\n"
     "local lost = {}\n"
-    "for i = 5, #ARGV do\n"
+    "for i = 6, #ARGV do\n"
     "  local k = ARGV[3] .. 'svc:' .. ARGV[i]\n"
     "  local cur = redis.call('GET', k)\n"
     "  if cur == ARGV[1] then\n"
@@ -368,164 +429,404 @@ static const char LUA_APPEND[] =
     "end\n"
     "return #ARGV - 3\n";
 
-/* ---- hiredis adapter: an async context on the driver's watch hooks ---- */
+/* ---- the connections: sockets on the driver's loop, hiredis's parser ---- */
+
+static void go_down(ms_rcl *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void dispatch_cmd(rconn *r, redisReply *rep);
+static void dispatch_sub(rconn *r, redisReply *rep);
+static int connect_next(ms_rcl *c);
+
+/* The connection as an engine (plain bytes in and out), for ms_pump and
+ * under a TLS layer. feed only buffers: replies are handled after the
+ * pump, outside it. */
+static int rc_feed(void *p, const uint8_t *d, size_t n, int64_t now) {
+  rconn *r = p;
+  (void)now;
+  if (!r->rd || redisReaderFeed(r->rd, (const char *)d, n) != REDIS_OK)
+    return MS_ERR_NOMEM;
+  return 0;
+}
+static const uint8_t *rc_peek(void *p, size_t *len) {
+  rconn *r = p;
+  *len = r->out.n - r->out_off;
+  return r->out.p ? (const uint8_t *)r->out.p + r->out_off
+                  : (const uint8_t *)"";
+}
+static void rc_consume(void *p, size_t n) {
+  rconn *r = p;
+  r->out_off += n;
+  if (r->out_off >= r->out.n)
+    r->out_off = r->out.n = 0;
+}
+static int rc_want_read(const void *p) { return !((const rconn *)p)->eof; }
+static int rc_want_write(const void *p) {
+  const rconn *r = p;
+  return !r->eof && r->out.n > r->out_off;
+}
+static void rc_eof(void *p, int64_t now) {
+  (void)now;
+  ((rconn *)p)->eof = 1;
+}
+static const ms_engine_ops rc_ops = {rc_feed,       rc_peek, rc_consume,
+                                     rc_want_read,  rc_want_write,
+                                     rc_eof,        NULL,    NULL};
+
+static void rc_watch(rconn *r) {
+  if (r->io.fd < 0)
+    return;
+  unsigned ev = 0;
+  if (r->phase == RC_CONNECTING) {
+    ev = MS_DRV_WRITE;
+  } else if (r->phase == RC_OPEN) {
+    size_t n = 0;
+    r->ops->peek(r->eng, &n);
+    ev = MS_DRV_READ | (n ? MS_DRV_WRITE : 0u);
+  }
+  ms_drv_watch(r->c->d, &r->io, ev);
+}
+
+/* Why the stream ended, for the log and the state callback. */
+static const char *rc_why(rconn *r) {
+  const char *e = r->wrapped ? r->c->tls->vt->error(r->wrapped) : NULL;
+  return e ? e : "connection lost";
+}
+
+/* Handle the replies read so far: how many, or -1 when the connection
+ * went down meanwhile (r is then closed). */
+static int rc_process(rconn *r) {
+  ms_rcl *c = r->c;
+  unsigned gen = c->gen;
+  int k = 0;
+  while (r->rd && !c->closing && gen == c->gen) {
+    void *rep = NULL;
+    if (redisReaderGetReply(r->rd, &rep) != REDIS_OK) {
+      go_down(c, "bad reply from Redis: %s", r->rd->errstr);
+      return -1;
+    }
+    if (!rep)
+      break;
+    if (r == &c->cmd)
+      dispatch_cmd(r, rep);
+    else
+      dispatch_sub(r, rep);
+    freeReplyObject(rep);
+    k++;
+  }
+  return (c->closing || gen != c->gen) ? -1 : k;
+}
+
+/* A TLS layer may hold records it has read but not yet decrypted for us
+ * (it decrypts more when asked for output): ask, and handle the replies,
+ * until nothing more comes. 0, or -1 when the connection went down. */
+static int rc_settle(rconn *r) {
+  for (;;) {
+    size_t n = 0;
+    if (r->phase == RC_OPEN)
+      r->ops->peek(r->eng, &n);
+    int k = rc_process(r);
+    if (k <= 0)
+      return k;
+  }
+}
+
+/* Write what is queued (once per loop iteration, or when writable). */
+static void rc_kick(rconn *r) {
+  if (r->phase != RC_OPEN)
+    return;
+  int mask = ms_pump_write(r->ops, r->eng, &r->t, now_of(r->c));
+  if (rc_settle(r) < 0)
+    return;
+  if (r->eof || mask < 0 || (mask & MS_PUMP_DONE)) {
+    go_down(r->c, "%s", rc_why(r));
+    return;
+  }
+  rc_watch(r);
+}
 
 static void rc_ready(ms_drv_io *io, unsigned events) {
   rconn *r = (rconn *)io;
-  /* Either call may free the context (disconnect): re-check. */
-  if ((events & MS_DRV_READ) && r->ac)
-    redisAsyncHandleRead(r->ac);
-  if ((events & MS_DRV_WRITE) && r->ac)
-    redisAsyncHandleWrite(r->ac);
-}
-
-static void rc_update(rconn *r) {
-  if (r->io.fd >= 0)
-    ms_drv_watch(r->c->d, &r->io, r->ev);
-}
-static void ev_add_read(void *p) {
-  rconn *r = p;
-  r->ev |= MS_DRV_READ;
-  rc_update(r);
-}
-static void ev_del_read(void *p) {
-  rconn *r = p;
-  r->ev &= ~(unsigned)MS_DRV_READ;
-  rc_update(r);
-}
-static void ev_add_write(void *p) {
-  rconn *r = p;
-  r->ev |= MS_DRV_WRITE;
-  rc_update(r);
-}
-static void ev_del_write(void *p) {
-  rconn *r = p;
-  r->ev &= ~(unsigned)MS_DRV_WRITE;
-  rc_update(r);
-}
-/* hiredis frees the context (and then closes the fd). */
-static void ev_cleanup(void *p) {
-  rconn *r = p;
-  if (r->io.fd >= 0)
-    ms_drv_unwatch(r->c->d, &r->io);
-  r->ev = 0;
-  r->ac = NULL;
-  r->connected = 0;
-}
-
-static void go_down(ms_rcl *c, const char *why);
-
-static void on_connect(const redisAsyncContext *ac, int status) {
-  rconn *r = ac->data;
-  if (!r || r->c->closing)
+  ms_rcl *c = r->c;
+  if (c->closing)
     return;
-  if (status != REDIS_OK) {
-    r->ac = NULL; /* hiredis frees it after this call */
-    r->io.fd = -1;
-    go_down(r->c, "connect failed");
+  if (r->phase == RC_CONNECTING) {
+    if (ms_tcp_connect_result(r->io.fd) < 0) {
+      int e = errno ? errno : ECONNREFUSED;
+      /* The next address of the name, if any (both sockets move, while
+       * neither has sent anything). */
+      rconn *o = r == &c->cmd ? &c->sub : &c->cmd;
+      if (o->phase == RC_OPEN || connect_next(c) < 0)
+        go_down(c, "cannot connect to %s:%d: %s", c->host, c->port,
+                strerror(e));
+      return;
+    }
+    if (c->tls) {
+      if (c->tls->vt->open(c->tls->self, 0, c->host, &rc_ops, r,
+                           &r->wrapped) != 0) {
+        r->wrapped = NULL;
+        go_down(c, "TLS: cannot open a session for %s", c->host);
+        return;
+      }
+      r->ops = c->tls->ops;
+      r->eng = r->wrapped;
+    }
+    r->phase = RC_OPEN;
+    events = MS_DRV_WRITE;
+  }
+  if (r->phase != RC_OPEN)
+    return;
+  int mask = (events & MS_DRV_READ)
+                 ? ms_pump(r->ops, r->eng, &r->t, READ_MAX, now_of(c))
+                 : ms_pump_write(r->ops, r->eng, &r->t, now_of(c));
+  if (rc_settle(r) < 0)
+    return;
+  if (r->eof || mask < 0 || (mask & MS_PUMP_DONE)) {
+    go_down(c, "%s", rc_why(r));
     return;
   }
-  r->connected = 1;
+  rc_watch(r);
 }
 
-static void on_disconnect(const redisAsyncContext *ac, int status) {
-  rconn *r = ac->data;
-  (void)status;
-  if (!r)
-    return;
-  r->ac = NULL;
-  r->connected = 0;
-  if (!r->c->closing)
-    go_down(r->c, "connection lost");
-}
-
-static int rc_open(ms_rcl *c, rconn *r) {
+/* A new attempt: a reader and an empty buffer (commands may be queued
+ * before the socket is open; they leave once it is). */
+static int rc_init(ms_rcl *c, rconn *r) {
   memset(r, 0, sizeof *r);
   r->c = c;
   r->io.fd = -1;
-  redisAsyncContext *ac = redisAsyncConnect(c->host, c->port);
-  if (!ac)
-    return MS_ERR_NOMEM;
-  if (ac->err) {
-    redisAsyncFree(ac);
+  r->s.fd = -1;
+  r->ops = &rc_ops;
+  r->eng = r;
+  r->rd = redisReaderCreate();
+  return r->rd ? 0 : MS_ERR_NOMEM;
+}
+
+static int connect_one(const struct sockaddr *sa, socklen_t len) {
+  int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                  0);
+  if (fd < 0)
+    return -1;
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (connect(fd, sa, len) == 0 || errno == EINPROGRESS)
+    return fd;
+  close(fd);
+  return -1;
+}
+
+static int rc_connect(rconn *r, const struct sockaddr *sa, socklen_t len) {
+  int fd = connect_one(sa, len);
+  if (fd < 0)
     return MS_ERR_IO;
-  }
-  r->ac = ac;
-  ac->data = r;
-  ms_drv_io_setup(&r->io, c->d, ac->c.fd, rc_ready);
-  ac->ev.data = r;
-  ac->ev.addRead = ev_add_read;
-  ac->ev.delRead = ev_del_read;
-  ac->ev.addWrite = ev_add_write;
-  ac->ev.delWrite = ev_del_write;
-  ac->ev.cleanup = ev_cleanup;
-  redisAsyncSetConnectCallback(ac, on_connect); /* watches for writable */
-  redisAsyncSetDisconnectCallback(ac, on_disconnect);
+  ms_fd_transport(&r->s, fd, &r->t);
+  ms_drv_io_setup(&r->io, r->c->d, fd, rc_ready);
+  r->phase = RC_CONNECTING;
+  rc_watch(r);
   return 0;
 }
 
-/* Free a context from outside its callbacks; its pending callbacks run
- * with no reply and see c->gen moved on. */
+/* Close from anywhere: the replies still awaited get (NULL, NULL). */
 static void rc_close(rconn *r) {
-  redisAsyncContext *ac = r->ac;
-  if (!ac)
+  ms_rcl *c = r->c;
+  if (!c)
     return;
-  r->ac = NULL;
-  ac->data = NULL;
-  redisAsyncFree(ac);
-  if (r->io.fd >= 0)
-    ms_drv_unwatch(r->c->d, &r->io);
+  if (r->io.fd >= 0) {
+    ms_drv_unwatch(c->d, &r->io);
+    if (r->wrapped)
+      c->tls->vt->close(r->wrapped);
+    r->t.vt->close(r->t.self);
+  }
+  r->wrapped = NULL;
+  r->phase = RC_NONE;
+  if (r->rd)
+    redisReaderFree(r->rd);
+  r->rd = NULL;
+  free(r->out.p);
+  r->out.p = NULL;
+  r->out.n = r->out.cap = r->out_off = 0;
+  while (r->q_head) {
+    cmd_ctx *x = r->q_head;
+    r->q_head = x->next;
+    if (c->pending)
+      c->pending--;
+    if (x->fn)
+      x->fn(NULL, NULL, x->priv);
+    free(x);
+  }
+  r->q_tail = NULL;
+}
+
+/* ---- name resolution (c-ares on the loop) ---- */
+
+static void resolver_ready(ms_drv_io *io, unsigned events);
+
+static void ares_sock_state(void *data, ares_socket_t fd, int readable,
+                            int writable) {
+  ms_rcl *c = data;
+  ms_drv_io *slot = NULL, *free_slot = NULL;
+  for (int i = 0; i < RESOLVER_FDS; i++) {
+    if (c->ares_io[i].io.fd == fd)
+      slot = &c->ares_io[i].io;
+    else if (c->ares_io[i].io.fd < 0 && !free_slot)
+      free_slot = &c->ares_io[i].io;
+  }
+  if (!readable && !writable) {
+    if (slot)
+      ms_drv_unwatch(c->d, slot);
+    return;
+  }
+  if (!slot) {
+    if (!free_slot)
+      return; /* more sockets than slots: its timeouts still run */
+    slot = free_slot;
+    ms_drv_io_setup(slot, c->d, fd, resolver_ready);
+  }
+  ms_drv_watch(c->d, slot,
+               (readable ? MS_DRV_READ : 0u) | (writable ? MS_DRV_WRITE : 0u));
+}
+
+static void resolver_ready(ms_drv_io *io, unsigned events) {
+  ms_rcl *c = ((ares_slot *)io)->c;
+  if (!c->ares || c->closing)
+    return;
+  ares_socket_t fd = io->fd;
+  ares_process_fd(c->ares, (events & MS_DRV_READ) ? fd : ARES_SOCKET_BAD,
+                  (events & MS_DRV_WRITE) ? fd : ARES_SOCKET_BAD);
+}
+
+static int64_t resolver_deadline(ms_rcl *c, int64_t now) {
+  struct timeval tv;
+  if (!c->ares || !c->resolving || !ares_timeout(c->ares, NULL, &tv))
+    return MS_NO_DEADLINE;
+  return now + (int64_t)tv.tv_sec * 1000 + (tv.tv_usec + 999) / 1000;
+}
+
+static int open_both(ms_rcl *c, const struct sockaddr *sa, socklen_t len) {
+  if (rc_connect(&c->cmd, sa, len) || rc_connect(&c->sub, sa, len))
+    return MS_ERR_IO;
+  return 0;
+}
+
+static void free_addrs(ms_rcl *c) {
+  if (c->addrs)
+    ares_freeaddrinfo(c->addrs);
+  c->addrs = NULL;
+  c->next_addr = NULL;
+}
+
+/* Both sockets to the next address of the lookup that takes a connect;
+ * 0, or -1 when none is left. */
+static int connect_next(ms_rcl *c) {
+  while (c->next_addr) {
+    struct ares_addrinfo_node *n = c->next_addr;
+    c->next_addr = n->ai_next;
+    for (rconn *r = &c->cmd; r; r = r == &c->cmd ? &c->sub : NULL)
+      if (r->io.fd >= 0) {
+        ms_drv_unwatch(c->d, &r->io);
+        r->t.vt->close(r->t.self);
+        r->phase = RC_NONE;
+      }
+    if (open_both(c, n->ai_addr, n->ai_addrlen) == 0)
+      return 0;
+  }
+  return -1;
+}
+
+static void on_resolved(void *arg, int status, int timeouts,
+                        struct ares_addrinfo *res) {
+  ms_rcl *c = arg;
+  (void)timeouts;
+  if (status == ARES_EDESTRUCTION || status == ARES_ECANCELLED ||
+      c->closing || c->resolve_gen != c->gen || c->state != ST_CONNECTING) {
+    if (res)
+      ares_freeaddrinfo(res);
+    return;
+  }
+  c->resolving = 0;
+  if (status != ARES_SUCCESS || !res || !res->nodes) {
+    if (res)
+      ares_freeaddrinfo(res);
+    go_down(c, "cannot resolve %s: %s", c->host, ares_strerror(status));
+    return;
+  }
+  free_addrs(c);
+  c->addrs = res;
+  c->next_addr = res->nodes;
+  if (connect_next(c) < 0)
+    go_down(c, "cannot connect to %s:%d: %s", c->host, c->port,
+            strerror(errno));
 }
 
 /* ---- commands ---- */
 
-typedef void (*reply_fn)(ms_rcl *c, redisReply *rep, void *priv);
-
-typedef struct cmd_ctx {
-  ms_rcl *c;
-  unsigned gen;
-  reply_fn fn;
-  void *priv;
-} cmd_ctx;
-
-static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
-  cmd_ctx *x = privdata;
-  (void)ac;
-  ms_rcl *c = x->c;
-  redisReply *rep = reply;
-  if (c->pending)
-    c->pending--;
-  if (rep)
-    c->st.redis_replies++;
-  if (rep && rep->type == REDIS_REPLY_ERROR)
-    c->st.redis_errors++;
-  int live = !c->closing && x->gen == c->gen;
-  if (x->fn)
-    x->fn(live ? c : NULL, live ? rep : NULL, x->priv);
-  free(x);
-}
-
-/* Queue a command; fn is called exactly once (c NULL if the connection
- * it was sent on is gone, rep NULL if no reply came). */
+/* Queue a command on the command connection; fn is called exactly once
+ * (c NULL if the connection it was sent on is gone, rep NULL if no reply
+ * came). It leaves with the others at the end of the loop iteration. */
 static int command(ms_rcl *c, int argc, const char **argv,
                    const size_t *lens, reply_fn fn, void *priv) {
-  if (!c->cmd.ac)
+  rconn *r = &c->cmd;
+  if (!r->rd)
     return MS_ERR_CLUSTER_UNAVAILABLE;
   cmd_ctx *x = malloc(sizeof *x);
   if (!x)
     return MS_ERR_NOMEM;
-  x->c = c;
-  x->gen = c->gen;
+  char *cmd = NULL;
+  int n = redisFormatCommandArgv(&cmd, argc, argv, lens);
+  if (n < 0 || badd(&r->out, cmd, (size_t)n)) {
+    redisFreeCommand(cmd);
+    free(x);
+    return MS_ERR_NOMEM;
+  }
+  redisFreeCommand(cmd);
+  x->next = NULL;
   x->fn = fn;
   x->priv = priv;
-  if (redisAsyncCommandArgv(c->cmd.ac, on_reply, x, argc, argv, lens) !=
-      REDIS_OK) {
-    free(x);
-    return MS_ERR_CLUSTER_UNAVAILABLE;
-  }
+  if (r->q_tail)
+    r->q_tail->next = x;
+  else
+    r->q_head = x;
+  r->q_tail = x;
   c->pending++;
   c->st.redis_commands++;
+  ms_drv_want_flush(c->d);
   return 0;
+}
+
+/* A command on the subscriber connection (AUTH, SUBSCRIBE): its replies
+ * are read by dispatch_sub. */
+static int sub_command(ms_rcl *c, int argc, const char **argv,
+                       const size_t *lens) {
+  rconn *r = &c->sub;
+  if (!r->rd)
+    return MS_ERR_CLUSTER_UNAVAILABLE;
+  char *cmd = NULL;
+  int n = redisFormatCommandArgv(&cmd, argc, argv, lens);
+  int rv = n < 0 || badd(&r->out, cmd, (size_t)n) ? MS_ERR_NOMEM : 0;
+  redisFreeCommand(cmd);
+  if (rv == 0) {
+    c->st.redis_commands++;
+    ms_drv_want_flush(c->d);
+  }
+  return rv;
+}
+
+static void dispatch_cmd(rconn *r, redisReply *rep) {
+  ms_rcl *c = r->c;
+  cmd_ctx *x = r->q_head;
+  if (!x) {
+    go_down(c, "unexpected reply from Redis");
+    return;
+  }
+  r->q_head = x->next;
+  if (!r->q_head)
+    r->q_tail = NULL;
+  if (c->pending)
+    c->pending--;
+  c->st.redis_replies++;
+  if (rep->type == REDIS_REPLY_ERROR)
+    c->st.redis_errors++;
+  if (x->fn)
+    x->fn(c, rep, x->priv);
+  free(x);
 }
 
 /* ---- peers and the registry replica ---- */
@@ -623,8 +924,12 @@ static void check_up(ms_rcl *c) {
     return;
   c->state = ST_UP;
   c->backoff = 0;
+  free_addrs(c);
+  c->err[0] = '\0';
   c->next_renew = now_of(c); /* re-assert the leases at once */
   ms_drv_want_flush(c->d);
+  if (c->on_state)
+    c->on_state(c->state_ud, 1, NULL);
 }
 
 static void hold_clear(ms_rcl *c, int s) {
@@ -637,18 +942,30 @@ static void hold_clear(ms_rcl *c, int s) {
   c->hold_n[s] = 0;
 }
 
-static void go_down(ms_rcl *c, const char *why) {
-  (void)why;
+static void go_down(ms_rcl *c, const char *fmt, ...) {
   if (c->state == ST_DOWN)
     return;
+  char why[sizeof c->err];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(why, sizeof why, fmt, ap);
+  va_end(ap);
   int was_up = c->state == ST_UP;
+  /* Said once per reason, not at every retry. */
+  int news = was_up || strcmp(why, c->err) != 0;
+  snprintf(c->err, sizeof c->err, "%s", why);
   c->state = ST_DOWN;
   c->gen++;
   c->st.disconnects++;
-  c->sub_ready = c->reg_ready = 0;
+  c->sub_ready = c->reg_ready = c->info_ready = 0;
+  c->sub_acks = 0;
   c->sync_pending[0] = c->sync_pending[1] = 0;
   hold_clear(c, 0);
   hold_clear(c, 1);
+  if (c->resolving && c->ares)
+    ares_cancel(c->ares);
+  c->resolving = 0;
+  free_addrs(c);
   rc_close(&c->cmd);
   rc_close(&c->sub);
   c->pending = 0;
@@ -669,38 +986,85 @@ static void go_down(ms_rcl *c, const char *why) {
   c->next_try = now + c->backoff / 2 + (int64_t)(r % (uint32_t)(c->backoff / 2 + 1));
   if (was_up)
     ms_hub_cluster_hub_down(c->h, NULL, MS_ERR_CLUSTER_UNAVAILABLE, now);
+  if (news && c->on_state && !c->closing)
+    c->on_state(c->state_ud, 0, c->err);
   ms_drv_want_flush(c->d);
 }
 
 static void on_sub_message(ms_rcl *c, redisReply *rep);
 
-static void sub_cb(redisAsyncContext *ac, void *reply, void *priv) {
-  rconn *r = ac->data;
-  (void)priv;
-  if (!r || r->c->closing || !reply)
-    return;
+/* What the subscriber connection reads: confirmations, messages, and
+ * the status of AUTH. */
+static void dispatch_sub(rconn *r, redisReply *rep) {
   ms_rcl *c = r->c;
-  redisReply *rep = reply;
+  c->st.redis_replies++;
+  if (rep->type == REDIS_REPLY_ERROR) {
+    c->st.redis_errors++;
+    go_down(c, "Redis refused the subscriber: %.*s", (int)rep->len,
+            rep->str);
+    return;
+  }
   if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 3 ||
       rep->element[0]->type != REDIS_REPLY_STRING)
-    return;
+    return; /* +OK of AUTH */
+  c->st.redis_replies--; /* pushed messages are not replies */
   const char *kind = rep->element[0]->str;
-  if (strcmp(kind, "subscribe") == 0) {
-    if (rep->element[2]->type == REDIS_REPLY_INTEGER &&
-        rep->element[2]->integer >= 2 && !c->sub_ready) {
+  if (strcmp(kind, "subscribe") == 0 || strcmp(kind, "ssubscribe") == 0) {
+    c->st.redis_replies++;
+    if (++c->sub_acks == (c->sharded ? 3 : 2) && !c->sub_ready) {
       c->sub_ready = 1;
       check_up(c);
     }
     return;
   }
-  if (strcmp(kind, "message") == 0)
+  if (strcmp(kind, "message") == 0 || strcmp(kind, "smessage") == 0)
     on_sub_message(c, rep);
 }
 
 static void reply_auth(ms_rcl *c, redisReply *rep, void *priv) {
   (void)priv;
   if (c && (!rep || rep->type == REDIS_REPLY_ERROR))
-    go_down(c, "AUTH or SELECT refused");
+    go_down(c, "Redis refused %s: %.*s", priv ? "SELECT" : "AUTH",
+            rep ? (int)rep->len : 0, rep ? rep->str : "");
+}
+
+/* The server's version decides how this hub's channel is subscribed:
+ * sharded (SSUBSCRIBE, Redis 7) besides classic, so that hubs publishing
+ * either way reach it. The channel for every hub stays classic (the
+ * scripts PUBLISH to it). */
+static void reply_info(ms_rcl *c, redisReply *rep, void *priv) {
+  (void)priv;
+  if (!c)
+    return;
+  if (!rep || rep->type == REDIS_REPLY_ERROR) {
+    go_down(c, "Redis refused INFO: %.*s", rep ? (int)rep->len : 0,
+            rep ? rep->str : "");
+    return;
+  }
+  int major = 0;
+  if (rep->type == REDIS_REPLY_STRING || rep->type == REDIS_REPLY_STATUS) {
+    const char *v = strstr(rep->str, "redis_version:");
+    if (v)
+      major = atoi(v + strlen("redis_version:"));
+  }
+  c->sharded = !c->classic_only && major >= 7;
+  const char *argv[3];
+  size_t lens[3];
+  argv[0] = "SUBSCRIBE";
+  argv[1] = c->ch_me;
+  argv[2] = c->ch_all;
+  lens[0] = 9;
+  lens[1] = strlen(c->ch_me);
+  lens[2] = strlen(c->ch_all);
+  int rv = sub_command(c, 3, argv, lens);
+  if (rv == 0 && c->sharded) {
+    argv[0] = "SSUBSCRIBE";
+    lens[0] = 10;
+    rv = sub_command(c, 2, argv, lens);
+  }
+  if (rv)
+    go_down(c, "out of memory");
+  c->info_ready = 1;
 }
 
 static void reply_dump(ms_rcl *c, redisReply *rep, void *priv) {
@@ -799,14 +1163,74 @@ static void start_sync(ms_rcl *c) {
   }
 }
 
+static int resolver_init(ms_rcl *c) {
+  static int library_ready;
+  if (!library_ready) {
+    if (ares_library_init(ARES_LIB_INIT_ALL) != ARES_SUCCESS)
+      return MS_ERR_NOMEM;
+    library_ready = 1;
+  }
+  struct ares_options o;
+  memset(&o, 0, sizeof o);
+  o.sock_state_cb = ares_sock_state;
+  o.sock_state_cb_data = c;
+  if (ares_init_options(&c->ares, &o, ARES_OPT_SOCK_STATE_CB) !=
+      ARES_SUCCESS) {
+    c->ares = NULL;
+    return MS_ERR_NOMEM;
+  }
+  return 0;
+}
+
+/* Connect both sockets: an address literal at once, a name after a
+ * lookup on the loop (never blocking it). */
+static void start_address(ms_rcl *c) {
+  struct sockaddr_in6 a6;
+  struct sockaddr_in a4;
+  memset(&a6, 0, sizeof a6);
+  memset(&a4, 0, sizeof a4);
+  int rv;
+  if (inet_pton(AF_INET, c->host, &a4.sin_addr) == 1) {
+    a4.sin_family = AF_INET;
+    a4.sin_port = htons((uint16_t)c->port);
+    rv = open_both(c, (struct sockaddr *)&a4, sizeof a4);
+  } else if (inet_pton(AF_INET6, c->host, &a6.sin6_addr) == 1) {
+    a6.sin6_family = AF_INET6;
+    a6.sin6_port = htons((uint16_t)c->port);
+    rv = open_both(c, (struct sockaddr *)&a6, sizeof a6);
+  } else {
+    if (!c->ares && resolver_init(c) < 0) {
+      go_down(c, "cannot start the resolver");
+      return;
+    }
+    char port[8];
+    snprintf(port, sizeof port, "%d", c->port);
+    struct ares_addrinfo_hints hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = ARES_AI_NUMERICSERV;
+    c->resolving = 1;
+    c->resolve_gen = c->gen;
+    ares_getaddrinfo(c->ares, c->host, port, &hints, on_resolved, c);
+    return; /* (the answer may have come already: hosts file) */
+  }
+  if (rv)
+    go_down(c, "cannot connect to %s:%d: %s", c->host, c->port,
+            strerror(errno));
+}
+
 static void try_connect(ms_rcl *c) {
   c->state = ST_CONNECTING;
   c->connect_deadline = now_of(c) + CONNECT_TIMEOUT_MS;
   c->st.connects++;
-  if (rc_open(c, &c->cmd) || rc_open(c, &c->sub)) {
-    go_down(c, "cannot connect");
+  c->sharded = 0;
+  if (rc_init(c, &c->cmd) || rc_init(c, &c->sub)) {
+    go_down(c, "out of memory");
     return;
   }
+  /* Queued now, sent once the sockets are open (TLS: after the
+   * handshake). */
   const char *argv[8];
   size_t lens[8];
   char db[16];
@@ -816,7 +1240,7 @@ static void try_connect(ms_rcl *c) {
     lens[0] = 4;
     lens[1] = strlen(c->password);
     command(c, 2, argv, lens, reply_auth, NULL);
-    redisAsyncCommandArgv(c->sub.ac, NULL, NULL, 2, argv, lens);
+    sub_command(c, 2, argv, lens);
   }
   if (c->db) {
     snprintf(db, sizeof db, "%d", c->db);
@@ -824,15 +1248,13 @@ static void try_connect(ms_rcl *c) {
     argv[1] = db;
     lens[0] = 6;
     lens[1] = strlen(db);
-    command(c, 2, argv, lens, reply_auth, NULL);
+    command(c, 2, argv, lens, reply_auth, (void *)1);
   }
-  argv[0] = "SUBSCRIBE";
-  argv[1] = c->ch_me;
-  argv[2] = c->ch_all;
-  lens[0] = 9;
-  lens[1] = strlen(c->ch_me);
-  lens[2] = strlen(c->ch_all);
-  redisAsyncCommandArgv(c->sub.ac, sub_cb, NULL, 3, argv, lens);
+  argv[0] = "INFO";
+  argv[1] = "server";
+  lens[0] = 4;
+  lens[1] = 6;
+  command(c, 2, argv, lens, reply_info, NULL);
   argv[0] = "EVAL";
   argv[1] = LUA_DUMP;
   argv[2] = "0";
@@ -843,6 +1265,8 @@ static void try_connect(ms_rcl *c) {
     lens[i] = strlen(argv[i]);
   command(c, 4, argv, lens, reply_dump, NULL);
   start_sync(c);
+  if (c->state == ST_CONNECTING)
+    start_address(c);
 }
 
 /* ---- messages from the subscription ---- */
@@ -867,12 +1291,16 @@ static void on_broadcast(ms_rcl *c, const char *m, size_t n) {
       reg_del(c, name, nn, body, hn);
     return;
   }
-  case 'H': { /* heartbeat */
-    if (bn == strlen(c->me) && memcmp(body, c->me, bn) == 0)
+  case 'H': { /* heartbeat: "HHUB" or "HHUB s" (sharded) */
+    const char *sp = memchr(body, ' ', bn);
+    size_t hn = sp ? (size_t)(sp - body) : bn;
+    if (hn == strlen(c->me) && memcmp(body, c->me, hn) == 0)
       return;
-    peer *p = peer_get(c, body, bn, 1);
-    if (p)
+    peer *p = peer_get(c, body, hn, 1);
+    if (p) {
       p->last_seen = now_of(c);
+      p->sharded = sp && bn - hn == 2 && sp[1] == 's';
+    }
     return;
   }
   case 'B': { /* goodbye: gone now, not after the lease */
@@ -1238,6 +1666,11 @@ static int op_metrics(void *ctx, ms_buf *b) {
      "Lease renewal rounds.", s->renewals);
   RM("microstream_cluster_batches_total", "counter",
      "PUBLISH commands carrying hub-to-hub messages.", s->batches);
+  RM("microstream_cluster_sharded_pubsub", "gauge",
+     "1 while this hub's channel is sharded (SSUBSCRIBE).",
+     c->state == ST_UP && c->sharded);
+  RM("microstream_cluster_sharded_batches_total", "counter",
+     "Of the batches, those sent with SPUBLISH.", s->sharded_batches);
   RM("microstream_cluster_messages_out_total", "counter",
      "Hub-to-hub messages sent.", s->messages_out);
   RM("microstream_cluster_messages_in_total", "counter",
@@ -1333,6 +1766,10 @@ static void renew(ms_rcl *c) {
   argv[k++] = lease;
   argv[k++] = pfx;
   argv[k++] = c->ch_all;
+  /* "H<hub>", " s" when its channel is also sharded */
+  char hb[HUB_ID_MAX + 4];
+  snprintf(hb, sizeof hb, "H%s%s", c->me, c->sharded ? " s" : "");
+  argv[k++] = hb;
   for (int i = 0; i < k; i++)
     lens[i] = strlen(argv[i]);
   for (size_t i = 0; i < c->held.nb; i++)
@@ -1407,6 +1844,8 @@ static void flush_records(ms_rcl *c) {
   }
 }
 
+static void kick_both(ms_rcl *c);
+
 void ms_rcl_flush(ms_rcl *c) {
   if (!c || c->closing)
     return;
@@ -1416,21 +1855,38 @@ void ms_rcl_flush(ms_rcl *c) {
     ms_hub_cluster_claimed(c->h, e->tag, e->result, NULL, now_of(c));
     free(e);
   }
-  if (c->state != ST_UP)
+  if (c->state != ST_UP) {
+    if (c->state == ST_CONNECTING)
+      kick_both(c);
     return;
+  }
   while (c->flush_head) {
     peer *p = c->flush_head;
     c->flush_head = p->flush_next;
     p->dirty = 0;
     char ch[PREFIX_MAX + HUB_ID_MAX + 8];
     snprintf(ch, sizeof ch, "%s:hub:%s", c->prefix, p->id);
-    const char *argv[] = {"PUBLISH", ch, p->out.p};
-    size_t lens[] = {7, strlen(ch), p->out.n};
+    /* Sharded to a hub that said it listens so (and this one may). */
+    int sh = c->sharded && p->sharded;
+    const char *argv[] = {sh ? "SPUBLISH" : "PUBLISH", ch, p->out.p};
+    size_t lens[] = {sh ? 8u : 7u, strlen(ch), p->out.n};
     command(c, 3, argv, lens, NULL, NULL);
     c->st.batches++;
+    if (sh)
+      c->st.sharded_batches++;
     p->out.n = 0;
   }
   flush_records(c);
+  kick_both(c);
+}
+
+/* The end of a loop iteration: what was queued leaves, one write per
+ * connection. */
+static void kick_both(ms_rcl *c) {
+  unsigned gen = c->gen;
+  rc_kick(&c->cmd);
+  if (gen == c->gen && !c->closing)
+    rc_kick(&c->sub);
 }
 
 void ms_rcl_tick(ms_rcl *c, int64_t now) {
@@ -1439,8 +1895,20 @@ void ms_rcl_tick(ms_rcl *c, int64_t now) {
   c->last_tick = now;
   if (c->state == ST_DOWN && !c->leaving && now >= c->next_try) {
     try_connect(c);
+  } else if (c->state == ST_CONNECTING && c->resolving && c->ares &&
+             now < c->connect_deadline) {
+    ares_process_fd(c->ares, ARES_SOCKET_BAD, ARES_SOCKET_BAD); /* timers */
   } else if (c->state == ST_CONNECTING && now >= c->connect_deadline) {
-    go_down(c, "connect timed out");
+    if (c->resolving)
+      go_down(c, "cannot resolve %s: timed out", c->host);
+    else if (c->cmd.phase != RC_OPEN || c->sub.phase != RC_OPEN)
+      go_down(c, "cannot connect to %s:%d: timed out", c->host, c->port);
+    else if ((c->cmd.wrapped &&
+              !c->tls->vt->established(c->cmd.wrapped)) ||
+             (c->sub.wrapped && !c->tls->vt->established(c->sub.wrapped)))
+      go_down(c, "TLS handshake with %s:%d timed out", c->host, c->port);
+    else
+      go_down(c, "Redis at %s:%d did not answer in time", c->host, c->port);
   } else if (c->state == ST_UP) {
     if (now >= c->next_renew) {
       renew(c);
@@ -1474,8 +1942,10 @@ int64_t ms_rcl_next_deadline(const ms_rcl *c) {
   switch (c->state) {
   case ST_DOWN:
     return c->leaving ? MS_NO_DEADLINE : c->next_try;
-  case ST_CONNECTING:
-    return c->connect_deadline;
+  case ST_CONNECTING: {
+    int64_t r = resolver_deadline((ms_rcl *)c, ms_drv_now(c->d));
+    return r < c->connect_deadline ? r : c->connect_deadline;
+  }
   default: {
     int64_t d = c->next_renew;
     /* Peers are checked at the renewal pace, well inside the lease. */
@@ -1489,6 +1959,7 @@ void ms_rcl_stats(const ms_rcl *c, ms_cluster_stats *st) {
   st->up = c->state == ST_UP;
   st->hubs = c->peers.n;
   st->services = c->registry.n;
+  st->sharded = c->state == ST_UP && c->sharded;
 }
 
 size_t ms_rcl_pending(const ms_rcl *c) {
@@ -1515,9 +1986,13 @@ void ms_rcl_leave(ms_rcl *c) {
 }
 
 static int parse_url(ms_rcl *c, const char *url) {
-  if (strncmp(url, "redis://", 8) != 0)
-    return MS_ERR_INVALID_ARG; /* (rediss:// needs TLS: not built) */
-  const char *p = url + 8;
+  const char *p;
+  if (strncmp(url, "redis://", 8) == 0)
+    p = url + 8;
+  else if (strncmp(url, "rediss://", 9) == 0)
+    p = url + 9, c->tls_url = 1;
+  else
+    return MS_ERR_INVALID_ARG;
   const char *at = strchr(p, '@');
   if (at) {
     const char *colon = memchr(p, ':', (size_t)(at - p));
@@ -1541,6 +2016,15 @@ static int parse_url(ms_rcl *c, const char *url) {
   hp[hl] = '\0';
   char *colon = strrchr(hp, ':');
   c->port = 6379;
+  char *h0 = hp;
+  if (hp[0] == '[') { /* [IPv6]:PORT */
+    char *rb = strchr(hp, ']');
+    if (!rb || (rb[1] && rb[1] != ':'))
+      return MS_ERR_INVALID_ARG;
+    *rb = '\0';
+    h0 = hp + 1;
+    colon = rb[1] ? rb + 1 : NULL;
+  }
   if (colon) {
     char *end;
     long port = strtol(colon + 1, &end, 10);
@@ -1549,10 +2033,10 @@ static int parse_url(ms_rcl *c, const char *url) {
     c->port = (int)port;
     *colon = '\0';
   }
-  size_t hn = strlen(hp);
+  size_t hn = strlen(h0);
   if (!hn || hn >= sizeof c->host)
     return MS_ERR_INVALID_ARG;
-  memcpy(c->host, hp, hn + 1);
+  memcpy(c->host, h0, hn + 1);
   if (slash && slash[1]) {
     char *end;
     long db = strtol(slash + 1, &end, 10);
@@ -1580,6 +2064,8 @@ int ms_rcl_new(ms_rcl **out, ms_drv *d, ms_hub *h,
       rv = MS_ERR_NOMEM;
   }
   const char *pfx = cfg->prefix && *cfg->prefix ? cfg->prefix : "microstream";
+  if (rv == 0 && c->tls_url && !cfg->tls)
+    rv = MS_ERR_INVALID_ARG; /* rediss:// needs the program's TLS layer */
   if (rv == 0 && (strlen(pfx) >= PREFIX_MAX ||
                   strlen(ms_hub_id(h)) >= HUB_ID_MAX))
     rv = MS_ERR_INVALID_ARG;
@@ -1597,6 +2083,15 @@ int ms_rcl_new(ms_rcl **out, ms_drv *d, ms_hub *h,
     c->lease_ms = 300;
   c->stream_max = cfg->stream_max ? cfg->stream_max : 10000;
   c->cmd.io.fd = c->sub.io.fd = -1;
+  c->cmd.s.fd = c->sub.s.fd = -1;
+  for (int i = 0; i < RESOLVER_FDS; i++) {
+    c->ares_io[i].io.fd = -1;
+    c->ares_io[i].c = c;
+  }
+  c->tls = c->tls_url ? cfg->tls : NULL;
+  c->classic_only = cfg->classic_pubsub;
+  c->on_state = cfg->on_state;
+  c->state_ud = cfg->state_ud;
   rv = ms_hub_set_cluster(h, &rcl_ops, c);
   if (rv) {
     free(c->password);
@@ -1622,6 +2117,12 @@ void ms_rcl_del(ms_rcl *c) {
   ms_rcl_detach(c);
   rc_close(&c->cmd);
   rc_close(&c->sub);
+  if (c->ares)
+    ares_destroy(c->ares);
+  free_addrs(c);
+  for (int i = 0; i < RESOLVER_FDS; i++)
+    if (c->ares_io[i].io.fd >= 0)
+      ms_drv_unwatch(c->d, &c->ares_io[i].io);
   while (c->early_head) {
     early *e = c->early_head;
     c->early_head = e->next;
