@@ -414,22 +414,28 @@ static void cluster_publish(ms_hub *h, int stream_id, int64_t ts_us,
                 (const uint8_t *)h->out.sb.data, h->out.sb.size);
 }
 
-void ms_hub_presence(ms_hub *h, const char *kind, const ms_hub_conn *hc,
-                     const char *reason, int64_t now) {
+/* One presence record: detail {reason?, instance?, hub?}. */
+static void presence_rec(ms_hub *h, const char *kind, const char *name,
+                         size_t name_len, const char *instance,
+                         const char *reason, const char *hub, int64_t now) {
   stream *s = &h->streams->s[STREAM_PRESENCE];
   ms_mpbuf db;
   ms_mpbuf_init(&db, h->mem);
   msgpack_packer pk;
   msgpack_packer_init(&pk, &db, ms_mpbuf_write);
-  int n = (reason != NULL) + (hc->instance != NULL);
+  int n = (reason != NULL) + (instance != NULL) + (hub != NULL);
   msgpack_pack_map(&pk, (size_t)n);
   if (reason) {
     msgpack_pack_str_with_body(&pk, "reason", 6);
     msgpack_pack_str_with_body(&pk, reason, strlen(reason));
   }
-  if (hc->instance) {
+  if (instance) {
     msgpack_pack_str_with_body(&pk, "instance", 8);
-    msgpack_pack_str_with_body(&pk, hc->instance, strlen(hc->instance));
+    msgpack_pack_str_with_body(&pk, instance, strlen(instance));
+  }
+  if (hub) {
+    msgpack_pack_str_with_body(&pk, "hub", 3);
+    msgpack_pack_str_with_body(&pk, hub, strlen(hub));
   }
   msgpack_zone z;
   int zok = !db.failed && msgpack_zone_init(&z, 256);
@@ -441,16 +447,48 @@ void ms_hub_presence(ms_hub *h, const char *kind, const ms_hub_conn *hc,
                  MSGPACK_UNPACK_SUCCESS) {
     if (h->clustered)
       cluster_publish(h, STREAM_PRESENCE, ms_hub_wall_us(h, now), 0, kind,
-                      hc->name, hc->name_len, NULL, 0, &detail);
+                      name, name_len, NULL, 0, &detail);
     else
       r = keep(h, s, ms_hub_wall_us(h, now), 0, kind[0] == 'u' ? 1 : 2,
-               hc->name, hc->name_len, NULL, 0, &detail);
+               name, name_len, NULL, 0, &detail);
   }
   if (zok)
     msgpack_zone_destroy(&z);
   ms_mpbuf_destroy(&db);
   if (r)
     fan_out(h, STREAM_PRESENCE, r);
+}
+
+void ms_hub_presence(ms_hub *h, const char *kind, const ms_hub_conn *hc,
+                     const char *reason, int64_t now) {
+  presence_rec(h, kind, hc->name, hc->name_len, hc->instance, reason, NULL,
+               now);
+}
+
+int ms_hub_cluster_presence_lost(ms_hub *h, const char *name, size_t len,
+                                 const char *hub_id, int64_t now) {
+  if (!h->clustered)
+    return MS_ERR_STATE;
+  if (!name || len == 0 || len > 128 || !hub_id || !*hub_id)
+    return MS_ERR_INVALID_ARG;
+  ms_hub_enter(h);
+  h->last_now = now;
+  presence_rec(h, "down", name, len, NULL, "hub_lost", hub_id, now);
+  ms_hub_leave(h);
+  return 0;
+}
+
+void ms_hub_cluster_rejoined(ms_hub *h, const char *name, size_t len,
+                             int64_t now) {
+  if (!h->clustered)
+    return;
+  ms_hub_conn *hc = ms_strmap_get(&h->registry, name, len);
+  if (!hc || !hc->registered)
+    return;
+  ms_hub_enter(h);
+  h->last_now = now;
+  ms_hub_presence(h, "up", hc, "rejoined", now);
+  ms_hub_leave(h);
 }
 
 void ms_hub_on_log(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,

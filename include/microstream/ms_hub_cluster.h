@@ -102,6 +102,21 @@ MS_EXTERN void ms_hub_cluster_hub_down(ms_hub *h, const char *hub_id,
 MS_EXTERN void ms_hub_cluster_lost(ms_hub *h, const char *name, size_t len,
                                    int64_t now);
 
+/* Hub `hub_id` vanished (its lease ran out without a goodbye) while
+ * holding `name`: publish PRESENCE down for it, detail {"reason":
+ * "hub_lost", "hub": hub_id}. The cluster calls this on one hub only
+ * (an atomic claim decides which). Returns 0, MS_ERR_STATE (no cluster)
+ * or MS_ERR_INVALID_ARG. */
+MS_EXTERN int ms_hub_cluster_presence_lost(ms_hub *h, const char *name,
+                                           size_t len, const char *hub_id,
+                                           int64_t now);
+
+/* The cluster had declared this hub lost (PRESENCE down, "hub_lost", for
+ * its names) and it is back: publish PRESENCE up, reason "rejoined", for
+ * `name` if a local connection still holds it. */
+MS_EXTERN void ms_hub_cluster_rejoined(ms_hub *h, const char *name,
+                                       size_t len, int64_t now);
+
 /* One record of a stream in cluster order. seq must grow; a jump means
  * records were lost (subscribers get a gap marker). Records with a seq
  * not above the last one are ignored. Returns 0 or MS_ERR_BAD_MESSAGE. */

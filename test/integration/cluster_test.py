@@ -468,17 +468,27 @@ async def c3_logs():
 
 
 async def c4_sigkill():
-    """A hub killed mid-traffic: its requests fail fast, its names free up."""
+    """A hub killed mid-traffic: its requests fail fast, its names free up,
+    and the cluster says PRESENCE down (hub_lost) for its services once."""
     with Redis() as r:
-        async with CHub(r, "--heartbeat-ms", "2000") as ha, CHub(r, "--heartbeat-ms", "2000") as hb:
-            check(await wait_up(ha, hb), "c4: hubs join")
+        async with CHub(r, "--heartbeat-ms", "2000") as ha, \
+                CHub(r, "--heartbeat-ms", "2000") as hb, \
+                CHub(r, "--heartbeat-ms", "2000") as hc:
+            check(await wait_up(ha, hb, hc), "c4: hubs join")
+            w = await service(hc, "c4watch", opts={"watch": True})
+            await w.send([SUBSCRIBE, 1, "presence", {}])
+            await w.recv_type(RECORD)
             a = await service(ha, "reqr")
             b = await service(hb, "victim")
+            b2 = await service(hb, "victim2")
+            hb_id = b.welcome[1]
             await knows(ha, "victim")
+            await knows(hc, "victim2")
             for i in range(1, 6):
                 await a.send([REQUEST, i, "victim", "work", None, 60000])
             for i in range(5):
                 await b.recv_type(REQUEST, 5)
+            await gather(w, 0.3)  # the up records so far
             t0 = time.monotonic()
             hb.proc.send_signal(signal.SIGKILL)
             errs = []
@@ -493,12 +503,26 @@ async def c4_sigkill():
                   repr(errs))
             check(dt < 30, "c4: ... long before their 60 s deadline (%.1f s, lease %d ms)"
                   % (dt, LEASE_MS))
+
+            def lost_downs(ms):
+                return [m for m in ms if m[0] == PRESENCE and m[4] == "down"]
+            got = await gather(w, 15, lambda ms: len(lost_downs(ms)) >= 2)
+            got += await gather(w, 2 * LEASE_MS / 1000)  # any duplicate would come by now
+            downs = lost_downs(got)
+            check(sorted(m[5] for m in downs) == ["victim", "victim2"] and
+                  all(m[6].get("reason") == "hub_lost" and m[6].get("hub") == hb_id
+                      for m in downs),
+                  "c4: a watcher on hub C sees PRESENCE down, reason hub_lost, once for each "
+                  "service of the killed hub", repr(got))
+            said = [await metric(h, "microstream_cluster_presence_lost_total") for h in (ha, hc)]
+            check(sorted(said) == [0.0, 2.0],
+                  "c4: ... said by one surviving hub only", repr(said))
             ok = False
             deadline = time.monotonic() + 15
             while time.monotonic() < deadline and not ok:
                 c = await WSClient.open(ha, MP)
-                w = await c.hello("victim")
-                ok = w and w[0] == WELCOME
+                w2 = await c.hello("victim")
+                ok = w2 and w2[0] == WELCOME
                 await c.close() if not ok else None
                 if not ok:
                     await asyncio.sleep(0.2)
@@ -509,8 +533,14 @@ async def c4_sigkill():
             await c.send([RESPONSE, req[1], 1])
             check_eq(await a.recv_type(RESPONSE, 5), [RESPONSE, 9, 1],
                      "c4: the name works on its new hub")
+            ups = [m for m in await gather(w, 3, lambda ms: any(
+                m[0] == PRESENCE and m[4] == "up" and m[5] == "victim" for m in ms))
+                if m[0] == PRESENCE]
+            check(any(m[4] == "up" and m[5] == "victim" for m in ups),
+                  "c4: ... and its PRESENCE up follows the down", repr(ups))
             await a.close()
             await c.close()
+            await w.close()
 
 
 async def c5_redis_restart():

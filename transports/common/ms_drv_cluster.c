@@ -50,6 +50,9 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define CONNECT_TIMEOUT_MS 3000
+/* How long the claim to announce a lost hub is kept (a hub that comes
+ * back within it says "rejoined"). */
+#define LOST_TTL_MS (3600 * 1000)
 /* c-ares sockets watched at once. */
 #define RESOLVER_FDS 4
 /* Bytes read from one connection in one pump. */
@@ -371,11 +374,12 @@ static const char LUA_RELEASE[] =
 
 /* ARGV: hub, lease, prefix, channel, heartbeat, names... Renews the hub's liveness
  * and its names (re-asserting those Redis lost), announces the hub, and
- * returns the names now held by another hub. */
+ * returns 1 if another hub had declared it lost (PREFIX:lost:HUB), else
+ * 0, then the names now held by another hub. */
 static const char LUA_RENEW[] =
     "redis.call('SET', ARGV[3] .. 'alive:' .. ARGV[1], '1', 'PX', ARGV[2])\n"
     "redis.call('PUBLISH', ARGV[4], ARGV[5])\n"
-    "local lost = {}\n"
+    "local lost = {redis.call('DEL', ARGV[3] .. 'lost:' .. ARGV[1])}\n"
     "for i = 6, #ARGV do\n"
     "  local k = ARGV[3] .. 'svc:' .. ARGV[i]\n"
     "  local cur = redis.call('GET', k)\n"
@@ -857,19 +861,90 @@ static void peer_free(void *v) {
 struct drop_ctx {
   ms_rcl *c;
   const char *hub;
+  bbuf *names; /* NULL, or where the names go ("name\0name\0...") */
+  int failed;
 };
 static void drop_names_of(void *ud, sent *e) {
   struct drop_ctx *x = ud;
   reg *g = e->val;
-  if (strcmp(g->hub, x->hub) == 0)
-    free(sdel(&x->c->registry, e->key, e->len));
+  if (strcmp(g->hub, x->hub) != 0)
+    return;
+  if (x->names && badd(x->names, e->key, e->len + 1))
+    x->failed = 1;
+  free(sdel(&x->c->registry, e->key, e->len));
 }
 
-/* A hub is gone: its names leave the replica and its requests fail. */
-static void peer_gone(ms_rcl *c, peer *p) {
-  struct drop_ctx x = {c, p->id};
+/* A hub that went silent: one surviving hub (the first to claim
+ * PREFIX:lost:HUB, and only while HUB has not renewed meanwhile) says
+ * PRESENCE down for each name it held. */
+typedef struct lost_ctx {
+  struct ms_rcl *c;
+  char hub[HUB_ID_MAX];
+  bbuf names;
+} lost_ctx;
+
+/* KEYS[1] lost key, KEYS[2] the hub's alive key. ARGV: claimer, ttl. */
+static const char LUA_LOST[] =
+    "if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end\n"
+    "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then\n"
+    "  return 1\n"
+    "end\n"
+    "return 0\n";
+
+static void reply_lost(ms_rcl *c, redisReply *rep, void *priv) {
+  lost_ctx *x = priv;
+  ms_rcl *cc = x->c;
+  if (c && rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1 &&
+      !cc->closing) {
+    int64_t now = now_of(cc);
+    for (size_t off = 0; off < x->names.n;) {
+      const char *nm = x->names.p + off;
+      size_t n = strlen(nm);
+      if (ms_hub_cluster_presence_lost(cc->h, nm, n, x->hub, now) == 0)
+        cc->st.presence_lost++;
+      off += n + 1;
+    }
+  }
+  free(x->names.p);
+  free(x);
+}
+
+static void announce_lost(ms_rcl *c, lost_ctx *x) {
+  char k_lost[PREFIX_MAX + HUB_ID_MAX + 8], k_alive[PREFIX_MAX + HUB_ID_MAX + 8],
+      ttl[32];
+  snprintf(k_lost, sizeof k_lost, "%s:lost:%s", c->prefix, x->hub);
+  snprintf(k_alive, sizeof k_alive, "%s:alive:%s", c->prefix, x->hub);
+  snprintf(ttl, sizeof ttl, "%lld", (long long)LOST_TTL_MS);
+  const char *argv[] = {"EVAL", LUA_LOST, "2", k_lost, k_alive, c->me, ttl};
+  size_t lens[7];
+  for (int i = 0; i < 7; i++)
+    lens[i] = strlen(argv[i]);
+  if (command(c, 7, argv, lens, reply_lost, x) != 0) {
+    free(x->names.p);
+    free(x);
+  }
+}
+
+/* A hub is gone: its names leave the replica and its requests fail.
+ * silent: it stopped renewing (killed, cut off), not a goodbye. */
+static void peer_gone(ms_rcl *c, peer *p, int silent) {
+  lost_ctx *lx = NULL;
+  if (silent) {
+    lx = calloc(1, sizeof *lx);
+    if (lx) {
+      lx->c = c;
+      snprintf(lx->hub, sizeof lx->hub, "%s", p->id);
+    }
+  }
+  struct drop_ctx x = {c, p->id, lx ? &lx->names : NULL, 0};
   seach(&c->registry, drop_names_of, &x);
   c->st.services = c->registry.n;
+  if (lx && lx->names.n && !x.failed) {
+    announce_lost(c, lx);
+  } else if (lx) {
+    free(lx->names.p);
+    free(lx);
+  }
   /* Out of the flush list first. */
   for (peer **pp = &c->flush_head; *pp; pp = &(*pp)->flush_next)
     if (*pp == p) {
@@ -1306,7 +1381,7 @@ static void on_broadcast(ms_rcl *c, const char *m, size_t n) {
   case 'B': { /* goodbye: gone now, not after the lease */
     peer *p = peer_get(c, body, bn, 0);
     if (p)
-      peer_gone(c, p);
+      peer_gone(c, p, 0);
     return;
   }
   case 'R': { /* "R<stream><seq> <record>" */
@@ -1678,6 +1753,9 @@ static int op_metrics(void *ctx, ms_buf *b) {
   RM("microstream_cluster_records_out_total", "counter",
      "Log and presence records appended to the cluster streams.",
      s->records_out);
+  RM("microstream_cluster_presence_lost_total", "counter",
+     "PRESENCE down said by this hub for services of a vanished hub.",
+     s->presence_lost);
   RM("microstream_cluster_records_dropped_total", "counter",
      "Records lost while Redis was unreachable.", s->records_dropped);
 #undef RM
@@ -1785,15 +1863,23 @@ static void renew(ms_rcl *c) {
 
 static void reply_renew(ms_rcl *c, redisReply *rep, void *priv) {
   (void)priv;
-  if (!c || !rep || rep->type != REDIS_REPLY_ARRAY)
+  if (!c || !rep || rep->type != REDIS_REPLY_ARRAY || rep->elements < 1)
     return;
-  for (size_t i = 0; i < rep->elements; i++) {
+  for (size_t i = 1; i < rep->elements; i++) {
     redisReply *e = rep->element[i];
     if (e->type != REDIS_REPLY_STRING)
       continue;
     /* Another hub took it while this one could not renew. */
     sdel(&c->held, e->str, e->len);
     ms_hub_cluster_lost(c->h, e->str, e->len, now_of(c));
+  }
+  if (rep->element[0]->type == REDIS_REPLY_INTEGER &&
+      rep->element[0]->integer == 1) {
+    /* The others said PRESENCE down (hub_lost) for this hub's names:
+     * those still held here are up again. */
+    for (size_t i = 0; i < c->held.nb; i++)
+      for (sent *e = c->held.b[i]; e; e = e->next)
+        ms_hub_cluster_rejoined(c->h, e->key, e->len, now_of(c));
   }
 }
 
@@ -1921,7 +2007,7 @@ void ms_rcl_tick(ms_rcl *c, int64_t now) {
         sent *nx = e->next;
         peer *p = e->val;
         if (now - p->last_seen > c->lease_ms) {
-          peer_gone(c, p);
+          peer_gone(c, p, 1);
           if (c->state != ST_UP)
             return;
           i = (size_t)-1; /* the table changed: start over */
