@@ -60,6 +60,7 @@ int ms_hub_set_cluster(ms_hub *h, const ms_hub_cluster_ops *ops, void *ctx) {
     return MS_ERR_STATE;
   if (h && !ops) { /* detach: a hub on its own from now on */
     h->clustered = 0;
+    h->cl_local = 0;
     memset(&h->cl, 0, sizeof h->cl);
     h->cl_ctx = NULL;
     return 0;

@@ -205,6 +205,9 @@ struct ms_hub {
 
   /* Cluster (ms_hub_cluster.c); clustered == 0: a hub on its own. */
   int clustered;
+  /* The cluster's streams are unavailable: records are kept and shown
+   * here at once (and published for later), ms_hub_cluster_streams(). */
+  int cl_local;
   ms_hub_cluster_ops cl;
   void *cl_ctx;
   ms_strmap peers;  /* hub id -> hub_peer */

@@ -13,6 +13,10 @@ typedef struct rec {
   int64_t ts_us;
   int64_t level;      /* logs */
   uint8_t kind;       /* presence: 1 up, 2 down */
+  /* A cluster record of this hub's that its subscribers were shown
+   * before (under a local seq, while the cluster streams were away):
+   * kept for its seq, never shown again. */
+  uint8_t hidden;
   uint16_t service_len;
   uint32_t message_len;
   uint32_t extra_len; /* fields / detail, MessagePack */
@@ -131,6 +135,27 @@ static uint64_t oldest_seq(const stream *s) {
   return ms_ring_len(&s->ring) ? ring_at(s, 0)->seq : s->seq + 1;
 }
 
+/* The index of the first kept record with a seq >= seq (the ring's length
+ * if none). Seqs are contiguous but for the holes a cluster declares
+ * (ms_hub_cluster_skip): the direct index first, else a search. */
+static size_t ring_find(const stream *s, uint64_t seq) {
+  uint64_t lo = oldest_seq(s);
+  size_t n = ms_ring_len(&s->ring);
+  if (seq <= lo)
+    return 0;
+  if (seq - lo < n && ring_at(s, (size_t)(seq - lo))->seq == seq)
+    return (size_t)(seq - lo);
+  size_t a = 0, b = n;
+  while (a < b) {
+    size_t mid = a + (b - a) / 2;
+    if (ring_at(s, mid)->seq < seq)
+      a = mid + 1;
+    else
+      b = mid;
+  }
+  return a;
+}
+
 /* A record's fields (or a presence detail) as a MessagePack map into eb:
  * 0, or nonzero when out of memory. */
 static int pack_fields(msgpack_sbuffer *eb, const msgpack_object *extra) {
@@ -159,6 +184,7 @@ static rec *keep(ms_hub *h, stream *s, int64_t ts_us, int64_t level,
     return NULL;
   }
   r->seq = ++s->seq;
+  r->hidden = 0;
   r->ts_us = ts_us;
   r->level = level;
   r->kind = (uint8_t)kind;
@@ -205,6 +231,8 @@ static int contains_icase(const char *hay, size_t n, const char *needle,
 
 static int matches(const hub_sub *sub, const rec *r) {
   const char *svc = r->data;
+  if (r->hidden)
+    return 0;
   if (sub->n_services) {
     size_t i;
     for (i = 0; i < sub->n_services; i++)
@@ -320,12 +348,16 @@ static void walk_back(ms_hub *h, hub_sub *sub, long *budget) {
     if (*budget <= 0)
       return;
     (*budget)--;
-    if (matches(sub, ring_at(s, (size_t)(sub->walk_seq - lo))) &&
-        --sub->walk_left == 0) {
-      sub->cursor = sub->walk_seq;
+    /* The newest record at or below walk_seq (there is one: >= lo). */
+    size_t i = ring_find(s, sub->walk_seq);
+    if (i == ms_ring_len(&s->ring) || ring_at(s, i)->seq > sub->walk_seq)
+      i--;
+    const rec *r = ring_at(s, i);
+    if (matches(sub, r) && --sub->walk_left == 0) {
+      sub->cursor = r->seq;
       break;
     }
-    sub->walk_seq--;
+    sub->walk_seq = r->seq - 1;
   }
 }
 
@@ -355,8 +387,13 @@ static int catch_up(ms_hub *h, hub_sub *sub, int64_t now, long *budget) {
     if (*budget <= 0)
       return 1;
     (*budget)--;
-    const rec *r = ring_at(s, (size_t)(sub->cursor - oldest_seq(s)));
-    sub->cursor++;
+    size_t i = ring_find(s, sub->cursor);
+    if (i == ms_ring_len(&s->ring)) { /* a hole up to the newest seq */
+      sub->cursor = s->seq + 1;
+      break;
+    }
+    const rec *r = ring_at(s, i);
+    sub->cursor = r->seq + 1;
     if (!matches(sub, r))
       continue;
     encode_body(st, sub->stream, r);
@@ -448,7 +485,8 @@ static void presence_rec(ms_hub *h, const char *kind, const char *name,
     if (h->clustered)
       cluster_publish(h, STREAM_PRESENCE, ms_hub_wall_us(h, now), 0, kind,
                       name, name_len, NULL, 0, &detail);
-    else
+    /* Kept here when on its own, or while the cluster is away. */
+    if (!h->clustered || h->cl_local)
       r = keep(h, s, ms_hub_wall_us(h, now), 0, kind[0] == 'u' ? 1 : 2,
                name, name_len, NULL, 0, &detail);
   }
@@ -501,7 +539,8 @@ void ms_hub_on_log(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
   if (h->clustered) {
     cluster_publish(h, STREAM_LOGS, ts, m->level, NULL, src, src_len,
                     m->message.ptr, m->message.len, &m->extra);
-    return;
+    if (!h->cl_local)
+      return; /* kept when it comes back in cluster order */
   }
   rec *r = keep(h, s, ts, m->level, 0, src, src_len, m->message.ptr,
                 m->message.len, &m->extra);
@@ -512,6 +551,10 @@ void ms_hub_on_log(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
 
 /* A log record was kept: the store hook, then the subscribers. */
 static void kept_log(ms_hub *h, rec *r) {
+  if (r->hidden) {
+    fan_out(h, STREAM_LOGS, r); /* (moves the cursors past it) */
+    return;
+  }
   h->stats.log_records++;
   if (h->cfg.on_record && !ms_life_dead(&h->life)) {
     ms_hub_record hr;
@@ -541,8 +584,9 @@ static void ring_clear(ms_hub *h, stream *s) {
   ms_ring_clear(&s->ring);
 }
 
-int ms_hub_cluster_record(ms_hub *h, int stream_id, uint64_t seq,
-                          const uint8_t *buf, size_t len, int64_t now) {
+static int record_in(ms_hub *h, int stream_id, uint64_t seq,
+                     const uint8_t *buf, size_t len, int64_t now,
+                     int hidden) {
   if (stream_id != MS_CLUSTER_LOGS && stream_id != MS_CLUSTER_PRESENCE)
     return MS_ERR_INVALID_ARG;
   if (ms_life_dead(&h->life))
@@ -606,6 +650,7 @@ int ms_hub_cluster_record(ms_hub *h, int stream_id, uint64_t seq,
                 sid == STREAM_LOGS ? a[3].via.str.ptr : NULL,
                 sid == STREAM_LOGS ? a[3].via.str.size : 0, &extra);
   if (r) {
+    r->hidden = (uint8_t)(hidden != 0);
     if (jumped)
       for (hub_sub *sub = s->subs; sub; sub = sub->s_next)
         if (sub->cursor < r->seq && !backed_up(h, sub)) {
@@ -625,6 +670,54 @@ int ms_hub_cluster_record(ms_hub *h, int stream_id, uint64_t seq,
 out:
   msgpack_zone_destroy(&z);
   return rv;
+}
+
+int ms_hub_cluster_record(ms_hub *h, int stream_id, uint64_t seq,
+                          const uint8_t *buf, size_t len, int64_t now) {
+  return record_in(h, stream_id, seq, buf, len, now, 0);
+}
+
+int ms_hub_cluster_record_shown(ms_hub *h, int stream_id, uint64_t seq,
+                                const uint8_t *buf, size_t len,
+                                int64_t now) {
+  return record_in(h, stream_id, seq, buf, len, now, 1);
+}
+
+void ms_hub_cluster_streams(ms_hub *h, int up, int64_t now) {
+  MS_UNUSED(now);
+  if (h->clustered)
+    h->cl_local = !up;
+}
+
+void ms_hub_cluster_skip(ms_hub *h, int stream_id, uint64_t upto,
+                         int64_t now) {
+  MS_UNUSED(now);
+  if (stream_id != MS_CLUSTER_LOGS && stream_id != MS_CLUSTER_PRESENCE)
+    return;
+  stream *s = &h->streams->s[stream_id == MS_CLUSTER_LOGS ? STREAM_LOGS
+                                                           : STREAM_PRESENCE];
+  if (upto <= s->seq || upto > MS_MAX_ID)
+    return;
+  /* Subscribers that had everything still have everything. */
+  for (hub_sub *sub = s->subs; sub; sub = sub->s_next)
+    if (sub->cursor == s->seq + 1)
+      sub->cursor = upto + 1;
+  s->seq = upto;
+}
+
+void ms_hub_cluster_missed(ms_hub *h, int stream_id, uint64_t n,
+                           int64_t now) {
+  if (n == 0 ||
+      (stream_id != MS_CLUSTER_LOGS && stream_id != MS_CLUSTER_PRESENCE))
+    return;
+  stream *s = &h->streams->s[stream_id == MS_CLUSTER_LOGS ? STREAM_LOGS
+                                                           : STREAM_PRESENCE];
+  ms_hub_enter(h);
+  h->last_now = now;
+  for (hub_sub *sub = s->subs; sub; sub = sub->s_next)
+    if (sub->hc->state == HC_READY)
+      send_marker(h, sub, s->seq, "gap", n, now);
+  ms_hub_leave(h);
 }
 
 static void sub_error(ms_hub *h, ms_hub_conn *hc, uint64_t sub_id,

@@ -124,6 +124,34 @@ MS_EXTERN int ms_hub_cluster_record(ms_hub *h, int stream, uint64_t seq,
                                     const uint8_t *rec, size_t len,
                                     int64_t now);
 
+/* The cluster's streams are available (up 1) or not (up 0). While they
+ * are not, the hub keeps and shows its own records at once, numbering
+ * them after its last seq, and still publishes them (the cluster marks
+ * them as shown here: they come back through
+ * ms_hub_cluster_record_shown). A cluster that never calls this leaves
+ * every record to come back through ms_hub_cluster_record. */
+MS_EXTERN void ms_hub_cluster_streams(ms_hub *h, int up, int64_t now);
+
+/* A record of this hub's that its subscribers were shown while the
+ * streams were unavailable, back in cluster order: kept for its seq (the
+ * same rules as ms_hub_cluster_record), not shown again (a jump in seq
+ * for subscribers, as for a record that does not match a filter). */
+MS_EXTERN int ms_hub_cluster_record_shown(ms_hub *h, int stream,
+                                          uint64_t seq, const uint8_t *rec,
+                                          size_t len, int64_t now);
+
+/* The cluster will never use the seqs up to `upto` that this hub has not
+ * seen (its numbering jumped, e.g. after a Redis restart): no record is
+ * missing, the next one may come with upto + 1. */
+MS_EXTERN void ms_hub_cluster_skip(ms_hub *h, int stream, uint64_t upto,
+                                   int64_t now);
+
+/* n records of the cluster's stream cannot be shown here (their seq was
+ * used by this hub's own records meanwhile): subscribers get a gap
+ * marker {"missed": n}. */
+MS_EXTERN void ms_hub_cluster_missed(ms_hub *h, int stream, uint64_t n,
+                                     int64_t now);
+
 /* Cross-hub counters of the engine. */
 typedef struct ms_hub_cluster_stats {
   uint64_t requests_out;   /* requests sent to another hub */

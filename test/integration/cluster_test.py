@@ -129,6 +129,62 @@ def redis_cmd(port, *args):
                 return data
 
 
+class CutProxy:
+    """A TCP proxy to Redis that can be cut (connections closed, new ones
+    refused) and healed: one hub cut off from a cluster that goes on."""
+
+    def __init__(self, port):
+        self.target = port
+        self.cut = False
+        self.conns = set()
+        self.server = None
+        self.port = None
+
+    async def start(self):
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def _pipe(self, r, w):
+        try:
+            while True:
+                data = await r.read(65536)
+                if not data:
+                    break
+                w.write(data)
+                await w.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            w.close()
+
+    async def _client(self, cr, cw):
+        if self.cut:
+            cw.close()
+            return
+        try:
+            ur, uw = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            cw.close()
+            return
+        pair = (cw, uw)
+        self.conns.add(pair)
+        await asyncio.gather(self._pipe(cr, uw), self._pipe(ur, cw))
+        self.conns.discard(pair)
+
+    def set_cut(self, cut):
+        self.cut = cut
+        if cut:
+            for a, b in list(self.conns):
+                a.close()
+                b.close()
+
+    async def stop(self):
+        self.set_cut(True)
+        self.server.close()
+        await self.server.wait_closed()
+
+
 def hub_log(h):
     h.log.seek(0)
     return h.log.read().decode(errors="replace")
@@ -553,6 +609,15 @@ async def c5_redis_restart():
             a2 = await service(ha, "ra2")
             b = await service(hb, "rb")
             await knows(ha, "rb")
+            wa = await service(ha, "wa", opts={"watch": True})
+            wb = await service(hb, "wb", opts={"watch": True})
+            for w in (wa, wb):
+                await w.send([SUBSCRIBE, 7, "logs", {"services": ["ra", "rb"]}])
+                await w.recv_type(RECORD)
+            await a.send([LOG, 0, 20, "before-a", {}])
+            for w in (wa, wb):
+                await gather(w, 5, lambda ms: any(m[0] == RECORD and m[6] == "before-a"
+                                                  for m in ms))
             await a.send([REQUEST, 1, "rb", "work", None, 30000])
             req = await b.recv_type(REQUEST, 5)
             r.stop()
@@ -571,9 +636,53 @@ async def c5_redis_restart():
                         "c5: a new registration without Redis -> CLUSTER_UNAVAILABLE")
             check_eq((await c.closing())[1], 4040, "c5: ... and close 4040 (retry later)")
             check_eq(await metric(ha, "microstream_cluster_up"), 0.0, "c5: /metrics cluster_up 0")
+            for i in range(3):
+                await a.send([LOG, 0, 20, "out-a%d" % i, {}])
+            for i in range(2):
+                await b.send([LOG, 0, 20, "out-b%d" % i, {}])
+
+            def texts(ms):
+                return [m[6] for m in ms if m[0] == RECORD and m[1] == 7 and m[5]]
+            got_a = await gather(wa, 5, lambda ms: len(texts(ms)) >= 3)
+            got_b = await gather(wb, 5, lambda ms: len(texts(ms)) >= 2)
+            check_eq(texts(got_a), ["out-a0", "out-a1", "out-a2"],
+                     "c5: without Redis a watcher still sees its own hub's records at once")
+            check_eq(texts(got_b), ["out-b0", "out-b1"],
+                     "c5: ... on each hub")
+            last_a = max(m[2] for m in got_a if m[0] == RECORD)
             await asyncio.sleep(0.5)
             r.start()
             check(await wait_up(ha, hb), "c5: both hubs reconnect to the restarted Redis")
+            more_a = await gather(wa, 10, lambda ms: len(texts(ms)) >= 2)
+            more_b = await gather(wb, 10, lambda ms: len(texts(ms)) >= 3)
+            more_a += await gather(wa, 1.0)
+            more_b += await gather(wb, 1.0)
+            # Records of the other hub made during the outage come once each;
+            # one whose cluster seq this hub had used meanwhile for its own
+            # (who reconnects first decides) is reported in a gap marker,
+            # never dropped silently; a hub's own records never come twice.
+            for name, w, more, want, h in (("A", wa, more_a, ["out-b0", "out-b1"], ha),
+                                           ("B", wb, more_b, ["out-a0", "out-a1", "out-a2"], hb)):
+                got = texts(more)
+                missed = sum(m[7].get("missed", 0) for m in more
+                             if m[0] == RECORD and m[6] == "gap")
+                unshown = await metric(h, "microstream_cluster_records_unshown_total")
+                check(got == [x for x in want if x in got] and len(got) + missed == len(want)
+                      and missed == unshown,
+                      "c5: Redis back: hub %s's watcher gets the other hub's outage records once "
+                      "each or counted in a gap marker, and its own not twice" % name,
+                      "got %r missed %r unshown %r" % (got, missed, unshown))
+            check(all(m[2] > last_a for m in more_a if m[0] == RECORD),
+                  "c5: seq keeps growing for a watcher across the outage",
+                  repr([m[2] for m in more_a]))
+            # After the outage every hub numbers new records alike again.
+            await a.send([LOG, 0, 20, "after-a", {}])
+            seqs = []
+            for w in (wa, wb):
+                got = await gather(w, 5, lambda ms: "after-a" in texts(ms))
+                seqs += [m[2] for m in got if m[0] == RECORD and m[6] == "after-a"]
+            check(len(seqs) == 2 and seqs[0] == seqs[1],
+                  "c5: ... and a record made after it has the same seq on both hubs", repr(seqs))
             ok = await wait_for(lambda: knows(ha, "rb"), 10)
             check(ok, "c5: leases re-asserted: hub A sees rb on hub B again")
             await bb.round_trip(a, b, 4, "c5: cross-hub requests work again", target="rb")
@@ -698,8 +807,93 @@ async def c8_sharded():
                 await x.close()
 
 
+async def c9_partition():
+    """One hub cut off from Redis while the others go on: its watchers keep
+    seeing its records; the others say PRESENCE down (hub_lost) for its
+    services; when it is back it says them up (rejoined), its records reach
+    the others once, and its watchers get the others' records of the cut
+    once each or counted in a gap marker."""
+    with Redis() as r:
+        px = await CutProxy(r.port).start()
+        try:
+            async with CHub("redis://127.0.0.1:%d" % px.port) as ha, CHub(r) as hb, \
+                    CHub(r) as hc:
+                check(await wait_up(ha, hb, hc), "c9: three hubs join (A through a proxy)")
+                sa = await service(ha, "pa")
+                sb = await service(hb, "pb")
+                wa = await service(ha, "pwa", opts={"watch": True})
+                wc = await service(hc, "pwc", opts={"watch": True})
+                for w in (wa, wc):
+                    await w.send([SUBSCRIBE, 1, "logs", {"services": ["pa", "pb"]}])
+                    await w.recv_type(RECORD)
+                await wc.send([SUBSCRIBE, 2, "presence", {"services": ["pa"]}])
+                await wc.recv_type(RECORD)
+                await knows(hc, "pa")
+
+                def texts(ms, sub=1):
+                    return [m[6] for m in ms if m[0] == RECORD and m[1] == sub and m[5]]
+                px.set_cut(True)
+                ok = await wait_for(lambda: _up0(ha), 10)
+                check(ok, "c9: hub A is out of the cluster")
+                for i in range(3):
+                    await sa.send([LOG, 0, 20, "cut-a%d" % i, {}])
+                for i in range(5):
+                    await sb.send([LOG, 0, 20, "cut-b%d" % i, {}])
+                got_a = await gather(wa, 5, lambda ms: len(texts(ms)) >= 3)
+                check_eq(texts(got_a), ["cut-a0", "cut-a1", "cut-a2"],
+                         "c9: hub A's watcher sees A's records at once while A is cut off")
+                got_c = await gather(wc, 15, lambda ms: len(texts(ms)) >= 5 and any(
+                    m[0] == PRESENCE and m[4] == "down" for m in ms))
+                check_eq(texts(got_c), ["cut-b%d" % i for i in range(5)],
+                         "c9: the rest of the cluster goes on")
+                downs = [m for m in got_c if m[0] == PRESENCE and m[4] == "down"]
+                check(len(downs) == 1 and downs[0][5] == "pa" and
+                      downs[0][6].get("reason") == "hub_lost",
+                      "c9: hub C's watcher sees PRESENCE down (hub_lost) for A's service",
+                      repr(downs))
+                px.set_cut(False)
+                check(await wait_up(ha), "c9: hub A rejoins")
+                more_c = await gather(wc, 10, lambda ms: len(texts(ms)) >= 3 and any(
+                    m[0] == PRESENCE and m[4] == "up" for m in ms))
+                more_c += await gather(wc, 1.0)
+                ups = [m for m in more_c if m[0] == PRESENCE]
+                check(len(ups) == 1 and ups[0][4] == "up" and
+                      ups[0][6].get("reason") == "rejoined",
+                      "c9: ... then PRESENCE up (rejoined) once A is back", repr(ups))
+                check_eq(texts(more_c), ["cut-a0", "cut-a1", "cut-a2"],
+                         "c9: A's records of the cut reach hub C once A is back")
+                more_a = await gather(wa, 10, lambda ms: len(texts(ms)) + sum(
+                    m[7].get("missed", 0) for m in ms if m[0] == RECORD and m[6] == "gap") >= 5)
+                more_a += await gather(wa, 1.0)
+                got = texts(more_a)
+                missed = sum(m[7].get("missed", 0) for m in more_a
+                             if m[0] == RECORD and m[6] == "gap")
+                want = ["cut-b%d" % i for i in range(5)]
+                check(got == [x for x in want if x in got] and len(got) + missed == 5,
+                      "c9: hub A's watcher gets B's records of the cut once each or counted "
+                      "in a gap marker, and A's own not twice",
+                      "got %r missed %r" % (got, missed))
+                await bb.round_trip(sb, sa, 3, "c9: cross-hub requests to A work again")
+                await sb.send([LOG, 0, 20, "after", {}])
+                seqs = []
+                for w in (wa, wc):
+                    g = await gather(w, 5, lambda ms: "after" in texts(ms))
+                    seqs += [m[2] for m in g if m[0] == RECORD and m[6] == "after"]
+                check(len(seqs) == 2 and seqs[0] == seqs[1],
+                      "c9: a record made after the cut has the same seq on every hub",
+                      repr(seqs))
+                for x in (sa, sb, wa, wc):
+                    await x.close()
+        finally:
+            await px.stop()
+
+
+async def _up0(h):
+    return await metric(h, "microstream_cluster_up") == 0
+
+
 SCENARIOS = [c1_calls, c2_registry, c3_logs, c4_sigkill, c5_redis_restart, c6_no_redis,
-             c7_tls, c8_sharded]
+             c7_tls, c8_sharded, c9_partition]
 
 
 async def main():

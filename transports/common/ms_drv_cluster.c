@@ -223,13 +223,18 @@ typedef struct reg {
 /* A record waiting to be appended to a stream. */
 typedef struct orec {
   struct orec *next;
+  int shown; /* shown here already (made while the cluster was away) */
   size_t len;
   uint8_t data[];
 } orec;
 
 /* A live record that arrived while the history was being read. */
+/* How a record from the cluster relates to this hub. */
+enum { OWN_NO = 0, OWN_SHOWN = 1, OWN_HOLE = 2 };
+
 typedef struct hrec {
   struct hrec *next;
+  int own; /* OWN_SHOWN: this hub's, shown here already; OWN_HOLE */
   uint64_t seq;
   size_t len;
   uint8_t data[];
@@ -326,6 +331,8 @@ struct ms_rcl {
   void (*on_state)(void *ud, int up, const char *why);
   void *state_ud;
   int sync_pending[2];   /* history reads outstanding per stream */
+  uint64_t cl_seq[2];    /* newest cluster seq taken from Redis */
+  uint64_t missed[2];    /* cluster records not shown here (seq taken) */
   hrec *hold_head[2], *hold_tail[2];
   size_t hold_n[2];
   int64_t next_try, backoff, connect_deadline;
@@ -407,31 +414,52 @@ static const char LUA_DUMP[] =
     "end\n"
     "return out\n";
 
-/* KEYS[1] seq key, KEYS[2] stream. ARGV[1] this hub's last seq. The
- * counter never goes below what any hub has seen nor below the stream's
- * last id, so seq keeps growing across a Redis restart. */
+/* KEYS[1] seq key, KEYS[2] stream. ARGV: this hub's last seq, maxlen,
+ * channel, stream digit. The counter never goes below what any hub has
+ * seen nor below the stream's last id, so seq keeps growing across a
+ * Redis restart. Seqs it jumps over are never used: a hole entry (field
+ * h: the first of them; its id: the last) and a broadcast ("J<stream>
+ * FIRST LAST") say so, so that hubs do not take them for lost records. */
 static const char LUA_SEQ_FLOOR[] =
     "local cur = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
     "local floor = tonumber(ARGV[1])\n"
+    "local used = cur\n"
     "local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)\n"
     "if last[1] then\n"
     "  local s = tonumber(string.match(last[1][1], '-(%d+)$'))\n"
     "  if s and s > floor then floor = s end\n"
+    "  if s and s > used then used = s end\n"
+    "end\n"
+    "if used < floor then\n"
+    "  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '0-' .. floor,\n"
+    "             'h', used + 1)\n"
+    "  redis.call('PUBLISH', ARGV[3], 'J' .. ARGV[4] .. (used + 1) .. ' ' ..\n"
+    "             floor)\n"
     "end\n"
     "if cur < floor then redis.call('SET', KEYS[1], floor) end\n"
     "return 1\n";
 
 /* KEYS[1] seq key, KEYS[2] stream. ARGV: maxlen, channel, stream digit,
- * records... Each record gets the next seq, goes into the stream and to
- * every hub. */
+ * origin, records... Each record gets the next seq, goes into the stream
+ * and to every hub. origin (a hub id, or empty): the records were shown
+ * on that hub already (made while it was cut off from Redis); the stream
+ * entry says so (field o) and so does the broadcast ("S..." instead of
+ * "R..."). */
 static const char LUA_APPEND[] =
-    "for i = 4, #ARGV do\n"
+    "for i = 5, #ARGV do\n"
     "  local seq = redis.call('INCR', KEYS[1])\n"
-    "  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '0-' .. seq,\n"
-    "             'r', ARGV[i])\n"
-    "  redis.call('PUBLISH', ARGV[2], 'R' .. ARGV[3] .. seq .. ' ' .. ARGV[i])\n"
+    "  if ARGV[4] == '' then\n"
+    "    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '0-' .. seq,\n"
+    "               'r', ARGV[i])\n"
+    "    redis.call('PUBLISH', ARGV[2], 'R' .. ARGV[3] .. seq .. ' ' .. ARGV[i])\n"
+    "  else\n"
+    "    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '0-' .. seq,\n"
+    "               'r', ARGV[i], 'o', ARGV[4])\n"
+    "    redis.call('PUBLISH', ARGV[2], 'S' .. ARGV[3] .. seq .. ' ' ..\n"
+    "               ARGV[4] .. ' ' .. ARGV[i])\n"
+    "  end\n"
     "end\n"
-    "return #ARGV - 3\n";
+    "return #ARGV - 4\n";
 
 /* ---- the connections: sockets on the driver's loop, hiredis's parser ---- */
 
@@ -1003,6 +1031,7 @@ static void check_up(ms_rcl *c) {
   c->err[0] = '\0';
   c->next_renew = now_of(c); /* re-assert the leases at once */
   ms_drv_want_flush(c->d);
+  ms_hub_cluster_streams(c->h, 1, now_of(c));
   if (c->on_state)
     c->on_state(c->state_ud, 1, NULL);
 }
@@ -1061,6 +1090,8 @@ static void go_down(ms_rcl *c, const char *fmt, ...) {
   c->next_try = now + c->backoff / 2 + (int64_t)(r % (uint32_t)(c->backoff / 2 + 1));
   if (was_up)
     ms_hub_cluster_hub_down(c->h, NULL, MS_ERR_CLUSTER_UNAVAILABLE, now);
+  if (!c->closing)
+    ms_hub_cluster_streams(c->h, 0, now); /* records shown here at once */
   if (news && c->on_state && !c->closing)
     c->on_state(c->state_ud, 0, c->err);
   ms_drv_want_flush(c->d);
@@ -1159,9 +1190,36 @@ static void reply_dump(ms_rcl *c, redisReply *rep, void *priv) {
   check_up(c);
 }
 
+/* One record in cluster order. Its seq may already be taken here by a
+ * record of this hub's shown while the cluster was away: then it cannot
+ * be shown, and subscribers are told (a gap marker, see flush_missed). */
 static void deliver_record(ms_rcl *c, int s, uint64_t seq, const uint8_t *p,
-                           size_t n) {
-  ms_hub_cluster_record(c->h, s, seq, p, n, now_of(c));
+                           size_t n, int own) {
+  if (seq <= c->cl_seq[s])
+    return; /* had it */
+  c->cl_seq[s] = seq;
+  if (own == OWN_HOLE) { /* seqs up to seq are never used */
+    ms_hub_cluster_skip(c->h, s, seq, now_of(c));
+    return;
+  }
+  if (seq <= ms_hub_cluster_last_seq(c->h, s)) {
+    if (!own)
+      c->missed[s]++;
+    return;
+  }
+  if (own)
+    ms_hub_cluster_record_shown(c->h, s, seq, p, n, now_of(c));
+  else
+    ms_hub_cluster_record(c->h, s, seq, p, n, now_of(c));
+}
+
+static void flush_missed(ms_rcl *c, int s) {
+  if (c->missed[s]) {
+    uint64_t n = c->missed[s];
+    c->missed[s] = 0;
+    c->st.records_unshown += n;
+    ms_hub_cluster_missed(c->h, s, n, now_of(c));
+  }
 }
 
 /* The stream's history since this hub's last record, newest first. */
@@ -1177,23 +1235,34 @@ static void reply_history(ms_rcl *c, redisReply *rep, void *priv) {
           e->element[0]->type != REDIS_REPLY_STRING ||
           e->element[1]->type != REDIS_REPLY_ARRAY ||
           e->element[1]->elements < 2 ||
+          e->element[1]->element[0]->type != REDIS_REPLY_STRING ||
           e->element[1]->element[1]->type != REDIS_REPLY_STRING)
         continue;
       const char *dash = strchr(e->element[0]->str, '-');
       uint64_t seq = dash ? strtoull(dash + 1, NULL, 10) : 0;
       redisReply *v = e->element[1]->element[1];
-      deliver_record(c, s, seq, (const uint8_t *)v->str, v->len);
+      /* Fields: r RECORD [o ORIGIN], or h FIRST (a hole up to seq) */
+      redisReply *f = e->element[1];
+      int own = OWN_NO;
+      if (f->element[0]->len == 1 && f->element[0]->str[0] == 'h')
+        own = OWN_HOLE;
+      else if (f->elements >= 4 && f->element[3]->type == REDIS_REPLY_STRING &&
+               f->element[3]->len == strlen(c->me) &&
+               memcmp(f->element[3]->str, c->me, f->element[3]->len) == 0)
+        own = OWN_SHOWN;
+      deliver_record(c, s, seq, (const uint8_t *)v->str, v->len, own);
     }
   }
   /* Then what arrived live meanwhile (older ones are ignored by seq). */
   while (c->hold_head[s]) {
     hrec *x = c->hold_head[s];
     c->hold_head[s] = x->next;
-    deliver_record(c, s, x->seq, x->data, x->len);
+    deliver_record(c, s, x->seq, x->data, x->len, x->own);
     free(x);
   }
   c->hold_tail[s] = NULL;
   c->hold_n[s] = 0;
+  flush_missed(c, s);
   check_up(c);
 }
 
@@ -1220,11 +1289,17 @@ static void start_sync(ms_rcl *c) {
     argv[3] = k_seq[s];
     argv[4] = k_stream[s];
     argv[5] = last[s];
-    for (int i = 0; i < 6; i++)
+    argv[6] = count;
+    argv[7] = c->ch_all;
+    argv[8] = s ? "1" : "0";
+    for (int i = 0; i < 9; i++)
       lens[i] = strlen(argv[i]);
-    command(c, 6, argv, lens, reply_floor, NULL);
-    /* Newest first, down to just after this hub's last record. */
-    snprintf(start[s], sizeof start[s], "0-%llu", (unsigned long long)ls + 1);
+    command(c, 9, argv, lens, reply_floor, NULL);
+    /* Newest first, down to just after the last record this hub took
+     * from the cluster (its own since may have taken seqs: see
+     * deliver_record). */
+    snprintf(start[s], sizeof start[s], "0-%llu",
+             (unsigned long long)c->cl_seq[s] + 1);
     argv[0] = "XREVRANGE";
     argv[1] = k_stream[s];
     argv[2] = "+";
@@ -1384,12 +1459,35 @@ static void on_broadcast(ms_rcl *c, const char *m, size_t n) {
       peer_gone(c, p, 0);
     return;
   }
-  case 'R': { /* "R<stream><seq> <record>" */
+  case 'R':   /* "R<stream><seq> <record>" */
+  case 'J':   /* "J<stream><first> <last>": a hole */
+  case 'S': { /* "S<stream><seq> <origin hub> <record>" */
     int s = body[0] == '1' ? 1 : 0;
     const char *sp = memchr(body, ' ', bn);
     if (!sp || bn < 3)
       return;
     uint64_t seq = strtoull(body + 1, NULL, 10);
+    int own = OWN_NO;
+    if (m[0] == 'J') {
+      char num[24];
+      size_t k = bn - (size_t)(sp + 1 - body);
+      if (k == 0 || k >= sizeof num)
+        return;
+      memcpy(num, sp + 1, k);
+      num[k] = '\0';
+      seq = strtoull(num, NULL, 10); /* the last seq of the hole */
+      own = OWN_HOLE;
+    } else if (m[0] == 'S') {
+      const char *o = sp + 1;
+      const char *sp2 = memchr(o, ' ', bn - (size_t)(o - body));
+      if (!sp2)
+        return;
+      own = (size_t)(sp2 - o) == strlen(c->me) &&
+                    memcmp(o, c->me, (size_t)(sp2 - o)) == 0
+                ? OWN_SHOWN
+                : OWN_NO;
+      sp = sp2;
+    }
     const uint8_t *rec = (const uint8_t *)sp + 1;
     size_t rn = bn - (size_t)(sp + 1 - body);
     if (c->sync_pending[s]) {
@@ -1399,6 +1497,7 @@ static void on_broadcast(ms_rcl *c, const char *m, size_t n) {
       if (!x)
         return;
       x->next = NULL;
+      x->own = own;
       x->seq = seq;
       x->len = rn;
       memcpy(x->data, rec, rn);
@@ -1410,7 +1509,8 @@ static void on_broadcast(ms_rcl *c, const char *m, size_t n) {
       c->hold_n[s]++;
       return;
     }
-    deliver_record(c, s, seq, rec, rn);
+    deliver_record(c, s, seq, rec, rn, own);
+    flush_missed(c, s);
     return;
   }
   default:
@@ -1678,6 +1778,8 @@ static int op_publish(void *ctx, int stream, const uint8_t *rec,
   if (!o)
     return MS_ERR_NOMEM;
   o->next = NULL;
+  /* Not up: the hub shows it at once (ms_hub_cluster_streams). */
+  o->shown = c->state != ST_UP;
   o->len = len;
   memcpy(o->data, rec, len);
   if (c->out_tail[s])
@@ -1756,6 +1858,9 @@ static int op_metrics(void *ctx, ms_buf *b) {
   RM("microstream_cluster_presence_lost_total", "counter",
      "PRESENCE down said by this hub for services of a vanished hub.",
      s->presence_lost);
+  RM("microstream_cluster_records_unshown_total", "counter",
+     "Cluster records not shown here: their seq was taken by this hub's "
+     "own records while Redis was away (gap markers).", s->records_unshown);
   RM("microstream_cluster_records_dropped_total", "counter",
      "Records lost while Redis was unreachable.", s->records_dropped);
 #undef RM
@@ -1883,50 +1988,59 @@ static void reply_renew(ms_rcl *c, redisReply *rep, void *priv) {
   }
 }
 
+/* The records waiting for Redis, in order: one EVAL per run of records
+ * alike (shown here already or not). */
 static void flush_records(ms_rcl *c) {
   for (int s = 0; s < 2; s++) {
-    if (!c->out_head[s])
-      continue;
-    size_t n = c->out_n[s];
-    const char **argv = malloc((n + 8) * sizeof *argv);
-    size_t *lens = malloc((n + 8) * sizeof *lens);
-    if (!argv || !lens) {
+    while (c->out_head[s]) {
+      int shown = c->out_head[s]->shown;
+      size_t n = 0;
+      for (orec *o = c->out_head[s]; o && o->shown == shown; o = o->next)
+        n++;
+      const char **argv = malloc((n + 9) * sizeof *argv);
+      size_t *lens = malloc((n + 9) * sizeof *lens);
+      if (!argv || !lens) {
+        free(argv);
+        free(lens);
+        return;
+      }
+      char k_seq[PREFIX_MAX + 16], k_stream[PREFIX_MAX + 16], maxlen[32];
+      snprintf(k_seq, sizeof k_seq, "%s:seq:%s", c->prefix, stream_names[s]);
+      snprintf(k_stream, sizeof k_stream, "%s:%s", c->prefix,
+               stream_names[s]);
+      snprintf(maxlen, sizeof maxlen, "%zu", c->stream_max);
+      int k = 0;
+      argv[k++] = "EVAL";
+      argv[k++] = LUA_APPEND;
+      argv[k++] = "2";
+      argv[k++] = k_seq;
+      argv[k++] = k_stream;
+      argv[k++] = maxlen;
+      argv[k++] = c->ch_all;
+      argv[k++] = s ? "1" : "0";
+      argv[k++] = shown ? c->me : "";
+      for (int i = 0; i < k; i++)
+        lens[i] = strlen(argv[i]);
+      orec *o = c->out_head[s];
+      for (size_t i = 0; i < n; i++, o = o->next) {
+        argv[k] = (const char *)o->data;
+        lens[k++] = o->len;
+      }
+      int rv = command(c, k, argv, lens, NULL, NULL);
       free(argv);
       free(lens);
-      return;
+      if (rv != 0)
+        return; /* kept for the next connection */
+      c->st.records_out += n;
+      for (size_t i = 0; i < n; i++) {
+        orec *x = c->out_head[s];
+        c->out_head[s] = x->next;
+        free(x);
+      }
+      if (!c->out_head[s])
+        c->out_tail[s] = NULL;
+      c->out_n[s] -= n;
     }
-    char k_seq[PREFIX_MAX + 16], k_stream[PREFIX_MAX + 16], maxlen[32];
-    snprintf(k_seq, sizeof k_seq, "%s:seq:%s", c->prefix, stream_names[s]);
-    snprintf(k_stream, sizeof k_stream, "%s:%s", c->prefix, stream_names[s]);
-    snprintf(maxlen, sizeof maxlen, "%zu", c->stream_max);
-    int k = 0;
-    argv[k++] = "EVAL";
-    argv[k++] = LUA_APPEND;
-    argv[k++] = "2";
-    argv[k++] = k_seq;
-    argv[k++] = k_stream;
-    argv[k++] = maxlen;
-    argv[k++] = c->ch_all;
-    argv[k++] = s ? "1" : "0";
-    for (int i = 0; i < k; i++)
-      lens[i] = strlen(argv[i]);
-    for (orec *o = c->out_head[s]; o; o = o->next) {
-      argv[k] = (const char *)o->data;
-      lens[k++] = o->len;
-    }
-    int rv = command(c, k, argv, lens, NULL, NULL);
-    free(argv);
-    free(lens);
-    if (rv != 0)
-      return; /* kept for the next connection */
-    c->st.records_out += n;
-    while (c->out_head[s]) {
-      orec *o = c->out_head[s];
-      c->out_head[s] = o->next;
-      free(o);
-    }
-    c->out_tail[s] = NULL;
-    c->out_n[s] = 0;
   }
 }
 
@@ -2186,6 +2300,7 @@ int ms_rcl_new(ms_rcl **out, ms_drv *d, ms_hub *h,
   }
   c->state = ST_DOWN;
   c->next_try = now_of(c); /* connect from the loop */
+  ms_hub_cluster_streams(h, 0, now_of(c));
   *out = c;
   return 0;
 }
