@@ -63,6 +63,10 @@ static void on_resp(ms_client *c, const ms_response_arg *arg, void *ud) {
   (void)c, (void)arg, (void)ud;
 }
 
+static void on_rec(ms_client *c, const ms_record *r, void *ud) {
+  (void)c, (void)r, (void)ud;
+}
+
 static const ms_hub_cluster_ops stub_ops = {
     st_claim, st_release, st_locate, st_resolve, st_send, st_publish, NULL,
     NULL};
@@ -85,6 +89,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     return 0;
   }
   sim_add(&s, c);
+  /* A watcher following both streams (one with history): the records,
+   * holes, hidden records and gap markers below reach subscribers. */
+  ms_client *w = sim_client_new("watcher", 1);
+  if (w) {
+    ms_subscribe_opts so;
+    memset(&so, 0, sizeof so);
+    ms_client_subscribe(w, "logs", &so, on_rec, NULL, NULL);
+    so.history = 5;
+    ms_client_subscribe(w, "presence", &so, on_rec, NULL, NULL);
+    sim_add(&s, w);
+  }
   sim_pump(&s);
   if (st.have_tag)
     ms_hub_cluster_claimed(s.hub, st.tag, 0, NULL, s.now);
@@ -99,16 +114,44 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       uint8_t op = data[i];
       const uint8_t *p = data + i + 1;
       size_t n = j - i - 1;
-      switch (op % 8) {
+      switch (op % 13) {
       case 0: ms_hub_cluster_deliver(s.hub, "hub-peer", p, n, s.now); break;
       case 1: ms_hub_cluster_deliver(s.hub, "hub-other", p, n, s.now); break;
       case 2:
       case 3: {
-        int k = op % 8 - 2;
+        int k = op % 13 - 2;
         seq[k] += 1 + (n ? p[0] % 3 : 0); /* sometimes a jump */
-        ms_hub_cluster_record(s.hub, k, seq[k], p, n, s.now);
+        if (op & 0x80) /* this hub's, shown here already */
+          ms_hub_cluster_record_shown(s.hub, k, seq[k], p, n, s.now);
+        else
+          ms_hub_cluster_record(s.hub, k, seq[k], p, n, s.now);
         break;
       }
+      case 8: { /* a hole the cluster will never use */
+        int k = op & 0x80 ? 1 : 0;
+        seq[k] += n ? p[0] : 1;
+        ms_hub_cluster_skip(s.hub, k, seq[k], s.now);
+        break;
+      }
+      case 9:
+        ms_hub_cluster_missed(s.hub, op & 0x80 ? 1 : 0, n, s.now);
+        break;
+      case 10: /* the streams away (records kept here) or back */
+        ms_hub_cluster_streams(s.hub, op & 0x80 ? 1 : 0, s.now);
+        if (n && w) /* a record of our own meanwhile */
+          ms_log(c, MS_LEVEL_INFO, "%.*s", (int)n, (const char *)p);
+        /* Local numbering moves the hub past the cluster's seqs. */
+        for (int k = 0; k < 2; k++)
+          if (ms_hub_cluster_last_seq(s.hub, k) > seq[k])
+            seq[k] = ms_hub_cluster_last_seq(s.hub, k);
+        break;
+      case 11:
+        ms_hub_cluster_presence_lost(s.hub, (const char *)p, n, "hub-peer",
+                                     s.now);
+        break;
+      case 12:
+        ms_hub_cluster_rejoined(s.hub, "svc", 3, s.now);
+        break;
       case 4: {
         msgpack_sbuffer sb;
         msgpack_sbuffer_init(&sb);

@@ -326,6 +326,111 @@ static void records_take_the_cluster_seq(void) {
   sim_free(&s);
 }
 
+typedef struct seen {
+  uint64_t seq[32];
+  char msg[32][16];
+  int n;
+  uint64_t missed;
+  int gaps;
+} seen;
+
+static void on_rec(ms_client *c, const ms_record *r, void *ud) {
+  seen *v = ud;
+  (void)c;
+  if (r->kind == MS_RECORD_GAP) {
+    v->gaps++;
+    v->missed += r->missed;
+  } else if (r->kind == MS_RECORD_LOG && v->n < 32) {
+    v->seq[v->n] = r->seq;
+    snprintf(v->msg[v->n], sizeof v->msg[0], "%.*s", (int)r->message.len,
+             r->message.ptr);
+    v->n++;
+  }
+}
+
+static ms_client *watcher(sim *s, seen *v, uint64_t history) {
+  ms_client *w = sim_client_new("w", 1);
+  if (!w)
+    return NULL;
+  ms_subscribe_opts so;
+  memset(&so, 0, sizeof so);
+  so.history = history;
+  memset(v, 0, sizeof *v);
+  if (ms_client_subscribe(w, "logs", &so, on_rec, v, NULL) != 0)
+    return NULL;
+  sim_add(s, w);
+  sim_pump(s);
+  return w;
+}
+
+/* While the cluster's streams are away the hub shows its own records at
+ * once; back in cluster order they are kept but not shown again; holes
+ * the cluster declares are no loss; records whose seq was taken here are
+ * reported in a gap marker. */
+static void outage_records_holes_and_hidden(void) {
+  sim s;
+  stub st;
+  watch w;
+  ms_client *c;
+  CHECK(setup(&s, &st, &w, &c) == 0);
+  ms_hub_cluster_claimed(s.hub, st.tag, 0, NULL, s.now);
+  sim_pump(&s);
+  seen v;
+  CHECK(watcher(&s, &v, 0) != NULL);
+  static const uint8_t rec[] = {0x95, 0x01, 0x14, 0xa1, 's', 0xa2,
+                                'h',  'i',  0xc4, 0x01, 0x80};
+  CHECK_EQ_INT(ms_hub_cluster_record(s.hub, MS_CLUSTER_LOGS, 1, rec,
+                                     sizeof rec, s.now), 0);
+  CHECK_EQ_INT(ms_hub_cluster_record(s.hub, MS_CLUSTER_LOGS, 2, rec,
+                                     sizeof rec, s.now), 0);
+  sim_pump(&s);
+  CHECK_EQ_INT(v.n, 2);
+  /* Streams away: a record of our own is shown at once, and published. */
+  ms_hub_cluster_streams(s.hub, 0, s.now);
+  int pub = st.publishes;
+  ms_log(c, MS_LEVEL_INFO, "own");
+  sim_pump(&s);
+  CHECK_EQ_INT(v.n, 3);
+  CHECK_EQ_INT((int)v.seq[2], 3);
+  CHECK_EQ_STR(v.msg[2], "own");
+  CHECK(st.publishes > pub);
+  ms_hub_cluster_streams(s.hub, 1, s.now);
+  /* Back: seqs 4-5 never used, 6 shown, 7 (our own, shown) hidden. */
+  ms_hub_cluster_skip(s.hub, MS_CLUSTER_LOGS, 5, s.now);
+  CHECK_EQ_INT(ms_hub_cluster_record(s.hub, MS_CLUSTER_LOGS, 6, rec,
+                                     sizeof rec, s.now), 0);
+  CHECK_EQ_INT(ms_hub_cluster_record_shown(s.hub, MS_CLUSTER_LOGS, 7, rec,
+                                           sizeof rec, s.now), 0);
+  CHECK_EQ_INT(ms_hub_cluster_record(s.hub, MS_CLUSTER_LOGS, 8, rec,
+                                     sizeof rec, s.now), 0);
+  sim_pump(&s);
+  CHECK_EQ_INT(v.n, 5);
+  CHECK_EQ_INT((int)v.seq[3], 6);
+  CHECK_EQ_INT((int)v.seq[4], 8);
+  CHECK_EQ_INT(v.gaps, 0);
+  ms_hub_cluster_missed(s.hub, MS_CLUSTER_LOGS, 2, s.now);
+  sim_pump(&s);
+  CHECK_EQ_INT(v.gaps, 1);
+  CHECK_EQ_INT((int)v.missed, 2);
+  /* History skips the hole and the hidden record, with no gap. */
+  seen h;
+  CHECK(watcher(&s, &h, 10) != NULL);
+  sim_pump(&s);
+  CHECK_EQ_INT(h.n, 5);
+  static const uint64_t want[] = {1, 2, 3, 6, 8};
+  for (int i = 0; i < 5 && i < h.n; i++)
+    CHECK_EQ_INT((int)h.seq[i], (int)want[i]);
+  CHECK_EQ_INT(h.gaps, 0);
+  /* A PRESENCE down said for a service of a vanished hub is published. */
+  pub = st.publishes;
+  CHECK_EQ_INT(ms_hub_cluster_presence_lost(s.hub, "gone", 4, "hub-x",
+                                            s.now), 0);
+  CHECK_EQ_INT(st.publishes, pub + 1);
+  CHECK_EQ_INT(ms_hub_cluster_presence_lost(s.hub, "", 0, "hub-x", s.now),
+               MS_ERR_INVALID_ARG);
+  sim_free(&s);
+}
+
 static const ms_test_case tests[] = {
     TEST(claim_ok_registers_and_close_releases),
     TEST(claim_held_elsewhere_is_duplicate_4009),
@@ -336,6 +441,7 @@ static const ms_test_case tests[] = {
     TEST(cluster_unreachable_fails_request_unavailable),
     TEST(only_the_target_hub_may_answer),
     TEST(records_take_the_cluster_seq),
+    TEST(outage_records_holes_and_hidden),
 };
 
 MS_TEST_MAIN(tests)
