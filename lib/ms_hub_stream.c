@@ -505,7 +505,7 @@ void ms_hub_presence(ms_hub *h, const char *kind, const ms_hub_conn *hc,
 
 int ms_hub_cluster_presence_lost(ms_hub *h, const char *name, size_t len,
                                  const char *hub_id, int64_t now) {
-  if (!h->clustered)
+  if (!h->clustered || ms_life_dead(&h->life))
     return MS_ERR_STATE;
   if (!name || len == 0 || len > 128 || !hub_id || !*hub_id)
     return MS_ERR_INVALID_ARG;
@@ -518,7 +518,7 @@ int ms_hub_cluster_presence_lost(ms_hub *h, const char *name, size_t len,
 
 void ms_hub_cluster_rejoined(ms_hub *h, const char *name, size_t len,
                              int64_t now) {
-  if (!h->clustered)
+  if (!h->clustered || ms_life_dead(&h->life))
     return;
   ms_hub_conn *hc = ms_strmap_get(&h->registry, name, len);
   if (!hc || !hc->registered)
@@ -685,7 +685,7 @@ int ms_hub_cluster_record_shown(ms_hub *h, int stream_id, uint64_t seq,
 
 void ms_hub_cluster_streams(ms_hub *h, int up, int64_t now) {
   MS_UNUSED(now);
-  if (h->clustered)
+  if (h->clustered && !ms_life_dead(&h->life))
     h->cl_local = !up;
 }
 
@@ -696,7 +696,7 @@ void ms_hub_cluster_skip(ms_hub *h, int stream_id, uint64_t upto,
     return;
   stream *s = &h->streams->s[stream_id == MS_CLUSTER_LOGS ? STREAM_LOGS
                                                            : STREAM_PRESENCE];
-  if (upto <= s->seq || upto > MS_MAX_ID)
+  if (upto <= s->seq || upto > MS_MAX_ID || ms_life_dead(&h->life))
     return;
   /* Subscribers that had everything still have everything. */
   for (hub_sub *sub = s->subs; sub; sub = sub->s_next)
@@ -707,7 +707,7 @@ void ms_hub_cluster_skip(ms_hub *h, int stream_id, uint64_t upto,
 
 void ms_hub_cluster_missed(ms_hub *h, int stream_id, uint64_t n,
                            int64_t now) {
-  if (n == 0 ||
+  if (n == 0 || ms_life_dead(&h->life) ||
       (stream_id != MS_CLUSTER_LOGS && stream_id != MS_CLUSTER_PRESENCE))
     return;
   stream *s = &h->streams->s[stream_id == MS_CLUSTER_LOGS ? STREAM_LOGS

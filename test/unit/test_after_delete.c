@@ -128,6 +128,15 @@ static int hub_on_http(ms_hub *h, ms_conn *c, const ms_http_request *req,
   EXPECT(ms_hub_cluster_record(h, MS_CLUSTER_LOGS, 7,
                                (const uint8_t *)"\x90", 1, T0) ==
          MS_ERR_STATE);
+  EXPECT(ms_hub_cluster_record_shown(h, MS_CLUSTER_LOGS, 7,
+                                     (const uint8_t *)"\x90", 1, T0) ==
+         MS_ERR_STATE);
+  EXPECT(ms_hub_cluster_presence_lost(h, "svc", 3, "hub-x", T0) ==
+         MS_ERR_STATE);
+  ms_hub_cluster_rejoined(h, "svc", 3, T0);
+  ms_hub_cluster_streams(h, 0, T0);
+  ms_hub_cluster_skip(h, MS_CLUSTER_LOGS, 9, T0);
+  ms_hub_cluster_missed(h, MS_CLUSTER_LOGS, 2, T0);
   EXPECT(ms_hub_cluster_last_seq(h, MS_CLUSTER_LOGS) == 0);
   ms_hub_cluster_stats cs;
   ms_hub_get_cluster_stats(h, &cs);
