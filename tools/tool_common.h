@@ -28,6 +28,14 @@ static inline int ms_tls_reload(ms_tls *t, const char *cert, const char *key,
   snprintf(err, cap, "built without TLS (GnuTLS)");
   return MS_ERR_INVALID_ARG;
 }
+static inline int ms_tls_client_new(ms_tls **out, const char *ca,
+                                    const char *cert, const char *key,
+                                    char *err, size_t cap) {
+  (void)ca, (void)cert, (void)key;
+  *out = NULL;
+  snprintf(err, cap, "built without TLS (GnuTLS): rediss:// unavailable");
+  return MS_ERR_INVALID_ARG;
+}
 static inline const ms_stream_wrap *ms_tls_wrap(ms_tls *t) {
   (void)t;
   return NULL;
