@@ -1098,6 +1098,7 @@ static void go_down(ms_rcl *c, const char *fmt, ...) {
 }
 
 static void on_sub_message(ms_rcl *c, redisReply *rep);
+static void start_sync(ms_rcl *c);
 
 /* What the subscriber connection reads: confirmations, messages, and
  * the status of AUTH. */
@@ -1119,6 +1120,9 @@ static void dispatch_sub(rconn *r, redisReply *rep) {
     c->st.redis_replies++;
     if (++c->sub_acks == (c->sharded ? 3 : 2) && !c->sub_ready) {
       c->sub_ready = 1;
+      /* Only now the history: whatever is appended after this read
+       * reaches the subscription (held until the history is in). */
+      start_sync(c);
       check_up(c);
     }
     return;
@@ -1414,7 +1418,9 @@ static void try_connect(ms_rcl *c) {
   for (int i = 0; i < 4; i++)
     lens[i] = strlen(argv[i]);
   command(c, 4, argv, lens, reply_dump, NULL);
-  start_sync(c);
+  /* Live records are held until the history is read (start_sync, once
+   * subscribed). */
+  c->sync_pending[0] = c->sync_pending[1] = 1;
   if (c->state == ST_CONNECTING)
     start_address(c);
 }
