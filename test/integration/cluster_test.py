@@ -888,12 +888,52 @@ async def c9_partition():
             await px.stop()
 
 
+async def c10_lost_late():
+    """A hub noticed dead while its alive key still lives (the key outlasts
+    the silence): the claim to announce it is refused, then retried until
+    the key lapses, and PRESENCE down (hub_lost) still comes, once."""
+    with Redis() as r:
+        async with CHub(r) as ha, CHub(r) as hb, CHub(r) as hc:
+            check(await wait_up(ha, hb, hc), "c10: hubs join")
+            w = await service(hc, "c10watch", opts={"watch": True})
+            await w.send([SUBSCRIBE, 1, "presence", {}])
+            await w.recv_type(RECORD)
+            b = await service(hb, "late")
+            hb_id = b.welcome[1]
+            await knows(ha, "late")
+            await knows(hc, "late")
+            await gather(w, 0.3)
+            hb.proc.send_signal(signal.SIGKILL)
+            # Its alive key kept for 2 leases: the others notice the silence
+            # after one lease, while the key is still there.
+            hold = 2 * LEASE_MS
+            rep = redis_cmd(r.port, "SET", "microstream:alive:" + hb_id, "1",
+                            "PX", str(hold))
+            check(rep.startswith(b"+OK"), "c10: the killed hub's alive key held", repr(rep))
+            check(await forgets(ha, "late"),
+                  "c10: the survivors notice the silence")
+            t_noticed = time.monotonic()
+            got = await gather(w, 2 * hold / 1000 + 10, lambda ms: any(
+                m[0] == PRESENCE and m[4] == "down" for m in ms))
+            dt = time.monotonic() - t_noticed
+            got += await gather(w, 2 * LEASE_MS / 1000)  # any duplicate would come by now
+            downs = [m for m in got if m[0] == PRESENCE and m[4] == "down"]
+            check(len(downs) == 1 and downs[0][5] == "late" and
+                  downs[0][6].get("reason") == "hub_lost" and downs[0][6].get("hub") == hb_id,
+                  "c10: PRESENCE down (hub_lost) comes once the alive key lapsed "
+                  "(%.1f s after the silence was noticed)" % dt, repr(got))
+            said = [await metric(h, "microstream_cluster_presence_lost_total") for h in (ha, hc)]
+            check(sorted(said) == [0.0, 1.0], "c10: ... said by one surviving hub only",
+                  repr(said))
+            await w.close()
+
+
 async def _up0(h):
     return await metric(h, "microstream_cluster_up") == 0
 
 
 SCENARIOS = [c1_calls, c2_registry, c3_logs, c4_sigkill, c5_redis_restart, c6_no_redis,
-             c7_tls, c8_sharded, c9_partition]
+             c7_tls, c8_sharded, c9_partition, c10_lost_late]
 
 
 async def main():

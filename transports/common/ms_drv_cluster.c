@@ -349,6 +349,7 @@ struct ms_rcl {
   size_t out_n[2];
   ms_cluster_stats st;
   int64_t last_tick;
+  struct lost_ctx *lost_retry; /* claims refused while the hub's key lived */
 };
 
 static const char *const stream_names[2] = {"logs", "presence"};
@@ -907,13 +908,17 @@ static void drop_names_of(void *ud, sent *e) {
  * PRESENCE down for each name it held. */
 typedef struct lost_ctx {
   struct ms_rcl *c;
+  struct lost_ctx *next;
+  int64_t give_up; /* no more retries after this */
   char hub[HUB_ID_MAX];
   bbuf names;
 } lost_ctx;
 
-/* KEYS[1] lost key, KEYS[2] the hub's alive key. ARGV: claimer, ttl. */
+/* KEYS[1] lost key, KEYS[2] the hub's alive key. ARGV: claimer, ttl.
+ * 1: claimed, 0: another hub claimed it, -1: the hub's alive key is
+ * still there (noticed before it expired: tried again later). */
 static const char LUA_LOST[] =
-    "if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end\n"
+    "if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end\n"
     "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then\n"
     "  return 1\n"
     "end\n"
@@ -922,6 +927,14 @@ static const char LUA_LOST[] =
 static void reply_lost(ms_rcl *c, redisReply *rep, void *priv) {
   lost_ctx *x = priv;
   ms_rcl *cc = x->c;
+  if (c && rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == -1 &&
+      !cc->closing && now_of(cc) < x->give_up) {
+    /* Its alive key has not expired yet: claim again at a later check
+     * (unless the hub shows up again meanwhile). */
+    x->next = cc->lost_retry;
+    cc->lost_retry = x;
+    return;
+  }
   if (c && rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1 &&
       !cc->closing) {
     int64_t now = now_of(cc);
@@ -953,6 +966,34 @@ static void announce_lost(ms_rcl *c, lost_ctx *x) {
   }
 }
 
+/* Claims refused earlier because the hub's alive key still lived: tried
+ * again until one is taken (here or elsewhere), the hub is seen again,
+ * or the alive key should long have lapsed. */
+static void retry_lost(ms_rcl *c, int64_t now) {
+  lost_ctx *l = c->lost_retry;
+  c->lost_retry = NULL;
+  while (l) {
+    lost_ctx *nx = l->next;
+    l->next = NULL;
+    if (now >= l->give_up || peer_get(c, l->hub, strlen(l->hub), 0)) {
+      free(l->names.p);
+      free(l);
+    } else {
+      announce_lost(c, l);
+    }
+    l = nx;
+  }
+}
+
+static void lost_free_all(ms_rcl *c) {
+  while (c->lost_retry) {
+    lost_ctx *l = c->lost_retry;
+    c->lost_retry = l->next;
+    free(l->names.p);
+    free(l);
+  }
+}
+
 /* A hub is gone: its names leave the replica and its requests fail.
  * silent: it stopped renewing (killed, cut off), not a goodbye. */
 static void peer_gone(ms_rcl *c, peer *p, int silent) {
@@ -961,6 +1002,8 @@ static void peer_gone(ms_rcl *c, peer *p, int silent) {
     lx = calloc(1, sizeof *lx);
     if (lx) {
       lx->c = c;
+      /* Its alive key lapses within a lease of its last renewal. */
+      lx->give_up = now_of(c) + 3 * c->lease_ms;
       snprintf(lx->hub, sizeof lx->hub, "%s", p->id);
     }
   }
@@ -2119,6 +2162,7 @@ void ms_rcl_tick(ms_rcl *c, int64_t now) {
     if (now >= c->next_renew) {
       renew(c);
       c->next_renew = now + c->lease_ms / 3;
+      retry_lost(c, now);
     }
     /* Hubs silent for a lease are gone. */
     for (size_t i = 0; i < c->peers.nb; i++) {
@@ -2343,6 +2387,7 @@ void ms_rcl_del(ms_rcl *c) {
       free(o);
     }
   }
+  lost_free_all(c);
   sfree(&c->peers, peer_free);
   sfree(&c->registry, free);
   sfree(&c->held, NULL);
