@@ -23,12 +23,32 @@ typedef struct rec {
   char data[];        /* service, message, extra */
 } rec;
 
+/* The subscriptions of one stream that name one service: a record of
+ * that service is offered to them (and to those without a services
+ * filter), never to the rest, so a record costs O(subscriptions that can
+ * match it) however many filter on other names. */
+typedef struct svc_list {
+  struct sub_link *head;
+  size_t len;
+  char key[]; /* the service name; the stream's map borrows it */
+} svc_list;
+
+/* A subscription's place in one service's list (one per distinct name in
+ * its filter), or in the stream's list of unfiltered subscriptions. */
+typedef struct sub_link {
+  hub_sub *sub;
+  struct sub_link *prev, *next;
+  svc_list *list; /* NULL: the unfiltered list */
+} sub_link;
+
 struct hub_sub {
   ms_hub_conn *hc;
   uint64_t sub_id;
   int stream;
   hub_sub *conn_next;
-  hub_sub *s_prev, *s_next;
+  hub_sub *s_prev, *s_next; /* every subscription of the stream */
+  sub_link *links;          /* its entries in the service index */
+  size_t n_links;
   /* filter */
   char **services;
   size_t n_services;
@@ -41,6 +61,11 @@ struct hub_sub {
    * ring dropped meanwhile (or more than sub_queue behind) is reported
    * with one gap marker. No per-subscriber copies. */
   uint64_t cursor;
+  /* Caught up: it has been offered every kept record (cursor is then
+   * implicitly the stream's seq + 1). Only live subscriptions take
+   * records from fan-out, which visits only those that can match; a
+   * matching one that is backed up stops being live at that record. */
+  int live;
   /* Replaying history: the live marker is still to come, and fan-out
    * leaves the subscriber to catch_up() until it is sent. */
   int replaying;
@@ -65,6 +90,8 @@ typedef struct stream {
                           and cfg.log_ring_bytes, the oldest leave */
   uint64_t seq;        /* newest seq kept, 0 if none */
   hub_sub *subs;
+  ms_strmap by_service; /* service name -> svc_list */
+  sub_link *unfiltered; /* subscriptions without a services filter */
 } stream;
 
 struct ms_hub_streams {
@@ -91,6 +118,8 @@ int ms_hub_streams_new(ms_hub *h) {
   cap[STREAM_LOGS] = h->cfg.log_ring;
   cap[STREAM_PRESENCE] = MS_MAX(h->cfg.log_ring / 10, (size_t)1000);
   for (int i = 0; i < N_STREAMS; i++) {
+    ms_strmap_init(&st->s[i].by_service, h->mem,
+                   h->registry.seed ^ (0x9e3779b97f4a7c15ull * (uint64_t)(i + 1)));
     ms_ring_init(&st->s[i].ring, h->mem, cap[i], h->cfg.log_ring_bytes,
                  MS_RING_DROP_OLDEST, rec_size, rec_drop, h);
     /* Every slot now: keeping a record never fails for want of one. */
@@ -112,6 +141,7 @@ static void sub_free(ms_hub *h, hub_sub *s) {
     ms_free(h->mem, s->services[i]);
   ms_free(h->mem, s->services);
   ms_free(h->mem, s->contains);
+  ms_free(h->mem, s->links);
   ms_free(h->mem, s);
 }
 
@@ -121,6 +151,9 @@ void ms_hub_streams_del(ms_hub *h) {
     return;
   for (int i = 0; i < N_STREAMS; i++) {
     ms_ring_free(&st->s[i].ring);
+    /* Subscriptions are dropped with their connections, before this:
+     * the lists are empty, and so is the map. */
+    ms_strmap_free(&st->s[i].by_service);
   }
   ms_mpbuf_destroy(&st->body);
   ms_free(h->mem, st);
@@ -229,6 +262,19 @@ static int contains_icase(const char *hay, size_t n, const char *needle,
   return 0;
 }
 
+/* The filter but its services (the index has checked those). */
+static int matches_rest(const hub_sub *sub, const rec *r) {
+  if (sub->stream == STREAM_LOGS) {
+    if (r->level < sub->min_level)
+      return 0;
+    if (sub->contains_len &&
+        !contains_icase(r->data + r->service_len, r->message_len,
+                        sub->contains, sub->contains_len))
+      return 0;
+  }
+  return 1;
+}
+
 static int matches(const hub_sub *sub, const rec *r) {
   const char *svc = r->data;
   if (r->hidden)
@@ -242,15 +288,7 @@ static int matches(const hub_sub *sub, const rec *r) {
     if (i == sub->n_services)
       return 0;
   }
-  if (sub->stream == STREAM_LOGS) {
-    if (r->level < sub->min_level)
-      return 0;
-    if (sub->contains_len &&
-        !contains_icase(r->data + r->service_len, r->message_len,
-                        sub->contains, sub->contains_len))
-      return 0;
-  }
-  return 1;
+  return matches_rest(sub, r);
 }
 
 /* Encode the record's body (everything after type and sub_id) once. */
@@ -318,21 +356,110 @@ static void deliver(ms_hub *h, hub_sub *sub, const rec *r, int64_t now) {
 
 static void kept_log(ms_hub *h, rec *r);
 
-static void fan_out(ms_hub *h, int stream_id, const rec *r) {
-  ms_hub_streams *st = h->streams;
-  int encoded = 0;
-  for (hub_sub *sub = st->s[stream_id].subs; sub; sub = sub->s_next) {
-    if (sub->replaying || sub->cursor != r->seq || backed_up(h, sub))
-      continue; /* behind: it catches up from the ring when drained */
-    sub->cursor = r->seq + 1;
-    if (!matches(sub, r))
+/* Offer a new record to the subscriptions of one index list. Sending
+ * never frees a subscription (a connection past its output limit is
+ * closed when the outermost call returns), so the list holds still. */
+static void offer(ms_hub *h, int stream_id, const rec *r, sub_link *l,
+                  int *encoded) {
+  for (; l; l = l->next) {
+    hub_sub *sub = l->sub;
+    if (!sub->live || !matches_rest(sub, r))
+      continue; /* not live: it catches up from the ring when drained */
+    if (backed_up(h, sub)) {
+      sub->live = 0;
+      sub->cursor = r->seq;
       continue;
-    if (!encoded) {
-      encode_body(st, stream_id, r);
-      encoded = 1;
+    }
+    if (!*encoded) {
+      encode_body(h->streams, stream_id, r);
+      *encoded = 1;
     }
     deliver(h, sub, r, h->last_now);
   }
+}
+
+static void fan_out(ms_hub *h, int stream_id, const rec *r) {
+  stream *s = &h->streams->s[stream_id];
+  int encoded = 0;
+  if (r->hidden)
+    return; /* shown before; live subscribers are past it already */
+  svc_list *l = ms_strmap_get(&s->by_service, r->data, r->service_len);
+  if (l)
+    offer(h, stream_id, r, l->head, &encoded);
+  offer(h, stream_id, r, s->unfiltered, &encoded);
+}
+
+static void link_in(sub_link **head, sub_link *l) {
+  l->prev = NULL;
+  l->next = *head;
+  if (*head)
+    (*head)->prev = l;
+  *head = l;
+}
+
+static void index_remove(ms_hub *h, stream *s, hub_sub *sub) {
+  for (size_t i = 0; i < sub->n_links; i++) {
+    sub_link *l = &sub->links[i];
+    sub_link **head = l->list ? &l->list->head : &s->unfiltered;
+    if (l->prev)
+      l->prev->next = l->next;
+    else
+      *head = l->next;
+    if (l->next)
+      l->next->prev = l->prev;
+    if (l->list && !l->list->head) {
+      ms_strmap_del(&s->by_service, l->list->key, l->list->len);
+      ms_free(h->mem, l->list);
+    }
+  }
+  sub->n_links = 0;
+}
+
+/* Enter a subscription in the stream's index: under each distinct name
+ * of its filter, or in the unfiltered list. 0, or MS_ERR_NOMEM with
+ * nothing entered. */
+static int index_add(ms_hub *h, stream *s, hub_sub *sub) {
+  size_t n = sub->n_services ? sub->n_services : 1;
+  sub->links = ms_calloc(h->mem, n, sizeof *sub->links);
+  if (!sub->links)
+    return MS_ERR_NOMEM;
+  sub->n_links = 0;
+  if (!sub->n_services) {
+    sub->links[0].sub = sub;
+    link_in(&s->unfiltered, &sub->links[0]);
+    sub->n_links = 1;
+    return 0;
+  }
+  for (size_t i = 0; i < sub->n_services; i++) {
+    const char *name = sub->services[i];
+    size_t len = strlen(name), j;
+    for (j = 0; j < i; j++)
+      if (strcmp(sub->services[j], name) == 0)
+        break;
+    if (j < i)
+      continue; /* named twice: offered once */
+    svc_list *sl = ms_strmap_get(&s->by_service, name, len);
+    if (!sl) {
+      sl = ms_malloc(h->mem, sizeof *sl + len + 1);
+      if (!sl) {
+        index_remove(h, s, sub);
+        return MS_ERR_NOMEM;
+      }
+      sl->head = NULL;
+      sl->len = len;
+      memcpy(sl->key, name, len + 1);
+      if (ms_strmap_put(&s->by_service, sl->key, len, sl)) {
+        ms_free(h->mem, sl);
+        index_remove(h, s, sub);
+        return MS_ERR_NOMEM;
+      }
+    }
+    sub_link *l = &sub->links[sub->n_links++];
+    l->sub = sub;
+    l->list = sl;
+    link_in(&sl->head, l);
+  }
+  return 0;
 }
 
 /* Look back for where `history` N starts, within *budget entries. */
@@ -404,6 +531,8 @@ static int catch_up(ms_hub *h, hub_sub *sub, int64_t now, long *budget) {
     sub->replaying = 0;
     send_marker(h, sub, s->seq, "live", 0, now);
   }
+  if (!sub->replaying && sub->cursor > s->seq)
+    sub->live = 1;
   return 0;
 }
 
@@ -411,8 +540,8 @@ void ms_hub_subs_drained(ms_hub *h, ms_hub_conn *hc) {
   long budget = STEP_RECORDS;
   hc->subs_more = 0;
   for (hub_sub *sub = hc->subs; sub; sub = sub->conn_next) {
-    if ((sub->replaying || sub->cursor <= h->streams->s[sub->stream].seq) &&
-        !backed_up(h, sub) && catch_up(h, sub, h->last_now, &budget))
+    if (!sub->live && !backed_up(h, sub) &&
+        catch_up(h, sub, h->last_now, &budget))
       hc->subs_more = 1;
   }
 }
@@ -638,28 +767,31 @@ static int record_in(ms_hub *h, int stream_id, uint64_t seq,
     goto out;
   ms_hub_enter(h);
   h->last_now = now;
-  int jumped = seq != s->seq + 1;
-  if (jumped) {
+  if (seq != s->seq + 1) {
     /* Records were lost to this hub (it was cut off from the cluster
      * longer than the cluster keeps them): history restarts here and
      * subscribers get a gap marker for what they missed. */
+    for (hub_sub *sub = s->subs; sub; sub = sub->s_next)
+      if (sub->live) {
+        sub->live = 0;
+        sub->cursor = s->seq + 1;
+      }
     ring_clear(h, s);
     s->seq = seq - 1;
+    for (hub_sub *sub = s->subs; sub; sub = sub->s_next)
+      if (!sub->live && !backed_up(h, sub)) {
+        long budget = STEP_RECORDS;
+        if (catch_up(h, sub, now, &budget)) {
+          sub->hc->subs_more = 1;
+          ms_hub_update_live(h, sub->hc);
+        }
+      }
   }
   rec *r = keep(h, s, ts, level, kind, svc->via.str.ptr, svc->via.str.size,
                 sid == STREAM_LOGS ? a[3].via.str.ptr : NULL,
                 sid == STREAM_LOGS ? a[3].via.str.size : 0, &extra);
   if (r) {
     r->hidden = (uint8_t)(hidden != 0);
-    if (jumped)
-      for (hub_sub *sub = s->subs; sub; sub = sub->s_next)
-        if (sub->cursor < r->seq && !backed_up(h, sub)) {
-          long budget = STEP_RECORDS;
-          if (catch_up(h, sub, now, &budget)) {
-            sub->hc->subs_more = 1;
-            ms_hub_update_live(h, sub->hc);
-          }
-        }
     if (sid == STREAM_LOGS)
       kept_log(h, r);
     else
@@ -849,8 +981,13 @@ void ms_hub_on_subscribe(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
   if (rv == MS_ERR_BAD_MESSAGE)
     bad = "filter.since_seq must be a non-negative integer";
   has_since = rv == 0;
-  if (!bad && !nomem && ms_u64map_put(&hc->sx->ids, m->id + 1, sub))
+  stream *s = &h->streams->s[sid];
+  if (!bad && !nomem && index_add(h, s, sub))
     nomem = 1;
+  if (!bad && !nomem && ms_u64map_put(&hc->sx->ids, m->id + 1, sub)) {
+    index_remove(h, s, sub);
+    nomem = 1;
+  }
   if (bad || nomem) {
     sub_free(h, sub);
     if (nomem)
@@ -860,7 +997,6 @@ void ms_hub_on_subscribe(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
       sub_error(h, hc, m->id, bad);
     return;
   }
-  stream *s = &h->streams->s[sid];
   /* Where the replay starts; catch_up() sends it under backpressure and
    * a bounded amount per call, then the live marker, then live
    * records. */
@@ -892,6 +1028,7 @@ void ms_hub_on_subscribe(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
  * of the connection's own list: the callers walk it). */
 static void sub_unlink(ms_hub *h, hub_sub *sub) {
   stream *s = &h->streams->s[sub->stream];
+  index_remove(h, s, sub);
   if (sub->s_prev)
     sub->s_prev->s_next = sub->s_next;
   else

@@ -556,6 +556,179 @@ static void a_watcher_cannot_log_under_a_registered_name(void) {
   sim_free(&s);
 }
 
+static const char *a_b_a[] = {"svc-a", "svc-b", "svc-a"};
+static const char *only_b[] = {"svc-b"};
+static const char *only_c[] = {"svc-c"};
+
+static int count_svc(const got *g, const char *svc) {
+  int n = 0;
+  for (int i = 0; i < g->n; i++)
+    n += strcmp(g->svc[i], svc) == 0;
+  return n;
+}
+
+/* The service index: a record reaches the subscriptions naming its
+ * service and the unfiltered ones, once each (a name given twice in one
+ * filter included), also with several filters on one connection; a
+ * subscription taken out of the index gets nothing more, and its name's
+ * list can be emptied and filled again. */
+static void service_index_offers_records_to_matching_filters_only(void) {
+  sim s;
+  ms_hub_config cfg;
+  base_cfg(&cfg);
+  CHECK_EQ_INT(sim_init(&s, &cfg), 0);
+  ms_client *a = sim_client_new("svc-a", 0), *b = sim_client_new("svc-b", 0);
+  ms_client *c = sim_client_new("svc-c", 0), *w = sim_client_new("w", 1);
+  ms_client *w2 = sim_client_new("w2", 1);
+  sim_add(&s, a);
+  sim_add(&s, b);
+  sim_add(&s, c);
+  sim_add(&s, w);
+  sim_add(&s, w2);
+  got *g[5];
+  for (int i = 0; i < 5; i++)
+    g[i] = calloc(1, sizeof *g[i]);
+  ms_subscribe_opts ab = {0}, ob = {0}, oc = {0};
+  ab.services = a_b_a;
+  ab.n_services = 3;
+  ob.services = only_b;
+  ob.n_services = 1;
+  oc.services = only_c;
+  oc.n_services = 1;
+  uint64_t id_ab = 0, id_b = 0, id_all = 0;
+  ms_client_subscribe(w, "logs", &ab, collect, g[0], &id_ab);
+  ms_client_subscribe(w, "logs", &ob, collect, g[1], &id_b);
+  ms_client_subscribe(w, "logs", NULL, collect, g[2], &id_all);
+  ms_client_subscribe(w2, "logs", &oc, collect, g[3], NULL);
+  sim_pump(&s);
+  CHECK(all_ready(&s));
+  for (int i = 0; i < 4; i++)
+    CHECK_EQ_INT(g[i]->live, 1);
+  ms_info(a, "a1");
+  ms_info(b, "b1");
+  ms_info(c, "c1");
+  sim_pump(&s);
+  CHECK_EQ_INT(g[0]->n, 2);
+  CHECK_EQ_INT(count_svc(g[0], "svc-a"), 1);
+  CHECK_EQ_INT(count_svc(g[0], "svc-b"), 1);
+  CHECK_EQ_INT(g[1]->n, 1);
+  CHECK_EQ_STR(g[1]->msg[0], "b1");
+  CHECK_EQ_INT(g[2]->n, 3);
+  CHECK_EQ_INT(g[3]->n, 1);
+  CHECK_EQ_STR(g[3]->msg[0], "c1");
+  ms_hub_stats st;
+  ms_hub_get_stats(s.hub, &st);
+  CHECK_EQ_INT(st.log_records_out, 7);
+
+  /* Out of the index: the only subscription naming svc-c, and one of the
+   * two naming svc-b. */
+  CHECK_EQ_INT(ms_client_unsubscribe(w, id_b), 0);
+  sim_drop(&s, 4); /* w2 closes: its subscription goes with it */
+  s.cl[4].c = NULL;
+  ms_client_del(w2);
+  sim_pump(&s);
+  ms_info(a, "a2");
+  ms_info(b, "b2");
+  ms_info(c, "c2");
+  sim_pump(&s);
+  CHECK_EQ_INT(g[0]->n, 4);
+  CHECK_EQ_INT(g[1]->n, 1);
+  CHECK_EQ_INT(g[2]->n, 6);
+  CHECK_EQ_INT(g[3]->n, 1);
+  /* svc-c's list is filled again by a new subscription. */
+  ms_client_subscribe(w, "logs", &oc, collect, g[4], NULL);
+  sim_pump(&s);
+  ms_info(c, "c3");
+  ms_info(a, "a3");
+  sim_pump(&s);
+  CHECK_EQ_INT(g[4]->n, 1);
+  CHECK_EQ_STR(g[4]->msg[0], "c3");
+  CHECK_EQ_INT(g[0]->n, 5);
+  CHECK_EQ_INT(g[2]->n, 8);
+  /* Sequence numbers count every record; the filtered see jumps. */
+  CHECK_EQ_INT(g[2]->seq[7], 8);
+  for (int i = 0; i < 5; i++)
+    free(g[i]);
+  sim_free(&s);
+}
+
+typedef struct unsub_ctx {
+  got g;
+  ms_client *c;
+  uint64_t ids[2];
+  int at; /* unsubscribe both when this many records arrived */
+} unsub_ctx;
+
+static void collect_then_unsub(ms_client *c, const ms_record *r, void *ud) {
+  unsub_ctx *u = ud;
+  collect(c, r, &u->g);
+  if (r->kind == MS_RECORD_LOG && u->g.n == u->at) {
+    ms_client_unsubscribe(u->c, u->ids[0]);
+    ms_client_unsubscribe(u->c, u->ids[1]);
+  }
+}
+
+/* Subscriptions removed while records for them are being delivered (from
+ * the record callback, with more of the batch already on the way): the
+ * hub takes both out of the index (filtered and unfiltered), later
+ * records are not sent for them, and the other connection's filters on
+ * the same service go on without loss. */
+static void unsubscribe_during_delivery_leaves_the_index(void) {
+  sim s;
+  ms_hub_config cfg;
+  base_cfg(&cfg);
+  sim_init(&s, &cfg);
+  ms_client *a = sim_client_new("svc-a", 0);
+  ms_client *w = sim_client_new("w", 1), *ok = sim_client_new("ok", 1);
+  sim_add(&s, a);
+  sim_add(&s, w);
+  sim_add(&s, ok);
+  unsub_ctx *u = calloc(1, sizeof *u);
+  got *go = calloc(1, sizeof *go), *go2 = calloc(1, sizeof *go2);
+  u->c = w;
+  u->at = 5;
+  ms_subscribe_opts oa = {0};
+  oa.services = only_a;
+  oa.n_services = 1;
+  ms_client_subscribe(w, "logs", &oa, collect_then_unsub, u, &u->ids[0]);
+  ms_client_subscribe(w, "logs", NULL, collect_then_unsub, u, &u->ids[1]);
+  ms_client_subscribe(ok, "logs", &oa, collect, go, NULL);
+  ms_client_subscribe(ok, "logs", NULL, collect, go2, NULL);
+  sim_pump(&s);
+  CHECK(all_ready(&s));
+  for (int i = 0; i < 20; i++)
+    ms_info(a, "r%02d", i);
+  sim_pump(&s);
+  /* w saw its first records (both subscriptions), then nothing. */
+  CHECK_EQ_INT(u->g.n, 5);
+  CHECK_EQ_INT(go->n, 20);
+  CHECK_EQ_INT(go2->n, 20);
+  ms_hub_stats st0, st;
+  ms_hub_get_stats(s.hub, &st0);
+  for (int i = 0; i < 10; i++)
+    ms_info(a, "later%d", i);
+  sim_pump(&s);
+  ms_hub_get_stats(s.hub, &st);
+  CHECK_EQ_INT(st.log_records_out - st0.log_records_out, 20); /* ok's two */
+  CHECK_EQ_INT(u->g.n, 5);
+  CHECK_EQ_INT(go->n, 30);
+  for (int i = 1; i < go->n; i++)
+    CHECK(go->seq[i] == go->seq[i - 1] + 1);
+  /* The same connection subscribes again: back in the index. */
+  got *again = calloc(1, sizeof *again);
+  ms_client_subscribe(w, "logs", &oa, collect, again, NULL);
+  sim_pump(&s);
+  ms_info(a, "again");
+  sim_pump(&s);
+  CHECK_EQ_INT(again->n, 1);
+  CHECK_EQ_STR(again->msg[0], "again");
+  free(u);
+  free(go);
+  free(go2);
+  free(again);
+  sim_free(&s);
+}
+
 static const ms_test_case tests[] = {
     TEST(records_reach_subscribers_with_filters_in_order),
     TEST(contains_filter_is_an_ascii_case_insensitive_substring),
@@ -571,6 +744,8 @@ static const ms_test_case tests[] = {
     TEST(oversized_filters_are_refused_before_allocation),
     TEST(history_search_is_spread_over_ticks),
     TEST(a_watcher_cannot_log_under_a_registered_name),
+    TEST(service_index_offers_records_to_matching_filters_only),
+    TEST(unsubscribe_during_delivery_leaves_the_index),
 };
 
 MS_TEST_MAIN(tests)
