@@ -18,6 +18,9 @@ typedef struct sim_client {
   ms_client *c;
   ms_hub_conn *hc;
   int stalled;
+  int muted;   /* what the client sends never reaches the hub */
+  size_t drip; /* hub output taken at most this much at a time (0: all),
+                  as from a socket buffer that keeps filling up */
   int connected;
 } sim_client;
 
@@ -76,12 +79,15 @@ static inline void sim_pump(sim *s) {
       size_t len;
       const uint8_t *p = ms_client_peek(k->c, &len);
       if (len && ms_hub_conn_want_read(k->hc)) {
-        ms_hub_conn_feed(k->hc, p, len, s->now);
+        if (!k->muted)
+          ms_hub_conn_feed(k->hc, p, len, s->now);
         ms_client_consume(k->c, len);
         moved = 1;
       }
       if (!k->stalled) {
         p = ms_hub_conn_peek(k->hc, &len);
+        if (k->drip && len > k->drip)
+          len = k->drip;
         if (len) {
           ms_client_feed(k->c, p, len, s->now);
           ms_hub_conn_consume(k->hc, len);

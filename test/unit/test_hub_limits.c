@@ -332,6 +332,85 @@ static void release_while_dirty_keeps_the_dirty_list_consistent(void) {
   sim_free(&s);
 }
 
+typedef struct closes {
+  int n;
+  uint16_t code;
+} closes;
+
+static void on_state_close(ms_client *c, const ms_client_state_arg *a,
+                           void *ud) {
+  closes *k = ud;
+  (void)c;
+  if (a->close_code) {
+    k->n++;
+    k->code = a->close_code;
+  }
+}
+
+typedef struct count_recs {
+  int logs, gaps;
+} count_recs;
+
+static void count_rec(ms_client *c, const ms_record *r, void *ud) {
+  count_recs *n = ud;
+  (void)c;
+  n->logs += r->kind == MS_RECORD_LOG;
+  n->gaps += r->kind == MS_RECORD_GAP;
+}
+
+/* The liveness rule of PROTOCOL.md: a subscriber that says nothing at all
+ * (its pongs never arrive) but keeps taking a flood, its socket buffer
+ * filling and draining again, is reading and so alive: it is not closed
+ * for silence (4008) however long the flood lasts. Once the flood stops,
+ * nothing proves it alive any more: then three intervals of silence close
+ * it with 4008. */
+static void silent_subscriber_reading_a_flood_is_not_closed_4008(void) {
+  sim s;
+  ms_hub_config cfg;
+  small_hub(&cfg);
+  cfg.heartbeat_ms = 1000;
+  cfg.max_message = 1u << 20;
+  CHECK_EQ_INT(sim_init(&s, &cfg), 0);
+  ms_client *a = client_enc("flood", MS_ENC_MSGPACK);
+  closes k = {0, 0};
+  ms_client_config wc;
+  ms_client_config_init(&wc);
+  wc.service = "reader";
+  wc.watch = 1;
+  wc.seed = 7;
+  wc.reconnect = 0;
+  wc.on_state = on_state_close;
+  ms_client *w = NULL;
+  CHECK_EQ_INT(ms_client_new(&w, &wc, &k, NULL), 0);
+  ms_log_set_sink(w, NULL, NULL);
+  sim_add(&s, a);
+  int wi = sim_add(&s, w);
+  count_recs got = {0, 0};
+  ms_client_subscribe(w, "logs", NULL, count_rec, &got, NULL);
+  sim_pump(&s);
+  CHECK_EQ_INT(ms_client_get_state(w), MS_CLIENT_READY);
+  s.cl[wi].muted = 1;
+  s.cl[wi].drip = 512;
+  /* Ten intervals of flood: 40 records of ~80 bytes every 50 ms. */
+  int sent = 0;
+  for (int step = 0; step < 200; step++) {
+    for (int i = 0; i < 40; i++, sent++)
+      ms_info(a, "flood record %06d ..................................", sent);
+    sim_advance(&s, 50);
+  }
+  CHECK_EQ_INT(k.n, 0);
+  CHECK_EQ_INT(ms_client_get_state(w), MS_CLIENT_READY);
+  CHECK_EQ_INT(got.logs, sent);
+  CHECK_EQ_INT(got.gaps, 0);
+  /* Flood over: silence now counts. */
+  sim_advance(&s, 2500);
+  CHECK_EQ_INT(k.n, 0);
+  sim_advance(&s, 1000);
+  CHECK_EQ_INT(k.n, 1);
+  CHECK_EQ_INT(k.code, 4008);
+  sim_free(&s);
+}
+
 static const ms_test_case tests[] = {
     TEST(release_while_dirty_keeps_the_dirty_list_consistent),
     TEST(quiet_connections_release_buffers_and_still_work),
@@ -341,6 +420,7 @@ static const ms_test_case tests[] = {
     TEST(log_too_large_to_ship_is_dropped_and_later_ones_flow),
     TEST(absurd_timeout_is_capped_not_overflowed),
     TEST(cancel_in_late_window_stops_on_late),
+    TEST(silent_subscriber_reading_a_flood_is_not_closed_4008),
 };
 
 MS_TEST_MAIN(tests)
