@@ -32,6 +32,9 @@ struct ms_store {
   sqlite3_stmt *ins;
   sqlite3_stmt *del_age;
   sqlite3_stmt *del_rows;
+  sqlite3_stmt *zone_put; /* records_zones upsert */
+  sqlite3_stmt *zone_prev, *zone_next;
+  int has_zones;
   ms_store_options opt;
   pending_rec **batch;
   size_t nbatch;
@@ -43,6 +46,43 @@ struct ms_store {
   int64_t last_retain_ms; /* monotonic; 0: never ran */
   int retain_more;        /* the last pass stopped with rows left to trim */
 };
+
+/* The time index of since/until: for each zone of 4096 consecutive ids
+ * the smallest and largest ts_us stored in it (marker rows, which every
+ * query shows, widen their zone to everything). A query bounded in time
+ * skips the zones whose range misses its bounds, reading one small row
+ * per zone instead of 4096 records; timestamps need not increase with
+ * ids (clients stamp their own). The ranges only ever widen (retention
+ * leaves them as they were): a zone may be visited for nothing, never
+ * skipped wrongly. Older files get the table filled on open. */
+#define ZONE_SHIFT 12 /* as "id >> 12" below */
+static const char zones_sql[] =
+    "CREATE TABLE records_zones (zone INTEGER PRIMARY KEY,"
+    " min_ts INTEGER NOT NULL, max_ts INTEGER NOT NULL);"
+    "INSERT INTO records_zones SELECT id >> 12,"
+    " CASE WHEN MIN(level) <= 0 THEN -9223372036854775808 ELSE MIN(ts_us) END,"
+    " CASE WHEN MIN(level) <= 0 THEN 9223372036854775807 ELSE MAX(ts_us) END"
+    " FROM records GROUP BY id >> 12;";
+
+static int setup_zones(sqlite3 *db) {
+  sqlite3_stmt *s = NULL;
+  int have = 0;
+  if (sqlite3_prepare_v2(
+          db, "SELECT 1 FROM sqlite_master WHERE name='records_zones'", -1,
+          &s, NULL) != SQLITE_OK)
+    return 0;
+  have = sqlite3_step(s) == SQLITE_ROW;
+  sqlite3_finalize(s);
+  if (have)
+    return 1;
+  if (sqlite3_exec(db, "SAVEPOINT zones", NULL, NULL, NULL) != SQLITE_OK)
+    return 0;
+  if (sqlite3_exec(db, zones_sql, NULL, NULL, NULL) != SQLITE_OK) {
+    sqlite3_exec(db, "ROLLBACK TO zones; RELEASE zones", NULL, NULL, NULL);
+    return 0;
+  }
+  return sqlite3_exec(db, "RELEASE zones", NULL, NULL, NULL) == SQLITE_OK;
+}
 
 static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS records ("
@@ -184,6 +224,12 @@ int ms_store_open(ms_store **pst, const char *path, const ms_store_options *opt,
   if (rc != SQLITE_OK)
     goto fail;
   st->has_fts = setup_fts(st->db);
+  what = "time index";
+  if (!setup_zones(st->db)) {
+    rc = SQLITE_ERROR;
+    goto fail;
+  }
+  st->has_zones = 1;
   if (st->has_fts) {
     rc = sqlite3_prepare_v2(st->db, "SELECT upto FROM records_fts_state", -1,
                             &s, NULL);
@@ -210,6 +256,25 @@ int ms_store_open(ms_store **pst, const char *path, const ms_store_options *opt,
                             "DELETE FROM records WHERE id IN (SELECT id FROM "
                             "records ORDER BY ts_us, id LIMIT ?1)",
                             -1, SQLITE_PREPARE_PERSISTENT, &st->del_rows, NULL);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_prepare_v3(
+        st->db,
+        "INSERT INTO records_zones (zone, min_ts, max_ts) VALUES (?1, ?2, ?3)"
+        " ON CONFLICT(zone) DO UPDATE SET min_ts = min(min_ts, ?2),"
+        " max_ts = max(max_ts, ?3)",
+        -1, SQLITE_PREPARE_PERSISTENT, &st->zone_put, NULL);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_prepare_v3(
+        st->db,
+        "SELECT zone FROM records_zones WHERE zone BETWEEN ?1 AND ?2 AND"
+        " max_ts >= ?3 AND min_ts <= ?4 ORDER BY zone DESC LIMIT 1",
+        -1, SQLITE_PREPARE_PERSISTENT, &st->zone_prev, NULL);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_prepare_v3(
+        st->db,
+        "SELECT zone FROM records_zones WHERE zone BETWEEN ?1 AND ?2 AND"
+        " max_ts >= ?3 AND min_ts <= ?4 ORDER BY zone LIMIT 1",
+        -1, SQLITE_PREPARE_PERSISTENT, &st->zone_next, NULL);
   if (rc != SQLITE_OK)
     goto fail;
   /* Row count kept in memory: COUNT(*) walks the whole index, too slow to
@@ -236,6 +301,9 @@ fail:
   sqlite3_finalize(st->ins);
   sqlite3_finalize(st->del_age);
   sqlite3_finalize(st->del_rows);
+  sqlite3_finalize(st->zone_put);
+  sqlite3_finalize(st->zone_prev);
+  sqlite3_finalize(st->zone_next);
   sqlite3_close(st->db);
   free(st->batch);
   free(st);
@@ -259,6 +327,9 @@ void ms_store_close(ms_store *st) {
   sqlite3_finalize(st->ins);
   sqlite3_finalize(st->del_age);
   sqlite3_finalize(st->del_rows);
+  sqlite3_finalize(st->zone_put);
+  sqlite3_finalize(st->zone_prev);
+  sqlite3_finalize(st->zone_next);
   sqlite3_close(st->db);
   free(st->batch);
   free(st);
@@ -361,6 +432,44 @@ static int insert_one(ms_store *st, const pending_rec *p, msgpack_sbuffer *js) {
   return rc == SQLITE_DONE ? 0 : MS_ERR_IO;
 }
 
+/* The time range of the zone rows of one flush are going into. */
+typedef struct zone_acc {
+  int open;
+  int64_t zone, lo, hi;
+} zone_acc;
+
+static int zone_write(ms_store *st, zone_acc *z) {
+  if (!z->open)
+    return 0;
+  z->open = 0;
+  sqlite3_stmt *s = st->zone_put;
+  sqlite3_reset(s);
+  sqlite3_bind_int64(s, 1, z->zone);
+  sqlite3_bind_int64(s, 2, z->lo);
+  sqlite3_bind_int64(s, 3, z->hi);
+  int rc = sqlite3_step(s);
+  sqlite3_reset(s);
+  return rc == SQLITE_DONE ? 0 : MS_ERR_IO;
+}
+
+/* The row just inserted covers [lo, hi] of time. */
+static int zone_note(ms_store *st, zone_acc *z, int64_t lo, int64_t hi) {
+  int64_t zone = sqlite3_last_insert_rowid(st->db) >> ZONE_SHIFT;
+  if (z->open && z->zone == zone) {
+    if (lo < z->lo)
+      z->lo = lo;
+    if (hi > z->hi)
+      z->hi = hi;
+    return 0;
+  }
+  int rv = zone_write(st, z);
+  z->open = 1;
+  z->zone = zone;
+  z->lo = lo;
+  z->hi = hi;
+  return rv;
+}
+
 /* One chunk of retention. Returns the rows removed, or -1 on error. */
 static int64_t retain_chunk(ms_store *st) {
   int64_t removed = 0;
@@ -394,18 +503,31 @@ static int64_t retain_chunk(ms_store *st) {
   return removed;
 }
 
+/* Zones wholly below the oldest id left describe nothing any more. */
+static int retain_zones(ms_store *st) {
+  return sqlite3_exec(st->db,
+                      "DELETE FROM records_zones WHERE zone < coalesce("
+                      "(SELECT MIN(id) FROM records) >> 12,"
+                      " 9223372036854775807)",
+                      NULL, NULL, NULL) == SQLITE_OK
+             ? 0
+             : MS_ERR_IO;
+}
+
 /* Up to max_chunks chunks; sets retain_more if a chunk came back full. */
 static int retain(ms_store *st, int max_chunks) {
   st->retain_more = 0;
+  int64_t total = 0;
   for (int i = 0; max_chunks <= 0 || i < max_chunks; i++) {
     int64_t n = retain_chunk(st);
     if (n < 0)
       return MS_ERR_IO;
+    total += n;
     if (n < RETAIN_CHUNK)
-      return 0;
+      return total ? retain_zones(st) : 0;
   }
   st->retain_more = 1;
-  return 0;
+  return retain_zones(st);
 }
 
 int ms_store_retain(ms_store *st) {
@@ -433,10 +555,18 @@ int ms_store_flush(ms_store *st) {
     /* The marker goes after the batch: the records it stands for were
      * dropped because this batch was full, so they came after it. */
     int marked = st->unmarked > 0;
-    for (size_t i = 0; i < st->nbatch && rv == 0; i++)
+    zone_acc z = {0, 0, 0, 0};
+    for (size_t i = 0; i < st->nbatch && rv == 0; i++) {
       rv = insert_one(st, st->batch[i], &js);
+      if (rv == 0)
+        rv = zone_note(st, &z, st->batch[i]->ts_us, st->batch[i]->ts_us);
+    }
     if (marked && rv == 0)
       rv = insert_marker(st);
+    if (marked && rv == 0)
+      rv = zone_note(st, &z, INT64_MIN, INT64_MAX); /* shown always */
+    if (rv == 0)
+      rv = zone_write(st, &z);
     msgpack_sbuffer_destroy(&js);
     if (rv == 0 &&
         sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
@@ -1205,8 +1335,43 @@ static int emit_row(ms_buf *out, sqlite3_stmt *s, size_t count) {
   return rv;
 }
 
+/* since/until: the nearest zone at or below pos (backward), or at or
+ * above it (forward), within the answer's ids, whose time range meets the
+ * bounds; -1 if there is none. */
+static int zone_seek(ms_store_scan *sc, int backward, int64_t *zone) {
+  sqlite3_stmt *s = backward ? sc->st->zone_prev : sc->st->zone_next;
+  sqlite3_reset(s);
+  sqlite3_bind_int64(s, 1, (backward ? sc->lo_id : sc->pos) >> ZONE_SHIFT);
+  sqlite3_bind_int64(s, 2, (backward ? sc->pos : sc->hi_id) >> ZONE_SHIFT);
+  sqlite3_bind_int64(s, 3, sc->q.has_since ? sc->q.since_us : INT64_MIN);
+  sqlite3_bind_int64(s, 4, sc->q.has_until ? sc->q.until_us : INT64_MAX);
+  int rc = sqlite3_step(s);
+  *zone = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
+  sqlite3_reset(s);
+  return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : MS_ERR_IO;
+}
+
+static int timed(const ms_store_scan *sc) {
+  return sc->st->has_zones && (sc->q.has_since || sc->q.has_until);
+}
+
 /* FIND: one window back from pos, counting matches. */
 static int find_step(ms_store_scan *sc, size_t rows) {
+  if (timed(sc)) {
+    int64_t z;
+    if (zone_seek(sc, 1, &z))
+      return MS_ERR_IO;
+    if (z < 0) {
+      sc->start_id = sc->lo_id; /* fewer than limit: all of them */
+      sc->exhausted = 1;
+      sc->phase = PH_EMIT;
+      sc->pos = sc->start_id;
+      return 0;
+    }
+    int64_t top = ((z + 1) << ZONE_SHIFT) - 1;
+    if (top < sc->pos)
+      sc->pos = top;
+  }
   int64_t hi = sc->pos;
   int64_t lo = hi - (int64_t)rows + 1;
   if (lo < sc->lo_id)
@@ -1244,6 +1409,25 @@ static int find_step(ms_store_scan *sc, size_t rows) {
 /* EMIT: one window forward from pos, until limit or `bytes`. */
 static int emit_step(ms_store_scan *sc, size_t rows, size_t bytes,
                      ms_buf *out) {
+  if (timed(sc)) {
+    int64_t z;
+    if (zone_seek(sc, 0, &z))
+      return MS_ERR_IO;
+    if (z < 0) {
+      sc->phase = PH_DONE; /* nothing more in time */
+      if (!sc->backward) {
+        sc->last_id = sc->hi_id;
+        sc->exhausted = 1;
+      }
+      return 0;
+    }
+    int64_t bottom = z << ZONE_SHIFT;
+    if (bottom > sc->pos) {
+      sc->pos = bottom;
+      if (!sc->backward && bottom - 1 > sc->last_id)
+        sc->last_id = bottom - 1; /* passed over */
+    }
+  }
   int64_t lo = sc->pos;
   int64_t hi = lo + (int64_t)rows - 1;
   if (hi > sc->hi_id)
