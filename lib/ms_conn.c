@@ -171,6 +171,7 @@ int ms_conn_new(ms_conn **pconn, const ms_conn_config *cfg,
 static void destroy(ms_conn *c) {
   if (c->ws)
     wslay_event_context_free(c->ws);
+  ms_free(c->mem, c->held);
   ms_conn_free_head(c);
   ms_buf_free(&c->out);
   ms_free(c->mem, c->rng);
@@ -260,6 +261,70 @@ int ms_conn_start(ms_conn *c, int64_t now) {
   return 0;
 }
 
+void ms_conn_set_feed_budget(ms_conn *c, size_t messages) {
+  c->feed_budget = messages;
+}
+
+size_t ms_conn_held(const ms_conn *c) {
+  if (!c || c->fatal || c->life.dead ||
+      (c->state != ST_OPEN && c->state != ST_CLOSING))
+    return 0;
+  return c->held_len - c->held_off;
+}
+
+int ms_conn_hold_input(ms_conn *c, const uint8_t *p, size_t n) {
+  if (c->resuming) {
+    /* The rest of the held input itself. */
+    c->held_off = (size_t)(p - c->held);
+    return 0;
+  }
+  size_t have = c->held_len - c->held_off;
+  uint8_t *nb = ms_malloc(c->mem, have + n);
+  if (!nb)
+    return MS_ERR_NOMEM;
+  if (have)
+    memcpy(nb, c->held + c->held_off, have);
+  memcpy(nb + have, p, n);
+  ms_free(c->mem, c->held);
+  c->held = nb;
+  c->held_len = have + n;
+  c->held_off = 0;
+  return 0;
+}
+
+static void drop_held(ms_conn *c) {
+  ms_free(c->mem, c->held);
+  c->held = NULL;
+  c->held_len = c->held_off = 0;
+}
+
+int ms_conn_resume(ms_conn *c, int64_t now) {
+  if (!c)
+    return MS_ERR_INVALID_ARG;
+  if (c->fatal)
+    return c->fatal;
+  if (c->life.dead || c->held_len == c->held_off)
+    return 0;
+  c->now = now;
+  conn_enter(c);
+  c->now_depth++;
+  c->feed_msgs = 0;
+  size_t off = c->held_off;
+  c->held_off = c->held_len; /* all read, unless the budget runs out */
+  c->resuming = 1;
+  int rv = c->state == ST_OPEN || c->state == ST_CLOSING
+               ? ms_conn_feed_ws(c, c->held + off, c->held_len - off)
+               : 0;
+  c->resuming = 0;
+  if (c->held_off == c->held_len)
+    drop_held(c);
+  if (!c->life.dead)
+    ms_conn_update_throttle(c);
+  c->now_depth--;
+  ms_conn_leave(c);
+  return rv;
+}
+
 int ms_conn_feed(ms_conn *c, const uint8_t *data, size_t len, int64_t now) {
   if (!c || (!data && len))
     return MS_ERR_INVALID_ARG;
@@ -267,6 +332,14 @@ int ms_conn_feed(ms_conn *c, const uint8_t *data, size_t len, int64_t now) {
     return MS_ERR_STATE; /* deleted from a callback still running */
   if (c->fatal)
     return c->fatal;
+  if (c->held_len > c->held_off) {
+    /* Fed while input is held (want_read was 0): it queues behind. */
+    int hrv = len ? ms_conn_hold_input(c, data, len) : 0;
+    if (hrv)
+      ms_conn_set_fatal(c, hrv);
+    return hrv;
+  }
+  c->feed_msgs = 0;
   c->now = now;
   conn_enter(c);
   c->now_depth++;
@@ -350,7 +423,7 @@ void ms_conn_consume(ms_conn *c, size_t n) {
 }
 
 int ms_conn_want_read(const ms_conn *c) {
-  if (!c || c->fatal || c->life.dead)
+  if (!c || c->fatal || c->life.dead || c->held_len > c->held_off)
     return 0;
   switch (c->state) {
   case ST_HEAD:

@@ -92,6 +92,15 @@ struct ms_conn {
   int64_t msg_deadline; /* it must be complete by then */
   const uint8_t *in_ptr; /* slice borrowed from ms_conn_feed() */
   size_t in_len;
+  /* Messages one feed (or resume) delivers at most (0: no bound; the hub
+   * sets one so a connection's pipelined input is read a share at a time):
+   * input left over is held here, want_read is 0, and ms_conn_resume()
+   * reads on with a fresh budget. */
+  size_t feed_budget;
+  size_t feed_msgs;
+  uint8_t *held;
+  size_t held_len, held_off;
+  int resuming; /* feeding from `held` itself */
   char *recv_reason;    /* the peer's close reason (allocated), or NULL */
   size_t recv_reason_len;
 
@@ -112,6 +121,11 @@ static inline size_t conn_out_buffered(const ms_conn *c) {
 static inline void conn_enter(ms_conn *c) { ms_life_enter(&c->life); }
 
 /* ---- ms_conn.c ---- */
+/* Keep the rest of a slice the budget stopped in (ms_conn_ws.c). */
+int ms_conn_hold_input(ms_conn *c, const uint8_t *p, size_t n);
+static inline int ms_conn_budget_spent(const ms_conn *c) {
+  return c->feed_budget && c->feed_msgs >= c->feed_budget;
+}
 /* For ms_pump(): keep c alive across a pump; release returns 1 when c
  * was deleted meanwhile and is now freed. */
 void ms_conn_hold(ms_conn *c);

@@ -73,6 +73,8 @@ int ms_conn_hibernate(ms_conn *c) {
     return MS_ERR_STATE;
   if (c->hibernated)
     return 0;
+  if (c->held_len > c->held_off)
+    return MS_ERR_STATE; /* input held for the next turns */
   if (c->asleep) {
     /* Never needed wslay: only the output buffer to give back. */
     if (c->state != ST_OPEN || c->user_closed || c->fail_err ||

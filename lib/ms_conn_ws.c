@@ -40,7 +40,7 @@ static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
                        int flags, void *user_data) {
   ms_conn *c = user_data;
   MS_UNUSED(flags);
-  if (c->in_len == 0) {
+  if (c->in_len == 0 || ms_conn_budget_spent(c)) {
     wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
     return -1;
   }
@@ -90,6 +90,7 @@ static void ws_on_msg(wslay_event_context_ptr ctx,
                       const struct wslay_event_on_msg_recv_arg *arg,
                       void *user_data) {
   ms_conn *c = user_data;
+  c->feed_msgs++;
   /* (ctx is NULL for a frame read directly while asleep.) */
   if (c->life.dead) {
     if (ctx)
@@ -291,7 +292,8 @@ int ms_conn_feed_ws(ms_conn *c, const uint8_t *data, size_t len) {
     return 0;
   /* Whole frames first, while wslay holds nothing half-read (always the
    * case asleep): a sleeping connection stays asleep for them. */
-  while (len > 0 && c->in_framed == c->in_total && !c->in_frag) {
+  while (len > 0 && c->in_framed == c->in_total && !c->in_frag &&
+         !ms_conn_budget_spent(c)) {
     size_t used = read_direct(c, data, len);
     if (used == 0)
       break;
@@ -303,6 +305,14 @@ int ms_conn_feed_ws(ms_conn *c, const uint8_t *data, size_t len) {
       break;
     }
   }
+  if (len > 0 && ms_conn_budget_spent(c)) {
+    /* This feed's share is read: the rest waits for ms_conn_resume(). */
+    if (ms_conn_hold_input(c, data, len) != 0) {
+      ms_conn_set_fatal(c, MS_ERR_NOMEM);
+      return MS_ERR_NOMEM;
+    }
+    len = 0;
+  }
   if (len > 0 && c->asleep && ms_conn_wake(c) != 0)
     return MS_ERR_NOMEM;
   if (len > 0) {
@@ -310,11 +320,20 @@ int ms_conn_feed_ws(ms_conn *c, const uint8_t *data, size_t len) {
     c->in_ptr = data;
     c->in_len = len;
     int r = wslay_event_recv(c->ws);
+    size_t left = c->in_len;
     c->in_ptr = NULL;
     c->in_len = 0;
     if (r == WSLAY_ERR_NOMEM) {
       ms_conn_set_fatal(c, MS_ERR_NOMEM);
       return MS_ERR_NOMEM;
+    }
+    if (left > 0 && wslay_event_get_read_enabled(c->ws)) {
+      /* wslay stopped on the budget (it reads nothing after a close). */
+      c->in_total -= left;
+      if (ms_conn_hold_input(c, data + len - left, left) != 0) {
+        ms_conn_set_fatal(c, MS_ERR_NOMEM);
+        return MS_ERR_NOMEM;
+      }
     }
     /* Any other failure is a framing error for which wslay has already
      * queued a close (our recv callback never fails). */

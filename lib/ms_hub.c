@@ -58,6 +58,49 @@ static void dirty_unlink(ms_hub *h, ms_hub_conn *hc) {
   hc->in_dirty = 0;
 }
 
+static void held_unlink(ms_hub *h, ms_hub_conn *hc) {
+  if (hc->held_prev)
+    hc->held_prev->held_next = hc->held_next;
+  else
+    h->held_head = hc->held_next;
+  if (hc->held_next)
+    hc->held_next->held_prev = hc->held_prev;
+  else
+    h->held_tail = hc->held_prev;
+  hc->held_next = hc->held_prev = NULL;
+  hc->in_held = 0;
+  h->n_held--;
+}
+
+/* Into the round robin of held input, at the end, if its feed left some. */
+static void note_held(ms_hub *h, ms_hub_conn *hc) {
+  if (hc->in_held || hc->released || !ms_conn_held(hc->ws))
+    return;
+  hc->in_held = 1;
+  hc->held_next = NULL;
+  hc->held_prev = h->held_tail;
+  if (h->held_tail)
+    h->held_tail->held_next = hc;
+  else
+    h->held_head = hc;
+  h->held_tail = hc;
+  h->n_held++;
+}
+
+/* One more share for each connection that was waiting when this began. */
+static void resume_held(ms_hub *h, int64_t now) {
+  for (size_t n = h->n_held; n > 0 && h->held_head; n--) {
+    ms_hub_conn *hc = h->held_head;
+    held_unlink(h, hc);
+    ms_conn_resume(hc->ws, now);
+    if (hc->released)
+      continue;
+    update_live(h, hc);
+    ms_hub_mark_dirty(h, hc); /* output, and reading again once drained */
+    note_held(h, hc);
+  }
+}
+
 void ms_hub_mark_dirty(ms_hub *h, ms_hub_conn *hc) {
   if (hc->in_dirty || hc->released || hc->sio)
     return; /* (a Socket.IO session marks its streams itself) */
@@ -1437,6 +1480,8 @@ int ms_hub_accept_peer(ms_hub *h, ms_hub_conn **pc, void *tdata,
   cb.on_message = on_ws_message;
   cb.on_close = on_ws_close;
   int rv = ms_conn_new(&hc->ws, &cc, &cb, hc, h->mem);
+  if (rv == 0)
+    ms_conn_set_feed_budget(hc->ws, MS_HUB_FEED_MESSAGES);
   if (rv == 0) {
     rv = ms_conn_start(hc->ws, now);
     if (rv)
@@ -1493,6 +1538,7 @@ int ms_hub_conn_feed(ms_hub_conn *hc, const uint8_t *data, size_t len,
   hc->got_bytes = 1;
   int rv = ms_conn_feed(hc->ws, data, len, now);
   if (!hc->released) {
+    note_held(h, hc);
     update_live(h, hc);
     if (ms_conn_want_write(hc->ws) || !ms_conn_want_read(hc->ws))
       ms_hub_mark_dirty(h, hc);
@@ -1544,7 +1590,9 @@ int ms_hub_conn_want_read(const ms_hub_conn *hc) {
 }
 
 int ms_hub_conn_want_write(const ms_hub_conn *hc) {
-  return !ms_life_dead(&hc->hub->life) && ms_conn_want_write(hc->ws);
+  /* Input held for a later turn: not finished, though idle now. */
+  return !ms_life_dead(&hc->hub->life) &&
+         (ms_conn_want_write(hc->ws) || ms_conn_held(hc->ws) > 0);
 }
 
 void ms_hub_conn_stream_failed(ms_hub_conn *hc, const char *why) {
@@ -1596,6 +1644,8 @@ void ms_hub_conn_release(ms_hub_conn *hc) {
    * connection while all of them are dirty. */
   if (hc->in_dirty)
     dirty_unlink(h, hc);
+  if (hc->in_held)
+    held_unlink(h, hc);
   if (hc->all_prev)
     hc->all_prev->all_next = hc->all_next;
   else
@@ -1630,11 +1680,24 @@ int64_t ms_hub_next_deadline(const ms_hub *h) {
   int64_t a = ms_heap_next(&h->timers), b = ms_heap_next(&h->live);
   if (b < a)
     a = b;
+  if (h->held_head && h->last_now + 1 < a)
+    a = h->last_now + 1; /* held input, for transports that only tick */
   /* The line that reports held-back events at the end of their window. */
   for (int k = 0; k < MS_HUB_EVK_COUNT; k++)
     if (h->evlim[k].held && h->evlim[k].start + MS_HUB_EV_WINDOW_MS < a)
       a = h->evlim[k].start + MS_HUB_EV_WINDOW_MS;
   return a;
+}
+
+int ms_hub_resume_input(ms_hub *h, int64_t now) {
+  if (!h || ms_life_dead(&h->life))
+    return 0;
+  enter(h);
+  h->last_now = now;
+  resume_held(h, now);
+  int more = h->held_head != NULL;
+  leave(h);
+  return more;
 }
 
 int ms_hub_tick(ms_hub *h, int64_t now) {
@@ -1662,6 +1725,7 @@ int ms_hub_tick(ms_hub *h, int64_t now) {
   }
   for (int k = 0; k < MS_HUB_EVK_COUNT; k++)
     event_window_end(h, k, now);
+  resume_held(h, now);
   leave(h);
   return 0;
 }

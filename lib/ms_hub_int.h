@@ -76,7 +76,8 @@ struct ms_hub_conn {
       /* Writes that found the socket full and then drained: the peer
        * reads. */
       tx_blocked : 1,
-      http_in_more : 1, http_finished : 1; /* ms_hub_http_stream */
+      http_in_more : 1, http_finished : 1, /* ms_hub_http_stream */
+      in_held : 1;  /* in the hub's list of connections with input held */
   int pings_sent;
   unsigned scopes; /* granted by the HELLO token (ms_hub_auth.c) */
   int subs_more;   /* replay work left for the next tick */
@@ -90,6 +91,7 @@ struct ms_hub_conn {
   int64_t idle_tried_rx; /* last_rx when releasing buffers was last tried */
   ms_hnode live; /* liveness / handshake / conn deadlines */
   ms_hub_conn *dirty_next, *dirty_prev;
+  ms_hub_conn *held_next, *held_prev;
   ms_hub_conn *all_prev, *all_next;
 
   /* Requests this connection sent (origin) and received (target). */
@@ -194,6 +196,10 @@ struct ms_hub {
   ms_heap live;         /* connections' liveness and handshake checks */
   ms_hub_conn *all;     /* every connection */
   ms_hub_conn *dirty_head, *dirty_tail;
+  /* Connections whose input the feed budget held back (round robin:
+   * each gets one more budget per ms_hub_resume_input()). */
+  ms_hub_conn *held_head, *held_tail;
+  size_t n_held;
   ms_hub_conn *graveyard; /* released inside a callback */
   ms_hub_conn *doomed;    /* slow consumers to close (ms_hub_send_out) */
 

@@ -87,4 +87,14 @@ int ms_msgpack_to_json_bins(const struct msgpack_object *obj,
                             int (*cb)(void *ud, const char *p, size_t n),
                             void *ud);
 
+/* ms_conn's feed budget (ms_conn.c), for the hub: at most `messages`
+ * messages per ms_conn_feed() / ms_conn_resume() call (0: no bound). */
+struct ms_conn;
+void ms_conn_set_feed_budget(struct ms_conn *c, size_t messages);
+/* Input bytes held back by the budget (0 once the connection is done). */
+size_t ms_conn_held(const struct ms_conn *c);
+/* Reads on through the held input, one more budget of it. Returns like
+ * ms_conn_feed(). */
+int ms_conn_resume(struct ms_conn *c, int64_t now);
+
 #endif

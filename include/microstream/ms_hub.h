@@ -211,6 +211,22 @@ MS_EXTERN ms_hub_conn *ms_hub_next_dirty(ms_hub *h);
 MS_EXTERN int ms_hub_tick(ms_hub *h, int64_t now);
 MS_EXTERN int64_t ms_hub_next_deadline(const ms_hub *h);
 
+/* Fair share: one ms_hub_conn_feed() call reads at most this many
+ * WebSocket messages of the connection. Input past them is held by the
+ * connection (its want_read is 0, its want_write 1 so the transport keeps
+ * it) until ms_hub_resume_input(), so a client that pipelines a flood
+ * cannot hold the loop while others wait. A transport should feed at most
+ * MS_HUB_FEED_BYTES per connection per loop turn, and call
+ * ms_hub_resume_input() once per turn (an idle, prepare or zero-timeout
+ * callback) while it returns 1. Failing that, ms_hub_tick() resumes held
+ * input too (the next deadline is then at most a millisecond away). */
+#define MS_HUB_FEED_MESSAGES 256
+#define MS_HUB_FEED_BYTES (64 * 1024)
+/* Gives every connection with held input one more share of it, in turn.
+ * Returns 1 while some input is still held (call again on the next loop
+ * turn), else 0 (also for a hub deleted from a callback still running). */
+MS_EXTERN int ms_hub_resume_input(ms_hub *h, int64_t now);
+
 /* Close every connection with 4050 (PRESENCE down, reason shutdown). */
 MS_EXTERN void ms_hub_shutdown(ms_hub *h, int64_t now);
 

@@ -304,6 +304,107 @@ def subscribe_flood(hub):
     a.close()
 
 
+def ping_flood(hub):
+    """One client pipelines 200,000 PINGs in one burst: the hub reads a
+    connection's input a bounded share per loop turn (MS_HUB_FEED_MESSAGES
+    messages, MS_HUB_FEED_BYTES bytes), so a bystander's round trips are
+    answered while the flood is still being read: its answers arrive
+    before the flooder's last PONG. Every PING is answered, in order."""
+    n = 200000
+    by = hello(hub.port, "bystander-pf", watch=True)
+    f = hello(hub.port, "flooder", watch=True)
+    blob = b"".join(f.frame(2, msgpack.packb([PING, i + 1])) for i in range(n))
+    last = msgpack.packb([PONG, n])
+    got = {"count": 0, "first": None, "last": None, "ok": True, "err": None}
+
+    def read_pongs():
+        # Frames are counted, not decoded one by one (Python would be the
+        # bottleneck); the last one is checked.
+        buf = b""
+        off = 0
+        f.s.settimeout(60)
+        try:
+            while got["count"] < n:
+                d = f.s.recv(1 << 18)
+                if not d:
+                    raise Closed(1006)
+                buf = buf[off:] + d
+                off = 0
+                while len(buf) - off >= 2:
+                    b1 = buf[off + 1] & 0x7F
+                    h = 2 if b1 < 126 else (4 if b1 == 126 else 10)
+                    if len(buf) - off < h:
+                        break
+                    ln = b1 if b1 < 126 else struct.unpack(
+                        "!H" if b1 == 126 else "!Q", buf[off + 2:off + h])[0]
+                    if len(buf) - off < h + ln:
+                        break
+                    op = buf[off] & 0x0F
+                    payload = buf[off + h:off + h + ln]
+                    off += h + ln
+                    if op == 9:
+                        f.send_raw(f.frame(10, payload))
+                        continue
+                    if op != 2:
+                        continue
+                    got["count"] += 1
+                    if got["first"] is None:
+                        got["first"] = time.monotonic()
+                    if got["count"] == n:
+                        got["last"] = time.monotonic()
+                        got["ok"] = payload == last
+        except Exception as e:  # noqa: BLE001 - reported by the check
+            got["err"] = repr(e)
+
+    reader = threading.Thread(target=read_pongs, daemon=True)
+    reader.start()
+    sender = threading.Thread(target=f.send_raw, args=(blob,), daemon=True)
+    t0 = time.monotonic()
+    sender.start()
+    while got["first"] is None and got["err"] is None and \
+            time.monotonic() - t0 < 30:
+        time.sleep(0.001)
+    # Round trips of the bystander while the flood is read.
+    answers = []
+    rtts = []
+    max_rtt = 0.0
+    k = 0
+    by.s.settimeout(30)
+    err = None
+    try:
+        while got["last"] is None and got["err"] is None and \
+                time.monotonic() - t0 < 60:
+            k += 1
+            ts = time.monotonic()
+            by.send([PING, k])
+            while True:
+                m = by.recv()
+                if m[0] == PONG and m[1] == k:
+                    break
+            te = time.monotonic()
+            answers.append(te)
+            rtts.append(te - ts)
+            max_rtt = max(max_rtt, te - ts)
+    except Exception as e:  # noqa: BLE001 - reported by the check
+        err = repr(e)
+    reader.join(timeout=60)
+    sender.join(timeout=10)
+    done = got["last"]
+    during = [a for a in answers if done is not None and a < done]
+    check(got["err"] is None and got["count"] == n and got["ok"],
+          "PING flood: all %d PINGs answered, the last one last (%s)"
+          % (n, got["count"]), got["err"])
+    check(err is None and len(during) >= 1 and max_rtt < BYSTANDER_MAX_S,
+          "PING flood: the bystander was answered %d times before the "
+          "flooder's last PONG (flood read in %.2f s; bystander median "
+          "%.2f ms, max %.1f ms)"
+          % (len(during), (done or time.monotonic()) - t0,
+             1000 * sorted(rtts)[len(rtts) // 2] if rtts else 0,
+             1000 * max_rtt), err)
+    f.close()
+    by.close()
+
+
 def huge_filters(hub):
     """Filters of 900 one-KB names: refused before anything is kept."""
     rss0 = hub.rss_kib()
@@ -669,7 +770,7 @@ def crash_window(build, tmp):
         hub.stop()
 
 
-SCENARIOS = [subscribe_flood, huge_filters, fragment_flood, api_logs_big,
+SCENARIOS = [subscribe_flood, ping_flood, huge_filters, fragment_flood, api_logs_big,
              api_logs_contains, big_burst, reading_subscriber, impersonation,
              bare_lf]
 

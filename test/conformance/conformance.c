@@ -579,6 +579,46 @@ static void clustered_hubs_route_across_hubs(void) {
   waitpid(redis, NULL, 0);
 }
 
+/* A client that pipelines a flood (12,000 log records written at once,
+ * some 250 KB) has its input read a share per loop turn: another client's
+ * request, sent with the flood, is answered while the flood is still being
+ * read (the hub had not yet received all of it when the answer came), and
+ * the last share is read without new data on the socket to wake the loop.
+ * Read whole in one readiness event, the flood would come first. */
+static void pipelined_flood_is_read_a_share_per_turn(void) {
+  enum { N = 12000 };
+  fx f;
+  svc fl, by, echo;
+  result r;
+  memset(&r, 0, sizeof r);
+  fx_up(&f);
+  svc_up(&fl, &f, "conf-flood");
+  svc_up(&by, &f, "conf-by");
+  svc_up(&echo, &f, "conf-echo");
+  CHECK(run_until(&f, &fl.ready_count, 1, 5000));
+  CHECK(run_until(&f, &by.ready_count, 1, 5000));
+  CHECK(run_until(&f, &echo.ready_count, 1, 5000));
+  ms_log_set_level(fl.c, MS_LEVEL_INFO);
+  ms_log_set_queue(fl.c, N);
+  g_records = 0;
+  for (int i = 0; i < N; i++)
+    ms_log(fl.c, MS_LEVEL_INFO, "flood record %05d", i);
+  CHECK_EQ_INT(send_str(&by, "conf-echo", "echo", "by", NULL, &r), 0);
+  CHECK(run_until(&f, &r.calls, 1, 10000));
+  int at_answer = g_records;
+  printf("# the answer came when the hub had %d of %d records\n", at_answer,
+         N);
+  CHECK(at_answer < N);
+  CHECK_EQ_STR(r.text, "pong:by");
+  CHECK(run_until(&f, &g_records, N, 20000));
+  CHECK_EQ_INT(g_records, N);
+  CHECK_EQ_STR(g_last_record, "flood record 11999");
+  svc_down(&fl);
+  svc_down(&by);
+  svc_down(&echo);
+  fx_down(&f);
+}
+
 static const ms_test_case tests[] = {
     TEST(clustered_hubs_route_across_hubs),
     TEST(flush_delivers_the_last_records_before_exit),
@@ -591,6 +631,7 @@ static const ms_test_case tests[] = {
     TEST(client_freed_inside_response_callback),
     TEST(client_freed_inside_its_handler),
     TEST(hub_routes_between_many_clients),
+    TEST(pipelined_flood_is_read_a_share_per_turn),
 };
 
 int main(int argc, char **argv) {

@@ -58,8 +58,15 @@ static inline void sim_drop(sim *s, int i) {
 
 /* Move bytes until nothing moves (bounded). */
 static inline void sim_pump(sim *s) {
+  int held = 1;
   for (int round = 0; round < 10000; round++) {
     int moved = 0;
+    /* One more share of the input the feed budget held back, as a
+     * transport does once per loop turn. */
+    int more = ms_hub_resume_input(s->hub, s->now);
+    if (more || held)
+      moved = 1;
+    held = more;
     for (int i = 0; i < s->n; i++) {
       sim_client *k = &s->cl[i];
       if (!k->c)

@@ -92,6 +92,7 @@ static int hub_on_http(ms_hub *h, ms_conn *c, const ms_http_request *req,
   EXPECT(ms_hub_next_dirty(h) == NULL);
   EXPECT(ms_hub_tick(h, T0 + 600000) == MS_ERR_STATE);
   EXPECT(ms_hub_next_deadline(h) == MS_NO_DEADLINE);
+  EXPECT(ms_hub_resume_input(h, T0) == 0);
   ms_hub_shutdown(h, T0);
   ms_hub_set_wakeup(h, hub_wakeup, t);
   ms_hub_stats st;

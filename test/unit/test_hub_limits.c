@@ -411,6 +411,69 @@ static void silent_subscriber_reading_a_flood_is_not_closed_4008(void) {
   sim_free(&s);
 }
 
+/* The feed budget: one feed of a pipelined flood reads MS_HUB_FEED_MESSAGES
+ * messages and holds the rest (the connection neither reads nor counts as
+ * finished meanwhile); each ms_hub_resume_input() reads one more share, so
+ * another connection fed in between is served at once; ms_hub_tick() does
+ * the same for transports that only tick. Nothing is lost. */
+static void pipelined_input_is_read_a_share_at_a_time(void) {
+  enum { N = 2000 };
+  const int share = MS_HUB_FEED_MESSAGES;
+  sim s;
+  ms_hub_config cfg;
+  small_hub(&cfg);
+  CHECK_EQ_INT(sim_init(&s, &cfg), 0);
+  ms_client *fl = client_enc("flooder", MS_ENC_MSGPACK);
+  ms_client *by = client_enc("bystander", MS_ENC_MSGPACK);
+  ms_client *sv = client_enc("server", MS_ENC_MSGPACK);
+  ms_client_on(sv, "small", h_small, NULL);
+  int fi = sim_add(&s, fl);
+  int bi = sim_add(&s, by);
+  sim_add(&s, sv);
+  sim_pump(&s);
+  ms_log_set_level(fl, MS_LEVEL_INFO);
+  ms_log_set_queue(fl, N);
+  for (int i = 0; i < N; i++)
+    ms_info(fl, "r%d", i);
+  size_t len = 0;
+  const uint8_t *p = ms_client_peek(fl, &len);
+  ms_hub_conn *fh = s.cl[fi].hc;
+  ms_hub_stats st;
+  ms_hub_get_stats(s.hub, &st);
+  uint64_t base = st.log_records;
+  ms_hub_conn_feed(fh, p, len, s.now);
+  ms_client_consume(fl, len);
+  ms_hub_get_stats(s.hub, &st);
+  CHECK_EQ_INT(st.log_records - base, share);
+  CHECK_EQ_INT(ms_hub_conn_want_read(fh), 0);
+  CHECK_EQ_INT(ms_hub_conn_want_write(fh), 1);
+  CHECK(ms_hub_next_deadline(s.hub) <= s.now + 1);
+  /* The bystander's request is read and routed at once, mid-flood. */
+  res r = {0, 0, ""};
+  ms_client_request(by, "server", "small", NULL, 0, NULL, on_res, &r, NULL);
+  p = ms_client_peek(by, &len);
+  ms_hub_conn_feed(s.cl[bi].hc, p, len, s.now);
+  ms_client_consume(by, len);
+  ms_hub_get_stats(s.hub, &st);
+  CHECK_EQ_INT(st.requests_routed, 1);
+  CHECK_EQ_INT(st.log_records - base, share);
+  /* One more share per resume, and per tick. */
+  CHECK_EQ_INT(ms_hub_resume_input(s.hub, s.now), 1);
+  ms_hub_get_stats(s.hub, &st);
+  CHECK_EQ_INT(st.log_records - base, 2 * share);
+  CHECK_EQ_INT(ms_hub_tick(s.hub, s.now + 1), 0);
+  ms_hub_get_stats(s.hub, &st);
+  CHECK_EQ_INT(st.log_records - base, 3 * share);
+  sim_pump(&s);
+  ms_hub_get_stats(s.hub, &st);
+  CHECK_EQ_INT(st.log_records - base, N);
+  CHECK_EQ_INT(r.done, 1);
+  CHECK_EQ_INT(r.err, 0);
+  CHECK_EQ_INT(ms_hub_conn_want_read(fh), 1);
+  CHECK_EQ_INT(ms_hub_resume_input(s.hub, s.now), 0);
+  sim_free(&s);
+}
+
 static const ms_test_case tests[] = {
     TEST(release_while_dirty_keeps_the_dirty_list_consistent),
     TEST(quiet_connections_release_buffers_and_still_work),
@@ -421,6 +484,7 @@ static const ms_test_case tests[] = {
     TEST(absurd_timeout_is_capped_not_overflowed),
     TEST(cancel_in_late_window_stops_on_late),
     TEST(silent_subscriber_reading_a_flood_is_not_closed_4008),
+    TEST(pipelined_input_is_read_a_share_at_a_time),
 };
 
 MS_TEST_MAIN(tests)

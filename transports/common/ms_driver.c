@@ -295,7 +295,15 @@ void ms_drv_run_deferred(ms_drv *d) {
     if (d->c)
       client_drive(d, 0);
   } else if (d->hub) {
-    hub_drain(d);
+    /* Once per loop turn: input the feed budget held back gets one more
+     * share, and while some is left the next turn comes back here (the
+     * adapters' defer runs after the next poll for I/O, so every other
+     * connection is served in between). */
+    int more = ms_hub_resume_input(d->hub, now_of(d));
+    if (d->hub)
+      hub_drain(d);
+    if (more && d->hub)
+      want_flush(d);
   }
   leave(d);
 }
@@ -976,7 +984,7 @@ static void stream_ready(ms_drv_io *io, unsigned events) {
   int64_t now = now_of(d);
   s->k.drained = 0;
   if (events & MS_DRV_READ)
-    ms_pump(s->ops, s->eng, &s->t, 0, now);
+    ms_pump(s->ops, s->eng, &s->t, MS_HUB_FEED_BYTES, now);
   else
     ms_pump_write(s->ops, s->eng, &s->t, now);
   stream_update(s); /* may free s */

@@ -20,6 +20,9 @@ typedef struct evt_ctx {
    * active in this pass, and an active event keeps the loop from
    * blocking. Activating it twice is a no-op. */
   struct event *flush;
+  /* Set inside on_flush (a new defer then waits for the next poll); points
+   * at on_flush's own flag, which a release clears. */
+  int *in_flush;
   struct event *bound; /* bounds one EVLOOP_ONCE in ms_libevent_client_flush */
   ms_drv *d;
 } evt_ctx;
@@ -94,11 +97,23 @@ static void on_flush(evutil_socket_t fd, short what, void *ud) {
   evt_ctx *x = ud;
   MS_UNUSED(fd);
   MS_UNUSED(what);
-  ms_drv_run_deferred(x->d);
+  int inside = 1;
+  x->in_flush = &inside;
+  ms_drv_run_deferred(x->d); /* may release x */
+  if (inside)
+    x->in_flush = NULL;
 }
 
 static int hk_defer(void *ctx) {
-  event_active(((evt_ctx *)ctx)->flush, EV_TIMEOUT, 0);
+  evt_ctx *x = ctx;
+  if (x->in_flush) {
+    /* Activated from its own callback, the event would run again in the
+     * same pass, before any I/O: a zero timeout runs it after the next
+     * poll instead (more held input gets its share in turn). */
+    static const struct timeval zero = {0, 0};
+    return evtimer_add(x->flush, &zero) == 0 ? 0 : MS_ERR_IO;
+  }
+  event_active(x->flush, EV_TIMEOUT, 0);
   return 0;
 }
 
@@ -109,6 +124,8 @@ static int64_t hk_now(void *ctx) {
 
 static void hk_release(void *ctx) {
   evt_ctx *x = ctx;
+  if (x->in_flush)
+    *x->in_flush = 0;
   if (x->timer)
     event_free(x->timer);
   if (x->flush)
