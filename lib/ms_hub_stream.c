@@ -325,18 +325,42 @@ static int send_body(ms_hub *h, hub_sub *sub) {
   return rv;
 }
 
-static void send_marker(ms_hub *h, hub_sub *sub, uint64_t seq,
-                        const char *what, uint64_t missed, int64_t now) {
-  if (missed && sub->stream == STREAM_LOGS)
+static void send_marker_of(ms_hub *h, hub_sub *sub, uint64_t seq,
+                           const char *what, uint64_t missed, int store,
+                           int64_t now) {
+  if (missed && sub->stream == STREAM_LOGS && !store)
     h->stats.log_records_missed += missed;
-  /* A marker is a RECORD of level 0 and no service: {missed: n}. */
+  /* A marker is a RECORD of level 0 and no service: {missed: n}, and for
+   * records the store could not keep, store: true. */
   ms_objmap fields;
   ms_objmap_init(&fields);
   if (missed)
     ms_objmap_int(&fields, "missed", (int64_t)missed);
+  if (missed && store)
+    ms_objmap_true(&fields, "store");
   ms_enc_record(ms_hub_packer(h), sub->sub_id, seq, ms_hub_wall_us(h, now),
                 0, ms_str_c(""), ms_str_c(what), &fields.obj);
   ms_hub_send_out(h, sub->hc);
+}
+
+static void send_marker(ms_hub *h, hub_sub *sub, uint64_t seq,
+                        const char *what, uint64_t missed, int64_t now) {
+  send_marker_of(h, sub, seq, what, missed, 0, now);
+}
+
+int ms_hub_store_gap(ms_hub *h, uint64_t last_seq, uint64_t missed,
+                     int64_t now) {
+  if (!h || missed == 0)
+    return MS_ERR_INVALID_ARG;
+  if (ms_life_dead(&h->life))
+    return MS_ERR_STATE;
+  ms_hub_enter(h);
+  h->last_now = now;
+  for (hub_sub *sub = h->streams->s[STREAM_LOGS].subs; sub; sub = sub->s_next)
+    if (sub->hc->state == HC_READY)
+      send_marker_of(h, sub, last_seq, "gap", missed, 1, now);
+  ms_hub_leave(h);
+  return 0;
 }
 
 static int backed_up(const ms_hub *h, const hub_sub *sub) {

@@ -40,6 +40,10 @@ typedef struct app {
   struct key_set *keys;
   ms_tls *tls;
   int store_failing; /* the last flush failed: log once, not every tick */
+  /* Records the store dropped: the newest one's seq, and how many of them
+   * subscribers have been told about (ms_hub_store_gap). */
+  uint64_t drop_last_seq;
+  uint64_t drops_told;
   const char *store_path;
   hub_store_timing store_timing; /* for /metrics */
   double started_s;              /* wall clock at start, for /metrics */
@@ -147,6 +151,15 @@ static void store_flush(app *a) {
   else if (rv == 0 && a->store_failing)
     logf_(a, MS_LEVEL_INFO, "log store: writing again");
   a->store_failing = rv != 0;
+  /* What it dropped since the last time is told to the subscribers at
+   * once (not only when the store can write its gap row again). */
+  ms_store_stats ss;
+  ms_store_get_stats(a->store, &ss);
+  if (ss.dropped > a->drops_told) {
+    ms_hub_store_gap(a->hub, a->drop_last_seq, ss.dropped - a->drops_told,
+                     ms_loop_now(a->loop));
+    a->drops_told = ss.dropped;
+  }
 }
 
 /* Rows added to the `contains` index per store timer tick (at most 5000 a
@@ -182,7 +195,8 @@ static void on_hub_record(ms_hub *h, const ms_hub_record *rec, void *ud) {
   app *a = ud;
   if (!a->store)
     return;
-  ms_store_add(a->store, ms_hub_id(h), rec);
+  if (ms_store_add(a->store, ms_hub_id(h), rec) != 0)
+    a->drop_last_seq = rec->seq;
   /* While the file is failing (locked, disk full) only the timer retries:
    * a retry per record would stall routing on the busy wait. */
   if ((ms_store_pending(a->store) >= STORE_FLUSH_BATCH ||

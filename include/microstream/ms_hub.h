@@ -222,6 +222,15 @@ MS_EXTERN int64_t ms_hub_next_deadline(const ms_hub *h);
  * input too (the next deadline is then at most a millisecond away). */
 #define MS_HUB_FEED_MESSAGES 256
 #define MS_HUB_FEED_BYTES (64 * 1024)
+/* The embedder's log store could not keep `missed` records, the last of
+ * them with seq `last_seq`: every subscriber of "logs" gets the marker
+ * [8, sub_id, last_seq, ts_us, 0, "", "gap", {"missed": N, "store": true}]
+ * (whatever its filter: the subscriber itself may have had them live; they
+ * are missing from the store's history). Returns 0, MS_ERR_INVALID_ARG
+ * (missed 0) or MS_ERR_STATE (a hub deleted from a callback). */
+MS_EXTERN int ms_hub_store_gap(ms_hub *h, uint64_t last_seq, uint64_t missed,
+                               int64_t now);
+
 /* Gives every connection with held input one more share of it, in turn.
  * Returns 1 while some input is still held (call again on the next loop
  * turn), else 0 (also for a hub deleted from a callback still running). */

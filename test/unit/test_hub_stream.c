@@ -729,6 +729,78 @@ static void unsubscribe_during_delivery_leaves_the_index(void) {
   sim_free(&s);
 }
 
+typedef struct store_gaps {
+  int n, flagged;
+  uint64_t missed, seq;
+  int logs;
+} store_gaps;
+
+static void collect_store_gap(ms_client *c, const ms_record *r, void *ud) {
+  store_gaps *g = ud;
+  (void)c;
+  if (r->kind == MS_RECORD_LOG)
+    g->logs++;
+  if (r->kind != MS_RECORD_GAP)
+    return;
+  g->n++;
+  g->missed += r->missed;
+  g->seq = r->seq;
+  const msgpack_object *f = r->fields;
+  if (f && f->type == MSGPACK_OBJECT_MAP)
+    for (uint32_t i = 0; i < f->via.map.size; i++) {
+      const msgpack_object_kv *kv = &f->via.map.ptr[i];
+      if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == 5 &&
+          !memcmp(kv->key.via.str.ptr, "store", 5) &&
+          kv->val.type == MSGPACK_OBJECT_BOOLEAN && kv->val.via.boolean)
+        g->flagged++;
+    }
+}
+
+/* What the store could not keep is told to every logs subscriber (its
+ * filter aside) as a gap marker with "store": true; the subscriber's own
+ * record flow goes on, and the hub's count of records subscribers missed
+ * does not grow (they did not miss them). */
+static void store_gap_reaches_every_logs_subscriber(void) {
+  sim s;
+  ms_hub_config cfg;
+  base_cfg(&cfg);
+  sim_init(&s, &cfg);
+  ms_client *a = sim_client_new("svc-a", 0);
+  ms_client *w = sim_client_new("w", 1), *w2 = sim_client_new("w2", 1);
+  sim_add(&s, a);
+  sim_add(&s, w);
+  sim_add(&s, w2);
+  store_gaps g = {0, 0, 0, 0, 0}, g2 = {0, 0, 0, 0, 0}, gp = {0, 0, 0, 0, 0};
+  ms_subscribe_opts oc = {0};
+  oc.services = only_c;
+  oc.n_services = 1;
+  ms_client_subscribe(w, "logs", NULL, collect_store_gap, &g, NULL);
+  ms_client_subscribe(w2, "logs", &oc, collect_store_gap, &g2, NULL);
+  ms_client_subscribe(w2, "presence", NULL, collect_store_gap, &gp, NULL);
+  sim_pump(&s);
+  CHECK(all_ready(&s));
+  for (int i = 0; i < 5; i++)
+    ms_info(a, "r%d", i);
+  sim_pump(&s);
+  CHECK_EQ_INT(ms_hub_store_gap(s.hub, 4, 3, s.now), 0);
+  CHECK_EQ_INT(ms_hub_store_gap(s.hub, 4, 0, s.now), MS_ERR_INVALID_ARG);
+  sim_pump(&s);
+  ms_info(a, "after");
+  sim_pump(&s);
+  CHECK_EQ_INT(g.n, 1);
+  CHECK_EQ_INT(g.missed, 3);
+  CHECK_EQ_INT(g.seq, 4);
+  CHECK_EQ_INT(g.flagged, 1);
+  CHECK_EQ_INT(g.logs, 6);
+  CHECK_EQ_INT(g2.n, 1); /* a filter on another service: told too */
+  CHECK_EQ_INT(g2.flagged, 1);
+  CHECK_EQ_INT(gp.n, 0); /* presence has no store */
+  ms_hub_stats st;
+  ms_hub_get_stats(s.hub, &st);
+  CHECK_EQ_INT(st.log_records_missed, 0);
+  sim_free(&s);
+}
+
 static const ms_test_case tests[] = {
     TEST(records_reach_subscribers_with_filters_in_order),
     TEST(contains_filter_is_an_ascii_case_insensitive_substring),
@@ -746,6 +818,7 @@ static const ms_test_case tests[] = {
     TEST(a_watcher_cannot_log_under_a_registered_name),
     TEST(service_index_offers_records_to_matching_filters_only),
     TEST(unsubscribe_during_delivery_leaves_the_index),
+    TEST(store_gap_reaches_every_logs_subscriber),
 };
 
 MS_TEST_MAIN(tests)
