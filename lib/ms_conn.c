@@ -272,6 +272,10 @@ size_t ms_conn_held(const ms_conn *c) {
   return c->held_len - c->held_off;
 }
 
+int ms_conn_resumable(const ms_conn *c) {
+  return ms_conn_held(c) > 0 && !c->throttled;
+}
+
 int ms_conn_hold_input(ms_conn *c, const uint8_t *p, size_t n) {
   if (c->resuming) {
     /* The rest of the held input itself. */
@@ -298,16 +302,11 @@ static void drop_held(ms_conn *c) {
   c->held_len = c->held_off = 0;
 }
 
-int ms_conn_resume(ms_conn *c, int64_t now) {
-  if (!c)
-    return MS_ERR_INVALID_ARG;
-  if (c->fatal)
-    return c->fatal;
-  if (c->life.dead || c->held_len == c->held_off)
-    return 0;
-  c->now = now;
-  conn_enter(c);
-  c->now_depth++;
+/* One budget of the held input, or all of it. Inside a call. */
+static int read_held(ms_conn *c, int all) {
+  size_t budget = c->feed_budget;
+  if (all)
+    c->feed_budget = 0;
   c->feed_msgs = 0;
   size_t off = c->held_off;
   c->held_off = c->held_len; /* all read, unless the budget runs out */
@@ -316,8 +315,23 @@ int ms_conn_resume(ms_conn *c, int64_t now) {
                ? ms_conn_feed_ws(c, c->held + off, c->held_len - off)
                : 0;
   c->resuming = 0;
+  c->feed_budget = budget;
   if (c->held_off == c->held_len)
     drop_held(c);
+  return rv;
+}
+
+int ms_conn_resume(ms_conn *c, int64_t now) {
+  if (!c)
+    return MS_ERR_INVALID_ARG;
+  if (c->fatal)
+    return c->fatal;
+  if (c->life.dead || c->held_len == c->held_off || c->throttled)
+    return 0;
+  c->now = now;
+  conn_enter(c);
+  c->now_depth++;
+  int rv = read_held(c, 0);
   if (!c->life.dead)
     ms_conn_update_throttle(c);
   c->now_depth--;
@@ -378,8 +392,13 @@ void ms_conn_eof(ms_conn *c, int64_t now) {
   c->now = now;
   conn_enter(c);
   c->now_depth++;
+  /* Input read but held by the budget came before the end: it is handled
+   * now, whole (its answers can no longer be sent; it still counts: logs
+   * are kept, requests routed). */
+  if (c->held_len > c->held_off && !c->fatal)
+    read_held(c, 1);
   ms_conn_discard_output(c);
-  if (!c->fatal && c->state != ST_IDLE)
+  if (!c->fatal && !c->life.dead && c->state != ST_IDLE)
     ms_conn_report_close(c, MS_ERR_CLOSED, MS_CLOSE_ABNORMAL, NULL, 0, 0, 0);
   c->state = ST_DONE;
   c->now_depth--;

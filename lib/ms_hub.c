@@ -72,9 +72,11 @@ static void held_unlink(ms_hub *h, ms_hub_conn *hc) {
   h->n_held--;
 }
 
-/* Into the round robin of held input, at the end, if its feed left some. */
+/* Into the round robin of held input, at the end, if its feed left some
+ * that may be read on (a connection whose output is backed up waits out
+ * of it, and comes back when its output drains: ms_hub_conn_consume). */
 static void note_held(ms_hub *h, ms_hub_conn *hc) {
-  if (hc->in_held || hc->released || !ms_conn_held(hc->ws))
+  if (hc->in_held || hc->released || !ms_conn_resumable(hc->ws))
     return;
   hc->in_held = 1;
   hc->held_next = NULL;
@@ -1571,6 +1573,7 @@ void ms_hub_conn_consume(ms_hub_conn *hc, size_t n) {
   }
   hc->tx_blocked = n < avail;
   ms_conn_consume(hc->ws, n);
+  note_held(h, hc); /* output drained below the mark: held input goes on */
   if (n && hc->http_more && !hc->released) {
     hc->last_rx = h->last_now;
     if (ms_conn_out_pending(hc->ws) < HTTP_LOW_WATER)

@@ -93,8 +93,11 @@ struct ms_conn;
 void ms_conn_set_feed_budget(struct ms_conn *c, size_t messages);
 /* Input bytes held back by the budget (0 once the connection is done). */
 size_t ms_conn_held(const struct ms_conn *c);
-/* Reads on through the held input, one more budget of it. Returns like
- * ms_conn_feed(). */
+/* Held input that may be read on now: not while the output is above its
+ * high-water mark (the backpressure want_read applies to new input). */
+int ms_conn_resumable(const struct ms_conn *c);
+/* Reads on through the held input, one more budget of it (nothing while
+ * it is not resumable). Returns like ms_conn_feed(). */
 int ms_conn_resume(struct ms_conn *c, int64_t now);
 
 #endif

@@ -215,7 +215,9 @@ MS_EXTERN int64_t ms_hub_next_deadline(const ms_hub *h);
  * WebSocket messages of the connection. Input past them is held by the
  * connection (its want_read is 0, its want_write 1 so the transport keeps
  * it) until ms_hub_resume_input(), so a client that pipelines a flood
- * cannot hold the loop while others wait. A transport should feed at most
+ * cannot hold the loop while others wait (held input also waits while the
+ * connection's output is above out_high_water, as new input does). A
+ * transport should feed at most
  * MS_HUB_FEED_BYTES per connection per loop turn, and call
  * ms_hub_resume_input() once per turn (an idle, prepare or zero-timeout
  * callback) while it returns 1. Failing that, ms_hub_tick() resumes held

@@ -474,6 +474,91 @@ static void pipelined_input_is_read_a_share_at_a_time(void) {
   sim_free(&s);
 }
 
+/* Held input waits while the connection's own output is backed up (the
+ * backpressure that stops reading new input applies to it too), and no
+ * turn is spent on it meanwhile; once the peer reads again it goes on,
+ * and every request is answered. */
+static void held_input_waits_for_backed_up_output(void) {
+  enum { N = 2000 };
+  sim s;
+  ms_hub_config cfg;
+  small_hub(&cfg);
+  cfg.out_high_water = 4096;
+  cfg.out_hard_limit = 1u << 20;
+  CHECK_EQ_INT(sim_init(&s, &cfg), 0);
+  ms_client *a = client_enc("asker", MS_ENC_MSGPACK);
+  int ai = sim_add(&s, a);
+  sim_pump(&s);
+  res r[N];
+  memset(r, 0, sizeof r);
+  for (int i = 0; i < N; i++) /* each answered TARGET_SERVICE_NOT_FOUND */
+    ms_client_request(a, "nobody", "x", NULL, 0, NULL, on_res, &r[i], NULL);
+  s.cl[ai].stalled = 1;
+  size_t len = 0;
+  const uint8_t *p = ms_client_peek(a, &len);
+  ms_hub_conn_feed(s.cl[ai].hc, p, len, s.now);
+  ms_client_consume(a, len);
+  ms_hub_stats st0, st;
+  ms_hub_get_stats(s.hub, &st0);
+  uint64_t errors0 = 0;
+  for (size_t k = 0; k < sizeof st0.errors_by_code / sizeof st0.errors_by_code[0];
+       k++)
+    errors0 += st0.errors_by_code[k];
+  CHECK(errors0 > 0 && errors0 < N); /* a share or two, then the mark */
+  /* Output above the mark: resuming reads nothing, and says so. */
+  CHECK_EQ_INT(ms_hub_resume_input(s.hub, s.now), 0);
+  CHECK_EQ_INT(ms_hub_resume_input(s.hub, s.now), 0);
+  ms_hub_get_stats(s.hub, &st);
+  CHECK(memcmp(st.errors_by_code, st0.errors_by_code,
+               sizeof st.errors_by_code) == 0);
+  CHECK(ms_hub_next_deadline(s.hub) > s.now + 1);
+  CHECK_EQ_INT(ms_hub_conn_want_read(s.cl[ai].hc), 0);
+  CHECK_EQ_INT(ms_hub_conn_want_write(s.cl[ai].hc), 1);
+  /* The peer reads again: the rest is read and answered. */
+  s.cl[ai].stalled = 0;
+  sim_pump(&s);
+  int done = 0, notfound = 0;
+  for (int i = 0; i < N; i++) {
+    done += r[i].done;
+    notfound += r[i].err == MS_ERR_TARGET_SERVICE_NOT_FOUND;
+  }
+  CHECK_EQ_INT(done, N);
+  CHECK_EQ_INT(notfound, N);
+  sim_free(&s);
+}
+
+/* A peer that sends a flood and goes away (the end of the stream, or a
+ * failed write, comes while input is held): what it sent before the end
+ * is still handled, all of it. */
+static void held_input_is_handled_at_the_end_of_the_stream(void) {
+  enum { N = 2000 };
+  sim s;
+  ms_hub_config cfg;
+  small_hub(&cfg);
+  CHECK_EQ_INT(sim_init(&s, &cfg), 0);
+  ms_client *fl = client_enc("leaver", MS_ENC_MSGPACK);
+  int fi = sim_add(&s, fl);
+  sim_pump(&s);
+  ms_log_set_level(fl, MS_LEVEL_INFO);
+  ms_log_set_queue(fl, N);
+  for (int i = 0; i < N; i++)
+    ms_info(fl, "r%d", i);
+  ms_hub_stats st;
+  ms_hub_get_stats(s.hub, &st);
+  uint64_t base = st.log_records;
+  size_t len = 0;
+  const uint8_t *p = ms_client_peek(fl, &len);
+  ms_hub_conn_feed(s.cl[fi].hc, p, len, s.now);
+  ms_client_consume(fl, len);
+  ms_hub_get_stats(s.hub, &st);
+  CHECK_EQ_INT(st.log_records - base, MS_HUB_FEED_MESSAGES);
+  sim_drop(&s, fi); /* end of stream, then released */
+  ms_hub_get_stats(s.hub, &st);
+  CHECK_EQ_INT(st.log_records - base, N);
+  CHECK_EQ_INT(ms_hub_resume_input(s.hub, s.now), 0);
+  sim_free(&s);
+}
+
 static const ms_test_case tests[] = {
     TEST(release_while_dirty_keeps_the_dirty_list_consistent),
     TEST(quiet_connections_release_buffers_and_still_work),
@@ -485,6 +570,8 @@ static const ms_test_case tests[] = {
     TEST(cancel_in_late_window_stops_on_late),
     TEST(silent_subscriber_reading_a_flood_is_not_closed_4008),
     TEST(pipelined_input_is_read_a_share_at_a_time),
+    TEST(held_input_waits_for_backed_up_output),
+    TEST(held_input_is_handled_at_the_end_of_the_stream),
 };
 
 MS_TEST_MAIN(tests)
