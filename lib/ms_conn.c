@@ -262,14 +262,14 @@ int ms_conn_start(ms_conn *c, int64_t now) {
 }
 
 void ms_conn_set_feed_budget(ms_conn *c, size_t messages) {
-  c->feed_budget = messages;
+  c->feed_budgeted = messages > 0; /* (the one budget: MS_HUB_FEED_MESSAGES) */
 }
 
 size_t ms_conn_held(const ms_conn *c) {
   if (!c || c->fatal || c->life.dead ||
       (c->state != ST_OPEN && c->state != ST_CLOSING))
     return 0;
-  return c->held_len - c->held_off;
+  return conn_held_bytes(c);
 }
 
 int ms_conn_resumable(const ms_conn *c) {
@@ -279,45 +279,40 @@ int ms_conn_resumable(const ms_conn *c) {
 int ms_conn_hold_input(ms_conn *c, const uint8_t *p, size_t n) {
   if (c->resuming) {
     /* The rest of the held input itself. */
-    c->held_off = (size_t)(p - c->held);
+    c->held->off = (size_t)(p - c->held->data);
     return 0;
   }
-  size_t have = c->held_len - c->held_off;
-  uint8_t *nb = ms_malloc(c->mem, have + n);
-  if (!nb)
+  size_t have = conn_held_bytes(c);
+  struct conn_held *nh = ms_malloc(c->mem, sizeof *nh + have + n);
+  if (!nh)
     return MS_ERR_NOMEM;
   if (have)
-    memcpy(nb, c->held + c->held_off, have);
-  memcpy(nb + have, p, n);
+    memcpy(nh->data, c->held->data + c->held->off, have);
+  memcpy(nh->data + have, p, n);
+  nh->len = have + n;
+  nh->off = 0;
   ms_free(c->mem, c->held);
-  c->held = nb;
-  c->held_len = have + n;
-  c->held_off = 0;
+  c->held = nh;
   return 0;
-}
-
-static void drop_held(ms_conn *c) {
-  ms_free(c->mem, c->held);
-  c->held = NULL;
-  c->held_len = c->held_off = 0;
 }
 
 /* One budget of the held input, or all of it. Inside a call. */
 static int read_held(ms_conn *c, int all) {
-  size_t budget = c->feed_budget;
-  if (all)
-    c->feed_budget = 0;
+  c->feed_unbounded = all != 0;
   c->feed_msgs = 0;
-  size_t off = c->held_off;
-  c->held_off = c->held_len; /* all read, unless the budget runs out */
+  struct conn_held *hd = c->held;
+  size_t off = hd->off;
+  hd->off = hd->len; /* all read, unless the budget runs out */
   c->resuming = 1;
   int rv = c->state == ST_OPEN || c->state == ST_CLOSING
-               ? ms_conn_feed_ws(c, c->held + off, c->held_len - off)
+               ? ms_conn_feed_ws(c, hd->data + off, hd->len - off)
                : 0;
   c->resuming = 0;
-  c->feed_budget = budget;
-  if (c->held_off == c->held_len)
-    drop_held(c);
+  c->feed_unbounded = 0;
+  if (hd->off == hd->len) {
+    ms_free(c->mem, hd);
+    c->held = NULL;
+  }
   return rv;
 }
 
@@ -326,7 +321,7 @@ int ms_conn_resume(ms_conn *c, int64_t now) {
     return MS_ERR_INVALID_ARG;
   if (c->fatal)
     return c->fatal;
-  if (c->life.dead || c->held_len == c->held_off || c->throttled)
+  if (c->life.dead || !conn_held_bytes(c) || c->throttled)
     return 0;
   c->now = now;
   conn_enter(c);
@@ -346,7 +341,7 @@ int ms_conn_feed(ms_conn *c, const uint8_t *data, size_t len, int64_t now) {
     return MS_ERR_STATE; /* deleted from a callback still running */
   if (c->fatal)
     return c->fatal;
-  if (c->held_len > c->held_off) {
+  if (conn_held_bytes(c)) {
     /* Fed while input is held (want_read was 0): it queues behind. */
     int hrv = len ? ms_conn_hold_input(c, data, len) : 0;
     if (hrv)
@@ -395,7 +390,7 @@ void ms_conn_eof(ms_conn *c, int64_t now) {
   /* Input read but held by the budget came before the end: it is handled
    * now, whole (its answers can no longer be sent; it still counts: logs
    * are kept, requests routed). */
-  if (c->held_len > c->held_off && !c->fatal)
+  if (conn_held_bytes(c) && !c->fatal)
     read_held(c, 1);
   ms_conn_discard_output(c);
   if (!c->fatal && !c->life.dead && c->state != ST_IDLE)
@@ -442,7 +437,7 @@ void ms_conn_consume(ms_conn *c, size_t n) {
 }
 
 int ms_conn_want_read(const ms_conn *c) {
-  if (!c || c->fatal || c->life.dead || c->held_len > c->held_off)
+  if (!c || c->fatal || c->life.dead || conn_held_bytes(c))
     return 0;
   switch (c->state) {
   case ST_HEAD:

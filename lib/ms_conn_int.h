@@ -74,12 +74,16 @@ struct ms_conn {
       msg_last : 1,   /* the frame being read is its final one */
       /* Timers set outside a call that brought `now`: re-armed from the
        * next real time (ms_conn_tick). */
-      rearm_close : 1, rearm_linger : 1, rearm_hs : 1;
-  int http_status;
+      rearm_close : 1, rearm_linger : 1, rearm_hs : 1,
+      feed_budgeted : 1, /* see `held` */
+      feed_unbounded : 1, /* this read of held input takes it all */
+      resuming : 1;       /* feeding from `held` itself */
   int fatal;       /* a fatal ms_err, or 0 */
   int fail_err;    /* our own protocol failure (e.g. UTF-8), or 0 */
   uint16_t fail_code;
   uint16_t recv_code; /* the peer's close frame */
+  uint16_t http_status;
+  uint16_t feed_msgs; /* messages delivered by this feed (saturating) */
   ms_encoding enc;
   int now_depth;   /* inside a call that brought `now` */
 
@@ -92,15 +96,11 @@ struct ms_conn {
   int64_t msg_deadline; /* it must be complete by then */
   const uint8_t *in_ptr; /* slice borrowed from ms_conn_feed() */
   size_t in_len;
-  /* Messages one feed (or resume) delivers at most (0: no bound; the hub
-   * sets one so a connection's pipelined input is read a share at a time):
-   * input left over is held here, want_read is 0, and ms_conn_resume()
+  /* With feed_budgeted (the hub's connections), one feed (or resume)
+   * delivers at most MS_HUB_FEED_MESSAGES messages: input left over is
+   * held here (allocated only then), want_read is 0, and ms_conn_resume()
    * reads on with a fresh budget. */
-  size_t feed_budget;
-  size_t feed_msgs;
-  uint8_t *held;
-  size_t held_len, held_off;
-  int resuming; /* feeding from `held` itself */
+  struct conn_held *held;
   char *recv_reason;    /* the peer's close reason (allocated), or NULL */
   size_t recv_reason_len;
 
@@ -123,8 +123,16 @@ static inline void conn_enter(ms_conn *c) { ms_life_enter(&c->life); }
 /* ---- ms_conn.c ---- */
 /* Keep the rest of a slice the budget stopped in (ms_conn_ws.c). */
 int ms_conn_hold_input(ms_conn *c, const uint8_t *p, size_t n);
+struct conn_held {
+  size_t len, off;
+  uint8_t data[];
+};
+static inline size_t conn_held_bytes(const ms_conn *c) {
+  return c->held ? c->held->len - c->held->off : 0;
+}
 static inline int ms_conn_budget_spent(const ms_conn *c) {
-  return c->feed_budget && c->feed_msgs >= c->feed_budget;
+  return c->feed_budgeted && !c->feed_unbounded &&
+         c->feed_msgs >= MS_HUB_FEED_MESSAGES;
 }
 /* For ms_pump(): keep c alive across a pump; release returns 1 when c
  * was deleted meanwhile and is now freed. */

@@ -73,7 +73,7 @@ int ms_conn_hibernate(ms_conn *c) {
     return MS_ERR_STATE;
   if (c->hibernated)
     return 0;
-  if (c->held_len > c->held_off)
+  if (conn_held_bytes(c))
     return MS_ERR_STATE; /* input held for the next turns */
   if (c->asleep) {
     /* Never needed wslay: only the output buffer to give back. */

@@ -90,7 +90,8 @@ static void ws_on_msg(wslay_event_context_ptr ctx,
                       const struct wslay_event_on_msg_recv_arg *arg,
                       void *user_data) {
   ms_conn *c = user_data;
-  c->feed_msgs++;
+  if (c->feed_msgs < UINT16_MAX)
+    c->feed_msgs++;
   /* (ctx is NULL for a frame read directly while asleep.) */
   if (c->life.dead) {
     if (ctx)

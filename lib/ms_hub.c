@@ -59,47 +59,57 @@ static void dirty_unlink(ms_hub *h, ms_hub_conn *hc) {
 }
 
 static void held_unlink(ms_hub *h, ms_hub_conn *hc) {
-  if (hc->held_prev)
-    hc->held_prev->held_next = hc->held_next;
-  else
-    h->held_head = hc->held_next;
-  if (hc->held_next)
-    hc->held_next->held_prev = hc->held_prev;
-  else
-    h->held_tail = hc->held_prev;
-  hc->held_next = hc->held_prev = NULL;
+  ms_hub_conn *last = h->held[--h->n_held];
+  h->held[hc->held_pos] = last;
+  last->held_pos = hc->held_pos;
   hc->in_held = 0;
-  h->n_held--;
 }
 
-/* Into the round robin of held input, at the end, if its feed left some
- * that may be read on (a connection whose output is backed up waits out
- * of it, and comes back when its output drains: ms_hub_conn_consume). */
+/* Into the set of held input, if its feed left some that may be read on
+ * (a connection whose output is backed up waits out of it, and comes back
+ * when its output drains: ms_hub_conn_consume). */
 static void note_held(ms_hub *h, ms_hub_conn *hc) {
   if (hc->in_held || hc->released || !ms_conn_resumable(hc->ws))
     return;
+  if (h->n_held == h->held_cap) {
+    size_t cap = h->held_cap ? 2 * h->held_cap : 16;
+    ms_hub_conn **v = ms_realloc(h->mem, h->held, cap * sizeof *v);
+    if (!v) {
+      h->held_lost = 1; /* found by a walk over all connections instead */
+      return;
+    }
+    h->held = v;
+    h->held_cap = cap;
+  }
   hc->in_held = 1;
-  hc->held_next = NULL;
-  hc->held_prev = h->held_tail;
-  if (h->held_tail)
-    h->held_tail->held_next = hc;
-  else
-    h->held_head = hc;
-  h->held_tail = hc;
-  h->n_held++;
+  hc->held_pos = (uint32_t)h->n_held;
+  h->held[h->n_held++] = hc;
 }
 
-/* One more share for each connection that was waiting when this began. */
+static void resume_one(ms_hub *h, ms_hub_conn *hc, int64_t now) {
+  ms_conn_resume(hc->ws, now);
+  if (hc->released)
+    return;
+  update_live(h, hc);
+  ms_hub_mark_dirty(h, hc); /* output, and reading again once drained */
+  note_held(h, hc);
+}
+
+/* One more share for each connection that was waiting when this began:
+ * from the end down, so one put back (at the end) waits for the next
+ * call. */
 static void resume_held(ms_hub *h, int64_t now) {
-  for (size_t n = h->n_held; n > 0 && h->held_head; n--) {
-    ms_hub_conn *hc = h->held_head;
+  if (h->held_lost) {
+    h->held_lost = 0;
+    for (ms_hub_conn *hc = h->all; hc; hc = hc->all_next)
+      note_held(h, hc);
+  }
+  for (size_t i = h->n_held; i-- > 0;) {
+    if (i >= h->n_held)
+      continue; /* the set shrank meanwhile */
+    ms_hub_conn *hc = h->held[i];
     held_unlink(h, hc);
-    ms_conn_resume(hc->ws, now);
-    if (hc->released)
-      continue;
-    update_live(h, hc);
-    ms_hub_mark_dirty(h, hc); /* output, and reading again once drained */
-    note_held(h, hc);
+    resume_one(h, hc, now);
   }
 }
 
@@ -471,6 +481,7 @@ static void hub_free(ms_hub *h) {
   ms_strmap_free(&h->registry);
   ms_heap_free(&h->timers);
   ms_heap_free(&h->live);
+  ms_free(h->mem, h->held);
   ms_mpbuf_destroy(&h->out);
   msgpack_sbuffer_destroy(&h->scratch);
   if (h->zone_ready)
@@ -1683,7 +1694,7 @@ int64_t ms_hub_next_deadline(const ms_hub *h) {
   int64_t a = ms_heap_next(&h->timers), b = ms_heap_next(&h->live);
   if (b < a)
     a = b;
-  if (h->held_head && h->last_now + 1 < a)
+  if ((h->n_held || h->held_lost) && h->last_now + 1 < a)
     a = h->last_now + 1; /* held input, for transports that only tick */
   /* The line that reports held-back events at the end of their window. */
   for (int k = 0; k < MS_HUB_EVK_COUNT; k++)
@@ -1698,7 +1709,7 @@ int ms_hub_resume_input(ms_hub *h, int64_t now) {
   enter(h);
   h->last_now = now;
   resume_held(h, now);
-  int more = h->held_head != NULL;
+  int more = h->n_held > 0 || h->held_lost;
   leave(h);
   return more;
 }

@@ -77,10 +77,11 @@ struct ms_hub_conn {
        * reads. */
       tx_blocked : 1,
       http_in_more : 1, http_finished : 1, /* ms_hub_http_stream */
-      in_held : 1;  /* in the hub's list of connections with input held */
+      in_held : 1;  /* in the hub's set of connections with input held */
   int pings_sent;
   unsigned scopes; /* granted by the HELLO token (ms_hub_auth.c) */
   int subs_more;   /* replay work left for the next tick */
+  uint32_t held_pos; /* its place in the hub's `held` (with in_held) */
   /* Cluster: another hub's newcomer wants this connection's name (the
    * replace-stale check, run here for that hub). */
   hub_peer *probe_peer;
@@ -91,7 +92,6 @@ struct ms_hub_conn {
   int64_t idle_tried_rx; /* last_rx when releasing buffers was last tried */
   ms_hnode live; /* liveness / handshake / conn deadlines */
   ms_hub_conn *dirty_next, *dirty_prev;
-  ms_hub_conn *held_next, *held_prev;
   ms_hub_conn *all_prev, *all_next;
 
   /* Requests this connection sent (origin) and received (target). */
@@ -198,8 +198,9 @@ struct ms_hub {
   ms_hub_conn *dirty_head, *dirty_tail;
   /* Connections whose input the feed budget held back (round robin:
    * each gets one more budget per ms_hub_resume_input()). */
-  ms_hub_conn *held_head, *held_tail;
-  size_t n_held;
+  ms_hub_conn **held;
+  size_t n_held, held_cap;
+  int held_lost; /* no room to note one: look at every connection */
   ms_hub_conn *graveyard; /* released inside a callback */
   ms_hub_conn *doomed;    /* slow consumers to close (ms_hub_send_out) */
 
