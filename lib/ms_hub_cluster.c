@@ -136,14 +136,16 @@ static void pack_bin(ms_hub *h, msgpack_packer *pk, const ms_raw *raw,
     msgpack_pack_bin_with_body(pk, raw->ptr, raw->len);
     return;
   }
-  msgpack_sbuffer sb;
-  msgpack_sbuffer_init(&sb);
+  ms_mpbuf sb;
+  ms_mpbuf_init(&sb, h->mem);
   msgpack_packer p2;
-  msgpack_packer_init(&p2, &sb, msgpack_sbuffer_write);
+  msgpack_packer_init(&p2, &sb, ms_mpbuf_write);
   msgpack_pack_object(&p2, *obj);
-  msgpack_pack_bin_with_body(pk, sb.data, sb.size);
-  msgpack_sbuffer_destroy(&sb);
-  (void)h;
+  if (sb.failed)
+    h->out.failed = 1; /* out of memory: the message is not sent half */
+  else
+    msgpack_pack_bin_with_body(pk, sb.sb.data, sb.sb.size);
+  ms_mpbuf_destroy(&sb);
 }
 
 void ms_hub_cl_forward(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,

@@ -191,29 +191,31 @@ static size_t ring_find(const stream *s, uint64_t seq) {
 
 /* A record's fields (or a presence detail) as a MessagePack map into eb:
  * 0, or nonzero when out of memory. */
-static int pack_fields(msgpack_sbuffer *eb, const msgpack_object *extra) {
+static int pack_fields(ms_mpbuf *eb, const msgpack_object *extra) {
   msgpack_packer epk;
-  msgpack_packer_init(&epk, eb, msgpack_sbuffer_write);
+  msgpack_packer_init(&epk, eb, ms_mpbuf_write);
   if (extra && extra->type == MSGPACK_OBJECT_MAP)
-    return msgpack_pack_object(&epk, *extra);
-  return msgpack_pack_map(&epk, 0);
+    msgpack_pack_object(&epk, *extra);
+  else
+    msgpack_pack_map(&epk, 0);
+  return eb->failed;
 }
 
 static rec *keep(ms_hub *h, stream *s, int64_t ts_us, int64_t level,
                  int kind, const char *service, size_t service_len,
                  const char *message, size_t message_len,
                  const msgpack_object *extra) {
-  msgpack_sbuffer eb;
-  msgpack_sbuffer_init(&eb);
+  ms_mpbuf eb;
+  ms_mpbuf_init(&eb, h->mem);
   int prv = pack_fields(&eb, extra);
   if (service_len > 65535)
     service_len = 65535;
   /* A record without its fields is not kept half. */
   rec *r = prv ? NULL
                : ms_malloc(h->mem,
-                           sizeof *r + service_len + message_len + eb.size);
+                           sizeof *r + service_len + message_len + eb.sb.size);
   if (!r) {
-    msgpack_sbuffer_destroy(&eb);
+    ms_mpbuf_destroy(&eb);
     return NULL;
   }
   r->seq = ++s->seq;
@@ -223,12 +225,12 @@ static rec *keep(ms_hub *h, stream *s, int64_t ts_us, int64_t level,
   r->kind = (uint8_t)kind;
   r->service_len = (uint16_t)service_len;
   r->message_len = (uint32_t)message_len;
-  r->extra_len = (uint32_t)eb.size;
+  r->extra_len = (uint32_t)eb.sb.size;
   memcpy(r->data, service, service_len);
   if (message_len)
     memcpy(r->data + service_len, message, message_len);
-  memcpy(r->data + service_len + message_len, eb.data, eb.size);
-  msgpack_sbuffer_destroy(&eb);
+  memcpy(r->data + service_len + message_len, eb.sb.data, eb.sb.size);
+  ms_mpbuf_destroy(&eb);
   /* Oldest out while over the count or the byte budget (every slot is
    * reserved: this cannot fail). */
   if (ms_ring_push(&s->ring, r) != 0) {
@@ -578,10 +580,10 @@ static void cluster_publish(ms_hub *h, int stream_id, int64_t ts_us,
                             const char *service, size_t service_len,
                             const char *message, size_t message_len,
                             const msgpack_object *extra) {
-  msgpack_sbuffer eb;
-  msgpack_sbuffer_init(&eb);
+  ms_mpbuf eb;
+  ms_mpbuf_init(&eb, h->mem);
   if (pack_fields(&eb, extra) != 0) {
-    msgpack_sbuffer_destroy(&eb);
+    ms_mpbuf_destroy(&eb);
     return; /* out of memory: the record is lost, not half sent */
   }
   msgpack_packer *pk = ms_hub_packer(h);
@@ -594,8 +596,8 @@ static void cluster_publish(ms_hub *h, int stream_id, int64_t ts_us,
   msgpack_pack_str_with_body(pk, service, service_len);
   if (stream_id == STREAM_LOGS)
     msgpack_pack_str_with_body(pk, message ? message : "", message_len);
-  msgpack_pack_bin_with_body(pk, eb.data, eb.size);
-  msgpack_sbuffer_destroy(&eb);
+  msgpack_pack_bin_with_body(pk, eb.sb.data, eb.sb.size);
+  ms_mpbuf_destroy(&eb);
   if (h->out.failed)
     return; /* out of memory: the record is lost, not half sent */
   h->cl.publish(h->cl_ctx,
