@@ -354,7 +354,12 @@ struct ms_rcl {
 
 static const char *const stream_names[2] = {"logs", "presence"};
 
-static int64_t now_of(ms_rcl *c) { return ms_drv_now(c->d); }
+/* No driver: the fuzz entry point (ms_rcl_fuzz), time standing still. */
+static int64_t now_of(ms_rcl *c) { return c->d ? ms_drv_now(c->d) : 1000000; }
+static void want_flush(ms_rcl *c) {
+  if (c->d)
+    ms_drv_want_flush(c->d);
+}
 
 /* ---- Lua ---- */
 
@@ -820,7 +825,7 @@ static int command(ms_rcl *c, int argc, const char **argv,
   r->q_tail = x;
   c->pending++;
   c->st.redis_commands++;
-  ms_drv_want_flush(c->d);
+  want_flush(c);
   return 0;
 }
 
@@ -837,7 +842,7 @@ static int sub_command(ms_rcl *c, int argc, const char **argv,
   redisFreeCommand(cmd);
   if (rv == 0) {
     c->st.redis_commands++;
-    ms_drv_want_flush(c->d);
+    want_flush(c);
   }
   return rv;
 }
@@ -1073,7 +1078,7 @@ static void check_up(ms_rcl *c) {
   free_addrs(c);
   c->err[0] = '\0';
   c->next_renew = now_of(c); /* re-assert the leases at once */
-  ms_drv_want_flush(c->d);
+  want_flush(c);
   ms_hub_cluster_streams(c->h, 1, now_of(c));
   if (c->on_state)
     c->on_state(c->state_ud, 1, NULL);
@@ -1137,7 +1142,7 @@ static void go_down(ms_rcl *c, const char *fmt, ...) {
     ms_hub_cluster_streams(c->h, 0, now); /* records shown here at once */
   if (news && c->on_state && !c->closing)
     c->on_state(c->state_ud, 0, c->err);
-  ms_drv_want_flush(c->d);
+  want_flush(c);
 }
 
 static void on_sub_message(ms_rcl *c, redisReply *rep);
@@ -1687,7 +1692,7 @@ static void op_claim(void *ctx, const char *name, size_t len, uint64_t tag,
       e->result = MS_ERR_CLUSTER_UNAVAILABLE;
       e->next = c->early_head;
       c->early_head = e;
-      ms_drv_want_flush(c->d);
+      want_flush(c);
     }
     /* (Without memory the engine's claim deadline answers it.) */
   }
@@ -1804,7 +1809,7 @@ static int op_send(void *ctx, const char *hub_id, const uint8_t *msg,
     p->dirty = 1;
     p->flush_next = c->flush_head;
     c->flush_head = p;
-    ms_drv_want_flush(c->d);
+    want_flush(c);
   }
   return 0;
 }
@@ -1837,7 +1842,7 @@ static int op_publish(void *ctx, int stream, const uint8_t *rec,
     c->out_head[s] = o;
   c->out_tail[s] = o;
   c->out_n[s]++;
-  ms_drv_want_flush(c->d);
+  want_flush(c);
   return 0;
 }
 
@@ -2394,4 +2399,127 @@ void ms_rcl_del(ms_rcl *c) {
   sfree(&c->claiming, NULL);
   free(c->password);
   free(c);
+}
+
+/* ---- the fuzz entry point ---- */
+
+/* One expected reply on the command connection, picked by k. */
+static void fuzz_expect(ms_rcl *c, unsigned k, const uint8_t *p, size_t n) {
+  cmd_ctx *x = calloc(1, sizeof *x);
+  if (!x)
+    return;
+  switch (k % 8) {
+  case 0: x->fn = reply_renew; break;
+  case 1: x->fn = reply_dump; break;
+  case 2: x->fn = reply_info; break;
+  case 3:
+  case 4:
+    x->fn = reply_history;
+    x->priv = (void *)(intptr_t)(k % 8 - 3);
+    break;
+  case 5: {
+    lost_ctx *l = calloc(1, sizeof *l);
+    if (!l)
+      break;
+    l->c = c;
+    l->give_up = now_of(c) + c->lease_ms;
+    snprintf(l->hub, sizeof l->hub, "hub-peer");
+    /* The names it held: the chunk's bytes up to a NUL, or "rsvc". */
+    const char *nm = "rsvc";
+    size_t nl = 4;
+    if (n && memchr(p, 0, n)) {
+      nm = (const char *)p;
+      nl = strlen(nm);
+    }
+    if (badd(&l->names, nm, nl) || badd(&l->names, "", 1)) {
+      free(l->names.p);
+      free(l);
+      break;
+    }
+    x->fn = reply_lost;
+    x->priv = l;
+    break;
+  }
+  case 6: {
+    const char *nm = n && p[0] < 0x80 ? "rsvc" : "svc";
+    claim_ctx *cl = calloc(1, sizeof *cl + strlen(nm) + 1);
+    if (!cl)
+      break;
+    cl->c = c;
+    cl->tag = n ? p[0] : 1;
+    cl->gen = c->gen;
+    cl->len = strlen(nm);
+    memcpy(cl->name, nm, cl->len + 1);
+    x->fn = reply_claim;
+    x->priv = cl;
+    break;
+  }
+  default: x->fn = reply_auth; break;
+  }
+  if (!x->fn) {
+    free(x);
+    return;
+  }
+  rconn *r = &c->cmd;
+  if (r->q_tail)
+    r->q_tail->next = x;
+  else
+    r->q_head = x;
+  r->q_tail = x;
+  c->pending++;
+}
+
+/* Both connections as if open and subscribed (again after a go_down). */
+static int fuzz_arm(ms_rcl *c) {
+  if (c->state == ST_UP)
+    return 0;
+  if (rc_init(c, &c->cmd) || rc_init(c, &c->sub))
+    return -1;
+  c->cmd.phase = c->sub.phase = RC_OPEN;
+  c->state = ST_UP;
+  c->sub_ready = c->reg_ready = c->info_ready = 1;
+  c->sub_acks = 2;
+  return 0;
+}
+
+ms_rcl *ms_rcl_fuzz_new(ms_hub *h) {
+  ms_cluster_config cfg;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.url = "redis://127.0.0.1:1";
+  cfg.lease_ms = 1000;
+  ms_rcl *c = NULL;
+  if (ms_rcl_new(&c, NULL, h, &cfg))
+    return NULL;
+  if (fuzz_arm(c)) {
+    ms_rcl_del(c);
+    return NULL;
+  }
+  return c;
+}
+
+void ms_rcl_fuzz_feed(ms_rcl *c, const uint8_t *data, size_t size) {
+  /* Chunks: [op][len, 2 bytes big-endian][bytes as read from Redis].
+   * op bit 0: the subscriber connection, else the command connection
+   * with a reply of the kind op >> 1 picks awaited (after those of the
+   * commands the hub sent itself). */
+  size_t i = 0;
+  while (i + 3 <= size && !c->closing) {
+    uint8_t op = data[i];
+    size_t n = ((size_t)data[i + 1] << 8) | data[i + 2];
+    i += 3;
+    if (n > size - i)
+      n = size - i;
+    const uint8_t *p = data + i;
+    i += n;
+    if (fuzz_arm(c))
+      break;
+    rconn *r = (op & 1) ? &c->sub : &c->cmd;
+    if (!(op & 1))
+      fuzz_expect(c, op >> 1, p, n);
+    if (rc_feed(r, p, n, now_of(c)) == 0)
+      rc_process(r);
+    /* What the hub had sent meanwhile is taken as written. */
+    c->cmd.out.n = c->cmd.out_off = 0;
+    c->sub.out.n = c->sub.out_off = 0;
+  }
 }

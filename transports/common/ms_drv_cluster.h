@@ -26,6 +26,12 @@ void ms_rcl_leave(ms_rcl *c);
 /* Commands still waiting for their replies. */
 size_t ms_rcl_pending(const ms_rcl *c);
 
+/* For the fuzz target: a cluster with no driver (time standing still),
+ * both connections as if open; feed takes data as the bytes Redis sent
+ * (see ms_drv_cluster.c). Deleted with ms_rcl_del. */
+ms_rcl *ms_rcl_fuzz_new(ms_hub *h);
+void ms_rcl_fuzz_feed(ms_rcl *c, const uint8_t *data, size_t size);
+
 /* From the driver core, for the cluster. */
 void ms_drv_watch(ms_drv *d, ms_drv_io *io, unsigned events);
 void ms_drv_unwatch(ms_drv *d, ms_drv_io *io);
