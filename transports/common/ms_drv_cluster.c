@@ -188,6 +188,8 @@ typedef struct bbuf {
 } bbuf;
 
 static int badd(bbuf *b, const void *d, size_t n) {
+  if (n == 0)
+    return 0; /* (b->p may still be NULL) */
   if (b->n + n > b->cap) {
     size_t cap = b->cap ? b->cap : 256;
     while (cap < b->n + n)
