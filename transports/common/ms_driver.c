@@ -450,7 +450,10 @@ static void ares_sock_state(void *data, ares_socket_t fd, int readable,
          (readable ? MS_DRV_READ : 0u) | (writable ? MS_DRV_WRITE : 0u));
 }
 
-static int resolver_init(ms_drv *d) {
+int ms_drv_ares_channel(struct ares_channeldata **channel,
+                        void (*cb)(void *data, int fd, int readable,
+                                   int writable),
+                        void *data) {
   static int library_ready;
   if (!library_ready) {
     if (ares_library_init(ARES_LIB_INIT_ALL) != ARES_SUCCESS)
@@ -459,13 +462,20 @@ static int resolver_init(ms_drv *d) {
   }
   struct ares_options o;
   memset(&o, 0, sizeof o);
-  o.sock_state_cb = ares_sock_state;
-  o.sock_state_cb_data = d;
-  int st = ares_init_options(&d->ares, &o, ARES_OPT_SOCK_STATE_CB);
+  o.sock_state_cb = cb;
+  o.sock_state_cb_data = data;
+  int st = ares_init_options(channel, &o, ARES_OPT_SOCK_STATE_CB);
   if (st != ARES_SUCCESS) {
-    d->ares = NULL;
+    *channel = NULL;
     return st == ARES_ENOMEM ? MS_ERR_NOMEM : MS_ERR_ADDRESS;
   }
+  return 0;
+}
+
+static int resolver_init(ms_drv *d) {
+  int st = ms_drv_ares_channel(&d->ares, ares_sock_state, d);
+  if (st < 0)
+    return st;
   const char *servers = d->c ? ms_client_dns_servers(d->c) : NULL;
   if (servers && *servers) {
     st = ares_set_servers_ports_csv(d->ares, servers);

@@ -108,4 +108,13 @@ void ms_drv_io_ready(ms_drv_io *io, unsigned events);
 void ms_drv_timer_fired(ms_drv *d);
 void ms_drv_run_deferred(ms_drv *d);
 
+/* A c-ares channel whose sockets are reported to cb(data, ...) (c-ares's
+ * sock_state_cb), for every resolver on the drivers' loops: 0,
+ * MS_ERR_NOMEM or MS_ERR_ADDRESS (*channel is then NULL). */
+struct ares_channeldata;
+int ms_drv_ares_channel(struct ares_channeldata **channel,
+                        void (*cb)(void *data, int fd, int readable,
+                                   int writable),
+                        void *data);
+
 #endif

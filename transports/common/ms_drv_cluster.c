@@ -1368,22 +1368,7 @@ static void start_sync(ms_rcl *c) {
 }
 
 static int resolver_init(ms_rcl *c) {
-  static int library_ready;
-  if (!library_ready) {
-    if (ares_library_init(ARES_LIB_INIT_ALL) != ARES_SUCCESS)
-      return MS_ERR_NOMEM;
-    library_ready = 1;
-  }
-  struct ares_options o;
-  memset(&o, 0, sizeof o);
-  o.sock_state_cb = ares_sock_state;
-  o.sock_state_cb_data = c;
-  if (ares_init_options(&c->ares, &o, ARES_OPT_SOCK_STATE_CB) !=
-      ARES_SUCCESS) {
-    c->ares = NULL;
-    return MS_ERR_NOMEM;
-  }
-  return 0;
+  return ms_drv_ares_channel(&c->ares, ares_sock_state, c);
 }
 
 /* Connect both sockets: an address literal at once, a name after a
