@@ -192,10 +192,21 @@ async def scenarios(hub, c, ca, cur, secret, svc_tok, req_tok, watch_tok):
           r.returncode == 0 and "svcA" in r.stdout, (r.returncode, r.stdout, r.stderr))
 
     # --- refusals: each clear, and the hub keeps serving --------------------
+    seen = len(hub.log())
     r = await asyncio.to_thread(run, [REQ, "--hub", "wss://127.0.0.1:%d/ws" % P,
                                       "--token", req_tok, "svcA", "ping"])
     check("unknown CA (system trust only): ms-req refuses the hub, exit 3",
           r.returncode == 3 and "issuer is unknown" in r.stderr, (r.returncode, r.stderr))
+    # ms-req tells the hub why with an alert, so the hub's log names it
+    # instead of a connection that just ended.
+    new = ""
+    for _ in range(100):
+        new = hub.log()[seen:]
+        if "TLS stream from 127.0.0.1 failed" in new:
+            break
+        await asyncio.sleep(0.1)
+    check("ms-req's refusal reaches the hub as an alert, which it logs",
+          "the peer sent alert" in new and "closed the connection" not in new, new[-400:])
     try:
         await wss_service(P, "svcX", svc_tok, ctx(ca), server_hostname="wrong.example")
         check("wrong host name: websockets/ssl refuses", False, "connected")

@@ -166,9 +166,27 @@ static void scan_records(tls_eng *e, const uint8_t *d, size_t n) {
   }
 }
 
+/* Tell the peer why, when the failure is this side's decision (a
+ * certificate refused, a handshake message that makes no sense): GnuTLS
+ * picks the alert, or sends none for errors that call for none. Not when
+ * the peer alerted, closed or is gone, or does not speak TLS at all. */
+static void send_alert(tls_eng *e, int rv) {
+  if (e->dead || e->peer_eof || rv == GNUTLS_E_FATAL_ALERT_RECEIVED ||
+      rv == GNUTLS_E_WARNING_ALERT_RECEIVED ||
+      rv == GNUTLS_E_PREMATURE_TERMINATION ||
+      rv == GNUTLS_E_UNEXPECTED_PACKET_LENGTH ||
+      rv == GNUTLS_E_UNSUPPORTED_VERSION_PACKET ||
+      rv == GNUTLS_E_UNEXPECTED_PACKET || rv == GNUTLS_E_MEMORY_ERROR)
+    return;
+  /* Our push function never blocks: the alert is in ob once this returns
+   * (or was not made), and goes out before the stream is closed. */
+  (void)gnutls_alert_send_appropriate(e->s, rv);
+}
+
 static void fail(tls_eng *e, const char *what, int rv) {
   if (e->state == ST_FAILED)
     return;
+  send_alert(e, rv);
   e->state = ST_FAILED;
   if (rv == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {
     gnutls_datum_t out = {NULL, 0};
