@@ -14,7 +14,9 @@ The C=1 and C=64 phases alternate the systems run by run (A, B, C, A, B,
 C, ...: --runs alternations) with every hub up for the whole phase, so the
 machine's swings hit all of them; each figure is reported as median and
 best with its min-max, and ratios to a peer are the median of the ratios
-within each alternation. A system that cannot run (nats-server missing, a
+within each alternation. The idle64 phase alternates the same way between
+a hub with the idle services connected and a second hub of the same system
+without them. A system that cannot run (nats-server missing, a
 build directory configured before libnats-dev) is named in the output.
 
   bench/run.py                      the default run (about 8 minutes)
@@ -603,15 +605,46 @@ def callgrind(sysobj, args):
             "instr_per_req": total / res["requests"] if total else None}
 
 
+def run_idle64(sysobj, n, args):
+    """C=64 with n idle services on sysobj's hub against C=64 on a second
+    hub of the same system with none, the two alternated run by run (plain,
+    idle, plain, idle, ...: --runs alternations) with both hubs up for the
+    whole phase. The idle services' drivers run throughout, so the machine
+    carries the same load for both: what differs is the hub's n idle
+    connections. The ratio is the median of the ratios within each
+    alternation, with min-max."""
+    plain = type(sysobj)(args)
+    plain.start()
+    try:
+        runs = {"plain": [], "idle": []}
+        for i in range(args.runs):
+            for key, s in (("plain", plain), ("idle", sysobj)):
+                r = s.req(64, args.warmup, args.seconds)
+                log("  alternation %d/%d c64 %s, %s: %.0f req/s p50 %.1f us" %
+                    (i + 1, args.runs, sysobj.name,
+                     "%d idle" % n if key == "idle" else "plain hub", r["rps"], r["p50_us"]))
+                runs[key].append(r)
+    finally:
+        plain.stop()
+    res = dict(summarize(runs["idle"]), n=n, plain=summarize(runs["plain"]))
+    ratios = [x["rps"] / y["rps"] for x, y in zip(runs["idle"], runs["plain"]) if y["rps"]]
+    if ratios:
+        res["rps_ratio"] = statistics.median(ratios)
+        res["rps_ratio_min"], res["rps_ratio_max"] = min(ratios), max(ratios)
+    return res
+
+
 def run_system(sysobj, args, phases):
-    """The phases that are not alternated (idle, idle64, callgrind)."""
+    """The phases that are not alternated between systems (idle, idle64,
+    callgrind); idle64 alternates two hubs of the one system."""
     r = {}
     # Idle phases: the plain hubs, and microstream-hub over TLS (the idle
     # memory of a TLS session; nats-bench's idle mode is plain text only).
     if (sysobj.name not in ("relay", "socketio", "node-ms", "nats-tls") + CLUSTER_SYSTEMS
             and ("idle" in phases or "idle64" in phases)):
         r["idle"] = {}
-        for n in args.idle:
+        # idle64 alone: only the largest count it runs with.
+        for n in args.idle if "idle" in phases else [max(args.idle)]:
             sysobj.start()
             try:
                 before = proc_status(sysobj.hub_pid, "VmRSS")
@@ -628,14 +661,13 @@ def run_system(sysobj, args, phases):
                              "connect_s": connect_s}
                     log("  %s idle %d: %.2f KiB per connection" %
                         (sysobj.name, n, entry["kib_per_conn"]))
-                    if "idle64" in phases and n == max(args.idle):
-                        runs = [sysobj.req(64, args.warmup, args.seconds)
-                                for _ in range(args.idle64_runs)]
-                        entry["c64"] = summarize(runs)
-                        log("  %s c64 with %d idle: %.0f req/s" %
-                            (sysobj.name, n, entry["c64"]["rps"]))
-                        r["idle64"] = dict(entry["c64"], n=n)
                     r["idle"][str(n)] = entry
+                    if "idle64" in phases and n == max(args.idle):
+                        r["idle64"] = run_idle64(sysobj, n, args)
+                        log("  %s c64 with %d idle: %.0f req/s, %s the plain hub's "
+                            "(median of %d alternations)" %
+                            (sysobj.name, n, r["idle64"]["rps"],
+                             fmt(r["idle64"].get("rps_ratio"), "%.3fx"), args.runs))
                 finally:
                     System.idle_stop(procs)
             finally:
@@ -697,13 +729,27 @@ def table(results):
             if not x:
                 continue
             label = ph if ph != "idle64" else "c64 + %d idle" % x["n"]
-            lines.append("| %s | %s | %s (%s-%s) | %s | %s (%s-%s) | %s | %s | %s (%s-%s) |" % (
-                label, s, fmt(x["rps"], "%.0f"), fmt(x["rps_min"], "%.0f"),
-                fmt(x["rps_max"], "%.0f"), fmt(x.get("rps_best"), "%.0f"),
-                fmt(x["p50_us"]), fmt(x.get("p50_min")), fmt(x.get("p50_max")),
-                fmt(x.get("p50_best")), fmt(x["p99_us"]),
-                fmt(x["cpu_us_per_req"], "%.2f"), fmt(x.get("cpu_min"), "%.2f"),
-                fmt(x.get("cpu_max"), "%.2f")))
+            rows = [(label, x)]
+            if ph == "idle64":
+                rows.append(("c64, its plain hub", x["plain"]))
+            for label, x in rows:
+                lines.append("| %s | %s | %s (%s-%s) | %s | %s (%s-%s) | %s | %s | %s (%s-%s) |" % (
+                    label, s, fmt(x["rps"], "%.0f"), fmt(x["rps_min"], "%.0f"),
+                    fmt(x["rps_max"], "%.0f"), fmt(x.get("rps_best"), "%.0f"),
+                    fmt(x["p50_us"]), fmt(x.get("p50_min")), fmt(x.get("p50_max")),
+                    fmt(x.get("p50_best")), fmt(x["p99_us"]),
+                    fmt(x["cpu_us_per_req"], "%.2f"), fmt(x.get("cpu_min"), "%.2f"),
+                    fmt(x.get("cpu_max"), "%.2f")))
+    i64 = [(s, results[s]["idle64"]) for s in systems
+           if results[s].get("idle64", {}).get("rps_ratio") is not None]
+    if i64:
+        lines.append("")
+        lines.append("| system | c64 req/s with %d idle / on its plain hub (median of the "
+                     "ratios within each alternation, min-max) |" % i64[0][1]["n"])
+        lines.append("|---|---|")
+        for s, x in i64:
+            lines.append("| %s | %.3f (%.3f-%.3f) |" % (
+                s, x["rps_ratio"], x["rps_ratio_min"], x["rps_ratio_max"]))
     lines.append("")
     lines.append("| system | hub RSS after run MiB | " + " | ".join(
         "KiB per idle conn @%s" % n for n in ARGS_IDLE) + " | hub instr/req (callgrind) |")
@@ -782,10 +828,12 @@ def goals(results):
         ratio = sio["rps"] / nms["rps"]
         add("Socket.IO path: requests/s at C=64 >= the Node hub's (same Node client)",
             ratio >= 1.0, "%.2fx" % ratio)
-    if ms.get("idle64") and c64:
-        drop = 1 - ms["idle64"]["rps"] / c64["rps"]
-        add("C=64 with %d idle within 10%% of without" % ms["idle64"]["n"],
-            drop <= 0.10, "%+.1f%%" % (-100 * drop))
+    i64 = ms.get("idle64", {})
+    if i64.get("rps_ratio") is not None:
+        add("C=64 with %d idle within 10%% of without (paired median)" % i64["n"],
+            i64["rps_ratio"] >= 0.90, "%+.1f%% (%+.1f%% to %+.1f%%)" % (
+                100 * (i64["rps_ratio"] - 1), 100 * (i64["rps_ratio_min"] - 1),
+                100 * (i64["rps_ratio_max"] - 1)))
     tls, ntls = (results.get(k, {}) for k in ("ms-tls", "nats-tls"))
     if tls.get("c64") and ntls.get("c64"):
         ratio = paired_ratio(tls["c64"], ntls["c64"], "rps")
@@ -902,7 +950,7 @@ def main():
                     help="run only this phase (repeatable)")
     ap.add_argument("--quick", action="store_true", help="short phases: a smoke run")
     ap.add_argument("--runs", type=int,
-                    help="alternations of the c1/c64 phases (default 3, quick 1)")
+                    help="alternations of the c1/c64 and idle64 phases (default 3, quick 1)")
     ap.add_argument("--seconds", type=float, help="measured seconds per run (10; quick 1)")
     ap.add_argument("--warmup", type=float, help="warm-up seconds per run (2; quick 0.3)")
     ap.add_argument("--idle", type=int, action="append",
@@ -917,7 +965,6 @@ def main():
     args.seconds = args.seconds or (1.0 if q else 10.0)
     args.warmup = args.warmup if args.warmup is not None else (0.3 if q else 2.0)
     args.idle = args.idle or ([200] if q else [1000, 10000])
-    args.idle64_runs = 1 if q else 3
     args.callgrind_requests = args.callgrind_requests or (2000 if q else 20000)
     args.tmp = tempfile.mkdtemp(prefix="ms-bench.")
     ARGS_IDLE = args.idle
@@ -969,10 +1016,15 @@ def main():
     m = report["machine"]
     print("Machine: %s, %s CPUs, %s MiB, Linux %s" % (
         m["cpu"], m["cpus"], m["mem_mib"], m["kernel"]))
-    print("c1/c64: %d alternations (%s, one run each, in turn) x %ss "
-          "(+%ss warm-up); every hub up for the whole phase" % (
-              args.runs, ", ".join(s.name for s in objs) or "-", args.seconds,
-              args.warmup))
+    if "c1" in phases or "c64" in phases:
+        print("c1/c64: %d alternations (%s, one run each, in turn) x %ss "
+              "(+%ss warm-up); every hub up for the whole phase" % (
+                  args.runs, ", ".join(s.name for s in objs) or "-", args.seconds,
+                  args.warmup))
+    if "idle64" in phases:
+        print("idle64: %d alternations of a hub with %d idle services and a plain hub "
+              "of the same system, C=64, %ss (+%ss warm-up) each" % (
+                  args.runs, max(args.idle), args.seconds, args.warmup))
     for name, why in skipped.items():
         print("*** %s NOT RUN: %s" % (name, why))
     print()
@@ -987,7 +1039,10 @@ def main():
     shutil.rmtree(args.tmp, ignore_errors=True)
     # A smoke run fails when a system answered nothing or with errors.
     bad = [n for n, r in results.items()
-           for ph in ("c1", "c64") if ph in r and (r[ph]["rps"] <= 0 or r[ph]["errors"])]
+           for ph in ("c1", "c64", "idle64")
+           if ph in r and (r[ph]["rps"] <= 0 or r[ph]["errors"]
+                           or ph == "idle64" and (r[ph]["plain"]["rps"] <= 0
+                                                  or r[ph]["plain"]["errors"]))]
     # A system asked for by name that could not run is a failure too.
     bad += [n for n in skipped if args.system and n in args.system]
     if bad:
