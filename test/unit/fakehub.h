@@ -28,6 +28,8 @@ typedef struct fakehub {
   int closed;
   fh_seen seen[FH_MAX_SEEN];
   int n_seen;
+  uint8_t last_log[1024]; /* the bytes of the last LOG the client sent */
+  size_t last_log_len;
   msgpack_sbuffer sb;
   msgpack_packer pk;
 } fakehub;
@@ -44,6 +46,11 @@ static inline void fh_on_message(ms_conn *conn, const ms_conn_message_arg *a,
       f->n_seen < FH_MAX_SEEN) {
     fh_seen *s = &f->seen[f->n_seen++];
     memset(s, 0, sizeof *s);
+    if (m.type == MS_MSG_LOG) {
+      f->last_log_len = a->len < sizeof f->last_log ? a->len : 0;
+      if (f->last_log_len)
+        memcpy(f->last_log, a->data, a->len);
+    }
     s->type = (int)m.type;
     s->id = m.id;
     ms_str t = m.type == MS_MSG_REQUEST   ? m.event

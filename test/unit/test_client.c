@@ -330,6 +330,217 @@ static void subscribe_sends_its_whole_filter(void) {
   done(&f);
 }
 
+/* ---- what the local sink and the hub get, byte for byte ---- */
+
+typedef struct sunk {
+  int n;
+  int64_t ts;
+  int level;
+  char msg[64];
+  uint8_t fields[1024]; /* the sink's fields object, packed again */
+  size_t fields_len;
+  int field_type[32]; /* msgpack_object type of each value */
+  int map_type;
+} sunk;
+
+static void sink_keep(ms_client *c, int64_t ts, int level, const char *msg,
+                      const msgpack_object *fields, void *ud) {
+  sunk *k = ud;
+  (void)c;
+  k->n++;
+  k->ts = ts;
+  k->level = level;
+  snprintf(k->msg, sizeof k->msg, "%s", msg);
+  k->map_type = (int)fields->type;
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_object(&pk, *fields);
+  k->fields_len = sb.size <= sizeof k->fields ? sb.size : 0;
+  if (k->fields_len)
+    memcpy(k->fields, sb.data, sb.size);
+  msgpack_sbuffer_destroy(&sb);
+  if (fields->type == MSGPACK_OBJECT_MAP)
+    for (uint32_t i = 0; i < fields->via.map.size && i < 32; i++)
+      k->field_type[i] = (int)fields->via.map.ptr[i].val.type;
+}
+
+static int64_t wall_5(void *ud) {
+  (void)ud;
+  return 5;
+}
+
+/* {path: "/var", nil: nil, n: 42, neg: -7, ratio: 0.5, ok: true, "": 300} */
+static const ms_log_field seven[] = {
+    MS_FSTR("path", "/var"), MS_FSTR("nil", NULL), MS_FINT("n", 42),
+    MS_FINT("neg", -7),      MS_FDBL("ratio", 0.5), MS_FBOOL("ok", 1),
+    {NULL, MS_FIELD_INT, NULL, 300, 0.0}};
+static const uint8_t seven_mp[] = {
+    0x87, 0xa4, 'p',  'a',  't',  'h',  0xa4, '/',  'v',  'a',  'r',
+    0xa3, 'n',  'i',  'l',  0xc0, 0xa1, 'n',  0x2a, 0xa3, 'n',  'e',
+    'g',  0xf9, 0xa5, 'r',  'a',  't',  'i',  'o',  0xcb, 0x3f, 0xe0,
+    0,    0,    0,    0,    0,    0,    0xa2, 'o',  'k',  0xc3, 0xa0,
+    0xcd, 0x01, 0x2c};
+
+static void log_sink_gets_the_fields_as_logged(void) {
+  ms_client *c = new_client("logger");
+  CHECK(c != NULL);
+  sunk k;
+  memset(&k, 0, sizeof k);
+  ms_log_set_sink(c, sink_keep, &k);
+  ms_log_set_clock(c, wall_5, NULL);
+  CHECK_EQ_INT(ms_log_fields(c, MS_LEVEL_WARN, seven, 7, "disk %s", "full"),
+               0);
+  CHECK_EQ_INT(k.n, 1);
+  CHECK_EQ_INT(k.ts, 5);
+  CHECK_EQ_INT(k.level, MS_LEVEL_WARN);
+  CHECK_EQ_STR(k.msg, "disk full");
+  CHECK_EQ_INT(k.map_type, MSGPACK_OBJECT_MAP);
+  CHECK_MEM(k.fields, k.fields_len, seven_mp, sizeof seven_mp);
+  static const int types[] = {
+      MSGPACK_OBJECT_STR,     MSGPACK_OBJECT_NIL,
+      MSGPACK_OBJECT_POSITIVE_INTEGER, MSGPACK_OBJECT_NEGATIVE_INTEGER,
+      MSGPACK_OBJECT_FLOAT64, MSGPACK_OBJECT_BOOLEAN,
+      MSGPACK_OBJECT_POSITIVE_INTEGER};
+  for (int i = 0; i < 7; i++)
+    CHECK_EQ_INT(k.field_type[i], types[i]);
+  /* No fields: an empty map. */
+  CHECK_EQ_INT(ms_log(c, MS_LEVEL_INFO, "plain"), 0);
+  CHECK_EQ_INT(k.n, 2);
+  CHECK_EQ_STR(k.msg, "plain");
+  CHECK_EQ_INT(k.map_type, MSGPACK_OBJECT_MAP);
+  CHECK_MEM(k.fields, k.fields_len, "\x80", 1);
+  /* Fields as bytes: the same map. */
+  CHECK_EQ_INT(ms_log_raw(c, MS_LEVEL_ERROR, "raw", 3, seven_mp,
+                          sizeof seven_mp),
+               0);
+  CHECK_EQ_INT(k.n, 3);
+  CHECK_EQ_STR(k.msg, "raw");
+  CHECK_MEM(k.fields, k.fields_len, seven_mp, sizeof seven_mp);
+  /* Many fields, in order. */
+  ms_log_field many[40];
+  char keys[40][4];
+  uint8_t want[400];
+  size_t wn = 0;
+  want[wn++] = 0xde; /* map16 */
+  want[wn++] = 0;
+  want[wn++] = 40;
+  for (int i = 0; i < 40; i++) {
+    snprintf(keys[i], sizeof keys[i], "k%d", i);
+    many[i] = (ms_log_field)MS_FINT(keys[i], i);
+    want[wn++] = (uint8_t)(0xa0 + strlen(keys[i]));
+    memcpy(want + wn, keys[i], strlen(keys[i]));
+    wn += strlen(keys[i]);
+    want[wn++] = (uint8_t)i;
+  }
+  CHECK_EQ_INT(ms_log_fields(c, MS_LEVEL_INFO, many, 40, "many"), 0);
+  CHECK_EQ_INT(k.n, 4);
+  CHECK_MEM(k.fields, k.fields_len, want, wn);
+  ms_client_del(c);
+}
+
+static void log_record_bytes_on_the_wire(void) {
+  fakehub f;
+  CHECK(ready(&f, "logger") == 0);
+  ms_log_set_clock(f.c, wall_5, NULL);
+  CHECK_EQ_INT(ms_log_fields(f.c, MS_LEVEL_WARN, seven, 7, "disk %s", "full"),
+               0);
+  fh_pump(&f);
+  uint8_t want[128];
+  size_t wn = 0;
+  static const uint8_t head[] = {0x95, 0x07, 0x05, 30,  0xa9, 'd', 'i',
+                                 's',  'k',  ' ',  'f', 'u',  'l', 'l'};
+  memcpy(want, head, sizeof head);
+  wn = sizeof head;
+  memcpy(want + wn, seven_mp, sizeof seven_mp);
+  wn += sizeof seven_mp;
+  CHECK_MEM(f.last_log, f.last_log_len, want, wn);
+  CHECK_EQ_INT(ms_log(f.c, MS_LEVEL_INFO, "x"), 0);
+  fh_pump(&f);
+  static const uint8_t plain[] = {0x95, 0x07, 0x05, 20, 0xa1, 'x', 0x80};
+  CHECK_MEM(f.last_log, f.last_log_len, plain, sizeof plain);
+  done(&f);
+}
+
+/* After drops the next record shipped carries their count as one more
+ * field, after its own. */
+static void dropped_count_rides_on_the_next_record(void) {
+  ms_client *c = new_client("logger");
+  CHECK(c != NULL);
+  ms_log_set_clock(c, wall_5, NULL);
+  ms_log_set_queue(c, 1);
+  /* 15 fields (a fixmap): with _dropped it needs a map16 header. */
+  uint8_t fifteen[64];
+  size_t n15 = 0;
+  fifteen[n15++] = 0x8f;
+  for (int i = 0; i < 15; i++) {
+    fifteen[n15++] = 0xa1;
+    fifteen[n15++] = (uint8_t)('a' + i);
+    fifteen[n15++] = (uint8_t)i;
+  }
+  CHECK_EQ_INT(ms_log(c, MS_LEVEL_INFO, "one"), 0);
+  CHECK_EQ_INT(ms_log_fields(c, MS_LEVEL_INFO, seven, 7, "two"), 0);
+  CHECK_EQ_INT(ms_log_raw(c, MS_LEVEL_INFO, "three", 5, fifteen, n15), 0);
+  CHECK_EQ_INT(ms_log_dropped(c), 2);
+  fakehub f;
+  fh_init(&f, c, T0);
+  CHECK_EQ_INT(fh_accept(&f), 0);
+  fh_welcome(&f);
+  CHECK_EQ_INT(fh_count(&f, MS_MSG_LOG), 1);
+  uint8_t want[128];
+  size_t wn = 0;
+  static const uint8_t head[] = {0x95, 0x07, 0x05, 20,  0xa5, 't',
+                                 'h',  'r',  'e',  'e', 0xde, 0x00, 0x10};
+  memcpy(want, head, sizeof head);
+  wn = sizeof head;
+  memcpy(want + wn, fifteen + 1, n15 - 1);
+  wn += n15 - 1;
+  static const uint8_t dropped2[] = {0xa8, '_', 'd', 'r', 'o', 'p',
+                                     'p',  'e', 'd', 0x02};
+  memcpy(want + wn, dropped2, sizeof dropped2);
+  wn += sizeof dropped2;
+  CHECK_MEM(f.last_log, f.last_log_len, want, wn);
+  /* Reported once: the next record is as logged. */
+  CHECK_EQ_INT(ms_log(c, MS_LEVEL_INFO, "x"), 0);
+  fh_pump(&f);
+  static const uint8_t plain[] = {0x95, 0x07, 0x05, 20, 0xa1, 'x', 0x80};
+  CHECK_MEM(f.last_log, f.last_log_len, plain, sizeof plain);
+  /* Drops while away again (the client's own warning that the hub was
+   * lost is queued first, and pushed out too): then a record with fields,
+   * then one without. */
+  fh_drop(&f);
+  ms_log(c, MS_LEVEL_INFO, "lost");
+  ms_log_fields(c, MS_LEVEL_INFO, seven, 7, "two");
+  CHECK_EQ_INT(ms_log_dropped(c), 4);
+  f.now += 1000;
+  ms_client_tick(c, f.now);
+  CHECK_EQ_INT(fh_accept(&f), 0);
+  fh_welcome(&f);
+  wn = 0;
+  static const uint8_t head2[] = {0x95, 0x07, 0x05, 20, 0xa3, 't', 'w', 'o',
+                                  0x88};
+  memcpy(want, head2, sizeof head2);
+  wn = sizeof head2;
+  memcpy(want + wn, seven_mp + 1, sizeof seven_mp - 1);
+  wn += sizeof seven_mp - 1;
+  memcpy(want + wn, dropped2, sizeof dropped2);
+  wn += sizeof dropped2;
+  CHECK_MEM(f.last_log, f.last_log_len, want, wn);
+  fh_drop(&f);
+  ms_log(c, MS_LEVEL_INFO, "a");
+  ms_log(c, MS_LEVEL_INFO, "b");
+  f.now += 1000;
+  ms_client_tick(c, f.now);
+  CHECK_EQ_INT(fh_accept(&f), 0);
+  fh_welcome(&f);
+  static const uint8_t only[] = {0x95, 0x07, 0x05, 20,  0xa1, 'b', 0x81, 0xa8,
+                                 '_',  'd',  'r',  'o', 'p',  'p', 'e',  'd',
+                                 0x02};
+  CHECK_MEM(f.last_log, f.last_log_len, only, sizeof only);
+  done(&f);
+}
+
 /* ---- the lifetime rule ---- */
 
 static void client_deleted_from_a_response_callback(void) {
@@ -434,6 +645,9 @@ static const ms_test_case tests[] = {
       TEST(silent_hub_is_pinged_then_abandoned),
       TEST(logs_wait_for_the_hub_then_ship),
       TEST(log_ring_is_bounded_and_counts_drops),
+      TEST(log_sink_gets_the_fields_as_logged),
+      TEST(log_record_bytes_on_the_wire),
+      TEST(dropped_count_rides_on_the_next_record),
       TEST(subscribe_sends_its_whole_filter),
       TEST(client_deleted_from_a_response_callback),
       TEST(pump_survives_the_client_deleted_in_a_callback),

@@ -14,6 +14,9 @@ typedef struct stub {
   char last_hub[64];
   uint8_t last_msg[4096];
   size_t last_len;
+  int last_stream; /* the last record published */
+  uint8_t last_rec[512];
+  size_t last_rec_len;
 } stub;
 
 static void st_claim(void *ctx, const char *name, size_t len, uint64_t tag,
@@ -53,8 +56,11 @@ static int st_send(void *ctx, const char *hub_id, const uint8_t *msg,
 }
 static int st_publish(void *ctx, int stream, const uint8_t *rec, size_t len) {
   stub *s = ctx;
-  (void)stream, (void)rec, (void)len;
   s->publishes++;
+  s->last_stream = stream;
+  s->last_rec_len = len < sizeof s->last_rec ? len : 0;
+  if (s->last_rec_len)
+    memcpy(s->last_rec, rec, len);
   return 0;
 }
 static const ms_hub_cluster_ops ops = {st_claim, st_release, st_locate,
@@ -431,8 +437,110 @@ static void outage_records_holes_and_hidden(void) {
   sim_free(&s);
 }
 
+/* What the stub saw published must be [ts, kind, service, bin(detail)]
+ * with exactly these bytes (ts as published). */
+static int presence_published_is(const stub *st, const char *kind,
+                                 const char *svc, const uint8_t *detail,
+                                 size_t detail_len) {
+  if (st->last_stream != MS_CLUSTER_PRESENCE || st->last_rec_len < 2 ||
+      st->last_rec[0] != 0x94)
+    return 0;
+  msgpack_zone z;
+  if (!msgpack_zone_init(&z, 256))
+    return 0;
+  msgpack_object o;
+  size_t off = 0;
+  int ok = msgpack_unpack((const char *)st->last_rec, st->last_rec_len, &off,
+                          &z, &o) == MSGPACK_UNPACK_SUCCESS &&
+           o.type == MSGPACK_OBJECT_ARRAY && o.via.array.size == 4 &&
+           o.via.array.ptr[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER;
+  uint64_t ts = ok ? o.via.array.ptr[0].via.u64 : 0;
+  msgpack_zone_destroy(&z);
+  if (!ok)
+    return 0;
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_array(&pk, 4);
+  msgpack_pack_int64(&pk, (int64_t)ts);
+  msgpack_pack_str_with_body(&pk, kind, strlen(kind));
+  msgpack_pack_str_with_body(&pk, svc, strlen(svc));
+  msgpack_pack_bin_with_body(&pk, detail, detail_len);
+  ok = sb.size == st->last_rec_len &&
+       memcmp(sb.data, st->last_rec, sb.size) == 0;
+  msgpack_sbuffer_destroy(&sb);
+  return ok;
+}
+
+typedef struct pres_seen {
+  int n;
+  uint8_t detail[96];
+  size_t detail_len;
+} pres_seen;
+
+static void on_pres(ms_client *c, const ms_record *r, void *ud) {
+  pres_seen *p = ud;
+  (void)c;
+  if (r->kind != MS_RECORD_UP && r->kind != MS_RECORD_DOWN)
+    return;
+  p->n++;
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  if (r->fields)
+    msgpack_pack_object(&pk, *r->fields);
+  p->detail_len = sb.size <= sizeof p->detail ? sb.size : 0;
+  if (p->detail_len)
+    memcpy(p->detail, sb.data, sb.size);
+  msgpack_sbuffer_destroy(&sb);
+}
+
+static void presence_detail_of_lost_and_rejoined_services(void) {
+  sim s;
+  stub st;
+  watch w;
+  ms_client *c;
+  CHECK(setup(&s, &st, &w, &c) == 0);
+  ms_hub_cluster_claimed(s.hub, st.tag, 0, NULL, s.now);
+  sim_pump(&s);
+  static const uint8_t lost[] = {
+      0x82, 0xa6, 'r', 'e', 'a', 's', 'o', 'n', 0xa8, 'h', 'u', 'b', '_',
+      'l',  'o',  's', 't', 0xa3, 'h', 'u', 'b', 0xa5, 'h', 'u', 'b', '-',
+      'x'};
+  static const uint8_t rejoined[] = {0x81, 0xa6, 'r', 'e', 'a', 's', 'o',
+                                     'n',  0xa8, 'r', 'e', 'j', 'o', 'i',
+                                     'n',  'e',  'd'};
+  CHECK_EQ_INT(ms_hub_cluster_presence_lost(s.hub, "gone", 4, "hub-x",
+                                            s.now), 0);
+  CHECK(presence_published_is(&st, "down", "gone", lost, sizeof lost));
+  ms_hub_cluster_rejoined(s.hub, "svc", 3, s.now);
+  CHECK(presence_published_is(&st, "up", "svc", rejoined, sizeof rejoined));
+  /* With the cluster's streams away the hub keeps and shows it itself,
+   * with the same detail. */
+  ms_client *wc = sim_client_new("w", 1);
+  CHECK(wc != NULL);
+  pres_seen p;
+  memset(&p, 0, sizeof p);
+  CHECK_EQ_INT(ms_client_subscribe(wc, "presence", NULL, on_pres, &p, NULL),
+               0);
+  sim_add(&s, wc);
+  sim_pump(&s);
+  ms_hub_cluster_streams(s.hub, 0, s.now);
+  int n = p.n;
+  CHECK_EQ_INT(ms_hub_cluster_presence_lost(s.hub, "gone", 4, "hub-x",
+                                            s.now), 0);
+  sim_pump(&s);
+  CHECK(presence_published_is(&st, "down", "gone", lost, sizeof lost));
+  CHECK_EQ_INT(p.n, n + 1);
+  CHECK_MEM(p.detail, p.detail_len, lost, sizeof lost);
+  sim_free(&s);
+}
+
 static const ms_test_case tests[] = {
     TEST(claim_ok_registers_and_close_releases),
+    TEST(presence_detail_of_lost_and_rejoined_services),
     TEST(claim_held_elsewhere_is_duplicate_4009),
     TEST(claim_unavailable_closes_4040_and_client_retries),
     TEST(claim_without_answer_times_out_unavailable),

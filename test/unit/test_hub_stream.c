@@ -370,6 +370,107 @@ static void presence_history_replays_up_and_down(void) {
   sim_free(&s);
 }
 
+/* Presence records as a subscriber gets them: the detail map packed
+ * again, byte for byte. */
+typedef struct pres {
+  int n;
+  char kind[16][8];
+  char svc[16][16];
+  uint8_t detail[16][96];
+  size_t detail_len[16];
+} pres;
+
+static void collect_presence(ms_client *c, const ms_record *r, void *ud) {
+  pres *p = ud;
+  (void)c;
+  if ((r->kind != MS_RECORD_UP && r->kind != MS_RECORD_DOWN) || p->n >= 16)
+    return;
+  int i = p->n++;
+  snprintf(p->kind[i], sizeof p->kind[i], "%s",
+           r->kind == MS_RECORD_UP ? "up" : "down");
+  snprintf(p->svc[i], sizeof p->svc[i], "%.*s", (int)r->service.len,
+           r->service.ptr);
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  if (r->fields)
+    msgpack_pack_object(&pk, *r->fields);
+  p->detail_len[i] = sb.size <= sizeof p->detail[i] ? sb.size : 0;
+  if (p->detail_len[i])
+    memcpy(p->detail[i], sb.data, sb.size);
+  msgpack_sbuffer_destroy(&sb);
+}
+
+/* The record of service svc (kind), or -1. */
+static int pres_find(const pres *p, const char *kind, const char *svc) {
+  for (int i = 0; i < p->n; i++)
+    if (!strcmp(p->kind[i], kind) && !strcmp(p->svc[i], svc))
+      return i;
+  return -1;
+}
+
+static void presence_detail_has_reason_and_instance(void) {
+  sim s;
+  ms_hub_config cfg;
+  base_cfg(&cfg);
+  CHECK_EQ_INT(sim_init(&s, &cfg), 0);
+  ms_client *w = sim_client_new("w", 1);
+  sim_add(&s, w);
+  pres *live = calloc(1, sizeof *live), *hist = calloc(1, sizeof *hist);
+  CHECK(live && hist);
+  ms_client_subscribe(w, "presence", NULL, collect_presence, live, NULL);
+  sim_pump(&s);
+  ms_client_config cc;
+  ms_client_config_init(&cc);
+  cc.service = "svc-i";
+  cc.instance = "i-1";
+  ms_client *a = NULL;
+  CHECK_EQ_INT(ms_client_new(&a, &cc, NULL, NULL), 0);
+  ms_log_set_sink(a, NULL, NULL);
+  sim_add(&s, a);
+  ms_client *b = sim_client_new("svc-b", 0);
+  sim_add(&s, b);
+  sim_pump(&s);
+  ms_client_stop(a, s.now);
+  ms_client_stop(b, s.now);
+  sim_pump(&s);
+  static const uint8_t up_i[] = {0x81, 0xa8, 'i', 'n', 's', 't', 'a',
+                                 'n',  'c',  'e', 0xa3, 'i', '-', '1'};
+  static const uint8_t up_b[] = {0x80};
+  static const uint8_t down_i[] = {
+      0x82, 0xa6, 'r', 'e', 'a', 's', 'o', 'n', 0xa6, 'c', 'l', 'o', 's',
+      'e',  'd',  0xa8, 'i', 'n', 's', 't', 'a', 'n', 'c', 'e', 0xa3, 'i',
+      '-',  '1'};
+  static const uint8_t down_b[] = {0x81, 0xa6, 'r', 'e', 'a', 's', 'o', 'n',
+                                   0xa6, 'c',  'l', 'o', 's', 'e', 'd'};
+  /* Live, then the same from the history. */
+  ms_client *w2 = sim_client_new("w2", 1);
+  sim_add(&s, w2);
+  ms_subscribe_opts o = {0};
+  o.history = 16;
+  ms_client_subscribe(w2, "presence", &o, collect_presence, hist, NULL);
+  sim_pump(&s);
+  for (int k = 0; k < 2; k++) {
+    const pres *p = k ? hist : live;
+    int i = pres_find(p, "up", "svc-i");
+    CHECK(i >= 0);
+    CHECK_MEM(p->detail[i], p->detail_len[i], up_i, sizeof up_i);
+    i = pres_find(p, "up", "svc-b");
+    CHECK(i >= 0);
+    CHECK_MEM(p->detail[i], p->detail_len[i], up_b, sizeof up_b);
+    i = pres_find(p, "down", "svc-i");
+    CHECK(i >= 0);
+    CHECK_MEM(p->detail[i], p->detail_len[i], down_i, sizeof down_i);
+    i = pres_find(p, "down", "svc-b");
+    CHECK(i >= 0);
+    CHECK_MEM(p->detail[i], p->detail_len[i], down_b, sizeof down_b);
+  }
+  free(live);
+  free(hist);
+  sim_free(&s);
+}
+
 static void log_records_wait_in_ring_until_connected(void) {
   sim s;
   ms_hub_config cfg;
@@ -810,6 +911,7 @@ static const ms_test_case tests[] = {
     TEST(new_hub_id_means_start_over),
     TEST(stalled_subscriber_gets_gap_while_routing_goes_on),
     TEST(presence_history_replays_up_and_down),
+    TEST(presence_detail_has_reason_and_instance),
     TEST(log_records_wait_in_ring_until_connected),
     TEST(log_below_level_is_dropped_at_once),
     TEST(subscriptions_past_the_cap_get_too_many_subscriptions),
