@@ -611,43 +611,23 @@ static void presence_rec(ms_hub *h, const char *kind, const char *name,
                          size_t name_len, const char *instance,
                          const char *reason, const char *hub, int64_t now) {
   stream *s = &h->streams->s[STREAM_PRESENCE];
-  ms_mpbuf db;
-  ms_mpbuf_init(&db, h->mem);
-  msgpack_packer pk;
-  msgpack_packer_init(&pk, &db, ms_mpbuf_write);
-  int n = (reason != NULL) + (instance != NULL) + (hub != NULL);
-  msgpack_pack_map(&pk, (size_t)n);
-  if (reason) {
-    msgpack_pack_str_with_body(&pk, "reason", 6);
-    msgpack_pack_str_with_body(&pk, reason, strlen(reason));
-  }
-  if (instance) {
-    msgpack_pack_str_with_body(&pk, "instance", 8);
-    msgpack_pack_str_with_body(&pk, instance, strlen(instance));
-  }
-  if (hub) {
-    msgpack_pack_str_with_body(&pk, "hub", 3);
-    msgpack_pack_str_with_body(&pk, hub, strlen(hub));
-  }
-  msgpack_zone z;
-  int zok = !db.failed && msgpack_zone_init(&z, 256);
-  msgpack_object detail;
-  size_t off = 0;
+  ms_objmap detail;
+  ms_objmap_init(&detail);
+  if (reason)
+    ms_objmap_str(&detail, "reason", reason, strlen(reason));
+  if (instance)
+    ms_objmap_str(&detail, "instance", instance, strlen(instance));
+  if (hub)
+    ms_objmap_str(&detail, "hub", hub, strlen(hub));
   rec *r = NULL;
-  /* Out of memory the presence record is not kept (nor half kept). */
-  if (zok && msgpack_unpack(db.sb.data, db.sb.size, &off, &z, &detail) ==
-                 MSGPACK_UNPACK_SUCCESS) {
-    if (h->clustered)
-      cluster_publish(h, STREAM_PRESENCE, ms_hub_wall_us(h, now), 0, kind,
-                      name, name_len, NULL, 0, &detail);
-    /* Kept here when on its own, or while the cluster is away. */
-    if (!h->clustered || h->cl_local)
-      r = keep(h, s, ms_hub_wall_us(h, now), 0, kind[0] == 'u' ? 1 : 2,
-               name, name_len, NULL, 0, &detail);
-  }
-  if (zok)
-    msgpack_zone_destroy(&z);
-  ms_mpbuf_destroy(&db);
+  if (h->clustered)
+    cluster_publish(h, STREAM_PRESENCE, ms_hub_wall_us(h, now), 0, kind, name,
+                    name_len, NULL, 0, &detail.obj);
+  /* Kept here when on its own, or while the cluster is away (out of
+   * memory it is not kept, nor half kept). */
+  if (!h->clustered || h->cl_local)
+    r = keep(h, s, ms_hub_wall_us(h, now), 0, kind[0] == 'u' ? 1 : 2, name,
+             name_len, NULL, 0, &detail.obj);
   if (r)
     fan_out(h, STREAM_PRESENCE, r);
 }
