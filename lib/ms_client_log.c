@@ -143,6 +143,37 @@ static int can_ship(const ms_client *c) {
          !ms_client_out_backed_up(c);
 }
 
+/* fields (one well-formed map, or none) with one more key, _dropped,
+ * into fb: the map header is written again for one more entry and the
+ * entries are copied as they are. 0, or nonzero when out of memory. */
+static int fields_with_dropped(ms_mpbuf *fb, const uint8_t *fields,
+                               size_t fields_len, uint64_t dropped) {
+  size_t n = 0, head = 0;
+  if (fields_len) {
+    uint8_t b = fields[0];
+    if ((b & 0xf0) == 0x80) {
+      n = b & 0x0f;
+      head = 1;
+    } else if (b == 0xde && fields_len >= 3) {
+      n = (size_t)fields[1] << 8 | fields[2];
+      head = 3;
+    } else if (b == 0xdf && fields_len >= 5) {
+      n = (size_t)fields[1] << 24 | (size_t)fields[2] << 16 |
+          (size_t)fields[3] << 8 | fields[4];
+      head = 5;
+    } else {
+      return -1; /* not a map: not sent half */
+    }
+  }
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, fb, ms_mpbuf_write);
+  msgpack_pack_map(&pk, n + 1);
+  ms_mpbuf_write(fb, (const char *)fields + head, fields_len - head);
+  msgpack_pack_str_with_body(&pk, "_dropped", 8);
+  msgpack_pack_uint64(&pk, dropped);
+  return fb->failed;
+}
+
 /* Encode LOG [7, ts, level, message, fields (+_dropped)] and send it. */
 static int ship(ms_client *c, ms_client_logs *l, int64_t ts, int64_t level,
                 const char *msg, size_t msg_len, const uint8_t *fields,
@@ -151,29 +182,8 @@ static int ship(ms_client *c, ms_client_logs *l, int64_t ts, int64_t level,
   ms_mpbuf fb;
   ms_mpbuf_init(&fb, c->mem);
   if (l->dropped_unreported) {
-    msgpack_packer fpk;
-    msgpack_packer_init(&fpk, &fb, ms_mpbuf_write);
-    msgpack_zone z;
-    int zok = msgpack_zone_init(&z, 1024);
-    msgpack_object fo;
-    fo.type = MSGPACK_OBJECT_NIL;
-    size_t off = 0;
-    if (!zok)
-      fb.failed = 1; /* the fields cannot be read back: not sent half */
-    else if (fields_len &&
-             msgpack_unpack((const char *)fields, fields_len, &off, &z,
-                            &fo) != MSGPACK_UNPACK_SUCCESS)
+    if (fields_with_dropped(&fb, fields, fields_len, l->dropped_unreported))
       fb.failed = 1;
-    uint32_t n = fo.type == MSGPACK_OBJECT_MAP ? fo.via.map.size : 0;
-    msgpack_pack_map(&fpk, n + 1);
-    for (uint32_t i = 0; i < n; i++) {
-      msgpack_pack_object(&fpk, fo.via.map.ptr[i].key);
-      msgpack_pack_object(&fpk, fo.via.map.ptr[i].val);
-    }
-    msgpack_pack_str_with_body(&fpk, "_dropped", 8);
-    msgpack_pack_uint64(&fpk, l->dropped_unreported);
-    if (zok)
-      msgpack_zone_destroy(&z);
     fields = (const uint8_t *)fb.sb.data;
     fields_len = fb.sb.size;
   }
@@ -211,48 +221,47 @@ static void drain(ms_client *c, ms_client_logs *l) {
   }
 }
 
-int ms_log_raw(ms_client *c, int level, const char *message, size_t msg_len,
-               const uint8_t *fields, size_t fields_len) {
-  if (ms_life_dead(&c->life))
-    return MS_ERR_STATE;
-  ms_client_logs *l = ms_client_logs_of(c);
-  if (!l)
-    return MS_ERR_NOMEM;
-  if (level < l->level || level <= 0)
-    return MS_ERR_LIMIT;
-  if (fields_len) {
-    /* fields must be exactly one map (fixmap, map16 or map32) */
-    int is_map = (fields[0] & 0xf0) == 0x80 || fields[0] == 0xde ||
-                 fields[0] == 0xdf;
-    if (!is_map || ms_msgpack_check(fields, fields_len) != 0)
-      return MS_ERR_INVALID_ARG;
+/* The local sink's view of fields given as bytes (checked: one map). Out
+ * of memory the local line goes without its fields. */
+static void sink_raw(ms_client *c, ms_client_logs *l, int64_t ts, int level,
+                     const char *m, const uint8_t *fields,
+                     size_t fields_len) {
+  msgpack_object fo;
+  fo.type = MSGPACK_OBJECT_MAP;
+  fo.via.map.size = 0;
+  fo.via.map.ptr = NULL;
+  if (!fields_len) {
+    l->sink(c, ts, level, m, &fo, l->sink_ud);
+    return;
   }
-  if (msg_len > MAX_MESSAGE)
-    msg_len = MAX_MESSAGE;
-  if (fields_len > MAX_FIELDS)
-    return MS_ERR_TOO_BIG;
-  int64_t ts = l->wall ? l->wall(l->wall_ud) : 0;
-  if (l->sink) {
-    char *m = ms_strndup(c->mem, message, msg_len);
-    msgpack_zone z;
-    int zok = msgpack_zone_init(&z, 512);
-    msgpack_object fo;
+  msgpack_zone z;
+  int zok = msgpack_zone_init(&z, 512);
+  size_t off = 0;
+  if (zok && msgpack_unpack((const char *)fields, fields_len, &off, &z,
+                            &fo) != MSGPACK_UNPACK_SUCCESS) {
     fo.type = MSGPACK_OBJECT_MAP;
     fo.via.map.size = 0;
     fo.via.map.ptr = NULL;
-    size_t off = 0;
-    /* Out of memory the local line goes without its fields. */
-    if (zok && fields_len &&
-        msgpack_unpack((const char *)fields, fields_len, &off, &z, &fo) !=
-            MSGPACK_UNPACK_SUCCESS) {
-      fo.type = MSGPACK_OBJECT_MAP;
-      fo.via.map.size = 0;
-      fo.via.map.ptr = NULL;
-    }
-    if (m)
-      l->sink(c, ts, level, m, &fo, l->sink_ud);
-    if (zok)
-      msgpack_zone_destroy(&z);
+  }
+  l->sink(c, ts, level, m, &fo, l->sink_ud);
+  if (zok)
+    msgpack_zone_destroy(&z);
+}
+
+/* One checked record: to the local sink (fields_obj when the caller has
+ * the fields as an object too, else read from the bytes), then shipped or
+ * queued. */
+static int log_record(ms_client *c, ms_client_logs *l, int level,
+                      const char *message, size_t msg_len,
+                      const uint8_t *fields, size_t fields_len,
+                      const msgpack_object *fields_obj) {
+  int64_t ts = l->wall ? l->wall(l->wall_ud) : 0;
+  if (l->sink) {
+    char *m = ms_strndup(c->mem, message, msg_len);
+    if (m && fields_obj)
+      l->sink(c, ts, level, m, fields_obj, l->sink_ud);
+    else if (m)
+      sink_raw(c, l, ts, level, m, fields, fields_len);
     ms_free(c->mem, m);
   }
   if (ms_ring_len(&l->ring) == 0 && can_ship(c)) {
@@ -283,6 +292,74 @@ int ms_log_raw(ms_client *c, int level, const char *message, size_t msg_len,
   return 0;
 }
 
+int ms_log_raw(ms_client *c, int level, const char *message, size_t msg_len,
+               const uint8_t *fields, size_t fields_len) {
+  if (ms_life_dead(&c->life))
+    return MS_ERR_STATE;
+  ms_client_logs *l = ms_client_logs_of(c);
+  if (!l)
+    return MS_ERR_NOMEM;
+  if (level < l->level || level <= 0)
+    return MS_ERR_LIMIT;
+  if (fields_len) {
+    /* fields must be exactly one map (fixmap, map16 or map32) */
+    int is_map = (fields[0] & 0xf0) == 0x80 || fields[0] == 0xde ||
+                 fields[0] == 0xdf;
+    if (!is_map || ms_msgpack_check(fields, fields_len) != 0)
+      return MS_ERR_INVALID_ARG;
+  }
+  if (msg_len > MAX_MESSAGE)
+    msg_len = MAX_MESSAGE;
+  if (fields_len > MAX_FIELDS)
+    return MS_ERR_TOO_BIG;
+  return log_record(c, l, level, message, msg_len, fields, fields_len, NULL);
+}
+
+/* The fields of ms_log_fields as the object the sink gets, with the
+ * values msgpack_unpack() would give for their packed form: kv has room
+ * for n entries. */
+static void fields_obj(msgpack_object *o, msgpack_object_kv *kv,
+                       const ms_log_field *f, size_t n) {
+  o->type = MSGPACK_OBJECT_MAP;
+  o->via.map.size = (uint32_t)n;
+  o->via.map.ptr = kv;
+  for (size_t i = 0; i < n; i++) {
+    const char *k = f[i].key ? f[i].key : "";
+    kv[i].key.type = MSGPACK_OBJECT_STR;
+    kv[i].key.via.str.ptr = k;
+    kv[i].key.via.str.size = (uint32_t)strlen(k);
+    msgpack_object *v = &kv[i].val;
+    switch (f[i].type) {
+    case MS_FIELD_STR:
+      if (f[i].s) {
+        v->type = MSGPACK_OBJECT_STR;
+        v->via.str.ptr = f[i].s;
+        v->via.str.size = (uint32_t)strlen(f[i].s);
+      } else {
+        v->type = MSGPACK_OBJECT_NIL;
+      }
+      break;
+    case MS_FIELD_INT:
+      if (f[i].i >= 0) {
+        v->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+        v->via.u64 = (uint64_t)f[i].i;
+      } else {
+        v->type = MSGPACK_OBJECT_NEGATIVE_INTEGER;
+        v->via.i64 = f[i].i;
+      }
+      break;
+    case MS_FIELD_DOUBLE:
+      v->type = MSGPACK_OBJECT_FLOAT64;
+      v->via.f64 = f[i].d;
+      break;
+    case MS_FIELD_BOOL:
+      v->type = MSGPACK_OBJECT_BOOLEAN;
+      v->via.boolean = f[i].i != 0;
+      break;
+    }
+  }
+}
+
 static int log_fields_v(ms_client *c, int level, const ms_log_field *f,
                         size_t n, const char *fmt, va_list ap)
     __attribute__((format(printf, 5, 0)));
@@ -311,6 +388,13 @@ static int log_fields_v(ms_client *c, int level, const ms_log_field *f,
     vsnprintf(msg, want + 1, fmt, ap);
     len = (int)want;
   }
+  for (size_t i = 0; i < n; i++)
+    if (f[i].type != MS_FIELD_STR && f[i].type != MS_FIELD_INT &&
+        f[i].type != MS_FIELD_DOUBLE && f[i].type != MS_FIELD_BOOL) {
+      if (msg != small)
+        ms_free(c->mem, msg);
+      return MS_ERR_INVALID_ARG; /* no value to pack */
+    }
   ms_mpbuf sb;
   ms_mpbuf_init(&sb, c->mem);
   if (n) {
@@ -336,8 +420,23 @@ static int log_fields_v(ms_client *c, int level, const ms_log_field *f,
     }
   }
   int rv = sb.failed ? MS_ERR_NOMEM
-                     : ms_log_raw(c, level, msg, (size_t)len,
-                                  (const uint8_t *)sb.sb.data, sb.sb.size);
+           : sb.sb.size > MAX_FIELDS ? MS_ERR_TOO_BIG : 0;
+  /* The sink gets the fields as an object built from f, not read back
+   * from the bytes; out of memory for a long list, as an empty map. */
+  msgpack_object fo, *fop = NULL;
+  msgpack_object_kv kv_small[16], *kv = kv_small;
+  if (!rv && l->sink) {
+    if (n > sizeof kv_small / sizeof kv_small[0])
+      kv = n <= SIZE_MAX / sizeof *kv ? ms_malloc(c->mem, n * sizeof *kv)
+                                      : NULL;
+    fields_obj(&fo, kv ? kv : kv_small, f, kv ? n : 0);
+    fop = &fo;
+  }
+  if (!rv)
+    rv = log_record(c, l, level, msg, (size_t)len,
+                    (const uint8_t *)sb.sb.data, sb.sb.size, fop);
+  if (kv && kv != kv_small)
+    ms_free(c->mem, kv);
   ms_mpbuf_destroy(&sb);
   if (msg != small)
     ms_free(c->mem, msg);
