@@ -214,6 +214,54 @@ static void scenario_client_session(void) {
   fh_free(&f);
 }
 
+/* The local sink always gets a map (without its fields when out of
+ * memory), never a broken object. */
+static void sink_check(ms_client *c, int64_t ts, int level, const char *msg,
+                       const msgpack_object *fields, void *ud) {
+  (void)c, (void)ts, (void)level, (void)ud;
+  if (!msg || !fields || fields->type != MSGPACK_OBJECT_MAP) {
+    printf("#   the sink got no message or no map, fail_at %ld\n",
+           fm_fail_at);
+    g_bad = 1;
+  }
+}
+
+/* Logs with a local sink: fields given as a list (short, and longer than
+ * what fits on the stack) and as bytes, records dropped from a full queue,
+ * then shipped with the dropped count. */
+static void scenario_logs(void) {
+  ms_client_config cfg;
+  ms_client_config_init(&cfg);
+  cfg.service = "svc";
+  cfg.seed = 3;
+  cfg.backoff_min_ms = 10;
+  cfg.backoff_max_ms = 20;
+  ms_client *c = NULL;
+  if (ms_client_new(&c, &cfg, NULL, NULL) != 0)
+    return;
+  ms_log_set_sink(c, sink_check, NULL);
+  ms_log_set_queue(c, 1);
+  ms_log_field few[] = {MS_FSTR("k", "v"), MS_FINT("n", -3),
+                        MS_FDBL("d", 1.5), MS_FBOOL("b", 1)};
+  ms_log_field many[24];
+  for (int i = 0; i < 24; i++)
+    many[i] = (ms_log_field)MS_FINT("i", i);
+  static const uint8_t raw[] = {0x81, 0xa1, 'r', 0x01}; /* {r: 1} */
+  ms_log_fields(c, MS_LEVEL_INFO, few, 4, "few");
+  ms_log_fields(c, MS_LEVEL_INFO, many, 24, "many");
+  ms_log_raw(c, MS_LEVEL_INFO, "raw", 3, raw, sizeof raw);
+  fakehub f;
+  fh_init(&f, c, 1000);
+  if (fh_accept(&f) == 0) {
+    fh_welcome(&f); /* the queued one goes with _dropped */
+    ms_log_fields(c, MS_LEVEL_WARN, few, 4, "live");
+    fh_pump(&f);
+  }
+  ms_client_del(c);
+  f.c = NULL;
+  fh_free(&f);
+}
+
 static int on_http(ms_hub *h, ms_conn *c, const ms_http_request *req,
                    void *ud) {
   (void)h, (void)req, (void)ud;
@@ -225,6 +273,7 @@ static ms_client *sim_cl(const char *name, int watch) {
   ms_client_config cfg;
   ms_client_config_init(&cfg);
   cfg.service = name;
+  cfg.instance = watch ? NULL : "i-1";
   cfg.seed = 5;
   cfg.watch = watch;
   ms_client *c = NULL;
@@ -246,9 +295,9 @@ static void on_rec_alpha_only(ms_client *c, const ms_record *r, void *ud) {
   }
 }
 
-/* A hub with two services and a watcher: routing, logs to a
- * subscriber, an HTTP request, a service dropping with a request
- * routed to it. */
+/* A hub with two services and a watcher: routing, logs and presence (with
+ * its detail) to a subscriber, an HTTP request, a service dropping with a
+ * request routed to it. */
 static void scenario_hub(void) {
   ms_hub_config hc;
   ms_hub_config_init(&hc);
@@ -275,6 +324,7 @@ static void scenario_hub(void) {
     so.n_services = 1;
     so.contains = "says";
     ms_client_subscribe(w, "logs", &so, on_rec_alpha_only, NULL, NULL);
+    ms_client_subscribe(w, "presence", NULL, on_rec, NULL, NULL);
   }
   sim_pump(&s);
   if (a)
@@ -497,6 +547,11 @@ static void client_session_survives_every_allocation_failure(void) {
   run_all_failures(&s);
 }
 
+static void logs_survive_every_allocation_failure(void) {
+  scenario s = {"logs", scenario_logs};
+  run_all_failures(&s);
+}
+
 static void hub_session_survives_every_allocation_failure(void) {
   scenario s = {"hub", scenario_hub};
   run_all_failures(&s);
@@ -510,6 +565,7 @@ static void driver_survives_every_allocation_failure(void) {
 static const ms_test_case tests[] = {
     TEST(client_new_survives_every_allocation_failure),
     TEST(client_session_survives_every_allocation_failure),
+    TEST(logs_survive_every_allocation_failure),
     TEST(hub_session_survives_every_allocation_failure),
     TEST(driver_survives_every_allocation_failure),
     TEST(allocator_hook_reaches_drivers_and_packing_buffers),
