@@ -91,8 +91,6 @@ struct ms_hub_sio_state {
   int zones;            /* how many of them were initialised */
   ms_buf b64;           /* a decoded binary packet */
   ms_buf pkt;           /* one outgoing packet */
-  msgpack_sbuffer subst; /* an event's arguments with attachments in */
-  msgpack_zone zsub;
   ms_buf atts;          /* an outgoing packet's attachments, back to back */
   size_t att_off[SIO_MAX_ATTACHMENTS + 1];
   size_t natt;
@@ -120,9 +118,6 @@ static void state_free(ms_hub *h, ms_hub_sio_state *st) {
     msgpack_zone_destroy(&st->ztx);
   if (st->zones > 2)
     msgpack_zone_destroy(&st->zarg);
-  if (st->zones > 3)
-    msgpack_zone_destroy(&st->zsub);
-  msgpack_sbuffer_destroy(&st->subst);
   ms_buf_free(&st->atts);
   ms_buf_free(&st->b64);
   ms_buf_free(&st->pkt);
@@ -146,19 +141,15 @@ static ms_hub_sio_state *state(ms_hub *h) {
   ms_buf_init(&st->b64, h->mem);
   ms_buf_init(&st->pkt, h->mem);
   ms_buf_init(&st->atts, h->mem);
-  msgpack_sbuffer_init(&st->subst);
   if (msgpack_zone_init(&st->zrx, 1024)) {
     st->zones = 1;
     if (msgpack_zone_init(&st->ztx, 1024)) {
       st->zones = 2;
-      if (msgpack_zone_init(&st->zarg, 1024)) {
+      if (msgpack_zone_init(&st->zarg, 1024))
         st->zones = 3;
-        if (msgpack_zone_init(&st->zsub, 1024))
-          st->zones = 4;
-      }
     }
   }
-  if (rrv || st->zones < 4) {
+  if (rrv || st->zones < 3) {
     state_free(h, st);
     return NULL;
   }
@@ -1383,11 +1374,11 @@ static void sio_fail(ms_hub *h, ms_hub_sio *s, int64_t now) {
                     "closed", now);
 }
 
-/* The value o with each attachment placeholder {"_placeholder":true,
- * "num":k} replaced by attachment k as bin. -1 for a placeholder that
- * names no attachment. */
-static int pack_subst(msgpack_packer *pk, const msgpack_object *o,
-                      const ms_hub_sio *s, int depth) {
+/* Each attachment placeholder {"_placeholder":true, "num":k} in o
+ * becomes attachment k as bin, in place (borrowing s->bin_data, which
+ * stays until the packet is handled). -1 for a placeholder that names no
+ * attachment. */
+static int subst_atts(msgpack_object *o, const ms_hub_sio *s, int depth) {
   if (depth > 64)
     return -1;
   if (o->type == MSGPACK_OBJECT_MAP && o->via.map.size == 2) {
@@ -1399,28 +1390,22 @@ static int pack_subst(msgpack_packer *pk, const msgpack_object *o,
         return -1;
       size_t k = (size_t)num->via.u64;
       size_t b = s->bin_off[k], e = s->bin_off[k + 1];
-      return msgpack_pack_bin_with_body(pk, s->bin_data.data + b, e - b) ? -1
-                                                                          : 0;
+      o->type = MSGPACK_OBJECT_BIN;
+      o->via.bin.ptr = e > b ? (const char *)s->bin_data.data + b : "";
+      o->via.bin.size = (uint32_t)(e - b);
+      return 0;
     }
   }
   if (o->type == MSGPACK_OBJECT_ARRAY) {
-    if (msgpack_pack_array(pk, o->via.array.size))
-      return -1;
     for (uint32_t i = 0; i < o->via.array.size; i++)
-      if (pack_subst(pk, &o->via.array.ptr[i], s, depth + 1))
+      if (subst_atts(&o->via.array.ptr[i], s, depth + 1))
         return -1;
-    return 0;
-  }
-  if (o->type == MSGPACK_OBJECT_MAP) {
-    if (msgpack_pack_map(pk, o->via.map.size))
-      return -1;
+  } else if (o->type == MSGPACK_OBJECT_MAP) {
     for (uint32_t i = 0; i < o->via.map.size; i++)
-      if (msgpack_pack_object(pk, o->via.map.ptr[i].key) ||
-          pack_subst(pk, &o->via.map.ptr[i].val, s, depth + 1))
+      if (subst_atts(&o->via.map.ptr[i].val, s, depth + 1))
         return -1;
-    return 0;
   }
-  return msgpack_pack_object(pk, *o) ? -1 : 0;
+  return 0;
 }
 
 static void on_sio_packet_parsed(ms_hub *h, ms_hub_sio *s,
@@ -1517,19 +1502,10 @@ static void on_sio_packet_parsed(ms_hub *h, ms_hub_sio *s,
       sio_fail(h, s, now);
       return;
     }
-    if (with_atts) {
-      /* The placeholders become the attachments, as MessagePack bin. */
-      msgpack_packer pk;
-      st->subst.size = 0;
-      msgpack_zone_clear(&st->zsub);
-      msgpack_packer_init(&pk, &st->subst, msgpack_sbuffer_write);
-      off = 0;
-      if (pack_subst(&pk, &arg, s, 0) ||
-          msgpack_unpack(st->subst.data, st->subst.size, &off, &st->zsub,
-                         &arg) != MSGPACK_UNPACK_SUCCESS) {
-        sio_fail(h, s, now);
-        return;
-      }
+    /* The placeholders become the attachments, as MessagePack bin. */
+    if (with_atts && subst_atts(&arg, s, 0)) {
+      sio_fail(h, s, now);
+      return;
     }
   }
   switch (sp.type) {
