@@ -538,9 +538,95 @@ static void presence_detail_of_lost_and_rejoined_services(void) {
   sim_free(&s);
 }
 
+typedef struct log_seen {
+  int n;
+  uint8_t fields[128];
+  size_t fields_len;
+} log_seen;
+
+static void on_log_fields(ms_client *c, const ms_record *r, void *ud) {
+  log_seen *v = ud;
+  (void)c;
+  if (r->kind != MS_RECORD_LOG || !r->fields)
+    return;
+  v->n++;
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_object(&pk, *r->fields);
+  v->fields_len = sb.size <= sizeof v->fields ? sb.size : 0;
+  if (v->fields_len)
+    memcpy(v->fields, sb.data, sb.size);
+  msgpack_sbuffer_destroy(&sb);
+}
+
+/* A log record goes to the cluster as [ts, level, service, message,
+ * bin(fields)] with the fields as logged, and one from the cluster reaches
+ * a subscriber with its fields. */
+static void log_record_fields_to_and_from_the_cluster(void) {
+  sim s;
+  stub st;
+  watch w;
+  ms_client *c;
+  CHECK(setup(&s, &st, &w, &c) == 0);
+  ms_hub_cluster_claimed(s.hub, st.tag, 0, NULL, s.now);
+  sim_pump(&s);
+  ms_log_set_clock(c, NULL, NULL);
+  /* {k: "v", n: -5, l: [1, {}]} */
+  static const uint8_t f[] = {0x83, 0xa1, 'k', 0xa1, 'v', 0xa1, 'n', 0xfb,
+                              0xa1, 'l',  0x92, 0x01, 0x80};
+  int pub = st.publishes;
+  CHECK_EQ_INT(ms_log_raw(c, MS_LEVEL_WARN, "hi", 2, f, sizeof f), 0);
+  sim_pump(&s);
+  CHECK_EQ_INT(st.publishes, pub + 1);
+  CHECK_EQ_INT(st.last_stream, MS_CLUSTER_LOGS);
+  /* [ts, 30, "svc", "hi", bin(f)]: ts is the hub's (the client sent
+   * none), the rest byte for byte. */
+  CHECK(st.last_rec_len > 2 && st.last_rec[0] == 0x95);
+  static const uint8_t tail[] = {30, 0xa3, 's', 'v', 'c', 0xa2, 'h', 'i',
+                                 0xc4, sizeof f};
+  size_t tl = sizeof tail + sizeof f;
+  CHECK(st.last_rec_len > tl + 1);
+  const uint8_t *t = st.last_rec + st.last_rec_len - tl;
+  CHECK_MEM(t, sizeof tail, tail, sizeof tail);
+  CHECK_MEM(t + sizeof tail, sizeof f, f, sizeof f);
+  /* From the cluster: [1, 20, "s", "hi", bin(f)]. */
+  log_seen v;
+  memset(&v, 0, sizeof v);
+  ms_client *wc = sim_client_new("w", 1);
+  CHECK(wc != NULL);
+  CHECK_EQ_INT(ms_client_subscribe(wc, "logs", NULL, on_log_fields, &v,
+                                   NULL),
+               0);
+  sim_add(&s, wc);
+  sim_pump(&s);
+  uint8_t rec[64] = {0x95, 0x01, 0x14, 0xa1, 's', 0xa2, 'h', 'i', 0xc4,
+                     sizeof f};
+  memcpy(rec + 10, f, sizeof f);
+  uint64_t seq = ms_hub_cluster_last_seq(s.hub, MS_CLUSTER_LOGS) + 1;
+  CHECK_EQ_INT(ms_hub_cluster_record(s.hub, MS_CLUSTER_LOGS, seq, rec,
+                                     10 + sizeof f, s.now), 0);
+  sim_pump(&s);
+  CHECK_EQ_INT(v.n, 1);
+  CHECK_MEM(v.fields, v.fields_len, f, sizeof f);
+  /* Fields that are not a map, or not well formed: refused. */
+  rec[10] = 0x93;
+  CHECK_EQ_INT(ms_hub_cluster_record(s.hub, MS_CLUSTER_LOGS, seq + 1, rec,
+                                     10 + sizeof f, s.now),
+               MS_ERR_BAD_MESSAGE);
+  rec[10] = 0x84;
+  CHECK_EQ_INT(ms_hub_cluster_record(s.hub, MS_CLUSTER_LOGS, seq + 1, rec,
+                                     10 + sizeof f, s.now),
+               MS_ERR_BAD_MESSAGE);
+  CHECK_EQ_INT(v.n, 1);
+  sim_free(&s);
+}
+
 static const ms_test_case tests[] = {
     TEST(claim_ok_registers_and_close_releases),
     TEST(presence_detail_of_lost_and_rejoined_services),
+    TEST(log_record_fields_to_and_from_the_cluster),
     TEST(claim_held_elsewhere_is_duplicate_4009),
     TEST(claim_unavailable_closes_4040_and_client_retries),
     TEST(claim_without_answer_times_out_unavailable),

@@ -471,6 +471,90 @@ static void presence_detail_has_reason_and_instance(void) {
   sim_free(&s);
 }
 
+/* A log record's fields as the store hook and a subscriber get them, from
+ * a MessagePack client and a JSON one. */
+typedef struct fields_seen {
+  int n;
+  uint8_t b[4][128];
+  size_t len[4];
+} fields_seen;
+
+static void keep_bytes(fields_seen *f, const uint8_t *p, size_t n) {
+  if (f->n < 4) {
+    f->len[f->n] = n <= sizeof f->b[0] ? n : 0;
+    if (f->len[f->n])
+      memcpy(f->b[f->n], p, n);
+    f->n++;
+  }
+}
+
+static void on_hub_record(ms_hub *h, const ms_hub_record *r, void *ud) {
+  (void)h;
+  keep_bytes(ud, r->fields, r->fields_len);
+}
+
+static void collect_fields(ms_client *c, const ms_record *r, void *ud) {
+  (void)c;
+  if (r->kind != MS_RECORD_LOG || !r->fields)
+    return;
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_object(&pk, *r->fields);
+  keep_bytes(ud, (const uint8_t *)sb.data, sb.size);
+  msgpack_sbuffer_destroy(&sb);
+}
+
+static void log_fields_reach_store_and_subscribers_as_logged(void) {
+  sim s;
+  ms_hub_config cfg;
+  base_cfg(&cfg);
+  fields_seen *stored = calloc(1, sizeof *stored);
+  fields_seen *got_f = calloc(1, sizeof *got_f);
+  CHECK(stored && got_f);
+  cfg.on_record = on_hub_record;
+  CHECK_EQ_INT(sim_init(&s, &cfg), 0);
+  ms_hub_del(s.hub); /* again, with the hook's user data */
+  CHECK_EQ_INT(ms_hub_new(&s.hub, &cfg, stored, NULL), 0);
+  ms_client *w = sim_client_new("w", 1);
+  ms_client *a = sim_client_new("svc-a", 0);
+  ms_client_config cc;
+  ms_client_config_init(&cc);
+  cc.service = "svc-j";
+  cc.encoding = MS_ENC_JSON;
+  ms_client *j = NULL;
+  CHECK_EQ_INT(ms_client_new(&j, &cc, NULL, NULL), 0);
+  ms_log_set_sink(j, NULL, NULL);
+  sim_add(&s, w);
+  sim_add(&s, a);
+  sim_add(&s, j);
+  ms_client_subscribe(w, "logs", NULL, collect_fields, got_f, NULL);
+  sim_pump(&s);
+  /* {k: "v", n: -5, d: 1.5, l: [1, {}], t: true} */
+  static const uint8_t f[] = {0x85, 0xa1, 'k', 0xa1, 'v', 0xa1, 'n', 0xfb,
+                              0xa1, 'd',  0xcb, 0x3f, 0xf8, 0, 0, 0, 0, 0,
+                              0,    0xa1, 'l',  0x92, 0x01, 0x80, 0xa1, 't',
+                              0xc3};
+  CHECK_EQ_INT(ms_log_raw(a, MS_LEVEL_INFO, "m", 1, f, sizeof f), 0);
+  CHECK_EQ_INT(ms_log_raw(j, MS_LEVEL_INFO, "m", 1, f, sizeof f), 0);
+  sim_pump(&s);
+  CHECK_EQ_INT(stored->n, 2);
+  CHECK_EQ_INT(got_f->n, 2);
+  for (int i = 0; i < 2; i++) {
+    CHECK_MEM(stored->b[i], stored->len[i], f, sizeof f);
+    CHECK_MEM(got_f->b[i], got_f->len[i], f, sizeof f);
+  }
+  /* No fields: an empty map. */
+  CHECK_EQ_INT(ms_log(a, MS_LEVEL_INFO, "none"), 0);
+  sim_pump(&s);
+  CHECK_EQ_INT(stored->n, 3);
+  CHECK_MEM(stored->b[2], stored->len[2], "\x80", 1);
+  free(stored);
+  free(got_f);
+  sim_free(&s);
+}
+
 static void log_records_wait_in_ring_until_connected(void) {
   sim s;
   ms_hub_config cfg;
@@ -912,6 +996,7 @@ static const ms_test_case tests[] = {
     TEST(stalled_subscriber_gets_gap_while_routing_goes_on),
     TEST(presence_history_replays_up_and_down),
     TEST(presence_detail_has_reason_and_instance),
+    TEST(log_fields_reach_store_and_subscribers_as_logged),
     TEST(log_records_wait_in_ring_until_connected),
     TEST(log_below_level_is_dropped_at_once),
     TEST(subscriptions_past_the_cap_get_too_many_subscriptions),
