@@ -302,10 +302,8 @@ int ms_log_raw(ms_client *c, int level, const char *message, size_t msg_len,
   if (level < l->level || level <= 0)
     return MS_ERR_LIMIT;
   if (fields_len) {
-    /* fields must be exactly one map (fixmap, map16 or map32) */
-    int is_map = (fields[0] & 0xf0) == 0x80 || fields[0] == 0xde ||
-                 fields[0] == 0xdf;
-    if (!is_map || ms_msgpack_check(fields, fields_len) != 0)
+    /* fields must be exactly one map */
+    if (!ms_mp_is_map(fields[0]) || ms_msgpack_check(fields, fields_len) != 0)
       return MS_ERR_INVALID_ARG;
   }
   if (msg_len > MAX_MESSAGE)

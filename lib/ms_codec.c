@@ -641,7 +641,8 @@ int ms_msg_decode(ms_msg *msg, msgpack_zone *zone, const uint8_t *buf,
     err->type = 0;
   }
   if (rv == 0) {
-    /* The encoded bytes of data / error_data, for passing on as they are. */
+    /* The encoded bytes of data / error_data / a LOG's fields, for passing
+     * on as they are. */
     unsigned di = 0, ei = 0;
     if (msg->type == MS_MSG_REQUEST)
       di = 4;
@@ -649,6 +650,9 @@ int ms_msg_decode(ms_msg *msg, msgpack_zone *zone, const uint8_t *buf,
       di = 2;
     else if (msg->type == MS_MSG_ERROR)
       ei = 4;
+    else if (msg->type == MS_MSG_LOG && d.n > 4 &&
+             ms_mp_is_map(buf[starts[4]]))
+      ei = 4; /* (nil fields decode as an empty map: no span) */
     unsigned want = di ? di : ei;
     if (want && want < d.n) {
       size_t end = want + 1 < d.n ? starts[want + 1]

@@ -189,31 +189,41 @@ static size_t ring_find(const stream *s, uint64_t seq) {
   return a;
 }
 
-/* A record's fields (or a presence detail) as a MessagePack map into eb:
- * 0, or nonzero when out of memory. */
-static int pack_fields(ms_mpbuf *eb, const msgpack_object *extra) {
+/* A record's fields (or a presence detail) as a MessagePack map: the
+ * bytes they came in (raw, a checked map) as they are, else extra packed
+ * into eb (a map, or an empty one). 0 with *out set, or nonzero when out
+ * of memory. */
+static int fields_bytes(ms_mpbuf *eb, const msgpack_object *extra,
+                        const ms_raw *raw, ms_raw *out) {
+  if (raw && raw->ptr && raw->len) {
+    *out = *raw;
+    return 0;
+  }
   msgpack_packer epk;
   msgpack_packer_init(&epk, eb, ms_mpbuf_write);
   if (extra && extra->type == MSGPACK_OBJECT_MAP)
     msgpack_pack_object(&epk, *extra);
   else
     msgpack_pack_map(&epk, 0);
+  out->ptr = (const uint8_t *)eb->sb.data;
+  out->len = eb->sb.size;
   return eb->failed;
 }
 
 static rec *keep(ms_hub *h, stream *s, int64_t ts_us, int64_t level,
                  int kind, const char *service, size_t service_len,
                  const char *message, size_t message_len,
-                 const msgpack_object *extra) {
+                 const msgpack_object *extra, const ms_raw *extra_raw) {
   ms_mpbuf eb;
   ms_mpbuf_init(&eb, h->mem);
-  int prv = pack_fields(&eb, extra);
+  ms_raw fb;
+  int prv = fields_bytes(&eb, extra, extra_raw, &fb);
   if (service_len > 65535)
     service_len = 65535;
   /* A record without its fields is not kept half. */
   rec *r = prv ? NULL
                : ms_malloc(h->mem,
-                           sizeof *r + service_len + message_len + eb.sb.size);
+                           sizeof *r + service_len + message_len + fb.len);
   if (!r) {
     ms_mpbuf_destroy(&eb);
     return NULL;
@@ -225,11 +235,11 @@ static rec *keep(ms_hub *h, stream *s, int64_t ts_us, int64_t level,
   r->kind = (uint8_t)kind;
   r->service_len = (uint16_t)service_len;
   r->message_len = (uint32_t)message_len;
-  r->extra_len = (uint32_t)eb.sb.size;
+  r->extra_len = (uint32_t)fb.len;
   memcpy(r->data, service, service_len);
   if (message_len)
     memcpy(r->data + service_len, message, message_len);
-  memcpy(r->data + service_len + message_len, eb.sb.data, eb.sb.size);
+  memcpy(r->data + service_len + message_len, fb.ptr, fb.len);
   ms_mpbuf_destroy(&eb);
   /* Oldest out while over the count or the byte budget (every slot is
    * reserved: this cannot fail). */
@@ -579,10 +589,12 @@ static void cluster_publish(ms_hub *h, int stream_id, int64_t ts_us,
                             int64_t level, const char *kind,
                             const char *service, size_t service_len,
                             const char *message, size_t message_len,
-                            const msgpack_object *extra) {
+                            const msgpack_object *extra,
+                            const ms_raw *extra_raw) {
   ms_mpbuf eb;
   ms_mpbuf_init(&eb, h->mem);
-  if (pack_fields(&eb, extra) != 0) {
+  ms_raw fb;
+  if (fields_bytes(&eb, extra, extra_raw, &fb) != 0) {
     ms_mpbuf_destroy(&eb);
     return; /* out of memory: the record is lost, not half sent */
   }
@@ -596,7 +608,7 @@ static void cluster_publish(ms_hub *h, int stream_id, int64_t ts_us,
   msgpack_pack_str_with_body(pk, service, service_len);
   if (stream_id == STREAM_LOGS)
     msgpack_pack_str_with_body(pk, message ? message : "", message_len);
-  msgpack_pack_bin_with_body(pk, eb.sb.data, eb.sb.size);
+  msgpack_pack_bin_with_body(pk, fb.ptr, fb.len);
   ms_mpbuf_destroy(&eb);
   if (h->out.failed)
     return; /* out of memory: the record is lost, not half sent */
@@ -622,12 +634,12 @@ static void presence_rec(ms_hub *h, const char *kind, const char *name,
   rec *r = NULL;
   if (h->clustered)
     cluster_publish(h, STREAM_PRESENCE, ms_hub_wall_us(h, now), 0, kind, name,
-                    name_len, NULL, 0, &detail.obj);
+                    name_len, NULL, 0, &detail.obj, NULL);
   /* Kept here when on its own, or while the cluster is away (out of
    * memory it is not kept, nor half kept). */
   if (!h->clustered || h->cl_local)
     r = keep(h, s, ms_hub_wall_us(h, now), 0, kind[0] == 'u' ? 1 : 2, name,
-             name_len, NULL, 0, &detail.obj);
+             name_len, NULL, 0, &detail.obj, NULL);
   if (r)
     fan_out(h, STREAM_PRESENCE, r);
 }
@@ -673,12 +685,12 @@ void ms_hub_on_log(ms_hub *h, ms_hub_conn *hc, const ms_msg *m,
   const char *src = ms_hub_source(h, hc, srcbuf, &src_len);
   if (h->clustered) {
     cluster_publish(h, STREAM_LOGS, ts, m->level, NULL, src, src_len,
-                    m->message.ptr, m->message.len, &m->extra);
+                    m->message.ptr, m->message.len, &m->extra, &m->extra_raw);
     if (!h->cl_local)
       return; /* kept when it comes back in cluster order */
   }
   rec *r = keep(h, s, ts, m->level, 0, src, src_len, m->message.ptr,
-                m->message.len, &m->extra);
+                m->message.len, &m->extra, &m->extra_raw);
   if (!r)
     return;
   kept_log(h, r);
@@ -734,7 +746,7 @@ static int record_in(ms_hub *h, int stream_id, uint64_t seq,
     return MS_ERR_BAD_MESSAGE;
   msgpack_zone z;
   msgpack_zone_init(&z, 512);
-  msgpack_object o, extra;
+  msgpack_object o;
   size_t off = 0;
   int rv = MS_ERR_BAD_MESSAGE;
   if (msgpack_unpack((const char *)buf, len, &off, &z, &o) !=
@@ -765,11 +777,10 @@ static int record_in(ms_hub *h, int stream_id, uint64_t seq,
   }
   if (svc->type != MSGPACK_OBJECT_STR || eb->type != MSGPACK_OBJECT_BIN)
     goto out;
-  off = 0;
-  if (ms_msgpack_check((const uint8_t *)eb->via.bin.ptr, eb->via.bin.size) ||
-      msgpack_unpack(eb->via.bin.ptr, eb->via.bin.size, &off, &z, &extra) !=
-          MSGPACK_UNPACK_SUCCESS ||
-      extra.type != MSGPACK_OBJECT_MAP)
+  /* The fields (detail): one well-formed map, kept as the bytes they are. */
+  ms_raw extra = {(const uint8_t *)eb->via.bin.ptr, eb->via.bin.size};
+  if (!extra.len || !ms_mp_is_map(extra.ptr[0]) ||
+      ms_msgpack_check(extra.ptr, extra.len))
     goto out;
   ms_hub_enter(h);
   h->last_now = now;
@@ -795,7 +806,7 @@ static int record_in(ms_hub *h, int stream_id, uint64_t seq,
   }
   rec *r = keep(h, s, ts, level, kind, svc->via.str.ptr, svc->via.str.size,
                 sid == STREAM_LOGS ? a[3].via.str.ptr : NULL,
-                sid == STREAM_LOGS ? a[3].via.str.size : 0, &extra);
+                sid == STREAM_LOGS ? a[3].via.str.size : 0, NULL, &extra);
   if (r) {
     r->hidden = (uint8_t)(hidden != 0);
     if (sid == STREAM_LOGS)

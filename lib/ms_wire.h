@@ -133,6 +133,12 @@ static inline void ms_objmap_true(ms_objmap *m, const char *key) {
   o->via.boolean = true;
 }
 
+/* Whether a MessagePack object starting with byte b is a map (fixmap,
+ * map16 or map32). */
+static inline int ms_mp_is_map(uint8_t b) {
+  return (b & 0xf0) == 0x80 || b == 0xde || b == 0xdf;
+}
+
 /* Service-name rule of PROTOCOL.md: 1..128 bytes of [A-Za-z0-9._:-]. */
 int ms_valid_service_name(const char *s, size_t len);
 

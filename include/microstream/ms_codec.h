@@ -91,8 +91,8 @@ typedef struct ms_msg {
   msgpack_object opts;
   msgpack_object extra;
   /* The MessagePack bytes of `data` (REQUEST, RESPONSE) and of error_data
-   * (ERROR, when present), borrowed from the input: a hub passes them on
-   * without re-encoding. */
+   * (ERROR, when present) or fields (LOG, when a map), borrowed from the
+   * input: a hub passes them on without re-encoding. */
   ms_raw data_raw;
   ms_raw extra_raw;
 } ms_msg;

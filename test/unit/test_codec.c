@@ -913,8 +913,8 @@ static void encoders_write_every_element(void) {
   fx_free(&f);
 }
 
-/* The decoder hands out the exact bytes of data / error_data, which a
- * hub passes on without re-encoding. */
+/* The decoder hands out the exact bytes of data / error_data / a LOG's
+ * fields, which a hub passes on without re-encoding. */
 static void data_raw_spans_are_the_encoded_payload(void) {
   msgpack_sbuffer sb, payload;
   msgpack_sbuffer_init(&sb);
@@ -961,6 +961,27 @@ static void data_raw_spans_are_the_encoded_payload(void) {
   CHECK_EQ_INT(ms_msg_decode(&m, &z, (const uint8_t *)sb.data, sb.size,
                              MS_DIR_TO_HUB, NULL), 0);
   CHECK(m.extra_raw.ptr == NULL);
+  /* LOG with fields (a map, last); with nil fields and none: no span. */
+  sb.size = 0;
+  ms_enc_log_raw(&pk, 0, 20, ms_str_c("m"), (const uint8_t *)payload.data,
+                 payload.size);
+  CHECK_EQ_INT(ms_msg_decode(&m, &z, (const uint8_t *)sb.data, sb.size,
+                             MS_DIR_TO_HUB, NULL), 0);
+  CHECK_MEM(m.extra_raw.ptr, m.extra_raw.len, payload.data, payload.size);
+  CHECK(m.data_raw.ptr == NULL);
+  for (int nil = 1; nil >= 0; nil--) {
+    sb.size = 0;
+    msgpack_pack_array(&pk, nil ? 5 : 4);
+    msgpack_pack_int(&pk, MS_MSG_LOG);
+    msgpack_pack_int(&pk, 0);
+    msgpack_pack_int(&pk, 20);
+    msgpack_pack_str_with_body(&pk, "m", 1);
+    if (nil)
+      msgpack_pack_nil(&pk);
+    CHECK_EQ_INT(ms_msg_decode(&m, &z, (const uint8_t *)sb.data, sb.size,
+                               MS_DIR_TO_HUB, NULL), 0);
+    CHECK(m.extra_raw.ptr == NULL);
+  }
   msgpack_zone_destroy(&z);
   msgpack_sbuffer_destroy(&sb);
   msgpack_sbuffer_destroy(&payload);

@@ -550,6 +550,13 @@ static void log_fields_reach_store_and_subscribers_as_logged(void) {
   sim_pump(&s);
   CHECK_EQ_INT(stored->n, 3);
   CHECK_MEM(stored->b[2], stored->len[2], "\x80", 1);
+  /* Fields are passed on as the client encoded them: {n: 5} with 5 as an
+   * int8 and the key as a str8 stay so. */
+  static const uint8_t wide[] = {0xde, 0x00, 0x01, 0xd9, 0x01, 'n', 0xd0, 5};
+  CHECK_EQ_INT(ms_log_raw(a, MS_LEVEL_INFO, "w", 1, wide, sizeof wide), 0);
+  sim_pump(&s);
+  CHECK_EQ_INT(stored->n, 4);
+  CHECK_MEM(stored->b[3], stored->len[3], wide, sizeof wide);
   free(stored);
   free(got_f);
   sim_free(&s);
