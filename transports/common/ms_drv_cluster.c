@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "ms_drv_cluster.h"
+#include "ms_ring.h"
 
 #define PREFIX_MAX 64
 #define HUB_ID_MAX 64
@@ -71,6 +72,7 @@ typedef struct sent {
 typedef struct smap {
   sent **b;
   size_t nb, n;
+  const ms_allocator *mem;
 } smap;
 
 static uint64_t shash(const char *s, size_t n) {
@@ -104,7 +106,7 @@ static int sput(smap *m, const char *k, size_t n, void *val) {
   }
   if (m->n + 1 > m->nb) { /* grow: load factor 1 */
     size_t nb = m->nb ? m->nb * 2 : 16;
-    sent **b = calloc(nb, sizeof *b);
+    sent **b = ms_calloc(m->mem, nb, sizeof *b);
     if (!b)
       return MS_ERR_NOMEM;
     for (size_t i = 0; i < m->nb; i++) {
@@ -116,11 +118,11 @@ static int sput(smap *m, const char *k, size_t n, void *val) {
         e = nx;
       }
     }
-    free(m->b);
+    ms_free(m->mem, m->b);
     m->b = b;
     m->nb = nb;
   }
-  sent *e = malloc(sizeof *e + n + 1);
+  sent *e = ms_malloc(m->mem, sizeof *e + n + 1);
   if (!e)
     return MS_ERR_NOMEM;
   e->hash = h;
@@ -141,7 +143,7 @@ static void *sdel(smap *m, const char *k, size_t n) {
   sent *e = *pp;
   void *v = e->val;
   *pp = e->next;
-  free(e);
+  ms_free(m->mem, e);
   m->n--;
   return v;
 }
@@ -158,14 +160,17 @@ static void seach(smap *m, void (*fn)(void *ud, sent *e), void *ud) {
   }
 }
 
-static void sclear(smap *m, void (*free_val)(void *)) {
+/* free_val(mem, val) lets go of each value (NULL: values are not owned). */
+typedef void (*sval_free_fn)(const ms_allocator *mem, void *val);
+
+static void sclear(smap *m, sval_free_fn free_val) {
   for (size_t i = 0; i < m->nb; i++) {
     sent *e = m->b[i];
     while (e) {
       sent *nx = e->next;
       if (free_val)
-        free_val(e->val);
-      free(e);
+        free_val(m->mem, e->val);
+      ms_free(m->mem, e);
       e = nx;
     }
     m->b[i] = NULL;
@@ -173,37 +178,27 @@ static void sclear(smap *m, void (*free_val)(void *)) {
   m->n = 0;
 }
 
-static void sfree(smap *m, void (*free_val)(void *)) {
+static void sfree(smap *m, sval_free_fn free_val) {
   sclear(m, free_val);
-  free(m->b);
+  ms_free(m->mem, m->b);
   m->b = NULL;
   m->nb = 0;
 }
 
-/* ---- byte buffer ---- */
+/* ---- byte buffers: ms_buf on the hub's allocator ---- */
 
-typedef struct bbuf {
-  char *p;
-  size_t n, cap;
-} bbuf;
-
-static int badd(bbuf *b, const void *d, size_t n) {
-  if (n == 0)
-    return 0; /* (b->p may still be NULL) */
-  if (b->n + n > b->cap) {
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->n + n)
-      cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p)
-      return MS_ERR_NOMEM;
-    b->p = p;
-    b->cap = cap;
-  }
-  memcpy(b->p + b->n, d, n);
-  b->n += n;
-  return 0;
+static void buf_init(ms_buf *b, const ms_allocator *mem) {
+  b->data = NULL;
+  b->len = b->cap = 0;
+  b->mem = mem;
 }
+
+/* The values of a map, each one allocation. */
+static void val_free(const ms_allocator *mem, void *v) { ms_free(mem, v); }
+
+static const ms_allocator *rcl_mem(const ms_rcl *c);
+/* What a ring of the driver lets go of: one allocation each. */
+static void item_drop(void *item, void *ud) { ms_free(rcl_mem(ud), item); }
 
 /* ---- state ---- */
 
@@ -211,7 +206,7 @@ static int badd(bbuf *b, const void *d, size_t n) {
 typedef struct peer {
   int64_t last_seen;
   int sharded; /* its channel is SSUBSCRIBEd (from its heartbeats) */
-  bbuf out;    /* frames queued for it: [u32 len][message]... */
+  ms_buf out;  /* frames queued for it: [u32 len][message]... */
   int dirty;   /* in the flush list */
   struct peer *flush_next;
   char id[];
@@ -224,7 +219,6 @@ typedef struct reg {
 
 /* A record waiting to be appended to a stream. */
 typedef struct orec {
-  struct orec *next;
   int shown; /* shown here already (made while the cluster was away) */
   size_t len;
   uint8_t data[];
@@ -235,7 +229,6 @@ typedef struct orec {
 enum { OWN_NO = 0, OWN_SHOWN = 1, OWN_HOLE = 2 };
 
 typedef struct hrec {
-  struct hrec *next;
   int own; /* OWN_SHOWN: this hub's, shown here already; OWN_HOLE */
   uint64_t seq;
   size_t len;
@@ -253,7 +246,6 @@ typedef struct claim_ctx {
 /* A claim answered without Redis (cluster down): delivered at flush,
  * never from inside the engine's hook. */
 typedef struct early {
-  struct early *next;
   uint64_t tag;
   int result;
 } early;
@@ -261,7 +253,6 @@ typedef struct early {
 /* A reply awaited on the command connection (FIFO). */
 typedef void (*reply_fn)(struct ms_rcl *c, redisReply *rep, void *priv);
 typedef struct cmd_ctx {
-  struct cmd_ctx *next;
   reply_fn fn;
   void *priv;
 } cmd_ctx;
@@ -283,9 +274,9 @@ typedef struct rconn {
   const ms_engine_ops *ops;   /* what the pump drives: rc_ops or TLS */
   void *eng;
   redisReader *rd;            /* non-NULL while an attempt is alive */
-  bbuf out;
+  ms_buf out;
   size_t out_off;
-  cmd_ctx *q_head, *q_tail;   /* replies awaited, oldest first */
+  ms_ring q;                  /* cmd_ctx: replies awaited, oldest first */
   int eof;
 } rconn;
 
@@ -300,6 +291,7 @@ typedef struct ares_slot {
 struct ms_rcl {
   ms_drv *d;
   ms_hub *h;
+  const ms_allocator *mem; /* the hub's: everything of this driver's own */
   char host[256];
   int port;
   int db;
@@ -335,8 +327,8 @@ struct ms_rcl {
   int sync_pending[2];   /* history reads outstanding per stream */
   uint64_t cl_seq[2];    /* newest cluster seq taken from Redis */
   uint64_t missed[2];    /* cluster records not shown here (seq taken) */
-  hrec *hold_head[2], *hold_tail[2];
-  size_t hold_n[2];
+  ms_ring hold[2];       /* hrec, live records held during a history read:
+                          * at most SYNC_HOLD, the newest refused */
   int64_t next_try, backoff, connect_deadline;
   int64_t next_renew;
   size_t pending;        /* replies outstanding */
@@ -346,15 +338,17 @@ struct ms_rcl {
   smap held;             /* names held here -> (void*)1 */
   smap claiming;         /* name -> (uintptr_t) claims in flight */
   peer *flush_head;
-  early *early_head;
-  orec *out_head[2], *out_tail[2];
-  size_t out_n[2];
+  ms_ring early;          /* early, answered at flush in order */
+  ms_ring out[2];        /* orec, waiting for Redis: at most OUTBOX_RECORDS
+                          * per stream, the oldest dropped (counted) */
   ms_cluster_stats st;
   int64_t last_tick;
   struct lost_ctx *lost_retry; /* claims refused while the hub's key lived */
 };
 
 static const char *const stream_names[2] = {"logs", "presence"};
+
+static const ms_allocator *rcl_mem(const ms_rcl *c) { return c->mem; }
 
 /* No driver: the fuzz entry point (ms_rcl_fuzz), time standing still. */
 static int64_t now_of(ms_rcl *c) { return c->d ? ms_drv_now(c->d) : 1000000; }
@@ -489,20 +483,20 @@ static int rc_feed(void *p, const uint8_t *d, size_t n, int64_t now) {
 }
 static const uint8_t *rc_peek(void *p, size_t *len) {
   rconn *r = p;
-  *len = r->out.n - r->out_off;
-  return r->out.p ? (const uint8_t *)r->out.p + r->out_off
+  *len = r->out.len - r->out_off;
+  return r->out.data ? (const uint8_t *)r->out.data + r->out_off
                   : (const uint8_t *)"";
 }
 static void rc_consume(void *p, size_t n) {
   rconn *r = p;
   r->out_off += n;
-  if (r->out_off >= r->out.n)
-    r->out_off = r->out.n = 0;
+  if (r->out_off >= r->out.len)
+    r->out_off = r->out.len = 0;
 }
 static int rc_want_read(const void *p) { return !((const rconn *)p)->eof; }
 static int rc_want_write(const void *p) {
   const rconn *r = p;
-  return !r->eof && r->out.n > r->out_off;
+  return !r->eof && r->out.len > r->out_off;
 }
 static void rc_eof(void *p, int64_t now) {
   (void)now;
@@ -632,6 +626,10 @@ static void rc_ready(ms_drv_io *io, unsigned events) {
 static int rc_init(ms_rcl *c, rconn *r) {
   memset(r, 0, sizeof *r);
   r->c = c;
+  buf_init(&r->out, c->mem);
+  /* No count bound: every command sent is awaited (its reply or the
+   * connection's end). */
+  ms_ring_init(&r->q, c->mem, SIZE_MAX, 0, MS_RING_REFUSE, NULL, NULL, NULL);
   r->io.fd = -1;
   r->s.fd = -1;
   r->ops = &rc_ops;
@@ -680,19 +678,17 @@ static void rc_close(rconn *r) {
   if (r->rd)
     redisReaderFree(r->rd);
   r->rd = NULL;
-  free(r->out.p);
-  r->out.p = NULL;
-  r->out.n = r->out.cap = r->out_off = 0;
-  while (r->q_head) {
-    cmd_ctx *x = r->q_head;
-    r->q_head = x->next;
+  ms_buf_free(&r->out);
+  r->out_off = 0;
+  cmd_ctx *x;
+  while ((x = ms_ring_pop(&r->q)) != NULL) {
     if (c->pending)
       c->pending--;
     if (x->fn)
       x->fn(NULL, NULL, x->priv);
-    free(x);
+    ms_free(c->mem, x);
   }
-  r->q_tail = NULL;
+  ms_ring_free(&r->q);
 }
 
 /* ---- name resolution (c-ares on the loop) ---- */
@@ -806,25 +802,24 @@ static int command(ms_rcl *c, int argc, const char **argv,
   rconn *r = &c->cmd;
   if (!r->rd)
     return MS_ERR_CLUSTER_UNAVAILABLE;
-  cmd_ctx *x = malloc(sizeof *x);
+  cmd_ctx *x = ms_malloc(c->mem, sizeof *x);
   if (!x)
     return MS_ERR_NOMEM;
-  char *cmd = NULL;
-  int n = redisFormatCommandArgv(&cmd, argc, argv, lens);
-  if (n < 0 || badd(&r->out, cmd, (size_t)n)) {
-    redisFreeCommand(cmd);
-    free(x);
-    return MS_ERR_NOMEM;
-  }
-  redisFreeCommand(cmd);
-  x->next = NULL;
   x->fn = fn;
   x->priv = priv;
-  if (r->q_tail)
-    r->q_tail->next = x;
-  else
-    r->q_head = x;
-  r->q_tail = x;
+  size_t before = r->out.len;
+  char *cmd = NULL;
+  int n = redisFormatCommandArgv(&cmd, argc, argv, lens);
+  int rv = n < 0 ? MS_ERR_NOMEM : ms_buf_append(&r->out, cmd, (size_t)n);
+  redisFreeCommand(cmd);
+  if (rv == 0 && ms_ring_push(&r->q, x) != 0) {
+    r->out.len = before; /* not sent: its reply would have no one */
+    rv = MS_ERR_NOMEM;
+  }
+  if (rv) {
+    ms_free(c->mem, x);
+    return MS_ERR_NOMEM;
+  }
   c->pending++;
   c->st.redis_commands++;
   want_flush(c);
@@ -840,7 +835,7 @@ static int sub_command(ms_rcl *c, int argc, const char **argv,
     return MS_ERR_CLUSTER_UNAVAILABLE;
   char *cmd = NULL;
   int n = redisFormatCommandArgv(&cmd, argc, argv, lens);
-  int rv = n < 0 || badd(&r->out, cmd, (size_t)n) ? MS_ERR_NOMEM : 0;
+  int rv = n < 0 ? MS_ERR_NOMEM : ms_buf_append(&r->out, cmd, (size_t)n);
   redisFreeCommand(cmd);
   if (rv == 0) {
     c->st.redis_commands++;
@@ -851,14 +846,11 @@ static int sub_command(ms_rcl *c, int argc, const char **argv,
 
 static void dispatch_cmd(rconn *r, redisReply *rep) {
   ms_rcl *c = r->c;
-  cmd_ctx *x = r->q_head;
+  cmd_ctx *x = ms_ring_pop(&r->q);
   if (!x) {
     go_down(c, "unexpected reply from Redis");
     return;
   }
-  r->q_head = x->next;
-  if (!r->q_head)
-    r->q_tail = NULL;
   if (c->pending)
     c->pending--;
   c->st.redis_replies++;
@@ -866,7 +858,7 @@ static void dispatch_cmd(rconn *r, redisReply *rep) {
     c->st.redis_errors++;
   if (x->fn)
     x->fn(c, rep, x->priv);
-  free(x);
+  ms_free(c->mem, x);
 }
 
 /* ---- peers and the registry replica ---- */
@@ -875,29 +867,30 @@ static peer *peer_get(ms_rcl *c, const char *id, size_t n, int create) {
   peer *p = sget(&c->peers, id, n);
   if (p || !create || n == 0 || n >= HUB_ID_MAX)
     return p;
-  p = calloc(1, sizeof *p + n + 1);
+  p = ms_calloc(c->mem, 1, sizeof *p + n + 1);
   if (!p)
     return NULL;
+  buf_init(&p->out, c->mem);
   memcpy(p->id, id, n);
   p->last_seen = now_of(c);
   if (sput(&c->peers, id, n, p)) {
-    free(p);
+    ms_free(c->mem, p);
     return NULL;
   }
   c->st.hubs = c->peers.n;
   return p;
 }
 
-static void peer_free(void *v) {
+static void peer_free(const ms_allocator *mem, void *v) {
   peer *p = v;
-  free(p->out.p);
-  free(p);
+  ms_buf_free(&p->out);
+  ms_free(mem, p);
 }
 
 struct drop_ctx {
   ms_rcl *c;
   const char *hub;
-  bbuf *names; /* NULL, or where the names go ("name\0name\0...") */
+  ms_buf *names; /* NULL, or where the names go ("name\0name\0...") */
   int failed;
 };
 static void drop_names_of(void *ud, sent *e) {
@@ -905,9 +898,9 @@ static void drop_names_of(void *ud, sent *e) {
   reg *g = e->val;
   if (strcmp(g->hub, x->hub) != 0)
     return;
-  if (x->names && badd(x->names, e->key, e->len + 1))
+  if (x->names && ms_buf_append(x->names, e->key, e->len + 1))
     x->failed = 1;
-  free(sdel(&x->c->registry, e->key, e->len));
+  ms_free(x->c->mem, sdel(&x->c->registry, e->key, e->len));
 }
 
 /* A hub that went silent: one surviving hub (the first to claim
@@ -918,8 +911,24 @@ typedef struct lost_ctx {
   struct lost_ctx *next;
   int64_t give_up; /* no more retries after this */
   char hub[HUB_ID_MAX];
-  bbuf names;
+  ms_buf names;
 } lost_ctx;
+
+static lost_ctx *lost_new(ms_rcl *c, const char *hub, int64_t give_up) {
+  lost_ctx *l = ms_calloc(c->mem, 1, sizeof *l);
+  if (!l)
+    return NULL;
+  l->c = c;
+  l->give_up = give_up;
+  snprintf(l->hub, sizeof l->hub, "%s", hub);
+  buf_init(&l->names, c->mem);
+  return l;
+}
+
+static void lost_free(lost_ctx *l) {
+  ms_buf_free(&l->names);
+  ms_free(l->c->mem, l);
+}
 
 /* KEYS[1] lost key, KEYS[2] the hub's alive key. ARGV: claimer, ttl.
  * 1: claimed, 0: another hub claimed it, -1: the hub's alive key is
@@ -945,16 +954,15 @@ static void reply_lost(ms_rcl *c, redisReply *rep, void *priv) {
   if (c && rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1 &&
       !cc->closing) {
     int64_t now = now_of(cc);
-    for (size_t off = 0; off < x->names.n;) {
-      const char *nm = x->names.p + off;
+    for (size_t off = 0; off < x->names.len;) {
+      const char *nm = x->names.data + off;
       size_t n = strlen(nm);
       if (ms_hub_cluster_presence_lost(cc->h, nm, n, x->hub, now) == 0)
         cc->st.presence_lost++;
       off += n + 1;
     }
   }
-  free(x->names.p);
-  free(x);
+  lost_free(x);
 }
 
 static void announce_lost(ms_rcl *c, lost_ctx *x) {
@@ -967,10 +975,8 @@ static void announce_lost(ms_rcl *c, lost_ctx *x) {
   size_t lens[7];
   for (int i = 0; i < 7; i++)
     lens[i] = strlen(argv[i]);
-  if (command(c, 7, argv, lens, reply_lost, x) != 0) {
-    free(x->names.p);
-    free(x);
-  }
+  if (command(c, 7, argv, lens, reply_lost, x) != 0)
+    lost_free(x);
 }
 
 /* Claims refused earlier because the hub's alive key still lived: tried
@@ -983,8 +989,7 @@ static void retry_lost(ms_rcl *c, int64_t now) {
     lost_ctx *nx = l->next;
     l->next = NULL;
     if (now >= l->give_up || peer_get(c, l->hub, strlen(l->hub), 0)) {
-      free(l->names.p);
-      free(l);
+      lost_free(l);
     } else {
       announce_lost(c, l);
     }
@@ -996,8 +1001,7 @@ static void lost_free_all(ms_rcl *c) {
   while (c->lost_retry) {
     lost_ctx *l = c->lost_retry;
     c->lost_retry = l->next;
-    free(l->names.p);
-    free(l);
+    lost_free(l);
   }
 }
 
@@ -1005,24 +1009,15 @@ static void lost_free_all(ms_rcl *c) {
  * silent: it stopped renewing (killed, cut off), not a goodbye. */
 static void peer_gone(ms_rcl *c, peer *p, int silent) {
   lost_ctx *lx = NULL;
-  if (silent) {
-    lx = calloc(1, sizeof *lx);
-    if (lx) {
-      lx->c = c;
-      /* Its alive key lapses within a lease of its last renewal. */
-      lx->give_up = now_of(c) + 3 * c->lease_ms;
-      snprintf(lx->hub, sizeof lx->hub, "%s", p->id);
-    }
-  }
+  if (silent) /* its alive key lapses within a lease of its last renewal */
+    lx = lost_new(c, p->id, now_of(c) + 3 * c->lease_ms);
   struct drop_ctx x = {c, p->id, lx ? &lx->names : NULL, 0};
   seach(&c->registry, drop_names_of, &x);
   c->st.services = c->registry.n;
-  if (lx && lx->names.n && !x.failed) {
+  if (lx && lx->names.len && !x.failed)
     announce_lost(c, lx);
-  } else if (lx) {
-    free(lx->names.p);
-    free(lx);
-  }
+  else if (lx)
+    lost_free(lx);
   /* Out of the flush list first. */
   for (peer **pp = &c->flush_head; *pp; pp = &(*pp)->flush_next)
     if (*pp == p) {
@@ -1032,7 +1027,7 @@ static void peer_gone(ms_rcl *c, peer *p, int silent) {
   char id[HUB_ID_MAX];
   snprintf(id, sizeof id, "%s", p->id);
   sdel(&c->peers, p->id, strlen(p->id));
-  peer_free(p);
+  peer_free(c->mem, p);
   c->st.hubs = c->peers.n;
   ms_hub_cluster_hub_down(c->h, id, MS_ERR_TARGET_DISCONNECTED, now_of(c));
 }
@@ -1043,9 +1038,9 @@ static void reg_set(ms_rcl *c, const char *name, size_t n, const char *hub,
     return;
   reg *g = sget(&c->registry, name, n);
   if (!g) {
-    g = malloc(sizeof *g);
+    g = ms_malloc(c->mem, sizeof *g);
     if (!g || sput(&c->registry, name, n, g)) {
-      free(g);
+      ms_free(c->mem, g);
       return;
     }
   }
@@ -1063,7 +1058,7 @@ static void reg_del(ms_rcl *c, const char *name, size_t n, const char *hub,
                     size_t hn) {
   reg *g = sget(&c->registry, name, n);
   if (g && strlen(g->hub) == hn && memcmp(g->hub, hub, hn) == 0)
-    free(sdel(&c->registry, name, n));
+    ms_free(c->mem, sdel(&c->registry, name, n));
   c->st.services = c->registry.n;
 }
 
@@ -1086,15 +1081,8 @@ static void check_up(ms_rcl *c) {
     c->on_state(c->state_ud, 1, NULL);
 }
 
-static void hold_clear(ms_rcl *c, int s) {
-  while (c->hold_head[s]) {
-    hrec *x = c->hold_head[s];
-    c->hold_head[s] = x->next;
-    free(x);
-  }
-  c->hold_tail[s] = NULL;
-  c->hold_n[s] = 0;
-}
+/* The held records go (the slots too: held only during a history read). */
+static void hold_clear(ms_rcl *c, int s) { ms_ring_free(&c->hold[s]); }
 
 static void go_down(ms_rcl *c, const char *fmt, ...) {
   if (c->state == ST_DOWN)
@@ -1124,7 +1112,7 @@ static void go_down(ms_rcl *c, const char *fmt, ...) {
   rc_close(&c->sub);
   c->pending = 0;
   /* Nothing is known about the others until Redis is back. */
-  sclear(&c->registry, free);
+  sclear(&c->registry, val_free);
   c->st.services = 0;
   c->flush_head = NULL;
   sclear(&c->peers, peer_free);
@@ -1308,14 +1296,12 @@ static void reply_history(ms_rcl *c, redisReply *rep, void *priv) {
     }
   }
   /* Then what arrived live meanwhile (older ones are ignored by seq). */
-  while (c->hold_head[s]) {
-    hrec *x = c->hold_head[s];
-    c->hold_head[s] = x->next;
+  hrec *x;
+  while ((x = ms_ring_pop(&c->hold[s])) != NULL) {
     deliver_record(c, s, x->seq, x->data, x->len, x->own);
-    free(x);
+    ms_free(c->mem, x);
   }
-  c->hold_tail[s] = NULL;
-  c->hold_n[s] = 0;
+  hold_clear(c, s);
   flush_missed(c, s);
   check_up(c);
 }
@@ -1532,22 +1518,17 @@ static void on_broadcast(ms_rcl *c, const char *m, size_t n) {
     const uint8_t *rec = (const uint8_t *)sp + 1;
     size_t rn = bn - (size_t)(sp + 1 - body);
     if (c->sync_pending[s]) {
-      if (c->hold_n[s] >= SYNC_HOLD)
-        return; /* the gap shows as a jump in seq */
-      hrec *x = malloc(sizeof *x + rn);
+      /* Full (or out of memory): the gap shows as a jump in seq. */
+      hrec *x = ms_malloc(c->mem, sizeof *x + rn);
       if (!x)
         return;
-      x->next = NULL;
       x->own = own;
       x->seq = seq;
       x->len = rn;
-      memcpy(x->data, rec, rn);
-      if (c->hold_tail[s])
-        c->hold_tail[s]->next = x;
-      else
-        c->hold_head[s] = x;
-      c->hold_tail[s] = x;
-      c->hold_n[s]++;
+      if (rn)
+        memcpy(x->data, rec, rn);
+      if (ms_ring_push(&c->hold[s], x) != 0)
+        ms_free(c->mem, x);
       return;
     }
     deliver_record(c, s, seq, rec, rn, own);
@@ -1603,7 +1584,7 @@ static void reply_claim(ms_rcl *c, redisReply *rep, void *priv) {
   claim_ctx *x = priv;
   ms_rcl *cc = x->c;
   if (cc->closing) {
-    free(x);
+    ms_free(cc->mem, x);
     return;
   }
   /* In flight one less for this name. */
@@ -1634,7 +1615,7 @@ static void reply_claim(ms_rcl *c, redisReply *rep, void *priv) {
     sdel(&cc->held, x->name, x->len);
     op_release(cc, x->name, x->len);
   }
-  free(x);
+  ms_free(cc->mem, x);
 }
 
 static void op_claim(void *ctx, const char *name, size_t len, uint64_t tag,
@@ -1643,7 +1624,7 @@ static void op_claim(void *ctx, const char *name, size_t len, uint64_t tag,
   int rv = MS_ERR_CLUSTER_UNAVAILABLE;
   claim_ctx *x = NULL;
   if (c->state == ST_UP) {
-    x = malloc(sizeof *x + len + 1);
+    x = ms_malloc(c->mem, sizeof *x + len + 1);
     if (x) {
       x->c = c;
       x->tag = tag;
@@ -1667,21 +1648,22 @@ static void op_claim(void *ctx, const char *name, size_t len, uint64_t tag,
         uintptr_t k = (uintptr_t)sget(&c->claiming, name, len);
         sput(&c->claiming, name, len, (void *)(k + 1));
       } else {
-        free(x);
+        ms_free(c->mem, x);
       }
     }
   }
   if (rv != 0) {
-    /* Answered at the end of this iteration, not from inside the hook. */
-    early *e = malloc(sizeof *e);
+    /* Answered at the end of this iteration, not from inside the hook.
+     * (Without memory the engine's claim deadline answers it.) */
+    early *e = ms_malloc(c->mem, sizeof *e);
     if (e) {
       e->tag = tag;
       e->result = MS_ERR_CLUSTER_UNAVAILABLE;
-      e->next = c->early_head;
-      c->early_head = e;
-      want_flush(c);
+      if (ms_ring_push(&c->early, e) == 0)
+        want_flush(c);
+      else
+        ms_free(c->mem, e);
     }
-    /* (Without memory the engine's claim deadline answers it.) */
   }
 }
 
@@ -1744,7 +1726,7 @@ static void reply_resolve(ms_rcl *c, redisReply *rep, void *priv) {
         hub)
       op_send(cc, hub, x->msg, x->len);
   }
-  free(x);
+  ms_free(cc->mem, x);
 }
 
 static int op_resolve(void *ctx, const char *name, size_t len, uint64_t hid,
@@ -1752,7 +1734,7 @@ static int op_resolve(void *ctx, const char *name, size_t len, uint64_t hid,
   ms_rcl *c = ctx;
   if (c->state != ST_UP)
     return MS_ERR_CLUSTER_UNAVAILABLE;
-  resolve_ctx *x = malloc(sizeof *x + n + len + 1);
+  resolve_ctx *x = ms_malloc(c->mem, sizeof *x + n + len + 1);
   if (!x)
     return MS_ERR_CLUSTER_UNAVAILABLE;
   x->c = c;
@@ -1768,7 +1750,7 @@ static int op_resolve(void *ctx, const char *name, size_t len, uint64_t hid,
   const char *argv[] = {"GET", key};
   size_t lens[] = {3, strlen(key)};
   if (command(c, 2, argv, lens, reply_resolve, x) != 0) {
-    free(x);
+    ms_free(c->mem, x);
     return MS_ERR_CLUSTER_UNAVAILABLE;
   }
   return 0;
@@ -1782,15 +1764,25 @@ static int op_send(void *ctx, const char *hub_id, const uint8_t *msg,
   peer *p = peer_get(c, hub_id, strlen(hub_id), 1);
   if (!p || len > UINT32_MAX)
     return MS_ERR_CLUSTER_UNAVAILABLE;
-  if (p->out.n == 0) {
+  /* All of the frame or none of it (the batch stays whole). */
+  size_t before = p->out.len;
+  int rv = 0;
+  if (p->out.len == 0) {
     uint8_t n = (uint8_t)strlen(c->me);
-    if (badd(&p->out, &n, 1) || badd(&p->out, c->me, n))
-      return MS_ERR_NOMEM;
+    rv = ms_buf_append(&p->out, &n, 1);
+    if (rv == 0)
+      rv = ms_buf_append(&p->out, c->me, n);
   }
   uint8_t hdr[4] = {(uint8_t)(len >> 24), (uint8_t)(len >> 16),
                     (uint8_t)(len >> 8), (uint8_t)len};
-  if (badd(&p->out, hdr, 4) || badd(&p->out, msg, len))
+  if (rv == 0)
+    rv = ms_buf_append(&p->out, hdr, 4);
+  if (rv == 0)
+    rv = ms_buf_append(&p->out, msg, len);
+  if (rv) {
+    p->out.len = before;
     return MS_ERR_NOMEM;
+  }
   c->st.messages_out++;
   if (!p->dirty) {
     p->dirty = 1;
@@ -1805,50 +1797,22 @@ static int op_publish(void *ctx, int stream, const uint8_t *rec,
                       size_t len) {
   ms_rcl *c = ctx;
   int s = stream == MS_CLUSTER_PRESENCE ? 1 : 0;
-  if (c->out_n[s] >= OUTBOX_RECORDS) {
-    /* Redis away too long: the oldest waiting record goes. */
-    orec *o = c->out_head[s];
-    c->out_head[s] = o->next;
-    if (!c->out_head[s])
-      c->out_tail[s] = NULL;
-    free(o);
-    c->out_n[s]--;
-    c->st.records_dropped++;
-  }
-  orec *o = malloc(sizeof *o + len);
+  orec *o = ms_malloc(c->mem, sizeof *o + len);
   if (!o)
     return MS_ERR_NOMEM;
-  o->next = NULL;
   /* Not up: the hub shows it at once (ms_hub_cluster_streams). */
   o->shown = c->state != ST_UP;
   o->len = len;
-  memcpy(o->data, rec, len);
-  if (c->out_tail[s])
-    c->out_tail[s]->next = o;
-  else
-    c->out_head[s] = o;
-  c->out_tail[s] = o;
-  c->out_n[s]++;
-  want_flush(c);
-  return 0;
-}
-
-static int mbuf_add(ms_buf *b, const char *d, size_t n) {
-  if (b->len + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 1024;
-    while (cap < b->len + n + 1)
-      cap *= 2;
-    const ms_allocator *m = b->mem ? b->mem : ms_default_allocator();
-    char *p = m->realloc(b->data, cap, m->user_data);
-    if (!p)
-      return MS_ERR_NOMEM;
-    b->data = p;
-    b->cap = cap;
-    b->mem = m;
+  if (len)
+    memcpy(o->data, rec, len);
+  /* Redis away too long: the oldest waiting record goes (counted). */
+  uint64_t dropped = c->out[s].dropped;
+  if (ms_ring_push(&c->out[s], o) != 0) {
+    ms_free(c->mem, o);
+    return MS_ERR_NOMEM;
   }
-  memcpy(b->data + b->len, d, n);
-  b->len += n;
-  b->data[b->len] = '\0';
+  c->st.records_dropped += c->out[s].dropped - dropped;
+  want_flush(c);
   return 0;
 }
 
@@ -1862,7 +1826,7 @@ static int op_metrics(void *ctx, ms_buf *b) {
     int k = snprintf(line, sizeof line,                                    \
                      "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help,  \
                      name, type, name, (unsigned long long)(val));         \
-    rv = mbuf_add(b, line, (size_t)k);                                     \
+    rv = ms_buf_append(b, line, (size_t)k);                                \
   }
   RM("microstream_cluster_up", "gauge",
      "1 while the hub is connected to Redis and in sync.", c->state == ST_UP);
@@ -1918,23 +1882,23 @@ struct svc_ctx {
 static void json_str(struct svc_ctx *x, const char *s, size_t n) {
   if (x->rv)
     return;
-  x->rv = mbuf_add(x->b, "\"", 1);
+  x->rv = ms_buf_append(x->b, "\"", 1);
   for (size_t i = 0; i < n && x->rv == 0; i++) {
     unsigned char ch = (unsigned char)s[i];
     char esc[8];
     if (ch == '"' || ch == '\\') {
       esc[0] = '\\';
       esc[1] = (char)ch;
-      x->rv = mbuf_add(x->b, esc, 2);
+      x->rv = ms_buf_append(x->b, esc, 2);
     } else if (ch < 0x20) {
       int k = snprintf(esc, sizeof esc, "\\u%04x", ch);
-      x->rv = mbuf_add(x->b, esc, (size_t)k);
+      x->rv = ms_buf_append(x->b, esc, (size_t)k);
     } else {
-      x->rv = mbuf_add(x->b, (const char *)&ch, 1);
+      x->rv = ms_buf_append(x->b, (const char *)&ch, 1);
     }
   }
   if (x->rv == 0)
-    x->rv = mbuf_add(x->b, "\"", 1);
+    x->rv = ms_buf_append(x->b, "\"", 1);
 }
 
 static void svc_one(void *ud, sent *e) {
@@ -1943,16 +1907,16 @@ static void svc_one(void *ud, sent *e) {
   if (x->rv || strcmp(g->hub, x->c->me) == 0)
     return; /* the engine lists its own */
   if (!x->first)
-    x->rv = mbuf_add(x->b, ",", 1);
+    x->rv = ms_buf_append(x->b, ",", 1);
   x->first = 0;
   if (x->rv == 0)
-    x->rv = mbuf_add(x->b, "{\"name\":", 8);
+    x->rv = ms_buf_append(x->b, "{\"name\":", 8);
   json_str(x, e->key, e->len);
   if (x->rv == 0)
-    x->rv = mbuf_add(x->b, ",\"hub\":", 7);
+    x->rv = ms_buf_append(x->b, ",\"hub\":", 7);
   json_str(x, g->hub, strlen(g->hub));
   if (x->rv == 0)
-    x->rv = mbuf_add(x->b, ",\"remote\":true}", 15);
+    x->rv = ms_buf_append(x->b, ",\"remote\":true}", 15);
 }
 
 static int op_services(void *ctx, ms_buf *b, int first) {
@@ -1972,11 +1936,11 @@ static void reply_renew(ms_rcl *c, redisReply *rep, void *priv);
 
 static void renew(ms_rcl *c) {
   size_t n = c->held.n;
-  const char **argv = malloc((n + 8) * sizeof *argv);
-  size_t *lens = malloc((n + 8) * sizeof *lens);
+  const char **argv = ms_malloc(c->mem, (n + 8) * sizeof *argv);
+  size_t *lens = ms_malloc(c->mem, (n + 8) * sizeof *lens);
   if (!argv || !lens) {
-    free(argv);
-    free(lens);
+    ms_free(c->mem, argv);
+    ms_free(c->mem, lens);
     return;
   }
   char lease[32], pfx[PREFIX_MAX + 2];
@@ -2003,8 +1967,8 @@ static void renew(ms_rcl *c) {
     }
   command(c, k, argv, lens, reply_renew, NULL);
   c->st.renewals++;
-  free(argv);
-  free(lens);
+  ms_free(c->mem, argv);
+  ms_free(c->mem, lens);
 }
 
 static void reply_renew(ms_rcl *c, redisReply *rep, void *priv) {
@@ -2033,17 +1997,18 @@ static void reply_renew(ms_rcl *c, redisReply *rep, void *priv) {
  * alike (shown here already or not). */
 static void flush_records(ms_rcl *c) {
   for (int s = 0; s < 2; s++) {
-    while (c->out_head[s]) {
-      int shown = c->out_head[s]->shown;
-      size_t n = 0;
-      for (orec *o = c->out_head[s]; o && o->shown == shown; o = o->next)
+    ms_ring *q = &c->out[s];
+    while (ms_ring_len(q)) {
+      int shown = ((orec *)ms_ring_at(q, 0))->shown;
+      size_t n = 1;
+      while (n < ms_ring_len(q) && ((orec *)ms_ring_at(q, n))->shown == shown)
         n++;
-      const char **argv = malloc((n + 9) * sizeof *argv);
-      size_t *lens = malloc((n + 9) * sizeof *lens);
+      const char **argv = ms_malloc(c->mem, (n + 9) * sizeof *argv);
+      size_t *lens = ms_malloc(c->mem, (n + 9) * sizeof *lens);
       if (!argv || !lens) {
-        free(argv);
-        free(lens);
-        return;
+        ms_free(c->mem, argv);
+        ms_free(c->mem, lens);
+        return; /* kept for the next flush */
       }
       char k_seq[PREFIX_MAX + 16], k_stream[PREFIX_MAX + 16], maxlen[32];
       snprintf(k_seq, sizeof k_seq, "%s:seq:%s", c->prefix, stream_names[s]);
@@ -2062,26 +2027,23 @@ static void flush_records(ms_rcl *c) {
       argv[k++] = shown ? c->me : "";
       for (int i = 0; i < k; i++)
         lens[i] = strlen(argv[i]);
-      orec *o = c->out_head[s];
-      for (size_t i = 0; i < n; i++, o = o->next) {
+      for (size_t i = 0; i < n; i++) {
+        orec *o = ms_ring_at(q, i);
         argv[k] = (const char *)o->data;
         lens[k++] = o->len;
       }
       int rv = command(c, k, argv, lens, NULL, NULL);
-      free(argv);
-      free(lens);
+      ms_free(c->mem, argv);
+      ms_free(c->mem, lens);
       if (rv != 0)
         return; /* kept for the next connection */
       c->st.records_out += n;
-      for (size_t i = 0; i < n; i++) {
-        orec *x = c->out_head[s];
-        c->out_head[s] = x->next;
-        free(x);
-      }
-      if (!c->out_head[s])
-        c->out_tail[s] = NULL;
-      c->out_n[s] -= n;
+      for (size_t i = 0; i < n; i++)
+        ms_free(c->mem, ms_ring_pop(q));
     }
+    /* The slots of an outage's backlog are given back once it is sent. */
+    if (q->cap > 64)
+      ms_ring_free(q);
   }
 }
 
@@ -2090,11 +2052,12 @@ static void kick_both(ms_rcl *c);
 void ms_rcl_flush(ms_rcl *c) {
   if (!c || c->closing)
     return;
-  while (c->early_head) {
-    early *e = c->early_head;
-    c->early_head = e->next;
-    ms_hub_cluster_claimed(c->h, e->tag, e->result, NULL, now_of(c));
-    free(e);
+  early *e;
+  while ((e = ms_ring_pop(&c->early)) != NULL) {
+    uint64_t tag = e->tag;
+    int result = e->result;
+    ms_free(c->mem, e);
+    ms_hub_cluster_claimed(c->h, tag, result, NULL, now_of(c));
   }
   if (c->state != ST_UP) {
     if (c->state == ST_CONNECTING)
@@ -2109,13 +2072,13 @@ void ms_rcl_flush(ms_rcl *c) {
     snprintf(ch, sizeof ch, "%s:hub:%s", c->prefix, p->id);
     /* Sharded to a hub that said it listens so (and this one may). */
     int sh = c->sharded && p->sharded;
-    const char *argv[] = {sh ? "SPUBLISH" : "PUBLISH", ch, p->out.p};
-    size_t lens[] = {sh ? 8u : 7u, strlen(ch), p->out.n};
+    const char *argv[] = {sh ? "SPUBLISH" : "PUBLISH", ch, p->out.data};
+    size_t lens[] = {sh ? 8u : 7u, strlen(ch), p->out.len};
     command(c, 3, argv, lens, NULL, NULL);
     c->st.batches++;
     if (sh)
       c->st.sharded_batches++;
-    p->out.n = 0;
+    p->out.len = 0;
   }
   flush_records(c);
   kick_both(c);
@@ -2227,6 +2190,15 @@ void ms_rcl_leave(ms_rcl *c) {
   command(c, 2, a2, l2, NULL, NULL);
 }
 
+static char *dup_str(const ms_allocator *mem, const char *s, size_t n) {
+  char *r = ms_malloc(mem, n + 1);
+  if (r) {
+    memcpy(r, s, n);
+    r[n] = '\0';
+  }
+  return r;
+}
+
 static int parse_url(ms_rcl *c, const char *url) {
   const char *p;
   if (strncmp(url, "redis://", 8) == 0)
@@ -2241,11 +2213,9 @@ static int parse_url(ms_rcl *c, const char *url) {
     const char *pw = colon ? colon + 1 : p;
     size_t n = (size_t)(at - pw);
     if (n) {
-      c->password = malloc(n + 1);
+      c->password = dup_str(c->mem, pw, n);
       if (!c->password)
         return MS_ERR_NOMEM;
-      memcpy(c->password, pw, n);
-      c->password[n] = '\0';
     }
     p = at + 1;
   }
@@ -2293,15 +2263,27 @@ int ms_rcl_new(ms_rcl **out, ms_drv *d, ms_hub *h,
                const ms_cluster_config *cfg) {
   if (!cfg || !cfg->url)
     return MS_ERR_INVALID_ARG;
-  ms_rcl *c = calloc(1, sizeof *c);
+  /* The driver's memory: from the hub's allocator, as the driver core's. */
+  const ms_allocator *mem = ms_mem_or_default(ms_hub_allocator(h));
+  ms_rcl *c = ms_calloc(mem, 1, sizeof *c);
   if (!c)
     return MS_ERR_NOMEM;
+  c->mem = mem;
   c->d = d;
   c->h = h;
+  c->peers.mem = c->registry.mem = c->held.mem = c->claiming.mem = mem;
+  for (int s = 0; s < 2; s++) {
+    ms_ring_init(&c->hold[s], mem, SYNC_HOLD, 0, MS_RING_REFUSE, NULL,
+                 item_drop, c);
+    ms_ring_init(&c->out[s], mem, OUTBOX_RECORDS, 0, MS_RING_DROP_OLDEST,
+                 NULL, item_drop, c);
+  }
+  ms_ring_init(&c->early, mem, SIZE_MAX, 0, MS_RING_REFUSE, NULL, item_drop,
+               c);
   int rv = parse_url(c, cfg->url);
   if (rv == 0 && cfg->password) {
-    free(c->password);
-    c->password = strdup(cfg->password);
+    ms_free(mem, c->password);
+    c->password = dup_str(mem, cfg->password, strlen(cfg->password));
     if (!c->password)
       rv = MS_ERR_NOMEM;
   }
@@ -2312,8 +2294,8 @@ int ms_rcl_new(ms_rcl **out, ms_drv *d, ms_hub *h,
                   strlen(ms_hub_id(h)) >= HUB_ID_MAX))
     rv = MS_ERR_INVALID_ARG;
   if (rv) {
-    free(c->password);
-    free(c);
+    ms_free(mem, c->password);
+    ms_free(mem, c);
     return rv;
   }
   snprintf(c->prefix, sizeof c->prefix, "%s", pfx);
@@ -2336,8 +2318,8 @@ int ms_rcl_new(ms_rcl **out, ms_drv *d, ms_hub *h,
   c->state_ud = cfg->state_ud;
   rv = ms_hub_set_cluster(h, &rcl_ops, c);
   if (rv) {
-    free(c->password);
-    free(c);
+    ms_free(mem, c->password);
+    ms_free(mem, c);
     return rv;
   }
   c->state = ST_DOWN;
@@ -2366,33 +2348,26 @@ void ms_rcl_del(ms_rcl *c) {
   for (int i = 0; i < RESOLVER_FDS; i++)
     if (c->ares_io[i].io.fd >= 0)
       ms_drv_unwatch(c->d, &c->ares_io[i].io);
-  while (c->early_head) {
-    early *e = c->early_head;
-    c->early_head = e->next;
-    free(e);
-  }
+  ms_ring_free(&c->early);
   for (int s = 0; s < 2; s++) {
     hold_clear(c, s);
-    while (c->out_head[s]) {
-      orec *o = c->out_head[s];
-      c->out_head[s] = o->next;
-      free(o);
-    }
+    ms_ring_free(&c->out[s]);
   }
   lost_free_all(c);
   sfree(&c->peers, peer_free);
-  sfree(&c->registry, free);
+  sfree(&c->registry, val_free);
   sfree(&c->held, NULL);
   sfree(&c->claiming, NULL);
-  free(c->password);
-  free(c);
+  const ms_allocator *mem = c->mem;
+  ms_free(mem, c->password);
+  ms_free(mem, c);
 }
 
 /* ---- the fuzz entry point ---- */
 
 /* One expected reply on the command connection, picked by k. */
 static void fuzz_expect(ms_rcl *c, unsigned k, const uint8_t *p, size_t n) {
-  cmd_ctx *x = calloc(1, sizeof *x);
+  cmd_ctx *x = ms_calloc(c->mem, 1, sizeof *x);
   if (!x)
     return;
   switch (k % 8) {
@@ -2405,12 +2380,9 @@ static void fuzz_expect(ms_rcl *c, unsigned k, const uint8_t *p, size_t n) {
     x->priv = (void *)(intptr_t)(k % 8 - 3);
     break;
   case 5: {
-    lost_ctx *l = calloc(1, sizeof *l);
+    lost_ctx *l = lost_new(c, "hub-peer", now_of(c) + c->lease_ms);
     if (!l)
       break;
-    l->c = c;
-    l->give_up = now_of(c) + c->lease_ms;
-    snprintf(l->hub, sizeof l->hub, "hub-peer");
     /* The names it held: the chunk's bytes up to a NUL, or "rsvc". */
     const char *nm = "rsvc";
     size_t nl = 4;
@@ -2418,9 +2390,9 @@ static void fuzz_expect(ms_rcl *c, unsigned k, const uint8_t *p, size_t n) {
       nm = (const char *)p;
       nl = strlen(nm);
     }
-    if (badd(&l->names, nm, nl) || badd(&l->names, "", 1)) {
-      free(l->names.p);
-      free(l);
+    if (ms_buf_append(&l->names, nm, nl) ||
+        ms_buf_append(&l->names, "", 1)) {
+      lost_free(l);
       break;
     }
     x->fn = reply_lost;
@@ -2429,7 +2401,7 @@ static void fuzz_expect(ms_rcl *c, unsigned k, const uint8_t *p, size_t n) {
   }
   case 6: {
     const char *nm = n && p[0] < 0x80 ? "rsvc" : "svc";
-    claim_ctx *cl = calloc(1, sizeof *cl + strlen(nm) + 1);
+    claim_ctx *cl = ms_calloc(c->mem, 1, sizeof *cl + strlen(nm) + 1);
     if (!cl)
       break;
     cl->c = c;
@@ -2443,17 +2415,15 @@ static void fuzz_expect(ms_rcl *c, unsigned k, const uint8_t *p, size_t n) {
   }
   default: x->fn = reply_auth; break;
   }
-  if (!x->fn) {
-    free(x);
+  if (x->fn && ms_ring_push(&c->cmd.q, x) == 0) {
+    c->pending++;
     return;
   }
-  rconn *r = &c->cmd;
-  if (r->q_tail)
-    r->q_tail->next = x;
-  else
-    r->q_head = x;
-  r->q_tail = x;
-  c->pending++;
+  if (x->fn == reply_lost)
+    lost_free(x->priv);
+  else if (x->fn == reply_claim)
+    ms_free(c->mem, x->priv);
+  ms_free(c->mem, x);
 }
 
 /* Both connections as if open and subscribed (again after a go_down). */
@@ -2506,7 +2476,7 @@ void ms_rcl_fuzz_feed(ms_rcl *c, const uint8_t *data, size_t size) {
     if (rc_feed(r, p, n, now_of(c)) == 0)
       rc_process(r);
     /* What the hub had sent meanwhile is taken as written. */
-    c->cmd.out.n = c->cmd.out_off = 0;
-    c->sub.out.n = c->sub.out_off = 0;
+    c->cmd.out.len = c->cmd.out_off = 0;
+    c->sub.out.len = c->sub.out_off = 0;
   }
 }
