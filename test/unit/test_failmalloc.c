@@ -15,6 +15,10 @@
 
 #include <microstream/ms_posix.h>
 
+#ifdef MS_HAVE_CLUSTER
+#include "ms_drv_cluster.h"
+#endif
+
 extern void *__interceptor_malloc(size_t) __attribute__((weak));
 extern void *__interceptor_calloc(size_t, size_t) __attribute__((weak));
 extern void *__interceptor_realloc(void *, size_t) __attribute__((weak));
@@ -498,6 +502,164 @@ static void allocator_hook_reaches_drivers_and_packing_buffers(void) {
   CHECK_EQ_INT(ck.live, 0);
 }
 
+#ifdef MS_HAVE_CLUSTER
+/* ---- the cluster driver, fed scripted Redis replies (no server) ---- */
+
+/* One chunk for ms_rcl_fuzz_feed: op 1 the subscriber connection; op 2k
+ * the command connection, a reply of kind k awaited after those of the
+ * commands the hub sent itself (1: the registry, 2: INFO, 7: AUTH, which
+ * takes anything but an error). */
+static void rfeedn(ms_rcl *rc, unsigned op, const char *resp, size_t n) {
+  uint8_t buf[1024];
+  if (n + 3 > sizeof buf)
+    return;
+  buf[0] = (uint8_t)op;
+  buf[1] = (uint8_t)(n >> 8);
+  buf[2] = (uint8_t)n;
+  memcpy(buf + 3, resp, n);
+  ms_rcl_fuzz_feed(rc, buf, n + 3);
+}
+
+static void rfeed(ms_rcl *rc, unsigned op, const char *resp) {
+  rfeedn(rc, op, resp, strlen(resp));
+}
+
+/* A message pushed on the subscriber connection. */
+static void rpush(ms_rcl *rc, const char *channel, const char *msg,
+                  size_t len) {
+  char resp[900];
+  int k = snprintf(resp, sizeof resp,
+                   "*3\r\n$7\r\nmessage\r\n$%zu\r\n%s\r\n$%zu\r\n",
+                   strlen(channel), channel, len);
+  if (k < 0 || (size_t)k + len + 3 > sizeof resp)
+    return;
+  memcpy(resp + k, msg, len);
+  memcpy(resp + k + len, "\r\n", 2);
+  rfeedn(rc, 1, resp, (size_t)k + len + 2);
+}
+
+/* What is queued leaves; every command the hub sent is answered (":1"),
+ * and the one awaited. */
+static void settle(ms_rcl *rc) {
+  for (int round = 0; round < 4; round++) {
+    ms_rcl_flush(rc); /* (what is queued for other hubs leaves first) */
+    char resp[512];
+    size_t n = 0, k = ms_rcl_pending(rc);
+    for (size_t i = 0; i < k && n + 8 < sizeof resp; i++, n += 4)
+      memcpy(resp + n, ":1\r\n", 4);
+    memcpy(resp + n, "+OK\r\n", 6);
+    rfeedn(rc, 14, resp, n + 5);
+    if (ms_rcl_pending(rc) == 0)
+      return;
+  }
+}
+
+#define CL_ALL "microstream:all"
+#define CL_ME "microstream:hub:hub-cl"
+
+static ms_cluster_stats g_cl_stats; /* of the last run, before deletion */
+
+/* A clustered hub with a service, a requester and a watcher: the
+ * registry read, names claimed, a request to a service on another hub
+ * (a batch out), a batch in, records appended and coming back, a history
+ * read with live records held meanwhile, a renewal that finds a name
+ * taken, a hub leaving and one going silent (the lost-hub claim), Redis
+ * going away with records made meanwhile (the outbox) and a claim
+ * answered without it, then back. */
+static void scenario_cluster(void) {
+  ms_hub_config hc;
+  ms_hub_config_init(&hc);
+  hc.hub_id = "hub-cl";
+  hc.heartbeat_ms = 1000;
+  sim s;
+  if (sim_init(&s, &hc) != 0)
+    return;
+  ms_rcl *rc = ms_rcl_fuzz_new(s.hub);
+  if (!rc) {
+    sim_free(&s);
+    return;
+  }
+  ms_client *a = sim_cl("alpha", 0), *w = sim_cl("watch", 1);
+  if (a)
+    sim_add(&s, a);
+  if (w)
+    sim_add(&s, w);
+  sim_pump(&s);
+  /* alpha's claim (sent by the hub), then the registry. */
+  rfeed(rc, 14, "*2\r\n:1\r\n$6\r\nhub-cl\r\n+OK\r\n");
+  sim_pump(&s);
+  rfeed(rc, 2, "*4\r\n$4\r\nrsvc\r\n$5\r\nhub-b\r\n"
+               "$4\r\nosvc\r\n$5\r\nhub-c\r\n");
+  rfeed(rc, 4, "$21\r\nredis_version:7.2.0\r\n\r\n");
+  /* The subscriptions confirmed: the history is read, live records are
+   * held until it is in. */
+  rfeed(rc, 1, "*3\r\n$9\r\nsubscribe\r\n$22\r\n" CL_ME "\r\n:1\r\n"
+               "*3\r\n$9\r\nsubscribe\r\n$15\r\n" CL_ALL "\r\n:2\r\n"
+               "*3\r\n$10\r\nssubscribe\r\n$22\r\n" CL_ME "\r\n:1\r\n");
+  static const char live1[] = "R07 rec-7";
+  static const char live2[] = "S18 hub-cl rec-8";
+  rpush(rc, CL_ALL, live1, sizeof live1 - 1);
+  rpush(rc, CL_ALL, live2, sizeof live2 - 1);
+  rpush(rc, CL_ALL, "Hhub-b s", 8);
+  rpush(rc, CL_ALL, "+hub-c psvc", 11);
+  /* Floor, history, floor, history. */
+  rfeed(rc, 14, ":1\r\n*1\r\n*2\r\n$3\r\n0-5\r\n*2\r\n$1\r\nr\r\n"
+                "$5\r\nrec-5\r\n:1\r\n*0\r\n+OK\r\n");
+  /* Work: a request to rsvc (on hub-b), logs for the cluster streams. */
+  if (a) {
+    request(a, "rsvc", 500, 0);
+    ms_log(a, MS_LEVEL_WARN, "alpha says %d", 1);
+  }
+  sim_pump(&s);
+  ms_rcl_flush(rc);
+  settle(rc);
+  /* A batch from hub-b: [u8 5]["hub-b"][u32 len][message]. */
+  static const char batch[] = "\x05hub-b\x00\x00\x00\x02\x91\x01";
+  rpush(rc, CL_ME, batch, sizeof batch - 1);
+  static const char rec[] = "R09 rec-9";
+  rpush(rc, CL_ALL, rec, sizeof rec - 1);
+  rpush(rc, CL_ALL, "J112 14", 7);
+  sim_pump(&s);
+  settle(rc);
+  /* A renewal: another hub took alpha meanwhile. */
+  int64_t t0 = s.now;
+  ms_rcl_tick(rc, t0);
+  rfeed(rc, 14, "*2\r\n:1\r\n$5\r\nalpha\r\n+OK\r\n");
+  sim_pump(&s);
+  settle(rc);
+  /* hub-b says goodbye; hub-c goes silent (a lease): its names are
+   * claimed lost, first refused (its alive key still lives), then
+   * taken. */
+  rpush(rc, CL_ALL, "Bhub-b", 6);
+  settle(rc);
+  ms_rcl_tick(rc, t0 + 1500);
+  rfeed(rc, 14, "*1\r\n:0\r\n:-1\r\n+OK\r\n");
+  ms_rcl_tick(rc, t0 + 2000);
+  rfeed(rc, 14, "*1\r\n:0\r\n:1\r\n+OK\r\n");
+  settle(rc);
+  sim_pump(&s);
+  ms_rcl_stats(rc, &g_cl_stats);
+  /* Redis goes away: records wait, a new name is answered without it. */
+  rfeed(rc, 1, "-ERR gone\r\n");
+  if (w)
+    ms_log(w, MS_LEVEL_WARN, "watch says %d", 2);
+  ms_client *b = sim_cl("beta", 0);
+  if (b)
+    sim_add(&s, b);
+  sim_pump(&s);
+  ms_rcl_flush(rc);
+  sim_pump(&s);
+  /* Back: the outbox leaves. */
+  settle(rc);
+  ms_rcl_flush(rc);
+  settle(rc);
+  sim_pump(&s);
+  ms_rcl_del(rc);
+  sim_free(&s);
+}
+
+#endif
+
 typedef struct scenario {
   const char *name;
   void (*fn)(void);
@@ -537,6 +699,74 @@ static void run_all_failures(const scenario *sc) {
   CHECK(failed >= total);
 }
 
+#ifdef MS_HAVE_CLUSTER
+/* The cluster driver's own memory (the driver, its maps, buffers and
+ * queues) comes from the hub's allocator, and all of it is given back. */
+static void cluster_driver_memory_comes_from_the_hub_allocator(void) {
+  counting hk = {0, 0};
+  ms_allocator hmem = {cnt_malloc, cnt_free, cnt_calloc, cnt_realloc, &hk};
+  ms_hub_config hc;
+  ms_hub_config_init(&hc);
+  hc.hub_id = "hub-cl";
+  ms_hub *hub = NULL;
+  CHECK_EQ_INT(ms_hub_new(&hub, &hc, NULL, &hmem), 0);
+  long before = hk.live;
+  ms_rcl *rc = ms_rcl_fuzz_new(hub);
+  CHECK(rc != NULL);
+  long driver = hk.live - before;
+  /* The registry (three names on two hubs), a peer's heartbeat, a live
+   * record held while the history is read. */
+  rfeed(rc, 2, "*6\r\n$2\r\nn1\r\n$5\r\nhub-b\r\n$2\r\nn2\r\n"
+               "$5\r\nhub-b\r\n$2\r\nn3\r\n$5\r\nhub-c\r\n");
+  rpush(rc, CL_ALL, "Hhub-d", 6);
+  rfeed(rc, 1, "*3\r\n$9\r\nsubscribe\r\n$22\r\n" CL_ME "\r\n:1\r\n"
+               "*3\r\n$9\r\nsubscribe\r\n$15\r\n" CL_ALL "\r\n:2\r\n");
+  rpush(rc, CL_ALL, "R03 rec", 7);
+  long held = hk.live - before;
+  ms_cluster_stats st;
+  ms_rcl_stats(rc, &st);
+  ms_rcl_del(rc);
+  long after = hk.live - before;
+  ms_hub_del(hub);
+  printf("# driver %ld, with registry, peers, queues %ld, after delete %ld "
+         "allocations live\n", driver, held, after);
+  CHECK_EQ_INT((int)st.services, 3);
+  CHECK_EQ_INT((int)st.hubs, 3);
+  CHECK(driver >= 1);     /* the driver itself */
+  /* three names and three peers (an entry and a value each), the maps'
+   * tables, the command queue's slots, the held record and its slots */
+  CHECK(held >= driver + 3 * 2 + 3 * 2 + 2 + 1 + 2);
+  CHECK_EQ_INT((int)after, 0);
+  CHECK_EQ_INT((int)hk.live, 0);
+}
+
+static void cluster_driver_survives_every_allocation_failure(void) {
+  memset(&g_cl_stats, 0, sizeof g_cl_stats);
+  scenario_cluster();
+  /* The scenario reaches what it says (the run without failures). */
+  printf("# commands %llu replies %llu batches %llu messages out %llu in "
+         "%llu records out %llu presence lost %llu hubs %llu services "
+         "%llu\n",
+         (unsigned long long)g_cl_stats.redis_commands,
+         (unsigned long long)g_cl_stats.redis_replies,
+         (unsigned long long)g_cl_stats.batches,
+         (unsigned long long)g_cl_stats.messages_out,
+         (unsigned long long)g_cl_stats.messages_in,
+         (unsigned long long)g_cl_stats.records_out,
+         (unsigned long long)g_cl_stats.presence_lost,
+         (unsigned long long)g_cl_stats.hubs,
+         (unsigned long long)g_cl_stats.services);
+  CHECK(g_cl_stats.batches >= 1);
+  CHECK(g_cl_stats.messages_out >= 1);
+  CHECK(g_cl_stats.messages_in >= 1);
+  CHECK(g_cl_stats.records_out >= 1);
+  CHECK(g_cl_stats.presence_lost >= 1);
+  CHECK(g_cl_stats.redis_errors == 0);
+  scenario sc = {"cluster", scenario_cluster};
+  run_all_failures(&sc);
+}
+#endif
+
 static void client_new_survives_every_allocation_failure(void) {
   scenario s = {"client_new", scenario_client_new};
   run_all_failures(&s);
@@ -563,6 +793,10 @@ static void driver_survives_every_allocation_failure(void) {
 }
 
 static const ms_test_case tests[] = {
+#ifdef MS_HAVE_CLUSTER
+    TEST(cluster_driver_memory_comes_from_the_hub_allocator),
+    TEST(cluster_driver_survives_every_allocation_failure),
+#endif
     TEST(client_new_survives_every_allocation_failure),
     TEST(client_session_survives_every_allocation_failure),
     TEST(logs_survive_every_allocation_failure),

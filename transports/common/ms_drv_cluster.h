@@ -26,9 +26,11 @@ void ms_rcl_leave(ms_rcl *c);
 /* Commands still waiting for their replies. */
 size_t ms_rcl_pending(const ms_rcl *c);
 
-/* For the fuzz target: a cluster with no driver (time standing still),
- * both connections as if open; feed takes data as the bytes Redis sent
- * (see ms_drv_cluster.c). Deleted with ms_rcl_del. */
+/* For the fuzz target and the allocation-failure test: a cluster with no
+ * driver (time standing still), both connections as if open; feed takes
+ * data as the bytes Redis sent (see ms_drv_cluster.c). flush takes what
+ * it would send as written; tick runs the renewal and the peers' check
+ * (while up). Deleted with ms_rcl_del. */
 ms_rcl *ms_rcl_fuzz_new(ms_hub *h);
 void ms_rcl_fuzz_feed(ms_rcl *c, const uint8_t *data, size_t size);
 
