@@ -5,7 +5,7 @@
 
 #include <errno.h>
 #include <jansson.h>
-#include <stdarg.h>
+#include <microstream/ms_hub.h> /* ms_buf */
 #include <strings.h>
 #include <netdb.h>
 #include <poll.h>
@@ -20,46 +20,13 @@
 #define MAX_ANSWER (256u << 20)
 #define PAGE_MAX 10000
 
-typedef struct sbuf {
-  char *p;
-  size_t n, cap;
-} sbuf;
-
-static int sb_add(sbuf *b, const void *d, size_t n) {
-  if (b->n + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->n + n + 1)
-      cap *= 2;
-    char *np = realloc(b->p, cap);
-    if (!np)
-      return -1;
-    b->p = np;
-    b->cap = cap;
-  }
-  memcpy(b->p + b->n, d, n);
-  b->n += n;
-  b->p[b->n] = 0;
-  return 0;
-}
-
-static int sb_printf(sbuf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static int sb_printf(sbuf *b, const char *fmt, ...) {
-  char tmp[1024];
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-  va_end(ap);
-  return n < 0 || (size_t)n >= sizeof tmp ? -1 : sb_add(b, tmp, (size_t)n);
-}
-
-static int sb_query_escaped(sbuf *b, const char *s) {
+static int sb_query_escaped(ms_buf *b, const char *s) {
   for (; *s; s++) {
     unsigned char c = (unsigned char)*s;
     int plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
                 (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.' ||
                 c == '~' || c == ':';
-    if (plain ? sb_add(b, s, 1) : sb_printf(b, "%%%02X", c))
+    if (plain ? ms_buf_append(b, s, 1) : ms_buf_appendf(b, "%%%02X", c))
       return -1;
   }
   return 0;
@@ -102,7 +69,7 @@ static int dial(const ms_url *u) {
 }
 
 /* The whole answer (the hub closes after it: Connection: close). */
-static int exchange(const ms_url *u, const char *req, size_t len, sbuf *out) {
+static int exchange(const ms_url *u, const char *req, size_t len, ms_buf *out) {
   int fd = dial(u);
   if (fd < 0)
     return TAIL_STORE_UNREACHABLE;
@@ -123,7 +90,8 @@ static int exchange(const ms_url *u, const char *req, size_t len, sbuf *out) {
   while (rv == TAIL_STORE_OK) {
     ssize_t r = recv(fd, buf, sizeof buf, 0);
     if (r > 0) {
-      if (out->n + (size_t)r > MAX_ANSWER || sb_add(out, buf, (size_t)r))
+      if (out->len + (size_t)r > MAX_ANSWER ||
+          ms_buf_append(out, buf, (size_t)r))
         rv = TAIL_STORE_BAD;
     } else if (r == 0) {
       break;
@@ -168,45 +136,46 @@ static int dechunk(char *body, size_t n, size_t *out_n) {
 
 static int get_json(const ms_url *u, const char *target, const char *token,
                     json_t **out, char *why, size_t why_size) {
-  sbuf req = {0}, ans = {0};
-  int rv = sb_printf(&req, "GET %s HTTP/1.1\r\nHost: %s:%d\r\n", target,
+  ms_buf req = {0}, ans = {0};
+  int rv = ms_buf_appendf(&req, "GET %s HTTP/1.1\r\nHost: %s:%d\r\n", target,
                      u->host, u->port);
   if (rv == 0 && token)
-    rv = sb_printf(&req, "Authorization: Bearer %s\r\n", token);
+    rv = ms_buf_appendf(&req, "Authorization: Bearer %s\r\n", token);
   if (rv == 0)
-    rv = sb_printf(&req, "Accept: application/json\r\nConnection: close\r\n\r\n");
+    rv = ms_buf_appendf(&req, "Accept: application/json\r\n"
+                              "Connection: close\r\n\r\n");
   if (rv != 0) {
-    free(req.p);
+    ms_buf_free(&req);
     snprintf(why, why_size, "out of memory");
     return TAIL_STORE_BAD;
   }
-  rv = exchange(u, req.p, req.n, &ans);
-  free(req.p);
+  rv = exchange(u, req.data, req.len, &ans);
+  ms_buf_free(&req);
   if (rv != TAIL_STORE_OK) {
     snprintf(why, why_size, rv == TAIL_STORE_UNREACHABLE
                                 ? "cannot reach the hub"
                                 : "no complete answer from the hub");
-    free(ans.p);
+    ms_buf_free(&ans);
     return rv;
   }
   int status = 0;
-  char *head_end = ans.p ? strstr(ans.p, "\r\n\r\n") : NULL;
-  if (!head_end || sscanf(ans.p, "HTTP/1.%*d %d", &status) != 1) {
+  char *head_end = ans.data ? strstr(ans.data, "\r\n\r\n") : NULL;
+  if (!head_end || sscanf(ans.data, "HTTP/1.%*d %d", &status) != 1) {
     snprintf(why, why_size, "not an HTTP answer");
-    free(ans.p);
+    ms_buf_free(&ans);
     return TAIL_STORE_BAD;
   }
   *head_end = 0;
   char *body = head_end + 4;
-  size_t blen = ans.n - (size_t)(body - ans.p);
+  size_t blen = ans.len - (size_t)(body - ans.data);
   int chunked = 0;
-  for (char *h = strstr(ans.p, "\r\n"); h; h = strstr(h + 2, "\r\n"))
+  for (char *h = strstr(ans.data, "\r\n"); h; h = strstr(h + 2, "\r\n"))
     if (!strncasecmp(h + 2, "transfer-encoding:", 18) &&
         strstr(h + 20, "chunked"))
       chunked = 1;
   if (chunked && dechunk(body, blen, &blen) != 0) {
     snprintf(why, why_size, "a broken chunked answer");
-    free(ans.p);
+    ms_buf_free(&ans);
     return TAIL_STORE_BAD;
   }
   json_error_t je;
@@ -216,10 +185,10 @@ static int get_json(const ms_url *u, const char *target, const char *token,
     snprintf(why, why_size, "the hub answered %d%s%s", status, e ? ": " : "",
              e && json_is_string(e) ? json_string_value(e) : "");
     json_decref(j);
-    free(ans.p);
+    ms_buf_free(&ans);
     return status == 400 ? TAIL_STORE_BAD : TAIL_STORE_NONE;
   }
-  free(ans.p);
+  ms_buf_free(&ans);
   if (!j || !json_is_array(json_object_get(j, "records"))) {
     snprintf(why, why_size, "an answer without records");
     json_decref(j);
@@ -236,33 +205,33 @@ static int get_json(const ms_url *u, const char *target, const char *token,
   return TAIL_STORE_OK;
 }
 
-static int build_target(sbuf *t, const tail_query *q, uint64_t limit,
+static int build_target(ms_buf *t, const tail_query *q, uint64_t limit,
                         long long before) {
-  int rv = sb_printf(t, "/api/logs?limit=%llu", (unsigned long long)limit);
+  int rv = ms_buf_appendf(t, "/api/logs?limit=%llu", (unsigned long long)limit);
   for (size_t i = 0; rv == 0 && i < q->n_services; i++) {
-    rv = sb_printf(t, "&service=");
+    rv = ms_buf_appendf(t, "&service=");
     if (rv == 0)
       rv = sb_query_escaped(t, q->services[i]);
   }
   if (rv == 0 && q->min_level > 0)
-    rv = sb_printf(t, "&min_level=%lld", (long long)q->min_level);
+    rv = ms_buf_appendf(t, "&min_level=%lld", (long long)q->min_level);
   if (rv == 0 && q->contains && *q->contains) {
-    rv = sb_printf(t, "&contains=");
+    rv = ms_buf_appendf(t, "&contains=");
     if (rv == 0)
       rv = sb_query_escaped(t, q->contains);
   }
   if (rv == 0 && q->since) {
-    rv = sb_printf(t, "&since=");
+    rv = ms_buf_appendf(t, "&since=");
     if (rv == 0)
       rv = sb_query_escaped(t, q->since);
   }
   if (rv == 0 && q->until) {
-    rv = sb_printf(t, "&until=");
+    rv = ms_buf_appendf(t, "&until=");
     if (rv == 0)
       rv = sb_query_escaped(t, q->until);
   }
   if (rv == 0 && before > 0)
-    rv = sb_printf(t, "&before=%lld", before);
+    rv = ms_buf_appendf(t, "&before=%lld", before);
   return rv;
 }
 
@@ -325,16 +294,16 @@ int tail_store_fetch(const ms_url *hub, const tail_query *q,
   int rv = TAIL_STORE_OK;
   while (got < want && npages < 64) {
     uint64_t lim = want - got > PAGE_MAX ? PAGE_MAX : want - got;
-    sbuf target = {0};
+    ms_buf target = {0};
     if (build_target(&target, q, lim, before) != 0) {
-      free(target.p);
+      ms_buf_free(&target);
       snprintf(why, why_size, "out of memory");
       rv = TAIL_STORE_BAD;
       break;
     }
     json_t *j = NULL;
-    rv = get_json(hub, target.p, q->token, &j, why, why_size);
-    free(target.p);
+    rv = get_json(hub, target.data, q->token, &j, why, why_size);
+    ms_buf_free(&target);
     if (rv != TAIL_STORE_OK)
       break;
     pages[npages++] = j;
