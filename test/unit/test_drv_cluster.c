@@ -1,0 +1,123 @@
+/* The cluster driver's bounded queues, fed scripted Redis replies through
+ * its entry point without a driver (ms_rcl_fuzz_new / ms_rcl_fuzz_feed):
+ * the records kept while Redis is away (the oldest dropped past the
+ * bound, counted in /metrics) and the live records held while the
+ * history is read (the newest refused past the bound). */
+#include "ms_test.h"
+
+#include "ms_drv_cluster.h"
+#include "ms_hub_int.h"
+
+#define OUTBOX_RECORDS 10000 /* as in ms_drv_cluster.c */
+#define SYNC_HOLD 20000
+
+/* One chunk: op 1 the subscriber connection, op 14 the command
+ * connection (one more reply awaited, taking anything but an error). */
+static void feed(ms_rcl *rc, unsigned op, const char *resp, size_t n) {
+  static uint8_t buf[3 + 65535];
+  if (n > 65535)
+    return;
+  buf[0] = (uint8_t)op;
+  buf[1] = (uint8_t)(n >> 8);
+  buf[2] = (uint8_t)n;
+  memcpy(buf + 3, resp, n);
+  ms_rcl_fuzz_feed(rc, buf, n + 3);
+}
+
+static ms_hub *hub_new(void) {
+  ms_hub_config hc;
+  ms_hub_config_init(&hc);
+  hc.hub_id = "hub-q";
+  ms_hub *h = NULL;
+  return ms_hub_new(&h, &hc, NULL, NULL) == 0 ? h : NULL;
+}
+
+static int metric_is(ms_hub *h, const char *line) {
+  ms_buf b = {0};
+  int found = ms_hub_metrics_text(h, &b) == 0 && b.data &&
+              strstr(b.data, line) != NULL;
+  ms_buf_free(&b);
+  return found;
+}
+
+static void outbox_keeps_the_newest_records_and_counts_the_dropped(void) {
+  ms_hub *h = hub_new();
+  CHECK(h != NULL);
+  ms_rcl *rc = ms_rcl_fuzz_new(h);
+  CHECK(rc != NULL);
+  static const char gone[] = "-ERR gone\r\n"; /* the subscriber refused */
+  feed(rc, 1, gone, sizeof gone - 1);
+  ms_cluster_stats st;
+  ms_rcl_stats(rc, &st);
+  CHECK_EQ_INT(st.up, 0);
+  for (int i = 0; i < OUTBOX_RECORDS + 5; i++) {
+    char rec[16];
+    int n = snprintf(rec, sizeof rec, "r%d", i);
+    CHECK_EQ_INT(h->cl.publish(h->cl_ctx, MS_CLUSTER_LOGS,
+                               (const uint8_t *)rec, (size_t)n),
+                 0);
+  }
+  ms_rcl_stats(rc, &st);
+  CHECK_EQ_INT(st.records_dropped, 5);
+  CHECK(metric_is(h, "\nmicrostream_cluster_records_dropped_total 5\n"));
+  /* Back: what was kept leaves in one append. */
+  static const char ok[] = "+OK\r\n";
+  feed(rc, 14, ok, sizeof ok - 1);
+  ms_rcl_flush(rc);
+  ms_rcl_stats(rc, &st);
+  CHECK_EQ_INT(st.up, 1);
+  CHECK_EQ_INT(st.records_out, OUTBOX_RECORDS);
+  CHECK_EQ_INT(st.records_dropped, 5);
+  ms_rcl_del(rc);
+  ms_hub_del(h);
+}
+
+/* Holes ("J<stream><first> <last>") move the hub's seq without a record:
+ * the seq the hub reaches says how many were held. */
+static void held_records_stop_at_the_bound_the_newest_refused(void) {
+  ms_hub *h = hub_new();
+  CHECK(h != NULL);
+  ms_rcl *rc = ms_rcl_fuzz_new(h);
+  CHECK(rc != NULL);
+  /* Subscribed: the history read starts, live records are held. */
+  static const char acks[] =
+      "*3\r\n$9\r\nsubscribe\r\n$3\r\nme!\r\n:1\r\n"
+      "*3\r\n$9\r\nsubscribe\r\n$3\r\nall\r\n:2\r\n";
+  feed(rc, 1, acks, sizeof acks - 1);
+  static char chunk[65000];
+  size_t n = 0;
+  for (int seq = 1; seq <= SYNC_HOLD + 5; seq++) {
+    char msg[40], one[120];
+    int k = snprintf(msg, sizeof msg, "J0%d %d", seq, seq);
+    int m = snprintf(one, sizeof one,
+                     "*3\r\n$7\r\nmessage\r\n$15\r\nmicrostream:all\r\n"
+                     "$%d\r\n%s\r\n",
+                     k, msg);
+    if (n + (size_t)m > sizeof chunk) {
+      feed(rc, 1, chunk, n);
+      n = 0;
+    }
+    memcpy(chunk + n, one, (size_t)m);
+    n += (size_t)m;
+  }
+  feed(rc, 1, chunk, n);
+  CHECK_EQ_INT(ms_hub_cluster_last_seq(h, MS_CLUSTER_LOGS), 0);
+  /* Floor and history (empty) for each stream; then the held ones. */
+  static const char hist[] = ":1\r\n*0\r\n:1\r\n*0\r\n+OK\r\n";
+  feed(rc, 14, hist, sizeof hist - 1);
+  CHECK_EQ_INT(ms_hub_cluster_last_seq(h, MS_CLUSTER_LOGS), SYNC_HOLD);
+  /* Live again: the next one goes straight through. */
+  static const char next[] = "*3\r\n$7\r\nmessage\r\n$15\r\nmicrostream:all\r\n"
+                             "$13\r\nJ020010 20010\r\n";
+  feed(rc, 1, next, sizeof next - 1);
+  CHECK_EQ_INT(ms_hub_cluster_last_seq(h, MS_CLUSTER_LOGS), 20010);
+  ms_rcl_del(rc);
+  ms_hub_del(h);
+}
+
+static const ms_test_case tests[] = {
+    TEST(outbox_keeps_the_newest_records_and_counts_the_dropped),
+    TEST(held_records_stop_at_the_bound_the_newest_refused),
+};
+
+MS_TEST_MAIN(tests)
