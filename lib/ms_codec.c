@@ -544,6 +544,43 @@ static int scalar_at(const uint8_t *buf, size_t len, size_t *pos,
 /* Top-level elements built: the most any message type reads. */
 #define MS_TOP_ELEMS 8
 
+/* The encoded bytes of data / error_data / a LOG's fields, for passing on
+ * as they are: element i spans starts[i] up to the next one's start (or
+ * the end when it is the last). */
+static void raw_spans(ms_msg *msg, const uint8_t *buf, size_t len,
+                      const size_t *starts, const msgpack_object *elems,
+                      uint32_t n, uint64_t count) {
+  unsigned want = 0;
+  ms_raw *r = &msg->extra_raw;
+  switch (msg->type) {
+  case MS_MSG_REQUEST:
+    want = 4;
+    r = &msg->data_raw;
+    break;
+  case MS_MSG_RESPONSE:
+    want = 2;
+    r = &msg->data_raw;
+    break;
+  case MS_MSG_ERROR:
+    want = 4;
+    break;
+  case MS_MSG_LOG: /* (nil fields decode as an empty map: no span) */
+    if (n > 4 && elems[4].type == MSGPACK_OBJECT_MAP)
+      want = 4;
+    break;
+  default:
+    return;
+  }
+  if (want && want < n) {
+    size_t end = want + 1 < n ? starts[want + 1]
+                 : want + 1 == count ? len : 0;
+    if (end > starts[want]) {
+      r->ptr = buf + starts[want];
+      r->len = end - starts[want];
+    }
+  }
+}
+
 int ms_msg_decode(ms_msg *msg, msgpack_zone *zone, const uint8_t *buf,
                   size_t len, ms_dir dir, ms_decode_error *err) {
   msgpack_object elems[MS_TOP_ELEMS];
@@ -640,30 +677,8 @@ int ms_msg_decode(ms_msg *msg, msgpack_zone *zone, const uint8_t *buf,
     err->id = 0;
     err->type = 0;
   }
-  if (rv == 0) {
-    /* The encoded bytes of data / error_data / a LOG's fields, for passing
-     * on as they are. */
-    unsigned di = 0, ei = 0;
-    if (msg->type == MS_MSG_REQUEST)
-      di = 4;
-    else if (msg->type == MS_MSG_RESPONSE)
-      di = 2;
-    else if (msg->type == MS_MSG_ERROR)
-      ei = 4;
-    else if (msg->type == MS_MSG_LOG && d.n > 4 &&
-             ms_mp_is_map(buf[starts[4]]))
-      ei = 4; /* (nil fields decode as an empty map: no span) */
-    unsigned want = di ? di : ei;
-    if (want && want < d.n) {
-      size_t end = want + 1 < d.n ? starts[want + 1]
-                   : want + 1 == count ? len : 0;
-      if (end > starts[want]) {
-        ms_raw *r = di ? &msg->data_raw : &msg->extra_raw;
-        r->ptr = buf + starts[want];
-        r->len = end - starts[want];
-      }
-    }
-  }
+  if (rv == 0)
+    raw_spans(msg, buf, len, starts, elems, d.n, count);
   return rv;
 }
 
