@@ -68,8 +68,10 @@ typedef struct ms_cluster_stats {
   uint64_t records_out;       /* log and presence records appended */
   uint64_t records_dropped;   /* lost while Redis was unreachable */
   uint64_t presence_lost;     /* PRESENCE down said for a vanished hub */
-  uint64_t records_unshown;   /* cluster records whose seq this hub had
-                                 used meanwhile (gap markers) */
+  uint64_t records_unshown;   /* cluster records not shown here (gap
+                                 markers): their seq was used by this hub
+                                 meanwhile, or they came past the bound
+                                 while the history was read */
   uint64_t hubs;              /* other hubs seen alive now */
   uint64_t services;          /* names in the cluster registry now */
   int sharded;                /* this hub's channel is SSUBSCRIBEd now */

@@ -106,6 +106,9 @@ static void held_records_stop_at_the_bound_the_newest_refused(void) {
   static const char hist[] = ":1\r\n*0\r\n:1\r\n*0\r\n+OK\r\n";
   feed(rc, 14, hist, sizeof hist - 1);
   CHECK_EQ_INT(ms_hub_cluster_last_seq(h, MS_CLUSTER_LOGS), SYNC_HOLD);
+  ms_cluster_stats st;
+  ms_rcl_stats(rc, &st);
+  CHECK_EQ_INT(st.records_unshown, 0); /* holes are no loss */
   /* Live again: the next one goes straight through. */
   static const char next[] = "*3\r\n$7\r\nmessage\r\n$15\r\nmicrostream:all\r\n"
                              "$13\r\nJ020010 20010\r\n";
@@ -115,9 +118,56 @@ static void held_records_stop_at_the_bound_the_newest_refused(void) {
   ms_hub_del(h);
 }
 
+/* Records refused past the bound are told: once the history is in, the
+ * subscribers get a gap marker for those newer than what was shown, and
+ * /metrics counts them. Refused holes are no loss and are not counted. */
+static void refused_held_records_are_told_as_a_gap(void) {
+  ms_hub *h = hub_new();
+  CHECK(h != NULL);
+  ms_rcl *rc = ms_rcl_fuzz_new(h);
+  CHECK(rc != NULL);
+  static const char acks[] =
+      "*3\r\n$9\r\nsubscribe\r\n$3\r\nme!\r\n:1\r\n"
+      "*3\r\n$9\r\nsubscribe\r\n$3\r\nall\r\n:2\r\n";
+  feed(rc, 1, acks, sizeof acks - 1);
+  static char chunk[65000];
+  size_t n = 0;
+  /* SYNC_HOLD holes fill the bound; then 3 holes and 7 records (from
+   * another hub) come past it. */
+  for (int seq = 1; seq <= SYNC_HOLD + 10; seq++) {
+    char msg[40], one[120];
+    int k = seq <= SYNC_HOLD + 3
+                ? snprintf(msg, sizeof msg, "J0%d %d", seq, seq)
+                : snprintf(msg, sizeof msg, "R0%d x", seq);
+    int m = snprintf(one, sizeof one,
+                     "*3\r\n$7\r\nmessage\r\n$15\r\nmicrostream:all\r\n"
+                     "$%d\r\n%s\r\n",
+                     k, msg);
+    if (n + (size_t)m > sizeof chunk) {
+      feed(rc, 1, chunk, n);
+      n = 0;
+    }
+    memcpy(chunk + n, one, (size_t)m);
+    n += (size_t)m;
+  }
+  feed(rc, 1, chunk, n);
+  ms_cluster_stats st;
+  ms_rcl_stats(rc, &st);
+  CHECK_EQ_INT(st.records_unshown, 0); /* not before the history is in */
+  static const char hist[] = ":1\r\n*0\r\n:1\r\n*0\r\n+OK\r\n";
+  feed(rc, 14, hist, sizeof hist - 1);
+  CHECK_EQ_INT(ms_hub_cluster_last_seq(h, MS_CLUSTER_LOGS), SYNC_HOLD);
+  ms_rcl_stats(rc, &st);
+  CHECK_EQ_INT(st.records_unshown, 7);
+  CHECK(metric_is(h, "\nmicrostream_cluster_records_unshown_total 7\n"));
+  ms_rcl_del(rc);
+  ms_hub_del(h);
+}
+
 static const ms_test_case tests[] = {
     TEST(outbox_keeps_the_newest_records_and_counts_the_dropped),
     TEST(held_records_stop_at_the_bound_the_newest_refused),
+    TEST(refused_held_records_are_told_as_a_gap),
 };
 
 MS_TEST_MAIN(tests)

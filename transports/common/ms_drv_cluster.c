@@ -327,6 +327,8 @@ struct ms_rcl {
   int sync_pending[2];   /* history reads outstanding per stream */
   uint64_t cl_seq[2];    /* newest cluster seq taken from Redis */
   uint64_t missed[2];    /* cluster records not shown here (seq taken) */
+  uint64_t hold_refused[2];   /* records not held (bound, memory) during */
+  uint64_t hold_refused_to[2]; /* a history read, and the newest's seq */
   ms_ring hold[2];       /* hrec, live records held during a history read:
                           * at most SYNC_HOLD, the newest refused */
   int64_t next_try, backoff, connect_deadline;
@@ -1086,7 +1088,10 @@ static void check_up(ms_rcl *c) {
 }
 
 /* The held records go (the slots too: held only during a history read). */
-static void hold_clear(ms_rcl *c, int s) { ms_ring_free(&c->hold[s]); }
+static void hold_clear(ms_rcl *c, int s) {
+  ms_ring_free(&c->hold[s]);
+  c->hold_refused[s] = c->hold_refused_to[s] = 0;
+}
 
 static void go_down(ms_rcl *c, const char *fmt, ...) {
   if (c->state == ST_DOWN)
@@ -1305,6 +1310,15 @@ static void reply_history(ms_rcl *c, redisReply *rep, void *priv) {
     deliver_record(c, s, x->seq, x->data, x->len, x->own);
     ms_free(c->mem, x);
   }
+  /* Records that could not be held: those newer than what was shown are
+   * missing here (they stay in the cluster's stream), and subscribers are
+   * told with the gap marker. The refused are the newest that came, with
+   * distinct seqs up to hold_refused_to. (When the connection drops
+   * instead, the next history read takes them from the stream.) */
+  if (c->hold_refused[s] && c->hold_refused_to[s] > c->cl_seq[s]) {
+    uint64_t n = c->hold_refused_to[s] - c->cl_seq[s];
+    c->missed[s] += MS_MIN(n, c->hold_refused[s]);
+  }
   hold_clear(c, s);
   flush_missed(c, s);
   check_up(c);
@@ -1522,17 +1536,23 @@ static void on_broadcast(ms_rcl *c, const char *m, size_t n) {
     const uint8_t *rec = (const uint8_t *)sp + 1;
     size_t rn = bn - (size_t)(sp + 1 - body);
     if (c->sync_pending[s]) {
-      /* Full (or out of memory): the gap shows as a jump in seq. */
+      /* Full (or out of memory): counted, and told as a gap once the
+       * history is in (a hole or this hub's own record is no loss). */
       hrec *x = ms_malloc(c->mem, sizeof *x + rn);
-      if (!x)
-        return;
-      x->own = own;
-      x->seq = seq;
-      x->len = rn;
-      if (rn)
-        memcpy(x->data, rec, rn);
-      if (ms_ring_push(&c->hold[s], x) != 0)
+      if (x) {
+        x->own = own;
+        x->seq = seq;
+        x->len = rn;
+        if (rn)
+          memcpy(x->data, rec, rn);
+        if (ms_ring_push(&c->hold[s], x) == 0)
+          return;
         ms_free(c->mem, x);
+      }
+      if (own == OWN_NO) {
+        c->hold_refused[s]++;
+        c->hold_refused_to[s] = MS_MAX(c->hold_refused_to[s], seq);
+      }
       return;
     }
     deliver_record(c, s, seq, rec, rn, own);
@@ -1868,8 +1888,9 @@ static int op_metrics(void *ctx, ms_buf *b) {
      "PRESENCE down said by this hub for services of a vanished hub.",
      s->presence_lost);
   RM("microstream_cluster_records_unshown_total", "counter",
-     "Cluster records not shown here: their seq was taken by this hub's "
-     "own records while Redis was away (gap markers).", s->records_unshown);
+     "Cluster records not shown here (gap markers): their seq was taken by "
+     "this hub's own records while Redis was away, or they came past the "
+     "bound while the history was read.", s->records_unshown);
   RM("microstream_cluster_records_dropped_total", "counter",
      "Records lost while Redis was unreachable.", s->records_dropped);
 #undef RM
