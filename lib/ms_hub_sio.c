@@ -85,7 +85,6 @@ struct ms_hub_sio_state {
   ms_rand rng;
   ms_mpbuf rx;          /* a native message built from Socket.IO input */
   msgpack_sbuffer arg;  /* a Socket.IO event's arguments as MessagePack */
-  ms_mpbuf tx;          /* an event built from a native message */
   msgpack_sbuffer js;   /* its JSON text */
   msgpack_zone zrx, ztx, zarg;
   int zones;            /* how many of them were initialised */
@@ -109,7 +108,6 @@ static void state_free(ms_hub *h, ms_hub_sio_state *st) {
   ms_strmap_free(&st->sids);
   ms_mpbuf_destroy(&st->rx);
   msgpack_sbuffer_destroy(&st->arg);
-  ms_mpbuf_destroy(&st->tx);
   msgpack_sbuffer_destroy(&st->js);
   /* (msgpack_zone_destroy of a zone whose init failed would crash.) */
   if (st->zones > 0)
@@ -136,7 +134,6 @@ static ms_hub_sio_state *state(ms_hub *h) {
   ms_strmap_init(&st->sids, h->mem, ms_rand_u64(&st->rng));
   ms_mpbuf_init(&st->rx, h->mem);
   msgpack_sbuffer_init(&st->arg);
-  ms_mpbuf_init(&st->tx, h->mem);
   msgpack_sbuffer_init(&st->js);
   ms_buf_init(&st->b64, h->mem);
   ms_buf_init(&st->pkt, h->mem);
@@ -408,37 +405,29 @@ int ms_hub_sio_on_ws(const ms_hub_conn *vc) {
   return s->upgraded && s->ws_hc != NULL;
 }
 
-/* The JSON of st->tx, after `prefix`, as one packet; then emitted. */
-static int emit_tx(ms_hub *h, ms_hub_sio *s, const char *prefix) {
+/* The JSON of o, after `prefix`, as one packet; then emitted. */
+static int emit_obj(ms_hub *h, ms_hub_sio *s, const char *prefix,
+                    const msgpack_object *o) {
   ms_hub_sio_state *st = h->sio;
   st->js.size = 0;
-  if (st->tx.failed)
+  if (msgpack_sbuffer_write(&st->js, prefix, strlen(prefix)))
     return MS_ERR_NOMEM;
-  int rv = ms_msgpack_bytes_to_json((const uint8_t *)st->tx.sb.data,
-                                    st->tx.sb.size, &st->js);
+  int rv = ms_msgpack_to_json(o, &st->js);
   if (rv)
     return rv;
-  ms_buf_reset(&st->pkt);
-  if (ms_buf_append(&st->pkt, prefix, strlen(prefix)) ||
-      ms_buf_append(&st->pkt, st->js.data, st->js.size))
-    return MS_ERR_NOMEM;
-  if (st->pkt.len > h->cfg.max_message)
+  if (st->js.size > h->cfg.max_message)
     return MS_ERR_TOO_BIG;
-  return emit(h, s, st->pkt.data, st->pkt.len);
+  return emit(h, s, st->js.data, st->js.size);
 }
 
-static msgpack_packer *tx_packer(ms_hub_sio_state *st, msgpack_packer *pk) {
-  ms_mpbuf_reset(&st->tx);
-  msgpack_packer_init(pk, &st->tx, ms_mpbuf_write);
-  return pk;
+static void obj_str(msgpack_object *o, const char *p, size_t n) {
+  o->type = MSGPACK_OBJECT_STR;
+  o->via.str.ptr = p ? p : "";
+  o->via.str.size = (uint32_t)n;
 }
 
 static void pack_cstr(msgpack_packer *pk, const char *s) {
   msgpack_pack_str_with_body(pk, s, strlen(s));
-}
-
-static void pack_obj_or_nil(msgpack_packer *pk, const msgpack_object *o) {
-  msgpack_pack_object(pk, *o);
 }
 
 static const char *level_name(int64_t level) {
@@ -503,10 +492,11 @@ static void iso_time(int64_t ts_us, char out[64]) {
 }
 
 /* A RECORD as Winston's info object: level, message, service, timestamp,
- * then the fields (a field named timestamp wins over the hub's). */
+ * then the fields (a field named timestamp wins over the hub's). The
+ * object borrows from m and takes its entries from st->ztx, the zone m
+ * was decoded into. */
 static int emit_record(ms_hub *h, ms_hub_sio *s, const ms_msg *m) {
   ms_hub_sio_state *st = h->sio;
-  msgpack_packer pkb, *pk = tx_packer(st, &pkb);
   const msgpack_object *f = &m->extra;
   uint32_t nf = f->type == MSGPACK_OBJECT_MAP ? f->via.map.size : 0;
   uint32_t keep = 0;
@@ -519,30 +509,40 @@ static int emit_record(ms_hub *h, ms_hub_sio *s, const ms_msg *m) {
       own_ts = 0;
     keep++;
   }
-  msgpack_pack_array(pk, 2);
-  pack_cstr(pk, "log");
-  msgpack_pack_map(pk, 3 + (uint32_t)own_ts + keep);
-  pack_cstr(pk, "level");
-  pack_cstr(pk, level_name(m->level));
-  pack_cstr(pk, "message");
-  msgpack_pack_str_with_body(pk, m->message.ptr ? m->message.ptr : "",
-                             m->message.len);
-  pack_cstr(pk, "service");
-  msgpack_pack_str_with_body(pk, m->name.ptr ? m->name.ptr : "", m->name.len);
+  uint32_t n = 3 + (uint32_t)own_ts + keep;
+  msgpack_object_kv *kv = msgpack_zone_malloc(&st->ztx, n * sizeof *kv);
+  if (!kv)
+    return MS_ERR_NOMEM;
+  static const char *const own[] = {"level", "message", "service",
+                                    "timestamp"};
+  for (uint32_t i = 0; i < 3 + (uint32_t)own_ts; i++)
+    obj_str(&kv[i].key, own[i], strlen(own[i]));
+  const char *lv = level_name(m->level);
+  obj_str(&kv[0].val, lv, strlen(lv));
+  obj_str(&kv[1].val, m->message.ptr, m->message.len);
+  obj_str(&kv[2].val, m->name.ptr, m->name.len);
+  char ts[64];
   if (own_ts) {
-    char ts[64];
     iso_time(m->ts_us, ts);
-    pack_cstr(pk, "timestamp");
-    pack_cstr(pk, ts);
+    obj_str(&kv[3].val, ts, strlen(ts));
   }
+  uint32_t k = 3 + (uint32_t)own_ts;
   for (uint32_t i = 0; i < nf; i++) {
-    const msgpack_object_kv *kv = &f->via.map.ptr[i];
-    if (key_is(kv, "level") || key_is(kv, "message") || key_is(kv, "service"))
-      continue;
-    msgpack_pack_object(pk, kv->key);
-    msgpack_pack_object(pk, kv->val);
+    const msgpack_object_kv *fk = &f->via.map.ptr[i];
+    if (!(key_is(fk, "level") || key_is(fk, "message") ||
+          key_is(fk, "service")))
+      kv[k++] = *fk;
   }
-  return emit_tx(h, s, "42");
+  msgpack_object ev[2];
+  obj_str(&ev[0], "log", 3);
+  ev[1].type = MSGPACK_OBJECT_MAP;
+  ev[1].via.map.size = n;
+  ev[1].via.map.ptr = kv;
+  msgpack_object arr;
+  arr.type = MSGPACK_OBJECT_ARRAY;
+  arr.via.array.size = 2;
+  arr.via.array.ptr = ev;
+  return emit_obj(h, s, "42", &arr);
 }
 
 /* ---- JSON written directly (the routing paths) ---- */
@@ -614,32 +614,29 @@ static int js_error_obj(ms_hub_sio_state *st, const ms_msg *m,
 /* CONNECT_ERROR for a refused CONNECT: {message: CODE, data: {code,
  * message, errorData}}. */
 static int emit_connect_error(ms_hub *h, ms_hub_sio *s, const ms_msg *m) {
-  ms_hub_sio_state *st = h->sio;
-  msgpack_packer pkb, *pk = tx_packer(st, &pkb);
+  static const char dup_msg[] = "Duplicate Service Registration Name! A "
+                                "service with the same name is already "
+                                "registered.";
   int dup = ms_http_ieq(m->code.ptr, m->code.len,
                         "DUPLICATE_SERVICE_REGISTRATION");
-  msgpack_pack_map(pk, 2);
-  pack_cstr(pk, "message");
-  msgpack_pack_str_with_body(pk, m->code.ptr, m->code.len);
-  pack_cstr(pk, "data");
-  msgpack_pack_map(pk, 3);
-  pack_cstr(pk, "code");
-  msgpack_pack_str_with_body(pk, m->code.ptr, m->code.len);
-  pack_cstr(pk, "message");
-  if (dup)
-    pack_cstr(pk, "Duplicate Service Registration Name! A service with the "
-                  "same name is already registered.");
-  else
-    msgpack_pack_str_with_body(pk, m->message.ptr ? m->message.ptr : "",
-                               m->message.len);
-  pack_cstr(pk, "errorData");
-  msgpack_pack_map(pk, 1);
-  pack_cstr(pk, "serviceName");
+  ms_objmap ed, data, top;
+  ms_objmap_init(&ed);
+  msgpack_object *name = ms_objmap_add(&ed, "serviceName");
   if (s->name)
-    pack_cstr(pk, s->name);
+    obj_str(name, s->name, strlen(s->name));
   else
-    msgpack_pack_nil(pk);
-  return emit_tx(h, s, "44");
+    name->type = MSGPACK_OBJECT_NIL;
+  ms_objmap_init(&data);
+  obj_str(ms_objmap_add(&data, "code"), m->code.ptr, m->code.len);
+  if (dup)
+    obj_str(ms_objmap_add(&data, "message"), dup_msg, sizeof dup_msg - 1);
+  else
+    obj_str(ms_objmap_add(&data, "message"), m->message.ptr, m->message.len);
+  *ms_objmap_add(&data, "errorData") = ed.obj;
+  ms_objmap_init(&top);
+  obj_str(ms_objmap_add(&top, "message"), m->code.ptr, m->code.len);
+  *ms_objmap_add(&top, "data") = data.obj;
+  return emit_obj(h, s, "44", &top.obj);
 }
 
 /* The router sent h->out to a session's connection: say it in Socket.IO. */
@@ -653,7 +650,6 @@ int ms_hub_sio_send(ms_hub *h, ms_hub_conn *vc) {
   if (ms_msg_decode(&m, &st->ztx, (const uint8_t *)h->out.sb.data, h->out.sb.size,
                     MS_DIR_TO_CLIENT, NULL))
     return MS_ERR_INTERNAL;
-  msgpack_packer pkb, *pk;
   switch (m.type) {
   case MS_MSG_WELCOME: {
     s->connected = 1;
@@ -746,11 +742,13 @@ int ms_hub_sio_send(ms_hub *h, ms_hub_conn *vc) {
   case MS_MSG_RECORD:
     if (m.level == 0) {
       if (m.message.len == 3 && memcmp(m.message.ptr, "gap", 3) == 0) {
-        pk = tx_packer(st, &pkb);
-        msgpack_pack_array(pk, 2);
-        pack_cstr(pk, "gap");
-        pack_obj_or_nil(pk, &m.extra);
-        return emit_tx(h, s, "42");
+        msgpack_object ev[2], arr;
+        obj_str(&ev[0], "gap", 3);
+        ev[1] = m.extra;
+        arr.type = MSGPACK_OBJECT_ARRAY;
+        arr.via.array.size = 2;
+        arr.via.array.ptr = ev;
+        return emit_obj(h, s, "42", &arr);
       }
       return 0; /* the "live" marker */
     }

@@ -12,6 +12,7 @@
 #include "ms_test.h"
 #include "fakehub.h"
 #include "hubsim.h"
+#include "siosim.h"
 
 #include <microstream/ms_posix.h>
 
@@ -297,6 +298,48 @@ static void on_rec_alpha_only(ms_client *c, const ms_record *r, void *ud) {
            (int)r->service.len, r->service.ptr, fm_fail_at);
     g_bad = 1;
   }
+}
+
+/* Socket.IO over polling: a watcher gets a service's records (with fields)
+ * as events, and a session that takes a registered name gets its
+ * CONNECT_ERROR. */
+static void scenario_sio(void) {
+  ms_hub_config hc;
+  ms_hub_config_init(&hc);
+  hc.hub_id = "hub-fm";
+  hc.heartbeat_ms = 1000000;
+  sim s;
+  if (sim_init(&s, &hc) != 0)
+    return;
+  ms_client *a = sim_cl("alpha", 0);
+  if (a)
+    sim_add(&s, a);
+  sim_pump(&s);
+  static char out[16384];
+  char sid[24], dup[24];
+  int w = sio_open(&s, NULL, sid) == 0;
+  if (w)
+    sio_poll(&s, sid, out, sizeof out);
+  if (a) {
+    static const uint8_t f[] = {0x82, 0xa1, 'k', 0xa1, 'v', 0xa5, 'l',
+                                'e',  'v',  'e', 'l', 0x01};
+    ms_log_raw(a, MS_LEVEL_WARN, "to a watcher", 12, f, sizeof f);
+    ms_log(a, MS_LEVEL_INFO, "plain");
+  }
+  sim_pump(&s);
+  /* Without failures both paths are taken. */
+  const char *body = w ? sio_poll(&s, sid, out, sizeof out) : "";
+  if (!fm_fail_at && !strstr(body, "42[\"log\",{\"level\":\"warn\"")) {
+    printf("#   the watcher got no log event\n");
+    g_bad = 1;
+  }
+  body = sio_open(&s, "alpha", dup) == 0 ? sio_poll(&s, dup, out, sizeof out)
+                                         : "";
+  if (!fm_fail_at && !strstr(body, "44{\"message\"")) {
+    printf("#   the second alpha got no CONNECT_ERROR\n");
+    g_bad = 1;
+  }
+  sim_free(&s);
 }
 
 /* A hub with two services and a watcher: routing, logs and presence (with
@@ -782,6 +825,11 @@ static void logs_survive_every_allocation_failure(void) {
   run_all_failures(&s);
 }
 
+static void sio_sessions_survive_every_allocation_failure(void) {
+  scenario s = {"sio", scenario_sio};
+  run_all_failures(&s);
+}
+
 static void hub_session_survives_every_allocation_failure(void) {
   scenario s = {"hub", scenario_hub};
   run_all_failures(&s);
@@ -801,6 +849,7 @@ static const ms_test_case tests[] = {
     TEST(client_session_survives_every_allocation_failure),
     TEST(logs_survive_every_allocation_failure),
     TEST(hub_session_survives_every_allocation_failure),
+    TEST(sio_sessions_survive_every_allocation_failure),
     TEST(driver_survives_every_allocation_failure),
     TEST(allocator_hook_reaches_drivers_and_packing_buffers),
 };

@@ -2,85 +2,7 @@
  * and no sockets: the exact text a watcher is sent for log records and a
  * refused service for its CONNECT. */
 #include "ms_test.h"
-#include "hubsim.h"
-
-#include <stdio.h>
-
-/* One HTTP exchange with the hub on a new stream; the whole answer (head
- * and body) into out. */
-static void http(sim *s, const char *head, const char *body, char *out,
-                 size_t cap) {
-  out[0] = '\0';
-  ms_hub_conn *hc = NULL;
-  if (ms_hub_accept(s->hub, &hc, NULL, s->now) != 0)
-    return;
-  ms_hub_conn_feed(hc, (const uint8_t *)head, strlen(head), s->now);
-  if (body)
-    ms_hub_conn_feed(hc, (const uint8_t *)body, strlen(body), s->now);
-  size_t have = 0;
-  for (int i = 0; i < 100; i++) {
-    while (ms_hub_next_dirty(s->hub))
-      ;
-    size_t n = 0;
-    const uint8_t *p = ms_hub_conn_peek(hc, &n);
-    if (!p || !n)
-      break;
-    size_t k = n < cap - 1 - have ? n : cap - 1 - have;
-    memcpy(out + have, p, k);
-    have += k;
-    ms_hub_conn_consume(hc, n);
-  }
-  out[have] = '\0';
-  ms_hub_conn_release(hc);
-}
-
-/* A polling session (name NULL: a watcher), CONNECT sent; its sid. */
-static int sio_open(sim *s, const char *name, char sid[24]) {
-  char head[256], out[4096];
-  snprintf(head, sizeof head,
-           "GET /socket.io/?EIO=4&transport=polling%s%s HTTP/1.1\r\n"
-           "Host: x\r\n\r\n",
-           name ? "&serviceName=" : "", name ? name : "");
-  http(s, head, NULL, out, sizeof out);
-  const char *p = strstr(out, "0{\"sid\":\"");
-  if (!p)
-    return -1;
-  memcpy(sid, p + 9, 20);
-  sid[20] = '\0';
-  snprintf(head, sizeof head,
-           "POST /socket.io/?EIO=4&transport=polling&sid=%s HTTP/1.1\r\n"
-           "Host: x\r\nContent-Length: 2\r\n\r\n",
-           sid);
-  http(s, head, "40", out, sizeof out);
-  return 0;
-}
-
-/* What a poll of session sid gets: the body (packets separated by 0x1e). */
-static const char *sio_poll(sim *s, const char *sid, char *out, size_t cap) {
-  char head[256];
-  snprintf(head, sizeof head,
-           "GET /socket.io/?EIO=4&transport=polling&sid=%s HTTP/1.1\r\n"
-           "Host: x\r\n\r\n",
-           sid);
-  http(s, head, NULL, out, cap);
-  const char *b = strstr(out, "\r\n\r\n");
-  return b ? b + 4 : "";
-}
-
-/* The packet in body that starts with `start`, copied (up to 0x1e). */
-static int packet(const char *body, const char *start, char *pkt,
-                  size_t cap) {
-  const char *p = strstr(body, start);
-  if (!p)
-    return -1;
-  const char *e = strchr(p, 0x1e);
-  size_t n = e ? (size_t)(e - p) : strlen(p);
-  if (n >= cap)
-    return -1;
-  memcpy(pkt, p, n);
-  pkt[n] = '\0';
-  return 0;
-}
+#include "siosim.h"
 
 static int64_t wall_2026(void *ud) {
   (void)ud;
@@ -124,7 +46,7 @@ static void watcher_gets_records_as_winston_objects(void) {
   CHECK_EQ_INT(ms_log_raw(a, MS_LEVEL_INFO, "own ts", 6, f2, sizeof f2), 0);
   sim_pump(&s);
   const char *body = sio_poll(&s, sid, out, 65536);
-  CHECK_EQ_INT(packet(body, "42[\"log\",{\"level\":\"warn\"", pkt,
+  CHECK_EQ_INT(sio_packet(body, "42[\"log\",{\"level\":\"warn\"", pkt,
                       sizeof pkt),
                0);
   CHECK_EQ_STR(pkt, "42[\"log\",{\"level\":\"warn\",\"message\":"
@@ -132,7 +54,7 @@ static void watcher_gets_records_as_winston_objects(void) {
                     "\"timestamp\":\"2026-01-01T00:00:00.123Z\","
                     "\"pct\":91,\"7\":\"d\",\"s\":1.5,\"b\":\"AP8=\","
                     "\"l\":[null,{\"x\":true}]}]");
-  CHECK_EQ_INT(packet(body, "42[\"log\",{\"level\":\"info\"", pkt,
+  CHECK_EQ_INT(sio_packet(body, "42[\"log\",{\"level\":\"info\"", pkt,
                       sizeof pkt),
                0);
   CHECK_EQ_STR(pkt, "42[\"log\",{\"level\":\"info\",\"message\":\"own ts\","
@@ -167,12 +89,12 @@ static void watcher_gets_a_gap_event(void) {
            "POST /socket.io/?EIO=4&transport=polling&sid=%s HTTP/1.1\r\n"
            "Host: x\r\nContent-Length: %zu\r\n\r\n",
            sid, sizeof sub - 1);
-  http(&s, head, sub, out, 65536);
+  sio_http(&s, head, sub, out, 65536);
   sim_pump(&s);
   const char *body = sio_poll(&s, sid, out, 65536);
-  CHECK_EQ_INT(packet(body, "42[\"gap\"", pkt, sizeof pkt), 0);
+  CHECK_EQ_INT(sio_packet(body, "42[\"gap\"", pkt, sizeof pkt), 0);
   CHECK_EQ_STR(pkt, "42[\"gap\",{\"missed\":2}]");
-  CHECK_EQ_INT(packet(body, "42[\"log\"", pkt, sizeof pkt), 0);
+  CHECK_EQ_INT(sio_packet(body, "42[\"log\"", pkt, sizeof pkt), 0);
   CHECK_EQ_STR(pkt, "42[\"log\",{\"level\":\"info\",\"message\":\"r3\","
                     "\"service\":\"svc-a\","
                     "\"timestamp\":\"2026-01-01T00:00:00.123Z\"}]");
@@ -192,7 +114,7 @@ static void refused_service_gets_connect_error(void) {
   char sid[24], out[4096], pkt[512];
   CHECK_EQ_INT(sio_open(&s, "svc-a", sid), 0);
   const char *body = sio_poll(&s, sid, out, sizeof out);
-  CHECK_EQ_INT(packet(body, "44", pkt, sizeof pkt), 0);
+  CHECK_EQ_INT(sio_packet(body, "44", pkt, sizeof pkt), 0);
   CHECK_EQ_STR(pkt, "44{\"message\":\"DUPLICATE_SERVICE_REGISTRATION\","
                     "\"data\":{\"code\":\"DUPLICATE_SERVICE_REGISTRATION\","
                     "\"message\":\"Duplicate Service Registration Name! A "
