@@ -66,7 +66,8 @@ typedef struct ms_cluster_stats {
   uint64_t messages_out;      /* hub-to-hub messages in them */
   uint64_t messages_in;
   uint64_t records_out;       /* log and presence records appended */
-  uint64_t records_dropped;   /* lost while Redis was unreachable */
+  uint64_t records_dropped;   /* lost: Redis unreachable past the
+                                 backlog's bound, or the append refused */
   uint64_t presence_lost;     /* PRESENCE down said for a vanished hub */
   uint64_t records_unshown;   /* cluster records not shown here (gap
                                  markers): their seq was used by this hub
@@ -75,6 +76,8 @@ typedef struct ms_cluster_stats {
   uint64_t hubs;              /* other hubs seen alive now */
   uint64_t services;          /* names in the cluster registry now */
   int sharded;                /* this hub's channel is SSUBSCRIBEd now */
+  uint64_t records_resent;    /* appended again: the connection ended
+                                 before Redis answered */
 } ms_cluster_stats;
 
 /* A hub on the built-in loop joins a cluster. Before the first

@@ -932,8 +932,45 @@ async def _up0(h):
     return await metric(h, "microstream_cluster_up") == 0
 
 
+def append_script():
+    """The driver's append script, read from its C source."""
+    import ast
+    import re
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                       "transports", "common", "ms_drv_cluster.c")
+    with open(src) as f:
+        text = f.read()
+    body = re.search(r"static const char LUA_APPEND\[\] =(.*?);\n", text, re.S).group(1)
+    return "".join(ast.literal_eval(lit) for lit in re.findall(r'"(?:[^"\\]|\\.)*"', body))
+
+
+async def c11_append_once():
+    """An append sent again after its answer was lost runs once: the
+    script skips a batch number it has run."""
+    r = Redis().start()
+    try:
+        lua = append_script()
+        keys = ["t:seq:logs", "t:logs", "t:batch:hub-x:0123456789abcdef"]
+
+        def append(no, *recs):
+            return redis_cmd(r.port, "EVAL", lua, "3", *keys, "1000", "t:all", "0", "",
+                             str(no), *recs)
+        check(append(7, "rec1", "rec2") == b":2\r\n", "c11: an append runs (2 records)")
+        check(append(7, "rec1", "rec2") == b":-1\r\n",
+              "c11: the same append sent again is skipped")
+        check(append(6, "old") == b":-1\r\n", "c11: an older batch number is skipped")
+        check(append(8, "rec3") == b":1\r\n", "c11: the next batch runs")
+        check(redis_cmd(r.port, "XLEN", "t:logs") == b":3\r\n",
+              "c11: the stream has each record once")
+        ttl = redis_cmd(r.port, "TTL", keys[2])
+        check(ttl.startswith(b":") and 0 < int(ttl[1:]) <= 86400,
+              "c11: the batch key expires", ttl)
+    finally:
+        r.stop()
+
+
 SCENARIOS = [c1_calls, c2_registry, c3_logs, c4_sigkill, c5_redis_restart, c6_no_redis,
-             c7_tls, c8_sharded, c9_partition, c10_lost_late]
+             c7_tls, c8_sharded, c9_partition, c10_lost_late, c11_append_once]
 
 
 async def main():

@@ -164,10 +164,122 @@ static void refused_held_records_are_told_as_a_gap(void) {
   ms_hub_del(h);
 }
 
+static void publish_n(ms_hub *h, int from, int n) {
+  for (int i = from; i < from + n; i++) {
+    char rec[16];
+    int k = snprintf(rec, sizeof rec, "a%d", i);
+    CHECK_EQ_INT(h->cl.publish(h->cl_ctx, MS_CLUSTER_LOGS,
+                               (const uint8_t *)rec, (size_t)k),
+                 0);
+  }
+}
+
+/* An append whose answer never came (the connection ended) is sent again
+ * on the next connection, once; one that was answered is not; one that
+ * Redis refused is counted as lost. */
+static void unanswered_appends_are_sent_again(void) {
+  ms_hub *h = hub_new();
+  CHECK(h != NULL);
+  ms_rcl *rc = ms_rcl_fuzz_new(h);
+  CHECK(rc != NULL);
+  static const char gone[] = "-ERR gone\r\n"; /* the subscriber ends */
+  static const char ok[] = "+OK\r\n";
+  ms_cluster_stats st;
+  publish_n(h, 0, 3);
+  ms_rcl_flush(rc); /* one EVAL, unanswered */
+  ms_rcl_stats(rc, &st);
+  CHECK_EQ_INT(st.records_out, 3);
+  uint64_t cmds = st.redis_commands;
+  feed(rc, 1, gone, sizeof gone - 1); /* down: the answer is lost */
+  publish_n(h, 3, 2); /* made while down */
+  feed(rc, 14, ok, sizeof ok - 1); /* up again */
+  ms_rcl_flush(rc);
+  ms_rcl_stats(rc, &st);
+  CHECK_EQ_INT(st.records_resent, 3);
+  CHECK_EQ_INT(st.records_out, 5);
+  CHECK_EQ_INT(st.records_dropped, 0);
+  CHECK(st.redis_commands >= cmds + 2); /* the old append, the new one */
+  CHECK(metric_is(h, "\nmicrostream_cluster_records_resent_total 3\n"));
+  /* Both answered now (the script ran them, or skipped the first as
+   * run before): nothing is left to send again. */
+  static const char two[] = ":-1\r\n:2\r\n";
+  feed(rc, 14, two, sizeof two - 1);
+  feed(rc, 1, gone, sizeof gone - 1);
+  feed(rc, 14, ok, sizeof ok - 1);
+  ms_rcl_flush(rc);
+  ms_rcl_stats(rc, &st);
+  CHECK_EQ_INT(st.records_resent, 3);
+  /* Refused by Redis: counted as lost, not sent again. */
+  publish_n(h, 5, 4);
+  ms_rcl_flush(rc);
+  static const char err[] = "-ERR OOM command not allowed\r\n";
+  feed(rc, 14, err, sizeof err - 1);
+  ms_rcl_stats(rc, &st);
+  CHECK_EQ_INT(st.records_dropped, 4);
+  feed(rc, 1, gone, sizeof gone - 1);
+  feed(rc, 14, ok, sizeof ok - 1);
+  ms_rcl_flush(rc);
+  ms_rcl_stats(rc, &st);
+  CHECK_EQ_INT(st.records_resent, 3);
+  /* Unanswered when the driver goes: freed (ASan checks). */
+  publish_n(h, 9, 2);
+  ms_rcl_flush(rc);
+  feed(rc, 1, gone, sizeof gone - 1);
+  ms_rcl_del(rc);
+  ms_hub_del(h);
+}
+
+/* Where `what` is in the commands sent (p, n); -1 when it is not. */
+static long sent_at(const char *p, size_t n, const char *what) {
+  size_t w = strlen(what);
+  for (size_t i = 0; i + w <= n; i++)
+    if (memcmp(p + i, what, w) == 0)
+      return (long)i;
+  return -1;
+}
+
+/* Appends of both streams share one numbering: sent again, they go in
+ * their first order and before any new one, or the script would skip a
+ * number lower than one it has run. */
+static void appends_are_sent_again_in_order(void) {
+  ms_hub *h = hub_new();
+  CHECK(h != NULL);
+  ms_rcl *rc = ms_rcl_fuzz_new(h);
+  CHECK(rc != NULL);
+  static const char gone[] = "-ERR gone\r\n";
+  static const char ok[] = "+OK\r\n";
+  size_t n = 0;
+  (void)ms_rcl_fuzz_sent(rc, &n); /* keep from here */
+  publish_n(h, 0, 2);
+  static const uint8_t pres[] = {0x90};
+  CHECK_EQ_INT(h->cl.publish(h->cl_ctx, MS_CLUSTER_PRESENCE, pres, 1), 0);
+  ms_rcl_flush(rc); /* append 1 (logs), append 2 (presence) */
+  const char *p = ms_rcl_fuzz_sent(rc, &n);
+  CHECK(sent_at(p, n, "$1\r\n0\r\n$0\r\n\r\n$1\r\n1\r\n") >= 0);
+  CHECK(sent_at(p, n, "$1\r\n1\r\n$0\r\n\r\n$1\r\n2\r\n") >= 0);
+  feed(rc, 1, gone, sizeof gone - 1);
+  publish_n(h, 2, 1); /* made while down: shown here, origin hub-q */
+  feed(rc, 14, ok, sizeof ok - 1);
+  (void)ms_rcl_fuzz_sent(rc, &n); /* what the reconnection sent */
+  ms_rcl_flush(rc);
+  p = ms_rcl_fuzz_sent(rc, &n);
+  long a1 = sent_at(p, n, "$1\r\n0\r\n$0\r\n\r\n$1\r\n1\r\n");
+  long a2 = sent_at(p, n, "$1\r\n1\r\n$0\r\n\r\n$1\r\n2\r\n");
+  long a3 = sent_at(p, n, "$1\r\n0\r\n$5\r\nhub-q\r\n$1\r\n3\r\n");
+  CHECK(a1 >= 0 && a2 > a1 && a3 > a2);
+  ms_cluster_stats st;
+  ms_rcl_stats(rc, &st);
+  CHECK_EQ_INT(st.records_resent, 3);
+  ms_rcl_del(rc);
+  ms_hub_del(h);
+}
+
 static const ms_test_case tests[] = {
     TEST(outbox_keeps_the_newest_records_and_counts_the_dropped),
     TEST(held_records_stop_at_the_bound_the_newest_refused),
     TEST(refused_held_records_are_told_as_a_gap),
+    TEST(unanswered_appends_are_sent_again),
+    TEST(appends_are_sent_again_in_order),
 };
 
 MS_TEST_MAIN(tests)

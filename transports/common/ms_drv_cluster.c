@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ms_drv_cluster.h"
@@ -224,6 +225,18 @@ typedef struct orec {
   uint8_t data[];
 } orec;
 
+/* The records of one append (EVAL), kept until Redis answers it: when
+ * the command connection ends first, the batch is sent again on the next
+ * one under the same number, and the script skips a number it has run
+ * already (the answer, not the append, may be what was lost). */
+typedef struct obatch {
+  struct ms_rcl *c; /* for an answer that comes without it */
+  int s, shown, resent;
+  uint64_t no;
+  size_t n;
+  orec *r[];
+} obatch;
+
 /* A live record that arrived while the history was being read. */
 /* How a record from the cluster relates to this hub. */
 enum { OWN_NO = 0, OWN_SHOWN = 1, OWN_HOLE = 2 };
@@ -327,6 +340,14 @@ struct ms_rcl {
   int sync_pending[2];   /* history reads outstanding per stream */
   uint64_t cl_seq[2];    /* newest cluster seq taken from Redis */
   uint64_t missed[2];    /* cluster records not shown here (seq taken) */
+  ms_ring retry;         /* obatch: appends whose answer never came, to
+                          * send again first, in their order (one
+                          * numbering for both streams) */
+  uint64_t batch_no;     /* the last append's number */
+  int keep_sent;         /* (tests, no driver) keep what was written */
+  ms_buf sent;
+  size_t sent_off;
+  char batch_key[PREFIX_MAX + HUB_ID_MAX + 32]; /* its key in Redis */
   uint64_t hold_refused[2];   /* records not held (bound, memory) during */
   uint64_t hold_refused_to[2]; /* a history read, and the newest's seq */
   ms_ring hold[2];       /* hrec, live records held during a history read:
@@ -443,14 +464,21 @@ static const char LUA_SEQ_FLOOR[] =
     "if cur < floor then redis.call('SET', KEYS[1], floor) end\n"
     "return 1\n";
 
-/* KEYS[1] seq key, KEYS[2] stream. ARGV: maxlen, channel, stream digit,
- * origin, records... Each record gets the next seq, goes into the stream
- * and to every hub. origin (a hub id, or empty): the records were shown
- * on that hub already (made while it was cut off from Redis); the stream
- * entry says so (field o) and so does the broadcast ("S..." instead of
- * "R..."). */
+/* KEYS[1] seq key, KEYS[2] stream, KEYS[3] the sending hub's batch key.
+ * ARGV: maxlen, channel, stream digit, origin, batch number, records...
+ * A batch number not above the last one run is an append sent again
+ * after its answer was lost: skipped (-1). Each record gets the next seq,
+ * goes into the stream and to every hub. origin (a hub id, or empty): the
+ * records were shown on that hub already (made while it was cut off from
+ * Redis); the stream entry says so (field o) and so does the broadcast
+ * ("S..." instead of "R..."). */
 static const char LUA_APPEND[] =
-    "for i = 5, #ARGV do\n"
+    "local no = tonumber(ARGV[5])\n"
+    "if no <= tonumber(redis.call('GET', KEYS[3]) or '0') then\n"
+    "  return -1\n"
+    "end\n"
+    "redis.call('SET', KEYS[3], ARGV[5], 'EX', 86400)\n"
+    "for i = 6, #ARGV do\n"
     "  local seq = redis.call('INCR', KEYS[1])\n"
     "  if ARGV[4] == '' then\n"
     "    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '0-' .. seq,\n"
@@ -463,7 +491,7 @@ static const char LUA_APPEND[] =
     "               ARGV[4] .. ' ' .. ARGV[i])\n"
     "  end\n"
     "end\n"
-    "return #ARGV - 4\n";
+    "return #ARGV - 5\n";
 
 /* ---- the connections: sockets on the driver's loop, hiredis's parser ---- */
 
@@ -571,6 +599,10 @@ static void rc_kick(rconn *r) {
   if (r->phase != RC_OPEN)
     return;
   if (!r->c->d) { /* no driver (the fuzz entry point): taken as written */
+    if (r->c->keep_sent && r == &r->c->cmd &&
+        ms_buf_append(&r->c->sent, r->out.data + r->out_off,
+                      r->out.len - r->out_off))
+      r->c->keep_sent = 0; /* (a test's memory: the test sees it missing) */
     r->out.len = r->out_off = 0;
     return;
   }
@@ -1892,7 +1924,11 @@ static int op_metrics(void *ctx, ms_buf *b) {
      "this hub's own records while Redis was away, or they came past the "
      "bound while the history was read.", s->records_unshown);
   RM("microstream_cluster_records_dropped_total", "counter",
-     "Records lost while Redis was unreachable.", s->records_dropped);
+     "Records lost: Redis unreachable past the backlog's bound, or the "
+     "append refused.", s->records_dropped);
+  RM("microstream_cluster_records_resent_total", "counter",
+     "Records appended again: the connection ended before Redis answered "
+     "(an append that had run is skipped).", s->records_resent);
 #undef RM
   return rv;
 }
@@ -2018,9 +2054,87 @@ static void reply_renew(ms_rcl *c, redisReply *rep, void *priv) {
   }
 }
 
-/* The records waiting for Redis, in order: one EVAL per run of records
+static void batch_free(ms_rcl *c, obatch *b) {
+  for (size_t i = 0; i < b->n; i++)
+    ms_free(c->mem, b->r[i]);
+  ms_free(c->mem, b);
+}
+static void batch_drop(void *item, void *ud) { batch_free(ud, item); }
+
+static void reply_append(ms_rcl *c, redisReply *rep, void *priv);
+
+/* One EVAL for the batch; 0, or the command could not be queued. */
+#define APPEND_ARGS 11 /* EVAL, script, 3, the keys, ARGV before records */
+static int send_batch(ms_rcl *c, obatch *b) {
+  const char **argv = ms_malloc(c->mem, (b->n + APPEND_ARGS) * sizeof *argv);
+  size_t *lens = ms_malloc(c->mem, (b->n + APPEND_ARGS) * sizeof *lens);
+  if (!argv || !lens) {
+    ms_free(c->mem, argv);
+    ms_free(c->mem, lens);
+    return MS_ERR_NOMEM;
+  }
+  char k_seq[PREFIX_MAX + 16], k_stream[PREFIX_MAX + 16], maxlen[32], no[24];
+  snprintf(k_seq, sizeof k_seq, "%s:seq:%s", c->prefix, stream_names[b->s]);
+  snprintf(k_stream, sizeof k_stream, "%s:%s", c->prefix,
+           stream_names[b->s]);
+  snprintf(maxlen, sizeof maxlen, "%zu", c->stream_max);
+  snprintf(no, sizeof no, "%llu", (unsigned long long)b->no);
+  int k = 0;
+  argv[k++] = "EVAL";
+  argv[k++] = LUA_APPEND;
+  argv[k++] = "3";
+  argv[k++] = k_seq;
+  argv[k++] = k_stream;
+  argv[k++] = c->batch_key;
+  argv[k++] = maxlen;
+  argv[k++] = c->ch_all;
+  argv[k++] = b->s ? "1" : "0";
+  argv[k++] = b->shown ? c->me : "";
+  argv[k++] = no;
+  for (int i = 0; i < k; i++)
+    lens[i] = strlen(argv[i]);
+  for (size_t i = 0; i < b->n; i++) {
+    argv[k] = (const char *)b->r[i]->data;
+    lens[k++] = b->r[i]->len;
+  }
+  int rv = command(c, k, argv, lens, reply_append, b);
+  ms_free(c->mem, argv);
+  ms_free(c->mem, lens);
+  return rv;
+}
+
+/* Redis answered an append (c set), or the command connection ended
+ * before it did (c NULL): then the batch waits to be sent again, unless
+ * the driver is being deleted. */
+static void reply_append(ms_rcl *c, redisReply *rep, void *priv) {
+  obatch *b = priv;
+  if (!c) {
+    ms_rcl *cc = b->c;
+    if (cc->closing || ms_ring_push(&cc->retry, b) != 0) {
+      if (!cc->closing)
+        cc->st.records_dropped += b->n; /* no memory to keep it */
+      batch_free(cc, b);
+    }
+    return;
+  }
+  if (rep->type == REDIS_REPLY_ERROR)
+    c->st.records_dropped += b->n; /* refused (a script error, OOM) */
+  batch_free(c, b);
+}
+
+/* The records waiting for Redis, in order: first the appends whose answer
+ * was lost with a connection, again; then one EVAL per run of records
  * alike (shown here already or not). */
 static void flush_records(ms_rcl *c) {
+  while (ms_ring_len(&c->retry)) {
+    obatch *b = ms_ring_at(&c->retry, 0);
+    if (send_batch(c, b) != 0)
+      return; /* kept for the next flush or connection */
+    ms_ring_pop(&c->retry);
+    if (!b->resent)
+      c->st.records_resent += b->n;
+    b->resent = 1;
+  }
   for (int s = 0; s < 2; s++) {
     ms_ring *q = &c->out[s];
     while (ms_ring_len(q)) {
@@ -2028,43 +2142,25 @@ static void flush_records(ms_rcl *c) {
       size_t n = 1;
       while (n < ms_ring_len(q) && ((orec *)ms_ring_at(q, n))->shown == shown)
         n++;
-      const char **argv = ms_malloc(c->mem, (n + 9) * sizeof *argv);
-      size_t *lens = ms_malloc(c->mem, (n + 9) * sizeof *lens);
-      if (!argv || !lens) {
-        ms_free(c->mem, argv);
-        ms_free(c->mem, lens);
+      obatch *b = ms_malloc(c->mem, sizeof *b + n * sizeof(orec *));
+      if (!b)
         return; /* kept for the next flush */
-      }
-      char k_seq[PREFIX_MAX + 16], k_stream[PREFIX_MAX + 16], maxlen[32];
-      snprintf(k_seq, sizeof k_seq, "%s:seq:%s", c->prefix, stream_names[s]);
-      snprintf(k_stream, sizeof k_stream, "%s:%s", c->prefix,
-               stream_names[s]);
-      snprintf(maxlen, sizeof maxlen, "%zu", c->stream_max);
-      int k = 0;
-      argv[k++] = "EVAL";
-      argv[k++] = LUA_APPEND;
-      argv[k++] = "2";
-      argv[k++] = k_seq;
-      argv[k++] = k_stream;
-      argv[k++] = maxlen;
-      argv[k++] = c->ch_all;
-      argv[k++] = s ? "1" : "0";
-      argv[k++] = shown ? c->me : "";
-      for (int i = 0; i < k; i++)
-        lens[i] = strlen(argv[i]);
-      for (size_t i = 0; i < n; i++) {
-        orec *o = ms_ring_at(q, i);
-        argv[k] = (const char *)o->data;
-        lens[k++] = o->len;
-      }
-      int rv = command(c, k, argv, lens, NULL, NULL);
-      ms_free(c->mem, argv);
-      ms_free(c->mem, lens);
-      if (rv != 0)
+      b->c = c;
+      b->s = s;
+      b->shown = shown;
+      b->resent = 0;
+      b->no = c->batch_no + 1;
+      b->n = n;
+      for (size_t i = 0; i < n; i++)
+        b->r[i] = ms_ring_at(q, i);
+      if (send_batch(c, b) != 0) {
+        ms_free(c->mem, b);
         return; /* kept for the next connection */
+      }
+      c->batch_no++;
       c->st.records_out += n;
       for (size_t i = 0; i < n; i++)
-        ms_free(c->mem, ms_ring_pop(q));
+        ms_ring_pop(q); /* the batch has them now */
     }
     /* The slots of an outage's backlog are given back once it is sent. */
     if (q->cap > 64)
@@ -2304,6 +2400,9 @@ int ms_rcl_new(ms_rcl **out, ms_drv *d, ms_hub *h,
     ms_ring_init(&c->out[s], mem, OUTBOX_RECORDS, 0, MS_RING_DROP_OLDEST,
                  NULL, item_drop, c);
   }
+  ms_ring_init(&c->retry, mem, SIZE_MAX, 0, MS_RING_REFUSE, NULL, batch_drop,
+               c);
+  buf_init(&c->sent, mem);
   ms_ring_init(&c->early, mem, SIZE_MAX, 0, MS_RING_REFUSE, NULL, item_drop,
                c);
   int rv = parse_url(c, cfg->url);
@@ -2328,6 +2427,13 @@ int ms_rcl_new(ms_rcl **out, ms_drv *d, ms_hub *h,
   snprintf(c->me, sizeof c->me, "%s", ms_hub_id(h));
   snprintf(c->ch_me, sizeof c->ch_me, "%s:hub:%s", c->prefix, c->me);
   snprintf(c->ch_all, sizeof c->ch_all, "%s:all", c->prefix);
+  /* Append numbers start again with each driver: their key is this
+   * driver's own (a hub restarted under the same id starts afresh). */
+  uint64_t nonce = 0;
+  if (getrandom(&nonce, sizeof nonce, GRND_NONBLOCK) != (ssize_t)sizeof nonce)
+    nonce = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+  snprintf(c->batch_key, sizeof c->batch_key, "%s:batch:%s:%016llx",
+           c->prefix, c->me, (unsigned long long)nonce);
   c->lease_ms = cfg->lease_ms > 0 ? cfg->lease_ms : 3000;
   if (c->lease_ms < 300)
     c->lease_ms = 300;
@@ -2379,6 +2485,8 @@ void ms_rcl_del(ms_rcl *c) {
     hold_clear(c, s);
     ms_ring_free(&c->out[s]);
   }
+  ms_ring_free(&c->retry);
+  ms_buf_free(&c->sent);
   lost_free_all(c);
   sfree(&c->peers, peer_free);
   sfree(&c->registry, val_free);
@@ -2481,6 +2589,14 @@ ms_rcl *ms_rcl_fuzz_new(ms_hub *h) {
     return NULL;
   }
   return c;
+}
+
+const char *ms_rcl_fuzz_sent(ms_rcl *c, size_t *len) {
+  c->keep_sent = 1;
+  *len = c->sent.len - c->sent_off;
+  const char *p = c->sent.data ? c->sent.data + c->sent_off : "";
+  c->sent_off = c->sent.len;
+  return p;
 }
 
 void ms_rcl_fuzz_feed(ms_rcl *c, const uint8_t *data, size_t size) {

@@ -33,6 +33,9 @@ size_t ms_rcl_pending(const ms_rcl *c);
  * (while up). Deleted with ms_rcl_del. */
 ms_rcl *ms_rcl_fuzz_new(ms_hub *h);
 void ms_rcl_fuzz_feed(ms_rcl *c, const uint8_t *data, size_t size);
+/* From this call on, the commands taken as written are kept: a test
+ * reads them (the bytes since the last call) with ms_rcl_fuzz_sent. */
+const char *ms_rcl_fuzz_sent(ms_rcl *c, size_t *len);
 
 /* From the driver core, for the cluster. */
 void ms_drv_watch(ms_drv *d, ms_drv_io *io, unsigned events);
