@@ -168,7 +168,8 @@ static int fields_with_dropped(ms_mpbuf *fb, const uint8_t *fields,
   msgpack_packer pk;
   msgpack_packer_init(&pk, fb, ms_mpbuf_write);
   msgpack_pack_map(&pk, n + 1);
-  ms_mpbuf_write(fb, (const char *)fields + head, fields_len - head);
+  if (fields_len > head) /* (no arithmetic on a NULL fields) */
+    ms_mpbuf_write(fb, (const char *)fields + head, fields_len - head);
   msgpack_pack_str_with_body(&pk, "_dropped", 8);
   msgpack_pack_uint64(&pk, dropped);
   return fb->failed;
