@@ -42,6 +42,12 @@ WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 HELLO, WELCOME, REQUEST, RESPONSE, ERROR, CANCEL = 1, 2, 3, 4, 5, 6
 LOG, RECORD, SUBSCRIBE, UNSUBSCRIBE, PRESENCE, PING, PONG = 7, 8, 9, 10, 11, 12, 13
 
+# The bound of every wait for something that must arrive: generous, as
+# the hubs run under ASan on a machine that may be busy. What must come
+# at a given moment is checked against the hub's own order of events
+# (an earlier deadline fires first), not against a wall-clock bound.
+WAIT = 20.0
+
 BUILD = None
 HUB_EXE = None
 CLUSTER = None  # redis:// URL in --cluster mode
@@ -98,7 +104,7 @@ class Hub:
             HUB_EXE, "--listen", "127.0.0.1:0", "--log-level", "debug",
             *args, stdout=asyncio.subprocess.PIPE, stderr=log,
             stdin=asyncio.subprocess.DEVNULL)
-        line = await asyncio.wait_for(proc.stdout.readline(), 10)
+        line = await asyncio.wait_for(proc.stdout.readline(), WAIT)
         m = re.match(rb"listening on 127\.0\.0\.1:(\d+)", line)
         if not m:
             raise RuntimeError("hub did not report its port: %r" % line)
@@ -109,19 +115,25 @@ class Hub:
         args = list(self.args)
         if CLUSTER:
             _cluster_n += 1
-            args += ["--cluster", CLUSTER, "--cluster-prefix", "bb%d" % _cluster_n]
+            # A long lease: a hub held up by a busy machine is not taken
+            # for lost (no scenario here kills a hub).
+            args += ["--cluster", CLUSTER, "--cluster-prefix", "bb%d" % _cluster_n,
+                     "--cluster-lease-ms", "60000"]
         self.proc, self.port = await self._spawn(args, self.log)
         if CLUSTER:
             self.twin = Hub()
             self.twin.proc, self.twin.port = await self._spawn(args, self.twin.log)
-            deadline = time.monotonic() + 15
+            deadline = time.monotonic() + 60
             for h in (self, self.twin):
-                while time.monotonic() < deadline:
+                while True:
                     try:
                         if await h.metric1("microstream_cluster_up") == 1:
                             break
                     except Exception:
                         pass
+                    if time.monotonic() > deadline:
+                        await self.__aexit__(RuntimeError, None, None)
+                        raise RuntimeError("a hub did not join the cluster")
                     await asyncio.sleep(0.05)
         return self
 
@@ -163,7 +175,7 @@ class Hub:
         def get():
             try:
                 with urllib.request.urlopen(
-                        "http://127.0.0.1:%d%s" % (self.port, path), timeout=5) as r:
+                        "http://127.0.0.1:%d%s" % (self.port, path), timeout=WAIT) as r:
                     return r.status, r.headers.get("Content-Type", ""), r.read()
             except urllib.error.HTTPError as e:
                 return e.code, e.headers.get("Content-Type", ""), e.read()
@@ -226,10 +238,10 @@ class Client:
     async def send(self, arr):
         await self.send_frame(encode(self.enc, arr))
 
-    async def recv(self, timeout=2.0):
+    async def recv(self, timeout=WAIT):
         return decode(self.enc, await self.recv_frame(timeout))
 
-    async def recv_type(self, mtype, timeout=2.0):
+    async def recv_type(self, mtype, timeout=WAIT):
         """Next message, which must be of type mtype."""
         m = await self.recv(timeout)
         if not m or m[0] != mtype:
@@ -243,7 +255,7 @@ class Client:
         except asyncio.TimeoutError:
             return None
 
-    async def closing(self, timeout=3.0):
+    async def closing(self, timeout=WAIT):
         """Read until the hub closes: (messages seen before, close code)."""
         msgs = []
         deadline = time.monotonic() + timeout
@@ -261,7 +273,7 @@ class Client:
     async def hello(self, name, token=None, opts=None, version=1):
         self.name = name
         await self.send([HELLO, version, name, token, opts if opts is not None else {}])
-        return await self.recv(3.0)
+        return await self.recv()
 
 
 class WSClient(Client):
@@ -273,7 +285,7 @@ class WSClient(Client):
         c.enc = enc
         kw = {"subprotocols": [enc]} if offer else {}
         c.ws = await asyncio.wait_for(websockets.connect(
-            "ws://127.0.0.1:%d/ws" % hub.client_port(), ping_interval=None, max_size=None, close_timeout=1, **kw), 5)
+            "ws://127.0.0.1:%d/ws" % hub.client_port(), ping_interval=None, max_size=None, close_timeout=1, **kw), WAIT)
         return c
 
     async def send_frame(self, data):
@@ -297,7 +309,7 @@ async def raw_upgrade(port, protocols, path="/ws"):
     """Open TCP and send a hand-written upgrade; returns (reader, writer,
     status, headers dict (lower-case names), key)."""
     reader, writer = await asyncio.wait_for(
-        asyncio.open_connection("127.0.0.1", port), 5)
+        asyncio.open_connection("127.0.0.1", port), WAIT)
     key = base64.b64encode(os.urandom(16)).decode()
     head = ("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
             "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
@@ -306,7 +318,7 @@ async def raw_upgrade(port, protocols, path="/ws"):
         head += "Sec-WebSocket-Protocol: %s\r\n" % ", ".join(protocols)
     writer.write((head + "\r\n").encode())
     await writer.drain()
-    resp = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    resp = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
     lines = resp.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
     headers = {}
@@ -521,7 +533,7 @@ async def s1_welcome():
         body = b""
         try:
             n = int(hdr.get("content-length", "0"))
-            body = await asyncio.wait_for(rd.readexactly(n), 2) if n else b""
+            body = await asyncio.wait_for(rd.readexactly(n), WAIT) if n else b""
         except (asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
             pass
         check(st == 400 and len(body) > 0,
@@ -603,18 +615,24 @@ async def s2_routing():
 
         # timeout_ms 0 -> default; too large -> capped.
         wo = a.welcome[2]
+        t0 = time.monotonic()
         await a.send([REQUEST, 12, "svcB", "dflt", None, 0])
         req = await b.recv_type(REQUEST)
-        check(wo["default_timeout_ms"] - 500 <= req[5] <= wo["default_timeout_ms"],
+        spent = (time.monotonic() - t0) * 1000  # on the way: at most this
+        check(wo["default_timeout_ms"] - spent - 50 <= req[5] <= wo["default_timeout_ms"],
               "s2: timeout_ms 0 -> the hub's default_timeout_ms is forwarded",
-              "forwarded %r, default %r" % (req[5], wo["default_timeout_ms"]))
+              "forwarded %r, default %r, %.0f ms on the way" % (
+                  req[5], wo["default_timeout_ms"], spent))
         await b.send([RESPONSE, req[1], 0])
         await a.recv_type(RESPONSE)
+        t0 = time.monotonic()
         await a.send([REQUEST, 13, "svcB", "long", None, wo["max_timeout_ms"] + 10 ** 7])
         req = await b.recv_type(REQUEST)
-        check(wo["max_timeout_ms"] - 500 <= req[5] <= wo["max_timeout_ms"],
+        spent = (time.monotonic() - t0) * 1000
+        check(wo["max_timeout_ms"] - spent - 50 <= req[5] <= wo["max_timeout_ms"],
               "s2: timeout_ms above the maximum is capped at max_timeout_ms",
-              "forwarded %r, max %r" % (req[5], wo["max_timeout_ms"]))
+              "forwarded %r, max %r, %.0f ms on the way" % (
+                  req[5], wo["max_timeout_ms"], spent))
 
         # Only the connection that received a REQUEST can answer it.
         c = await service(hub, "svcC")
@@ -657,33 +675,47 @@ async def s3_errors():
         check_error(await a.recv(), 1, "TARGET_SERVICE_NOT_FOUND",
                     "s3: unknown target -> TARGET_SERVICE_NOT_FOUND")
 
-        # Plain timeout.
+        # Plain timeout. Sent with it, a reference request due ten times
+        # later: the hub fires deadlines in their order, so "at the
+        # deadline" is: not before it, and before the reference's.
         t0 = time.monotonic()
         await a.send([REQUEST, 2, "svcB", "slow", {"q": 1}, 300])
+        await a.send([REQUEST, 20, "svcB", "ref", None, 3000])
         req = await b.recv_type(REQUEST)
-        m = await a.recv(2.0)
+        ref = await b.recv_type(REQUEST)
+        m = await a.recv()
         dt = (time.monotonic() - t0) * 1000
         check_error(m, 2, "REQUEST_TIMEOUT", "s3: REQUEST_TIMEOUT for the caller")
-        check(250 <= dt <= 1000, "s3: REQUEST_TIMEOUT arrives at the deadline",
-              "after %.0f ms, timeout 300" % dt)
+        check(dt >= 250 and is_error(m, 2, "REQUEST_TIMEOUT"),
+              "s3: REQUEST_TIMEOUT arrives at the deadline (not before it, before "
+              "a request due at 3 s)", "%r after %.0f ms, timeout 300" % (m, dt))
         ed = m[4] if len(m) > 4 else None
         check_eq(ed, {"target": "svcB", "event": "slow", "timeout_ms": 300},
                  "s3: REQUEST_TIMEOUT error_data {target, event, timeout_ms}")
-        check_eq(await b.recv(1.0), [CANCEL, req[1]], "s3: target gets CANCEL at the deadline")
+        check_eq(await b.recv(), [CANCEL, req[1]], "s3: target gets CANCEL at the deadline")
+        await a.send([CANCEL, 20])
+        check_eq(await b.recv(), [CANCEL, ref[1]], "s3: the reference request is cancelled")
 
         # timeout_ms 0 -> default 400; error_data reports the applied value.
         t0 = time.monotonic()
         await a.send([REQUEST, 5, "svcB", "dflt", None, 0])
+        await a.send([REQUEST, 21, "svcB", "ref", None, 4000])
         req = await b.recv_type(REQUEST)
-        check(300 <= req[5] <= 400, "s3: timeout_ms 0 -> default 400 forwarded", repr(req))
-        m = await a.recv(2.0)
+        spent = (time.monotonic() - t0) * 1000
+        check(400 - spent - 50 <= req[5] <= 400, "s3: timeout_ms 0 -> default 400 forwarded",
+              "%r, %.0f ms on the way" % (req, spent))
+        ref = await b.recv_type(REQUEST)
+        m = await a.recv()
         dt = (time.monotonic() - t0) * 1000
         check(is_error(m, 5, "REQUEST_TIMEOUT") and len(m) > 4
               and m[4] == {"target": "svcB", "event": "dflt", "timeout_ms": 400}
-              and 350 <= dt <= 1100,
-              "s3: default timeout: REQUEST_TIMEOUT at ~400 ms, error_data timeout_ms 400",
+              and dt >= 350,
+              "s3: default timeout: REQUEST_TIMEOUT at 400 ms (not before, before a "
+              "request due at 4 s), error_data timeout_ms 400",
               "%r after %.0f ms" % (m, dt))
-        check_eq(await b.recv(1.0), [CANCEL, req[1]], "s3: default timeout: target gets CANCEL")
+        check_eq(await b.recv(), [CANCEL, req[1]], "s3: default timeout: target gets CANCEL")
+        await a.send([CANCEL, 21])
+        check_eq(await b.recv(), [CANCEL, ref[1]], "s3: the reference request is cancelled")
 
         # late_ms is capped at max_late_ms (5000) in the forwarded opts.
         await a.send([REQUEST, 6, "svcB", "cap", None, 3000, {"late_ms": 999999}])
@@ -694,43 +726,50 @@ async def s3_errors():
         check_eq(await b.recv(), [CANCEL, req[1]], "s3: CANCEL of a late_ms request reaches the target")
 
         # ERROR inside the late window is forwarded; the id stays in flight.
-        await a.send([REQUEST, 7, "svcB", "lateerr", None, 200, {"late_ms": 1000}])
+        # (A window of seconds: the steps inside it take what they take.)
+        await a.send([REQUEST, 7, "svcB", "lateerr", None, 200, {"late_ms": 4000}])
         req = await b.recv_type(REQUEST)
-        check_error(await a.recv(2.0), 7, "REQUEST_TIMEOUT", "s3: late error request times out")
+        check_error(await a.recv(), 7, "REQUEST_TIMEOUT", "s3: late error request times out")
         await a.send([REQUEST, 7, "svcB", "again", None, 1000])
         check_error(await a.recv(), 7, "BAD_REQUEST",
                     "s3: id still in flight during the late window -> BAD_REQUEST")
         await b.send([ERROR, req[1], "INTERNAL_SERVER_ERROR", "boom", {"x": 1}])
-        check_eq(await a.recv(1.0), [ERROR, 7, "INTERNAL_SERVER_ERROR", "boom", {"x": 1}],
+        check_eq(await a.recv(), [ERROR, 7, "INTERNAL_SERVER_ERROR", "boom", {"x": 1}],
                  "s3: ERROR inside the late window is forwarded")
         check(await b.nothing(0.2) is None, "s3: reused id was not forwarded")
 
         # late_ms: a response inside the window is forwarded.
         t0 = time.monotonic()
-        await a.send([REQUEST, 3, "svcB", "late", None, 300, {"late_ms": 600}])
+        await a.send([REQUEST, 3, "svcB", "late", None, 300, {"late_ms": 4000}])
         req = await b.recv_type(REQUEST)
-        check(isinstance(req[6], dict) and req[6].get("late_ms") == 600,
+        check(isinstance(req[6], dict) and req[6].get("late_ms") == 4000,
               "s3: forwarded REQUEST opts carry late_ms", repr(req))
-        check_error(await a.recv(2.0), 3, "REQUEST_TIMEOUT",
+        check_error(await a.recv(), 3, "REQUEST_TIMEOUT",
                     "s3: late_ms request still gets REQUEST_TIMEOUT at the deadline")
         check(await b.nothing(0.15) is None,
               "s3: with late_ms no CANCEL at the deadline")
         await asyncio.sleep(max(0, 0.5 - (time.monotonic() - t0)))
         await b.send([RESPONSE, req[1], "late but welcome"])
-        check_eq(await a.recv(1.0), [RESPONSE, 3, "late but welcome"],
+        check_eq(await a.recv(), [RESPONSE, 3, "late but welcome"],
                  "s3: RESPONSE inside deadline+late_ms is forwarded after the timeout")
 
         # late_ms: the window ends with CANCEL, later answers are dropped.
+        # (With a reference request due ten times later, as above.)
         t0 = time.monotonic()
         await a.send([REQUEST, 4, "svcB", "late2", None, 200, {"late_ms": 300}])
+        await a.send([REQUEST, 22, "svcB", "ref", None, 5000])
         req = await b.recv_type(REQUEST)
-        check_error(await a.recv(2.0), 4, "REQUEST_TIMEOUT",
+        ref = await b.recv_type(REQUEST)
+        check_error(await a.recv(), 4, "REQUEST_TIMEOUT",
                     "s3: second late_ms request times out")
-        c = await b.recv(2.0)
+        c = await b.recv()
         dt = (time.monotonic() - t0) * 1000
         check_eq(c, [CANCEL, req[1]], "s3: target gets CANCEL at the end of the late window")
-        check(450 <= dt <= 1200, "s3: CANCEL comes at deadline + late_ms",
-              "after %.0f ms, expected ~500" % dt)
+        check(dt >= 450 and c == [CANCEL, req[1]],
+              "s3: CANCEL comes at deadline + late_ms (not before, before a request "
+              "due at 5 s)", "%r after %.0f ms, expected ~500" % (c, dt))
+        await a.send([CANCEL, 22])
+        check_eq(await b.recv(), [CANCEL, ref[1]], "s3: the reference request is cancelled")
         dropped0 = await hub.metric("microstream_late_responses_dropped_total")
         await b.send([RESPONSE, req[1], "too late"])
         check(await a.nothing(0.4) is None, "s3: RESPONSE after the late window is dropped")
@@ -760,7 +799,7 @@ async def s3_errors():
         # Oversized message (--max-message 4096) on its own connection.
         big = await service(hub, "svcBig")
         await big.send([REQUEST, 70, "svcB", "big", "x" * 8000, 3000])
-        msgs, code = await big.closing(2.0)
+        msgs, code = await big.closing()
         if msgs and is_error(msgs[0], 70, "PAYLOAD_TOO_LARGE"):
             note("oversized message: hub answered ERROR PAYLOAD_TOO_LARGE")
             check(True, "s3: oversized REQUEST -> ERROR PAYLOAD_TOO_LARGE")
@@ -775,8 +814,12 @@ async def s3_errors():
         check(d1 >= dropped0 + 1, "s3: the too-late RESPONSE was counted as dropped",
               "%r -> %r" % (dropped0, d1))
         await b.send([RESPONSE, 424242, "who?"])
-        await asyncio.sleep(0.2)
-        d2 = await hub.metric("microstream_late_responses_dropped_total")
+        deadline = time.monotonic() + WAIT
+        while True:  # counted once the hub has read it
+            d2 = await hub.metric("microstream_late_responses_dropped_total")
+            if d2 >= d1 + 1 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
         check_eq(d2, d1 + 1, "s3: RESPONSE for unknown id increments the dropped counter")
         check(await b.nothing(0.1) is None, "s3: unknown RESPONSE id is not an error")
         await b.send([ERROR, 424243, "INTERNAL_SERVER_ERROR", "who?"])
@@ -795,51 +838,52 @@ async def s4_disconnect():
     async with Hub("--heartbeat-ms", "2000") as hub:
         a = await service(hub, "svcA")
         b = await service(hub, "svcB")
+        # (Timeouts far beyond the waits: what comes is the disconnect's.)
         t0 = time.monotonic()
-        await a.send([REQUEST, 1, "svcB", "hold", None, 5000])
+        await a.send([REQUEST, 1, "svcB", "hold", None, 60000])
         await b.recv_type(REQUEST)
         await b.close()
-        m = await a.recv(2.0)
+        m = await a.recv()
         dt = (time.monotonic() - t0) * 1000
         check_error(m, 1, "TARGET_DISCONNECTED", "s4: target closes -> TARGET_DISCONNECTED")
-        check(dt < 1500, "s4: TARGET_DISCONNECTED comes at once, not at the timeout",
+        check(dt < 60000, "s4: TARGET_DISCONNECTED comes at once, not at the timeout",
               "after %.0f ms" % dt)
 
         # Abrupt TCP close (no close frame) of a raw service.
         rb = await RawClient.open(hub, MP)
         check(((await rb.hello("svcRaw")) or [0])[0] == WELCOME, "s4: raw service welcomed")
         t0 = time.monotonic()
-        await a.send([REQUEST, 2, "svcRaw", "hold", None, 5000])
+        await a.send([REQUEST, 2, "svcRaw", "hold", None, 60000])
         await rb.recv_type(REQUEST)
         await rb.close(abrupt=True)
-        m = await a.recv(3.0)
+        m = await a.recv()
         check_error(m, 2, "TARGET_DISCONNECTED",
                     "s4: target's TCP dropped -> TARGET_DISCONNECTED")
-        check((time.monotonic() - t0) < 1.5, "s4: ... well before the 5 s timeout")
+        check((time.monotonic() - t0) < 60, "s4: ... before the 60 s timeout")
 
         # Target goes away during a late window: no TARGET_DISCONNECTED, as
         # the request already had its REQUEST_TIMEOUT.
         b = await service(hub, "svcLate")
         await a.send([REQUEST, 6, "svcLate", "hold", None, 200, {"late_ms": 3000}])
         await b.recv_type(REQUEST)
-        check_error(await a.recv(2.0), 6, "REQUEST_TIMEOUT", "s4: late request times out")
+        check_error(await a.recv(), 6, "REQUEST_TIMEOUT", "s4: late request times out")
         await b.close()
         m = await a.nothing(0.5)
         check(m is None, "s4: no TARGET_DISCONNECTED after REQUEST_TIMEOUT", repr(m))
 
         # The requester goes away: target gets CANCEL.
         b = await service(hub, "svcB")
-        await a.send([REQUEST, 3, "svcB", "hold", None, 5000])
+        await a.send([REQUEST, 3, "svcB", "hold", None, 60000])
         req = await b.recv_type(REQUEST)
         await a.close()
-        check_eq(await b.recv(2.0), [CANCEL, req[1]], "s4: requester disconnects -> target gets CANCEL")
+        check_eq(await b.recv(), [CANCEL, req[1]], "s4: requester disconnects -> target gets CANCEL")
 
         # CANCEL from the requester.
         a = await service(hub, "svcA2")
-        await a.send([REQUEST, 4, "svcB", "hold", None, 5000])
+        await a.send([REQUEST, 4, "svcB", "hold", None, 60000])
         req = await b.recv_type(REQUEST)
         await a.send([CANCEL, 4])
-        check_eq(await b.recv(2.0), [CANCEL, req[1]], "s4: CANCEL from requester -> target gets CANCEL")
+        check_eq(await b.recv(), [CANCEL, req[1]], "s4: CANCEL from requester -> target gets CANCEL")
         await b.send([RESPONSE, req[1], "after cancel"])
         check(await a.nothing(0.3) is None, "s4: answer after CANCEL is not delivered")
         await round_trip(a, b, 5, "s4: both still work after the cancel")
@@ -902,11 +946,12 @@ async def s5_session():
         # No HELLO: the handshake deadline (3 intervals from accept).
         t0 = time.monotonic()
         r = await RawClient.open(hub, MP, auto_pong=True)
-        msgs, code = await r.closing(4.0)
+        msgs, code = await r.closing()
         dt = (time.monotonic() - t0) * 1000
         check_eq(code, 4002, "s5: no HELLO -> close 4002")
         check(msgs and is_error(msgs[0], 0, "BAD_REQUEST"), "s5: no HELLO -> ERROR 0 BAD_REQUEST first", repr(msgs))
-        check(540 <= dt <= 2500, "s5: no-HELLO close after ~3 heartbeat intervals",
+        check(dt >= 540 and code == 4002,
+              "s5: no-HELLO close after 3 heartbeat intervals (not before them)",
               "after %.0f ms, interval 200" % dt)
         await r.close()
 
@@ -920,17 +965,18 @@ async def s5_session():
         w = await s.hello("svcSilent")
         t0 = time.monotonic()
         check(w[0] == WELCOME, "s5: silent raw service welcomed", repr(w))
-        msgs, code = await s.closing(4.0)
+        msgs, code = await s.closing()
         dt = (time.monotonic() - t0) * 1000
         check_eq(code, 4008, "s5: silent peer closed with 4008")
         check(len(s.pings) >= 2, "s5: hub sent WebSocket pings (after 1 and 2 intervals)",
               "pings: %d" % len(s.pings))
-        check(500 <= dt <= 1500, "s5: 4008 after ~3 intervals of silence",
+        check(dt >= 500 and code == 4008,
+              "s5: 4008 after 3 intervals of silence (not before them)",
               "after %.0f ms, interval 200" % dt)
         down = None
-        deadline = time.monotonic() + 2
+        deadline = time.monotonic() + WAIT
         while time.monotonic() < deadline:
-            m = await p.recv(2.0)
+            m = await p.recv()
             if m[0] == PRESENCE and m[5] == "svcSilent" and m[4] == "down":
                 down = m
                 break
@@ -950,7 +996,7 @@ async def s5_session():
             while time.monotonic() - t0 < 1.2:
                 n += 1
                 await k.send([PING, n])
-                pongs.append(await k.recv(1.0))
+                pongs.append(await k.recv())
                 await asyncio.sleep(0.1)
             alive = True
         except (Closed, asyncio.TimeoutError) as e:
@@ -960,7 +1006,9 @@ async def s5_session():
         check(all(p_[0] == PONG for p_ in pongs) and [p_[1] for p_ in pongs] == list(range(1, len(pongs) + 1)),
               "s5: every PING answered with PONG n", repr(pongs))
         await k.send_raw_frame(9, b"are-you-there")
-        await asyncio.sleep(0.3)
+        deadline = time.monotonic() + WAIT
+        while b"are-you-there" not in k.pongs and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
         check(b"are-you-there" in k.pongs, "s5: WebSocket ping answered with pong and same data",
               repr(k.pongs))
         await k.close()
@@ -1158,7 +1206,7 @@ async def s7_tokens():
 # 8. Presence and logs
 
 
-async def collect(c, pred, timeout=2.0):
+async def collect(c, pred, timeout=WAIT):
     """Messages until pred(msg) holds (included)."""
     out = []
     deadline = time.monotonic() + timeout
@@ -1238,7 +1286,7 @@ async def s8_presence_logs():
                 seen[m[1]].append(m)
         # Read until every subscription has seen the last one.
         while not all(any(m[6] == "needle end" for m in seen[k]) for k in seen):
-            m = await lw.recv_type(RECORD, 2.0)
+            m = await lw.recv_type(RECORD)
             seen[m[1]].append(m)
         texts = {k: [m[6] for m in v] for k, v in seen.items()}
         check_eq(texts[2][-5:], ["a", "b", "xneedlex", "Needle", "needle end"],
@@ -1270,6 +1318,11 @@ async def s8_presence_logs():
         await lw.send([UNSUBSCRIBE, 22])
         await lw.send([UNSUBSCRIBE, 20])
         await lw.send([UNSUBSCRIBE, 21])
+        # The hub has taken them once it answers a PING sent after them on
+        # the same connection; only then is the record sent (from another
+        # connection, which the hub may read first).
+        await lw.send([PING, 4242])
+        await collect(lw, lambda m: m[0] == PONG and m[1] == 4242)
         await s.send([LOG, 0, 30, "after unsub", {}])
         after = await collect(lw, lambda m: m[1] == 2 and m[6] == "after unsub")
         check(all(m[1] not in (20, 21, 22) for m in after),
@@ -1278,7 +1331,9 @@ async def s8_presence_logs():
             await x.close()
 
     # --replace-stale.
-    async with Hub("--heartbeat-ms", "300", "--replace-stale") as hub:
+    # (An interval long enough that a live holder's answer to the probe,
+    # one interval, is not missed on a busy machine.)
+    async with Hub("--heartbeat-ms", "1000", "--replace-stale") as hub:
         p = await service(hub, "presenceWatcher", opts={"watch": True})
         await p.send([SUBSCRIBE, 1, "presence", {}])
         await p.recv_type(RECORD)
@@ -1288,9 +1343,9 @@ async def s8_presence_logs():
         new = await WSClient.open(hub, MP)
         w = await new.hello("dup")
         check(w[0] == WELCOME, "s8: --replace-stale: newcomer takes the stale one's name", repr(w))
-        msgs, code = await old.closing(3.0)
+        msgs, code = await old.closing()
         check_eq(code, 4009, "s8: the replaced connection is closed 4009")
-        ev = await collect(p, lambda m: m[0] == PRESENCE and m[4] == "up", 3.0)
+        ev = await collect(p, lambda m: m[0] == PRESENCE and m[4] == "up")
         downs = [m for m in ev if m[0] == PRESENCE and m[4] == "down" and m[5] == "dup"]
         check(len(downs) == 1 and downs[0][6].get("reason") == "replaced",
               "s8: presence down for the old one, reason replaced", repr(ev))
@@ -1367,17 +1422,19 @@ async def s10_sigterm():
         if hub.twin:
             hub.twin.proc.send_signal(signal.SIGTERM)
         for c in cs:
-            _, code = await c.closing(3.0)
+            _, code = await c.closing()
             check_eq(code, 4050, "s10: SIGTERM -> %s gets close 4050" % c.name)
         try:
-            rc = await asyncio.wait_for(hub.proc.wait(), 5)
+            rc = await asyncio.wait_for(hub.proc.wait(), WAIT)
             if hub.twin:
-                rc = rc or await asyncio.wait_for(hub.twin.proc.wait(), 5)
+                rc = rc or await asyncio.wait_for(hub.twin.proc.wait(), WAIT)
         except asyncio.TimeoutError:
             rc = "still running"
         dt = time.monotonic() - t0
         check_eq(rc, 0, "s10: hub exits 0 after SIGTERM")
-        check(dt < 3.0, "s10: hub exits promptly", "%.1f s" % dt)
+        # (It waits at most 2 s for the close handshakes: a hub that waited
+        # for its clients' heartbeat, or for ever, would be past this.)
+        check(dt < 10, "s10: hub exits promptly", "%.1f s" % dt)
         for c in cs:
             await c.close()
 
@@ -1390,7 +1447,7 @@ async def main():
     for sc in SCENARIOS:
         note("scenario %s" % sc.__name__)
         try:
-            await asyncio.wait_for(sc(), 40)
+            await asyncio.wait_for(sc(), 90)
         except Exception as e:  # a scenario that breaks off is a failure
             check(False, "%s completed" % sc.__name__,
                   "".join(traceback.format_exception(type(e), e, e.__traceback__))[-2000:])
