@@ -255,6 +255,16 @@ class Hub:
                 return float(ln.split()[1])
         return None
 
+    def wait_metric(self, name, pred, seconds=60):
+        """Poll a metric until pred(value) holds or the (generous) bound
+        passes; its last value either way."""
+        end = time.monotonic() + seconds
+        while True:
+            v = self.metric(name)
+            if pred(v) or time.monotonic() > end:
+                return v
+            time.sleep(0.05)
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -604,7 +614,12 @@ def api_logs_big(hub):
     c.settimeout(30)
     c.connect(("127.0.0.1", hub.port))
     c.sendall(b"GET /api/logs?service=big&limit=10000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-    time.sleep(3 * HEARTBEAT_MS / 1000 + 4)
+    # Read nothing until the hub has ended the answer (the gauge of
+    # answers in progress back to 0), however long a busy machine makes
+    # the three heartbeats: reading earlier would be progress.
+    hub.wait_metric("microstream_api_logs_streams", lambda v: v and v >= 1)
+    time.sleep(3 * HEARTBEAT_MS / 1000)
+    hub.wait_metric("microstream_api_logs_streams", lambda v: v == 0)
     raw = b""
     while True:
         try:
@@ -672,7 +687,9 @@ def big_burst(hub):
     """300 records of 200 KB in a burst: all stored, none dropped."""
     rss0 = hub.rss_kib()
     s = log_records(hub, "burst", 300, 200000)
-    time.sleep(0.5)
+    # Stored once the store has nothing pending (it commits every 200 ms;
+    # 60 MB take what the disk takes).
+    hub.wait_metric("microstream_store_pending_records", lambda v: v == 0)
     st, body = hub.get("/api/logs?service=burst&limit=10000")
     ans = json.loads(body)
     check(ans.get("count") == 300 and ans.get("complete"),
@@ -737,15 +754,26 @@ def store_drops_are_gaps(hub):
             elif m[6] == "gap":
                 missed += m[7].get("missed", 0)
                 store_flag = store_flag and m[7].get("store") is True
-        # A last marker may follow (one store timer tick).
-        while True:
-            m = w.recv_until(time.monotonic() + 0.5)
+        # The hub has read every record (the subscriber saw them all), so
+        # the store's drops are all counted; a last marker for them follows
+        # at a store timer tick.
+        dropped = (hub.metric("microstream_log_records_dropped_total") or 0) - dropped0
+        end = time.monotonic() + 20
+        while missed < dropped:
+            m = w.recv_until(end)
             if m is None:
                 break
             if m[0] == RECORD and m[4] == 0 and m[6] == "gap":
                 missed += m[7].get("missed", 0)
                 store_flag = store_flag and m[7].get("store") is True
-        dropped = (hub.metric("microstream_log_records_dropped_total") or 0) - dropped0
+        # Nothing more than that may follow.
+        while True:
+            m = w.recv_until(time.monotonic() + 0.3)
+            if m is None:
+                break
+            if m[0] == RECORD and m[4] == 0 and m[6] == "gap":
+                missed += m[7].get("missed", 0)
+                store_flag = store_flag and m[7].get("store") is True
         check(logs == n and store_flag and missed >= n - 10000 and missed == dropped,
               "store locked: the subscriber got all %d records live, and gap "
               "markers with store: true for the %d the store dropped (/metrics: "
