@@ -47,10 +47,12 @@ def start_hub(hub, port, db, *extra):
 
 
 def stop(p):
+    """SIGTERM, then SIGKILL if it has not exited within a bound generous
+    enough for a busy machine (its exit status tells the caller which)."""
     if p.poll() is None:
         p.send_signal(signal.SIGTERM)
         try:
-            p.wait(10)
+            p.wait(60)
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
@@ -67,7 +69,9 @@ def run(args, input=None, timeout=60, env=None):
                           timeout=timeout, env=e)
 
 
-def wait_for(pred, timeout=10.0):
+def wait_for(pred, timeout=30.0):
+    """Poll pred until it holds (True) or timeout seconds pass (False): a
+    bound for things that must happen, generous for a busy machine."""
     end = time.time() + timeout
     while time.time() < end:
         if pred():
