@@ -52,7 +52,7 @@ function startHub(port = 0) {
                              '--no-store', '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] });
     hubs.add(proc);
     let out = '';
-    const timer = setTimeout(() => { proc.kill('SIGKILL'); reject(new Error('hub did not start')); }, 5000);
+    const timer = setTimeout(() => { proc.kill('SIGKILL'); reject(new Error('hub did not start')); }, 3 * WAIT);
     proc.stdout.on('data', (d) => {
       out += d;
       const m = /listening on 127\.0\.0\.1:(\d+)/.exec(out);
@@ -370,14 +370,16 @@ describe('viewer page', { timeout: 170000 }, () => {
       alpha.log(20, 'before gap');
       await waitForMessage(page2, 'before gap');
       // quiet for longer than the 1 s hub interval: the page sends PING [12, n]
-      await sleep(2500);
-      const pings = sentByPage.map((s) => JSON.parse(s)).filter((m) => m[0] === 12);
+      const pingsSent = () => sentByPage.map((s) => JSON.parse(s)).filter((m) => m[0] === 12);
+      for (const end = Date.now() + 3 * WAIT; pingsSent().length === 0 && Date.now() < end;)
+        await sleep(50);
+      const pings = pingsSent();
       assert.ok(pings.length >= 1, 'page sent PING when the hub was quiet');
       assert.ok(Number.isInteger(pings[0][1]));
       assert.equal(await page2.textContent('#status'), 'connected');
       // silence from the hub: the page must give up after 3 intervals
       mode = 'mute';
-      await waitStatus(page2, 'disconnected', 8000);
+      await waitStatus(page2, 'disconnected', 3 * WAIT);
       mode = 'refuse';
       if (link) { link.server.close(); link = null; }
       // more records than the hub keeps (10000) go by while the page is away
