@@ -231,7 +231,9 @@ typedef struct orec {
  * already (the answer, not the append, may be what was lost). */
 typedef struct obatch {
   struct ms_rcl *c; /* for an answer that comes without it */
-  int s, shown, resent;
+  int s, shown;
+  int sent;    /* on the current connection, its answer awaited */
+  int resent;  /* sent on an earlier connection already */
   uint64_t no;
   size_t n;
   orec *r[];
@@ -340,16 +342,18 @@ struct ms_rcl {
   int sync_pending[2];   /* history reads outstanding per stream */
   uint64_t cl_seq[2];    /* newest cluster seq taken from Redis */
   uint64_t missed[2];    /* cluster records not shown here (seq taken) */
-  ms_ring retry;         /* obatch: appends whose answer never came, to
-                          * send again first, in their order (one
-                          * numbering for both streams) */
+  ms_ring unanswered;    /* obatch: appends not answered yet, in number
+                          * order (one numbering for both streams): those
+                          * sent on this connection first, then those to
+                          * send (again) before any new one */
   uint64_t batch_no;     /* the last append's number */
   int keep_sent;         /* (tests, no driver) keep what was written */
   ms_buf sent;
   size_t sent_off;
   char batch_key[PREFIX_MAX + HUB_ID_MAX + 32]; /* its key in Redis */
-  uint64_t hold_refused[2];   /* records not held (bound, memory) during */
-  uint64_t hold_refused_to[2]; /* a history read, and the newest's seq */
+  uint64_t hold_refused[2];   /* other hubs' records not held (bound,
+                               * memory) during a history read */
+  uint64_t hold_refused_to[2]; /* the newest seq not held, of any kind */
   ms_ring hold[2];       /* hrec, live records held during a history read:
                           * at most SYNC_HOLD, the newest refused */
   int64_t next_try, backoff, connect_deadline;
@@ -1345,14 +1349,19 @@ static void reply_history(ms_rcl *c, redisReply *rep, void *priv) {
   /* Records that could not be held: those newer than what was shown are
    * missing here (they stay in the cluster's stream), and subscribers are
    * told with the gap marker. The refused are the newest that came, with
-   * distinct seqs up to hold_refused_to. (When the connection drops
-   * instead, the next history read takes them from the stream.) */
-  if (c->hold_refused[s] && c->hold_refused_to[s] > c->cl_seq[s]) {
-    uint64_t n = c->hold_refused_to[s] - c->cl_seq[s];
-    c->missed[s] += MS_MIN(n, c->hold_refused[s]);
+   * distinct seqs up to hold_refused_to. Their seqs are then passed over
+   * (no second gap when the next one comes, the history kept). (When the
+   * connection drops instead, the next history read takes them from the
+   * stream.) */
+  uint64_t to = c->hold_refused_to[s];
+  if (to > c->cl_seq[s]) {
+    c->missed[s] += MS_MIN(to - c->cl_seq[s], c->hold_refused[s]);
+    c->cl_seq[s] = to;
   }
   hold_clear(c, s);
   flush_missed(c, s);
+  if (to)
+    ms_hub_cluster_skip(c->h, s, to, now_of(c));
   check_up(c);
 }
 
@@ -1581,10 +1590,9 @@ static void on_broadcast(ms_rcl *c, const char *m, size_t n) {
           return;
         ms_free(c->mem, x);
       }
-      if (own == OWN_NO) {
+      if (own == OWN_NO)
         c->hold_refused[s]++;
-        c->hold_refused_to[s] = MS_MAX(c->hold_refused_to[s], seq);
-      }
+      c->hold_refused_to[s] = MS_MAX(c->hold_refused_to[s], seq);
       return;
     }
     deliver_record(c, s, seq, rec, rn, own);
@@ -2103,37 +2111,45 @@ static int send_batch(ms_rcl *c, obatch *b) {
   return rv;
 }
 
-/* Redis answered an append (c set), or the command connection ended
- * before it did (c NULL): then the batch waits to be sent again, unless
- * the driver is being deleted. */
+/* Redis answered an append (c set): the oldest unanswered (answers come
+ * in order); or the command connection ended before it did (c NULL): the
+ * batch stays, to be sent again (when the driver is being deleted, the
+ * ring frees it). */
 static void reply_append(ms_rcl *c, redisReply *rep, void *priv) {
   obatch *b = priv;
   if (!c) {
-    ms_rcl *cc = b->c;
-    if (cc->closing || ms_ring_push(&cc->retry, b) != 0) {
-      if (!cc->closing)
-        cc->st.records_dropped += b->n; /* no memory to keep it */
-      batch_free(cc, b);
-    }
+    if (b->sent)
+      b->resent = 1;
+    b->sent = 0;
     return;
   }
+  if (ms_ring_len(&c->unanswered) == 0 ||
+      ms_ring_at(&c->unanswered, 0) != b) {
+    go_down(c, "append answered out of order"); /* cannot happen */
+    return;
+  }
+  ms_ring_pop(&c->unanswered);
   if (rep->type == REDIS_REPLY_ERROR)
     c->st.records_dropped += b->n; /* refused (a script error, OOM) */
   batch_free(c, b);
 }
 
-/* The records waiting for Redis, in order: first the appends whose answer
- * was lost with a connection, again; then one EVAL per run of records
- * alike (shown here already or not). */
+/* The records waiting for Redis, in order: first the appends not sent on
+ * this connection (their answer was lost with an earlier one), again;
+ * then one EVAL per run of records alike (shown here already or not).
+ * An append joins `unanswered` before it is sent, so that keeping it can
+ * not fail afterwards; one that could not be sent stays there, to go
+ * first next time. */
 static void flush_records(ms_rcl *c) {
-  while (ms_ring_len(&c->retry)) {
-    obatch *b = ms_ring_at(&c->retry, 0);
+  for (size_t i = 0; i < ms_ring_len(&c->unanswered); i++) {
+    obatch *b = ms_ring_at(&c->unanswered, i);
+    if (b->sent)
+      continue;
     if (send_batch(c, b) != 0)
-      return; /* kept for the next flush or connection */
-    ms_ring_pop(&c->retry);
-    if (!b->resent)
+      return; /* kept, in order, for the next flush or connection */
+    b->sent = 1;
+    if (b->resent)
       c->st.records_resent += b->n;
-    b->resent = 1;
   }
   for (int s = 0; s < 2; s++) {
     ms_ring *q = &c->out[s];
@@ -2148,19 +2164,22 @@ static void flush_records(ms_rcl *c) {
       b->c = c;
       b->s = s;
       b->shown = shown;
-      b->resent = 0;
+      b->sent = b->resent = 0;
       b->no = c->batch_no + 1;
       b->n = n;
       for (size_t i = 0; i < n; i++)
         b->r[i] = ms_ring_at(q, i);
-      if (send_batch(c, b) != 0) {
+      if (ms_ring_push(&c->unanswered, b) != 0) {
         ms_free(c->mem, b);
-        return; /* kept for the next connection */
+        return; /* the records stay waiting */
       }
       c->batch_no++;
       c->st.records_out += n;
       for (size_t i = 0; i < n; i++)
         ms_ring_pop(q); /* the batch has them now */
+      if (send_batch(c, b) != 0)
+        return; /* it goes first next time */
+      b->sent = 1;
     }
     /* The slots of an outage's backlog are given back once it is sent. */
     if (q->cap > 64)
@@ -2400,8 +2419,8 @@ int ms_rcl_new(ms_rcl **out, ms_drv *d, ms_hub *h,
     ms_ring_init(&c->out[s], mem, OUTBOX_RECORDS, 0, MS_RING_DROP_OLDEST,
                  NULL, item_drop, c);
   }
-  ms_ring_init(&c->retry, mem, SIZE_MAX, 0, MS_RING_REFUSE, NULL, batch_drop,
-               c);
+  ms_ring_init(&c->unanswered, mem, SIZE_MAX, 0, MS_RING_REFUSE, NULL,
+               batch_drop, c);
   buf_init(&c->sent, mem);
   ms_ring_init(&c->early, mem, SIZE_MAX, 0, MS_RING_REFUSE, NULL, item_drop,
                c);
@@ -2430,8 +2449,13 @@ int ms_rcl_new(ms_rcl **out, ms_drv *d, ms_hub *h,
   /* Append numbers start again with each driver: their key is this
    * driver's own (a hub restarted under the same id starts afresh). */
   uint64_t nonce = 0;
-  if (getrandom(&nonce, sizeof nonce, GRND_NONBLOCK) != (ssize_t)sizeof nonce)
-    nonce = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+  if (getrandom(&nonce, sizeof nonce, GRND_NONBLOCK) !=
+      (ssize_t)sizeof nonce) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    nonce = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^
+            ((uint64_t)getpid() << 40) ^ (uint64_t)(uintptr_t)c;
+  }
   snprintf(c->batch_key, sizeof c->batch_key, "%s:batch:%s:%016llx",
            c->prefix, c->me, (unsigned long long)nonce);
   c->lease_ms = cfg->lease_ms > 0 ? cfg->lease_ms : 3000;
@@ -2485,7 +2509,7 @@ void ms_rcl_del(ms_rcl *c) {
     hold_clear(c, s);
     ms_ring_free(&c->out[s]);
   }
-  ms_ring_free(&c->retry);
+  ms_ring_free(&c->unanswered);
   ms_buf_free(&c->sent);
   lost_free_all(c);
   sfree(&c->peers, peer_free);
