@@ -355,7 +355,7 @@ int ms_client_new(ms_client **pc, const ms_client_config *cfg,
   ms_strmap_init(&c->handlers, mem, rng_next(c));
   ms_mpbuf_init(&c->out, mem);
   msgpack_packer_init(&c->pk, &c->out, ms_mpbuf_write);
-  msgpack_sbuffer_init(&c->scratch);
+  ms_mpbuf_init(&c->scratch, mem);
   c->zone_ready = msgpack_zone_init(&c->zone, 4096);
   c->service = dup_opt(mem, cfg->service);
   c->token = dup_opt(mem, cfg->token);
@@ -412,7 +412,7 @@ static void really_free(ms_client *c) {
   if (c->conn)
     ms_conn_del(c->conn);
   ms_mpbuf_destroy(&c->out);
-  msgpack_sbuffer_destroy(&c->scratch);
+  ms_mpbuf_destroy(&c->scratch);
   if (c->zone_ready)
     msgpack_zone_destroy(&c->zone);
   ms_free(m, c->service);

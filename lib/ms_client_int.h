@@ -90,7 +90,7 @@ struct ms_client {
 
   ms_mpbuf out;            /* encoding scratch */
   msgpack_packer pk;       /* over out */
-  msgpack_sbuffer scratch; /* JSON conversion scratch */
+  ms_mpbuf scratch;        /* JSON conversion scratch */
   msgpack_zone zone;
   int zone_ready; /* msgpack_zone_init succeeded */
 

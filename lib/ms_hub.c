@@ -361,7 +361,7 @@ int ms_hub_new(ms_hub **ph, const ms_hub_config *cfg, void *user_data,
   ms_heap_init(&h->live, mem);
   ms_mpbuf_init(&h->out, mem);
   msgpack_packer_init(&h->pk, &h->out, ms_mpbuf_write);
-  msgpack_sbuffer_init(&h->scratch);
+  ms_mpbuf_init(&h->scratch, mem);
   h->zone_ready = msgpack_zone_init(&h->zone, 4096);
   h->started_at = INT64_MIN;
   if (rrv || !h->zone_ready) {
@@ -483,7 +483,7 @@ static void hub_free(ms_hub *h) {
   ms_heap_free(&h->live);
   ms_free(h->mem, h->held);
   ms_mpbuf_destroy(&h->out);
-  msgpack_sbuffer_destroy(&h->scratch);
+  ms_mpbuf_destroy(&h->scratch);
   if (h->zone_ready)
     msgpack_zone_destroy(&h->zone);
   ms_free(h->mem, h->secret);

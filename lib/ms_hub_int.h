@@ -226,7 +226,7 @@ struct ms_hub {
 
   ms_mpbuf out; /* a message that ran out of memory is not sent */
   msgpack_packer pk;
-  msgpack_sbuffer scratch;
+  ms_mpbuf scratch; /* JSON conversion */
   msgpack_zone zone;
   int zone_ready; /* msgpack_zone_init succeeded */
 

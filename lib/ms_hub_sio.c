@@ -20,6 +20,7 @@
 
 #include "ms_eio.h"
 #include "ms_http.h"
+#include "ms_json.h"
 #include "ms_rand.h"
 
 #include <nettle/base64.h>
@@ -84,8 +85,8 @@ struct ms_hub_sio_state {
   ms_strmap sids;
   ms_rand rng;
   ms_mpbuf rx;          /* a native message built from Socket.IO input */
-  msgpack_sbuffer arg;  /* a Socket.IO event's arguments as MessagePack */
-  msgpack_sbuffer js;   /* its JSON text */
+  ms_mpbuf arg;         /* a Socket.IO event's arguments as MessagePack */
+  ms_mpbuf js;          /* JSON text going out */
   msgpack_zone zrx, ztx, zarg;
   int zones;            /* how many of them were initialised */
   ms_buf b64;           /* a decoded binary packet */
@@ -94,6 +95,7 @@ struct ms_hub_sio_state {
   size_t att_off[SIO_MAX_ATTACHMENTS + 1];
   size_t natt;
   int batching;         /* several packets: answer the poll after all */
+  uint64_t json_seed;   /* keys ms_json_js_to_mp's map of duplicate keys */
 };
 
 static int64_t hb(const ms_hub *h) { return h->cfg.heartbeat_ms; }
@@ -107,8 +109,8 @@ int ms_hub_sio_is_path(const ms_http_request *req) {
 static void state_free(ms_hub *h, ms_hub_sio_state *st) {
   ms_strmap_free(&st->sids);
   ms_mpbuf_destroy(&st->rx);
-  msgpack_sbuffer_destroy(&st->arg);
-  msgpack_sbuffer_destroy(&st->js);
+  ms_mpbuf_destroy(&st->arg);
+  ms_mpbuf_destroy(&st->js);
   /* (msgpack_zone_destroy of a zone whose init failed would crash.) */
   if (st->zones > 0)
     msgpack_zone_destroy(&st->zrx);
@@ -133,11 +135,12 @@ static ms_hub_sio_state *state(ms_hub *h) {
   int rrv = ms_rand_init(&st->rng);
   ms_strmap_init(&st->sids, h->mem, ms_rand_u64(&st->rng));
   ms_mpbuf_init(&st->rx, h->mem);
-  msgpack_sbuffer_init(&st->arg);
-  msgpack_sbuffer_init(&st->js);
+  ms_mpbuf_init(&st->arg, h->mem);
+  ms_mpbuf_init(&st->js, h->mem);
   ms_buf_init(&st->b64, h->mem);
   ms_buf_init(&st->pkt, h->mem);
   ms_buf_init(&st->atts, h->mem);
+  st->json_seed = ms_rand_u64(&st->rng);
   if (msgpack_zone_init(&st->zrx, 1024)) {
     st->zones = 1;
     if (msgpack_zone_init(&st->ztx, 1024)) {
@@ -372,11 +375,11 @@ static int emit_with_atts(ms_hub *h, ms_hub_sio *s, int ack,
   int pn = ack ? snprintf(pre, sizeof pre, "46%zu-%llu", st->natt,
                           (unsigned long long)ack_id)
                : snprintf(pre, sizeof pre, "45%zu-", st->natt);
-  if (st->js.size + st->atts.len + (size_t)pn > h->cfg.max_message)
+  if (st->js.sb.size + st->atts.len + (size_t)pn > h->cfg.max_message)
     return MS_ERR_TOO_BIG;
   ms_buf_reset(&st->pkt);
   if (ms_buf_append(&st->pkt, pre, (size_t)pn) ||
-      ms_buf_append(&st->pkt, st->js.data, st->js.size))
+      ms_buf_append(&st->pkt, st->js.sb.data, st->js.sb.size))
     return MS_ERR_NOMEM;
   st->batching = 1;
   int rv = emit(h, s, st->pkt.data, st->pkt.len);
@@ -409,15 +412,15 @@ int ms_hub_sio_on_ws(const ms_hub_conn *vc) {
 static int emit_obj(ms_hub *h, ms_hub_sio *s, const char *prefix,
                     const msgpack_object *o) {
   ms_hub_sio_state *st = h->sio;
-  st->js.size = 0;
-  if (msgpack_sbuffer_write(&st->js, prefix, strlen(prefix)))
+  ms_mpbuf_reset(&st->js);
+  if (ms_mpbuf_write(&st->js, prefix, strlen(prefix)))
     return MS_ERR_NOMEM;
-  int rv = ms_msgpack_to_json(o, &st->js);
+  int rv = ms_msgpack_to_json_mp(o, &st->js);
   if (rv)
     return rv;
-  if (st->js.size > h->cfg.max_message)
+  if (st->js.sb.size > h->cfg.max_message)
     return MS_ERR_TOO_BIG;
-  return emit(h, s, st->js.data, st->js.size);
+  return emit(h, s, st->js.sb.data, st->js.sb.size);
 }
 
 static void obj_str(msgpack_object *o, const char *p, size_t n) {
@@ -548,15 +551,15 @@ static int emit_record(ms_hub *h, ms_hub_sio *s, const ms_msg *m) {
 /* ---- JSON written directly (the routing paths) ---- */
 
 static int js_lit(ms_hub_sio_state *st, const char *lit) {
-  return msgpack_sbuffer_write(&st->js, lit, strlen(lit)) ? MS_ERR_NOMEM : 0;
+  return ms_mpbuf_write(&st->js, lit, strlen(lit)) ? MS_ERR_NOMEM : 0;
 }
 
-static int js_raw_sb(msgpack_sbuffer *b, const char *p, size_t n) {
-  return msgpack_sbuffer_write(b, p, n) ? MS_ERR_NOMEM : 0;
+static int js_raw_b(ms_mpbuf *b, const char *p, size_t n) {
+  return ms_mpbuf_write(b, p, n) ? MS_ERR_NOMEM : 0;
 }
 
 static int js_raw(ms_hub_sio_state *st, const void *p, size_t n) {
-  return msgpack_sbuffer_write(&st->js, p, n) ? MS_ERR_NOMEM : 0;
+  return ms_mpbuf_write(&st->js, p, n) ? MS_ERR_NOMEM : 0;
 }
 
 static int js_str(ms_hub_sio_state *st, const char *p, size_t n) {
@@ -564,15 +567,15 @@ static int js_str(ms_hub_sio_state *st, const char *p, size_t n) {
   o.type = MSGPACK_OBJECT_STR;
   o.via.str.ptr = p ? p : "";
   o.via.str.size = (uint32_t)n;
-  return ms_msgpack_to_json(&o, &st->js);
+  return ms_msgpack_to_json_mp(&o, &st->js);
 }
 
 /* Emit st->js as one packet. */
 static int js_emit(ms_hub *h, ms_hub_sio *s) {
   ms_hub_sio_state *st = h->sio;
-  if (st->js.size > h->cfg.max_message)
+  if (st->js.sb.size > h->cfg.max_message)
     return MS_ERR_TOO_BIG;
-  return emit(h, s, st->js.data, st->js.size);
+  return emit(h, s, st->js.sb.data, st->js.sb.size);
 }
 
 /* {error: {code, message, errorData}} in the shape MicroStream clients
@@ -607,7 +610,7 @@ static int js_error_obj(ms_hub_sio_state *st, const ms_msg *m,
   if (!rv)
     rv = js_lit(st, ",\"errorData\":");
   if (!rv)
-    rv = ms_msgpack_to_json(&m->extra, &st->js);
+    rv = ms_msgpack_to_json_mp(&m->extra, &st->js);
   return rv ? rv : js_lit(st, "}}");
 }
 
@@ -667,7 +670,7 @@ int ms_hub_sio_send(ms_hub *h, ms_hub_conn *vc) {
       return MS_ERR_NOMEM;
     /* Bin in the data: a BINARY_EVENT with the bins as attachments. */
     int bins = has_bin(&m.data);
-    st->js.size = 0;
+    ms_mpbuf_reset(&st->js);
     atts_reset(st);
     int rv = js_lit(st, bins ? "[\"request\",{\"id\":"
                              : "42[\"request\",{\"id\":");
@@ -681,7 +684,7 @@ int ms_hub_sio_send(ms_hub *h, ms_hub_conn *vc) {
       rv = js_lit(st, ",\"data\":");
     if (!rv)
       rv = bins ? ms_msgpack_to_json_bins(&m.data, &st->js, att_cb, st)
-                : ms_msgpack_to_json(&m.data, &st->js);
+                : ms_msgpack_to_json_mp(&m.data, &st->js);
     if (rv == MS_ERR_NOMEM && st->natt >= SIO_MAX_ATTACHMENTS)
       rv = MS_ERR_TOO_BIG;
     if (!rv)
@@ -705,7 +708,7 @@ int ms_hub_sio_send(ms_hub *h, ms_hub_conn *vc) {
     if (m.type == MS_MSG_ERROR &&
         ms_http_ieq(m.code.ptr, m.code.len, "REQUEST_TIMEOUT"))
       return 0; /* the client keeps its own time; the route lives on */
-    st->js.size = 0;
+    ms_mpbuf_reset(&st->js);
     atts_reset(st);
     int bins = m.type == MS_MSG_RESPONSE && has_bin(&m.data);
     int rv;
@@ -726,7 +729,7 @@ int ms_hub_sio_send(ms_hub *h, ms_hub_conn *vc) {
     if (!rv)
       rv = m.type != MS_MSG_RESPONSE ? js_error_obj(st, &m, q)
            : bins ? ms_msgpack_to_json_bins(&m.data, &st->js, att_cb, st)
-                  : ms_msgpack_to_json(&m.data, &st->js);
+                  : ms_msgpack_to_json_mp(&m.data, &st->js);
     if (rv == MS_ERR_NOMEM && st->natt >= SIO_MAX_ATTACHMENTS)
       rv = MS_ERR_TOO_BIG;
     if (!rv)
@@ -1121,9 +1124,9 @@ static void on_sio_request(ms_hub *h, ms_hub_sio *s, const msgpack_object *a,
   if ((!id || id->type == MSGPACK_OBJECT_NIL) && !sp->has_ack)
     return; /* nowhere to answer: dropped */
   /* The requester's id, kept as JSON to be echoed as it came. */
-  msgpack_sbuffer idb_buf;
-  msgpack_sbuffer_init(&idb_buf);
-  msgpack_sbuffer *idb = &idb_buf;
+  ms_mpbuf idb_buf;
+  ms_mpbuf_init(&idb_buf, h->mem);
+  ms_mpbuf *idb = &idb_buf;
   const char *tp = "";
   size_t tl = 0;
   if (target && target->type == MSGPACK_OBJECT_STR) {
@@ -1131,23 +1134,23 @@ static void on_sio_request(ms_hub *h, ms_hub_sio *s, const msgpack_object *a,
     tl = target->via.str.size;
   }
   sio_req *q = NULL;
-  if ((id ? ms_msgpack_to_json(id, idb) : js_raw_sb(idb, "null", 4)) == 0 &&
-      idb->size <= 1024 && tl <= 1024)
-    q = ms_malloc(h->mem, sizeof *q + idb->size + tl);
+  if ((id ? ms_msgpack_to_json_mp(id, idb) : js_raw_b(idb, "null", 4)) == 0 &&
+      idb->sb.size <= 1024 && tl <= 1024)
+    q = ms_malloc(h->mem, sizeof *q + idb->sb.size + tl);
   if (!q) {
-    msgpack_sbuffer_destroy(idb);
+    ms_mpbuf_destroy(idb);
     return;
   }
   memset(q, 0, sizeof *q);
   q->lid = s->next_lid++;
   q->expires = now + h->cfg.default_timeout_ms + h->cfg.max_late_ms + 1000;
-  q->id_len = idb->size;
+  q->id_len = idb->sb.size;
   q->has_ack = sp->has_ack;
   q->ack_id = sp->ack_id;
   q->target_len = tl;
-  if (idb->size)
-    memcpy(q->bytes, idb->data, idb->size);
-  msgpack_sbuffer_destroy(idb);
+  if (idb->sb.size)
+    memcpy(q->bytes, idb->sb.data, idb->sb.size);
+  ms_mpbuf_destroy(idb);
   if (tl)
     memcpy(q->bytes + q->id_len, tp, tl);
   if (ms_u64map_put(&s->reqs, q->lid, q)) {
@@ -1284,9 +1287,9 @@ static void on_sio_log(ms_hub *h, ms_hub_sio *s, const msgpack_object *a,
     msgpack_pack_object(pk, *msg);
   } else if (msg) {
     /* Not a string: its JSON text. */
-    st->js.size = 0;
-    if (ms_msgpack_to_json(msg, &st->js) == 0)
-      msgpack_pack_str_with_body(pk, st->js.data, st->js.size);
+    ms_mpbuf_reset(&st->js);
+    if (ms_msgpack_to_json_mp(msg, &st->js) == 0)
+      msgpack_pack_str_with_body(pk, st->js.sb.data, st->js.sb.size);
     else
       pack_cstr(pk, "");
   } else {
@@ -1345,7 +1348,7 @@ static void emit_event_ack(ms_hub *h, ms_hub_sio *s, uint64_t ack_id,
   ms_hub_sio_state *st = h->sio;
   char pre[32];
   int pn = snprintf(pre, sizeof pre, "43%llu[", (unsigned long long)ack_id);
-  st->js.size = 0;
+  ms_mpbuf_reset(&st->js);
   int rv = js_raw(st, pre, (size_t)pn);
   if (!rv && unknown) {
     char msg[300];
@@ -1491,12 +1494,13 @@ static void on_sio_packet_parsed(ms_hub *h, ms_hub_sio *s,
   msgpack_object arg;
   arg.type = MSGPACK_OBJECT_NIL;
   if (sp.data_len) {
-    st->arg.size = 0;
+    ms_mpbuf_reset(&st->arg);
     msgpack_zone_clear(&st->zarg);
     size_t off = 0;
-    if (ms_json_to_msgpack(sp.data, sp.data_len, &st->arg, NULL, 0) ||
-        msgpack_unpack(st->arg.data, st->arg.size, &off, &st->zarg, &arg) !=
-            MSGPACK_UNPACK_SUCCESS) {
+    if (ms_json_js_to_mp(sp.data, sp.data_len, &st->arg, st->json_seed,
+                         MS_JSON_AUTO) ||
+        msgpack_unpack(st->arg.sb.data, st->arg.sb.size, &off, &st->zarg,
+                       &arg) != MSGPACK_UNPACK_SUCCESS) {
       sio_fail(h, s, now);
       return;
     }

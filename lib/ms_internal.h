@@ -77,16 +77,6 @@ void ms_buf_reset(ms_buf *b);
  * buf is zeroed). */
 int ms_random(void *buf, size_t len);
 
-struct msgpack_sbuffer;
-struct msgpack_object;
-/* ms_msgpack_to_json, but each bin value is written as a Socket.IO
- * placeholder {"_placeholder":true,"num":N} (N counting from 0) and handed
- * to cb in order (cb returns nonzero to fail: MS_ERR_NOMEM). */
-int ms_msgpack_to_json_bins(const struct msgpack_object *obj,
-                            struct msgpack_sbuffer *out,
-                            int (*cb)(void *ud, const char *p, size_t n),
-                            void *ud);
-
 /* ms_conn's feed budget (ms_conn.c), for the hub: at most `messages`
  * messages per ms_conn_feed() / ms_conn_resume() call (0: no bound). */
 struct ms_conn;

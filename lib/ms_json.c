@@ -26,11 +26,21 @@
  *   and always with a '.' or exponent so that they read back as floats;
  * - each byte of a str that is not part of a valid UTF-8 sequence becomes
  *   U+FFFD, so the output is always valid JSON and valid UTF-8.
+ *
+ * Socket.IO's JSON (ms_json_js_to_mp) is read the way its JavaScript peers
+ * read it, and through cJSON, which builds a small tree several times
+ * faster than jansson; see that section below for its rules.
+ *
+ * Writers: the public functions append to a msgpack_sbuffer (libc memory);
+ * the library's own callers append to an ms_mpbuf, on the allocator of the
+ * object they belong to.
  */
-#include "ms_internal.h"
+#include "ms_json.h"
+#include "ms_map.h"
 
 #include <microstream/ms_codec.h>
 
+#include <cjson/cJSON.h>
 #include <jansson.h>
 #include <math.h>
 #include <nettle/base64.h>
@@ -49,8 +59,12 @@ static void set_what(char *what, size_t what_size, const char *s) {
     snprintf(what, what_size, "%s", s);
 }
 
+static int pack_js_number(msgpack_packer *pk, double d);
+
+/* js: numbers by JavaScript's rule (ms_json_js_to_mp), else jansson's
+ * integer / real distinction. */
 static int pack_json(msgpack_packer *pk, const json_t *j, int depth,
-                     char *what, size_t what_size) {
+                     char *what, size_t what_size, int js) {
   int rv = 0;
   if (depth > MS_JSON_MAX_DEPTH) {
     set_what(what, what_size, "JSON nested deeper than 64 levels");
@@ -71,7 +85,7 @@ static int pack_json(msgpack_packer *pk, const json_t *j, int depth,
       val = json_object_iter_value(it);
       if (msgpack_pack_str(pk, klen) || msgpack_pack_str_body(pk, key, klen))
         return MS_ERR_NOMEM;
-      if ((rv = pack_json(pk, val, depth + 1, what, what_size)) != 0)
+      if ((rv = pack_json(pk, val, depth + 1, what, what_size, js)) != 0)
         return rv;
     }
     return 0;
@@ -82,7 +96,7 @@ static int pack_json(msgpack_packer *pk, const json_t *j, int depth,
       return MS_ERR_NOMEM;
     for (size_t i = 0; i < n; i++)
       if ((rv = pack_json(pk, json_array_get(j, i), depth + 1, what,
-                          what_size)) != 0)
+                          what_size, js)) != 0)
         return rv;
     return 0;
   }
@@ -94,12 +108,17 @@ static int pack_json(msgpack_packer *pk, const json_t *j, int depth,
   }
   case JSON_INTEGER: {
     json_int_t v = json_integer_value(j);
+    if (js) {
+      rv = pack_js_number(pk, (double)v);
+      break;
+    }
     rv = v >= 0 ? msgpack_pack_uint64(pk, (uint64_t)v)
                 : msgpack_pack_int64(pk, (int64_t)v);
     break;
   }
   case JSON_REAL:
-    rv = msgpack_pack_double(pk, json_real_value(j));
+    rv = js ? pack_js_number(pk, json_real_value(j))
+            : msgpack_pack_double(pk, json_real_value(j));
     break;
   case JSON_TRUE:
     rv = msgpack_pack_true(pk);
@@ -114,21 +133,20 @@ static int pack_json(msgpack_packer *pk, const json_t *j, int depth,
   return rv ? MS_ERR_NOMEM : 0;
 }
 
-int ms_json_to_msgpack(const char *json, size_t len, msgpack_sbuffer *out,
-                       char *what, size_t what_size) {
+/* One JSON text through jansson into pk; what / what_size as for
+ * ms_json_to_msgpack. The caller takes back what a failure left in the
+ * output. */
+static int jansson_to_pk(const char *json, size_t len, size_t flags,
+                         msgpack_packer *pk, char *what, size_t what_size,
+                         int js) {
   json_error_t e;
-  msgpack_packer pk;
-  size_t mark = out->size;
-  int had = out->data != NULL;
-
   if (what && what_size)
     what[0] = '\0';
   if (!json && len) {
     set_what(what, what_size, "no JSON text");
     return MS_ERR_BAD_MESSAGE;
   }
-  json_t *root = json_loadb(json ? json : "", len,
-                            JSON_DECODE_ANY | JSON_ALLOW_NUL, &e);
+  json_t *root = json_loadb(json ? json : "", len, flags, &e);
   if (!root) {
     if (json_error_code(&e) == json_error_out_of_memory)
       return MS_ERR_NOMEM;
@@ -137,9 +155,21 @@ int ms_json_to_msgpack(const char *json, size_t len, msgpack_sbuffer *out,
                e.column, e.text);
     return MS_ERR_BAD_MESSAGE;
   }
-  msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
-  int rv = pack_json(&pk, root, 1, what, what_size);
+  int rv = pack_json(pk, root, 1, what, what_size, js);
   json_decref(root);
+  return rv;
+}
+
+#define NATIVE_FLAGS (JSON_DECODE_ANY | JSON_ALLOW_NUL)
+
+int ms_json_to_msgpack(const char *json, size_t len, msgpack_sbuffer *out,
+                       char *what, size_t what_size) {
+  msgpack_packer pk;
+  size_t mark = out->size;
+  int had = out->data != NULL;
+
+  msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
+  int rv = jansson_to_pk(json, len, NATIVE_FLAGS, &pk, what, what_size, 0);
   if (rv != 0) {
     out->size = mark; /* leave no half-written object behind */
     if (!had && out->data) {
@@ -153,13 +183,390 @@ int ms_json_to_msgpack(const char *json, size_t len, msgpack_sbuffer *out,
   return rv;
 }
 
-/* ---- MessagePack -> JSON ----------------------------------------------- */
-
-static int put(msgpack_sbuffer *out, const char *s, size_t n) {
-  return n ? msgpack_sbuffer_write(out, s, n) : 0;
+/* An ms_mpbuf back at `mark`, usable again. */
+static void mp_rollback(ms_mpbuf *b, size_t mark) {
+  b->sb.size = mark;
+  b->failed = 0;
 }
 
-static int put_c(msgpack_sbuffer *out, const char *s) {
+int ms_json_to_mp(const char *json, size_t len, ms_mpbuf *out, char *what,
+                  size_t what_size) {
+  msgpack_packer pk;
+  size_t mark = out->sb.size;
+  if (out->failed)
+    return MS_ERR_NOMEM;
+  msgpack_packer_init(&pk, out, ms_mpbuf_write);
+  int rv = jansson_to_pk(json, len, NATIVE_FLAGS, &pk, what, what_size, 0);
+  if (rv != 0)
+    mp_rollback(out, mark);
+  return rv;
+}
+
+/* ---- JSON -> MessagePack, as JavaScript reads it (Socket.IO) -----------
+ *
+ * Socket.IO peers are JavaScript: what they send was made by
+ * JSON.stringify and is read by JSON.parse on the other side. So:
+ * - a number is an IEEE double (strtod, correctly rounded); an integral
+ *   value within +-2^53 becomes a MessagePack integer, anything else
+ *   float64 ("1.0" is the integer 1, -0 is 0, 1e400 is +Infinity): what a
+ *   Node service would get after JSON.parse and JSON.stringify;
+ * - duplicate object keys: the last value wins, at the place of the first
+ *   key, as with JSON.parse; linear time however many keys there are;
+ * - at most 64 levels deep, as on the native JSON path;
+ * - the whole text must be one value (trailing JSON whitespace only).
+ * cJSON checks neither UTF-8 nor control characters in strings and reads
+ * some numbers JSON does not allow ("01", "1.", "-"), so a scan before it
+ * (js_prescan) refuses those texts: what is accepted is exactly JSON.
+ * cJSON cannot hold a NUL inside a string and reads at most 63 characters
+ * of a number: such texts (rare) go through jansson, by the same rules.
+ * When cJSON refuses a text, jansson reads it again: it tells running out
+ * of memory from a bad text, which cJSON does not. */
+
+#define JS_MAX_NUMBER 63 /* cJSON's longest number */
+#define JS_SMALL_OBJECT 8 /* keys compared pairwise up to this many */
+
+static int pack_js_number(msgpack_packer *pk, double d) {
+  if (d >= -(double)MS_JSON_MAX_EXACT && d <= (double)MS_JSON_MAX_EXACT) {
+    int64_t v = (int64_t)d;
+    if ((double)v == d)
+      return v >= 0 ? msgpack_pack_uint64(pk, (uint64_t)v)
+                    : msgpack_pack_int64(pk, v);
+  }
+  return msgpack_pack_double(pk, d);
+}
+
+static size_t utf8_seq(const unsigned char *s, size_t n);
+static int json_special8(uint64_t w);
+
+static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+
+static int is_hex(unsigned char c) {
+  return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* The number at s[*i] (JSON's grammar exactly); *long_num when cJSON
+ * could not read all of it. */
+static int scan_number(const unsigned char *s, size_t n, size_t *ip,
+                       int *long_num) {
+  size_t i = *ip, b = i;
+  if (s[i] == '-')
+    i++;
+  if (i >= n || !is_digit(s[i]))
+    return MS_ERR_BAD_MESSAGE;
+  if (s[i] == '0')
+    i++;
+  else
+    while (i < n && is_digit(s[i]))
+      i++;
+  if (i < n && s[i] == '.') {
+    if (++i >= n || !is_digit(s[i]))
+      return MS_ERR_BAD_MESSAGE;
+    while (i < n && is_digit(s[i]))
+      i++;
+  }
+  if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+    i++;
+    if (i < n && (s[i] == '+' || s[i] == '-'))
+      i++;
+    if (i >= n || !is_digit(s[i]))
+      return MS_ERR_BAD_MESSAGE;
+    while (i < n && is_digit(s[i]))
+      i++;
+  }
+  /* What cJSON would read on into ("01", "1.5.3", "1e5e5", "1-2"): never
+   * valid JSON after a number. */
+  if (i < n && (is_digit(s[i]) || s[i] == '.' || s[i] == 'e' ||
+                s[i] == 'E' || s[i] == '+' || s[i] == '-'))
+    return MS_ERR_BAD_MESSAGE;
+  if (i - b > JS_MAX_NUMBER)
+    *long_num = 1;
+  *ip = i;
+  return 0;
+}
+
+/* What cJSON does not check, checked before it sees the text: UTF-8,
+ * control characters, escapes, numbers, nesting (brackets at most 64
+ * deep). *slow when the text needs jansson (a NUL in a string, a number
+ * too long for cJSON). 0 or MS_ERR_BAD_MESSAGE. */
+static int js_prescan(const unsigned char *s, size_t n, int *slow) {
+  size_t i = 0;
+  int depth = 0;
+  while (i < n) {
+    unsigned char c = s[i];
+    if (c == '"') {
+      i++;
+      for (;;) {
+        while (n - i >= 8) {
+          uint64_t w;
+          memcpy(&w, s + i, 8);
+          if (json_special8(w))
+            break;
+          i += 8;
+        }
+        if (i >= n)
+          return MS_ERR_BAD_MESSAGE; /* unterminated */
+        c = s[i];
+        if (c == '"') {
+          i++;
+          break;
+        }
+        if (c == '\\') {
+          if (n - i < 2)
+            return MS_ERR_BAD_MESSAGE;
+          unsigned char e = s[i + 1];
+          if (e == 'u') {
+            if (n - i < 6 || !is_hex(s[i + 2]) || !is_hex(s[i + 3]) ||
+                !is_hex(s[i + 4]) || !is_hex(s[i + 5]))
+              return MS_ERR_BAD_MESSAGE;
+            if (memcmp(s + i + 2, "0000", 4) == 0)
+              *slow = 1;
+            i += 6;
+          } else if (e == '"' || e == '\\' || e == '/' || e == 'b' ||
+                     e == 'f' || e == 'n' || e == 'r' || e == 't') {
+            i += 2;
+          } else {
+            return MS_ERR_BAD_MESSAGE;
+          }
+        } else if (c < 0x20) {
+          return MS_ERR_BAD_MESSAGE;
+        } else if (c >= 0x80) {
+          size_t k = utf8_seq(s + i, n - i);
+          if (!k)
+            return MS_ERR_BAD_MESSAGE;
+          i += k;
+        } else {
+          i++;
+        }
+      }
+      continue;
+    }
+    if (c == '-' || is_digit(c)) {
+      if (scan_number(s, n, &i, slow))
+        return MS_ERR_BAD_MESSAGE;
+      continue;
+    }
+    switch (c) {
+    case '[':
+    case '{':
+      if (++depth > MS_JSON_MAX_DEPTH)
+        return MS_ERR_BAD_MESSAGE;
+      break;
+    case ']':
+    case '}':
+      if (depth > 0)
+        depth--;
+      break;
+    case ' ':
+    case '\t':
+    case '\n':
+    case '\r':
+      break;
+    default:
+      /* Outside strings only ASCII has a place; cJSON would also take
+       * other control characters for whitespace. */
+      if (c < 0x20 || c >= 0x80)
+        return MS_ERR_BAD_MESSAGE;
+    }
+    i++;
+  }
+  return 0;
+}
+
+typedef struct js_conv {
+  msgpack_packer *pk;
+  const ms_allocator *mem;
+  uint64_t seed;
+} js_conv;
+
+static int pack_cjson(js_conv *cx, const cJSON *j, int depth);
+
+static int pack_key(msgpack_packer *pk, const char *k, size_t n) {
+  return msgpack_pack_str(pk, n) || msgpack_pack_str_body(pk, k, n)
+             ? MS_ERR_NOMEM
+             : 0;
+}
+
+/* Many keys: the last value of each key, found through a hash map (key ->
+ * its last member); a key is written where it first appears, and taken
+ * out of the map there so that later duplicates are skipped. */
+static int pack_object_big(js_conv *cx, const cJSON *j, int depth) {
+  ms_strmap m;
+  const cJSON *c;
+  int rv = 0;
+  ms_strmap_init(&m, cx->mem, cx->seed);
+  for (c = j->child; c && rv == 0; c = c->next)
+    rv = ms_strmap_put(&m, c->string, strlen(c->string),
+                       (void *)(uintptr_t)c);
+  if (rv == 0 && msgpack_pack_map(cx->pk, m.n))
+    rv = MS_ERR_NOMEM;
+  for (c = j->child; c && rv == 0; c = c->next) {
+    size_t kl = strlen(c->string);
+    const cJSON *v = ms_strmap_del(&m, c->string, kl);
+    if (!v)
+      continue; /* written already */
+    rv = pack_key(cx->pk, c->string, kl);
+    if (rv == 0)
+      rv = pack_cjson(cx, v, depth + 1);
+  }
+  ms_strmap_free(&m);
+  return rv;
+}
+
+static int pack_object(js_conv *cx, const cJSON *j, int depth) {
+  const cJSON *kid[JS_SMALL_OBJECT];
+  unsigned char first[JS_SMALL_OBJECT];
+  size_t n = 0, distinct = 0;
+  for (const cJSON *c = j->child; c; c = c->next)
+    if (n++ >= JS_SMALL_OBJECT)
+      return pack_object_big(cx, j, depth);
+  n = 0;
+  for (const cJSON *c = j->child; c; c = c->next)
+    kid[n++] = c;
+  for (size_t i = 0; i < n; i++) {
+    first[i] = 1;
+    for (size_t k = 0; k < i && first[i]; k++)
+      if (strcmp(kid[k]->string, kid[i]->string) == 0)
+        first[i] = 0;
+    distinct += first[i];
+  }
+  if (msgpack_pack_map(cx->pk, distinct))
+    return MS_ERR_NOMEM;
+  for (size_t i = 0; i < n; i++) {
+    if (!first[i])
+      continue;
+    const cJSON *v = kid[i];
+    for (size_t k = i + 1; k < n; k++)
+      if (strcmp(kid[k]->string, kid[i]->string) == 0)
+        v = kid[k];
+    int rv = pack_key(cx->pk, kid[i]->string, strlen(kid[i]->string));
+    if (rv == 0)
+      rv = pack_cjson(cx, v, depth + 1);
+    if (rv)
+      return rv;
+  }
+  return 0;
+}
+
+static int pack_cjson(js_conv *cx, const cJSON *j, int depth) {
+  msgpack_packer *pk = cx->pk;
+  int rv;
+  if (depth > MS_JSON_MAX_DEPTH)
+    return MS_ERR_BAD_MESSAGE;
+  switch (j->type & 0xff) {
+  case cJSON_False:
+    rv = msgpack_pack_false(pk);
+    break;
+  case cJSON_True:
+    rv = msgpack_pack_true(pk);
+    break;
+  case cJSON_NULL:
+    rv = msgpack_pack_nil(pk);
+    break;
+  case cJSON_Number:
+    rv = pack_js_number(pk, j->valuedouble);
+    break;
+  case cJSON_String:
+    return pack_key(pk, j->valuestring, strlen(j->valuestring));
+  case cJSON_Array: {
+    size_t n = 0;
+    const cJSON *c;
+    for (c = j->child; c; c = c->next)
+      n++;
+    if (msgpack_pack_array(pk, n))
+      return MS_ERR_NOMEM;
+    for (c = j->child; c; c = c->next)
+      if ((rv = pack_cjson(cx, c, depth + 1)) != 0)
+        return rv;
+    return 0;
+  }
+  case cJSON_Object:
+    return pack_object(cx, j, depth);
+  default:
+    return MS_ERR_BAD_MESSAGE; /* (cJSON_Raw / Invalid: not from parsing) */
+  }
+  return rv ? MS_ERR_NOMEM : 0;
+}
+
+/* *refused: cJSON gave no tree (a bad text, or out of memory). */
+static int js_by_cjson(const char *json, size_t len, js_conv *cx,
+                       int *refused) {
+  const char *end = NULL;
+  cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
+  if (!root) {
+    *refused = 1;
+    return MS_ERR_BAD_MESSAGE;
+  }
+  int rv = 0;
+  for (const char *p = end; p < json + len; p++)
+    if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
+      rv = MS_ERR_BAD_MESSAGE;
+  if (rv == 0)
+    rv = pack_cjson(cx, root, 1);
+  cJSON_Delete(root);
+  return rv;
+}
+
+int ms_json_js_to_mp(const char *json, size_t len, ms_mpbuf *out,
+                     uint64_t seed, ms_json_engine engine) {
+  msgpack_packer pk;
+  size_t mark = out->sb.size;
+  int slow = 0;
+  if (out->failed)
+    return MS_ERR_NOMEM;
+  if (!json || !len)
+    return MS_ERR_BAD_MESSAGE;
+  msgpack_packer_init(&pk, out, ms_mpbuf_write);
+  js_conv cx = {&pk, out->mem, seed};
+  int rv = js_prescan((const unsigned char *)json, len, &slow);
+  if (rv == 0) {
+    if (engine == MS_JSON_JANSSON || (slow && engine == MS_JSON_AUTO)) {
+      rv = jansson_to_pk(json, len, NATIVE_FLAGS | JSON_DECODE_INT_AS_REAL,
+                         &pk, NULL, 0, 1);
+    } else if (slow) {
+      rv = MS_ERR_BAD_MESSAGE; /* MS_JSON_CJSON: cannot read it */
+    } else {
+      int refused = 0;
+      rv = js_by_cjson(json, len, &cx, &refused);
+      if (refused && engine == MS_JSON_AUTO) {
+        /* Refused, or out of memory: jansson tells. */
+        mp_rollback(out, mark);
+        rv = jansson_to_pk(json, len,
+                           NATIVE_FLAGS | JSON_DECODE_INT_AS_REAL, &pk, NULL,
+                           0, 1);
+      }
+    }
+  }
+  if (rv != 0)
+    mp_rollback(out, mark);
+  return rv;
+}
+
+/* ---- MessagePack -> JSON ----------------------------------------------- */
+
+/* Where JSON text goes: a msgpack_sbuffer or an ms_mpbuf. */
+typedef struct jw {
+  int (*write)(void *data, const char *buf, size_t len);
+  void *data;
+  const ms_allocator *mem; /* for the text of non-string keys */
+} jw;
+
+static void jw_sbuffer(jw *w, msgpack_sbuffer *sb) {
+  w->write = msgpack_sbuffer_write;
+  w->data = sb;
+  w->mem = ms_default_allocator();
+}
+
+static void jw_mpbuf(jw *w, ms_mpbuf *b) {
+  w->write = ms_mpbuf_write;
+  w->data = b;
+  w->mem = b->mem;
+}
+
+static int put(jw *out, const char *s, size_t n) {
+  return n ? out->write(out->data, s, n) : 0;
+}
+
+static int put_c(jw *out, const char *s) {
   return put(out, s, strlen(s));
 }
 
@@ -205,7 +612,7 @@ static int json_special8(uint64_t w) {
   return ((w & high) | zero_q | zero_b | ctl) != 0;
 }
 
-static int put_json_str(msgpack_sbuffer *out, const char *str, size_t n) {
+static int put_json_str(jw *out, const char *str, size_t n) {
   static const char hex[] = "0123456789abcdef";
   const unsigned char *s = (const unsigned char *)str;
   size_t i = 0, run = 0;
@@ -272,7 +679,7 @@ static int put_json_str(msgpack_sbuffer *out, const char *str, size_t n) {
   return 0;
 }
 
-static int put_base64(msgpack_sbuffer *out, const char *data, size_t n) {
+static int put_base64(jw *out, const char *data, size_t n) {
   char chunk[4 * 256];
   if (put(out, "\"", 1))
     return -1;
@@ -289,7 +696,7 @@ static int put_base64(msgpack_sbuffer *out, const char *data, size_t n) {
 }
 
 /* Shortest of %.{lo..hi}g that reads back to v (as float when is_f32). */
-static int put_float(msgpack_sbuffer *out, double v, int is_f32) {
+static int put_float(jw *out, double v, int is_f32) {
   char b[40];
   if (isnan(v) || isinf(v))
     return put_c(out, "null");
@@ -321,15 +728,15 @@ typedef struct ms_json_bins {
   size_t n;
 } ms_json_bins;
 
-static int to_json_b(const msgpack_object *o, msgpack_sbuffer *out,
+static int to_json_b(const msgpack_object *o, jw *out,
                      int kdepth, ms_json_bins *bins);
 
-static int to_json(const msgpack_object *o, msgpack_sbuffer *out,
+static int to_json(const msgpack_object *o, jw *out,
                    int kdepth) {
   return to_json_b(o, out, kdepth, NULL);
 }
 
-static int to_json_b(const msgpack_object *o, msgpack_sbuffer *out,
+static int to_json_b(const msgpack_object *o, jw *out,
                      int kdepth, ms_json_bins *bins) {
   char b[32];
   switch (o->type) {
@@ -409,12 +816,14 @@ static int to_json_b(const msgpack_object *o, msgpack_sbuffer *out,
           return -1;
       } else {
         /* The key's own JSON text, quoted as a string. */
-        msgpack_sbuffer kb;
-        msgpack_sbuffer_init(&kb);
-        int rv = to_json(&kv->key, &kb, kdepth + 1);
+        ms_mpbuf kb;
+        jw kw;
+        ms_mpbuf_init(&kb, out->mem);
+        jw_mpbuf(&kw, &kb);
+        int rv = to_json(&kv->key, &kw, kdepth + 1);
         if (rv == 0)
-          rv = put_json_str(out, kb.data, kb.size);
-        msgpack_sbuffer_destroy(&kb);
+          rv = put_json_str(out, kb.sb.data, kb.sb.size);
+        ms_mpbuf_destroy(&kb);
         if (rv)
           return -1;
       }
@@ -427,28 +836,43 @@ static int to_json_b(const msgpack_object *o, msgpack_sbuffer *out,
 }
 
 int ms_msgpack_to_json(const msgpack_object *obj, msgpack_sbuffer *out) {
+  jw w;
   size_t mark = out->size;
-  if (to_json(obj, out, 0) != 0) {
+  jw_sbuffer(&w, out);
+  if (to_json(obj, &w, 0) != 0) {
     out->size = mark;
     return MS_ERR_NOMEM;
   }
   return 0;
 }
 
-int ms_msgpack_to_json_bins(const msgpack_object *obj, msgpack_sbuffer *out,
+int ms_msgpack_to_json_mp(const msgpack_object *obj, ms_mpbuf *out) {
+  jw w;
+  size_t mark = out->sb.size;
+  jw_mpbuf(&w, out);
+  if (to_json(obj, &w, 0) != 0) {
+    mp_rollback(out, mark);
+    return MS_ERR_NOMEM;
+  }
+  return 0;
+}
+
+int ms_msgpack_to_json_bins(const msgpack_object *obj, ms_mpbuf *out,
                             int (*cb)(void *ud, const char *p, size_t n),
                             void *ud) {
   ms_json_bins bins = {cb, ud, 0};
-  size_t mark = out->size;
-  if (to_json_b(obj, out, 0, &bins) != 0) {
-    out->size = mark;
+  jw w;
+  size_t mark = out->sb.size;
+  jw_mpbuf(&w, out);
+  if (to_json_b(obj, &w, 0, &bins) != 0) {
+    mp_rollback(out, mark);
     return MS_ERR_NOMEM;
   }
   return 0;
 }
 
-int ms_msgpack_bytes_to_json(const uint8_t *buf, size_t len,
-                             msgpack_sbuffer *out) {
+/* Exactly one MessagePack object in buf, as JSON into w. */
+static int bytes_to_json(const uint8_t *buf, size_t len, jw *w) {
   msgpack_zone zone;
   msgpack_object obj;
   size_t off = 0;
@@ -460,7 +884,7 @@ int ms_msgpack_bytes_to_json(const uint8_t *buf, size_t len,
     return MS_ERR_NOMEM;
   switch (msgpack_unpack((const char *)buf, len, &off, &zone, &obj)) {
   case MSGPACK_UNPACK_SUCCESS:
-    rv = ms_msgpack_to_json(&obj, out);
+    rv = to_json(&obj, w, 0) ? MS_ERR_NOMEM : 0;
     break;
   case MSGPACK_UNPACK_NOMEM_ERROR:
     rv = MS_ERR_NOMEM;
@@ -469,5 +893,27 @@ int ms_msgpack_bytes_to_json(const uint8_t *buf, size_t len,
     rv = MS_ERR_BAD_MESSAGE;
   }
   msgpack_zone_destroy(&zone);
+  return rv;
+}
+
+int ms_msgpack_bytes_to_json(const uint8_t *buf, size_t len,
+                             msgpack_sbuffer *out) {
+  jw w;
+  size_t mark = out->size;
+  jw_sbuffer(&w, out);
+  int rv = bytes_to_json(buf, len, &w);
+  if (rv)
+    out->size = mark;
+  return rv;
+}
+
+int ms_msgpack_bytes_to_json_mp(const uint8_t *buf, size_t len,
+                                ms_mpbuf *out) {
+  jw w;
+  size_t mark = out->sb.size;
+  jw_mpbuf(&w, out);
+  int rv = bytes_to_json(buf, len, &w);
+  if (rv)
+    mp_rollback(out, mark);
   return rv;
 }

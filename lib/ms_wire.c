@@ -1,6 +1,8 @@
 /* Protocol messages over an ms_conn in either encoding (see ms_wire.h). */
 #include "ms_wire.h"
 
+#include "ms_json.h"
+
 #include <stdio.h>
 
 int ms_mpbuf_write(void *data, const char *buf, size_t len) {
@@ -31,23 +33,24 @@ int ms_mpbuf_write(void *data, const char *buf, size_t len) {
 }
 
 int ms_wire_send(ms_conn *c, ms_encoding enc, const uint8_t *mp, size_t len,
-                 msgpack_sbuffer *scratch, size_t limit) {
+                 ms_mpbuf *scratch, size_t limit) {
   if (enc != MS_ENC_JSON) {
     if (limit && len > limit)
       return MS_ERR_TOO_BIG;
     return ms_conn_send(c, 1, mp, len);
   }
-  scratch->size = 0;
-  int rv = ms_msgpack_bytes_to_json(mp, len, scratch);
+  ms_mpbuf_reset(scratch);
+  int rv = ms_msgpack_bytes_to_json_mp(mp, len, scratch);
   if (rv)
     return rv;
-  if (limit && scratch->size > limit)
+  if (limit && scratch->sb.size > limit)
     return MS_ERR_TOO_BIG;
-  return ms_conn_send(c, 0, (const uint8_t *)scratch->data, scratch->size);
+  return ms_conn_send(c, 0, (const uint8_t *)scratch->sb.data,
+                      scratch->sb.size);
 }
 
 int ms_wire_decode(ms_encoding enc, const ms_conn_message_arg *arg,
-                   msgpack_sbuffer *scratch, msgpack_zone *zone, ms_dir dir,
+                   ms_mpbuf *scratch, msgpack_zone *zone, ms_dir dir,
                    ms_msg *msg, ms_decode_error *err) {
   const uint8_t *buf = arg->data;
   size_t len = arg->len;
@@ -59,13 +62,13 @@ int ms_wire_decode(ms_encoding enc, const ms_conn_message_arg *arg,
                "binary message on microstream.json.v1");
       return MS_ERR_BAD_MESSAGE;
     }
-    scratch->size = 0;
-    int rv = ms_json_to_msgpack((const char *)buf, len, scratch, err->what,
-                                sizeof err->what);
+    ms_mpbuf_reset(scratch);
+    int rv = ms_json_to_mp((const char *)buf, len, scratch, err->what,
+                           sizeof err->what);
     if (rv)
       return rv;
-    buf = (const uint8_t *)scratch->data;
-    len = scratch->size;
+    buf = (const uint8_t *)scratch->sb.data;
+    len = scratch->sb.size;
   } else if (!arg->binary) {
     snprintf(err->what, sizeof err->what, "text message on microstream.v1");
     return MS_ERR_BAD_MESSAGE;

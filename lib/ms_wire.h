@@ -14,15 +14,16 @@
  * larger than `limit` bytes on the wire (0: no limit beyond the
  * connection's own) is refused with MS_ERR_TOO_BIG: JSON grows, so the
  * check has to come after the conversion. */
+struct ms_mpbuf;
 int ms_wire_send(ms_conn *c, ms_encoding enc, const uint8_t *mp, size_t len,
-                 msgpack_sbuffer *scratch, size_t limit);
+                 struct ms_mpbuf *scratch, size_t limit);
 
 /* Decode one received WebSocket message: checks the frame kind against
  * the encoding, converts JSON to MessagePack into scratch, decodes into
  * msg (borrowing from the message or scratch, and from zone). Returns 0
  * or MS_ERR_BAD_MESSAGE with err filled; MS_ERR_NOMEM. */
 int ms_wire_decode(ms_encoding enc, const ms_conn_message_arg *arg,
-                   msgpack_sbuffer *scratch, msgpack_zone *zone, ms_dir dir,
+                   struct ms_mpbuf *scratch, msgpack_zone *zone, ms_dir dir,
                    ms_msg *msg, ms_decode_error *err);
 
 /*

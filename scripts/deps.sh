@@ -7,7 +7,7 @@ mode=${1:-test}
 cd "$(dirname "$0")/.."
 
 pkgs=(gcc libc6-dev pkg-config meson ninja-build python3 libuv1-dev libev-dev libevent-dev
-      libwslay-dev nettle-dev libmsgpack-dev libjansson-dev libsqlite3-dev
+      libwslay-dev nettle-dev libmsgpack-dev libjansson-dev libcjson-dev libsqlite3-dev
       libhiredis-dev libc-ares-dev libgnutls28-dev ca-certificates)
 if [ "$mode" = test ]; then
   pkgs+=(clang libclang-rt-14-dev python3-websockets python3-msgpack

@@ -11,7 +11,7 @@ keeps its order. The output holds the public headers (declarations) and, under
 The project's own includes (`#include "x.h"` and `#include
 <microstream/x.h>`) are inlined the first time they are met and dropped
 after that; every other include (libc, <wslay/wslay.h>, <msgpack.h>,
-<nettle/...>, <jansson.h>) is left as it is, so the header needs those
+<nettle/...>, <jansson.h>, <cjson/cJSON.h>) is left as it is, so the header needs those
 libraries at compile and link time like the library does.
 
 The sources were written as separate translation units, so in one unit
@@ -195,8 +195,9 @@ def main():
         ' * Include it anywhere for the declarations. In exactly one C file,\n',
         ' * define MICROSTREAM_IMPLEMENTATION before including it (first, before\n',
         ' * any system header) to compile the library there. Link with\n',
-        ' * -lwslay -lnettle -lmsgpackc -ljansson -lcares (the implementation uses\n',
-        ' * them; -lcares for name resolution in the POSIX transport).\n',
+        ' * -lwslay -lnettle -lmsgpackc -ljansson -lcjson -lcares (the\n',
+        ' * implementation uses them; -lcares for name resolution in the POSIX\n',
+        ' * transport).\n',
     ]
     head.append(' *\n * File-local names are renamed name__file; these clashed between\n'
                 ' * the library\'s files:\n')

@@ -140,24 +140,25 @@ MS_EXTERN int ms_err_from_wire(const char *code, size_t len);
  * Through it go every allocation the library makes itself: the objects,
  * their tables and queues, output buffers, the buffers messages are
  * packed into (msgpack-c's packer writes into memory from the hook, not
- * into a msgpack_sbuffer), and the drivers' own memory (transports/common:
- * a driver and each stream it accepts come from the allocator of its
- * client or hub; see ms_client_allocator, ms_hub_allocator; so does all
- * of a clustered hub's Redis side of its own: its maps, buffers and
- * queues).
+ * into a msgpack_sbuffer), the buffers of the JSON edge (JSON text and
+ * the MessagePack made from it, on microstream.json.v1 and Socket.IO),
+ * and the drivers' own memory (transports/common: a driver and each
+ * stream it accepts come from the allocator of its client or hub; see
+ * ms_client_allocator, ms_hub_allocator; so does all of a clustered hub's
+ * Redis side of its own: its maps, buffers and queues).
  *
  * Not through it, because those libraries take no per-object allocator:
  *  - wslay: its event context and frame queues use libc (no hook);
  *  - msgpack-c: the zones that hold a decoded message's msgpack_object
- *    tree, and the msgpack_sbuffers of MessagePack <-> JSON conversion;
+ *    tree;
  *  - hiredis (cluster): the RESP reader, the replies it builds and each
  *    formatted command use libc; hiredis 0.14 has no allocator hook
  *    (hiredisSetAllocators, process-wide, came with 1.0);
- *  - jansson (JSON parsing), c-ares (name lookups), GnuTLS: their
- *    allocator hooks (json_set_alloc_funcs, ares_library_init_mem, ...)
- *    are process-wide, and the library never sets them behind the
- *    application's back; a program may set them itself before creating
- *    objects.
+ *  - jansson and cJSON (the trees JSON is parsed into), c-ares (name
+ *    lookups), GnuTLS: their allocator hooks (json_set_alloc_funcs,
+ *    cJSON_InitHooks, ares_library_init_mem, ...) are process-wide, and
+ *    the library never sets them behind the application's back; a program
+ *    may set them itself before creating objects.
  * All of these fail cleanly too: an allocation failure anywhere is an
  * error (MS_ERR_NOMEM), never a crash (the unit suite fails every
  * allocation, hooked or not, in turn).

@@ -47,7 +47,7 @@ def main():
         cmd = CC + flags + [os.path.join(work, "single_header.c"),
                             os.path.join(work, "declarations_only.c"),
                             "-o", exe, "-lwslay", "-lnettle", "-lmsgpackc",
-                            "-ljansson", "-lcares"]
+                            "-ljansson", "-lcjson", "-lcares"]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         check("a program compiles from the single header alone",
               r.returncode == 0, r.stderr)

@@ -114,10 +114,12 @@ def main():
         r = subprocess.run(["pkg-config", "--static", "--libs",
                             "microstream"], env=env, capture_output=True,
                            text=True, timeout=60)
-        check("static linking names wslay, nettle and jansson, no paths",
+        check("static linking names wslay, nettle, jansson and cJSON, no "
+              "paths",
               r.returncode == 0 and "-lwslay" in r.stdout.split()
               and "-lnettle" in r.stdout.split()
-              and "-ljansson" in r.stdout.split() and ".so" not in r.stdout,
+              and "-ljansson" in r.stdout.split()
+              and "-lcjson" in r.stdout.split() and ".so" not in r.stdout,
               r.stdout + r.stderr)
 
         r = subprocess.run(["pkg-config", "--cflags", "--libs", "microstream",

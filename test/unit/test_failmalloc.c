@@ -274,18 +274,23 @@ static int on_http(ms_hub *h, ms_conn *c, const ms_http_request *req,
                                                                          : -1;
 }
 
-static ms_client *sim_cl(const char *name, int watch) {
+static ms_client *sim_cl_enc(const char *name, int watch, ms_encoding enc) {
   ms_client_config cfg;
   ms_client_config_init(&cfg);
   cfg.service = name;
   cfg.instance = watch ? NULL : "i-1";
   cfg.seed = 5;
   cfg.watch = watch;
+  cfg.encoding = enc;
   ms_client *c = NULL;
   if (ms_client_new(&c, &cfg, NULL, NULL) != 0)
     return NULL;
   ms_log_set_sink(c, NULL, NULL);
   return c;
+}
+
+static ms_client *sim_cl(const char *name, int watch) {
+  return sim_cl_enc(name, watch, MS_ENC_MSGPACK);
 }
 
 /* The watcher asked for alpha's records only: a filter the hub could not
@@ -342,9 +347,9 @@ static void scenario_sio(void) {
   sim_free(&s);
 }
 
-/* A hub with two services and a watcher: routing, logs and presence (with
- * its detail) to a subscriber, an HTTP request, a service dropping with a
- * request routed to it. */
+/* A hub with two services, one of them on microstream.json.v1, and a
+ * watcher: routing, logs and presence (with its detail) to a subscriber,
+ * an HTTP request, a service dropping with a request routed to it. */
 static void scenario_hub(void) {
   ms_hub_config hc;
   ms_hub_config_init(&hc);
@@ -353,7 +358,8 @@ static void scenario_hub(void) {
   sim s;
   if (sim_init(&s, &hc) != 0)
     return;
-  ms_client *a = sim_cl("alpha", 0), *b = sim_cl("beta", 0);
+  ms_client *a = sim_cl("alpha", 0);
+  ms_client *b = sim_cl_enc("beta", 0, MS_ENC_JSON);
   ms_client *w = sim_cl("watch", 1);
   if (a)
     ms_client_on(a, "work", handler, NULL);
@@ -396,6 +402,82 @@ static void scenario_hub(void) {
   if (ia >= 0)
     sim_drop(&s, ia); /* alpha goes away with a request routed to it */
   sim_advance(&s, 600);
+  sim_free(&s);
+}
+
+/* ---- a Socket.IO service's requests (the hub's /socket.io/ endpoint) */
+
+/* POST body to session sid; the whole answer into out. */
+static void sio_post(sim *s, const char *sid, const char *body, char *out,
+                     size_t cap) {
+  char head[256];
+  snprintf(head, sizeof head,
+           "POST /socket.io/?EIO=4&transport=polling&sid=%s HTTP/1.1\r\n"
+           "Host: x\r\nContent-Length: %zu\r\n\r\n",
+           sid, strlen(body));
+  sio_http(s, head, body, out, cap);
+}
+
+static void echo_handler(ms_client *c, ms_reply *r, const ms_request_arg *a,
+                         void *ud) {
+  (void)c, (void)ud;
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  if (a->data && msgpack_pack_object(&pk, *a->data) == 0)
+    ms_reply_send(r, (const uint8_t *)sb.data, sb.size);
+  else
+    ms_reply_send_str(r, "no memory");
+  msgpack_sbuffer_destroy(&sb);
+}
+
+/* A MicroStream Node service's session over polling next to a native
+ * service: CONNECT, a request with duplicate keys, many keys and numbers
+ * to read as JavaScript does, the answer collected by a poll, a log, an
+ * event nobody knows, a bad packet. */
+static void scenario_sio_request(void) {
+  ms_hub_config hc;
+  ms_hub_config_init(&hc);
+  hc.hub_id = "hub-sio";
+  sim s;
+  if (sim_init(&s, &hc) != 0)
+    return;
+  ms_client *a = sim_cl("alpha", 0);
+  if (a) {
+    ms_client_on(a, "work", echo_handler, NULL);
+    sim_add(&s, a);
+  }
+  sim_pump(&s);
+  static char resp[4096];
+  char sid[24];
+  if (sio_open(&s, "node1", sid) == 0) {
+    sio_post(&s, sid,
+             "421[\"request\",{\"targetService\":\"alpha\",\"payload\":"
+             "{\"id\":\"r1\",\"event\":\"work\",\"data\":{\"n\":1.0,"
+             "\"n\":2,\"f\":2.5,\"big\":12345678901234567890,\"k1\":1,"
+             "\"k2\":2,\"k3\":3,\"k4\":4,\"k5\":5,\"k6\":6,\"k7\":7,"
+             "\"k8\":8,\"k1\":[\"a\\u0000b\",null,true]}}}]",
+             resp, sizeof resp);
+    sio_post(&s, sid,
+             "42[\"log\",{\"level\":\"warn\",\"message\":\"sio says\","
+             "\"meta\":{\"x\":1}}]\x1e" "422[\"nobody\",{}]",
+             resp, sizeof resp);
+    sim_advance(&s, 10);
+    const char *body = sio_poll(&s, sid, resp, sizeof resp);
+    /* Without failures the answer is there: the data as the service got
+     * it (the last of duplicate keys, in the place of the first; numbers
+     * as JavaScript reads them). */
+    if (fm_fail_at == 0 &&
+        !strstr(body, "431[{\"n\":2,\"f\":2.5,\"big\":1.2345678901234567e+19,"
+                      "\"k1\":[\"a\\u0000b\",null,true],\"k2\":2,\"k3\":3,"
+                      "\"k4\":4,\"k5\":5,\"k6\":6,\"k7\":7,\"k8\":8}]")) {
+      printf("#   no answer in the poll: %s\n", body);
+      g_bad = 1;
+    }
+    sio_post(&s, sid, "42[\"request\",{\"x\":01}]", resp, sizeof resp);
+  }
+  sim_advance(&s, 100);
   sim_free(&s);
 }
 
@@ -835,6 +917,11 @@ static void hub_session_survives_every_allocation_failure(void) {
   run_all_failures(&s);
 }
 
+static void sio_request_survives_every_allocation_failure(void) {
+  scenario s = {"sio_request", scenario_sio_request};
+  run_all_failures(&s);
+}
+
 static void driver_survives_every_allocation_failure(void) {
   scenario s = {"driver", scenario_driver};
   run_all_failures(&s);
@@ -850,6 +937,7 @@ static const ms_test_case tests[] = {
     TEST(logs_survive_every_allocation_failure),
     TEST(hub_session_survives_every_allocation_failure),
     TEST(sio_sessions_survive_every_allocation_failure),
+    TEST(sio_request_survives_every_allocation_failure),
     TEST(driver_survives_every_allocation_failure),
     TEST(allocator_hook_reaches_drivers_and_packing_buffers),
 };

@@ -4,6 +4,8 @@
 
 #include <microstream/ms_codec.h>
 
+#include "ms_json.h"
+
 #include <math.h>
 
 /* MessagePack bytes -> JSON text; compares with `want`. */
@@ -356,6 +358,209 @@ static void object_api_appends_to_existing_output(void) {
   msgpack_sbuffer_destroy(&out);
 }
 
+
+/* ---- Socket.IO's JSON (ms_json_js_to_mp): read as JavaScript reads it */
+
+/* A Socket.IO text read by `engine`, written back as JSON (which shows
+ * integers without and floats with a '.'); compares with `want`. */
+static int js_is_e(const char *json, size_t len, ms_json_engine engine,
+                   const char *want) {
+  ms_mpbuf mp;
+  msgpack_sbuffer out;
+  ms_mpbuf_init(&mp, NULL);
+  msgpack_sbuffer_init(&out);
+  int rv = ms_json_js_to_mp(json, len, &mp, 42, engine);
+  if (rv == 0)
+    rv = ms_msgpack_bytes_to_json((const uint8_t *)mp.sb.data, mp.sb.size,
+                                  &out);
+  int ok = rv == 0 && out.size == strlen(want) &&
+           memcmp(out.data, want, out.size) == 0;
+  if (!ok)
+    printf("#   engine %d: rv %d, got '%.*s', want '%s'\n", (int)engine, rv,
+           (int)out.size, out.data ? out.data : "", want);
+  ms_mpbuf_destroy(&mp);
+  msgpack_sbuffer_destroy(&out);
+  return ok;
+}
+
+/* The same result from the library's reading and from jansson's. */
+static int js_is(const char *json, const char *want) {
+  return js_is_e(json, strlen(json), MS_JSON_AUTO, want) &&
+         js_is_e(json, strlen(json), MS_JSON_JANSSON, want);
+}
+
+/* Refused (by the library's reading), leaving what was in `out`. */
+static int js_refused(const char *json, size_t len) {
+  ms_mpbuf mp;
+  ms_mpbuf_init(&mp, NULL);
+  ms_mpbuf_write(&mp, "keep", 4);
+  int rv = ms_json_js_to_mp(json, len, &mp, 42, MS_JSON_AUTO);
+  int ok = rv == MS_ERR_BAD_MESSAGE && mp.sb.size == 4 && !mp.failed &&
+           memcmp(mp.sb.data, "keep", 4) == 0;
+  if (!ok)
+    printf("#   '%.*s': rv %d size %zu\n", (int)len, json, rv, mp.sb.size);
+  ms_mpbuf_destroy(&mp);
+  return ok;
+}
+
+static void sio_json_numbers_are_javascript_doubles(void) {
+  /* integral within +-2^53: an integer, whatever its spelling */
+  CHECK(js_is("[1.0,-0,1e2,-0.0e0,300,-300,2.5e1]",
+              "[1,0,100,0,300,-300,25]"));
+  CHECK(js_is("[9007199254740992,-9007199254740992]",
+              "[9007199254740992,-9007199254740992]"));
+  /* beyond 2^53 a double, rounded as JSON.parse rounds */
+  CHECK(js_is("[9007199254740993,9007199254740994,18446744073709551616]",
+              "[9007199254740992,9007199254740994.0,1.8446744073709552e+19]"));
+  CHECK(js_is("[2.5,-0.1,1e300,5e-324]", "[2.5,-0.1,1e+300,4.94065645841247e-324]"));
+  /* underflow is 0; overflow is Infinity (written back as null) */
+  CHECK(js_is_e("[1e-400,1e400,-1e400]", 21, MS_JSON_AUTO, "[0,null,null]"));
+  /* longer than cJSON reads: jansson, the same rule */
+  CHECK(js_is("[1000000000000000000000000000000000000000000000000000000000000000000000]",
+              "[1e+69]"));
+  CHECK(js_is("0.00000000000000000000000000000000000000000000000000000000000000000000000125",
+              "1.25e-72"));
+  CHECK(js_is("123456789012345678901234567890123456789012345678901234567890123456789",
+              "1.234567890123457e+68"));
+}
+
+static void sio_json_values_and_strings(void) {
+  CHECK(js_is("[\"x\",true,false,null,{\"k\":[]},{}]",
+              "[\"x\",true,false,null,{\"k\":[]},{}]"));
+  CHECK(js_is(" \t\n\r[ 1 , { \"a\" : \"b\" } ] \r\n\t ",
+              "[1,{\"a\":\"b\"}]"));
+  CHECK(js_is("\"\\u00e9\\ud83d\\ude00\\n\\t\\\"\\\\\\/\\b\\f\"",
+              "\"\xc3\xa9\xf0\x9f\x98\x80\\n\\t\\\"\\\\/\\b\\f\""));
+  CHECK(js_is("\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"",
+              "\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\""));
+  /* a NUL in a string (cJSON cannot hold one: jansson reads it) */
+  CHECK(js_is("[\"a\\u0000b\"]", "[\"a\\u0000b\"]"));
+  CHECK(js_refused("{\"k\\u0000\":1}", 13));
+  /* the request packet's shape */
+  CHECK(js_is("[\"request\",{\"targetService\":\"echo\",\"payload\":{\"id\":"
+              "\"V1StGXR8_Z5jdHi6B-myT\",\"event\":\"echo\",\"data\":"
+              "{\"n\":7,\"s\":\"hi\"}}}]",
+              "[\"request\",{\"targetService\":\"echo\",\"payload\":{\"id\":"
+              "\"V1StGXR8_Z5jdHi6B-myT\",\"event\":\"echo\",\"data\":"
+              "{\"n\":7,\"s\":\"hi\"}}}]"));
+  /* appended after what is there */
+  ms_mpbuf mp;
+  ms_mpbuf_init(&mp, NULL);
+  ms_mpbuf_write(&mp, "ab", 2);
+  CHECK_EQ_INT(ms_json_js_to_mp("7", 1, &mp, 1, MS_JSON_AUTO), 0);
+  CHECK_MEM(mp.sb.data, mp.sb.size, "ab\x07", 3);
+  ms_mpbuf_destroy(&mp);
+}
+
+static void sio_json_duplicate_keys_last_wins_in_first_place(void) {
+  CHECK(js_is("{\"a\":1,\"b\":2,\"a\":3}", "{\"a\":3,\"b\":2}"));
+  CHECK(js_is("{\"a\":1,\"a\":{\"x\":1,\"x\":[2]},\"c\":0}",
+              "{\"a\":{\"x\":[2]},\"c\":0}"));
+  /* more keys than are compared pairwise: through the hash map */
+  CHECK(js_is("{\"k0\":0,\"k1\":1,\"k2\":2,\"k3\":3,\"k4\":4,\"k5\":5,"
+              "\"k6\":6,\"k7\":7,\"k8\":8,\"k1\":10,\"k9\":9,\"k0\":20,"
+              "\"\":1,\"\":2}",
+              "{\"k0\":20,\"k1\":10,\"k2\":2,\"k3\":3,\"k4\":4,\"k5\":5,"
+              "\"k6\":6,\"k7\":7,\"k8\":8,\"k9\":9,\"\":2}"));
+}
+
+/* A 1 MiB object of one key repeated, and one of distinct keys: pairwise
+ * comparison would take billions of steps; the map takes one per key. */
+static void sio_json_many_keys_take_linear_time(void) {
+  size_t cap = 1 << 20, n = 0;
+  char *buf = malloc(cap + 64);
+  CHECK(buf != NULL);
+  for (int pass = 0; pass < 2; pass++) {
+    unsigned k = 0;
+    n = 0;
+    buf[n++] = '{';
+    while (n < cap) {
+      n += (size_t)snprintf(buf + n, 64, "%s\"%s%u\":%u", k ? "," : "",
+                            pass ? "key" : "", pass ? k : 0, k);
+      k++;
+    }
+    buf[n++] = '}';
+    ms_mpbuf mp;
+    ms_mpbuf_init(&mp, NULL);
+    int rv = ms_json_js_to_mp(buf, n, &mp, 7, MS_JSON_AUTO);
+    msgpack_zone z;
+    msgpack_object o;
+    size_t off = 0;
+    msgpack_zone_init(&z, 1024);
+    int ok = rv == 0 && msgpack_unpack(mp.sb.data, mp.sb.size, &off, &z,
+                                       &o) == MSGPACK_UNPACK_SUCCESS &&
+             o.type == MSGPACK_OBJECT_MAP &&
+             o.via.map.size == (pass ? k : 1) &&
+             o.via.map.ptr[0].val.via.u64 == (pass ? 0 : k - 1);
+    msgpack_zone_destroy(&z);
+    ms_mpbuf_destroy(&mp);
+    if (!ok)
+      free(buf);
+    CHECK(ok);
+  }
+  free(buf);
+}
+
+static void sio_json_accepts_exactly_json(void) {
+  static const char *const bad[] = {
+      "01", "-01", "1.", "1.e5", ".5", "+1", "-", "1e", "1e+", "0x10",
+      "1.5.3", "1e5e5", "[1-2]", "NaN", "[Infinity]", "-Infinity", "[1,]",
+      "{\"a\":1,}", "{a:1}", "{'a':1}", "[1] [2]", "[1]x", "\"\\x\"",
+      "\"\\u12\"", "\"\\u12g4\"", "\"\\ud800\"", "\"\\udc00\"", "nul",
+      "tru", "[", "\"abc", "\"a\\", "   ", "[1,\x01 2]", "[1,\x0b 2]",
+      "[1,\x0c 2]", "\"a\nb\"", "\"a\tb\""};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+    CHECK(js_refused(bad[i], strlen(bad[i])));
+  CHECK(js_refused("", 0));
+  CHECK(js_refused("[1]\0", 4));
+  CHECK(js_refused("[\"a\0b\"]", 7));
+  CHECK(js_refused("\xef\xbb\xbf[1]", 6)); /* a byte order mark */
+  /* invalid UTF-8, in values and in keys */
+  CHECK(js_refused("\"\xff\"", 3));
+  CHECK(js_refused("\"\xc3\"", 3));
+  CHECK(js_refused("\"\xed\xa0\x80\"", 5));
+  CHECK(js_refused("{\"\xc0\xaf\":1}", 8));
+  CHECK(js_refused("[\"\xf4\x90\x80\x80\"]", 8));
+  CHECK(js_refused("[1,\xc3\xa9]", 6));
+  /* DEL is an ordinary character */
+  CHECK(js_is("\"\x7f\"", "\"\x7f\""));
+}
+
+/* Nesting: the same bound as the native JSON path, for every engine. */
+static void sio_json_depth_as_native(void) {
+  char buf[2 * 80 + 8];
+  for (int depth = 60; depth <= 70; depth++) {
+    for (int inner = 0; inner < 2; inner++) {
+      size_t n = 0;
+      memset(buf, '[', (size_t)depth);
+      n = (size_t)depth;
+      if (inner)
+        buf[n++] = '1';
+      memset(buf + n, ']', (size_t)depth);
+      n += (size_t)depth;
+      msgpack_sbuffer nat;
+      msgpack_sbuffer_init(&nat);
+      int want = ms_json_to_msgpack(buf, n, &nat, NULL, 0);
+      for (int e = 0; e < 3; e++) {
+        ms_mpbuf mp;
+        ms_mpbuf_init(&mp, NULL);
+        int rv = ms_json_js_to_mp(buf, n, &mp, 1, (ms_json_engine)e);
+        int same = rv == want &&
+                   (rv || (mp.sb.size == nat.size &&
+                           memcmp(mp.sb.data, nat.data, nat.size) == 0));
+        ms_mpbuf_destroy(&mp);
+        if (!same)
+          msgpack_sbuffer_destroy(&nat);
+        CHECK(same);
+      }
+      msgpack_sbuffer_destroy(&nat);
+    }
+  }
+  char deep[4000];
+  memset(deep, '{', sizeof deep);
+  CHECK(js_refused(deep, sizeof deep));
+}
+
 static const ms_test_case tests[] = {
     TEST(bin_and_ext_become_base64),
     TEST(long_bin_is_one_base64_string),
@@ -374,6 +579,12 @@ static const ms_test_case tests[] = {
     TEST(json_deeper_than_64_is_refused),
     TEST(msgpack_input_must_be_one_object),
     TEST(object_api_appends_to_existing_output),
+    TEST(sio_json_numbers_are_javascript_doubles),
+    TEST(sio_json_values_and_strings),
+    TEST(sio_json_duplicate_keys_last_wins_in_first_place),
+    TEST(sio_json_many_keys_take_linear_time),
+    TEST(sio_json_accepts_exactly_json),
+    TEST(sio_json_depth_as_native),
 };
 
 MS_TEST_MAIN(tests)
