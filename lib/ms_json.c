@@ -296,6 +296,8 @@ static int js_prescan(const unsigned char *s, size_t n, int *slow) {
     if (c == '"') {
       i++;
       for (;;) {
+        /* Plain ASCII: eight bytes at a time, then byte by byte up to the
+         * next quote, backslash, control or non-ASCII byte. */
         while (n - i >= 8) {
           uint64_t w;
           memcpy(&w, s + i, 8);
@@ -303,6 +305,9 @@ static int js_prescan(const unsigned char *s, size_t n, int *slow) {
             break;
           i += 8;
         }
+        while (i < n && (unsigned char)(s[i] - 0x20) < 0x60 && s[i] != '"' &&
+               s[i] != '\\')
+          i++;
         if (i >= n)
           return MS_ERR_BAD_MESSAGE; /* unterminated */
         c = s[i];
