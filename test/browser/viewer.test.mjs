@@ -110,7 +110,7 @@ function waitForMessage(page, message, count = 1, timeout = WAIT) {
       if (t === m) seen++;
     }
     return seen >= n;
-  }, [message, count], { timeout });
+  }, [message, count], { timeout, polling: 100 });
 }
 
 async function logAndWait(page, feeder, level, message, fields = {}) {
@@ -127,7 +127,10 @@ function countMessage(page, message) {
 }
 
 function waitStatus(page, state, timeout = WAIT) {
-  return page.waitForSelector(`#status[data-state="${state}"]`, { timeout });
+  // Polled on a timer, not on animation frames: a page busy laying out
+  // thousands of lines draws few frames on a loaded machine.
+  return page.waitForFunction((st) => document.getElementById('status')?.dataset.state === st,
+                              state, { timeout, polling: 100 });
 }
 
 function atBottom(page) {
@@ -393,12 +396,12 @@ describe('viewer page', { timeout: 170000 }, () => {
       // +15% jitter); then the handshake, on a machine that may be busy
       await waitStatus(page2, 'connected', 45000);
       // 10000 lines arrive with it: give the page time to lay them out
-      await page2.waitForSelector('.notice[data-kind="gap"]',
-                                  { state: 'attached', timeout: 3 * WAIT });
+      await page2.waitForFunction(() => document.querySelector('.notice[data-kind="gap"]'),
+                                  null, { timeout: 3 * WAIT, polling: 100 });
       const gap = await page2.textContent('.notice[data-kind="gap"]');
       const missed = Number(/(\d+) log records missed/.exec(gap)?.[1]);
       assert.equal(missed, 101, gap);  // 10101 newer than "before gap", 10000 kept
-      await waitForMessage(page2, 'after gap');
+      await waitForMessage(page2, 'after gap', 1, 3 * WAIT);
       assert.equal(await countMessage(page2, 'before gap'), 1);
       assert.equal(await countMessage(page2, 'after gap'), 1);
       // same hub: resumed, not started over
