@@ -37,6 +37,7 @@
  */
 #include "ms_json.h"
 #include "ms_map.h"
+#include "ms_utf8.h"
 
 #include <microstream/ms_codec.h>
 
@@ -214,15 +215,16 @@ int ms_json_to_mp(const char *json, size_t len, ms_mpbuf *out, char *what,
  *   key, as with JSON.parse; linear time however many keys there are;
  * - at most 64 levels deep, as on the native JSON path;
  * - the whole text must be one value (trailing JSON whitespace only).
- * cJSON checks neither UTF-8 nor control characters in strings and reads
- * some numbers JSON does not allow ("01", "1.", "-"), so a scan before it
- * (js_prescan) refuses those texts: what is accepted is exactly JSON.
- * cJSON cannot hold a NUL inside a string and reads at most 63 characters
- * of a number: such texts (rare) go through jansson, by the same rules.
+ * cJSON does not check UTF-8 (checked here first, with raw NUL bytes
+ * refused) and is lenient where JSON.stringify never goes: it takes
+ * control characters in strings and for whitespace, a leading byte order
+ * mark and numbers such as "01" or "1." (read as strtod reads them).
+ * cJSON cannot hold the escape \u0000 inside a string, misreads a \u
+ * without four hex digits and reads at most 63 characters of a number:
+ * such texts (rare) go through jansson, by the same rules.
  * When cJSON refuses a text, jansson reads it again: it tells running out
  * of memory from a bad text, which cJSON does not. */
 
-#define JS_MAX_NUMBER 63 /* cJSON's longest number */
 #define JS_SMALL_OBJECT 8 /* keys compared pairwise up to this many */
 
 static int pack_js_number(msgpack_packer *pk, double d) {
@@ -235,144 +237,23 @@ static int pack_js_number(msgpack_packer *pk, double d) {
   return msgpack_pack_double(pk, d);
 }
 
-static size_t utf8_seq(const unsigned char *s, size_t n);
-static int json_special8(uint64_t w);
-
-static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
-
-static int is_hex(unsigned char c) {
-  return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+/* Escapes cJSON reads wrongly: \u0000 (its strings end at NUL) and a \u
+ * without four hex digits (it takes them for U+0000). A text with one goes
+ * to jansson, which keeps the first and refuses the second. (A "u" after
+ * an escaped backslash matches too: jansson then reads the text, rightly,
+ * only slower.) */
+static int is_hex(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+         (c >= 'A' && c <= 'F');
 }
-
-/* The number at s[*i] (JSON's grammar exactly); *long_num when cJSON
- * could not read all of it. */
-static int scan_number(const unsigned char *s, size_t n, size_t *ip,
-                       int *long_num) {
-  size_t i = *ip, b = i;
-  if (s[i] == '-')
-    i++;
-  if (i >= n || !is_digit(s[i]))
-    return MS_ERR_BAD_MESSAGE;
-  if (s[i] == '0')
-    i++;
-  else
-    while (i < n && is_digit(s[i]))
-      i++;
-  if (i < n && s[i] == '.') {
-    if (++i >= n || !is_digit(s[i]))
-      return MS_ERR_BAD_MESSAGE;
-    while (i < n && is_digit(s[i]))
-      i++;
-  }
-  if (i < n && (s[i] == 'e' || s[i] == 'E')) {
-    i++;
-    if (i < n && (s[i] == '+' || s[i] == '-'))
-      i++;
-    if (i >= n || !is_digit(s[i]))
-      return MS_ERR_BAD_MESSAGE;
-    while (i < n && is_digit(s[i]))
-      i++;
-  }
-  /* What cJSON would read on into ("01", "1.5.3", "1e5e5", "1-2"): never
-   * valid JSON after a number. */
-  if (i < n && (is_digit(s[i]) || s[i] == '.' || s[i] == 'e' ||
-                s[i] == 'E' || s[i] == '+' || s[i] == '-'))
-    return MS_ERR_BAD_MESSAGE;
-  if (i - b > JS_MAX_NUMBER)
-    *long_num = 1;
-  *ip = i;
-  return 0;
-}
-
-/* What cJSON does not check, checked before it sees the text: UTF-8,
- * control characters, escapes, numbers, nesting (brackets at most 64
- * deep). *slow when the text needs jansson (a NUL in a string, a number
- * too long for cJSON). 0 or MS_ERR_BAD_MESSAGE. */
-static int js_prescan(const unsigned char *s, size_t n, int *slow) {
-  size_t i = 0;
-  int depth = 0;
-  while (i < n) {
-    unsigned char c = s[i];
-    if (c == '"') {
-      i++;
-      for (;;) {
-        /* Plain ASCII: eight bytes at a time, then byte by byte up to the
-         * next quote, backslash, control or non-ASCII byte. */
-        while (n - i >= 8) {
-          uint64_t w;
-          memcpy(&w, s + i, 8);
-          if (json_special8(w))
-            break;
-          i += 8;
-        }
-        while (i < n && (unsigned char)(s[i] - 0x20) < 0x60 && s[i] != '"' &&
-               s[i] != '\\')
-          i++;
-        if (i >= n)
-          return MS_ERR_BAD_MESSAGE; /* unterminated */
-        c = s[i];
-        if (c == '"') {
-          i++;
-          break;
-        }
-        if (c == '\\') {
-          if (n - i < 2)
-            return MS_ERR_BAD_MESSAGE;
-          unsigned char e = s[i + 1];
-          if (e == 'u') {
-            if (n - i < 6 || !is_hex(s[i + 2]) || !is_hex(s[i + 3]) ||
-                !is_hex(s[i + 4]) || !is_hex(s[i + 5]))
-              return MS_ERR_BAD_MESSAGE;
-            if (memcmp(s + i + 2, "0000", 4) == 0)
-              *slow = 1;
-            i += 6;
-          } else if (e == '"' || e == '\\' || e == '/' || e == 'b' ||
-                     e == 'f' || e == 'n' || e == 'r' || e == 't') {
-            i += 2;
-          } else {
-            return MS_ERR_BAD_MESSAGE;
-          }
-        } else if (c < 0x20) {
-          return MS_ERR_BAD_MESSAGE;
-        } else if (c >= 0x80) {
-          size_t k = utf8_seq(s + i, n - i);
-          if (!k)
-            return MS_ERR_BAD_MESSAGE;
-          i += k;
-        } else {
-          i++;
-        }
-      }
-      continue;
-    }
-    if (c == '-' || is_digit(c)) {
-      if (scan_number(s, n, &i, slow))
-        return MS_ERR_BAD_MESSAGE;
-      continue;
-    }
-    switch (c) {
-    case '[':
-    case '{':
-      if (++depth > MS_JSON_MAX_DEPTH)
-        return MS_ERR_BAD_MESSAGE;
-      break;
-    case ']':
-    case '}':
-      if (depth > 0)
-        depth--;
-      break;
-    case ' ':
-    case '\t':
-    case '\n':
-    case '\r':
-      break;
-    default:
-      /* Outside strings only ASCII has a place; cJSON would also take
-       * other control characters for whitespace. */
-      if (c < 0x20 || c >= 0x80)
-        return MS_ERR_BAD_MESSAGE;
-    }
-    i++;
+static int cjson_misreads(const char *s, size_t n) {
+  const char *p = s, *end = s + n;
+  while ((p = memchr(p, '\\', (size_t)(end - p))) != NULL) {
+    if (end - p >= 2 && p[1] == 'u' &&
+        (end - p < 6 || !is_hex(p[2]) || !is_hex(p[3]) || !is_hex(p[4]) ||
+         !is_hex(p[5]) || memcmp(p + 2, "0000", 4) == 0))
+      return 1;
+    p++;
   }
   return 0;
 }
@@ -522,7 +403,13 @@ int ms_json_js_to_mp(const char *json, size_t len, ms_mpbuf *out,
     return MS_ERR_BAD_MESSAGE;
   msgpack_packer_init(&pk, out, ms_mpbuf_write);
   js_conv cx = {&pk, out->mem, seed};
-  int rv = js_prescan((const unsigned char *)json, len, &slow);
+  /* What cJSON does not check: UTF-8, and raw NUL bytes (which would cut
+   * a string short). */
+  int rv = ms_utf8_valid((const uint8_t *)json, len) &&
+                   !memchr(json, 0, len)
+               ? 0
+               : MS_ERR_BAD_MESSAGE;
+  slow = rv == 0 && cjson_misreads(json, len);
   if (rv == 0) {
     if (engine == MS_JSON_JANSSON || (slow && engine == MS_JSON_AUTO)) {
       rv = jansson_to_pk(json, len, NATIVE_FLAGS | JSON_DECODE_INT_AS_REAL,
