@@ -1086,6 +1086,8 @@ int ms_client_connected(ms_client *c, int64_t now) {
   c->hub_heartbeat_ms = 0;
   c->hub_max_message = 0;
   c->last_rx = now;
+  c->last_drain = now;
+  c->out_backed = 0;
   c->last_ping = now;
   c->enc = c->cfg.encoding;
   c->hello_deadline = MS_NO_DEADLINE;
@@ -1151,6 +1153,11 @@ const uint8_t *ms_client_peek(ms_client *c, size_t *len) {
 void ms_client_consume(ms_client *c, size_t n) {
   if (c->conn && !c->conn_dead && !ms_life_dead(&c->life)) {
     ms_conn_consume(c->conn, n);
+    /* Taken while backed up: the hub is reading (bytes that fit in the
+     * socket's buffer at once prove nothing). */
+    if (n && c->out_backed)
+      c->last_drain = c->last_now;
+    c->out_backed = ms_conn_out_pending(c->conn) > 0;
     if (c->logs && c->state == MS_CLIENT_READY && !ms_client_out_backed_up(c))
       ms_client_logs_drain(c);
   }
@@ -1191,7 +1198,7 @@ int64_t ms_client_next_deadline(const ms_client *c) {
     if (c->state == MS_CLIENT_READY) {
       int64_t hb = heartbeat(c);
       int64_t next = (c->last_rx > c->last_ping ? c->last_rx : c->last_ping) + hb;
-      int64_t dead = c->last_rx + MS_HEARTBEAT_MISSES * hb;
+      int64_t dead = MS_MAX(c->last_rx, c->last_drain) + MS_HEARTBEAT_MISSES * hb;
       if (next < d)
         d = next;
       if (dead < d)
@@ -1216,9 +1223,13 @@ int ms_client_tick(ms_client *c, int64_t now) {
         conn_lost(c, now, MS_ERR_TIMEOUT);
       } else if (c->state == MS_CLIENT_READY) {
         int64_t hb = heartbeat(c);
-        if (now - c->last_rx >= MS_HEARTBEAT_MISSES * hb) {
-          /* Three intervals of silence: the hub is gone. Abandon the
-           * stream; the transport closes it and we reconnect. */
+        if (now - MS_MAX(c->last_rx, c->last_drain) >=
+            MS_HEARTBEAT_MISSES * hb) {
+          /* Three intervals of silence, and not reading what we sent:
+           * the hub is gone. Abandon the stream; the transport closes it
+           * and we reconnect. (A hub busy reading a backlog of ours
+           * answers late, behind it: reading is life, as the hub counts
+           * it for its own peers.) */
           c->conn_dead = 1;
           conn_lost(c, now, MS_ERR_TIMEOUT);
         } else if (now - c->last_rx >= hb && now - c->last_ping >= hb) {

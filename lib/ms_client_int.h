@@ -70,6 +70,11 @@ struct ms_client {
   int64_t reconnect_at; /* IDLE: when to try again */
   unsigned attempts;
   int64_t last_rx;
+  /* The hub read some of our output that had backed up (the socket was
+   * full, so only its reading makes room): alive, though it may be too
+   * busy reading to answer. */
+  int64_t last_drain;
+  int out_backed; /* output was left over at the last consume */
   int64_t last_now;   /* the latest time the transport gave us */
   int64_t last_ping;
   int64_t hello_deadline;

@@ -272,6 +272,39 @@ static void silent_hub_is_pinged_then_abandoned(void) {
   done(&f);
 }
 
+/* A hub that says nothing but keeps reading a backlog of ours is alive
+ * (it answers behind the backlog): the stream is kept while the backed-up
+ * output drains, and given up three intervals after it stops draining. */
+static void hub_reading_our_backlog_is_alive(void) {
+  fakehub f;
+  CHECK(ready(&f, "logger") == 0);
+  fh_pump(&f);
+  for (int i = 0; i < 400; i++)
+    CHECK_EQ_INT(ms_log(f.c, MS_LEVEL_INFO, "record %d of a long backlog", i),
+                 0);
+  size_t len = 0;
+  ms_client_peek(f.c, &len);
+  CHECK(len > 8000);
+  ms_client_consume(f.c, 1000); /* the socket takes some, then is full */
+  for (int step = 0; step < 12; step++) { /* 60 s: twice the old limit */
+    f.now += 5000;
+    ms_client_tick(f.c, f.now);
+    CHECK_EQ_INT(ms_client_get_state(f.c), MS_CLIENT_READY);
+    ms_client_peek(f.c, &len);
+    CHECK(len > 500);
+    ms_client_consume(f.c, 500); /* the hub read 500 bytes meanwhile */
+  }
+  /* It stops reading: gone three intervals after the last drain. */
+  f.now += 25000;
+  ms_client_tick(f.c, f.now);
+  CHECK_EQ_INT(ms_client_get_state(f.c), MS_CLIENT_READY);
+  f.now += 5000;
+  ms_client_tick(f.c, f.now);
+  CHECK_EQ_INT(ms_client_get_state(f.c), MS_CLIENT_IDLE);
+  fh_drop(&f);
+  done(&f);
+}
+
 static void logs_wait_for_the_hub_then_ship(void) {
   ms_client *c = new_client("logger");
   CHECK(c != NULL);
@@ -643,6 +676,7 @@ static const ms_test_case tests[] = {
       TEST(request_while_not_ready_fails_on_the_next_tick),
       TEST(reconnect_fails_inflight_and_registers_again),
       TEST(silent_hub_is_pinged_then_abandoned),
+      TEST(hub_reading_our_backlog_is_alive),
       TEST(logs_wait_for_the_hub_then_ship),
       TEST(log_ring_is_bounded_and_counts_drops),
       TEST(log_sink_gets_the_fields_as_logged),
