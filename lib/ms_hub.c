@@ -1357,6 +1357,12 @@ static void live_check(ms_hub *h, ms_hub_conn *hc, int64_t now) {
   switch (hc->state) {
   case HC_HTTP:
     if (hc->http_more) {
+      if (hc->http_took) {
+        /* Read since the last check, whenever that was (h->last_now, which
+         * stamped it, may be as old as that check). */
+        hc->http_took = 0;
+        hc->last_rx = now;
+      }
       if (ms_conn_out_pending(hc->ws) < HTTP_LOW_WATER) {
         http_step(h, hc);
       } else if (now - hc->last_rx >= MS_HEARTBEAT_MISSES * hb) {
@@ -1587,6 +1593,7 @@ void ms_hub_conn_consume(ms_hub_conn *hc, size_t n) {
   note_held(h, hc); /* output drained below the mark: held input goes on */
   if (n && hc->http_more && !hc->released) {
     hc->last_rx = h->last_now;
+    hc->http_took = 1;
     if (ms_conn_out_pending(hc->ws) < HTTP_LOW_WATER)
       update_live(h, hc);
   }

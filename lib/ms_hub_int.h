@@ -77,6 +77,9 @@ struct ms_hub_conn {
        * reads. */
       tx_blocked : 1,
       http_in_more : 1, http_finished : 1, /* ms_hub_http_stream */
+      /* A streamed answer's reader took bytes since the last check (the
+       * time of a write is not known there: the check stamps it). */
+      http_took : 1,
       in_held : 1;  /* in the hub's set of connections with input held */
   int pings_sent;
   unsigned scopes; /* granted by the HELLO token (ms_hub_auth.c) */

@@ -559,7 +559,84 @@ static void held_input_is_handled_at_the_end_of_the_stream(void) {
   sim_free(&s);
 }
 
+/* A streamed HTTP answer whose reader is slow but steady is not cut for
+ * a stall, though the hub only ticks at its own deadlines (the writes it
+ * sees carry no time); once the reader stops, the answer is cut. */
+static int stalled_events;
+static void count_stall(ms_hub *h, int level, const char *text, void *ud) {
+  (void)h, (void)level, (void)ud;
+  if (strstr(text, "stalled"))
+    stalled_events++;
+}
+static void endless_more(ms_hub *h, ms_conn *c, int done, void *ud) {
+  (void)h, (void)ud;
+  static char chunk[16384];
+  if (done)
+    return;
+  memset(chunk, 'x', sizeof chunk);
+  while (ms_conn_out_pending(c) < 256 * 1024)
+    if (ms_conn_http_write(c, chunk, sizeof chunk) != 0)
+      return;
+}
+static int big_answer(ms_hub *h, ms_conn *c, const ms_http_request *req,
+                      void *ud) {
+  (void)req, (void)ud;
+  if (ms_conn_http_begin(c, 200, "text/plain", NULL) != 0)
+    return -1;
+  return ms_hub_http_stream(h, c, endless_more, NULL);
+}
+static void slow_http_reader_is_not_a_stall(void) {
+  ms_hub_config cfg;
+  ms_hub_config_init(&cfg);
+  cfg.heartbeat_ms = 1000;
+  cfg.on_http = big_answer;
+  cfg.on_event = count_stall;
+  cfg.serve_viewer = 0;
+  ms_hub *h = NULL;
+  CHECK_EQ_INT(ms_hub_new(&h, &cfg, NULL, NULL), 0);
+  int64_t now = 1000000;
+  ms_hub_tick(h, now);
+  ms_hub_conn *hc = NULL;
+  CHECK_EQ_INT(ms_hub_accept(h, &hc, NULL, now), 0);
+  static const char get[] = "GET /big HTTP/1.1\r\nHost: x\r\n\r\n";
+  ms_hub_conn_feed(hc, (const uint8_t *)get, sizeof get - 1, now);
+  stalled_events = 0;
+  size_t len = 0, total = 0;
+  for (int i = 0; i < 3; i++) { /* more() runs on the hub's ticks */
+    now += 1;
+    ms_hub_tick(h, now);
+  }
+  ms_hub_conn_peek(hc, &len);
+  CHECK(len > 64 * 1024);
+  ms_hub_conn_consume(hc, 1000); /* the socket takes some */
+  /* 10 s (over three times the stall limit): 1000 bytes every 100 ms,
+   * ticks only when the hub is due. */
+  for (int step = 0; step < 100; step++) {
+    now += 100;
+    if (ms_hub_next_deadline(h) <= now)
+      ms_hub_tick(h, now);
+    const uint8_t *p = ms_hub_conn_peek(hc, &len);
+    CHECK(p != NULL && len > 1000);
+    ms_hub_conn_consume(hc, 1000);
+    total += 1000;
+  }
+  CHECK_EQ_INT(stalled_events, 0);
+  CHECK(total == 100000);
+  /* The reader stops: cut within two checks (6 s), not before three
+   * intervals. */
+  int64_t stopped = now;
+  while (stalled_events == 0 && now < stopped + 10000) {
+    now += 100;
+    if (ms_hub_next_deadline(h) <= now)
+      ms_hub_tick(h, now);
+  }
+  CHECK_EQ_INT(stalled_events, 1);
+  CHECK(now - stopped >= 3000 && now - stopped <= 6100);
+  ms_hub_del(h);
+}
+
 static const ms_test_case tests[] = {
+    TEST(slow_http_reader_is_not_a_stall),
     TEST(release_while_dirty_keeps_the_dirty_list_consistent),
     TEST(quiet_connections_release_buffers_and_still_work),
     TEST(answer_too_large_once_json_gets_PAYLOAD_TOO_LARGE),
