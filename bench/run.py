@@ -19,7 +19,7 @@ a hub with the idle services connected and a second hub of the same system
 without them. A system that cannot run (nats-server missing, a
 build directory configured before libnats-dev) is named in the output.
 
-  bench/run.py                      the default run (about 8 minutes)
+  bench/run.py                      the default run (about 20 minutes)
   bench/run.py --quick              a smoke run (under a minute)
   bench/run.py --system nats --phase c64
 """
