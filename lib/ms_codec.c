@@ -541,9 +541,6 @@ static int scalar_at(const uint8_t *buf, size_t len, size_t *pos,
   return 1;
 }
 
-/* Top-level elements built: the most any message type reads. */
-#define MS_TOP_ELEMS 8
-
 /* The encoded bytes of data / error_data / a LOG's fields, for passing on
  * as they are: element i spans starts[i] up to the next one's start (or
  * the end when it is the last). */
