@@ -98,6 +98,14 @@ static msgpack_packer *packer(ms_client *c) {
   return &c->pk;
 }
 
+int ms_client_send_ping(ms_client *c, uint64_t n) {
+  if (c->state != MS_CLIENT_READY || !c->conn || c->conn_dead)
+    return MS_ERR_STATE;
+  if (ms_enc_ping(packer(c), n) != 0)
+    return MS_ERR_NOMEM;
+  return send_out(c);
+}
+
 /* ---- request bookkeeping ---- */
 
 static void creq_free(ms_client *c, creq *r) {
@@ -847,6 +855,7 @@ static void on_ws_message(ms_conn *conn, const ms_conn_message_arg *arg,
     send_out(c);
     break;
   case MS_MSG_PONG:
+    ms_client_logs_pong(c, m.id);
     break;
   default:
     if (ms_client_logs_on_msg(c, &m))

@@ -113,6 +113,8 @@ int ms_client_out_backed_up(const ms_client *c);
 /* ms_client_log.c */
 void ms_client_logs_ready(ms_client *c, int64_t now);   /* after WELCOME */
 void ms_client_logs_lost(ms_client *c);                 /* connection gone */
+void ms_client_logs_pong(ms_client *c, uint64_t n);     /* PONG n came */
+int ms_client_send_ping(ms_client *c, uint64_t n);      /* a PING message */
 void ms_client_logs_drain(ms_client *c);                /* output drained */
 void ms_client_logs_free(ms_client *c);
 /* A RECORD / PRESENCE / ERROR for a sub_id: 1 if handled. */

@@ -21,6 +21,7 @@ ms_client_logs *ms_client_logs_of(ms_client *c) {
   if (!l)
     return NULL;
   l->level = MS_LEVEL_INFO;
+  l->sync_state = MS_ERR_STATE; /* no sync asked */
   l->sink = NULL; /* no output of our own: see ms_log_set_defaults */
   ms_ring_init(&l->ring, c->mem, 1000, RING_MAX_BYTES, MS_RING_DROP_OLDEST,
                qrec_size, qrec_dropped, c);
@@ -197,8 +198,10 @@ static int ship(ms_client *c, ms_client_logs *l, int64_t ts, int64_t level,
                                    fields, fields_len) == 0 &&
       !sb.failed)
     rv = ms_client_send_mp(c, (const uint8_t *)sb.sb.data, sb.sb.size);
-  if (rv == 0)
+  if (rv == 0) {
     l->dropped_unreported = 0;
+    l->unconfirmed++;
+  }
   ms_mpbuf_destroy(&sb);
   ms_mpbuf_destroy(&fb);
   return rv;
@@ -505,7 +508,66 @@ void ms_client_logs_drain(ms_client *c) {
     drain(c, c->logs);
 }
 
-void ms_client_logs_lost(ms_client *c) { (void)c; }
+/* The connection ended: what it carried unconfirmed may not have reached
+ * the hub (counted), and a sync waiting on it fails. */
+void ms_client_logs_lost(ms_client *c) {
+  ms_client_logs *l = c->logs;
+  if (!l)
+    return;
+  if (l->unconfirmed) {
+    l->unconfirmed_lost += l->unconfirmed;
+    if (l->sync_state == 0 || l->sync_state == 1)
+      l->sync_state = MS_ERR_CLOSED;
+  } else if (l->sync_state == 0) {
+    l->sync_state = MS_ERR_CLOSED;
+  }
+  l->unconfirmed = 0;
+  l->sync_no = 0;
+}
+
+int ms_log_sync(ms_client *c) {
+  if (!c || ms_life_dead(&c->life))
+    return MS_ERR_STATE;
+  ms_client_logs *l = c->logs;
+  if (!l)
+    return MS_ERR_NOMEM;
+  if (l->unconfirmed == 0) {
+    l->sync_state = 1; /* nothing to confirm */
+    l->sync_no = 0;
+    return 0;
+  }
+  if (!can_ship(c))
+    return MS_ERR_STATE;
+  uint64_t n = ++l->next_sync;
+  int rv = ms_client_send_ping(c, n);
+  if (rv != 0)
+    return rv;
+  l->sync_no = n;
+  l->sync_covers = l->unconfirmed;
+  l->sync_state = 0;
+  return 0;
+}
+
+int ms_log_sync_state(const ms_client *c) {
+  return c && c->logs ? c->logs->sync_state : MS_ERR_STATE;
+}
+
+uint64_t ms_log_unconfirmed_lost(const ms_client *c) {
+  return c && c->logs ? c->logs->unconfirmed_lost : 0;
+}
+
+uint64_t ms_log_unconfirmed(const ms_client *c) {
+  return c && c->logs ? c->logs->unconfirmed : 0;
+}
+
+void ms_client_logs_pong(ms_client *c, uint64_t n) {
+  ms_client_logs *l = c->logs;
+  if (!l || !l->sync_no || n != l->sync_no)
+    return;
+  l->unconfirmed -= MS_MIN(l->unconfirmed, l->sync_covers);
+  l->sync_no = 0;
+  l->sync_state = 1;
+}
 
 void ms_client_logs_free(ms_client *c) {
   ms_client_logs *l = c->logs;

@@ -42,6 +42,12 @@ struct ms_client_logs {
   ms_ring ring;
   uint64_t dropped_total;
   uint64_t dropped_unreported;
+  /* Records shipped on this connection the hub has not confirmed (a PONG
+   * to a PING sent after them: it answers in order), the sync asked for
+   * (its PING number, 0: none), and what it covers. */
+  uint64_t unconfirmed, sync_no, sync_covers, next_sync;
+  int sync_state; /* 1 confirmed, 0 waiting, MS_ERR_CLOSED, MS_ERR_STATE */
+  uint64_t unconfirmed_lost; /* shipped on connections that ended first */
   csub *subs;
   uint64_t next_sub;
   int in_diag;

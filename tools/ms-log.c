@@ -278,7 +278,8 @@ static void usage(FILE *f) {
           "  --queue N      records waiting for the hub (default 10000); when\n"
           "                 full, input is paused (nothing is lost)\n"
           "  --drop         never pause: drop the oldest waiting records\n"
-          "  --flush-ms N   time left at exit to deliver the queue (3000)\n"
+          "  --flush-ms N   time left at exit to deliver the queue and have\n"
+          "                 the hub confirm it (3000)\n"
           "  --version, --help\n" TOOL_EXIT_CODES_HELP
           "  with COMMAND: COMMAND's status (128+N when killed by signal N)\n");
 }
@@ -430,12 +431,28 @@ int main(int argc, char **argv) {
       break; /* nothing can be delivered: fail fast */
   }
   /* Then give queued records a bounded time to reach the hub. */
-  ms_posix_client_flush(pc, flush_ms);
+  int flushed = ms_posix_client_flush(pc, flush_ms);
   uint64_t dropped = ms_log_dropped(a.c);
   size_t left = ms_log_queued(a.c);
+  uint64_t unsure = ms_log_unconfirmed_lost(a.c);
   if (left || dropped)
     fprintf(stderr, "ms-log: %zu records not delivered, %llu dropped\n", left,
             (unsigned long long)dropped);
+  if (unsure)
+    fprintf(stderr,
+            "ms-log: %llu records sent on a connection that ended before "
+            "the hub confirmed them (they may be lost)\n",
+            (unsigned long long)unsure);
+  /* Written but not confirmed by the hub: not known to be delivered. */
+  uint64_t unsent = flushed != 0 && ms_log_sync_state(a.c) != 1
+                        ? ms_log_unconfirmed(a.c)
+                        : 0;
+  int unconfirmed = flushed != 0 && ms_log_sync_state(a.c) != 1;
+  if (unsent)
+    fprintf(stderr,
+            "ms-log: %llu records sent that the hub did not confirm in time "
+            "(they may still arrive)\n",
+            (unsigned long long)unsent);
   ms_loop_watch(a.loop, sfd, 0, NULL, NULL);
   close(sfd);
   ms_posix_client_del(pc);
@@ -444,8 +461,8 @@ int main(int argc, char **argv) {
   ms_loop_del(a.loop);
   if (!a.child)
     return a.refused ? TOOL_EXIT_REFUSED
-           : left ? TOOL_EXIT_UNREACHABLE
-                  : 0;
+           : (left || unsure || unconfirmed) ? TOOL_EXIT_UNREACHABLE
+                                             : 0;
   if (WIFEXITED(a.child_status))
     return WEXITSTATUS(a.child_status);
   if (WIFSIGNALED(a.child_status))

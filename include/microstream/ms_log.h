@@ -113,6 +113,23 @@ MS_EXTERN int ms_log_raw(ms_client *c, int level, const char *message,
 MS_EXTERN size_t ms_log_queued(const ms_client *c);
 MS_EXTERN uint64_t ms_log_dropped(const ms_client *c);
 
+/* Shipping a record hands it to the connection, not to the hub. To know
+ * the hub has every record shipped so far, ask it: ms_log_sync() sends a
+ * PING behind them (the hub answers in order) and returns 0 (or
+ * MS_ERR_STATE when not connected, MS_ERR_NOMEM); ms_log_sync_state()
+ * then says 1 (confirmed: also at once when nothing was shipped
+ * unconfirmed), 0 (waiting), MS_ERR_CLOSED (the connection ended first:
+ * its records may not have reached the hub) or MS_ERR_STATE (none
+ * asked). ms_log_unconfirmed_lost() counts the records shipped on
+ * connections that ended before the hub confirmed them: they may or may
+ * not have arrived; ms_log_unconfirmed() the records shipped on this
+ * connection not confirmed yet. The drivers' *_client_flush() wait for
+ * the confirmation. */
+MS_EXTERN int ms_log_sync(ms_client *c);
+MS_EXTERN int ms_log_sync_state(const ms_client *c);
+MS_EXTERN uint64_t ms_log_unconfirmed_lost(const ms_client *c);
+MS_EXTERN uint64_t ms_log_unconfirmed(const ms_client *c);
+
 /* ---- Subscriptions ----------------------------------------------------- */
 
 typedef enum ms_record_kind {

@@ -121,8 +121,11 @@ MS_EXTERN int ms_posix_client_new(ms_posix_client **pp, ms_loop *loop,
                                   ms_client *c, const char *url);
 MS_EXTERN void ms_posix_client_del(ms_posix_client *p);
 /* Run the loop until the client's queued log records and output are
- * written, or timeout_ms pass (for a clean exit). Returns 0, MS_ERR_TIMEOUT
- * (the hub is away or slow: records still queued), MS_ERR_INVALID_ARG. */
+ * written and the hub has confirmed it read them (ms_log_sync), or
+ * timeout_ms pass (for a clean exit). Returns 0, MS_ERR_TIMEOUT (the hub
+ * is away or slow: records still queued, or not confirmed),
+ * MS_ERR_CLOSED (the connection ended before the hub confirmed: see
+ * ms_log_unconfirmed_lost), MS_ERR_INVALID_ARG. */
 MS_EXTERN int ms_posix_client_flush(ms_posix_client *p, int64_t timeout_ms);
 
 /* A hub on a loop, listening on host:port (0 = free port); host NULL:

@@ -305,6 +305,47 @@ static void hub_reading_our_backlog_is_alive(void) {
   done(&f);
 }
 
+/* Shipped is not received: a sync (PING behind the records) is
+ * confirmed by the hub's PONG; a connection that ends first fails it and
+ * counts what it carried unconfirmed. */
+static void log_sync_is_confirmed_by_the_hub(void) {
+  fakehub f;
+  CHECK(ready(&f, "logger") == 0);
+  fh_pump(&f);
+  CHECK_EQ_INT(ms_log_sync_state(f.c), MS_ERR_STATE); /* none asked */
+  CHECK_EQ_INT(ms_log_sync(f.c), 0); /* nothing shipped: confirmed */
+  CHECK_EQ_INT(ms_log_sync_state(f.c), 1);
+  for (int i = 0; i < 3; i++)
+    CHECK_EQ_INT(ms_log(f.c, MS_LEVEL_INFO, "r%d", i), 0);
+  CHECK_EQ_INT(ms_log_sync(f.c), 0);
+  CHECK_EQ_INT(ms_log_sync_state(f.c), 0);
+  CHECK_EQ_INT(ms_log_unconfirmed(f.c), 3);
+  fh_pump(&f);
+  CHECK_EQ_INT(fh_count(&f, MS_MSG_LOG), 3);
+  const fh_seen *ping = fh_last(&f, MS_MSG_PING);
+  CHECK(ping != NULL);
+  CHECK_EQ_INT(ms_log_sync_state(f.c), 0); /* written, not confirmed */
+  ms_enc_pong(fh_pk(&f), ping->id + 1); /* not ours */
+  fh_send(&f);
+  CHECK_EQ_INT(ms_log_sync_state(f.c), 0);
+  ms_enc_pong(fh_pk(&f), ping->id);
+  fh_send(&f);
+  CHECK_EQ_INT(ms_log_sync_state(f.c), 1);
+  CHECK_EQ_INT(ms_log_unconfirmed(f.c), 0);
+  /* Two more, asked, and the connection ends before the answer. */
+  CHECK_EQ_INT(ms_log(f.c, MS_LEVEL_INFO, "r3"), 0);
+  CHECK_EQ_INT(ms_log(f.c, MS_LEVEL_INFO, "r4"), 0);
+  CHECK_EQ_INT(ms_log_sync(f.c), 0);
+  fh_pump(&f);
+  CHECK_EQ_INT(ms_log_unconfirmed_lost(f.c), 0);
+  fh_drop(&f);
+  f.now += 100;
+  ms_client_tick(f.c, f.now);
+  CHECK_EQ_INT(ms_log_sync_state(f.c), MS_ERR_CLOSED);
+  CHECK_EQ_INT(ms_log_unconfirmed_lost(f.c), 2);
+  done(&f);
+}
+
 static void logs_wait_for_the_hub_then_ship(void) {
   ms_client *c = new_client("logger");
   CHECK(c != NULL);
@@ -677,6 +718,7 @@ static const ms_test_case tests[] = {
       TEST(reconnect_fails_inflight_and_registers_again),
       TEST(silent_hub_is_pinged_then_abandoned),
       TEST(hub_reading_our_backlog_is_alive),
+      TEST(log_sync_is_confirmed_by_the_hub),
       TEST(logs_wait_for_the_hub_then_ship),
       TEST(log_ring_is_bounded_and_counts_drops),
       TEST(log_sink_gets_the_fields_as_logged),

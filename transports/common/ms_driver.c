@@ -808,15 +808,32 @@ int ms_drv_client_flush(ms_drv *d, int64_t timeout_ms,
     return MS_ERR_INVALID_ARG;
   enter(d);
   int64_t end = now_of(d) + timeout_ms;
-  int rv;
+  int rv, asked = 0;
   for (;;) {
     if (!d->c || ms_life_dead(&d->life)) {
       rv = MS_ERR_CLOSED;
       break;
     }
     if (ms_log_queued(d->c) == 0 && !ms_client_want_write(d->c)) {
-      rv = 0;
-      break;
+      /* Written is not received: the hub confirms what it has read (a
+       * PING behind the records). A connection that ends first fails the
+       * flush: its last records may be lost (ms_log_unconfirmed_lost). */
+      int st = asked ? ms_log_sync_state(d->c) : 0;
+      if (asked && st == 1) {
+        rv = 0;
+        break;
+      }
+      if (asked && st == MS_ERR_CLOSED) {
+        rv = MS_ERR_CLOSED;
+        break;
+      }
+      if (!asked && ms_log_sync(d->c) == 0) {
+        asked = 1;
+        if (ms_log_sync_state(d->c) == 1) {
+          rv = 0;
+          break;
+        }
+      }
     }
     int64_t left = end - now_of(d);
     if (left <= 0) {
