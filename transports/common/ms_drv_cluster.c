@@ -279,6 +279,13 @@ enum { RC_NONE = 0, RC_CONNECTING, RC_OPEN };
  * RESP reader for what comes in, and one output buffer that the loop
  * writes once per iteration (pipelining). io comes first: the ready
  * callback casts. */
+/* A reader's reply functions: hiredis's own, with its array refused past
+ * a bound (see capped_reader). */
+typedef struct capped_fns {
+  redisReplyObjectFunctions fns;
+  void *(*array)(const redisReadTask *, int);
+} capped_fns;
+
 typedef struct rconn {
   ms_drv_io io;
   struct ms_rcl *c;
@@ -293,6 +300,7 @@ typedef struct rconn {
   size_t out_off;
   ms_ring q;                  /* cmd_ctx: replies awaited, oldest first */
   int eof;
+  capped_fns cap;             /* rd's reply functions */
 } rconn;
 
 enum { ST_DOWN = 0, ST_CONNECTING, ST_UP };
@@ -665,6 +673,30 @@ static void rc_ready(ms_drv_io *io, unsigned events) {
 
 /* A new attempt: a reader and an empty buffer (commands may be queued
  * before the socket is open; they leave once it is). */
+
+/* hiredis 0.14 allocates an array reply's element table as soon as it
+ * reads the count ("*400000000" is 3.2 GB), before any element has come:
+ * its default functions, with arrays above this many elements refused
+ * (the reader then fails as out of memory, and the connection is given
+ * up). No reply the driver asks for comes near it (history reads are at
+ * most stream_max entries). */
+#define REPLY_MAX_ELEMENTS (1 << 20)
+
+static void *capped_array(const redisReadTask *t, int elements) {
+  const capped_fns *cf = t->privdata;
+  if (elements > REPLY_MAX_ELEMENTS)
+    return NULL;
+  return cf->array(t, elements);
+}
+
+static void capped_reader(redisReader *rd, capped_fns *cf) {
+  cf->fns = *rd->fn;
+  cf->array = cf->fns.createArray;
+  cf->fns.createArray = capped_array;
+  rd->fn = &cf->fns;
+  rd->privdata = cf;
+}
+
 static int rc_init(ms_rcl *c, rconn *r) {
   memset(r, 0, sizeof *r);
   r->c = c;
@@ -677,7 +709,10 @@ static int rc_init(ms_rcl *c, rconn *r) {
   r->ops = &rc_ops;
   r->eng = r;
   r->rd = redisReaderCreate();
-  return r->rd ? 0 : MS_ERR_NOMEM;
+  if (!r->rd)
+    return MS_ERR_NOMEM;
+  capped_reader(r->rd, &r->cap);
+  return 0;
 }
 
 static int connect_one(const struct sockaddr *sa, socklen_t len) {
