@@ -530,7 +530,7 @@ int ms_log_sync(ms_client *c) {
     return MS_ERR_STATE;
   ms_client_logs *l = c->logs;
   if (!l)
-    return MS_ERR_NOMEM;
+    return 0; /* never logged: nothing to confirm */
   if (l->unconfirmed == 0) {
     l->sync_state = 1; /* nothing to confirm */
     l->sync_no = 0;
@@ -549,7 +549,9 @@ int ms_log_sync(ms_client *c) {
 }
 
 int ms_log_sync_state(const ms_client *c) {
-  return c && c->logs ? c->logs->sync_state : MS_ERR_STATE;
+  if (!c)
+    return MS_ERR_STATE;
+  return c->logs ? c->logs->sync_state : 1; /* never logged: confirmed */
 }
 
 uint64_t ms_log_unconfirmed_lost(const ms_client *c) {

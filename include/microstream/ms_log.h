@@ -118,7 +118,7 @@ MS_EXTERN uint64_t ms_log_dropped(const ms_client *c);
  * PING behind them (the hub answers in order) and returns 0 (or
  * MS_ERR_STATE when not connected, MS_ERR_NOMEM); ms_log_sync_state()
  * then says 1 (confirmed: also at once when nothing was shipped
- * unconfirmed), 0 (waiting), MS_ERR_CLOSED (the connection ended first:
+ * unconfirmed, and always for a client that never logged), 0 (waiting), MS_ERR_CLOSED (the connection ended first:
  * its records may not have reached the hub) or MS_ERR_STATE (none
  * asked). ms_log_unconfirmed_lost() counts the records shipped on
  * connections that ended before the hub confirmed them: they may or may

@@ -346,6 +346,21 @@ static void log_sync_is_confirmed_by_the_hub(void) {
   done(&f);
 }
 
+/* A client that never logged has nothing to confirm: a flush at exit
+ * must not wait for it. */
+static void log_sync_without_logs_is_confirmed(void) {
+  ms_client_config cfg;
+  ms_client_config_init(&cfg);
+  cfg.service = "quiet";
+  cfg.seed = 42;
+  ms_client *c = NULL;
+  CHECK_EQ_INT(ms_client_new(&c, &cfg, NULL, NULL), 0);
+  CHECK_EQ_INT(ms_log_sync(c), 0);
+  CHECK_EQ_INT(ms_log_sync_state(c), 1);
+  CHECK_EQ_INT(ms_log_unconfirmed(c), 0);
+  ms_client_del(c);
+}
+
 static void logs_wait_for_the_hub_then_ship(void) {
   ms_client *c = new_client("logger");
   CHECK(c != NULL);
@@ -719,6 +734,7 @@ static const ms_test_case tests[] = {
       TEST(silent_hub_is_pinged_then_abandoned),
       TEST(hub_reading_our_backlog_is_alive),
       TEST(log_sync_is_confirmed_by_the_hub),
+      TEST(log_sync_without_logs_is_confirmed),
       TEST(logs_wait_for_the_hub_then_ship),
       TEST(log_ring_is_bounded_and_counts_drops),
       TEST(log_sink_gets_the_fields_as_logged),
