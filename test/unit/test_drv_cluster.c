@@ -26,6 +26,39 @@ static void feed(ms_rcl *rc, unsigned op, const char *resp, size_t n) {
   ms_rcl_fuzz_feed(rc, buf, n + 3);
 }
 
+/* The subscriber connection's two SUBSCRIBE confirmations: the history
+ * read starts, live records are held meanwhile. */
+static void subscribed(ms_rcl *rc) {
+  static const char acks[] =
+      "*3\r\n$9\r\nsubscribe\r\n$3\r\nme!\r\n:1\r\n"
+      "*3\r\n$9\r\nsubscribe\r\n$3\r\nall\r\n:2\r\n";
+  feed(rc, 1, acks, sizeof acks - 1);
+}
+
+/* Live log-stream messages for seqs from..to, in chunks: holes
+ * ("J<stream><first> <last>", one seq each) up to holes_to, records from
+ * another hub ("R<stream><seq> x") after. */
+static void feed_live(ms_rcl *rc, int from, int to, int holes_to) {
+  static char chunk[65000];
+  size_t n = 0;
+  for (int seq = from; seq <= to; seq++) {
+    char msg[40], one[120];
+    int k = seq <= holes_to ? snprintf(msg, sizeof msg, "J0%d %d", seq, seq)
+                            : snprintf(msg, sizeof msg, "R0%d x", seq);
+    int m = snprintf(one, sizeof one,
+                     "*3\r\n$7\r\nmessage\r\n$15\r\nmicrostream:all\r\n"
+                     "$%d\r\n%s\r\n",
+                     k, msg);
+    if (n + (size_t)m > sizeof chunk) {
+      feed(rc, 1, chunk, n);
+      n = 0;
+    }
+    memcpy(chunk + n, one, (size_t)m);
+    n += (size_t)m;
+  }
+  feed(rc, 1, chunk, n);
+}
+
 static ms_hub *hub_new(void) {
   ms_hub_config hc;
   ms_hub_config_init(&hc);
@@ -81,28 +114,8 @@ static void held_records_stop_at_the_bound_the_newest_refused(void) {
   CHECK(h != NULL);
   ms_rcl *rc = ms_rcl_fuzz_new(h);
   CHECK(rc != NULL);
-  /* Subscribed: the history read starts, live records are held. */
-  static const char acks[] =
-      "*3\r\n$9\r\nsubscribe\r\n$3\r\nme!\r\n:1\r\n"
-      "*3\r\n$9\r\nsubscribe\r\n$3\r\nall\r\n:2\r\n";
-  feed(rc, 1, acks, sizeof acks - 1);
-  static char chunk[65000];
-  size_t n = 0;
-  for (int seq = 1; seq <= SYNC_HOLD + 5; seq++) {
-    char msg[40], one[120];
-    int k = snprintf(msg, sizeof msg, "J0%d %d", seq, seq);
-    int m = snprintf(one, sizeof one,
-                     "*3\r\n$7\r\nmessage\r\n$15\r\nmicrostream:all\r\n"
-                     "$%d\r\n%s\r\n",
-                     k, msg);
-    if (n + (size_t)m > sizeof chunk) {
-      feed(rc, 1, chunk, n);
-      n = 0;
-    }
-    memcpy(chunk + n, one, (size_t)m);
-    n += (size_t)m;
-  }
-  feed(rc, 1, chunk, n);
+  subscribed(rc); /* the history read starts, live records are held */
+  feed_live(rc, 1, SYNC_HOLD + 5, SYNC_HOLD + 5);
   CHECK_EQ_INT(ms_hub_cluster_last_seq(h, MS_CLUSTER_LOGS), 0);
   /* Floor and history (empty) for each stream; then the held ones. */
   static const char hist[] = ":1\r\n*0\r\n:1\r\n*0\r\n+OK\r\n";
@@ -113,9 +126,7 @@ static void held_records_stop_at_the_bound_the_newest_refused(void) {
   ms_rcl_stats(rc, &st);
   CHECK_EQ_INT(st.records_unshown, 0); /* holes are no loss */
   /* Live again: the next one goes straight through. */
-  static const char next[] = "*3\r\n$7\r\nmessage\r\n$15\r\nmicrostream:all\r\n"
-                             "$13\r\nJ020010 20010\r\n";
-  feed(rc, 1, next, sizeof next - 1);
+  feed_live(rc, 20010, 20010, 20010);
   CHECK_EQ_INT(ms_hub_cluster_last_seq(h, MS_CLUSTER_LOGS), 20010);
   ms_rcl_del(rc);
   ms_hub_del(h);
@@ -129,31 +140,10 @@ static void refused_held_records_are_told_as_a_gap(void) {
   CHECK(h != NULL);
   ms_rcl *rc = ms_rcl_fuzz_new(h);
   CHECK(rc != NULL);
-  static const char acks[] =
-      "*3\r\n$9\r\nsubscribe\r\n$3\r\nme!\r\n:1\r\n"
-      "*3\r\n$9\r\nsubscribe\r\n$3\r\nall\r\n:2\r\n";
-  feed(rc, 1, acks, sizeof acks - 1);
-  static char chunk[65000];
-  size_t n = 0;
+  subscribed(rc);
   /* SYNC_HOLD holes fill the bound; then 3 holes and 7 records (from
    * another hub) come past it. */
-  for (int seq = 1; seq <= SYNC_HOLD + 10; seq++) {
-    char msg[40], one[120];
-    int k = seq <= SYNC_HOLD + 3
-                ? snprintf(msg, sizeof msg, "J0%d %d", seq, seq)
-                : snprintf(msg, sizeof msg, "R0%d x", seq);
-    int m = snprintf(one, sizeof one,
-                     "*3\r\n$7\r\nmessage\r\n$15\r\nmicrostream:all\r\n"
-                     "$%d\r\n%s\r\n",
-                     k, msg);
-    if (n + (size_t)m > sizeof chunk) {
-      feed(rc, 1, chunk, n);
-      n = 0;
-    }
-    memcpy(chunk + n, one, (size_t)m);
-    n += (size_t)m;
-  }
-  feed(rc, 1, chunk, n);
+  feed_live(rc, 1, SYNC_HOLD + 10, SYNC_HOLD + 3);
   ms_cluster_stats st;
   ms_rcl_stats(rc, &st);
   CHECK_EQ_INT(st.records_unshown, 0); /* not before the history is in */
@@ -165,13 +155,7 @@ static void refused_held_records_are_told_as_a_gap(void) {
   ms_rcl_stats(rc, &st);
   CHECK_EQ_INT(st.records_unshown, 7);
   CHECK(metric_is(h, "\nmicrostream_cluster_records_unshown_total 7\n"));
-  char next[120], msg[40];
-  int k = snprintf(msg, sizeof msg, "J0%d %d", SYNC_HOLD + 11, SYNC_HOLD + 11);
-  int m = snprintf(next, sizeof next,
-                   "*3\r\n$7\r\nmessage\r\n$15\r\nmicrostream:all\r\n"
-                   "$%d\r\n%s\r\n",
-                   k, msg);
-  feed(rc, 1, next, (size_t)m);
+  feed_live(rc, SYNC_HOLD + 11, SYNC_HOLD + 11, SYNC_HOLD + 11);
   CHECK_EQ_INT(ms_hub_cluster_last_seq(h, MS_CLUSTER_LOGS), SYNC_HOLD + 11);
   ms_rcl_stats(rc, &st);
   CHECK_EQ_INT(st.records_unshown, 7);
